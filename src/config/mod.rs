@@ -1,0 +1,1 @@
+//! Configuration: `/etc/patchd/patchd.toml` plus drop-ins; raw → merged → validated.

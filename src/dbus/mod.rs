@@ -1,0 +1,1 @@
+//! D-Bus service `org.patchd.Patchd1` and the typed client proxy used by `patchctl`.

@@ -1,0 +1,1 @@
+//! Delta updates: static deltas between known releases and chunk-index dynamic deltas.

@@ -1,0 +1,1 @@
+//! The lifecycle state machine: one persisted state, one transition at a time.

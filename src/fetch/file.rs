@@ -1,0 +1,82 @@
+//! Local-directory byte source (offline bundles, the demo, tests).
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{validate_repo_path, BoxFuture, ByteReader, ByteSource, FetchError};
+
+/// Serves repository files from a directory.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    root: PathBuf,
+}
+
+impl FileSource {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+impl ByteSource for FileSource {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn open<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        Box::pin(async move {
+            validate_repo_path(path)?;
+            let full = self.root.join(path);
+            let io = |source| FetchError::Io {
+                what: full.display().to_string(),
+                source,
+            };
+            let mut f = match tokio::fs::File::open(&full).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(FetchError::NotFound {
+                        what: full.display().to_string(),
+                    })
+                }
+                Err(e) => return Err(io(e)),
+            };
+            if offset > 0 {
+                f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
+            }
+            let r: ByteReader = Box::new(f.take(limit.saturating_sub(offset).saturating_add(1)));
+            Ok(r)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fetch_all;
+    use super::*;
+
+    #[tokio::test]
+    async fn file_source_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.json"), b"0123456789").unwrap();
+        let src = FileSource::new(dir.path());
+        assert_eq!(fetch_all(&src, "x.json", 10).await.unwrap(), b"0123456789");
+        assert!(matches!(
+            fetch_all(&src, "x.json", 9).await,
+            Err(FetchError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            fetch_all(&src, "nope.json", 9).await,
+            Err(FetchError::NotFound { .. })
+        ));
+        assert!(matches!(
+            fetch_all(&src, "../x.json", 9).await,
+            Err(FetchError::InvalidPath { .. })
+        ));
+    }
+}

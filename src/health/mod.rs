@@ -1,0 +1,1 @@
+//! Health checks after the first boot of a new slot.

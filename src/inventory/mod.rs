@@ -1,0 +1,1 @@
+//! Inventory: what runs where, as one JSON document.

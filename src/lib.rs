@@ -1,0 +1,23 @@
+//! patchd — an update daemon for servers and appliance fleets.
+//!
+//! The library holds all logic; the binaries in `src/bin/` only parse arguments and call
+//! into it. Module map and lifecycle: see `shared/DESIGN.md` (kept in sync with
+//! `docs/design.md` when it changes).
+
+pub mod audit;
+pub mod boot;
+pub mod clock;
+pub mod config;
+pub mod dbus;
+pub mod delta;
+pub mod engine;
+pub mod fetch;
+pub mod fsutil;
+pub mod health;
+pub mod inventory;
+pub mod manifest;
+pub mod names;
+pub mod paths;
+pub mod policy;
+pub mod slot;
+pub mod trust;

@@ -1,0 +1,1 @@
+//! Policy: maintenance windows, rollout bucketing, channels, holds, urgency rules.

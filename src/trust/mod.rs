@@ -1,0 +1,1 @@
+//! Trust: canonical JSON, keys and signatures, TUF metadata and the TUF client workflow.
