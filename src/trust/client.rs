@@ -132,9 +132,16 @@ impl VerifiedTarget {
     }
 }
 
+#[derive(Clone)]
 struct Trusted<T> {
     meta: T,
     bytes: Vec<u8>,
+}
+
+/// A change to the trusted directory, held back until a refresh has fully succeeded.
+enum DiskOp {
+    Write(String, Vec<u8>),
+    Remove(String),
 }
 
 /// The device's TUF client.
@@ -148,6 +155,8 @@ pub struct TufClient {
     /// "targets" and delegated roles verified during this process's life.
     targets: BTreeMap<String, Trusted<Targets>>,
     refreshed: bool,
+    /// During a refresh: disk changes to apply only if the whole refresh succeeds.
+    pending: Option<Vec<DiskOp>>,
 }
 
 fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TrustError {
@@ -202,6 +211,7 @@ impl TufClient {
             snapshot: None,
             targets: BTreeMap::new(),
             refreshed: false,
+            pending: None,
         };
         client.timestamp = client.load_local_top::<TimestampMeta>("timestamp");
         client.snapshot = client.load_local_top::<Snapshot>("snapshot");
@@ -307,12 +317,28 @@ impl TufClient {
         Ok(())
     }
 
-    fn persist(&self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
+    fn persist(&mut self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
+        if let Some(p) = &mut self.pending {
+            p.push(DiskOp::Write(file.to_string(), bytes.to_vec()));
+            return Ok(());
+        }
+        self.write_now(file, bytes)
+    }
+
+    fn write_now(&self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
         let path = self.dir.join(file);
         crate::fsutil::atomic_write_mode(&path, bytes, 0o644).map_err(io_err(path.display()))
     }
 
-    fn remove_trusted(&self, file: &str) -> Result<(), TrustError> {
+    fn remove_trusted(&mut self, file: &str) -> Result<(), TrustError> {
+        if let Some(p) = &mut self.pending {
+            p.push(DiskOp::Remove(file.to_string()));
+            return Ok(());
+        }
+        self.remove_now(file)
+    }
+
+    fn remove_now(&self, file: &str) -> Result<(), TrustError> {
         let path = self.dir.join(file);
         match std::fs::remove_file(&path) {
             Ok(()) => crate::fsutil::fsync_dir(&self.dir).map_err(io_err(self.dir.display())),
@@ -343,8 +369,53 @@ impl TufClient {
     }
 
     /// Update all top-level metadata from `src` (which serves the metadata directory).
+    ///
+    /// All or nothing: if any step fails, neither the trusted directory nor this
+    /// client's state changes (a rotated root included; it is fetched again next time).
     pub async fn refresh(&mut self, src: &dyn ByteSource) -> Result<(), TrustError> {
         self.refreshed = false;
+        let saved = (
+            self.root.clone(),
+            self.timestamp.clone(),
+            self.snapshot.clone(),
+            self.targets.clone(),
+        );
+        self.pending = Some(Vec::new());
+        let result = self.refresh_inner(src).await;
+        let ops = self.pending.take().unwrap_or_default();
+        let result = match result {
+            Ok(now) => self.apply(ops, now),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.refreshed = true;
+                tracing::info!(
+                    root = self.root.meta.common.version,
+                    timestamp = self.timestamp_version(),
+                    snapshot = self.snapshot_version(),
+                    "TUF metadata refreshed"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                (self.root, self.timestamp, self.snapshot, self.targets) = saved;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, ops: Vec<DiskOp>, now: Timestamp) -> Result<(), TrustError> {
+        for op in ops {
+            match op {
+                DiskOp::Write(file, bytes) => self.write_now(&file, &bytes)?,
+                DiskOp::Remove(file) => self.remove_now(&file)?,
+            }
+        }
+        self.write_now(CLOCK_FILE, now.to_string().as_bytes())
+    }
+
+    async fn refresh_inner(&mut self, src: &dyn ByteSource) -> Result<Timestamp, TrustError> {
         let now = self.check_clock()?;
         self.update_root(src, now).await?;
         self.update_timestamp(src, now).await?;
@@ -369,16 +440,7 @@ impl TufClient {
             now,
         )
         .await?;
-        let stamp = now.to_string();
-        self.persist(CLOCK_FILE, stamp.as_bytes())?;
-        self.refreshed = true;
-        tracing::info!(
-            root = self.root.meta.common.version,
-            timestamp = self.timestamp_version(),
-            snapshot = self.snapshot_version(),
-            "TUF metadata refreshed"
-        );
-        Ok(())
+        Ok(now)
     }
 
     async fn update_root(
@@ -467,15 +529,14 @@ impl TufClient {
                     .is_ok()
             })
             .unwrap_or(true);
-        let snap_ok = ts_ok
-            && self
-                .snapshot
-                .as_ref()
-                .map(|t| {
-                    self.verify_top::<Snapshot>("snapshot", "snapshot.json", &t.bytes)
-                        .is_ok()
-                })
-                .unwrap_or(true);
+        let snap_ok = self
+            .snapshot
+            .as_ref()
+            .map(|t| {
+                self.verify_top::<Snapshot>("snapshot", "snapshot.json", &t.bytes)
+                    .is_ok()
+            })
+            .unwrap_or(true);
         let targets_ok = self
             .targets
             .get("targets")
@@ -484,14 +545,14 @@ impl TufClient {
                     .is_ok()
             })
             .unwrap_or(true);
-        if !ts_ok {
-            tracing::warn!("timestamp keys rotated: dropping trusted timestamp");
+        if !ts_ok || !snap_ok {
+            // The trusted timestamp pins the snapshot version, so both go together.
+            tracing::warn!(
+                "timestamp or snapshot keys rotated: dropping trusted timestamp and snapshot"
+            );
             self.timestamp = None;
-            self.remove_trusted("timestamp.json")?;
-        }
-        if !snap_ok {
-            tracing::warn!("snapshot keys rotated: dropping trusted snapshot");
             self.snapshot = None;
+            self.remove_trusted("timestamp.json")?;
             self.remove_trusted("snapshot.json")?;
         }
         if !targets_ok {

@@ -216,12 +216,14 @@ impl NBits for rsa::RsaPublicKey {
 }
 
 /// A private signing key (publisher side, and tests).
+#[derive(Clone)]
 pub struct SigningKey {
     inner: SigningInner,
     public: PublicKey,
     keyid: String,
 }
 
+#[derive(Clone)]
 enum SigningInner {
     Ed25519(ed25519_dalek::SigningKey),
     P256(p256::ecdsa::SigningKey),
