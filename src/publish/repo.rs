@@ -364,6 +364,32 @@ impl Repo {
         Ok(manifest)
     }
 
+    /// Publish arbitrary bytes as target `path` with an optional `custom` object, and
+    /// re-sign. For extra files next to releases (and for tests that need a signed but
+    /// hostile manifest); releases themselves go through [`Repo::add_release`].
+    pub fn add_target_bytes(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        custom: Option<serde_json::Value>,
+    ) -> Result<(), PublishError> {
+        crate::manifest::check_target_path("target", path)?;
+        let mut st = state::load(&self.dir)?;
+        let hashes = hashes_of(bytes);
+        let sha256 = hashes.get("sha256").cloned().unwrap_or_default();
+        images::place_bytes(bytes, &self.targets_dir(), path, &sha256)?;
+        st.targets.targets.insert(
+            path.to_string(),
+            TargetFile {
+                length: bytes.len() as u64,
+                hashes: BTreeMap::from([("sha256".to_string(), sha256)]),
+                custom,
+                extra: Default::default(),
+            },
+        );
+        self.publisher(self.clock.now()).targets(&mut st)
+    }
+
     /// Write `m` as a target with its summary in `custom` (into `st`, not yet signed).
     fn put_manifest(&self, st: &mut State, m: &Manifest) -> Result<(), PublishError> {
         let bytes = m.to_vec()?;
