@@ -1,0 +1,1 @@
+//! `patchd boot …`: the low-level command for integrators and rescue work.
