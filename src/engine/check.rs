@@ -9,8 +9,9 @@ use std::cmp::Ordering;
 use jiff::Timestamp;
 
 use super::handle::AvailableRelease;
-use super::ports::{active_holds, Candidate, SwitchPolicy, WhyNot};
+use super::ports::{Candidate, WhyNot};
 use super::statefile::StateDoc;
+use crate::policy::{Decision, DeviceFacts, Policy};
 
 /// Compare release versions: semver when both parse, else dot-separated numeric parts
 /// (non-numeric parts compared as text), so `1.10` sorts after `1.9` either way.
@@ -38,120 +39,121 @@ pub fn cmp_versions(a: &str, b: &str) -> Ordering {
     }
 }
 
-/// The engine-side reasons (floor, failed here, holds, not newer) for one release.
-pub fn engine_reasons(
-    c: &Candidate,
-    doc: &StateDoc,
-    current: Option<&str>,
-    now: Timestamp,
-) -> Vec<WhyNot> {
+/// The engine-side reasons (floor, failed here, not newer) for one release.
+pub fn engine_reasons(c: &Candidate, doc: &StateDoc, current: Option<&str>) -> Vec<WhyNot> {
     let mut why = Vec::new();
+    let version = &c.facts.version;
     if let Some(cur) = current {
-        if cmp_versions(&c.version, cur) != Ordering::Greater {
+        if cmp_versions(version, cur) != Ordering::Greater {
             why.push(WhyNot::NotNewer {
                 current: cur.to_string(),
             });
         }
     }
-    if let Some(b) = doc.blocked.iter().find(|b| b.version == c.version) {
+    if let Some(b) = doc.blocked.iter().find(|b| &b.version == version) {
         why.push(WhyNot::FailedHere {
             reason: b.reason.clone(),
         });
     }
-    if c.security_version < doc.security_floor && !doc.floor_overrides.contains(&c.version) {
+    if c.security_version < doc.security_floor && !doc.floor_overrides.contains(version) {
         why.push(WhyNot::BelowSecurityFloor {
             security_version: c.security_version,
             floor: doc.security_floor,
         });
     }
-    for h in active_holds(&doc.holds, now) {
-        let applies = match &h.max_version {
-            None => true,
-            Some(max) => cmp_versions(&c.version, max) == Ordering::Greater,
-        };
-        if applies {
-            let reason = match &h.max_version {
-                Some(max) => format!("{} (pinned to at most {max})", h.reason),
-                None => h.reason.clone(),
-            };
-            why.push(WhyNot::Hold {
-                reason,
-                actor: h.actor.clone(),
-            });
-        }
-    }
     why
 }
 
-/// Categorize every candidate, newest first.
-pub fn categorize(
-    candidates: &[Candidate],
-    doc: &StateDoc,
-    current: Option<&str>,
-    policy: &dyn SwitchPolicy,
-    now: Timestamp,
-) -> Vec<AvailableRelease> {
-    let mut out: Vec<AvailableRelease> = candidates
-        .iter()
-        .map(|c| {
-            let mut why = c.manifest_reasons.clone();
-            why.extend(engine_reasons(c, doc, current, now));
-            for w in policy.why_not(c, now) {
-                if !why.contains(&w) {
-                    why.push(w);
-                }
-            }
-            AvailableRelease {
-                version: c.version.clone(),
-                security_version: c.security_version,
-                kind: c.kind,
-                severity: c.severity,
-                cves: c.cves.clone(),
-                size: c.size,
-                published: c.published,
-                install_now: why.is_empty(),
-                why_not: why,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| cmp_versions(&b.version, &a.version));
-    out
+/// Everything the categorization needs besides the candidates.
+pub struct Context<'a> {
+    pub doc: &'a StateDoc,
+    pub current: Option<&'a str>,
+    pub policy: &'a Policy,
+    pub device: &'a DeviceFacts,
+    pub now: Timestamp,
 }
 
-/// Reasons that stop even staging (as opposed to only the switch).
-pub fn blocks_staging(w: &WhyNot) -> bool {
-    w.blocks_staging() || matches!(w, WhyNot::RolloutStage { .. } | WhyNot::Paused)
+impl Context<'_> {
+    /// All reasons not to switch to `c` now; `force` (admin override) skips the policy's
+    /// window, rollout and approval answers but never a hold, withdrawal or channel.
+    pub fn switch_reasons(&self, c: &Candidate, force: bool) -> Vec<WhyNot> {
+        let mut why = c.manifest_reasons.clone();
+        why.extend(engine_reasons(c, self.doc, self.current));
+        let approved = force || self.doc.approved.contains(&c.facts.version);
+        let d = self
+            .policy
+            .may_switch(self.now, self.device, &c.facts, &self.doc.holds, approved);
+        let overridable = force && matches!(d, Decision::Wait { .. }) && !self.held(c);
+        if !d.is_allowed() && !overridable {
+            why.push(WhyNot::Policy { decision: d });
+        }
+        why
+    }
+
+    /// May `c` be staged now (engine reasons, then the policy's `may_stage`)?
+    pub fn stage_reasons(&self, c: &Candidate) -> Vec<WhyNot> {
+        let mut why: Vec<WhyNot> = c.manifest_reasons.clone();
+        why.extend(engine_reasons(c, self.doc, self.current));
+        let d = self
+            .policy
+            .may_stage(self.now, self.device, &c.facts, &self.doc.holds);
+        if !d.is_allowed() {
+            why.push(WhyNot::Policy { decision: d });
+        }
+        why
+    }
+
+    fn held(&self, c: &Candidate) -> bool {
+        !crate::policy::holds::decide(&self.doc.holds, &c.facts.version, self.now).is_allowed()
+    }
+
+    /// Categorize every candidate, newest first.
+    pub fn categorize(&self, candidates: &[Candidate]) -> Vec<AvailableRelease> {
+        let mut out: Vec<AvailableRelease> = candidates
+            .iter()
+            .map(|c| {
+                let why = self.switch_reasons(c, false);
+                let stage = self.stage_reasons(c);
+                AvailableRelease {
+                    version: c.facts.version.clone(),
+                    security_version: c.security_version,
+                    kind: c.facts.kind,
+                    severity: c.facts.severity,
+                    cves: c.cves.clone(),
+                    size: c.size,
+                    published: c.published,
+                    install_now: why.is_empty(),
+                    may_stage: stage.is_empty(),
+                    why_not: why,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| cmp_versions(&b.version, &a.version));
+        out
+    }
 }
 
 /// The release policy would stage: the newest one nothing forbids staging.
 pub fn stage_target(available: &[AvailableRelease]) -> Option<&AvailableRelease> {
-    available
-        .iter()
-        .find(|a| !a.why_not.iter().any(blocks_staging))
+    available.iter().find(|a| a.may_stage)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ports::{ReleaseKind, Severity};
-    use crate::engine::statefile::Hold;
-
-    struct Always(Vec<WhyNot>);
-    impl SwitchPolicy for Always {
-        fn why_not(&self, _c: &Candidate, _now: Timestamp) -> Vec<WhyNot> {
-            self.0.clone()
-        }
-        fn next_window(&self, _now: Timestamp) -> Option<Timestamp> {
-            None
-        }
-    }
+    use crate::policy::{Hold, Kind, ReleaseFacts, Schedule, Severity};
 
     fn cand(v: &str, sv: u64) -> Candidate {
         Candidate {
-            version: v.into(),
+            facts: ReleaseFacts {
+                id: format!("demo/{v}"),
+                version: v.into(),
+                kind: Kind::Security,
+                severity: Severity::High,
+                channels: vec![],
+                rollout: None,
+            },
             security_version: sv,
-            kind: ReleaseKind::Security,
-            severity: Severity::High,
             cves: vec!["CVE-2026-0001".into()],
             size: 10,
             published: None,
@@ -159,7 +161,14 @@ mod tests {
         }
     }
     fn now() -> Timestamp {
-        Timestamp::from_second(1_000_000).unwrap()
+        "2026-11-25T12:00:00Z".parse().unwrap()
+    }
+    fn device() -> DeviceFacts {
+        DeviceFacts {
+            machine_id: "m1".into(),
+            channel: "stable".into(),
+            tags: vec![],
+        }
     }
 
     #[test]
@@ -171,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn every_engine_reason_shows() {
+    fn every_engine_and_policy_reason_shows() {
         let mut doc = StateDoc {
             security_floor: 5,
             ..StateDoc::default()
@@ -179,18 +188,27 @@ mod tests {
         doc.block("3.0.0", "health check failed", now());
         doc.holds.push(Hold {
             reason: "quarter close".into(),
-            actor: "uid:1000".into(),
-            since: now(),
+            by: "uid:1000".into(),
+            created: now(),
             until: None,
-            max_version: Some("2.5.0".into()),
+            max_version: Some("2.5.0".parse().unwrap()),
         });
+        let policy = Policy::default();
+        let dev = device();
+        let ctx = Context {
+            doc: &doc,
+            current: Some("1.0.0"),
+            policy: &policy,
+            device: &dev,
+            now: now(),
+        };
         let cands = [
             cand("1.0.0", 5),
             cand("2.0.0", 4),
             cand("3.0.0", 6),
             cand("2.4.0", 5),
         ];
-        let av = categorize(&cands, &doc, Some("1.0.0"), &Always(vec![]), now());
+        let av = ctx.categorize(&cands);
         let get = |v: &str| av.iter().find(|a| a.version == v).unwrap();
         assert!(matches!(
             get("1.0.0").why_not[..],
@@ -202,43 +220,68 @@ mod tests {
         ));
         let r3 = &get("3.0.0").why_not;
         assert!(r3.iter().any(|w| matches!(w, WhyNot::FailedHere { .. })));
-        assert!(r3.iter().any(|w| matches!(w, WhyNot::Hold { .. })));
+        assert!(
+            r3.iter().any(|w| w.to_string().contains("quarter close")),
+            "hold not shown: {r3:?}"
+        );
         assert!(get("2.4.0").install_now, "{:?}", get("2.4.0"));
         assert_eq!(av[0].version, "3.0.0", "newest first");
         assert_eq!(stage_target(&av).unwrap().version, "2.4.0");
     }
 
     #[test]
-    fn policy_reasons_do_not_block_staging_but_manifest_ones_do() {
+    fn window_blocks_switch_not_staging_and_force_overrides_it() {
         let doc = StateDoc::default();
-        let pol = Always(vec![WhyNot::OutsideWindow { next: None }]);
-        let av = categorize(&[cand("2.0.0", 1)], &doc, Some("1.0.0"), &pol, now());
+        // Closed at noon UTC.
+        let policy = Policy {
+            schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap(),
+            ..Policy::default()
+        };
+        let dev = device();
+        let ctx = Context {
+            doc: &doc,
+            current: Some("1.0.0"),
+            policy: &policy,
+            device: &dev,
+            now: now(),
+        };
+        let av = ctx.categorize(&[cand("2.0.0", 1)]);
         assert!(!av[0].install_now);
+        assert!(
+            av[0].why_not[0].to_string().contains("window"),
+            "{:?}",
+            av[0].why_not
+        );
         assert_eq!(stage_target(&av).unwrap().version, "2.0.0");
+        assert!(ctx.switch_reasons(&cand("2.0.0", 1), true).is_empty());
 
         let mut w = cand("2.0.0", 1);
-        w.manifest_reasons.push(WhyNot::Withdrawn);
-        let av = categorize(&[w], &doc, Some("1.0.0"), &Always(vec![]), now());
+        w.manifest_reasons.push(WhyNot::Manifest {
+            detail: "not for this hardware".into(),
+        });
+        let av = ctx.categorize(&[w]);
         assert!(stage_target(&av).is_none());
     }
 
     #[test]
-    fn expired_holds_do_not_apply() {
+    fn holds_are_not_overridden_by_force() {
         let mut doc = StateDoc::default();
         doc.holds.push(Hold {
             reason: "freeze".into(),
-            actor: "uid:0".into(),
-            since: now(),
-            until: Some(now()),
+            by: "uid:0".into(),
+            created: now(),
+            until: None,
             max_version: None,
         });
-        let av = categorize(
-            &[cand("2.0.0", 1)],
-            &doc,
-            Some("1.0.0"),
-            &Always(vec![]),
-            now(),
-        );
-        assert!(av[0].install_now, "{:?}", av[0].why_not);
+        let policy = Policy::default();
+        let dev = device();
+        let ctx = Context {
+            doc: &doc,
+            current: Some("1.0.0"),
+            policy: &policy,
+            device: &dev,
+            now: now(),
+        };
+        assert!(!ctx.switch_reasons(&cand("2.0.0", 1), true).is_empty());
     }
 }

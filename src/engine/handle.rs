@@ -6,13 +6,13 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::ports::{
-    Actor, AuditEvent, AuditReport, HistoryFilter, Progress, ReleaseKind, Severity, WhyNot,
-};
+use super::ports::{Actor, Progress, WhyNot};
 use super::state::{IllegalTransition, Lifecycle, StateKind};
-use super::statefile::{BlockedRelease, Hold, StateFileError};
+use super::statefile::{BlockedRelease, StateFileError};
+use crate::audit::{AuditError, Filter, Record, VerifyReport};
 use crate::boot::BootError;
 use crate::names::SlotName;
+use crate::policy::{Hold, Kind, Severity};
 use crate::slot::{SlotError, SlotState};
 
 /// One release as status shows it: categorization plus why it is or is not installed now.
@@ -20,13 +20,15 @@ use crate::slot::{SlotError, SlotState};
 pub struct AvailableRelease {
     pub version: String,
     pub security_version: u64,
-    pub kind: ReleaseKind,
+    pub kind: Kind,
     pub severity: Severity,
     pub cves: Vec<String>,
     pub size: u64,
     pub published: Option<Timestamp>,
-    /// Going to be staged/switched by policy as things stand.
+    /// Policy would switch to it now (nothing in `why_not`).
     pub install_now: bool,
+    /// Policy would stage it now (it may still wait for a window to switch).
+    pub may_stage: bool,
     pub why_not: Vec<WhyNot>,
 }
 
@@ -72,7 +74,7 @@ impl StatusSnapshot {
     pub fn initial() -> Self {
         Self {
             state: StateKind::Idle,
-            lifecycle: Lifecycle::Idle,
+            lifecycle: Lifecycle::Idle {},
             booted_slot: None,
             slots: Vec::new(),
             current_version: None,
@@ -128,6 +130,10 @@ pub enum EngineError {
     Slot(#[from] SlotError),
     #[error(transparent)]
     Port(#[from] super::ports::PortError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("invalid version {version:?} for a hold pin: {why}")]
+    BadVersion { version: String, why: String },
     #[error("the engine task has stopped")]
     Stopped,
 }
@@ -194,14 +200,14 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     History {
-        filter: HistoryFilter,
-        reply: Reply<Vec<AuditEvent>>,
+        filter: Filter,
+        reply: Reply<Vec<Record>>,
     },
     Inventory {
         reply: Reply<serde_json::Value>,
     },
     VerifyAudit {
-        reply: Reply<AuditReport>,
+        reply: Reply<VerifyReport>,
     },
 }
 
@@ -337,7 +343,8 @@ impl EngineHandle {
         self.status.clone()
     }
 
-    pub async fn history(&self, filter: HistoryFilter) -> Result<Vec<AuditEvent>, EngineError> {
+    /// Audit records matching `filter` (most recent `filter.limit`).
+    pub async fn history(&self, filter: Filter) -> Result<Vec<Record>, EngineError> {
         self.call(|reply| Command::History { filter, reply }).await
     }
 
@@ -346,7 +353,8 @@ impl EngineHandle {
         self.call(|reply| Command::Inventory { reply }).await
     }
 
-    pub async fn verify_audit(&self) -> Result<AuditReport, EngineError> {
+    /// Verify the whole audit chain (including rotated files).
+    pub async fn verify_audit(&self) -> Result<VerifyReport, EngineError> {
         self.call(|reply| Command::VerifyAudit { reply }).await
     }
 

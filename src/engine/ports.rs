@@ -12,88 +12,42 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::state::StateKind;
-use super::statefile::Hold;
+pub use crate::audit::Actor;
 use crate::fetch::BoxFuture;
 use crate::names::SlotName;
-
-/// Kind of change a release brings (from the signed manifest).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReleaseKind {
-    Security,
-    Bugfix,
-    Feature,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
+use crate::policy::{Decision, Hold, ReleaseFacts};
 
 /// Why a release is not going to be installed (or switched to) now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "why", rename_all = "snake_case")]
 pub enum WhyNot {
-    /// Switching waits for a maintenance window.
-    OutsideWindow { next: Option<Timestamp> },
-    /// The device's rollout stage has not been reached yet.
-    RolloutStage { detail: String },
-    /// The publisher paused the rollout.
-    Paused,
-    /// The publisher withdrew the release.
-    Withdrawn,
-    /// Not published to this device's channel.
-    Channel { channel: String },
-    /// A hold (documented exception) is in force.
-    Hold { reason: String, actor: String },
+    /// The device policy's answer (window, rollout stage, pause/withdrawal, channel,
+    /// hold, urgency/approval, clock sanity), with its reason.
+    Policy { decision: Decision },
     /// Below the device's anti-rollback floor.
     BelowSecurityFloor { security_version: u64, floor: u64 },
     /// Failed on this device before; never retried automatically.
     FailedHere { reason: String },
     /// Not newer than what runs now.
     NotNewer { current: String },
-    /// The urgency rule says an admin must approve (e.g. feature releases).
-    NeedsApproval { rule: String },
     /// A reboot inhibitor is active.
     RebootInhibited { by: String },
-    /// Anything else a policy or manifest reports.
-    Other { detail: String },
+    /// Something discovery reported from the manifest (e.g. not for this hardware).
+    Manifest { detail: String },
 }
 
 impl WhyNot {
-    /// Reasons that stop staging too, not only the switch.
+    /// Engine-side reasons that also stop staging (policy reasons are asked separately
+    /// with `may_stage`).
     pub fn blocks_staging(&self) -> bool {
-        matches!(
-            self,
-            WhyNot::Withdrawn
-                | WhyNot::Channel { .. }
-                | WhyNot::BelowSecurityFloor { .. }
-                | WhyNot::FailedHere { .. }
-                | WhyNot::NotNewer { .. }
-                | WhyNot::NeedsApproval { .. }
-        )
+        !matches!(self, WhyNot::Policy { .. } | WhyNot::RebootInhibited { .. })
     }
 }
 
 impl fmt::Display for WhyNot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WhyNot::OutsideWindow { next: Some(t) } => {
-                write!(f, "outside the maintenance window (next opens {t})")
-            }
-            WhyNot::OutsideWindow { next: None } => {
-                write!(f, "outside the maintenance window (none configured ahead)")
-            }
-            WhyNot::RolloutStage { detail } => write!(f, "rollout stage not reached: {detail}"),
-            WhyNot::Paused => write!(f, "rollout paused by the publisher"),
-            WhyNot::Withdrawn => write!(f, "withdrawn by the publisher"),
-            WhyNot::Channel { channel } => write!(f, "not in this device's channel {channel}"),
-            WhyNot::Hold { reason, actor } => write!(f, "on hold by {actor}: {reason}"),
+            WhyNot::Policy { decision } => write!(f, "{decision}"),
             WhyNot::BelowSecurityFloor {
                 security_version,
                 floor,
@@ -103,21 +57,19 @@ impl fmt::Display for WhyNot {
             ),
             WhyNot::FailedHere { reason } => write!(f, "failed on this device before: {reason}"),
             WhyNot::NotNewer { current } => write!(f, "not newer than the running {current}"),
-            WhyNot::NeedsApproval { rule } => write!(f, "needs admin approval ({rule})"),
             WhyNot::RebootInhibited { by } => write!(f, "reboot inhibited by {by}"),
-            WhyNot::Other { detail } => f.write_str(detail),
+            WhyNot::Manifest { detail } => f.write_str(detail),
         }
     }
 }
 
 /// One release found by a check, with what the signed manifest says about it and the
 /// manifest-side reasons (withdrawn, paused, channel, rollout) not to take it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    pub version: String,
+    /// Version, kind, severity, release id, channels and rollout plan.
+    pub facts: ReleaseFacts,
     pub security_version: u64,
-    pub kind: ReleaseKind,
-    pub severity: Severity,
     pub cves: Vec<String>,
     /// Bytes to download/write.
     pub size: u64,
@@ -168,15 +120,6 @@ pub trait Updates: Send + Sync {
     ) -> BoxFuture<'a, Result<(), PortError>>;
 }
 
-/// The device's switching policy (windows, rollout bucketing, urgency rules). Holds,
-/// the floor and failed releases are the engine's own and not asked here.
-pub trait SwitchPolicy: Send + Sync {
-    /// Policy reasons not to switch to `c` at `now` (empty: allowed).
-    fn why_not(&self, c: &Candidate, now: Timestamp) -> Vec<WhyNot>;
-    /// When the next maintenance window opens (or `now` if inside one).
-    fn next_window(&self, now: Timestamp) -> Option<Timestamp>;
-}
-
 /// Result of one health-check run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthVerdict {
@@ -192,72 +135,6 @@ pub trait HealthCheck: Send + Sync {
     fn run(&self, budget: Duration) -> BoxFuture<'_, HealthVerdict>;
 }
 
-/// Who asked for a change, for the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Actor {
-    Uid(u32),
-    Policy,
-}
-
-impl fmt::Display for Actor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Actor::Uid(u) => write!(f, "uid:{u}"),
-            Actor::Policy => f.write_str("policy"),
-        }
-    }
-}
-
-/// One audit record as the engine writes it; the audit room adds the chain hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    pub time: Timestamp,
-    pub event: String,
-    pub release: Option<String>,
-    pub slot: Option<SlotName>,
-    pub actor: String,
-    pub reason: Option<String>,
-    pub from: Option<StateKind>,
-    pub to: Option<StateKind>,
-}
-
-/// Which records `history` returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryFilter {
-    pub release: Option<String>,
-    pub event: Option<String>,
-    pub since: Option<Timestamp>,
-    /// Most recent `limit` records.
-    pub limit: Option<usize>,
-}
-
-impl HistoryFilter {
-    pub fn matches(&self, e: &AuditEvent) -> bool {
-        self.release
-            .as_ref()
-            .map_or(true, |r| e.release.as_deref() == Some(r))
-            && self.event.as_ref().map_or(true, |ev| &e.event == ev)
-            && self.since.map_or(true, |s| e.time >= s)
-    }
-}
-
-/// Outcome of verifying the audit chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditReport {
-    pub ok: bool,
-    pub records: u64,
-    /// What broke the chain, with the record number.
-    pub problem: Option<String>,
-}
-
-/// The append-only, hash-chained audit log.
-pub trait AuditLog: Send + Sync {
-    fn append(&self, e: &AuditEvent) -> Result<(), PortError>;
-    fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEvent>, PortError>;
-    fn verify(&self) -> Result<AuditReport, PortError>;
-}
-
 /// Rebooting the machine, and what currently forbids it.
 pub trait Reboot: Send + Sync {
     /// Active reboot inhibitors (logged-in sessions, inhibitor locks, a failing command).
@@ -271,9 +148,7 @@ pub trait MachineFacts: Send + Sync {
     fn facts(&self) -> serde_json::Value;
 }
 
-/// Holds as shown in status, with expiry applied.
+/// Holds still in force at `now`.
 pub fn active_holds(holds: &[Hold], now: Timestamp) -> impl Iterator<Item = &Hold> {
-    holds
-        .iter()
-        .filter(move |h| h.until.map_or(true, |u| u > now))
+    holds.iter().filter(move |h| !h.is_expired(now))
 }

@@ -176,7 +176,7 @@ impl Runner {
                 }
                 Followup::Nothing
             }
-            Lifecycle::Idle | Lifecycle::UpdateAvailable { .. } | Lifecycle::Failed { .. } => {
+            Lifecycle::Idle {} | Lifecycle::UpdateAvailable { .. } | Lifecycle::Failed { .. } => {
                 if pending.is_some() {
                     self.clear_pending()?;
                 }

@@ -13,21 +13,23 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::check::{categorize, stage_target};
+use super::check::{stage_target, Context};
 use super::handle::{
     AvailableRelease, Command, EngineError, EngineHandle, InstallStarted, Reply, SlotView,
     StatusSnapshot,
 };
 use super::ports::{
-    active_holds, Actor, AuditEvent, AuditLog, Candidate, HealthCheck, HealthVerdict, MachineFacts,
-    PortError, Progress, Reboot, SwitchPolicy, Updates, WhyNot,
+    active_holds, Actor, Candidate, HealthCheck, HealthVerdict, MachineFacts, PortError, Progress,
+    Reboot, Updates, WhyNot,
 };
 use super::state::{Lifecycle, ReleaseRef};
-use super::statefile::{Hold, Pending, StateDoc, StateFile};
+use super::statefile::{Pending, StateDoc, StateFile};
+use crate::audit::{AuditLog, Entry};
 use crate::boot::Bootloader;
 use crate::clock::Clock;
 use crate::names::SlotName;
 use crate::paths::Paths;
+use crate::policy::{DeviceFacts, Hold, Policy};
 use crate::slot::{Slot, SlotState};
 
 /// Tunables the engine takes from the validated configuration.
@@ -71,9 +73,13 @@ pub struct EngineParts {
     pub slots: Vec<Arc<dyn Slot>>,
     /// `None` until a trusted repository is configured: checks then fail closed.
     pub updates: Option<Arc<dyn Updates>>,
-    pub policy: Arc<dyn SwitchPolicy>,
+    /// Windows, rollout, urgency (from the validated config).
+    pub policy: Policy,
+    /// Machine id, channel and tags for rollout bucketing.
+    pub device: DeviceFacts,
     pub health: Arc<dyn HealthCheck>,
-    pub audit: Arc<dyn AuditLog>,
+    /// The hash-chained audit log (shared with nobody else in the daemon).
+    pub audit: Arc<std::sync::Mutex<AuditLog>>,
     pub reboot: Arc<dyn Reboot>,
     pub facts: Option<Arc<dyn MachineFacts>>,
     pub settings: EngineSettings,
@@ -386,29 +392,41 @@ impl Runner {
         from: Option<super::state::StateKind>,
         to: Option<super::state::StateKind>,
     ) {
-        let rec = AuditEvent {
-            time: self.p.clock.now(),
-            event: event.to_string(),
-            release: self.doc.lifecycle.release().map(|r| r.version.clone()),
-            slot: lifecycle_slot(&self.doc.lifecycle),
-            actor: actor.to_string(),
-            reason: reason.map(str::to_string),
-            from,
-            to,
-        };
+        let now = self.p.clock.now();
+        let release = self.doc.lifecycle.release().map(|r| r.version.clone());
+        let slot = lifecycle_slot(&self.doc.lifecycle);
+        let mut entry = Entry::new(event, *actor, reason.unwrap_or(""));
+        if let Some(r) = &release {
+            entry = entry.release(r.as_str());
+        }
+        if let Some(s) = &slot {
+            entry = entry.slot(s);
+        }
+        if let Some(f) = from {
+            entry = entry.field("from", f.as_str());
+        }
+        if let Some(t) = to {
+            entry = entry.field("to", t.as_str());
+        }
         tracing::info!(
-            event = %rec.event,
-            release = rec.release.as_deref().unwrap_or("-"),
-            slot = rec.slot.as_ref().map(|s| s.as_str()).unwrap_or("-"),
-            actor = %rec.actor,
-            reason = rec.reason.as_deref().unwrap_or("-"),
+            event,
+            release = release.as_deref().unwrap_or("-"),
+            slot = slot.as_ref().map(|s| s.as_str()).unwrap_or("-"),
+            actor = %actor,
+            reason = reason.unwrap_or("-"),
             from = from.map(|f| f.as_str()).unwrap_or("-"),
             to = to.map(|t| t.as_str()).unwrap_or("-"),
             "lifecycle"
         );
-        if let Err(e) = self.p.audit.append(&rec) {
+        let res = self
+            .p
+            .audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(entry, now);
+        if let Err(e) = res {
             // The state file stays the source of truth; a lost audit record is loud.
-            tracing::error!(error = %e, event = %rec.event, "audit record not written");
+            tracing::error!(error = %e, event, "audit record not written");
             self.doc.last_error = Some(format!("audit log: {e}"));
         }
     }
@@ -459,7 +477,7 @@ impl Runner {
             staged_version,
             security_floor: self.doc.security_floor,
             available: self.available.clone(),
-            next_window: self.p.policy.next_window(now),
+            next_window: self.p.policy.schedule.next_open(now),
             last_check: self.doc.last_check,
             last_error: self.doc.last_error.clone(),
             holds: active_holds(&self.doc.holds, now).cloned().collect(),
@@ -488,15 +506,18 @@ impl Runner {
     }
 
     fn recategorize(&mut self) {
-        let now = self.p.clock.now();
         let cur = self.current_version();
-        self.available = categorize(
-            &self.candidates,
-            &self.doc,
-            cur.as_deref(),
-            self.p.policy.as_ref(),
-            now,
-        );
+        self.available = self.context(cur.as_deref()).categorize(&self.candidates);
+    }
+
+    fn context<'a>(&'a self, current: Option<&'a str>) -> Context<'a> {
+        Context {
+            doc: &self.doc,
+            current,
+            policy: &self.p.policy,
+            device: &self.p.device,
+            now: self.p.clock.now(),
+        }
     }
 
     // ---- commands ----------------------------------------------------------------------
@@ -505,15 +526,8 @@ impl Runner {
         // Read-only commands are answered even while a job runs.
         match cmd {
             Command::History { filter, reply } => {
-                let r = self.p.audit.history(&filter).map_err(EngineError::from);
-                let r = r.map(|mut v| {
-                    if let Some(n) = filter.limit {
-                        let skip = v.len().saturating_sub(n);
-                        v.drain(..skip);
-                    }
-                    v
-                });
-                let _ = reply.send(r);
+                let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = reply.send(log.query(&filter).map_err(EngineError::from));
                 return;
             }
             Command::Inventory { reply } => {
@@ -521,7 +535,8 @@ impl Runner {
                 return;
             }
             Command::VerifyAudit { reply } => {
-                let _ = reply.send(self.p.audit.verify().map_err(EngineError::from));
+                let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = reply.send(log.verify().map_err(EngineError::from));
                 return;
             }
             Command::Cancel { actor, reply } => {
@@ -848,26 +863,44 @@ impl Runner {
                 },
             })?,
         };
-        // An admin may install outside the rollout and window, never a release that
-        // failed here, is below the floor without an override, is not newer, or is held.
-        if let Some(w) = chosen.why_not.iter().find(|w| {
-            matches!(
-                w,
-                WhyNot::FailedHere { .. }
-                    | WhyNot::BelowSecurityFloor { .. }
-                    | WhyNot::NotNewer { .. }
-                    | WhyNot::Withdrawn
-                    | WhyNot::Channel { .. }
-            )
-        }) {
-            return Err(EngineError::Refused {
-                version: chosen.version.clone(),
-                why: w.clone(),
-            }
-            .into());
+        // An admin may install outside the rollout stage and the window (an explicit
+        // install is also the approval urgency rules ask for), never a release that
+        // failed here, is below the floor without an override, is not newer, is held,
+        // withdrawn or in another channel.
+        let version = chosen.version.clone();
+        let cand = self
+            .candidates
+            .iter()
+            .find(|c| c.facts.version == version)
+            .cloned()
+            .ok_or_else(|| EngineError::NoSuchRelease {
+                version: version.clone(),
+            })?;
+        let cur = self.current_version();
+        if let Some(w) = self
+            .context(cur.as_deref())
+            .switch_reasons(&cand, true)
+            .into_iter()
+            .next()
+        {
+            return Err(EngineError::Refused { version, why: w }.into());
         }
+        let chosen = self
+            .available
+            .iter()
+            .find(|a| a.version == version)
+            .ok_or_else(|| EngineError::NoSuchRelease {
+                version: version.clone(),
+            })?;
         let target = ReleaseRef::new(&chosen.version, chosen.security_version);
         let mut doc = self.doc.clone();
+        if release.is_some() && !doc.approved.contains(&version) {
+            doc.approved.push(version.clone());
+            let why = format!("admin approved {version}");
+            self.file.save(&doc)?;
+            self.doc = doc.clone();
+            self.audit("approved", actor, Some(&why), None, None);
+        }
         if self.doc.lifecycle.release() != Some(&target)
             || !matches!(self.doc.lifecycle, Lifecycle::UpdateAvailable { .. })
         {
@@ -961,61 +994,20 @@ impl Runner {
         let Some(release) = self.doc.lifecycle.release().cloned() else {
             return vec![];
         };
-        let now = self.p.clock.now();
-        let mut why: Vec<WhyNot> = Vec::new();
-        let cand = self
+        let cur = self.current_version();
+        let mut why = match self
             .candidates
             .iter()
-            .find(|c| c.version == release.version)
-            .cloned();
-        let cur = self.current_version();
-        if let Some(c) = &cand {
-            for w in &c.manifest_reasons {
-                why.push(w.clone());
-            }
-            for w in super::check::engine_reasons(c, &self.doc, cur.as_deref(), now) {
-                why.push(w);
-            }
-            if !force {
-                why.extend(self.p.policy.why_not(c, now));
-            }
-        } else {
-            // Not seen in this run (e.g. after a restart): engine reasons still apply.
-            let c = Candidate {
-                version: release.version.clone(),
-                security_version: release.security_version,
-                kind: super::ports::ReleaseKind::Feature,
-                severity: super::ports::Severity::Low,
-                cves: vec![],
-                size: 0,
-                published: None,
-                manifest_reasons: vec![],
-            };
-            why.extend(super::check::engine_reasons(
-                &c,
-                &self.doc,
-                cur.as_deref(),
-                now,
-            ));
-            if !force {
-                why.push(WhyNot::Other {
-                    detail: "release not seen by a check since start; run check".into(),
-                });
-            }
-        }
-        if force {
-            // An admin override passes window/rollout/approval, never holds, the floor,
-            // a failed release or a withdrawal.
-            why.retain(|w| {
-                !matches!(
-                    w,
-                    WhyNot::OutsideWindow { .. }
-                        | WhyNot::RolloutStage { .. }
-                        | WhyNot::NeedsApproval { .. }
-                        | WhyNot::Paused
-                )
-            });
-        } else {
+            .find(|c| c.facts.version == release.version)
+        {
+            Some(c) => self.context(cur.as_deref()).switch_reasons(c, force),
+            // Not seen since start (a restart while staged): a check must confirm the
+            // release is still signed, not withdrawn and allowed before switching.
+            None => vec![WhyNot::Manifest {
+                detail: "release not confirmed by a check since start".into(),
+            }],
+        };
+        if !force {
             let inh = self.p.reboot.inhibitors().await;
             self.reboot_waiting = inh.clone();
             why.extend(inh.into_iter().map(|by| WhyNot::RebootInhibited { by }));
@@ -1261,22 +1253,25 @@ impl Runner {
         max_version: Option<String>,
     ) -> Step {
         let now = self.p.clock.now();
-        let mut doc = self.doc.clone();
-        let detail = format!(
-            "{reason}{}{}",
-            until.map(|u| format!(", until {u}")).unwrap_or_default(),
-            max_version
-                .as_ref()
-                .map(|m| format!(", pinned to at most {m}"))
-                .unwrap_or_default()
-        );
-        doc.holds.push(Hold {
+        let max_version = match max_version {
+            None => None,
+            Some(v) => Some(
+                semver::Version::parse(&v).map_err(|e| EngineError::BadVersion {
+                    version: v.clone(),
+                    why: e.to_string(),
+                })?,
+            ),
+        };
+        let hold = Hold {
             reason,
-            actor: actor.to_string(),
-            since: now,
+            by: actor.to_string(),
+            created: now,
             until,
             max_version,
-        });
+        };
+        let detail = hold.describe();
+        let mut doc = self.doc.clone();
+        doc.holds.push(hold);
         self.file.save(&doc)?;
         self.doc = doc;
         self.audit("hold", actor, Some(&detail), None, None);
@@ -1298,20 +1293,15 @@ impl Runner {
     /// window opens, end probation.
     async fn evaluate(&mut self) -> Step {
         let now = self.p.clock.now();
-        let expired: Vec<Hold> = self
-            .doc
-            .holds
-            .iter()
-            .filter(|h| h.until.is_some_and(|u| u <= now))
-            .cloned()
-            .collect();
-        if !expired.is_empty() {
+        if self.doc.holds.iter().any(|h| h.is_expired(now)) {
+            let (active, expired) =
+                crate::policy::holds::split_expired(self.doc.holds.clone(), now);
             let mut doc = self.doc.clone();
-            doc.holds.retain(|h| !h.until.is_some_and(|u| u <= now));
+            doc.holds = active;
             self.file.save(&doc)?;
             self.doc = doc;
             for h in expired {
-                let why = format!("hold by {} expired: {}", h.actor, h.reason);
+                let why = format!("expired: {}", h.describe());
                 self.audit("hold_expired", &Actor::Policy, Some(&why), None, None);
             }
         }
@@ -1322,12 +1312,20 @@ impl Runner {
                     .available
                     .iter()
                     .find(|a| a.version == release.version)
-                    .is_some_and(|a| !a.why_not.iter().any(super::check::blocks_staging));
+                    .is_some_and(|a| a.may_stage);
                 if allowed && self.p.updates.is_some() {
                     self.begin_staging(&Actor::Policy, false)?;
                 }
             }
-            Lifecycle::Staged { .. } => {
+            Lifecycle::Staged { release, .. } => {
+                let known = self
+                    .candidates
+                    .iter()
+                    .any(|c| c.facts.version == release.version);
+                if !known && self.p.updates.is_some() {
+                    self.start_check(Actor::Policy, None);
+                    return Ok(());
+                }
                 let why = self.switch_blockers(false).await;
                 if why.is_empty() {
                     self.switch(&Actor::Policy, false).await?;

@@ -35,7 +35,7 @@ impl ReleaseRef {
 #[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Lifecycle {
     /// Nothing to do (no release newer than the running one, or not checked yet).
-    Idle,
+    Idle {},
     /// A check found a release that may be installed.
     UpdateAvailable { release: ReleaseRef },
     /// The release is being written into the inactive `slot`.
@@ -126,7 +126,7 @@ type Next = Result<Lifecycle, IllegalTransition>;
 impl Lifecycle {
     pub fn kind(&self) -> StateKind {
         match self {
-            Lifecycle::Idle => StateKind::Idle,
+            Lifecycle::Idle {} => StateKind::Idle,
             Lifecycle::UpdateAvailable { .. } => StateKind::UpdateAvailable,
             Lifecycle::Staging { .. } => StateKind::Staging,
             Lifecycle::Staged { .. } => StateKind::Staged,
@@ -141,7 +141,7 @@ impl Lifecycle {
     /// The release this state is about, if any.
     pub fn release(&self) -> Option<&ReleaseRef> {
         match self {
-            Lifecycle::Idle | Lifecycle::Failed { .. } => None,
+            Lifecycle::Idle {} | Lifecycle::Failed { .. } => None,
             Lifecycle::UpdateAvailable { release }
             | Lifecycle::Staging { release, .. }
             | Lifecycle::Staged { release, .. }
@@ -157,7 +157,7 @@ impl Lifecycle {
     pub fn is_settled(&self) -> bool {
         matches!(
             self,
-            Lifecycle::Idle
+            Lifecycle::Idle {}
                 | Lifecycle::UpdateAvailable { .. }
                 | Lifecycle::Committed { .. }
                 | Lifecycle::RolledBack { .. }
@@ -185,7 +185,7 @@ impl Lifecycle {
     /// Other settled states stay as they are (they carry history worth showing).
     pub fn nothing_found(&self) -> Next {
         match self {
-            Lifecycle::UpdateAvailable { .. } | Lifecycle::Failed { .. } => Ok(Lifecycle::Idle),
+            Lifecycle::UpdateAvailable { .. } | Lifecycle::Failed { .. } => Ok(Lifecycle::Idle {}),
             s if s.is_settled() => Ok(s.clone()),
             s => Err(s.illegal("clear the available release")),
         }
@@ -361,7 +361,7 @@ impl Lifecycle {
             Lifecycle::UpdateAvailable { .. }
             | Lifecycle::Staging { .. }
             | Lifecycle::Staged { .. }
-            | Lifecycle::Failed { .. } => Ok(Lifecycle::Idle),
+            | Lifecycle::Failed { .. } => Ok(Lifecycle::Idle {}),
             s => Err(s.illegal("cancel")),
         }
     }
@@ -391,7 +391,7 @@ mod tests {
 
     fn every_state() -> Vec<Lifecycle> {
         vec![
-            Lifecycle::Idle,
+            Lifecycle::Idle {},
             Lifecycle::UpdateAvailable { release: r("2") },
             Lifecycle::Staging {
                 release: r("2"),
@@ -459,7 +459,7 @@ mod tests {
             |st| st.found(r("3")),
         );
         assert_eq!(
-            Lifecycle::Idle.found(r("3")).unwrap(),
+            Lifecycle::Idle {}.found(r("3")).unwrap(),
             Lifecycle::UpdateAvailable { release: r("3") }
         );
     }
@@ -574,6 +574,8 @@ mod tests {
             assert_eq!(back, st);
         }
         let bad = r#"{"state":"idle","surprise":1}"#;
+        assert!(serde_json::from_str::<Lifecycle>(bad).is_err());
+        let bad = r#"{"state":"failed","reason":"x","surprise":1}"#;
         assert!(serde_json::from_str::<Lifecycle>(bad).is_err());
         let bad = r#"{"state":"flying"}"#;
         assert!(serde_json::from_str::<Lifecycle>(bad).is_err());

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::state::{Lifecycle, ReleaseRef};
 use crate::fsutil;
 use crate::names::SlotName;
+use crate::policy::Hold;
 
 /// The version this build writes.
 pub const STATE_VERSION: u32 = 2;
@@ -29,19 +30,6 @@ pub struct BlockedRelease {
     pub version: String,
     pub reason: String,
     pub at: Timestamp,
-}
-
-/// A documented exception: no switching while it holds (or above `max_version`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Hold {
-    pub reason: String,
-    /// uid of the admin, or "policy".
-    pub actor: String,
-    pub since: Timestamp,
-    pub until: Option<Timestamp>,
-    /// Pin: releases above this version may be staged but not switched to.
-    pub max_version: Option<String>,
 }
 
 /// A destructive step that was started and not yet known to be finished.
@@ -72,6 +60,8 @@ pub struct StateDoc {
     pub security_floor: u64,
     pub blocked: Vec<BlockedRelease>,
     pub holds: Vec<Hold>,
+    /// Releases an admin approved (needed where the urgency rule says `approval`).
+    pub approved: Vec<String>,
     /// Versions an admin explicitly allowed below the floor (audited when granted).
     pub floor_overrides: Vec<String>,
     pub pending: Option<Pending>,
@@ -83,11 +73,12 @@ impl Default for StateDoc {
     fn default() -> Self {
         Self {
             version: STATE_VERSION,
-            lifecycle: Lifecycle::Idle,
+            lifecycle: Lifecycle::Idle {},
             committed: None,
             security_floor: 0,
             blocked: Vec::new(),
             holds: Vec::new(),
+            approved: Vec::new(),
             floor_overrides: Vec::new(),
             pending: None,
             last_check: None,
