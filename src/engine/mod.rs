@@ -17,6 +17,8 @@ mod reconcile;
 pub mod runner;
 pub mod state;
 pub mod statefile;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use handle::{
     AvailableRelease, EngineError, EngineHandle, InstallStarted, SlotView, StatusSnapshot,

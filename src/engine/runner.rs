@@ -164,6 +164,9 @@ pub(crate) struct Runner {
     next_eval: Instant,
     next_probation_check: Instant,
     reboot_waiting: Vec<String>,
+    /// A version whose staging failed in this run: not restaged automatically before
+    /// the next check, so a broken image does not loop.
+    stage_failed: Option<String>,
 }
 
 /// Start the engine: load (or create) the state, reconcile it with what booted, then
@@ -196,6 +199,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         next_eval: Instant::now(),
         next_probation_check: Instant::now(),
         reboot_waiting: Vec::new(),
+        stage_failed: None,
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -771,6 +775,7 @@ impl Runner {
             }
         };
         self.candidates = cands;
+        self.stage_failed = None;
         let mut doc = self.doc.clone();
         doc.last_check = Some(now);
         doc.last_error = None;
@@ -983,6 +988,7 @@ impl Runner {
                 }
                 doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
                 doc.last_error = Some(e.to_string());
+                self.stage_failed = Some(version.to_string());
                 self.commit(doc, "staging_failed", actor, Some(&e.to_string()))?;
                 Ok(())
             }
@@ -1312,7 +1318,8 @@ impl Runner {
                     .available
                     .iter()
                     .find(|a| a.version == release.version)
-                    .is_some_and(|a| a.may_stage);
+                    .is_some_and(|a| a.may_stage)
+                    && self.stage_failed.as_deref() != Some(release.version.as_str());
                 if allowed && self.p.updates.is_some() {
                     self.begin_staging(&Actor::Policy, false)?;
                 }
