@@ -382,9 +382,12 @@ impl Runner {
     ) -> Step {
         let from = self.doc.lifecycle.kind();
         let to = doc.lifecycle.kind();
+        self.failpoint(&format!("before:{event}"))?;
         self.file.save(&doc)?;
         self.doc = doc;
+        self.failpoint(&format!("saved:{event}"))?;
         self.audit(event, actor, reason, Some(from), Some(to));
+        self.failpoint(&format!("audited:{event}"))?;
         Ok(())
     }
 

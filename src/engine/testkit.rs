@@ -491,3 +491,146 @@ impl Harness {
             .verify()
     }
 }
+
+/// States in which the engine rests until something changes (a check, the clock, an
+/// admin).
+pub fn is_resting(s: &super::StatusSnapshot) -> bool {
+    use super::StateKind as K;
+    // A rollback rests only once the old slot runs again (before that a reboot is due).
+    let rolled_back_home = match &s.lifecycle {
+        super::Lifecycle::RolledBack { back_to, .. } => s.booted_slot.as_ref() == Some(back_to),
+        _ => true,
+    };
+    s.busy.is_none()
+        && rolled_back_home
+        && matches!(
+            s.state,
+            K::Idle | K::UpdateAvailable | K::Staged | K::Committed | K::RolledBack | K::Failed
+        )
+}
+
+impl Harness {
+    /// Start the engine and ask for a check; follow reboots (and simulated power cuts)
+    /// by power-cycling the device and starting again, until the engine rests. Returns
+    /// the running engine and its resting status.
+    pub async fn settle(
+        &self,
+    ) -> Result<
+        (
+            super::EngineHandle,
+            tokio::task::JoinHandle<super::RunExit>,
+            super::StatusSnapshot,
+        ),
+        String,
+    > {
+        for _boot in 0..16 {
+            let (h, mut task) = self.start().await.map_err(|e| e.to_string())?;
+            let checked = h.check(super::Actor::Policy).await;
+            let stopped = matches!(checked, Err(super::EngineError::Stopped));
+            let exit = if stopped {
+                tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .map_err(|_| "engine did not stop".to_string())?
+            } else {
+                let waited = tokio::time::timeout(Duration::from_secs(20), async {
+                    loop {
+                        tokio::select! {
+                            exit = &mut task => return Err(exit),
+                            snap = h.wait_for(is_resting) => {
+                                // A snapshot is published right before the task stops for
+                                // a reboot or a cut; rest only if it stays that way.
+                                tokio::time::sleep(Duration::from_millis(30)).await;
+                                if !task.is_finished() && is_resting(&h.status()) {
+                                    return Ok(snap.map(|_| h.status()));
+                                }
+                                if task.is_finished() {
+                                    return Err((&mut task).await);
+                                }
+                            }
+                        }
+                    }
+                })
+                .await
+                .map_err(|_| format!("engine never came to rest: {:#?}", h.status()))?;
+                match waited {
+                    Ok(Ok(snap)) => return Ok((h, task, snap)),
+                    Ok(Err(_)) => tokio::time::timeout(Duration::from_secs(20), task)
+                        .await
+                        .map_err(|_| "engine did not stop".to_string())?,
+                    Err(exit) => exit,
+                }
+            };
+            match exit.map_err(|e| format!("engine task failed: {e}"))? {
+                super::RunExit::Rebooting { .. } | super::RunExit::PowerCut { .. } => {
+                    self.dev.power_cycle()
+                }
+                super::RunExit::Shutdown => return Err("engine shut down".into()),
+            }
+        }
+        Err("no rest after 16 boots".into())
+    }
+
+    /// The invariants of issue 6 that must hold whenever the engine is stopped or rests:
+    /// a bootable, verified slot is primary or will boot next; the committed release is
+    /// not below the floor and is not a failed one; the audit chain verifies; a failed
+    /// release was never switched to again after it failed.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let d = self.dev.lock();
+        let usable = |s: &SlotName| {
+            d.slots.get(s).is_some_and(|x| x.state.is_bootable()) && !d.bad.contains(s)
+        };
+        let next_boot = match &d.trial {
+            Some((s, n)) if *n > 0 && !d.bad.contains(s) => s.clone(),
+            _ => d.primary.clone(),
+        };
+        if !usable(&d.primary) && !usable(&next_boot) {
+            return Err(format!(
+                "no bootable verified slot: primary {} next {} in {:?}, bad {:?}",
+                d.primary, next_boot, d.slots, d.bad
+            ));
+        }
+        drop(d);
+        let file = super::statefile::StateFile::new(&self.paths.state_dir());
+        let doc = file
+            .load(crate::clock::Clock::now(&self.clock))
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        if let Some(c) = &doc.committed {
+            if c.security_version < doc.security_floor {
+                return Err(format!(
+                    "committed {} (security {}) below floor {}",
+                    c.version, c.security_version, doc.security_floor
+                ));
+            }
+            if doc.is_blocked(&c.version) {
+                return Err(format!("committed release {} is a failed one", c.version));
+            }
+        }
+        let report = self.verify_audit().map_err(|e| e.to_string())?;
+        if !report.is_intact() {
+            return Err(format!("audit chain broken: {report}"));
+        }
+        let log =
+            crate::audit::AuditLog::open(self.audit_path(), crate::audit::AuditLimits::default())
+                .map_err(|e| e.to_string())?;
+        let records = log
+            .query(&crate::audit::Filter::default())
+            .map_err(|e| e.to_string())?;
+        for b in &doc.blocked {
+            let failed_at = records.iter().position(|r| {
+                r.release.as_deref() == Some(b.version.as_str()) && r.event == "rolled_back"
+            });
+            if let Some(i) = failed_at {
+                if records[i..].iter().any(|r| {
+                    r.release.as_deref() == Some(b.version.as_str()) && r.event == "switching"
+                }) {
+                    return Err(format!(
+                        "failed release {} was switched to again",
+                        b.version
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
