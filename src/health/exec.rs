@@ -241,7 +241,12 @@ fn tail_text(mut b: Vec<u8>) -> String {
     String::from_utf8_lossy(&b).trim_end().to_string()
 }
 
-async fn run_exec(path: &Path, args: &[String], timeout: Duration, uid: u32) -> (bool, String) {
+pub(crate) async fn run_exec(
+    path: &Path,
+    args: &[String],
+    timeout: Duration,
+    uid: u32,
+) -> (bool, String) {
     if let Some(why) = ownership_problem(path, uid) {
         return (false, why);
     }

@@ -30,7 +30,7 @@
 //! otherwise the check fails with that reason. They run with an empty environment except
 //! `PATH` and `LANG`, stdin from /dev/null, and the last 4 KiB of stdout+stderr kept.
 
-mod exec;
+pub(crate) mod exec;
 mod report;
 pub mod spec;
 mod systemd;
