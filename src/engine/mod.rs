@@ -8,7 +8,10 @@
 //! - `reconcile`: start-up repair of what a crash or power cut interrupted;
 //! - [`handle`]: [`EngineHandle`], the API the D-Bus service and the demo use.
 
+pub mod adapters;
 pub mod check;
+pub mod daemon;
+pub mod demo;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod handle;

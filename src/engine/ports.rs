@@ -143,11 +143,6 @@ pub trait Reboot: Send + Sync {
     fn reboot<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), PortError>>;
 }
 
-/// Facts about the machine for the inventory (machine id, os-release, kernel, DMI…).
-pub trait MachineFacts: Send + Sync {
-    fn facts(&self) -> serde_json::Value;
-}
-
 /// Holds still in force at `now`.
 pub fn active_holds(holds: &[Hold], now: Timestamp) -> impl Iterator<Item = &Hold> {
     holds.iter().filter(move |h| !h.is_expired(now))

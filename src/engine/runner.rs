@@ -19,8 +19,8 @@ use super::handle::{
     StatusSnapshot,
 };
 use super::ports::{
-    active_holds, Actor, Candidate, HealthCheck, HealthVerdict, MachineFacts, PortError, Progress,
-    Reboot, Updates, WhyNot,
+    active_holds, Actor, Candidate, HealthCheck, HealthVerdict, PortError, Progress, Reboot,
+    Updates, WhyNot,
 };
 use super::state::{Lifecycle, ReleaseRef};
 use super::statefile::{Pending, StateDoc, StateFile};
@@ -81,7 +81,8 @@ pub struct EngineParts {
     /// The hash-chained audit log (shared with nobody else in the daemon).
     pub audit: Arc<std::sync::Mutex<AuditLog>>,
     pub reboot: Arc<dyn Reboot>,
-    pub facts: Option<Arc<dyn MachineFacts>>,
+    /// `[device]` config, for the inventory (machine id path, product, channel, tags).
+    pub device_config: crate::config::DeviceConfig,
     pub settings: EngineSettings,
     /// Crash-test hook (cargo feature `failpoints` only).
     #[cfg(feature = "failpoints")]
@@ -1367,25 +1368,65 @@ impl Runner {
     }
 
     fn inventory(&self) -> serde_json::Value {
-        let snap = self.snapshot();
-        serde_json::json!({
-            "machine": self.p.facts.as_ref().map(|f| f.facts()).unwrap_or(serde_json::Value::Null),
-            "bootloader": self.p.bootloader.kind(),
-            "booted_slot": snap.booted_slot,
-            "slots": snap.slots,
-            "current_version": snap.current_version,
-            "security_floor": snap.security_floor,
-            "state": snap.state,
-            "holds": snap.holds,
-            "blocked": snap.blocked,
-            "available": snap.available,
-            "pending": match &self.doc.lifecycle {
-                Lifecycle::Staging { release, .. } | Lifecycle::Staged { release, .. }
-                | Lifecycle::Switching { release, .. } | Lifecycle::Verifying { release, .. } =>
-                    serde_json::json!({"version": release.version, "state": snap.state}),
-                _ => serde_json::Value::Null,
-            },
-        })
+        use crate::inventory::{collect, EngineFacts, PatchInfo};
+        let now = self.p.clock.now();
+        let staged = match &self.doc.lifecycle {
+            Lifecycle::Staging { release, .. }
+            | Lifecycle::Staged { release, .. }
+            | Lifecycle::Switching { release, .. }
+            | Lifecycle::Verifying { release, .. } => Some(release.version.clone()),
+            _ => None,
+        };
+        let patches = self
+            .available
+            .iter()
+            .map(|a| {
+                let state = if self.doc.is_blocked(&a.version) {
+                    "failed"
+                } else if staged.as_deref() == Some(a.version.as_str()) {
+                    "pending"
+                } else {
+                    "available"
+                };
+                let reasons: Vec<String> = a.why_not.iter().map(|w| w.to_string()).collect();
+                PatchInfo {
+                    release: self
+                        .candidates
+                        .iter()
+                        .find(|c| c.facts.version == a.version)
+                        .map_or_else(|| a.version.clone(), |c| c.facts.id.clone()),
+                    version: a.version.clone(),
+                    kind: a.kind,
+                    severity: a.severity,
+                    cves: a.cves.clone(),
+                    size: Some(a.size),
+                    state: state.to_string(),
+                    decision: Some(if reasons.is_empty() {
+                        crate::policy::Decision::allowed("nothing stops it")
+                    } else {
+                        crate::policy::Decision::wait(reasons.join("; "), None)
+                    }),
+                }
+            })
+            .collect();
+        let facts = EngineFacts {
+            bootloader: Some(self.p.bootloader.kind().to_string()),
+            slot_backend: self.p.slots.first().map(|s| s.kind().to_string()),
+            slots: self
+                .p
+                .slots
+                .iter()
+                .filter_map(|s| s.status().ok())
+                .collect(),
+            booted: self.p.bootloader.booted_slot().ok(),
+            security_floor: Some(self.doc.security_floor),
+            holds: active_holds(&self.doc.holds, now).cloned().collect(),
+            patches,
+        };
+        let inv = collect(&self.p.paths, &self.p.device_config, facts, now);
+        serde_json::to_value(&inv).unwrap_or_else(
+            |e| serde_json::json!({ "error": format!("inventory serialization: {e}") }),
+        )
     }
 
     /// Test hook: with the `failpoints` feature, a named point can simulate a power cut.

@@ -472,7 +472,12 @@ impl Harness {
             health: self.dev.health(),
             audit: Arc::new(Mutex::new(audit)),
             reboot: self.dev.reboot(),
-            facts: None,
+            device_config: crate::config::DeviceConfig {
+                product: Some("demo".into()),
+                channel: "stable".into(),
+                tags: vec![],
+                machine_id_path: "/etc/machine-id".into(),
+            },
             settings: self.settings.clone(),
             #[cfg(feature = "failpoints")]
             failpoints: self.failpoints.clone(),
