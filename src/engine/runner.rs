@@ -131,7 +131,17 @@ enum JobOut {
 
 struct Job {
     kind: JobKind,
-    handle: JoinHandle<JobOut>,
+    handle: AbortOnDrop,
+}
+
+/// A job dies with the engine task (shutdown, simulated power cut): a staging write must
+/// never outlive the state that describes it.
+struct AbortOnDrop(JoinHandle<JobOut>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Internal failure of a step: either a real error, or a simulated power cut that must
@@ -265,13 +275,13 @@ impl Runner {
         loop {
             if let Some(exit) = self.exit.take() {
                 if let Some(j) = self.job.take() {
-                    j.handle.abort();
+                    j.handle.0.abort();
                 }
                 return exit;
             }
             let wait = self.time_to_next_timer();
             let event = {
-                let job = self.job.as_mut().map(|j| &mut j.handle);
+                let job = self.job.as_mut().map(|j| &mut j.handle.0);
                 let progress = &mut self.progress_rx;
                 tokio::select! {
                     cmd = rx.recv() => Event::Cmd(cmd),
@@ -288,7 +298,7 @@ impl Runner {
             match event {
                 Event::Cmd(None) => {
                     if let Some(j) = self.job.take() {
-                        j.handle.abort();
+                        j.handle.0.abort();
                     }
                     return RunExit::Shutdown;
                 }
@@ -676,7 +686,7 @@ impl Runner {
         let handle = tokio::spawn(async move { JobOut::Check(updates.discover().await) });
         self.job = Some(Job {
             kind: JobKind::Check { actor, reply },
-            handle,
+            handle: AbortOnDrop(handle),
         });
     }
 
@@ -694,7 +704,7 @@ impl Runner {
                 version,
                 switch_after,
             },
-            handle,
+            handle: AbortOnDrop(handle),
         });
     }
 
@@ -736,7 +746,7 @@ impl Runner {
         });
         self.job = Some(Job {
             kind: JobKind::Health,
-            handle,
+            handle: AbortOnDrop(handle),
         });
     }
 
@@ -1233,7 +1243,7 @@ impl Runner {
         let next = self.doc.lifecycle.cancel()?;
         if let Some(j) = self.job.take() {
             if matches!(j.kind, JobKind::Stage { .. }) {
-                j.handle.abort();
+                j.handle.0.abort();
                 self.progress_tx.send_replace(None);
             } else {
                 let running = j.kind.name().to_string();

@@ -639,3 +639,10 @@ impl Harness {
         Ok(())
     }
 }
+
+impl Harness {
+    /// The simulated clock's time.
+    pub fn clock_now(&self) -> Timestamp {
+        crate::clock::Clock::now(&self.clock)
+    }
+}
