@@ -5,6 +5,7 @@
 //! either the old or the new environment.
 
 pub mod ab;
+pub mod bls;
 pub mod cli;
 pub mod config;
 pub mod detect;
@@ -14,6 +15,7 @@ pub mod uboot;
 
 use serde::{Deserialize, Serialize};
 
+pub use bls::SystemdBoot;
 pub use config::{BackendKind, BootConfig};
 pub use file::{simulate_reboot, FileBootloader};
 pub use grubenv::GrubBootloader;
@@ -103,9 +105,8 @@ pub fn open(cfg: &BootConfig, paths: &Paths) -> Result<Box<dyn Bootloader>, Boot
             UbootBootloader::new(UbootEnv::from_config(&cfg.uboot, paths)?, cfg.slots.clone())?
                 .with_detector(detector),
         )),
-        other => Err(BootError::Refused(format!(
-            "boot backend {} is not implemented yet",
-            other.as_str()
-        ))),
+        BackendKind::SystemdBoot => Ok(Box::new(
+            SystemdBoot::new(&cfg.systemd_boot, paths, cfg.slots.clone())?.with_detector(detector),
+        )),
     }
 }
