@@ -191,7 +191,10 @@ async fn more_bytes_than_declared_are_never_delivered() {
     let mut r = src.open("targets/img", 0, 40_000).await.unwrap();
     let mut out = Vec::new();
     let err = r.read_to_end(&mut out).await.unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
+    assert!(matches!(
+        FetchError::from_io("img", err),
+        FetchError::TooLarge { limit: 40_000, .. }
+    ));
     assert!(out.len() <= 40_000, "read past the limit: {}", out.len());
     assert!(matches!(
         fetch_all(&src, "targets/img", 40_000).await,

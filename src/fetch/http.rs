@@ -459,9 +459,7 @@ impl Transfer {
                             what: self.what.clone(),
                             limit: self.limit,
                         };
-                        let _ = tx
-                            .send(Err(io::Error::new(io::ErrorKind::FileTooLarge, e)))
-                            .await;
+                        let _ = tx.send(Err(io::Error::other(e))).await;
                         return;
                     }
                     self.pos += chunk.len() as u64;

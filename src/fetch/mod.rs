@@ -63,7 +63,10 @@ impl FetchError {
     /// Recover a `FetchError` that travelled through a reader as an `io::Error`.
     pub fn from_io(what: &str, e: std::io::Error) -> FetchError {
         if !e.get_ref().is_some_and(|i| i.is::<FetchError>()) {
-            return io_or_too_large(what, u64::MAX, e);
+            return FetchError::Io {
+                what: what.to_string(),
+                source: e,
+            };
         }
         let kind = e.kind();
         match e.into_inner().map(|i| i.downcast::<FetchError>()) {
@@ -133,20 +136,6 @@ pub async fn fetch_all(
         });
     }
     Ok(buf)
-}
-
-fn io_or_too_large(path: &str, limit: u64, e: std::io::Error) -> FetchError {
-    if e.kind() == std::io::ErrorKind::FileTooLarge {
-        FetchError::TooLarge {
-            what: path.to_string(),
-            limit,
-        }
-    } else {
-        FetchError::Io {
-            what: path.to_string(),
-            source: e,
-        }
-    }
 }
 
 /// Check a repository-relative path before it touches a file system or a URL.
