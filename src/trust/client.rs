@@ -238,6 +238,12 @@ impl TufClient {
         &self.dir
     }
 
+    /// The trusted top-level targets metadata (after a refresh or a load), for callers
+    /// that list targets, such as release discovery.
+    pub fn trusted_targets(&self) -> Option<&Targets> {
+        self.targets.get("targets").map(|t| &t.meta)
+    }
+
     fn load_local_top<T: RoleMetadata>(&self, role: &str) -> Option<Trusted<T>> {
         let file = format!("{role}.json");
         let bytes = std::fs::read(self.dir.join(&file)).ok()?;
