@@ -1,5 +1,111 @@
 //! `patchd`: thin binary; logic lives in the library.
+//!
+//! `patchd` runs the daemon; `patchd demo` runs the whole lifecycle on a simulated
+//! device; `patchd --check-config` validates the configuration; `patchd boot …` is the
+//! low-level bootloader command.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("patchd: not implemented yet")
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use patchd::paths::Paths;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patchd",
+    version,
+    about = "Update daemon: signed releases, A/B slots, maintenance windows, health checks, automatic rollback, audit trail"
+)]
+struct Cli {
+    /// Validate /etc/patchd/patchd.toml and its drop-ins, print the effective settings.
+    #[arg(long)]
+    check_config: bool,
+    /// Resolve every device path under this directory (tests, images being built).
+    #[arg(long, value_name = "DIR", default_value = "/", env = "PATCHD_ROOT")]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole lifecycle on a simulated device (no root, no network needed).
+    Demo(patchd::engine::demo::DemoArgs),
+    /// Low-level bootloader control: status, try, mark-good, mark-bad, reset.
+    Boot(patchd::boot::cli::BootArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // journald adds timestamps; stderr under systemd goes to the journal too.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = Paths::new(&cli.root);
+    if cli.check_config {
+        return match patchd::config::check(&paths) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("patchd: configuration error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match cli.command {
+        Some(Command::Boot(args)) => match patchd::boot::cli::run_and_print(&args, &paths) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("patchd boot: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Demo(args)) => {
+            init_logging(if args.verbose { "info" } else { "warn" });
+            match runtime().map(|rt| rt.block_on(patchd::engine::demo::run(args))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("demo: FAILED: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("patchd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            init_logging("info");
+            match runtime().map(|rt| rt.block_on(patchd::engine::daemon::run(paths))) {
+                Ok(Ok(exit)) => {
+                    tracing::info!(?exit, "engine stopped");
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) => {
+                    eprintln!("patchd: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("patchd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
