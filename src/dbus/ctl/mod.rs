@@ -1,0 +1,1 @@
+//! `patchctl`: the admin command line over D-Bus.

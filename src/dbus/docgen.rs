@@ -1,0 +1,1 @@
+//! Man pages and shell completions from clap definitions (see [`generate`]).
