@@ -1,0 +1,129 @@
+//! Live progress: `patchctl watch`, and the bar shown while `install` runs.
+
+use std::future::Future;
+
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{exit, CtlError};
+use crate::dbus::proxy::ManagerProxy;
+use crate::dbus::types::ProgressView;
+
+/// States in which a job runs even before it reports progress.
+const BUSY_STATES: &[&str] = &["Staging", "Switching"];
+
+fn bar() -> ProgressBar {
+    // Hidden automatically when stderr is not a terminal, so scripts see no escape codes.
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+fn show(pb: &ProgressBar, p: &ProgressView) {
+    pb.set_message(p.phase.clone());
+    if p.total > 0 {
+        pb.set_length(p.total);
+    }
+    pb.set_position(p.done);
+}
+
+/// Run `call` while drawing the daemon's progress (unless `json`).
+pub async fn with_progress<T>(
+    p: &ManagerProxy<'_>,
+    call: impl Future<Output = zbus::Result<T>>,
+    json: bool,
+) -> Result<T, CtlError> {
+    if json {
+        return Ok(call.await?);
+    }
+    let pb = bar();
+    let mut changes = p.receive_progress_changed().await;
+    tokio::pin!(call);
+    let r = loop {
+        tokio::select! {
+            r = &mut call => break r,
+            Some(c) = changes.next() => {
+                if let Ok(t) = c.get().await {
+                    if let Some(pv) = ProgressView::from_tuple(t) {
+                        show(&pb, &pv);
+                    }
+                }
+            }
+        }
+    };
+    pb.finish_and_clear();
+    Ok(r?)
+}
+
+/// Follow the running job (or wait for the next) until it ends; print the result.
+pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Result<u8, CtlError> {
+    let mut prog_changes = p.receive_progress_changed().await;
+    let mut state_changes = p.receive_state_changed().await;
+    let mut state = p.state().await?;
+    let mut progress = ProgressView::from_tuple(p.progress().await?);
+    let error_before = p.last_error().await?;
+    let active = |state: &str, progress: &Option<ProgressView>| {
+        progress.is_some() || BUSY_STATES.contains(&state)
+    };
+    let mut seen_job = active(&state, &progress);
+    if !seen_job && exit_if_idle {
+        report(json, &state, None);
+        return Ok(exit::OK);
+    }
+    let pb = if json { ProgressBar::hidden() } else { bar() };
+    if !json && !seen_job {
+        pb.set_message("waiting");
+    }
+    loop {
+        if let Some(pv) = &progress {
+            if json {
+                println!("{}", serde_json::json!({ "state": state, "progress": pv }));
+            } else {
+                show(&pb, pv);
+            }
+        }
+        if seen_job && !active(&state, &progress) {
+            break;
+        }
+        tokio::select! {
+            Some(c) = prog_changes.next() => {
+                progress = ProgressView::from_tuple(c.get().await?);
+            }
+            Some(c) = state_changes.next() => {
+                state = c.get().await?;
+                if json {
+                    println!("{}", serde_json::json!({ "state": state }));
+                }
+            }
+            else => break,
+        }
+        if active(&state, &progress) {
+            seen_job = true;
+        }
+    }
+    pb.finish_and_clear();
+    let err = p.last_error().await?;
+    let failed = !err.is_empty() && err != error_before;
+    report(json, &state, failed.then_some(err.as_str()));
+    Ok(if failed { exit::JOB_FAILED } else { exit::OK })
+}
+
+fn report(json: bool, state: &str, error: Option<&str>) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "result": { "state": state, "error": error } })
+        );
+    } else {
+        match error {
+            Some(e) => println!("{state}: {e}"),
+            None => println!("{state}"),
+        }
+    }
+}
