@@ -8,8 +8,6 @@ use super::backend::BackendError;
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.patchd.Patchd1.Error")]
 pub enum Error {
-    #[zbus(error)]
-    ZBus(zbus::Error),
     /// Another mutating call or job is in progress.
     Busy(String),
     /// polkit (or the test authorization mode) refused the caller.
@@ -30,6 +28,17 @@ impl From<BackendError> for Error {
             BackendError::NotFound(m) => Error::NotFound(m),
             BackendError::NotAuthorized(m) => Error::NotAuthorized(m),
             BackendError::Failed(m) => Error::Failed(m),
+        }
+    }
+}
+
+/// Errors from zbus itself reach callers under our names too. The one that matters is
+/// a body that does not match the method's signature: that is a malformed argument.
+impl From<zbus::Error> for Error {
+    fn from(e: zbus::Error) -> Self {
+        match e {
+            zbus::Error::Variant(v) => Error::InvalidArgument(format!("malformed arguments: {v}")),
+            other => Error::Failed(other.to_string()),
         }
     }
 }

@@ -86,6 +86,10 @@ pub fn classify(e: &zbus::Error) -> (ErrorKind, String) {
                     | "org.freedesktop.DBus.Error.Spawn.ChildExited" => ErrorKind::Unavailable,
                     "org.freedesktop.DBus.Error.AccessDenied" => ErrorKind::NotAuthorized,
                     "org.freedesktop.DBus.Error.InvalidArgs" => ErrorKind::InvalidArgument,
+                    // zbus's dispatcher refuses a body of the wrong D-Bus type itself.
+                    "org.freedesktop.zbus.Error" if msg.contains("Signature mismatch") => {
+                        ErrorKind::InvalidArgument
+                    }
                     _ => ErrorKind::Other,
                 },
             };
