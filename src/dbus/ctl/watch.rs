@@ -108,10 +108,24 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
         }
     }
     pb.finish_and_clear();
-    let err = p.last_error().await?;
+    // Read past the proxy's cache: the LastError signal may still be in flight.
+    let err = fresh_string(p, "LastError").await?;
+    let state = fresh_string(p, "State").await?;
     let failed = !err.is_empty() && err != error_before;
     report(json, &state, failed.then_some(err.as_str()));
     Ok(if failed { exit::JOB_FAILED } else { exit::OK })
+}
+
+async fn fresh_string(p: &ManagerProxy<'_>, name: &str) -> Result<String, CtlError> {
+    let props = zbus::fdo::PropertiesProxy::builder(p.inner().connection())
+        .destination(p.inner().destination().to_owned())?
+        .path(p.inner().path().to_owned())?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let iface = zbus::names::InterfaceName::from_static_str_unchecked(crate::dbus::INTERFACE);
+    let v = props.get(iface, name).await.map_err(zbus::Error::from)?;
+    String::try_from(v).map_err(|e| CtlError::new(exit::FAILED, format!("property {name}: {e}")))
 }
 
 fn report(json: bool, state: &str, error: Option<&str>) {
