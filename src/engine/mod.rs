@@ -1,1 +1,28 @@
 //! The lifecycle state machine: one persisted state, one transition at a time.
+//!
+//! - [`state`]: the states of shared/DESIGN.md and their checked transitions;
+//! - [`statefile`]: the versioned, atomically replaced state document;
+//! - [`ports`]: the traits through which the engine drives the other rooms;
+//! - [`check`]: categorization and the why-not reasons;
+//! - [`runner`]: the task that owns the state (commands, jobs, policy evaluation);
+//! - `reconcile`: start-up repair of what a crash or power cut interrupted;
+//! - [`handle`]: [`EngineHandle`], the API the D-Bus service and the demo use.
+
+pub mod check;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
+pub mod handle;
+pub mod ports;
+mod reconcile;
+pub mod runner;
+pub mod state;
+pub mod statefile;
+#[doc(hidden)]
+pub mod testkit;
+
+pub use handle::{
+    AvailableRelease, EngineError, EngineHandle, InstallStarted, SlotView, StatusSnapshot,
+};
+pub use ports::Actor;
+pub use runner::{start, EngineParts, EngineSettings, RunExit};
+pub use state::{IllegalTransition, Lifecycle, ReleaseRef, StateKind};

@@ -1,0 +1,376 @@
+//! The log file itself: open (finding the chain's tail), append, rotate, query.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::record::{line_hash, Actor, Entry, Record, GENESIS_PREV, TORN_RECORD_EVENT};
+use super::AuditError;
+use crate::fsutil;
+
+/// Size bound of the live file and how many rotated files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLimits {
+    /// Rotate before the live file would grow past this many bytes (at least 4096).
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.log.1` … `audit.log.N`, at least 1).
+    pub keep: u32,
+}
+
+impl Default for AuditLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 8 * 1024 * 1024,
+            keep: 4,
+        }
+    }
+}
+
+impl AuditLimits {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_bytes < 4096 {
+            return Err(format!("max_bytes {} is below 4096", self.max_bytes));
+        }
+        if self.keep == 0 || self.keep > 1000 {
+            return Err(format!("keep {} must be between 1 and 1000", self.keep));
+        }
+        Ok(())
+    }
+}
+
+/// History filter; every `Some` field must match. `limit` keeps the most recent N.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub event: Option<String>,
+    pub release: Option<String>,
+    pub slot: Option<String>,
+    pub actor: Option<Actor>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    pub fn matches(&self, r: &Record) -> bool {
+        self.event.as_ref().map_or(true, |e| *e == r.event)
+            && self
+                .release
+                .as_ref()
+                .map_or(true, |v| r.release.as_ref() == Some(v))
+            && self
+                .slot
+                .as_ref()
+                .map_or(true, |s| r.slot.as_ref() == Some(s))
+            && self.actor.map_or(true, |a| a == r.actor)
+            && self.since.map_or(true, |t| r.time >= t)
+            && self.until.map_or(true, |t| r.time < t)
+    }
+}
+
+/// Last `seq` and hash, kept atomically next to the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Torn {
+    line: u64,
+    len: u64,
+    sha256: String,
+}
+
+/// The audit log. Owned by one task (the engine); appends take `&mut self`.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    limits: AuditLimits,
+    next_seq: u64,
+    last_hash: String,
+    size: u64,
+    torn: Option<Torn>,
+}
+
+/// Lines of a file: complete ones (newline-terminated, newline stripped) and a torn tail.
+pub(crate) fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, Option<&[u8]>) {
+    let mut parts: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    // `split` yields a final empty part after a trailing newline; anything else is torn.
+    let last = parts.pop().filter(|p| !p.is_empty());
+    (parts, last)
+}
+
+impl AuditLog {
+    /// Open (or create on first append) the log at `path`, finding where the chain ends.
+    pub fn open(path: impl Into<PathBuf>, limits: AuditLimits) -> Result<Self, AuditError> {
+        limits.validate().map_err(AuditError::Limits)?;
+        let mut log = Self {
+            path: path.into(),
+            limits,
+            next_seq: 0,
+            last_hash: GENESIS_PREV.to_string(),
+            size: 0,
+            torn: None,
+        };
+        log.scan()?;
+        Ok(log)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `seq` the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether the live file ends in an incomplete line (documented on the next append).
+    pub fn has_torn_tail(&self) -> bool {
+        self.torn.is_some()
+    }
+
+    pub(crate) fn rotated(&self, k: u32) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{k}"));
+        PathBuf::from(s)
+    }
+
+    pub(crate) fn head_path(&self) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(".head");
+        PathBuf::from(s)
+    }
+
+    /// Every existing file of the log, oldest first (rotated ones, then the live one).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = (1..=self.limits.keep)
+            .rev()
+            .map(|k| self.rotated(k))
+            .filter(|p| p.exists())
+            .collect();
+        if self.path.exists() {
+            v.push(self.path.clone());
+        }
+        v
+    }
+
+    fn io(&self, path: &Path, source: io::Error) -> AuditError {
+        AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn read_opt(&self, path: &Path) -> Result<Option<Vec<u8>>, AuditError> {
+        match fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(path, e)),
+        }
+    }
+
+    /// Find the chain's tail: the live file's last complete line, else the newest rotated
+    /// file's, else the genesis.
+    fn scan(&mut self) -> Result<(), AuditError> {
+        self.next_seq = 0;
+        self.last_hash = GENESIS_PREV.to_string();
+        self.size = 0;
+        self.torn = None;
+        let live = self.read_opt(&self.path.clone())?.unwrap_or_default();
+        self.size = live.len() as u64;
+        let (lines, tail) = split_lines(&live);
+        if let Some(t) = tail {
+            self.torn = Some(Torn {
+                line: lines.len() as u64 + 1,
+                len: t.len() as u64,
+                sha256: line_hash(t),
+            });
+        }
+        if !lines.is_empty() {
+            self.set_tail_from(&lines);
+            return Ok(());
+        }
+        if let Some(prev) = self.read_opt(&self.rotated(1))? {
+            let (lines, _) = split_lines(&prev);
+            if !lines.is_empty() {
+                self.set_tail_from(&lines);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_tail_from(&mut self, lines: &[&[u8]]) {
+        let Some(last) = lines.last() else { return };
+        self.last_hash = line_hash(last);
+        // A damaged line still occupies a seq; count back to the last one that parses.
+        for (back, line) in lines.iter().rev().enumerate() {
+            if let Ok(r) = serde_json::from_slice::<Record>(line) {
+                self.next_seq = r.seq.saturating_add(1).saturating_add(back as u64);
+                return;
+            }
+        }
+        self.next_seq = lines.len() as u64;
+    }
+
+    /// Append one record (fsynced), returning it as written.
+    pub fn append(&mut self, entry: Entry, now: Timestamp) -> Result<Record, AuditError> {
+        let result = self.append_inner(entry, now);
+        if result.is_err() {
+            // We no longer know how much reached the disk: re-read the tail so the next
+            // append chains onto whatever is really there.
+            if let Err(e) = self.scan() {
+                tracing::error!(path = %self.path.display(), error = %e, "audit log rescan failed");
+            }
+        }
+        result
+    }
+
+    fn append_inner(&mut self, entry: Entry, now: Timestamp) -> Result<Record, AuditError> {
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::ensure_dir(parent, 0o700).map_err(|e| self.io(parent, e))?;
+        }
+        if let Some(torn) = self.torn.clone() {
+            let note = Entry::new(
+                TORN_RECORD_EVENT,
+                Actor::Daemon,
+                "the previous append was interrupted (power cut?); its incomplete line is kept and skipped",
+            )
+            .field("torn_line", torn.line)
+            .field("torn_bytes", torn.len)
+            .field("torn_sha256", torn.sha256.clone());
+            let (rec, line) = self.encode(note, now)?;
+            let mut bytes = Vec::with_capacity(line.len() + 2);
+            bytes.push(b'\n');
+            bytes.extend_from_slice(&line);
+            bytes.push(b'\n');
+            self.write(&bytes, &rec, &line)?;
+            self.torn = None;
+            tracing::warn!(target: "patchd::audit", seq = rec.seq, torn_line = torn.line,
+                torn_bytes = torn.len, "audit: documented a torn record");
+        }
+        let (rec, line) = self.encode(entry, now)?;
+        if self.size > 0 && self.size + line.len() as u64 + 1 > self.limits.max_bytes {
+            self.rotate()?;
+        }
+        let mut bytes = line.clone();
+        bytes.push(b'\n');
+        self.write(&bytes, &rec, &line)?;
+        tracing::info!(
+            target: "patchd::audit",
+            seq = rec.seq,
+            event = %rec.event,
+            release = rec.release.as_deref().unwrap_or(""),
+            slot = rec.slot.as_deref().unwrap_or(""),
+            actor = %rec.actor,
+            reason = %rec.reason,
+            extra = %serde_json::Value::Object(rec.extra.clone()),
+            "audit"
+        );
+        Ok(rec)
+    }
+
+    fn encode(&self, e: Entry, now: Timestamp) -> Result<(Record, Vec<u8>), AuditError> {
+        let rec = Record {
+            seq: self.next_seq,
+            time: now,
+            event: e.event,
+            release: e.release,
+            slot: e.slot,
+            actor: e.actor,
+            reason: e.reason,
+            extra: e.extra,
+            prev: self.last_hash.clone(),
+        };
+        let line = serde_json::to_vec(&rec).map_err(|source| AuditError::Encode {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok((rec, line))
+    }
+
+    fn write(&mut self, bytes: &[u8], rec: &Record, line: &[u8]) -> Result<(), AuditError> {
+        fsutil::append_sync(&self.path, bytes).map_err(|e| self.io(&self.path, e))?;
+        self.size += bytes.len() as u64;
+        self.next_seq = rec.seq + 1;
+        self.last_hash = line_hash(line);
+        let head = Head {
+            seq: rec.seq,
+            hash: self.last_hash.clone(),
+        };
+        let hp = self.head_path();
+        let json = serde_json::to_vec(&head).map_err(|source| AuditError::Encode {
+            path: hp.clone(),
+            source,
+        })?;
+        fsutil::atomic_write_mode(&hp, &json, 0o600).map_err(|e| self.io(&hp, e))
+    }
+
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        let keep = self.limits.keep;
+        let oldest = self.rotated(keep);
+        match fs::remove_file(&oldest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io(&oldest, e)),
+        }
+        for k in (1..keep).rev() {
+            let from = self.rotated(k);
+            if from.exists() {
+                let to = self.rotated(k + 1);
+                fs::rename(&from, &to).map_err(|e| self.io(&from, e))?;
+            }
+        }
+        let to = self.rotated(1);
+        fs::rename(&self.path, &to).map_err(|e| self.io(&self.path, e))?;
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::fsync_dir(parent).map_err(|e| self.io(parent, e))?;
+        }
+        self.size = 0;
+        tracing::info!(target: "patchd::audit", rotated_to = %to.display(), "audit log rotated");
+        Ok(())
+    }
+
+    /// Records matching `filter`, oldest first, across rotated files. Lines that do not
+    /// parse are skipped here (verify reports them).
+    pub fn query(&self, filter: &Filter) -> Result<Vec<Record>, AuditError> {
+        let mut out = Vec::new();
+        for f in self.files() {
+            let bytes = self.read_opt(&f)?.unwrap_or_default();
+            let (lines, _) = split_lines(&bytes);
+            out.extend(
+                lines
+                    .iter()
+                    .filter_map(|l| serde_json::from_slice::<Record>(l).ok())
+                    .filter(|r| filter.matches(r)),
+            );
+        }
+        if let Some(n) = filter.limit {
+            let skip = out.len().saturating_sub(n);
+            out.drain(..skip);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn read_head(&self) -> Result<Option<Head>, AuditError> {
+        let hp = self.head_path();
+        match self.read_opt(&hp)? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| AuditError::BadHead {
+                    path: hp,
+                    why: e.to_string(),
+                }),
+        }
+    }
+
+    pub(crate) fn read_file(&self, p: &Path) -> Result<Vec<u8>, AuditError> {
+        Ok(self.read_opt(p)?.unwrap_or_default())
+    }
+}

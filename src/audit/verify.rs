@@ -1,0 +1,306 @@
+//! Chain verification across the live and rotated files.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::log::{split_lines, AuditLog};
+use super::record::{line_hash, Record, GENESIS_PREV, TORN_RECORD_EVENT};
+use super::AuditError;
+
+/// What is wrong at one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The line is not a valid record (edited into invalid JSON, or a torn line that no
+    /// `audit.torn-record` documents).
+    Unparsable(String),
+    /// `prev` does not match the hash of the record before it: that record (on
+    /// `previous_line` of the same file, or the end of the previous file) was edited, or
+    /// records between them were removed or reordered.
+    BrokenChain { previous_line: Option<u64> },
+    /// `seq` is not the previous `seq` + 1: records removed or reordered.
+    SeqGap { expected: u64, found: u64 },
+    /// The first record ever must chain to the zero hash.
+    BadGenesis,
+    /// The head file says the log ends at a record that is not the last one: the last
+    /// records were removed or the last record edited.
+    HeadMismatch {
+        head_seq: u64,
+        last_seq: Option<u64>,
+    },
+    /// The live file ends in an incomplete line (power cut during an append). Not a
+    /// tampering sign; reported as a warning and documented by the next append.
+    TornTail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based line number in `file`.
+    pub line: u64,
+    pub kind: ProblemKind,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}: ", self.file.display(), self.line)?;
+        match &self.kind {
+            ProblemKind::Unparsable(why) => write!(f, "not a valid audit record ({why})"),
+            ProblemKind::BrokenChain {
+                previous_line: Some(p),
+            } => write!(
+                f,
+                "prev hash does not match line {p}: line {p} was edited, or records between were removed or reordered"
+            ),
+            ProblemKind::BrokenChain {
+                previous_line: None,
+            } => write!(
+                f,
+                "prev hash does not match the last record of the previous file: records removed, reordered or edited across the rotation"
+            ),
+            ProblemKind::SeqGap { expected, found } => write!(
+                f,
+                "seq {found} where {expected} was expected: records removed or reordered"
+            ),
+            ProblemKind::BadGenesis => write!(f, "first record (seq 0) does not chain to the zero hash"),
+            ProblemKind::HeadMismatch { head_seq, last_seq } => write!(
+                f,
+                "head file records seq {head_seq} but the log ends at {}: trailing records removed or the last record edited",
+                last_seq.map_or("nothing".to_string(), |s| s.to_string())
+            ),
+            ProblemKind::TornTail => write!(
+                f,
+                "incomplete last line (power cut during an append?); the next append documents it"
+            ),
+        }
+    }
+}
+
+/// Result of [`AuditLog::verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub files: Vec<PathBuf>,
+    /// Records that parsed and were checked.
+    pub records: u64,
+    /// Tampering or corruption. Empty means the chain is intact.
+    pub problems: Vec<Problem>,
+    /// Not tampering, but worth showing (a torn tail not yet documented).
+    pub warnings: Vec<Problem>,
+    /// Informational (chain anchor after rotation, documented torn lines).
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_intact() {
+            write!(
+                f,
+                "audit log intact: {} records in {} file(s)",
+                self.records,
+                self.files.len()
+            )?;
+        } else {
+            write!(
+                f,
+                "audit log NOT intact: {} problem(s)",
+                self.problems.len()
+            )?;
+        }
+        for p in &self.problems {
+            write!(f, "\n  problem: {p}")?;
+        }
+        for w in &self.warnings {
+            write!(f, "\n  warning: {w}")?;
+        }
+        for n in &self.notes {
+            write!(f, "\n  note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Pending {
+    file: PathBuf,
+    line: u64,
+    hash: String,
+    why: String,
+}
+
+impl AuditLog {
+    /// Check the whole chain (all files, oldest first) and the head file.
+    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let mut rep = VerifyReport {
+            files: self.files(),
+            ..VerifyReport::default()
+        };
+        let mut expected_prev: Option<String> = None;
+        let mut expected_seq: Option<u64> = None;
+        // The line number of the last record in the current file, for BrokenChain.
+        let mut last_line_in_file: Option<u64>;
+        let mut pending: Option<Pending> = None;
+        // (seq, hash) of the last two records, for the head check.
+        let mut last: Option<(u64, String)> = None;
+        let mut before_last: Option<(u64, String)> = None;
+        let nfiles = rep.files.len();
+
+        for (fi, file) in rep.files.clone().into_iter().enumerate() {
+            let bytes = self.read_file(&file)?;
+            let (lines, tail) = split_lines(&bytes);
+            last_line_in_file = None;
+            for (i, line) in lines.iter().enumerate() {
+                let lineno = i as u64 + 1;
+                let hash = line_hash(line);
+                let rec = match serde_json::from_slice::<Record>(line) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if let Some(p) = pending.take() {
+                            rep.problems.push(unparsable(p));
+                        }
+                        pending = Some(Pending {
+                            file: file.clone(),
+                            line: lineno,
+                            hash,
+                            why: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                if let Some(p) = pending.take() {
+                    let documents = rec.event == TORN_RECORD_EVENT
+                        && rec.extra.get("torn_sha256").and_then(|v| v.as_str())
+                            == Some(p.hash.as_str());
+                    if documents {
+                        rep.notes.push(format!(
+                            "{} line {}: torn record from an interrupted append, documented by seq {}",
+                            p.file.display(),
+                            p.line,
+                            rec.seq
+                        ));
+                    } else {
+                        rep.problems.push(unparsable(p));
+                    }
+                }
+                rep.records += 1;
+                match (&expected_prev, expected_seq) {
+                    (Some(prev), Some(seq)) => {
+                        if rec.seq != seq {
+                            rep.problems.push(Problem {
+                                file: file.clone(),
+                                line: lineno,
+                                kind: ProblemKind::SeqGap {
+                                    expected: seq,
+                                    found: rec.seq,
+                                },
+                            });
+                        }
+                        if rec.prev != *prev {
+                            rep.problems.push(Problem {
+                                file: file.clone(),
+                                line: lineno,
+                                kind: ProblemKind::BrokenChain {
+                                    previous_line: last_line_in_file,
+                                },
+                            });
+                        }
+                    }
+                    _ => {
+                        if rec.seq == 0 {
+                            if rec.prev != GENESIS_PREV {
+                                rep.problems.push(Problem {
+                                    file: file.clone(),
+                                    line: lineno,
+                                    kind: ProblemKind::BadGenesis,
+                                });
+                            }
+                        } else {
+                            rep.notes.push(format!(
+                                "chain anchored at seq {} ({} line {}): older rotated files were deleted",
+                                rec.seq,
+                                file.display(),
+                                lineno
+                            ));
+                        }
+                    }
+                }
+                expected_prev = Some(hash.clone());
+                expected_seq = Some(rec.seq + 1);
+                last_line_in_file = Some(lineno);
+                before_last = last.take();
+                last = Some((rec.seq, hash));
+            }
+            if let Some(t) = tail {
+                let lineno = lines.len() as u64 + 1;
+                let p = Problem {
+                    file: file.clone(),
+                    line: lineno,
+                    kind: ProblemKind::TornTail,
+                };
+                if fi + 1 == nfiles && pending.is_none() {
+                    rep.warnings.push(p);
+                } else {
+                    // A torn line can only be undocumented at the very end of the log.
+                    rep.problems.push(Problem {
+                        kind: ProblemKind::Unparsable(format!(
+                            "incomplete line of {} bytes in the middle of the log",
+                            t.len()
+                        )),
+                        ..p
+                    });
+                }
+            }
+        }
+        if let Some(p) = pending.take() {
+            rep.problems.push(unparsable(p));
+        }
+
+        match self.read_head()? {
+            Some(head) => {
+                let matches = |x: &Option<(u64, String)>| {
+                    x.as_ref()
+                        .is_some_and(|(s, h)| *s == head.seq && *h == head.hash)
+                };
+                // The head may lag one record behind after a power cut between the append
+                // and the head update.
+                if !matches(&last) && !matches(&before_last) {
+                    let file = rep
+                        .files
+                        .last()
+                        .cloned()
+                        .unwrap_or_else(|| self.path().to_path_buf());
+                    let line = last_line_in_file_of(self, &file)?;
+                    rep.problems.push(Problem {
+                        file,
+                        line,
+                        kind: ProblemKind::HeadMismatch {
+                            head_seq: head.seq,
+                            last_seq: last.as_ref().map(|(s, _)| *s),
+                        },
+                    });
+                }
+            }
+            None if rep.records > 0 => rep
+                .notes
+                .push("no head file: the last record cannot be checked".to_string()),
+            None => {}
+        }
+        Ok(rep)
+    }
+}
+
+fn last_line_in_file_of(log: &AuditLog, file: &std::path::Path) -> Result<u64, AuditError> {
+    let bytes = log.read_file(file)?;
+    Ok(split_lines(&bytes).0.len() as u64)
+}
+
+fn unparsable(p: Pending) -> Problem {
+    Problem {
+        file: p.file,
+        line: p.line,
+        kind: ProblemKind::Unparsable(p.why),
+    }
+}

@@ -1,0 +1,373 @@
+//! The public face of the engine: a cheap, cloneable handle that sends commands to the
+//! one task owning the state and reads its `watch` snapshot. The D-Bus service and the
+//! demo use only this.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::ports::{Actor, Progress, WhyNot};
+use super::state::{IllegalTransition, Lifecycle, StateKind};
+use super::statefile::{BlockedRelease, StateFileError};
+use crate::audit::{AuditError, Filter, Record, VerifyReport};
+use crate::boot::BootError;
+use crate::names::SlotName;
+use crate::policy::{Hold, Kind, Severity};
+use crate::slot::{SlotError, SlotState};
+
+/// One release as status shows it: categorization plus why it is or is not installed now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailableRelease {
+    pub version: String,
+    pub security_version: u64,
+    pub kind: Kind,
+    pub severity: Severity,
+    pub cves: Vec<String>,
+    pub size: u64,
+    pub published: Option<Timestamp>,
+    /// Policy would switch to it now (nothing in `why_not`).
+    pub install_now: bool,
+    /// Policy would stage it now (it may still wait for a window to switch).
+    pub may_stage: bool,
+    pub why_not: Vec<WhyNot>,
+}
+
+/// One slot as status shows it: content (slot backend) and boot flags (bootloader).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotView {
+    pub name: SlotName,
+    pub backend: String,
+    pub state: Option<SlotState>,
+    pub version: Option<String>,
+    pub size: Option<u64>,
+    pub booted: bool,
+    pub primary: bool,
+    pub tries_left: Option<u32>,
+    pub good: bool,
+    pub bad: bool,
+}
+
+/// Everything `status` shows, republished after every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    pub state: StateKind,
+    pub lifecycle: Lifecycle,
+    pub booted_slot: Option<SlotName>,
+    pub slots: Vec<SlotView>,
+    pub current_version: Option<String>,
+    pub staged_version: Option<String>,
+    pub security_floor: u64,
+    pub available: Vec<AvailableRelease>,
+    pub next_window: Option<Timestamp>,
+    pub last_check: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub holds: Vec<Hold>,
+    pub blocked: Vec<BlockedRelease>,
+    pub progress: Option<Progress>,
+    /// Why a due reboot is waiting (active inhibitors).
+    pub reboot_waiting: Vec<String>,
+    /// The long step running now (`check`, `stage`, `health`), if any.
+    pub busy: Option<String>,
+}
+
+impl StatusSnapshot {
+    pub fn initial() -> Self {
+        Self {
+            state: StateKind::Idle,
+            lifecycle: Lifecycle::Idle {},
+            booted_slot: None,
+            slots: Vec::new(),
+            current_version: None,
+            staged_version: None,
+            security_floor: 0,
+            available: Vec::new(),
+            next_window: None,
+            last_check: None,
+            last_error: None,
+            holds: Vec::new(),
+            blocked: Vec::new(),
+            progress: None,
+            reboot_waiting: Vec::new(),
+            busy: None,
+        }
+    }
+}
+
+/// What `install` started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallStarted {
+    pub version: String,
+    pub slot: SlotName,
+    pub switch_after: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("busy: {running} is running; try again when it finished")]
+    Busy { running: String },
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("{what} is not available yet in this build: {why}")]
+    NotAvailable {
+        what: &'static str,
+        why: &'static str,
+    },
+    #[error("release {version} is not among the available releases (run check first)")]
+    NoSuchRelease { version: String },
+    #[error("no release to install: {why}")]
+    NothingToInstall { why: String },
+    #[error("release {version} is refused: {why}")]
+    Refused { version: String, why: WhyNot },
+    #[error("switch refused: {}", join_reasons(.why))]
+    SwitchRefused { why: Vec<WhyNot> },
+    #[error("the inactive slot could not be chosen: {0}")]
+    NoInactiveSlot(String),
+    #[error(transparent)]
+    State(#[from] StateFileError),
+    #[error("bootloader: {0}")]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error(transparent)]
+    Port(#[from] super::ports::PortError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("invalid version {version:?} for a hold pin: {why}")]
+    BadVersion { version: String, why: String },
+    #[error("the engine task has stopped")]
+    Stopped,
+}
+
+fn join_reasons(w: &[WhyNot]) -> String {
+    w.iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// Commands the engine task accepts.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Check {
+        actor: Actor,
+        reply: Reply<Vec<AvailableRelease>>,
+    },
+    Install {
+        actor: Actor,
+        release: Option<String>,
+        switch_now: bool,
+        reply: Reply<InstallStarted>,
+    },
+    Switch {
+        actor: Actor,
+        force: bool,
+        reply: Reply<()>,
+    },
+    Cancel {
+        actor: Actor,
+        reply: Reply<()>,
+    },
+    Rollback {
+        actor: Actor,
+        reason: String,
+        reply: Reply<()>,
+    },
+    MarkGood {
+        actor: Actor,
+        reply: Reply<()>,
+    },
+    MarkBad {
+        actor: Actor,
+        reason: String,
+        reply: Reply<()>,
+    },
+    Hold {
+        actor: Actor,
+        reason: String,
+        until: Option<Timestamp>,
+        max_version: Option<String>,
+        reply: Reply<()>,
+    },
+    ReleaseHold {
+        actor: Actor,
+        reply: Reply<()>,
+    },
+    AllowBelowFloor {
+        actor: Actor,
+        version: String,
+        reply: Reply<()>,
+    },
+    History {
+        filter: Filter,
+        reply: Reply<Vec<Record>>,
+    },
+    Inventory {
+        reply: Reply<serde_json::Value>,
+    },
+    VerifyAudit {
+        reply: Reply<VerifyReport>,
+    },
+}
+
+/// Cloneable handle to the running engine.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<StatusSnapshot>,
+}
+
+impl EngineHandle {
+    pub(crate) fn new(tx: mpsc::Sender<Command>, status: watch::Receiver<StatusSnapshot>) -> Self {
+        Self { tx, status }
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Refresh the repository and categorize what is available.
+    pub async fn check(&self, actor: Actor) -> Result<Vec<AvailableRelease>, EngineError> {
+        self.call(|reply| Command::Check { actor, reply }).await
+    }
+
+    /// Stage `release` (default: the best eligible one) into the inactive slot; with
+    /// `switch_now`, switch and reboot as soon as it is staged, outside the window too.
+    pub async fn install(
+        &self,
+        actor: Actor,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> Result<InstallStarted, EngineError> {
+        self.call(|reply| Command::Install {
+            actor,
+            release,
+            switch_now,
+            reply,
+        })
+        .await
+    }
+
+    /// Switch to the staged release now; `force` overrides window and rollout stage and
+    /// reboot inhibitors (never holds, the floor or a failed release).
+    pub async fn switch(&self, actor: Actor, force: bool) -> Result<(), EngineError> {
+        self.call(|reply| Command::Switch {
+            actor,
+            force,
+            reply,
+        })
+        .await
+    }
+
+    /// Abandon what has not switched yet (also stops a running staging).
+    pub async fn cancel(&self, actor: Actor) -> Result<(), EngineError> {
+        self.call(|reply| Command::Cancel { actor, reply }).await
+    }
+
+    /// Go back to the previous slot (while verifying or during probation).
+    pub async fn rollback(&self, actor: Actor, reason: String) -> Result<(), EngineError> {
+        self.call(|reply| Command::Rollback {
+            actor,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Commit the slot under verification without waiting for the health checks.
+    pub async fn mark_good(&self, actor: Actor) -> Result<(), EngineError> {
+        self.call(|reply| Command::MarkGood { actor, reply }).await
+    }
+
+    /// Declare the slot under verification (or on probation) bad: roll back.
+    pub async fn mark_bad(&self, actor: Actor, reason: String) -> Result<(), EngineError> {
+        self.call(|reply| Command::MarkBad {
+            actor,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Add a hold: no switching while it lasts (or above `max_version` when given).
+    pub async fn hold(
+        &self,
+        actor: Actor,
+        reason: String,
+        until: Option<Timestamp>,
+        max_version: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.call(|reply| Command::Hold {
+            actor,
+            reason,
+            until,
+            max_version,
+            reply,
+        })
+        .await
+    }
+
+    /// Remove every hold.
+    pub async fn release_hold(&self, actor: Actor) -> Result<(), EngineError> {
+        self.call(|reply| Command::ReleaseHold { actor, reply })
+            .await
+    }
+
+    /// Let an admin install `version` although it is below the security floor (audited).
+    pub async fn allow_below_floor(
+        &self,
+        actor: Actor,
+        version: String,
+    ) -> Result<(), EngineError> {
+        self.call(|reply| Command::AllowBelowFloor {
+            actor,
+            version,
+            reply,
+        })
+        .await
+    }
+
+    /// The current snapshot.
+    pub fn status(&self) -> StatusSnapshot {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<StatusSnapshot> {
+        self.status.clone()
+    }
+
+    /// Audit records matching `filter` (most recent `filter.limit`).
+    pub async fn history(&self, filter: Filter) -> Result<Vec<Record>, EngineError> {
+        self.call(|reply| Command::History { filter, reply }).await
+    }
+
+    /// The inventory document (machine facts, slots, floor, holds, patches).
+    pub async fn inventory(&self) -> Result<serde_json::Value, EngineError> {
+        self.call(|reply| Command::Inventory { reply }).await
+    }
+
+    /// Verify the whole audit chain (including rotated files).
+    pub async fn verify_audit(&self) -> Result<VerifyReport, EngineError> {
+        self.call(|reply| Command::VerifyAudit { reply }).await
+    }
+
+    /// Wait until a snapshot satisfies `pred` (or the engine stops).
+    pub async fn wait_for(
+        &self,
+        mut pred: impl FnMut(&StatusSnapshot) -> bool,
+    ) -> Result<StatusSnapshot, EngineError> {
+        let mut rx = self.status.clone();
+        let snap = rx
+            .wait_for(|s| pred(s))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(snap.clone())
+    }
+}

@@ -1,0 +1,1440 @@
+//! The one task that owns the lifecycle state.
+//!
+//! Commands arrive over an mpsc channel; long steps (check, staging, health checks) run
+//! as spawned jobs so status stays readable and new mutating commands get `Busy`. Every
+//! change is persisted (atomically) before it is adopted in memory, then audited, then
+//! published in the `watch` snapshot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::check::{stage_target, Context};
+use super::handle::{
+    AvailableRelease, Command, EngineError, EngineHandle, InstallStarted, Reply, SlotView,
+    StatusSnapshot,
+};
+use super::ports::{
+    active_holds, Actor, Candidate, HealthCheck, HealthVerdict, MachineFacts, PortError, Progress,
+    Reboot, Updates, WhyNot,
+};
+use super::state::{Lifecycle, ReleaseRef};
+use super::statefile::{Pending, StateDoc, StateFile};
+use crate::audit::{AuditLog, Entry};
+use crate::boot::Bootloader;
+use crate::clock::Clock;
+use crate::names::SlotName;
+use crate::paths::Paths;
+use crate::policy::{DeviceFacts, Hold, Policy};
+use crate::slot::{Slot, SlotState};
+
+/// Tunables the engine takes from the validated configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Periodic check interval; `None`: only on demand.
+    pub check_interval: Option<Duration>,
+    /// Up to this much random delay is added to each periodic check, so a fleet does
+    /// not hit the repository in lockstep.
+    pub check_jitter: Duration,
+    /// How often policy is re-evaluated (window opened, hold expired…).
+    pub evaluate_every: Duration,
+    /// Health checks must pass within this time after the first boot of a new slot.
+    pub health_deadline: Duration,
+    /// Keep checking this long after commit while the previous slot stays intact.
+    pub probation: Option<Duration>,
+    pub probation_check_every: Duration,
+    /// Boot attempts the bootloader gives a slot on trial.
+    pub boot_attempts: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Some(Duration::from_secs(6 * 3600)),
+            check_jitter: Duration::from_secs(1800),
+            evaluate_every: Duration::from_secs(60),
+            health_deadline: Duration::from_secs(600),
+            probation: None,
+            probation_check_every: Duration::from_secs(900),
+            boot_attempts: 1,
+        }
+    }
+}
+
+/// Everything the engine drives, as traits.
+pub struct EngineParts {
+    pub paths: Paths,
+    pub clock: Arc<dyn Clock>,
+    pub bootloader: Arc<dyn Bootloader>,
+    pub slots: Vec<Arc<dyn Slot>>,
+    /// `None` until a trusted repository is configured: checks then fail closed.
+    pub updates: Option<Arc<dyn Updates>>,
+    /// Windows, rollout, urgency (from the validated config).
+    pub policy: Policy,
+    /// Machine id, channel and tags for rollout bucketing.
+    pub device: DeviceFacts,
+    pub health: Arc<dyn HealthCheck>,
+    /// The hash-chained audit log (shared with nobody else in the daemon).
+    pub audit: Arc<std::sync::Mutex<AuditLog>>,
+    pub reboot: Arc<dyn Reboot>,
+    pub facts: Option<Arc<dyn MachineFacts>>,
+    pub settings: EngineSettings,
+    /// Crash-test hook (cargo feature `failpoints` only).
+    #[cfg(feature = "failpoints")]
+    pub failpoints: super::failpoint::FailPoints,
+}
+
+/// Why the engine task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunExit {
+    /// A reboot was requested; the process should wait for it.
+    Rebooting { reason: String },
+    /// Every handle was dropped (daemon shutdown).
+    Shutdown,
+    /// A fail point simulated a power cut (tests only).
+    PowerCut { at: String },
+}
+
+enum JobKind {
+    Check {
+        actor: Actor,
+        reply: Option<Reply<Vec<AvailableRelease>>>,
+    },
+    Stage {
+        actor: Actor,
+        version: String,
+        switch_after: bool,
+    },
+    Health,
+}
+
+impl JobKind {
+    fn name(&self) -> &'static str {
+        match self {
+            JobKind::Check { .. } => "check",
+            JobKind::Stage { .. } => "staging",
+            JobKind::Health => "health checks",
+        }
+    }
+}
+
+enum JobOut {
+    Check(Result<Vec<Candidate>, PortError>),
+    Stage(Result<(), PortError>),
+    Health(HealthVerdict),
+}
+
+struct Job {
+    kind: JobKind,
+    handle: JoinHandle<JobOut>,
+}
+
+/// Internal failure of a step: either a real error, or a simulated power cut that must
+/// stop the task without another write.
+pub(crate) enum StepError {
+    Err(EngineError),
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    PowerCut(String),
+}
+
+impl<E: Into<EngineError>> From<E> for StepError {
+    fn from(e: E) -> Self {
+        StepError::Err(e.into())
+    }
+}
+
+pub(crate) type Step<T = ()> = Result<T, StepError>;
+
+pub(crate) struct Runner {
+    pub(crate) p: EngineParts,
+    pub(crate) file: StateFile,
+    pub(crate) doc: StateDoc,
+    candidates: Vec<Candidate>,
+    available: Vec<AvailableRelease>,
+    status_tx: watch::Sender<StatusSnapshot>,
+    progress_tx: watch::Sender<Option<Progress>>,
+    progress_rx: watch::Receiver<Option<Progress>>,
+    job: Option<Job>,
+    exit: Option<RunExit>,
+    next_check: Option<Instant>,
+    next_eval: Instant,
+    next_probation_check: Instant,
+    reboot_waiting: Vec<String>,
+    /// A version whose staging failed in this run: not restaged automatically before
+    /// the next check, so a broken image does not loop.
+    stage_failed: Option<String>,
+}
+
+/// Start the engine: load (or create) the state, reconcile it with what booted, then
+/// spawn the task that owns it.
+pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunExit>), EngineError> {
+    let file = StateFile::new(&parts.paths.state_dir());
+    let now = parts.clock.now();
+    let doc = match file.load(now)? {
+        Some(d) => d,
+        None => StateDoc::default(),
+    };
+    let (status_tx, _status_rx) = watch::channel(StatusSnapshot::initial());
+    let (progress_tx, progress_rx) = watch::channel(None);
+    let first_check = parts
+        .settings
+        .check_interval
+        .map(|_| Instant::now() + jitter(parts.settings.check_jitter));
+    let mut r = Runner {
+        p: parts,
+        file,
+        doc,
+        candidates: Vec::new(),
+        available: Vec::new(),
+        status_tx,
+        progress_tx,
+        progress_rx,
+        job: None,
+        exit: None,
+        next_check: first_check,
+        next_eval: Instant::now(),
+        next_probation_check: Instant::now(),
+        reboot_waiting: Vec::new(),
+        stage_failed: None,
+    };
+    let followup = match r.reconcile().await {
+        Ok(f) => f,
+        Err(StepError::Err(e)) => return Err(e),
+        Err(StepError::PowerCut(at)) => {
+            // The simulated power cut hit during reconciliation: hand back a handle
+            // whose every call answers `Stopped`, and a task that already ended.
+            let (tx, rx) = mpsc::channel(1);
+            drop(rx);
+            let handle = EngineHandle::new(tx, r.status_tx.subscribe());
+            return Ok((
+                handle,
+                tokio::spawn(async move { RunExit::PowerCut { at } }),
+            ));
+        }
+    };
+    r.publish();
+    let (tx, rx) = mpsc::channel(16);
+    let handle = EngineHandle::new(tx, r.status_tx.subscribe());
+    let task = tokio::spawn(r.run(rx, followup));
+    Ok((handle, task))
+}
+
+fn jitter(max: Duration) -> Duration {
+    use rand::Rng;
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let ms = rand::thread_rng().gen_range(0..=max.as_millis().min(u64::MAX as u128) as u64);
+    Duration::from_millis(ms)
+}
+
+/// What reconciliation leaves for the task to do first.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Followup {
+    Nothing,
+    StartHealth,
+    Reboot(String),
+}
+
+enum Event {
+    Cmd(Option<Command>),
+    Job(Result<JobOut, tokio::task::JoinError>),
+    Progress,
+    Timer,
+}
+
+impl Runner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, followup: Followup) -> RunExit {
+        let first = match followup {
+            Followup::Nothing => Ok(()),
+            Followup::StartHealth => {
+                self.start_health();
+                Ok(())
+            }
+            Followup::Reboot(reason) => self.reboot(&reason).await,
+        };
+        if let Err(e) = first {
+            self.note_error(e);
+        }
+        self.publish();
+        loop {
+            if let Some(exit) = self.exit.take() {
+                if let Some(j) = self.job.take() {
+                    j.handle.abort();
+                }
+                return exit;
+            }
+            let wait = self.time_to_next_timer();
+            let event = {
+                let job = self.job.as_mut().map(|j| &mut j.handle);
+                let progress = &mut self.progress_rx;
+                tokio::select! {
+                    cmd = rx.recv() => Event::Cmd(cmd),
+                    out = async move {
+                        match job {
+                            Some(h) => h.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Job(out),
+                    _ = progress.changed() => Event::Progress,
+                    _ = tokio::time::sleep(wait) => Event::Timer,
+                }
+            };
+            match event {
+                Event::Cmd(None) => {
+                    if let Some(j) = self.job.take() {
+                        j.handle.abort();
+                    }
+                    return RunExit::Shutdown;
+                }
+                Event::Cmd(Some(cmd)) => self.on_command(cmd).await,
+                Event::Job(out) => {
+                    let Some(job) = self.job.take() else { continue };
+                    self.progress_tx.send_replace(None);
+                    let res = match out {
+                        Ok(out) => self.on_job(job.kind, out).await,
+                        Err(e) => Err(StepError::Err(EngineError::Port(PortError::new(
+                            job.kind.name(),
+                            format!("task ended abnormally: {e}"),
+                        )))),
+                    };
+                    if let Err(e) = res {
+                        self.note_error(e);
+                    }
+                    if self.exit.is_none() && self.job.is_none() {
+                        let r = self.evaluate().await;
+                        if let Err(e) = r {
+                            self.note_error(e);
+                        }
+                    }
+                }
+                Event::Progress => {}
+                Event::Timer => {
+                    let r = self.on_timer().await;
+                    if let Err(e) = r {
+                        self.note_error(e);
+                    }
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn time_to_next_timer(&self) -> Duration {
+        let mut next = self.next_eval;
+        if let Some(c) = self.next_check {
+            next = next.min(c);
+        }
+        next.saturating_duration_since(Instant::now())
+    }
+
+    async fn on_timer(&mut self) -> Step {
+        let now = Instant::now();
+        if self.next_check.is_some_and(|c| c <= now) {
+            self.next_check = self
+                .p
+                .settings
+                .check_interval
+                .map(|i| now + i + jitter(self.p.settings.check_jitter));
+            if self.job.is_none() && self.doc.lifecycle.is_settled() && self.p.updates.is_some() {
+                self.start_check(Actor::Policy, None);
+            }
+        }
+        if self.next_eval <= now {
+            self.next_eval = now + self.p.settings.evaluate_every;
+            if self.job.is_none() {
+                self.evaluate().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record an error: a power cut stops the task; anything else shows in status.
+    fn note_error(&mut self, e: StepError) {
+        match e {
+            StepError::PowerCut(at) => self.exit = Some(RunExit::PowerCut { at }),
+            StepError::Err(e) => {
+                tracing::warn!(error = %e, state = %self.doc.lifecycle.kind(), "engine step failed");
+                let mut doc = self.doc.clone();
+                doc.last_error = Some(e.to_string());
+                if self.file.save(&doc).is_ok() {
+                    self.doc = doc;
+                } else {
+                    self.doc.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    // ---- persistence, audit, status ----------------------------------------------------
+
+    /// Persist `doc` and adopt it; a transition of the lifecycle is audited as `event`.
+    pub(crate) fn commit(
+        &mut self,
+        doc: StateDoc,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Step {
+        let from = self.doc.lifecycle.kind();
+        let to = doc.lifecycle.kind();
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.audit(event, actor, reason, Some(from), Some(to));
+        Ok(())
+    }
+
+    pub(crate) fn audit(
+        &mut self,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        from: Option<super::state::StateKind>,
+        to: Option<super::state::StateKind>,
+    ) {
+        let now = self.p.clock.now();
+        let release = self.doc.lifecycle.release().map(|r| r.version.clone());
+        let slot = lifecycle_slot(&self.doc.lifecycle);
+        let mut entry = Entry::new(event, *actor, reason.unwrap_or(""));
+        if let Some(r) = &release {
+            entry = entry.release(r.as_str());
+        }
+        if let Some(s) = &slot {
+            entry = entry.slot(s);
+        }
+        if let Some(f) = from {
+            entry = entry.field("from", f.as_str());
+        }
+        if let Some(t) = to {
+            entry = entry.field("to", t.as_str());
+        }
+        tracing::info!(
+            event,
+            release = release.as_deref().unwrap_or("-"),
+            slot = slot.as_ref().map(|s| s.as_str()).unwrap_or("-"),
+            actor = %actor,
+            reason = reason.unwrap_or("-"),
+            from = from.map(|f| f.as_str()).unwrap_or("-"),
+            to = to.map(|t| t.as_str()).unwrap_or("-"),
+            "lifecycle"
+        );
+        let res = self
+            .p
+            .audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(entry, now);
+        if let Err(e) = res {
+            // The state file stays the source of truth; a lost audit record is loud.
+            tracing::error!(error = %e, event, "audit record not written");
+            self.doc.last_error = Some(format!("audit log: {e}"));
+        }
+    }
+
+    fn publish(&mut self) {
+        let snap = self.snapshot();
+        self.status_tx.send_replace(snap);
+    }
+
+    fn snapshot(&self) -> StatusSnapshot {
+        let now = self.p.clock.now();
+        let bl = &self.p.bootloader;
+        let booted = bl.booted_slot().ok();
+        let boot_info = bl.slots().unwrap_or_default();
+        let slots = self
+            .p
+            .slots
+            .iter()
+            .map(|s| {
+                let st = s.status().ok();
+                let bi = boot_info.iter().find(|b| &b.slot == s.name());
+                SlotView {
+                    name: s.name().clone(),
+                    backend: s.kind().to_string(),
+                    state: st.as_ref().map(|x| x.state),
+                    version: st.as_ref().and_then(|x| x.version.clone()),
+                    size: st.as_ref().and_then(|x| x.size),
+                    booted: booted.as_ref() == Some(s.name()),
+                    primary: bi.is_some_and(|b| b.primary),
+                    tries_left: bi.and_then(|b| b.tries_left),
+                    good: bi.is_some_and(|b| b.good),
+                    bad: bi.is_some_and(|b| b.bad),
+                }
+            })
+            .collect();
+        let staged_version = match &self.doc.lifecycle {
+            Lifecycle::Staged { release, .. } | Lifecycle::Switching { release, .. } => {
+                Some(release.version.clone())
+            }
+            _ => None,
+        };
+        StatusSnapshot {
+            state: self.doc.lifecycle.kind(),
+            lifecycle: self.doc.lifecycle.clone(),
+            booted_slot: booted,
+            slots,
+            current_version: self.current_version(),
+            staged_version,
+            security_floor: self.doc.security_floor,
+            available: self.available.clone(),
+            next_window: self.p.policy.schedule.next_open(now),
+            last_check: self.doc.last_check,
+            last_error: self.doc.last_error.clone(),
+            holds: active_holds(&self.doc.holds, now).cloned().collect(),
+            blocked: self.doc.blocked.clone(),
+            progress: self.progress_rx.borrow().clone(),
+            reboot_waiting: self.reboot_waiting.clone(),
+            busy: self.job.as_ref().map(|j| j.kind.name().to_string()),
+        }
+    }
+
+    /// The version running now: under verification the new one, else the committed one,
+    /// else what the booted slot says it holds.
+    pub(crate) fn current_version(&self) -> Option<String> {
+        if let Lifecycle::Verifying { release, .. } = &self.doc.lifecycle {
+            return Some(release.version.clone());
+        }
+        if let Some(c) = &self.doc.committed {
+            return Some(c.version.clone());
+        }
+        let booted = self.p.bootloader.booted_slot().ok()?;
+        self.slot(&booted)?.status().ok()?.version
+    }
+
+    pub(crate) fn slot(&self, name: &SlotName) -> Option<&Arc<dyn Slot>> {
+        self.p.slots.iter().find(|s| s.name() == name)
+    }
+
+    fn recategorize(&mut self) {
+        let cur = self.current_version();
+        self.available = self.context(cur.as_deref()).categorize(&self.candidates);
+    }
+
+    fn context<'a>(&'a self, current: Option<&'a str>) -> Context<'a> {
+        Context {
+            doc: &self.doc,
+            current,
+            policy: &self.p.policy,
+            device: &self.p.device,
+            now: self.p.clock.now(),
+        }
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    async fn on_command(&mut self, cmd: Command) {
+        // Read-only commands are answered even while a job runs.
+        match cmd {
+            Command::History { filter, reply } => {
+                let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = reply.send(log.query(&filter).map_err(EngineError::from));
+                return;
+            }
+            Command::Inventory { reply } => {
+                let _ = reply.send(Ok(self.inventory()));
+                return;
+            }
+            Command::VerifyAudit { reply } => {
+                let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = reply.send(log.verify().map_err(EngineError::from));
+                return;
+            }
+            Command::Cancel { actor, reply } => {
+                let r = self.cancel(&actor).await;
+                let _ = reply.send(self.finish(r));
+                return;
+            }
+            other => {
+                if let Some(j) = &self.job {
+                    let busy = EngineError::Busy {
+                        running: j.kind.name().to_string(),
+                    };
+                    reply_err(other, busy);
+                    return;
+                }
+                self.on_mutating(other).await;
+            }
+        }
+    }
+
+    /// Turn a step result into a reply; a power cut ends the task.
+    fn finish<T>(&mut self, r: Step<T>) -> Result<T, EngineError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(StepError::PowerCut(at)) => {
+                self.exit = Some(RunExit::PowerCut { at });
+                Err(EngineError::Stopped)
+            }
+            Err(StepError::Err(e)) => Err(e),
+        }
+    }
+
+    async fn on_mutating(&mut self, cmd: Command) {
+        match cmd {
+            Command::Check { actor, reply } => {
+                if self.p.updates.is_none() {
+                    let _ = reply.send(Err(no_repository()));
+                } else if !self.doc.lifecycle.is_settled() && !self.doc.lifecycle_is_staged() {
+                    let _ = reply.send(Err(EngineError::Busy {
+                        running: self.doc.lifecycle.kind().to_string(),
+                    }));
+                } else {
+                    self.start_check(actor, Some(reply));
+                }
+            }
+            Command::Install {
+                actor,
+                release,
+                switch_now,
+                reply,
+            } => {
+                let r = self.install(&actor, release, switch_now).await;
+                let _ = reply.send(self.finish(r));
+            }
+            Command::Switch {
+                actor,
+                force,
+                reply,
+            } => {
+                let r = self.switch(&actor, force).await;
+                let _ = reply.send(self.finish(r));
+            }
+            Command::Rollback {
+                actor,
+                reason,
+                reply,
+            } => {
+                let r = self.roll_back(&actor, &reason).await;
+                let _ = reply.send(self.finish(r));
+            }
+            Command::MarkGood { actor, reply } => {
+                let r = self.mark_good(&actor, "marked good by an admin").await;
+                let _ = reply.send(self.finish(r));
+            }
+            Command::MarkBad {
+                actor,
+                reason,
+                reply,
+            } => {
+                let r = self.roll_back(&actor, &reason).await;
+                let _ = reply.send(self.finish(r));
+            }
+            Command::Hold {
+                actor,
+                reason,
+                until,
+                max_version,
+                reply,
+            } => {
+                let r = self.hold(&actor, reason, until, max_version);
+                let _ = reply.send(self.finish(r));
+            }
+            Command::ReleaseHold { actor, reply } => {
+                let r = self.release_holds(&actor, "released by an admin");
+                let _ = reply.send(self.finish(r));
+            }
+            Command::AllowBelowFloor {
+                actor,
+                version,
+                reply,
+            } => {
+                let mut doc = self.doc.clone();
+                if !doc.floor_overrides.contains(&version) {
+                    doc.floor_overrides.push(version.clone());
+                }
+                let reason = format!("admin allowed {version} below the security floor");
+                let r = self.commit(doc, "floor_override", &actor, Some(&reason));
+                self.recategorize();
+                let _ = reply.send(self.finish(r));
+            }
+            Command::History { .. }
+            | Command::Inventory { .. }
+            | Command::VerifyAudit { .. }
+            | Command::Cancel { .. } => {}
+        }
+    }
+
+    fn start_check(&mut self, actor: Actor, reply: Option<Reply<Vec<AvailableRelease>>>) {
+        let Some(updates) = self.p.updates.clone() else {
+            if let Some(r) = reply {
+                let _ = r.send(Err(no_repository()));
+            }
+            return;
+        };
+        self.progress_tx.send_replace(Some(Progress {
+            phase: "checking".into(),
+            ..Progress::default()
+        }));
+        let handle = tokio::spawn(async move { JobOut::Check(updates.discover().await) });
+        self.job = Some(Job {
+            kind: JobKind::Check { actor, reply },
+            handle,
+        });
+    }
+
+    fn start_stage(&mut self, actor: Actor, version: String, slot: SlotName, switch_after: bool) {
+        let Some(updates) = self.p.updates.clone() else {
+            return;
+        };
+        let progress = self.progress_tx.clone();
+        let v = version.clone();
+        let handle =
+            tokio::spawn(async move { JobOut::Stage(updates.stage(&v, &slot, progress).await) });
+        self.job = Some(Job {
+            kind: JobKind::Stage {
+                actor,
+                version,
+                switch_after,
+            },
+            handle,
+        });
+    }
+
+    pub(crate) fn start_health(&mut self) {
+        let Lifecycle::Verifying { deadline, .. } = &self.doc.lifecycle else {
+            return;
+        };
+        let now = self.p.clock.now();
+        let remaining = deadline.duration_since(now);
+        let budget = Duration::try_from(remaining).unwrap_or(Duration::ZERO);
+        self.start_health_with(budget);
+    }
+
+    fn start_health_with(&mut self, budget: Duration) {
+        let health = self.p.health.clone();
+        self.progress_tx.send_replace(Some(Progress {
+            phase: "health checks".into(),
+            ..Progress::default()
+        }));
+        let handle = tokio::spawn(async move {
+            if budget.is_zero() {
+                return JobOut::Health(HealthVerdict {
+                    passed: false,
+                    failures: vec!["health check deadline passed".into()],
+                    warnings: vec![],
+                });
+            }
+            match tokio::time::timeout(budget, health.run(budget)).await {
+                Ok(v) => JobOut::Health(v),
+                Err(_) => JobOut::Health(HealthVerdict {
+                    passed: false,
+                    failures: vec![format!(
+                        "health checks did not finish within the deadline ({}s)",
+                        budget.as_secs()
+                    )],
+                    warnings: vec![],
+                }),
+            }
+        });
+        self.job = Some(Job {
+            kind: JobKind::Health,
+            handle,
+        });
+    }
+
+    async fn on_job(&mut self, kind: JobKind, out: JobOut) -> Step {
+        match (kind, out) {
+            (JobKind::Check { actor, reply }, JobOut::Check(res)) => {
+                let r = self.after_check(&actor, res);
+                let r = match r {
+                    Ok(()) => Ok(self.available.clone()),
+                    Err(e) => Err(e),
+                };
+                match (reply, r) {
+                    (Some(reply), r) => {
+                        let _ = reply.send(self.finish(r));
+                        Ok(())
+                    }
+                    (None, r) => r.map(|_| ()),
+                }
+            }
+            (
+                JobKind::Stage {
+                    actor,
+                    version,
+                    switch_after,
+                },
+                JobOut::Stage(res),
+            ) => self.after_stage(&actor, &version, switch_after, res).await,
+            (JobKind::Health, JobOut::Health(v)) => self.after_health(v).await,
+            _ => Ok(()),
+        }
+    }
+
+    fn after_check(&mut self, actor: &Actor, res: Result<Vec<Candidate>, PortError>) -> Step {
+        let now = self.p.clock.now();
+        let cands = match res {
+            Ok(c) => c,
+            Err(e) => {
+                self.audit("check_failed", actor, Some(&e.to_string()), None, None);
+                return Err(e.into());
+            }
+        };
+        self.candidates = cands;
+        self.stage_failed = None;
+        let mut doc = self.doc.clone();
+        doc.last_check = Some(now);
+        doc.last_error = None;
+        self.doc.last_check = Some(now);
+        self.recategorize();
+        let target =
+            stage_target(&self.available).map(|a| ReleaseRef::new(&a.version, a.security_version));
+        let summary = format!(
+            "{} release(s) found: {}",
+            self.available.len(),
+            self.available
+                .iter()
+                .map(|a| format!(
+                    "{} ({:?}/{:?}{})",
+                    a.version,
+                    a.kind,
+                    a.severity,
+                    if a.install_now { ", eligible" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let same_target =
+            self.doc.lifecycle.release().map(|r| &r.version) == target.as_ref().map(|t| &t.version);
+        match (&self.doc.lifecycle, target) {
+            // Staging or later: a check only refreshes the list.
+            (l, _) if !l.is_settled() => {
+                self.file.save(&doc)?;
+                self.doc = doc;
+                self.audit("check", actor, Some(&summary), None, None);
+            }
+            (Lifecycle::UpdateAvailable { .. }, Some(_)) if same_target => {
+                self.file.save(&doc)?;
+                self.doc = doc;
+                self.audit("check", actor, Some(&summary), None, None);
+            }
+            (_, Some(t)) => {
+                doc.lifecycle = self.doc.lifecycle.found(t)?;
+                self.commit(doc, "update_available", actor, Some(&summary))?;
+            }
+            (_, None) => {
+                doc.lifecycle = self.doc.lifecycle.nothing_found()?;
+                if doc.lifecycle != self.doc.lifecycle {
+                    self.commit(doc, "nothing_available", actor, Some(&summary))?;
+                } else {
+                    self.file.save(&doc)?;
+                    self.doc = doc;
+                    self.audit("check", actor, Some(&summary), None, None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pick the slot to write: one that is not booted, preferring non-primary.
+    pub(crate) fn inactive_slot(&self) -> Result<SlotName, EngineError> {
+        let booted = self.p.bootloader.booted_slot()?;
+        self.p
+            .slots
+            .iter()
+            .map(|s| s.name().clone())
+            .find(|n| n != &booted)
+            .ok_or_else(|| {
+                EngineError::NoInactiveSlot(format!(
+                    "every configured slot is the booted one ({booted})"
+                ))
+            })
+    }
+
+    async fn install(
+        &mut self,
+        actor: &Actor,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> Step<InstallStarted> {
+        if self.p.updates.is_none() {
+            return Err(no_repository().into());
+        }
+        let chosen = match &release {
+            Some(v) => self
+                .available
+                .iter()
+                .find(|a| &a.version == v)
+                .ok_or_else(|| EngineError::NoSuchRelease { version: v.clone() })?,
+            None => stage_target(&self.available).ok_or_else(|| EngineError::NothingToInstall {
+                why: if self.available.is_empty() {
+                    "no release is available (run check first)".into()
+                } else {
+                    "every available release is excluded (see status)".into()
+                },
+            })?,
+        };
+        // An admin may install outside the rollout stage and the window (an explicit
+        // install is also the approval urgency rules ask for), never a release that
+        // failed here, is below the floor without an override, is not newer, is held,
+        // withdrawn or in another channel.
+        let version = chosen.version.clone();
+        let cand = self
+            .candidates
+            .iter()
+            .find(|c| c.facts.version == version)
+            .cloned()
+            .ok_or_else(|| EngineError::NoSuchRelease {
+                version: version.clone(),
+            })?;
+        let cur = self.current_version();
+        if let Some(w) = self
+            .context(cur.as_deref())
+            .switch_reasons(&cand, true)
+            .into_iter()
+            .next()
+        {
+            return Err(EngineError::Refused { version, why: w }.into());
+        }
+        let chosen = self
+            .available
+            .iter()
+            .find(|a| a.version == version)
+            .ok_or_else(|| EngineError::NoSuchRelease {
+                version: version.clone(),
+            })?;
+        let target = ReleaseRef::new(&chosen.version, chosen.security_version);
+        let mut doc = self.doc.clone();
+        if release.is_some() && !doc.approved.contains(&version) {
+            doc.approved.push(version.clone());
+            let why = format!("admin approved {version}");
+            self.file.save(&doc)?;
+            self.doc = doc.clone();
+            self.audit("approved", actor, Some(&why), None, None);
+        }
+        if self.doc.lifecycle.release() != Some(&target)
+            || !matches!(self.doc.lifecycle, Lifecycle::UpdateAvailable { .. })
+        {
+            doc.lifecycle = self.doc.lifecycle.found(target.clone())?;
+            self.commit(doc, "update_available", actor, Some("chosen by an admin"))?;
+        }
+        let slot = self.begin_staging(actor, switch_now)?;
+        Ok(InstallStarted {
+            version: target.version,
+            slot,
+            switch_after: switch_now,
+        })
+    }
+
+    fn begin_staging(&mut self, actor: &Actor, switch_after: bool) -> Step<SlotName> {
+        let slot = self.inactive_slot()?;
+        let Some(release) = self.doc.lifecycle.release().cloned() else {
+            return Err(EngineError::NothingToInstall {
+                why: "no release chosen".into(),
+            }
+            .into());
+        };
+        let mut doc = self.doc.clone();
+        doc.lifecycle = self.doc.lifecycle.begin_staging(slot.clone())?;
+        doc.pending = Some(Pending::WriteSlot {
+            slot: slot.clone(),
+            version: release.version.clone(),
+        });
+        self.commit(doc, "staging", actor, None)?;
+        self.failpoint("staging.started")?;
+        self.start_stage(actor.clone(), release.version, slot.clone(), switch_after);
+        Ok(slot)
+    }
+
+    async fn after_stage(
+        &mut self,
+        actor: &Actor,
+        version: &str,
+        switch_after: bool,
+        res: Result<(), PortError>,
+    ) -> Step {
+        let Lifecycle::Staging { slot, .. } = self.doc.lifecycle.clone() else {
+            return Ok(());
+        };
+        let verified = res.and_then(|()| {
+            let st = self
+                .slot(&slot)
+                .ok_or_else(|| PortError::new(format!("slot {slot}"), "not configured"))?
+                .status()
+                .map_err(|e| PortError::new(format!("slot {slot}"), e))?;
+            if st.state == SlotState::Verified && st.version.as_deref() == Some(version) {
+                Ok(())
+            } else {
+                Err(PortError::new(
+                    format!("slot {slot}"),
+                    format!(
+                        "staging reported success but the slot is {:?} with version {:?}",
+                        st.state, st.version
+                    ),
+                ))
+            }
+        });
+        let mut doc = self.doc.clone();
+        doc.pending = None;
+        match verified {
+            Ok(()) => {
+                doc.lifecycle = self.doc.lifecycle.staged()?;
+                doc.last_error = None;
+                self.commit(doc, "staged", actor, None)?;
+                if switch_after {
+                    self.switch(actor, true).await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Never bootable: the slot stays Incomplete (the pipeline marks it so);
+                // say so again in case the failure happened before it could.
+                if let Some(s) = self.slot(&slot) {
+                    let _ = s.set_state(SlotState::Incomplete);
+                }
+                doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
+                doc.last_error = Some(e.to_string());
+                self.stage_failed = Some(version.to_string());
+                self.commit(doc, "staging_failed", actor, Some(&e.to_string()))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reasons not to switch to the staged release now (policy + engine + inhibitors).
+    async fn switch_blockers(&mut self, force: bool) -> Vec<WhyNot> {
+        let Some(release) = self.doc.lifecycle.release().cloned() else {
+            return vec![];
+        };
+        let cur = self.current_version();
+        let mut why = match self
+            .candidates
+            .iter()
+            .find(|c| c.facts.version == release.version)
+        {
+            Some(c) => self.context(cur.as_deref()).switch_reasons(c, force),
+            // Not seen since start (a restart while staged): a check must confirm the
+            // release is still signed, not withdrawn and allowed before switching.
+            None => vec![WhyNot::Manifest {
+                detail: "release not confirmed by a check since start".into(),
+            }],
+        };
+        if !force {
+            let inh = self.p.reboot.inhibitors().await;
+            self.reboot_waiting = inh.clone();
+            why.extend(inh.into_iter().map(|by| WhyNot::RebootInhibited { by }));
+        }
+        why
+    }
+
+    async fn switch(&mut self, actor: &Actor, force: bool) -> Step {
+        let Lifecycle::Staged { release, slot } = self.doc.lifecycle.clone() else {
+            return Err(EngineError::Illegal(super::state::IllegalTransition {
+                from: self.doc.lifecycle.kind(),
+                action: "switch",
+            })
+            .into());
+        };
+        let why = self.switch_blockers(force).await;
+        if !why.is_empty() {
+            return Err(EngineError::SwitchRefused { why }.into());
+        }
+        let booted = self.p.bootloader.booted_slot()?;
+        if booted == slot {
+            let mut doc = self.doc.clone();
+            doc.lifecycle = self.doc.lifecycle.fail(format!(
+                "staged slot {slot} is the booted slot; refusing to switch"
+            ));
+            self.commit(doc, "failed", actor, Some("staged slot is the booted slot"))?;
+            return Ok(());
+        }
+        let st = self
+            .slot(&slot)
+            .ok_or_else(|| EngineError::NoInactiveSlot(format!("slot {slot} is not configured")))?
+            .status()?;
+        if !st.state.is_bootable() || st.version.as_deref() != Some(release.version.as_str()) {
+            let mut doc = self.doc.clone();
+            let why = format!(
+                "slot {slot} is {:?} with version {:?}, not verified {}",
+                st.state, st.version, release.version
+            );
+            doc.lifecycle = Lifecycle::UpdateAvailable { release };
+            self.commit(doc, "staged_slot_invalid", actor, Some(&why))?;
+            return Ok(());
+        }
+        let reason = format!("switch to {} in slot {slot}", release.version);
+        let mut doc = self.doc.clone();
+        doc.lifecycle = self.doc.lifecycle.begin_switch(booted)?;
+        doc.pending = Some(Pending::ArmTrial { slot: slot.clone() });
+        self.commit(
+            doc,
+            "switching",
+            actor,
+            Some(if force {
+                "admin override"
+            } else {
+                "window, rollout and holds allow it"
+            }),
+        )?;
+        self.failpoint("switch.before_arm")?;
+        if let Err(e) = self
+            .p
+            .bootloader
+            .try_slot(&slot, self.p.settings.boot_attempts)
+        {
+            let mut doc = self.doc.clone();
+            doc.lifecycle = self.doc.lifecycle.switch_not_armed()?;
+            doc.pending = None;
+            self.commit(doc, "switch_failed", actor, Some(&e.to_string()))?;
+            return Err(e.into());
+        }
+        self.failpoint("switch.after_arm")?;
+        self.reboot(&reason).await
+    }
+
+    /// Record the reboot intent, ask for it, and stop acting.
+    pub(crate) async fn reboot(&mut self, reason: &str) -> Step {
+        let mut doc = self.doc.clone();
+        doc.pending = Some(Pending::Reboot {
+            reason: reason.to_string(),
+        });
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.audit("reboot", &Actor::Policy, Some(reason), None, None);
+        self.failpoint("reboot.before")?;
+        self.p.reboot.reboot(reason).await?;
+        self.exit = Some(RunExit::Rebooting {
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
+    async fn after_health(&mut self, v: HealthVerdict) -> Step {
+        for w in &v.warnings {
+            tracing::warn!(warning = %w, "wanted health check failed");
+        }
+        match &self.doc.lifecycle {
+            Lifecycle::Verifying { .. } => {
+                if v.passed {
+                    self.mark_good(&Actor::Policy, "health checks passed").await
+                } else {
+                    let reason = format!("health checks failed: {}", v.failures.join("; "));
+                    self.roll_back(&Actor::Policy, &reason).await
+                }
+            }
+            Lifecycle::Committed {
+                probation_until: Some(_),
+                ..
+            } if !v.passed => {
+                let reason = format!(
+                    "health checks failed during probation: {}",
+                    v.failures.join("; ")
+                );
+                self.roll_back(&Actor::Policy, &reason).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn mark_good(&mut self, actor: &Actor, why: &str) -> Step {
+        let Lifecycle::Verifying { release, slot, .. } = self.doc.lifecycle.clone() else {
+            return Err(EngineError::Illegal(super::state::IllegalTransition {
+                from: self.doc.lifecycle.kind(),
+                action: "mark good",
+            })
+            .into());
+        };
+        let mut doc = self.doc.clone();
+        doc.pending = Some(Pending::MarkGood { slot: slot.clone() });
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.failpoint("commit.before_mark_good")?;
+        self.p.bootloader.mark_good(&slot)?;
+        if let Some(s) = self.slot(&slot) {
+            s.set_state(SlotState::Good)?;
+        }
+        self.failpoint("commit.after_mark_good")?;
+        let now = self.p.clock.now();
+        let probation_until = self
+            .p
+            .settings
+            .probation
+            .and_then(|d| SignedDuration::try_from(d).ok())
+            .and_then(|d| now.checked_add(d).ok());
+        let mut doc = self.doc.clone();
+        doc.lifecycle = self
+            .doc
+            .lifecycle
+            .health_passed(probation_until, self.doc.committed.clone())?;
+        doc.pending = None;
+        doc.committed = Some(release.clone());
+        doc.last_error = None;
+        // During probation the floor waits: rolling back to the previous release must
+        // stay possible until the new one has proven itself.
+        if probation_until.is_none() {
+            doc.security_floor = doc.security_floor.max(release.security_version);
+        }
+        self.commit(doc, "committed", actor, Some(why))?;
+        self.next_probation_check = Instant::now() + self.p.settings.probation_check_every;
+        Ok(())
+    }
+
+    pub(crate) async fn roll_back(&mut self, actor: &Actor, reason: &str) -> Step {
+        let next = self.doc.lifecycle.roll_back(reason)?;
+        let Lifecycle::RolledBack {
+            release,
+            bad_slot,
+            back_to,
+            ..
+        } = next.clone()
+        else {
+            return Ok(());
+        };
+        let previous_release = match &self.doc.lifecycle {
+            Lifecycle::Committed {
+                previous_release, ..
+            } => Some(previous_release.clone()),
+            _ => None,
+        };
+        let mut doc = self.doc.clone();
+        doc.lifecycle = next;
+        doc.block(&release.version, reason, self.p.clock.now());
+        doc.pending = Some(Pending::MarkBad {
+            slot: bad_slot.clone(),
+        });
+        if let Some(prev) = previous_release {
+            doc.committed = prev;
+        }
+        self.commit(doc, "rolled_back", actor, Some(reason))?;
+        self.failpoint("rollback.before_mark_bad")?;
+        self.undo_slot(&bad_slot, &back_to)?;
+        self.failpoint("rollback.after_mark_bad")?;
+        self.reboot(&format!(
+            "roll back from {} to slot {back_to}",
+            release.version
+        ))
+        .await
+    }
+
+    /// Make sure `bad` is never booted again and `back_to` boots next. Idempotent, so
+    /// reconciliation may repeat it.
+    pub(crate) fn undo_slot(&mut self, bad: &SlotName, back_to: &SlotName) -> Step {
+        self.p.bootloader.mark_bad(bad)?;
+        if let Some(s) = self.slot(bad) {
+            s.set_state(SlotState::Bad)?;
+        }
+        if self.p.bootloader.primary_slot()? != *back_to {
+            self.p
+                .bootloader
+                .try_slot(back_to, self.p.settings.boot_attempts.max(1))?;
+        }
+        Ok(())
+    }
+
+    async fn cancel(&mut self, actor: &Actor) -> Step {
+        let next = self.doc.lifecycle.cancel()?;
+        if let Some(j) = self.job.take() {
+            if matches!(j.kind, JobKind::Stage { .. }) {
+                j.handle.abort();
+                self.progress_tx.send_replace(None);
+            } else {
+                let running = j.kind.name().to_string();
+                self.job = Some(j);
+                return Err(EngineError::Busy { running }.into());
+            }
+        }
+        if let Lifecycle::Staging { slot, .. } | Lifecycle::Staged { slot, .. } =
+            &self.doc.lifecycle
+        {
+            // The half-written or unused slot must not be booted by accident.
+            if let Some(s) = self.slot(slot) {
+                let _ = s.set_state(SlotState::Incomplete);
+            }
+        }
+        let mut doc = self.doc.clone();
+        doc.lifecycle = next;
+        doc.pending = None;
+        self.commit(doc, "cancelled", actor, None)
+    }
+
+    fn hold(
+        &mut self,
+        actor: &Actor,
+        reason: String,
+        until: Option<Timestamp>,
+        max_version: Option<String>,
+    ) -> Step {
+        let now = self.p.clock.now();
+        let max_version = match max_version {
+            None => None,
+            Some(v) => Some(
+                semver::Version::parse(&v).map_err(|e| EngineError::BadVersion {
+                    version: v.clone(),
+                    why: e.to_string(),
+                })?,
+            ),
+        };
+        let hold = Hold {
+            reason,
+            by: actor.to_string(),
+            created: now,
+            until,
+            max_version,
+        };
+        let detail = hold.describe();
+        let mut doc = self.doc.clone();
+        doc.holds.push(hold);
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.audit("hold", actor, Some(&detail), None, None);
+        self.recategorize();
+        Ok(())
+    }
+
+    fn release_holds(&mut self, actor: &Actor, why: &str) -> Step {
+        let mut doc = self.doc.clone();
+        doc.holds.clear();
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.audit("hold_released", actor, Some(why), None, None);
+        self.recategorize();
+        Ok(())
+    }
+
+    /// Automatic progress: expire holds, stage what policy allows, switch when the
+    /// window opens, end probation.
+    async fn evaluate(&mut self) -> Step {
+        let now = self.p.clock.now();
+        if self.doc.holds.iter().any(|h| h.is_expired(now)) {
+            let (active, expired) =
+                crate::policy::holds::split_expired(self.doc.holds.clone(), now);
+            let mut doc = self.doc.clone();
+            doc.holds = active;
+            self.file.save(&doc)?;
+            self.doc = doc;
+            for h in expired {
+                let why = format!("expired: {}", h.describe());
+                self.audit("hold_expired", &Actor::Policy, Some(&why), None, None);
+            }
+        }
+        self.recategorize();
+        match self.doc.lifecycle.clone() {
+            Lifecycle::UpdateAvailable { release } => {
+                let allowed = self
+                    .available
+                    .iter()
+                    .find(|a| a.version == release.version)
+                    .is_some_and(|a| a.may_stage)
+                    && self.stage_failed.as_deref() != Some(release.version.as_str());
+                if allowed && self.p.updates.is_some() {
+                    self.begin_staging(&Actor::Policy, false)?;
+                }
+            }
+            Lifecycle::Staged { release, .. } => {
+                let known = self
+                    .candidates
+                    .iter()
+                    .any(|c| c.facts.version == release.version);
+                if !known && self.p.updates.is_some() {
+                    self.start_check(Actor::Policy, None);
+                    return Ok(());
+                }
+                let why = self.switch_blockers(false).await;
+                if why.is_empty() {
+                    self.switch(&Actor::Policy, false).await?;
+                } else {
+                    tracing::debug!(why = ?why, "staged release waits");
+                }
+            }
+            Lifecycle::Committed {
+                probation_until: Some(until),
+                ..
+            } => {
+                if until <= now {
+                    let mut doc = self.doc.clone();
+                    doc.lifecycle = self.doc.lifecycle.probation_over()?;
+                    if let Some(c) = &doc.committed {
+                        doc.security_floor = doc.security_floor.max(c.security_version);
+                    }
+                    self.commit(doc, "probation_over", &Actor::Policy, None)?;
+                } else if Instant::now() >= self.next_probation_check {
+                    self.next_probation_check =
+                        Instant::now() + self.p.settings.probation_check_every;
+                    let budget = self.p.settings.health_deadline;
+                    self.start_health_with(budget);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn inventory(&self) -> serde_json::Value {
+        let snap = self.snapshot();
+        serde_json::json!({
+            "machine": self.p.facts.as_ref().map(|f| f.facts()).unwrap_or(serde_json::Value::Null),
+            "bootloader": self.p.bootloader.kind(),
+            "booted_slot": snap.booted_slot,
+            "slots": snap.slots,
+            "current_version": snap.current_version,
+            "security_floor": snap.security_floor,
+            "state": snap.state,
+            "holds": snap.holds,
+            "blocked": snap.blocked,
+            "available": snap.available,
+            "pending": match &self.doc.lifecycle {
+                Lifecycle::Staging { release, .. } | Lifecycle::Staged { release, .. }
+                | Lifecycle::Switching { release, .. } | Lifecycle::Verifying { release, .. } =>
+                    serde_json::json!({"version": release.version, "state": snap.state}),
+                _ => serde_json::Value::Null,
+            },
+        })
+    }
+
+    /// Test hook: with the `failpoints` feature, a named point can simulate a power cut.
+    #[allow(clippy::unused_self)]
+    pub(crate) fn failpoint(&self, _name: &str) -> Step {
+        #[cfg(feature = "failpoints")]
+        if self.p.failpoints.hit(_name) {
+            return Err(StepError::PowerCut(_name.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl StateDoc {
+    fn lifecycle_is_staged(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Staged { .. })
+    }
+}
+
+fn lifecycle_slot(l: &Lifecycle) -> Option<SlotName> {
+    match l {
+        Lifecycle::Staging { slot, .. }
+        | Lifecycle::Staged { slot, .. }
+        | Lifecycle::Switching { slot, .. }
+        | Lifecycle::Verifying { slot, .. }
+        | Lifecycle::Committed { slot, .. } => Some(slot.clone()),
+        Lifecycle::RolledBack { bad_slot, .. } => Some(bad_slot.clone()),
+        _ => None,
+    }
+}
+
+fn no_repository() -> EngineError {
+    EngineError::NotAvailable {
+        what: "checking for releases",
+        why: "no trusted repository is configured (fail closed)",
+    }
+}
+
+fn reply_err(cmd: Command, e: EngineError) {
+    match cmd {
+        Command::Check { reply, .. } => drop(reply.send(Err(e))),
+        Command::Install { reply, .. } => drop(reply.send(Err(e))),
+        Command::Switch { reply, .. }
+        | Command::Cancel { reply, .. }
+        | Command::Rollback { reply, .. }
+        | Command::MarkGood { reply, .. }
+        | Command::MarkBad { reply, .. }
+        | Command::Hold { reply, .. }
+        | Command::ReleaseHold { reply, .. }
+        | Command::AllowBelowFloor { reply, .. } => drop(reply.send(Err(e))),
+        Command::History { reply, .. } => drop(reply.send(Err(e))),
+        Command::Inventory { reply } => drop(reply.send(Err(e))),
+        Command::VerifyAudit { reply } => drop(reply.send(Err(e))),
+    }
+}

@@ -1,0 +1,493 @@
+//! An in-memory device for engine tests: a try-once bootloader, slots that remember
+//! whether their content was verified, a release list, scripted health verdicts and a
+//! reboot that only records the request. The demo does NOT use this: it runs the real
+//! file bootloader, image-file slots, signed repository and health runner.
+//!
+//! Boot semantics (what real try-once bootloaders do): on a power cycle, a slot on
+//! trial with attempts left consumes one and boots if the test says it boots; otherwise
+//! the primary boots. A trial with no attempts left is ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::ports::{
+    Candidate, HealthCheck, HealthVerdict, PortError, Progress, ProgressSink, Reboot, Updates,
+};
+use crate::boot::{BootError, Bootloader, SlotBootInfo};
+use crate::fetch::BoxFuture;
+use crate::names::SlotName;
+use crate::policy::{Kind, ReleaseFacts, Severity};
+use crate::slot::{Slot, SlotError, SlotState, SlotStatus};
+
+#[derive(Debug)]
+struct Dev {
+    booted: SlotName,
+    primary: SlotName,
+    trial: Option<(SlotName, u32)>,
+    good: BTreeSet<SlotName>,
+    bad: BTreeSet<SlotName>,
+    slots: BTreeMap<SlotName, SlotStatus>,
+    /// Slots whose current content was fully verified.
+    verified: BTreeSet<SlotName>,
+    releases: Vec<Candidate>,
+    /// Versions whose health checks fail.
+    unhealthy: BTreeSet<String>,
+    /// Versions that do not boot.
+    unbootable: BTreeSet<String>,
+    stage_fails: bool,
+    /// While set, staging waits until cleared (tests of Busy and cancel).
+    stage_gate: bool,
+    inhibitors: Vec<String>,
+    reboot_requests: Vec<String>,
+    boots: u64,
+}
+
+/// Handle to the simulated device; clones share it.
+#[derive(Debug, Clone)]
+pub struct MemDevice {
+    dev: Arc<Mutex<Dev>>,
+}
+
+pub fn slot_name(s: &str) -> SlotName {
+    SlotName::new(s).unwrap_or_else(|e| unreachable!("test slot name {s}: {e}"))
+}
+
+/// A release candidate as discovery would report it.
+pub fn release(version: &str, security_version: u64, kind: Kind, severity: Severity) -> Candidate {
+    Candidate {
+        facts: ReleaseFacts {
+            id: format!("demo/{version}"),
+            version: version.to_string(),
+            kind,
+            severity,
+            channels: vec![],
+            rollout: None,
+        },
+        security_version,
+        cves: if kind == Kind::Security {
+            vec![format!("CVE-2026-{:04}", security_version)]
+        } else {
+            vec![]
+        },
+        size: 4096,
+        published: None,
+        manifest_reasons: vec![],
+    }
+}
+
+impl MemDevice {
+    /// Two slots `a` (booted, good, running `version`) and `b` (empty).
+    pub fn new(version: &str) -> Self {
+        let a = slot_name("a");
+        let b = slot_name("b");
+        let mut slots = BTreeMap::new();
+        let mut sa = SlotStatus::empty(a.clone());
+        sa.state = SlotState::Good;
+        sa.version = Some(version.to_string());
+        slots.insert(a.clone(), sa);
+        slots.insert(b.clone(), SlotStatus::empty(b.clone()));
+        Self {
+            dev: Arc::new(Mutex::new(Dev {
+                booted: a.clone(),
+                primary: a.clone(),
+                trial: None,
+                good: [a.clone()].into(),
+                bad: BTreeSet::new(),
+                slots,
+                verified: [a].into(),
+                releases: vec![],
+                unhealthy: BTreeSet::new(),
+                unbootable: BTreeSet::new(),
+                stage_fails: false,
+                stage_gate: false,
+                inhibitors: vec![],
+                reboot_requests: vec![],
+                boots: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dev> {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn publish(&self, c: Candidate) {
+        self.lock().releases.push(c);
+    }
+    pub fn set_releases(&self, c: Vec<Candidate>) {
+        self.lock().releases = c;
+    }
+    pub fn set_unhealthy(&self, version: &str) {
+        self.lock().unhealthy.insert(version.to_string());
+    }
+    pub fn set_unbootable(&self, version: &str) {
+        self.lock().unbootable.insert(version.to_string());
+    }
+    pub fn set_stage_fails(&self, f: bool) {
+        self.lock().stage_fails = f;
+    }
+    pub fn set_stage_gate(&self, g: bool) {
+        self.lock().stage_gate = g;
+    }
+    pub fn set_inhibitors(&self, i: Vec<String>) {
+        self.lock().inhibitors = i;
+    }
+    pub fn reboot_requests(&self) -> Vec<String> {
+        self.lock().reboot_requests.clone()
+    }
+    pub fn booted(&self) -> SlotName {
+        self.lock().booted.clone()
+    }
+    pub fn primary(&self) -> SlotName {
+        self.lock().primary.clone()
+    }
+    pub fn slot_status(&self, s: &str) -> SlotStatus {
+        let d = self.lock();
+        d.slots
+            .get(&slot_name(s))
+            .cloned()
+            .unwrap_or_else(|| SlotStatus::empty(slot_name(s)))
+    }
+    /// Version in the booted slot.
+    pub fn running_version(&self) -> Option<String> {
+        let d = self.lock();
+        d.slots.get(&d.booted).and_then(|s| s.version.clone())
+    }
+    pub fn is_bad(&self, s: &str) -> bool {
+        self.lock().bad.contains(&slot_name(s))
+    }
+    pub fn tries_left(&self, s: &str) -> Option<u32> {
+        let d = self.lock();
+        d.trial
+            .as_ref()
+            .filter(|(t, _)| t.as_str() == s)
+            .map(|(_, n)| *n)
+    }
+
+    /// Power off and on: the bootloader picks a slot as real try-once loaders do.
+    pub fn power_cycle(&self) {
+        let mut d = self.lock();
+        d.boots += 1;
+        let primary = d.primary.clone();
+        let mut next = primary.clone();
+        if let Some((s, n)) = d.trial.clone() {
+            if n > 0 && !d.bad.contains(&s) {
+                d.trial = Some((s.clone(), n - 1));
+                let version = d.slots.get(&s).and_then(|x| x.version.clone());
+                let boots = d.slots.get(&s).is_some_and(|x| x.state.is_bootable())
+                    && !version.is_some_and(|v| d.unbootable.contains(&v));
+                if boots {
+                    next = s;
+                }
+            }
+        }
+        d.booted = next;
+    }
+
+    pub fn bootloader(&self) -> Arc<dyn Bootloader> {
+        Arc::new(MemBoot(self.clone()))
+    }
+    pub fn slots(&self) -> Vec<Arc<dyn Slot>> {
+        ["a", "b"]
+            .iter()
+            .map(|n| {
+                Arc::new(MemSlot {
+                    dev: self.clone(),
+                    name: slot_name(n),
+                }) as Arc<dyn Slot>
+            })
+            .collect()
+    }
+    pub fn updates(&self) -> Arc<dyn Updates> {
+        Arc::new(MemUpdates(self.clone()))
+    }
+    pub fn health(&self) -> Arc<dyn HealthCheck> {
+        Arc::new(MemHealth(self.clone()))
+    }
+    pub fn reboot(&self) -> Arc<dyn Reboot> {
+        Arc::new(MemReboot(self.clone()))
+    }
+}
+
+struct MemBoot(MemDevice);
+
+impl Bootloader for MemBoot {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn booted_slot(&self) -> Result<SlotName, BootError> {
+        Ok(self.0.lock().booted.clone())
+    }
+    fn primary_slot(&self) -> Result<SlotName, BootError> {
+        Ok(self.0.lock().primary.clone())
+    }
+    fn try_slot(&self, slot: &SlotName, attempts: u32) -> Result<(), BootError> {
+        let mut d = self.0.lock();
+        if !d.slots.contains_key(slot) {
+            return Err(BootError::UnknownSlot(slot.clone()));
+        }
+        d.bad.remove(slot);
+        d.trial = Some((slot.clone(), attempts));
+        Ok(())
+    }
+    fn mark_good(&self, slot: &SlotName) -> Result<(), BootError> {
+        let mut d = self.0.lock();
+        if d.bad.contains(slot) {
+            return Err(BootError::Refused(format!("slot {slot} is marked bad")));
+        }
+        d.primary = slot.clone();
+        d.good.insert(slot.clone());
+        if d.trial.as_ref().is_some_and(|(s, _)| s == slot) {
+            d.trial = None;
+        }
+        Ok(())
+    }
+    fn mark_bad(&self, slot: &SlotName) -> Result<(), BootError> {
+        let mut d = self.0.lock();
+        d.bad.insert(slot.clone());
+        d.good.remove(slot);
+        if d.trial.as_ref().is_some_and(|(s, _)| s == slot) {
+            d.trial = None;
+        }
+        Ok(())
+    }
+    fn slots(&self) -> Result<Vec<SlotBootInfo>, BootError> {
+        let d = self.0.lock();
+        Ok(d.slots
+            .keys()
+            .map(|s| SlotBootInfo {
+                slot: s.clone(),
+                tries_left: d.trial.as_ref().filter(|(t, _)| t == s).map(|(_, n)| *n),
+                good: d.good.contains(s),
+                bad: d.bad.contains(s),
+                primary: &d.primary == s,
+            })
+            .collect())
+    }
+}
+
+struct MemSlot {
+    dev: MemDevice,
+    name: SlotName,
+}
+
+impl Slot for MemSlot {
+    fn name(&self) -> &SlotName {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn status(&self) -> Result<SlotStatus, SlotError> {
+        Ok(self.dev.slot_status(self.name.as_str()))
+    }
+    fn set_state(&self, state: SlotState) -> Result<SlotStatus, SlotError> {
+        let mut d = self.dev.lock();
+        if state.is_bootable() && !d.verified.contains(&self.name) {
+            let from = d
+                .slots
+                .get(&self.name)
+                .map_or(SlotState::Empty, |s| s.state);
+            return Err(SlotError::IllegalState {
+                slot: self.name.clone(),
+                from,
+                to: state,
+            });
+        }
+        if state == SlotState::Incomplete || state == SlotState::Empty {
+            d.verified.remove(&self.name);
+        }
+        let st = d
+            .slots
+            .entry(self.name.clone())
+            .or_insert_with(|| SlotStatus::empty(self.name.clone()));
+        st.state = state;
+        Ok(st.clone())
+    }
+}
+
+struct MemUpdates(MemDevice);
+
+impl Updates for MemUpdates {
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Candidate>, PortError>> {
+        Box::pin(async move { Ok(self.0.lock().releases.clone()) })
+    }
+
+    fn stage<'a>(
+        &'a self,
+        version: &'a str,
+        slot: &'a SlotName,
+        progress: ProgressSink,
+    ) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            {
+                let mut d = self.0.lock();
+                if &d.booted == slot {
+                    return Err(PortError::new(format!("slot {slot}"), "is the booted slot"));
+                }
+                d.verified.remove(slot);
+                let st = d
+                    .slots
+                    .entry(slot.clone())
+                    .or_insert_with(|| SlotStatus::empty(slot.clone()));
+                st.state = SlotState::Incomplete;
+                st.version = None;
+            }
+            progress.send_replace(Some(Progress {
+                phase: "writing".into(),
+                done: 0,
+                total: Some(4096),
+                rate: None,
+            }));
+            while self.0.lock().stage_gate {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut d = self.0.lock();
+            if d.stage_fails {
+                return Err(PortError::new(
+                    format!("slot {slot}"),
+                    "sha256 mismatch after writing",
+                ));
+            }
+            let Some(c) = d
+                .releases
+                .iter()
+                .find(|c| c.facts.version == version)
+                .cloned()
+            else {
+                return Err(PortError::new(
+                    version,
+                    "release vanished from the repository",
+                ));
+            };
+            d.verified.insert(slot.clone());
+            let st = d
+                .slots
+                .entry(slot.clone())
+                .or_insert_with(|| SlotStatus::empty(slot.clone()));
+            st.state = SlotState::Verified;
+            st.version = Some(c.facts.version);
+            st.size = Some(c.size);
+            st.installed_at = Some(Timestamp::UNIX_EPOCH);
+            Ok(())
+        })
+    }
+}
+
+struct MemHealth(MemDevice);
+
+impl HealthCheck for MemHealth {
+    fn run(&self, _budget: Duration) -> BoxFuture<'_, HealthVerdict> {
+        Box::pin(async move {
+            let d = self.0.lock();
+            let v = d.slots.get(&d.booted).and_then(|s| s.version.clone());
+            let bad = v.as_ref().is_some_and(|v| d.unhealthy.contains(v));
+            HealthVerdict {
+                passed: !bad,
+                failures: if bad {
+                    vec![format!("service check failed on {}", v.unwrap_or_default())]
+                } else {
+                    vec![]
+                },
+                warnings: vec![],
+            }
+        })
+    }
+}
+
+struct MemReboot(MemDevice);
+
+impl Reboot for MemReboot {
+    fn inhibitors(&self) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async move { self.0.lock().inhibitors.clone() })
+    }
+    fn reboot<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            self.0.lock().reboot_requests.push(reason.to_string());
+            Ok(())
+        })
+    }
+}
+
+/// Everything needed to run the real engine against a [`MemDevice`] in a temp root.
+pub struct Harness {
+    pub dev: MemDevice,
+    pub paths: crate::paths::Paths,
+    pub clock: crate::clock::SimClock,
+    pub policy: crate::policy::Policy,
+    pub settings: super::runner::EngineSettings,
+    #[cfg(feature = "failpoints")]
+    pub failpoints: super::failpoint::FailPoints,
+}
+
+impl Harness {
+    /// A device running `version` in slot `a`, clock at `now`, no windows, health
+    /// deadline 10 minutes, no periodic timers (tests drive everything).
+    pub fn new(root: &std::path::Path, version: &str, now: Timestamp) -> Self {
+        Self {
+            dev: MemDevice::new(version),
+            paths: crate::paths::Paths::new(root),
+            clock: crate::clock::SimClock::new(now),
+            policy: crate::policy::Policy::default(),
+            settings: super::runner::EngineSettings {
+                check_interval: None,
+                check_jitter: Duration::ZERO,
+                evaluate_every: Duration::from_secs(3600),
+                health_deadline: Duration::from_secs(600),
+                probation: None,
+                probation_check_every: Duration::from_secs(3600),
+                boot_attempts: 1,
+            },
+            #[cfg(feature = "failpoints")]
+            failpoints: super::failpoint::FailPoints::default(),
+        }
+    }
+
+    pub fn audit_path(&self) -> std::path::PathBuf {
+        self.paths.state_dir().join("audit.log")
+    }
+
+    pub fn parts(&self) -> Result<super::runner::EngineParts, super::EngineError> {
+        let dir = self.paths.state_dir();
+        crate::fsutil::ensure_dir(&dir, 0o700).map_err(|source| {
+            super::EngineError::Port(PortError::new(dir.display().to_string(), source))
+        })?;
+        let audit =
+            crate::audit::AuditLog::open(self.audit_path(), crate::audit::AuditLimits::default())?;
+        Ok(super::runner::EngineParts {
+            paths: self.paths.clone(),
+            clock: Arc::new(self.clock.clone()),
+            bootloader: self.dev.bootloader(),
+            slots: self.dev.slots(),
+            updates: Some(self.dev.updates()),
+            policy: self.policy.clone(),
+            device: crate::policy::DeviceFacts {
+                machine_id: "0123456789abcdef0123456789abcdef".into(),
+                channel: "stable".into(),
+                tags: vec![],
+            },
+            health: self.dev.health(),
+            audit: Arc::new(Mutex::new(audit)),
+            reboot: self.dev.reboot(),
+            facts: None,
+            settings: self.settings.clone(),
+            #[cfg(feature = "failpoints")]
+            failpoints: self.failpoints.clone(),
+        })
+    }
+
+    pub async fn start(
+        &self,
+    ) -> Result<(super::EngineHandle, tokio::task::JoinHandle<super::RunExit>), super::EngineError>
+    {
+        super::runner::start(self.parts()?).await
+    }
+
+    pub fn verify_audit(&self) -> Result<crate::audit::VerifyReport, crate::audit::AuditError> {
+        crate::audit::AuditLog::open(self.audit_path(), crate::audit::AuditLimits::default())?
+            .verify()
+    }
+}

@@ -1,0 +1,1 @@
+//! Reboot inhibitors (placeholder).
