@@ -11,14 +11,15 @@ use jiff::Timestamp;
 /// Lifecycle states, each exported as one `patchd_state{state=…}` series so dashboards
 /// see a 0 for every state the device is not in.
 pub const STATES: &[&str] = &[
-    "Idle",
-    "UpdateAvailable",
-    "Staging",
-    "Staged",
-    "Switching",
-    "Verifying",
-    "Committed",
-    "RolledBack",
+    "idle",
+    "update_available",
+    "staging",
+    "staged",
+    "switching",
+    "verifying",
+    "committed",
+    "rolled_back",
+    "failed",
 ];
 
 /// One available release.
@@ -191,7 +192,7 @@ mod tests {
 
     fn sample() -> MetricsSnapshot {
         MetricsSnapshot {
-            state: "Staged".into(),
+            state: "staged".into(),
             current_version: Some("1.0.0".into()),
             staged_version: Some("1.1.0".into()),
             available: vec![AvailableMetric {
@@ -211,8 +212,8 @@ mod tests {
         let now: Timestamp = "2026-01-01T00:01:40Z".parse().unwrap();
         let t = render(&sample(), now);
         for line in [
-            "patchd_state{state=\"Staged\"} 1",
-            "patchd_state{state=\"Idle\"} 0",
+            "patchd_state{state=\"staged\"} 1",
+            "patchd_state{state=\"idle\"} 0",
             "patchd_current_version_info{version=\"1.0.0\"} 1",
             "patchd_available_version_info{version=\"1.1.0\",kind=\"security\",severity=\"high\"} 1",
             "patchd_seconds_since_last_successful_check 100",
@@ -235,7 +236,7 @@ mod tests {
         let p = dir.path().join("patchd.prom");
         write_textfile(&p, &sample(), Timestamp::now()).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains("patchd_state{state=\"Staged\"} 1"));
+        assert!(text.contains("patchd_state{state=\"staged\"} 1"));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,

@@ -212,6 +212,6 @@ async fn oversized_and_malformed_arguments_rejected() {
     assert_eq!(r.code, 5, "{r:?}");
     let r = patchctl(&bus, &["hold", "--reason", "x", "--until", "whenever"]).await;
     assert_eq!(r.code, 5, "{r:?}");
-    let r = patchctl(&bus, &["history", "--kind", "has space"]).await;
+    let r = patchctl(&bus, &["history", "--event", "has space"]).await;
     assert_eq!(r.code, 5, "{r:?}");
 }

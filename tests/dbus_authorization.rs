@@ -63,7 +63,7 @@ async fn assert_unprivileged_denied(bus: &TestBus, backend: &FakeBackend) {
     let audited = backend
         .records()
         .iter()
-        .filter(|r| r["kind"] == "denied" && r["actor"] == format!("uid:{NOBODY}"))
+        .filter(|r| r["event"] == "dbus.denied" && r["actor"] == format!("uid:{NOBODY}"))
         .count();
     assert_eq!(audited, MUTATING.len());
     for args in READ_ONLY {
@@ -184,7 +184,7 @@ async fn no_polkit_means_denied() {
     assert_eq!(r.code, 3, "fail closed without polkit: {r:?}");
     assert!(r.stderr.contains("polkit"), "{r:?}");
     assert_eq!(backend.denials().len(), 1);
-    assert_eq!(backend.current().state, "Idle");
+    assert_eq!(backend.current().state, "idle");
 }
 
 const POLKITD: &str = "/usr/lib/polkit-1/polkitd";

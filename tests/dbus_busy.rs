@@ -38,7 +38,7 @@ async fn second_mutating_call_gets_busy() {
                 .expect("run install")
         })
     };
-    wait_for_state(&backend, "Staging").await;
+    wait_for_state(&backend, "staging").await;
 
     for args in [
         &["install"][..],
@@ -54,15 +54,15 @@ async fn second_mutating_call_gets_busy() {
     // Read-only calls are not blocked.
     let r = patchctl(&bus, &["status", "--json"]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("Staging"), "{r:?}");
+    assert!(r.stdout.contains("staging"), "{r:?}");
 
     let out = install.await.unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(backend.current().state, "Staged");
+    assert_eq!(backend.current().state, "staged");
     let installs = backend
         .records()
         .iter()
-        .filter(|r| r["kind"] == "install")
+        .filter(|r| r["event"] == "install")
         .count();
     assert_eq!(installs, 1, "only the first install ran");
 }
@@ -83,7 +83,7 @@ async fn cancel_stops_running_job() {
                 .expect("run install")
         })
     };
-    wait_for_state(&backend, "Staging").await;
+    wait_for_state(&backend, "staging").await;
     let r = patchctl(&bus, &["cancel"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let out = install.await.unwrap();
@@ -93,7 +93,7 @@ async fn cancel_stops_running_job() {
         "{out:?}"
     );
     let st = backend.current();
-    assert_eq!(st.state, "UpdateAvailable");
+    assert_eq!(st.state, "update_available");
     assert!(st.staged_version.is_none());
     let r = patchctl(&bus, &["cancel"]).await;
     assert_eq!(r.code, 6, "nothing left to cancel: {r:?}");

@@ -18,7 +18,7 @@ async fn property_changes_are_signalled() {
     let _svc = start_service(&bus, backend.clone(), root_only()).await;
     let conn = bus.connect().await;
     let p = ManagerProxy::new(&conn).await.unwrap();
-    assert_eq!(p.state().await.unwrap(), "Idle");
+    assert_eq!(p.state().await.unwrap(), "idle");
     assert_eq!(p.current_version().await.unwrap(), "1.0.0");
     assert_eq!(p.booted_slot().await.unwrap(), "a");
     assert_eq!(p.slots().await.unwrap().len(), 2);
@@ -37,7 +37,7 @@ async fn property_changes_are_signalled() {
         .await
         .expect("State change signalled")
         .unwrap();
-    assert_eq!(next.get().await.unwrap(), "UpdateAvailable");
+    assert_eq!(next.get().await.unwrap(), "update_available");
     let a = tokio::time::timeout(Duration::from_secs(5), available.next())
         .await
         .expect("Available change signalled")
@@ -92,7 +92,7 @@ async fn watch_follows_job_to_the_end() {
 
     let r = patchctl(&bus, &["watch", "--exit-if-idle"]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(r.stdout.trim(), "Idle");
+    assert_eq!(r.stdout.trim(), "idle");
 
     assert_eq!(patchctl(&bus, &["check"]).await.code, 0);
     let watch = tokio::spawn({
@@ -123,7 +123,7 @@ async fn watch_follows_job_to_the_end() {
         "{text}"
     );
     let last = lines.last().unwrap();
-    assert_eq!(last["result"]["state"], "Staged", "{text}");
+    assert_eq!(last["result"]["state"], "staged", "{text}");
     assert!(last["result"]["error"].is_null(), "{text}");
 }
 

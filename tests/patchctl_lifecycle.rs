@@ -23,7 +23,7 @@ async fn full_lifecycle_through_patchctl() {
 
     let r = patchctl(&bus, &["status", "--json"]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(json(&r)["state"], "Idle");
+    assert_eq!(json(&r)["state"], "idle");
     assert_eq!(json(&r)["current_version"], "1.0.0");
 
     let r = patchctl(&bus, &["status"]).await;
@@ -56,7 +56,7 @@ async fn full_lifecycle_through_patchctl() {
     let r = patchctl(&bus, &["install", "--json"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(json(&r)["version"], FAKE_RELEASE);
-    assert_eq!(backend.current().state, "Staged");
+    assert_eq!(backend.current().state, "staged");
 
     // A hold blocks the switch; releasing it lets it through.
     let r = patchctl(
@@ -79,17 +79,17 @@ async fn full_lifecycle_through_patchctl() {
     let r = patchctl(&bus, &["switch"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let st = backend.current();
-    assert_eq!(st.state, "Verifying");
+    assert_eq!(st.state, "verifying");
     assert_eq!(st.booted_slot.as_deref(), Some("b"));
 
     let r = patchctl(&bus, &["mark-good"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let r = patchctl(&bus, &["status", "--json"]).await;
     let st = json(&r);
-    assert_eq!(st["state"], "Committed");
+    assert_eq!(st["state"], "committed");
     assert_eq!(st["current_version"], FAKE_RELEASE);
 
-    let r = patchctl(&bus, &["history", "--json", "--kind", "install"]).await;
+    let r = patchctl(&bus, &["history", "--json", "--event", "install"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let h = json(&r);
     assert_eq!(h.as_array().map(Vec::len), Some(1), "{r:?}");
@@ -120,15 +120,15 @@ async fn bad_release_rolls_back() {
     assert_eq!(patchctl(&bus, &["check"]).await.code, 0);
     let r = patchctl(&bus, &["install", FAKE_RELEASE, "--now"]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("Switched"), "{r:?}");
-    assert_eq!(backend.current().state, "Verifying");
+    assert!(r.stdout.contains("verifying"), "{r:?}");
+    assert_eq!(backend.current().state, "verifying");
 
     let r = patchctl(&bus, &["mark-bad"]).await;
     assert_eq!(r.code, 2, "--reason is required: {r:?}");
     let r = patchctl(&bus, &["mark-bad", "--reason", "app does not start"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let st = backend.current();
-    assert_eq!(st.state, "RolledBack");
+    assert_eq!(st.state, "rolled_back");
     assert_eq!(st.current_version.as_deref(), Some("1.0.0"));
     assert_eq!(st.booted_slot.as_deref(), Some("a"));
     let b = st.slots.iter().find(|s| s.name == "b").expect("slot b");
@@ -151,12 +151,12 @@ async fn manual_rollback_after_commit() {
     let r = patchctl(&bus, &["rollback", "--reason", "regression in app"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let st = backend.current();
-    assert_eq!(st.state, "RolledBack");
+    assert_eq!(st.state, "rolled_back");
     assert_eq!(st.current_version.as_deref(), Some("1.0.0"));
     let rec = backend.records();
     assert!(
         rec.iter()
-            .any(|r| r["kind"] == "rollback" && r["reason"] == "regression in app"),
+            .any(|r| r["event"] == "rollback" && r["reason"] == "regression in app"),
         "{rec:?}"
     );
 }

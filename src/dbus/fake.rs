@@ -56,7 +56,7 @@ impl FakeBackend {
     /// `step_delay`.
     pub fn new(step_delay: Duration) -> Self {
         let status = StatusView {
-            state: "Idle".into(),
+            state: "idle".into(),
             booted_slot: Some("a".into()),
             slots: vec![
                 SlotView {
@@ -122,7 +122,7 @@ impl FakeBackend {
         let mut rec = json!({
             "seq": self.lock().records.len() as u64 + 1,
             "time": Timestamp::now().to_string(),
-            "kind": kind,
+            "event": kind,
             "actor": caller.map(|c| format!("uid:{}", c.uid)).unwrap_or_else(|| "patchd".into()),
         });
         if let (Value::Object(r), Value::Object(f)) = (&mut rec, fields) {
@@ -155,7 +155,7 @@ impl FakeBackend {
         switch_now: bool,
     ) -> BackendResult<Value> {
         let st = self.current();
-        if st.state == "Verifying" {
+        if st.state == "verifying" {
             return Err(BackendError::Busy(
                 "the booted release is still being verified".into(),
             ));
@@ -178,7 +178,7 @@ impl FakeBackend {
         };
         self.record("install", Some(&caller), json!({ "version": version }));
         self.cancel.store(false, Ordering::SeqCst);
-        self.set_state("Staging");
+        self.set_state("staging");
         let target = Self::inactive(&st);
         for i in 1..=self.steps {
             tokio::time::sleep(self.step_delay).await;
@@ -190,7 +190,7 @@ impl FakeBackend {
                         sl.state = "incomplete".into();
                     }
                 });
-                self.set_state("UpdateAvailable");
+                self.set_state("update_available");
                 return Err(BackendError::Failed(format!("staging {version} cancelled")));
             }
             let phase = if i <= self.steps / 2 {
@@ -216,7 +216,7 @@ impl FakeBackend {
                 sl.version = Some(version.clone());
             }
         });
-        self.set_state("Staged");
+        self.set_state("staged");
         if switch_now {
             self.do_switch(&caller, true)?;
         }
@@ -247,7 +247,7 @@ impl FakeBackend {
             Some(caller),
             json!({ "version": staged, "force": force }),
         );
-        self.set_state("Switching");
+        self.set_state("switching");
         let target = Self::inactive(&st);
         self.lock().previous_version = st.current_version.clone();
         self.tx.send_modify(|s| {
@@ -259,7 +259,7 @@ impl FakeBackend {
             s.staged_version = None;
             s.available.retain(|a| a.version != staged);
         });
-        self.set_state("Verifying");
+        self.set_state("verifying");
         Ok(())
     }
 
@@ -284,7 +284,7 @@ impl FakeBackend {
             s.current_version = Some(prev.clone());
             s.last_error = Some(reason.to_owned());
         });
-        self.set_state("RolledBack");
+        self.set_state("rolled_back");
         Ok(())
     }
 }
@@ -312,8 +312,8 @@ impl ManagerBackend for FakeBackend {
                 s.last_check = Some(Timestamp::now());
                 s.available = offer.iter().cloned().collect();
             });
-            if offer.is_some() && self.current().state == "Idle" {
-                self.set_state("UpdateAvailable");
+            if offer.is_some() && self.current().state == "idle" {
+                self.set_state("update_available");
             }
             self.record("check", Some(&caller), json!({ "found": offer.is_some() }));
             Ok(json!({
@@ -337,7 +337,7 @@ impl ManagerBackend for FakeBackend {
     }
 
     fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        let r = if self.current().state == "Staging" {
+        let r = if self.current().state == "staging" {
             self.cancel.store(true, Ordering::SeqCst);
             self.record("cancel", Some(&caller), json!({}));
             Ok(())
@@ -354,7 +354,7 @@ impl ManagerBackend for FakeBackend {
 
     fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
         let st = self.current();
-        if st.state != "Verifying" {
+        if st.state != "verifying" {
             return ok(Err(BackendError::Failed(format!(
                 "nothing to commit in state {}",
                 st.state
@@ -367,12 +367,12 @@ impl ManagerBackend for FakeBackend {
                 sl.state = "good".into();
             }
         });
-        self.set_state("Committed");
+        self.set_state("committed");
         ok(Ok(()))
     }
 
     fn mark_bad(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
-        if self.current().state != "Verifying" {
+        if self.current().state != "verifying" {
             return ok(Err(BackendError::Failed(
                 "only a release being verified can be marked bad".into(),
             )));
@@ -426,7 +426,7 @@ impl ManagerBackend for FakeBackend {
         let mut recs: Vec<Value> = self
             .records()
             .into_iter()
-            .filter(|r| filter.kind.as_deref().is_none_or(|k| r["kind"] == k))
+            .filter(|r| filter.event.as_deref().is_none_or(|k| r["event"] == k))
             .filter(|r| {
                 filter.since.is_none_or(|since| {
                     r["time"]
@@ -480,7 +480,7 @@ impl ManagerBackend for FakeBackend {
         detail: String,
     ) -> BoxFuture<'_, BackendResult<()>> {
         self.record(
-            "denied",
+            "dbus.denied",
             Some(&caller),
             json!({ "action": action, "detail": detail }),
         );

@@ -150,7 +150,7 @@ pub const INSTALL_OPTIONS: &[&str] = &["switch_now"];
 /// Keys of `Switch`'s options.
 pub const SWITCH_OPTIONS: &[&str] = &["force"];
 /// Keys of `GetHistory`'s filter.
-pub const HISTORY_FILTER: &[&str] = &["limit", "since", "kind"];
+pub const HISTORY_FILTER: &[&str] = &["limit", "since", "event", "release"];
 
 pub fn history_filter(
     map: &HashMap<String, OwnedValue>,
@@ -161,14 +161,19 @@ pub fn history_filter(
         Some(s) => timestamp_arg("since", &s)?,
         None => None,
     };
-    let kind = match o.str("kind", limits.kind)? {
-        Some(k) => version_arg("kind", &k, limits.kind)?,
+    let event = match o.str("event", limits.kind)? {
+        Some(k) => version_arg("event", &k, limits.kind)?,
+        None => None,
+    };
+    let release = match o.str("release", limits.release)? {
+        Some(r) => version_arg("release", &r, limits.release)?,
         None => None,
     };
     Ok(HistoryFilter {
         limit: o.u32("limit")?,
         since,
-        kind,
+        event,
+        release,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod authz;
 pub mod backend;
 pub mod ctl;
 pub mod docgen;
+pub mod engine_backend;
 pub mod error;
 pub mod fake;
 pub mod limits;

@@ -414,7 +414,7 @@ impl ManagerIface {
     }
 
     /// Audit records as a JSON array; filter keys: `limit` (u), `since` (s, RFC 3339),
-    /// `kind` (s).
+    /// `event` (s), `release` (s).
     async fn get_history(&self, filter: HashMap<String, OwnedValue>) -> Result<String, Error> {
         let filter = limits::history_filter(&filter, &self.limits)?;
         Ok(json_out(self.backend.history(filter).await?))

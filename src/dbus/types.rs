@@ -16,8 +16,8 @@ pub struct Caller {
 /// Everything `patchctl status` shows; also the source of the D-Bus properties.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusView {
-    /// Lifecycle state (`Idle`, `UpdateAvailable`, `Staging`, `Staged`, `Switching`,
-    /// `Verifying`, `Committed`, `RolledBack`).
+    /// Lifecycle state: `idle`, `update_available`, `staging`, `staged`, `switching`,
+    /// `verifying`, `committed`, `rolled_back`, `failed`.
     pub state: String,
     /// Running job, if any.
     pub progress: Option<ProgressView>,
@@ -83,8 +83,10 @@ pub struct HistoryFilter {
     pub limit: Option<u32>,
     /// Only records at or after this time.
     pub since: Option<Timestamp>,
-    /// Only records of this kind (e.g. `install`, `rollback`, `denied`).
-    pub kind: Option<String>,
+    /// Only records of this event (e.g. `install`, `rollback`, `dbus.denied`).
+    pub event: Option<String>,
+    /// Only records about this release.
+    pub release: Option<String>,
 }
 
 /// Wire shape of the `Progress` property: (phase, done, total, rate).

@@ -89,6 +89,9 @@ pub enum Cmd {
         /// Switch to it right after staging, ignoring the maintenance window.
         #[arg(long)]
         now: bool,
+        /// Return once staging started instead of following it to the end.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Switch to the staged release now, overriding the maintenance window.
     Switch {
@@ -132,9 +135,12 @@ pub enum Cmd {
         /// Only records since this RFC 3339 time or span ago (e.g. 1d).
         #[arg(long)]
         since: Option<String>,
-        /// Only records of this kind (install, rollback, denied, …).
+        /// Only records of this event (install, switch, rollback, hold, …).
         #[arg(long)]
-        kind: Option<String>,
+        event: Option<String>,
+        /// Only records about this release.
+        #[arg(long)]
+        release: Option<String>,
     },
     /// Show the inventory: OS, kernel, slots, bootloader, pending patches.
     Inventory,
@@ -346,27 +352,55 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 print!("{}", output::available(&avail));
             }
         }
-        Cmd::Install { release, now } => {
+        Cmd::Install {
+            release,
+            now,
+            no_wait,
+        } => {
             let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
             if *now {
                 opts.insert("switch_now", ZValue::from(true));
             }
             let release = release.clone().unwrap_or_default();
             let call = p.install(&release, opts);
-            let out = watch::with_progress(&p, call, json).await?;
-            let v = parse_json(&out)?;
-            if json {
-                print_json(&v);
-            } else {
-                let ver = v["version"].as_str().unwrap_or("release");
-                match v["slot"].as_str() {
-                    Some(slot) => println!("Staged {ver} in slot {slot}."),
-                    None => println!("Staged {ver}."),
+            let mut v = parse_json(&watch::with_progress(&p, call, json).await?)?;
+            let ver = v["version"].as_str().unwrap_or("release").to_owned();
+            let slot = v["slot"].as_str().unwrap_or("?").to_owned();
+            if *no_wait {
+                if json {
+                    print_json(&v);
+                } else {
+                    println!("Installing {ver} into slot {slot}.");
                 }
-                if v["switched"].as_bool() == Some(true) {
-                    println!("Switched to {ver}.");
-                }
+                return Ok(exit::OK);
             }
+            let pb = if json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                watch::bar()
+            };
+            let out = watch::follow(&p, false, |_, pv| {
+                if let Some(pv) = pv {
+                    watch::show(&pb, pv);
+                }
+            })
+            .await;
+            pb.finish_and_clear();
+            let out = out?;
+            if json {
+                v["state"] = Value::from(out.state.clone());
+                v["error"] = out.error.clone().map(Value::from).unwrap_or(Value::Null);
+                print_json(&v);
+            } else if let Some(e) = &out.error {
+                println!("Installing {ver} failed ({}): {e}", out.state);
+            } else {
+                println!("Installed {ver} into slot {slot}: {}.", out.state);
+            }
+            return Ok(if out.error.is_some() {
+                exit::JOB_FAILED
+            } else {
+                exit::OK
+            });
         }
         Cmd::Switch { force } => {
             let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
@@ -409,7 +443,12 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             p.release_hold().await?;
             done(json, "Hold released.");
         }
-        Cmd::History { limit, since, kind } => {
+        Cmd::History {
+            limit,
+            since,
+            event,
+            release,
+        } => {
             let mut f: HashMap<&str, ZValue<'_>> = HashMap::new();
             if let Some(n) = limit {
                 f.insert("limit", ZValue::from(*n));
@@ -419,8 +458,11 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             if let Some(s) = &since {
                 f.insert("since", ZValue::from(s.as_str()));
             }
-            if let Some(k) = kind {
-                f.insert("kind", ZValue::from(k.as_str()));
+            if let Some(e) = event {
+                f.insert("event", ZValue::from(e.as_str()));
+            }
+            if let Some(r) = release {
+                f.insert("release", ZValue::from(r.as_str()));
             }
             let v = parse_json(&p.get_history(f).await?)?;
             if json {

@@ -181,10 +181,7 @@ pub fn history(v: &Value) -> String {
                 .map(|m| {
                     m.iter()
                         .filter(|(k, _)| {
-                            !matches!(
-                                k.as_str(),
-                                "seq" | "time" | "kind" | "actor" | "hash" | "prev"
-                            )
+                            !matches!(k.as_str(), "seq" | "time" | "event" | "actor" | "prev")
                         })
                         .map(|(k, v)| match v {
                             Value::String(s) => format!("{k}={s}"),
@@ -197,13 +194,13 @@ pub fn history(v: &Value) -> String {
             vec![
                 field("seq"),
                 field("time"),
-                field("kind"),
+                field("event"),
                 field("actor"),
                 rest,
             ]
         })
         .collect();
-    table(&["SEQ", "TIME", "KIND", "ACTOR", "DETAILS"], &rows)
+    table(&["SEQ", "TIME", "EVENT", "ACTOR", "DETAILS"], &rows)
 }
 
 /// Any JSON document as an indented `key: value` tree.

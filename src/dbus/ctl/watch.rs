@@ -10,9 +10,9 @@ use crate::dbus::proxy::ManagerProxy;
 use crate::dbus::types::ProgressView;
 
 /// States in which a job runs even before it reports progress.
-const BUSY_STATES: &[&str] = &["Staging", "Switching"];
+const BUSY_STATES: &[&str] = &["staging", "switching"];
 
-fn bar() -> ProgressBar {
+pub fn bar() -> ProgressBar {
     // Hidden automatically when stderr is not a terminal, so scripts see no escape codes.
     let pb = ProgressBar::new(0);
     pb.set_style(
@@ -25,7 +25,7 @@ fn bar() -> ProgressBar {
     pb
 }
 
-fn show(pb: &ProgressBar, p: &ProgressView) {
+pub fn show(pb: &ProgressBar, p: &ProgressView) {
     pb.set_message(p.phase.clone());
     if p.total > 0 {
         pb.set_length(p.total);
@@ -61,33 +61,34 @@ pub async fn with_progress<T>(
     Ok(r?)
 }
 
-/// Follow the running job (or wait for the next) until it ends; print the result.
-pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Result<u8, CtlError> {
+/// How a followed job ended.
+pub struct Outcome {
+    pub state: String,
+    /// Set when `LastError` changed while following: the job failed.
+    pub error: Option<String>,
+}
+
+/// Follow the running job until it ends; if none runs, wait for one when `wait_for_job`,
+/// else return at once. `on_update` sees every state/progress change.
+pub async fn follow(
+    p: &ManagerProxy<'_>,
+    wait_for_job: bool,
+    mut on_update: impl FnMut(&str, Option<&ProgressView>),
+) -> Result<Outcome, CtlError> {
     let mut prog_changes = p.receive_progress_changed().await;
     let mut state_changes = p.receive_state_changed().await;
-    let mut state = p.state().await?;
+    let mut state = fresh_string(p, "State").await?;
     let mut progress = ProgressView::from_tuple(p.progress().await?);
-    let error_before = p.last_error().await?;
+    let error_before = fresh_string(p, "LastError").await?;
     let active = |state: &str, progress: &Option<ProgressView>| {
         progress.is_some() || BUSY_STATES.contains(&state)
     };
     let mut seen_job = active(&state, &progress);
-    if !seen_job && exit_if_idle {
-        report(json, &state, None);
-        return Ok(exit::OK);
-    }
-    let pb = if json { ProgressBar::hidden() } else { bar() };
-    if !json && !seen_job {
-        pb.set_message("waiting");
+    if !seen_job && !wait_for_job {
+        return Ok(Outcome { state, error: None });
     }
     loop {
-        if let Some(pv) = &progress {
-            if json {
-                println!("{}", serde_json::json!({ "state": state, "progress": pv }));
-            } else {
-                show(&pb, pv);
-            }
-        }
+        on_update(&state, progress.as_ref());
         if seen_job && !active(&state, &progress) {
             break;
         }
@@ -97,9 +98,6 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
             }
             Some(c) = state_changes.next() => {
                 state = c.get().await?;
-                if json {
-                    println!("{}", serde_json::json!({ "state": state }));
-                }
             }
             else => break,
         }
@@ -107,13 +105,44 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
             seen_job = true;
         }
     }
-    pb.finish_and_clear();
     // Read past the proxy's cache: the LastError signal may still be in flight.
     let err = fresh_string(p, "LastError").await?;
     let state = fresh_string(p, "State").await?;
     let failed = !err.is_empty() && err != error_before;
-    report(json, &state, failed.then_some(err.as_str()));
-    Ok(if failed { exit::JOB_FAILED } else { exit::OK })
+    Ok(Outcome {
+        state,
+        error: failed.then_some(err),
+    })
+}
+
+/// `patchctl watch`: follow the running job (or wait for the next) with a progress bar or
+/// JSON lines, then print the result.
+pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Result<u8, CtlError> {
+    let pb = if json { ProgressBar::hidden() } else { bar() };
+    pb.set_message("waiting");
+    let mut last_state = String::new();
+    let out = follow(p, !exit_if_idle, |state, progress| {
+        if json {
+            if state != last_state {
+                println!("{}", serde_json::json!({ "state": state }));
+            }
+            if let Some(pv) = progress {
+                println!("{}", serde_json::json!({ "state": state, "progress": pv }));
+            }
+        } else if let Some(pv) = progress {
+            show(&pb, pv);
+        }
+        last_state = state.to_owned();
+    })
+    .await;
+    pb.finish_and_clear();
+    let out = out?;
+    report(json, &out.state, out.error.as_deref());
+    Ok(if out.error.is_some() {
+        exit::JOB_FAILED
+    } else {
+        exit::OK
+    })
 }
 
 async fn fresh_string(p: &ManagerProxy<'_>, name: &str) -> Result<String, CtlError> {
