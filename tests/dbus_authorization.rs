@@ -21,7 +21,6 @@ const MUTATING: &[(&[&str], &str)] = &[
     (&["install"], "org.patchd.patchd1.install"),
     (&["install", "1.1.0", "--now"], "org.patchd.patchd1.install"),
     (&["switch"], "org.patchd.patchd1.switch"),
-    (&["switch", "--force"], "org.patchd.patchd1.switch"),
     (&["cancel"], "org.patchd.patchd1.install"),
     (
         &["rollback", "--reason", "x"],

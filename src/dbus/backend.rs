@@ -47,9 +47,9 @@ pub trait ManagerBackend: Send + Sync + 'static {
         release: Option<String>,
         switch_now: bool,
     ) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
-    /// Switch to the staged release now, overriding the maintenance window; `force` also
-    /// overrides holds.
-    fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>>;
+    /// Switch to the staged release now, overriding the maintenance window (never holds,
+    /// the security floor or a release that failed here).
+    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
     fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
     fn rollback(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>>;
     fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;

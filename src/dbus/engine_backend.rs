@@ -115,9 +115,11 @@ impl ManagerBackend for EngineHandle {
         })
     }
 
-    fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>> {
+    /// An admin's switch overrides the maintenance window, rollout stage and reboot
+    /// inhibitors (the engine's `force`); holds, the floor and failed releases still apply.
+    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
         Box::pin(async move {
-            EngineHandle::switch(self, actor(&caller), force)
+            EngineHandle::switch(self, actor(&caller), true)
                 .await
                 .map_err(map_err)
         })

@@ -332,8 +332,8 @@ impl ManagerBackend for FakeBackend {
         Box::pin(self.do_install(caller, release, switch_now))
     }
 
-    fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>> {
-        ok(self.do_switch(&caller, force))
+    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
+        ok(self.do_switch(&caller, false))
     }
 
     fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {

@@ -80,6 +80,15 @@ impl Service {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    /// Give up the bus name at once (before a restart of the engine, say) and stop
+    /// forwarding signals.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.conn.release_name(BUS_NAME).await {
+            tracing::warn!(error = %e, "cannot release bus name");
+        }
+        self.forwarder.abort();
+    }
 }
 
 impl Drop for Service {
@@ -298,20 +307,19 @@ impl ManagerIface {
         ))
     }
 
-    /// Switch to the staged release now, overriding the maintenance window; option `force`
-    /// (b) also overrides holds.
+    /// Switch to the staged release now, overriding the maintenance window (holds still
+    /// apply). No options are defined yet; unknown keys are refused.
     async fn switch(
         &self,
         options: HashMap<String, OwnedValue>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let o = Options::new(&options, limits::SWITCH_OPTIONS, &self.limits)?;
-        let force = o.bool("force")?.unwrap_or(false);
+        Options::new(&options, limits::SWITCH_OPTIONS, &self.limits)?;
         let (caller, _busy) = self
             .admit(conn, &hdr, Action::Switch, String::new())
             .await?;
-        Ok(self.backend.switch(caller, force).await?)
+        Ok(self.backend.switch(caller).await?)
     }
 
     /// Stop the running job (staging); the partial slot is left invalid.

@@ -93,12 +93,8 @@ pub enum Cmd {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Switch to the staged release now, overriding the maintenance window.
-    Switch {
-        /// Also override holds.
-        #[arg(long)]
-        force: bool,
-    },
+    /// Switch to the staged release now, overriding the maintenance window (not holds).
+    Switch,
     /// Cancel the running job.
     Cancel,
     /// Go back to the previous release.
@@ -402,12 +398,8 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 exit::OK
             });
         }
-        Cmd::Switch { force } => {
-            let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
-            if *force {
-                opts.insert("force", ZValue::from(true));
-            }
-            p.switch(opts).await?;
+        Cmd::Switch => {
+            p.switch(HashMap::new()).await?;
             done(json, "Switched to the staged release.");
         }
         Cmd::Cancel => {
