@@ -4,6 +4,44 @@
 //! clap `Command` (`fn command() -> clap::Command`), and the binary accepts a hidden
 //! `--generate-docs DIR` that calls [`generate`] with it. Packaging runs each binary once
 //! with that flag (`packaging/gen-docs`), so pages and completions always match the code.
+//!
+//! ```no_run
+//! // in src/bin/NAME.rs, before anything else:
+//! # let dir = std::path::PathBuf::from("target/assets");
+//! patchd::dbus::docgen::generate(patchd::dbus::ctl::command(), &dir)?;
+//! # Ok::<(), patchd::dbus::docgen::DocgenError>(())
+//! ```
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pages_and_completions_for_every_subcommand() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = super::generate(crate::dbus::ctl::command(), dir.path()).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        for want in [
+            "man/patchctl.1",
+            "man/patchctl-install.1",
+            "man/patchctl-audit-verify.1",
+            "completions/bash/patchctl",
+            "completions/zsh/_patchctl",
+            "completions/fish/patchctl.fish",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
+        let page = std::fs::read_to_string(dir.path().join("man/patchctl.1")).unwrap();
+        assert!(
+            page.contains("Exit status"),
+            "exit codes belong in the man page"
+        );
+        let bash = std::fs::read_to_string(dir.path().join("completions/bash/patchctl")).unwrap();
+        assert!(bash.contains("release-hold"));
+    }
+}
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,8 +70,10 @@ fn write(path: PathBuf, bytes: &[u8]) -> Result<PathBuf, DocgenError> {
     Ok(path)
 }
 
-/// Write `DIR/man/NAME.1` (plus `NAME-SUB.1` for every subcommand, recursively) and
-/// `DIR/completions/{NAME.bash,_NAME,NAME.fish}`. Returns the files written.
+/// Write `DIR/man/NAME.1` (plus `NAME-SUB.1` for every subcommand, recursively) and the
+/// completions under the names their shells look for: `DIR/completions/bash/NAME`,
+/// `DIR/completions/zsh/_NAME`, `DIR/completions/fish/NAME.fish`. Returns the files
+/// written.
 pub fn generate(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, DocgenError> {
     let mut cmd = cmd;
     cmd.build();
@@ -41,9 +81,9 @@ pub fn generate(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, DocgenEr
     let mut written = Vec::new();
     man_pages(&cmd, &name, &dir.join("man"), &mut written)?;
     for (shell, file) in [
-        (Shell::Bash, format!("{name}.bash")),
-        (Shell::Zsh, format!("_{name}")),
-        (Shell::Fish, format!("{name}.fish")),
+        (Shell::Bash, format!("bash/{name}")),
+        (Shell::Zsh, format!("zsh/_{name}")),
+        (Shell::Fish, format!("fish/{name}.fish")),
     ] {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut cmd.clone(), name.clone(), &mut buf);
