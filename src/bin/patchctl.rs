@@ -1,5 +1,5 @@
-//! `patchctl`: thin binary; logic lives in the library.
+//! `patchctl`: thin binary; logic lives in `patchd::dbus::ctl`.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("patchctl: not implemented yet")
+fn main() -> std::process::ExitCode {
+    patchd::dbus::ctl::main()
 }

@@ -1,0 +1,183 @@
+//! Who may change anything: polkit `CheckAuthorization` with the caller's
+//! `system-bus-name` subject (never a PID, which could be recycled), or — for tests on a
+//! private bus only — a fixed list of uids.
+
+use std::collections::HashMap;
+
+use zbus::message::{Flags, Header};
+use zbus::Connection;
+use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+
+use super::types::Caller;
+
+/// How mutating calls are authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Ask `org.freedesktop.PolicyKit1` on the same bus (production).
+    Polkit,
+    /// Allow exactly these uids, deny everyone else without asking polkit. For tests on a
+    /// private bus where no polkitd runs; the daemon refuses it on the system bus.
+    Uids(Vec<u32>),
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+
+    /// `polkit` or `uids:0,1000`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "polkit" {
+            return Ok(AuthMode::Polkit);
+        }
+        let Some(list) = s.strip_prefix("uids:") else {
+            return Err(format!(
+                "unknown auth mode {s:?}: expected polkit or uids:UID,…"
+            ));
+        };
+        list.split(',')
+            .map(|u| {
+                u.trim()
+                    .parse::<u32>()
+                    .map_err(|e| format!("bad uid {u:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(AuthMode::Uids)
+    }
+}
+
+/// The polkit actions of patchd (`systemd/org.patchd.patchd1.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Check,
+    Install,
+    Switch,
+    Rollback,
+    Hold,
+    Mark,
+}
+
+impl Action {
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::Check => "org.patchd.patchd1.check",
+            Action::Install => "org.patchd.patchd1.install",
+            Action::Switch => "org.patchd.patchd1.switch",
+            Action::Rollback => "org.patchd.patchd1.rollback",
+            Action::Hold => "org.patchd.patchd1.hold",
+            Action::Mark => "org.patchd.patchd1.mark",
+        }
+    }
+
+    pub const ALL: [Action; 6] = [
+        Action::Check,
+        Action::Install,
+        Action::Switch,
+        Action::Rollback,
+        Action::Hold,
+        Action::Mark,
+    ];
+}
+
+/// Outcome of an authorization check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    /// Refused; the text says why (for the caller and the audit record).
+    Denied(String),
+}
+
+/// Identify the sender of `hdr` through the bus daemon.
+pub async fn caller_of(conn: &Connection, hdr: &Header<'_>) -> zbus::Result<Caller> {
+    let sender = hdr
+        .sender()
+        .ok_or_else(|| zbus::Error::Failure("method call without sender".into()))?
+        .to_owned();
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    let uid = dbus.get_connection_unix_user(sender.clone().into()).await?;
+    Ok(Caller {
+        uid,
+        bus_name: sender.to_string(),
+    })
+}
+
+/// Decide whether `caller` (the sender of `hdr`) may perform `action`. Fails closed: if
+/// polkit cannot be asked, the answer is a denial naming the reason.
+pub async fn authorize(
+    mode: &AuthMode,
+    conn: &Connection,
+    hdr: &Header<'_>,
+    caller: &Caller,
+    action: Action,
+) -> Decision {
+    match mode {
+        AuthMode::Uids(uids) => {
+            if uids.contains(&caller.uid) {
+                Decision::Allowed
+            } else {
+                Decision::Denied(format!(
+                    "uid {} may not perform {} (test authorization mode)",
+                    caller.uid,
+                    action.id()
+                ))
+            }
+        }
+        AuthMode::Polkit => match polkit_check(conn, hdr, action).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(action = action.id(), error = %e, "polkit check failed; denying");
+                Decision::Denied(format!("cannot check authorization with polkit: {e}"))
+            }
+        },
+    }
+}
+
+async fn polkit_check(
+    conn: &Connection,
+    hdr: &Header<'_>,
+    action: Action,
+) -> zbus::Result<Decision> {
+    let subject = Subject::new_for_message_header(hdr)
+        .map_err(|e| zbus::Error::Failure(format!("polkit subject: {e}")))?;
+    let authority = AuthorityProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    // Only prompt (through an authentication agent) when the caller said it can wait.
+    let flags = if hdr.primary().flags().contains(Flags::AllowInteractiveAuth) {
+        CheckAuthorizationFlags::AllowUserInteraction.into()
+    } else {
+        Default::default()
+    };
+    let details: HashMap<&str, &str> = HashMap::new();
+    let r = authority
+        .check_authorization(&subject, action.id(), &details, flags, "")
+        .await?;
+    if r.is_authorized {
+        Ok(Decision::Allowed)
+    } else if r.is_challenge {
+        Ok(Decision::Denied(format!(
+            "{} requires authentication (run as root, or through an authentication agent)",
+            action.id()
+        )))
+    } else {
+        Ok(Decision::Denied(format!(
+            "{} not permitted by polkit",
+            action.id()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_mode_parses() {
+        assert_eq!("polkit".parse::<AuthMode>(), Ok(AuthMode::Polkit));
+        assert_eq!(
+            "uids:0,1000".parse::<AuthMode>(),
+            Ok(AuthMode::Uids(vec![0, 1000]))
+        );
+        assert!("everyone".parse::<AuthMode>().is_err());
+        assert!("uids:x".parse::<AuthMode>().is_err());
+    }
+}

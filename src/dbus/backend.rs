@@ -1,0 +1,81 @@
+//! The backend trait the D-Bus service drives: the lifecycle engine in the daemon (through
+//! an adapter), an in-memory fake in tests.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use super::types::{Caller, HistoryFilter, StatusView};
+
+/// Boxed future so the trait stays object-safe (`Arc<dyn ManagerBackend>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a backend may refuse with; mapped to named D-Bus errors in one place
+/// ([`super::error::Error`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Another job is running; the caller may retry later.
+    #[error("busy: {0}")]
+    Busy(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Unknown release, no staged release, no hold to release…
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// Operations the admin surface offers. Mutating calls carry the authorized [`Caller`];
+/// the service has already checked polkit, argument sizes and that no other mutating call
+/// is in flight through this service. Results that are documents (check outcome, history,
+/// inventory, audit verdict) are JSON values, scrubbed of secrets by the service before
+/// they leave the process.
+pub trait ManagerBackend: Send + Sync + 'static {
+    /// Look for new releases now. Returns the check outcome.
+    fn check(&self, caller: Caller) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
+    /// Stage `release` (`None`: the newest allowed), and switch right away if `switch_now`.
+    fn install(
+        &self,
+        caller: Caller,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
+    /// Switch to the staged release now, overriding the maintenance window (never holds,
+    /// the security floor or a release that failed here).
+    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
+    fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
+    fn rollback(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>>;
+    fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
+    fn mark_bad(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>>;
+    fn hold(
+        &self,
+        caller: Caller,
+        reason: String,
+        until: Option<Timestamp>,
+        max_version: Option<String>,
+    ) -> BoxFuture<'_, BackendResult<()>>;
+    fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
+
+    fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>>;
+    /// Live status; every change is turned into `PropertiesChanged` signals.
+    fn subscribe(&self) -> watch::Receiver<StatusView>;
+    fn history(&self, filter: HistoryFilter) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
+    fn inventory(&self) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
+    /// Verify the audit chain; the value has at least `{"ok": bool}`.
+    fn verify_audit(&self) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
+
+    /// Record a refused mutating call in the audit trail (`action` is the polkit action id).
+    fn record_denial(
+        &self,
+        caller: Caller,
+        action: String,
+        detail: String,
+    ) -> BoxFuture<'_, BackendResult<()>>;
+}

@@ -1,0 +1,502 @@
+//! `patchctl`: the admin command line over D-Bus. The binary only calls [`main`]; the
+//! clap definition is [`command`] so man pages and completions come from the same source
+//! (see [`super::docgen`]).
+
+mod output;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::Value;
+use zbus::zvariant::Value as ZValue;
+use zbus::Connection;
+
+use super::proxy::{classify, ErrorKind, ManagerProxy};
+use super::types::{AvailableView, StatusView};
+
+/// Exit codes of `patchctl` (documented in `docs/admin.md` and the man page).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The daemon reported a failure (`org.patchd.Patchd1.Error.Failed`) or another error.
+    pub const FAILED: u8 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: u8 = 2;
+    pub const NOT_AUTHORIZED: u8 = 3;
+    pub const BUSY: u8 = 4;
+    pub const INVALID_ARGUMENT: u8 = 5;
+    pub const NOT_FOUND: u8 = 6;
+    /// The bus or the daemon could not be reached.
+    pub const UNAVAILABLE: u8 = 7;
+    /// `audit verify` found the audit chain broken.
+    pub const AUDIT_BROKEN: u8 = 8;
+    /// `watch` (or `install`) saw the job end with an error.
+    pub const JOB_FAILED: u8 = 9;
+}
+
+const EXIT_HELP: &str = "\
+Exit status:
+  0  success
+  1  the daemon reported a failure
+  2  bad command line
+  3  not authorized (polkit refused)
+  4  busy: another request or job is running
+  5  invalid argument
+  6  not found (no such release, nothing staged, no hold)
+  7  patchd or the bus not reachable
+  8  audit verify: the audit chain is broken
+  9  watch: the job ended with an error";
+
+/// Control the patchd update daemon.
+#[derive(Debug, Parser)]
+#[command(name = "patchctl", version, after_long_help = EXIT_HELP)]
+pub struct Cli {
+    /// Talk to patchd on this D-Bus address instead of the system bus.
+    #[arg(
+        long,
+        global = true,
+        env = "PATCHCTL_BUS_ADDRESS",
+        value_name = "ADDRESS"
+    )]
+    pub bus_address: Option<String>,
+
+    /// Print machine-readable JSON (read commands and results).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Write man pages and shell completions into DIR and exit (packaging).
+    #[arg(long, hide = true, value_name = "DIR", exclusive = true)]
+    pub generate_docs: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Show state, versions, slots, holds and the running job.
+    Status,
+    /// Look for new releases now.
+    Check,
+    /// List available releases with their categorization.
+    List,
+    /// Stage a release (default: the newest allowed) into the inactive slot.
+    Install {
+        /// Version to install.
+        release: Option<String>,
+        /// Switch to it right after staging, ignoring the maintenance window.
+        #[arg(long)]
+        now: bool,
+        /// Return once staging started instead of following it to the end.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Switch to the staged release now, overriding the maintenance window (not holds).
+    Switch,
+    /// Cancel the running job.
+    Cancel,
+    /// Go back to the previous release.
+    Rollback {
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Commit the booted release without waiting for health checks.
+    MarkGood,
+    /// Declare the booted release bad and go back.
+    MarkBad {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Hold updates (a documented exception).
+    Hold {
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Until when: RFC 3339 time or a span such as 7d, 48h.
+        #[arg(long)]
+        until: Option<String>,
+        /// Allow releases up to this version while held.
+        #[arg(long, value_name = "VERSION")]
+        max_version: Option<String>,
+    },
+    /// Remove the hold.
+    ReleaseHold,
+    /// Show the audit history.
+    History {
+        /// Only the last N records.
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        /// Only records since this RFC 3339 time or span ago (e.g. 1d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records of this event (install, switch, rollback, hold, …).
+        #[arg(long)]
+        event: Option<String>,
+        /// Only records about this release.
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Show the inventory: OS, kernel, slots, bootloader, pending patches.
+    Inventory,
+    /// Audit trail operations.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Follow the running job with a progress bar until it ends.
+    Watch {
+        /// Exit at once if no job is running instead of waiting for one.
+        #[arg(long)]
+        exit_if_idle: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Verify the audit log's hash chain.
+    Verify,
+}
+
+/// The clap definition (man pages, completions).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Entry point of the `patchctl` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    if let Some(dir) = &cli.generate_docs {
+        return match super::docgen::generate(command(), dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("patchctl: {e}");
+                ExitCode::from(exit::FAILED)
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("patchctl: cannot start runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    ExitCode::from(rt.block_on(run(cli)))
+}
+
+/// A failure already turned into a message and an exit code.
+#[derive(Debug)]
+pub struct CtlError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CtlError {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<zbus::Error> for CtlError {
+    fn from(e: zbus::Error) -> Self {
+        let (kind, msg) = classify(&e);
+        let code = match kind {
+            ErrorKind::Busy => exit::BUSY,
+            ErrorKind::NotAuthorized => exit::NOT_AUTHORIZED,
+            ErrorKind::InvalidArgument => exit::INVALID_ARGUMENT,
+            ErrorKind::NotFound => exit::NOT_FOUND,
+            ErrorKind::Unavailable => exit::UNAVAILABLE,
+            ErrorKind::Failed | ErrorKind::Other => exit::FAILED,
+        };
+        let msg = match kind {
+            ErrorKind::Unavailable => format!("cannot reach patchd: {msg}"),
+            ErrorKind::NotAuthorized => format!("not authorized: {msg}"),
+            ErrorKind::Busy => format!("busy: {msg}"),
+            _ => msg,
+        };
+        CtlError::new(code, msg)
+    }
+}
+
+/// Run one command; returns the exit code (messages already printed).
+pub async fn run(cli: Cli) -> u8 {
+    let Some(cmd) = cli.cmd.as_ref() else {
+        let _ = command().print_help();
+        return exit::USAGE;
+    };
+    let conn = match connect(cli.bus_address.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("patchctl: {}", e.message);
+            return e.code;
+        }
+    };
+    match dispatch(&conn, cmd, cli.json).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("patchctl: {}", e.message);
+            e.code
+        }
+    }
+}
+
+async fn connect(address: Option<&str>) -> Result<Connection, CtlError> {
+    let r = match address {
+        Some(a) => match zbus::connection::Builder::address(a) {
+            Ok(b) => b.build().await,
+            Err(e) => Err(e),
+        },
+        None => Connection::system().await,
+    };
+    r.map_err(|e| {
+        let bus = address.unwrap_or("the system bus");
+        CtlError::new(exit::UNAVAILABLE, format!("cannot connect to {bus}: {e}"))
+    })
+}
+
+fn parse_json(s: &str) -> Result<Value, CtlError> {
+    serde_json::from_str(s)
+        .map_err(|e| CtlError::new(exit::FAILED, format!("daemon sent malformed JSON: {e}")))
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// RFC 3339 time, or a span back/forward from now (`7d`, `48h`, `1w`).
+fn parse_time(s: &str, future: bool) -> Result<jiff::Timestamp, CtlError> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let span: jiff::Span = s.parse().map_err(|_| {
+        CtlError::new(
+            exit::INVALID_ARGUMENT,
+            format!("{s:?} is neither an RFC 3339 time nor a span like 7d or 48h"),
+        )
+    })?;
+    let now = jiff::Zoned::now();
+    let t = if future {
+        now.checked_add(span)
+    } else {
+        now.checked_sub(span)
+    };
+    t.map(|z| z.timestamp())
+        .map_err(|e| CtlError::new(exit::INVALID_ARGUMENT, format!("{s:?}: {e}")))
+}
+
+async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlError> {
+    let p = ManagerProxy::new(conn).await?;
+    match cmd {
+        Cmd::Status => {
+            let v = parse_json(&p.get_status().await?)?;
+            if json {
+                print_json(&v);
+            } else {
+                let s: StatusView = serde_json::from_value(v).map_err(|e| {
+                    CtlError::new(exit::FAILED, format!("unexpected status document: {e}"))
+                })?;
+                print!("{}", output::status(&s));
+            }
+        }
+        Cmd::Check => {
+            let v = parse_json(&p.check().await?)?;
+            if json {
+                print_json(&v);
+            } else {
+                let avail: Vec<AvailableView> =
+                    serde_json::from_value(v["available"].clone()).unwrap_or_default();
+                if avail.is_empty() {
+                    println!("No updates available.");
+                } else {
+                    print!("{}", output::available(&avail));
+                }
+            }
+        }
+        Cmd::List => {
+            let avail: Vec<AvailableView> = p
+                .available()
+                .await?
+                .into_iter()
+                .map(AvailableView::from_tuple)
+                .collect();
+            if json {
+                print_json(&serde_json::to_value(&avail).unwrap_or_default());
+            } else if avail.is_empty() {
+                println!("No updates available.");
+            } else {
+                print!("{}", output::available(&avail));
+            }
+        }
+        Cmd::Install {
+            release,
+            now,
+            no_wait,
+        } => {
+            let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
+            if *now {
+                opts.insert("switch_now", ZValue::from(true));
+            }
+            let release = release.clone().unwrap_or_default();
+            let call = p.install(&release, opts);
+            let mut v = parse_json(&watch::with_progress(&p, call, json).await?)?;
+            let ver = v["version"].as_str().unwrap_or("release").to_owned();
+            let slot = v["slot"].as_str().unwrap_or("?").to_owned();
+            if *no_wait {
+                if json {
+                    print_json(&v);
+                } else {
+                    println!("Installing {ver} into slot {slot}.");
+                }
+                return Ok(exit::OK);
+            }
+            let pb = if json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                watch::bar()
+            };
+            let out = watch::follow(&p, false, |_, pv| {
+                if let Some(pv) = pv {
+                    watch::show(&pb, pv);
+                }
+            })
+            .await;
+            pb.finish_and_clear();
+            let out = out?;
+            if json {
+                v["state"] = Value::from(out.state.clone());
+                v["error"] = out.error.clone().map(Value::from).unwrap_or(Value::Null);
+                print_json(&v);
+            } else if let Some(e) = &out.error {
+                println!("Installing {ver} failed ({}): {e}", out.state);
+            } else {
+                println!("Installed {ver} into slot {slot}: {}.", out.state);
+            }
+            return Ok(if out.error.is_some() {
+                exit::JOB_FAILED
+            } else {
+                exit::OK
+            });
+        }
+        Cmd::Switch => {
+            p.switch(HashMap::new()).await?;
+            done(json, "Switched to the staged release.");
+        }
+        Cmd::Cancel => {
+            p.cancel().await?;
+            done(json, "Cancel requested.");
+        }
+        Cmd::Rollback { reason } => {
+            p.rollback(reason).await?;
+            done(json, "Rolled back.");
+        }
+        Cmd::MarkGood => {
+            p.mark_good().await?;
+            done(json, "Marked the booted release good.");
+        }
+        Cmd::MarkBad { reason } => {
+            p.mark_bad(reason).await?;
+            done(json, "Marked the booted release bad.");
+        }
+        Cmd::Hold {
+            reason,
+            until,
+            max_version,
+        } => {
+            let until = match until {
+                Some(u) => parse_time(u, true)?.to_string(),
+                None => String::new(),
+            };
+            p.hold(reason, &until, max_version.as_deref().unwrap_or(""))
+                .await?;
+            done(json, "Hold placed.");
+        }
+        Cmd::ReleaseHold => {
+            p.release_hold().await?;
+            done(json, "Hold released.");
+        }
+        Cmd::History {
+            limit,
+            since,
+            event,
+            release,
+        } => {
+            let mut f: HashMap<&str, ZValue<'_>> = HashMap::new();
+            if let Some(n) = limit {
+                f.insert("limit", ZValue::from(*n));
+            }
+            let since = since.as_deref().map(|s| parse_time(s, false)).transpose()?;
+            let since = since.map(|t| t.to_string());
+            if let Some(s) = &since {
+                f.insert("since", ZValue::from(s.as_str()));
+            }
+            if let Some(e) = event {
+                f.insert("event", ZValue::from(e.as_str()));
+            }
+            if let Some(r) = release {
+                f.insert("release", ZValue::from(r.as_str()));
+            }
+            let v = parse_json(&p.get_history(f).await?)?;
+            if json {
+                print_json(&v);
+            } else {
+                print!("{}", output::history(&v));
+            }
+        }
+        Cmd::Inventory => {
+            let v = parse_json(&p.get_inventory().await?)?;
+            if json {
+                print_json(&v);
+            } else {
+                print!("{}", output::tree(&v));
+            }
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::Verify,
+        } => {
+            let v = parse_json(&p.verify_audit().await?)?;
+            let ok = v["ok"].as_bool() == Some(true);
+            if json {
+                print_json(&v);
+            } else if ok {
+                println!("Audit log intact ({} records).", v["records"]);
+            } else {
+                println!(
+                    "Audit log BROKEN: {}",
+                    v["error"].as_str().unwrap_or("verification failed")
+                );
+            }
+            return Ok(if ok { exit::OK } else { exit::AUDIT_BROKEN });
+        }
+        Cmd::Watch { exit_if_idle } => return watch::watch(&p, json, *exit_if_idle).await,
+    }
+    Ok(exit::OK)
+}
+
+fn done(json: bool, msg: &str) {
+    if json {
+        println!("{}", serde_json::json!({ "ok": true }));
+    } else {
+        println!("{msg}");
+    }
+}

@@ -1,0 +1,277 @@
+//! Human output of `patchctl`: short, aligned, no decoration.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::dbus::types::{AvailableView, ProgressView, StatusView};
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = String>| {
+        let cells: Vec<String> = cells.collect();
+        let n = cells.len();
+        let mut l = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 < n {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            } else {
+                l.push_str(&c);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &mut header.iter().map(|h| h.to_string()));
+    for r in rows {
+        line(&mut out, &mut r.iter().cloned());
+    }
+    out
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn progress(p: &ProgressView) -> String {
+    let mut s = p.phase.clone();
+    if p.total > 0 {
+        let pct = p.done as f64 * 100.0 / p.total as f64;
+        let _ = write!(s, " {} / {} ({pct:.0}%)", bytes(p.done), bytes(p.total));
+    } else if p.done > 0 {
+        let _ = write!(s, " {}", bytes(p.done));
+    }
+    if p.rate > 0.0 {
+        let _ = write!(s, " at {}/s", bytes(p.rate as u64));
+    }
+    s
+}
+
+fn or_dash(s: &Option<String>) -> String {
+    s.clone().unwrap_or_else(|| "-".into())
+}
+
+pub fn status(s: &StatusView) -> String {
+    let mut kv: Vec<(&str, String)> = vec![("State", s.state.clone())];
+    let booted = s.booted_slot.clone().unwrap_or_else(|| "?".into());
+    kv.push((
+        "Current",
+        format!("{} (slot {booted})", or_dash(&s.current_version)),
+    ));
+    if s.staged_version.is_some() {
+        kv.push(("Staged", or_dash(&s.staged_version)));
+    }
+    if let Some(p) = &s.progress {
+        kv.push(("Job", progress(p)));
+    }
+    let avail = if s.available.is_empty() {
+        "none".to_owned()
+    } else {
+        s.available
+            .iter()
+            .map(|a| format!("{} ({} {})", a.version, a.severity, a.kind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    kv.push(("Available", avail));
+    if s.holds.is_empty() {
+        kv.push(("Hold", "none".into()));
+    }
+    for h in &s.holds {
+        let mut t = format!("{:?} by {}", h.reason, h.by);
+        if let Some(u) = h.until {
+            let _ = write!(t, " until {u}");
+        }
+        if let Some(m) = &h.max_version {
+            let _ = write!(t, ", up to {m}");
+        }
+        kv.push(("Hold", t));
+    }
+    kv.push((
+        "Next window",
+        s.next_window
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into()),
+    ));
+    kv.push((
+        "Last check",
+        s.last_check
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "never".into()),
+    ));
+    if let Some(e) = &s.last_error {
+        kv.push(("Last error", e.clone()));
+    }
+    let w = kv.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (k, v) in kv {
+        let _ = writeln!(out, "{:<w$} {v}", format!("{k}:"), w = w);
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = s
+        .slots
+        .iter()
+        .map(|sl| {
+            vec![
+                sl.name.clone(),
+                sl.state.clone(),
+                or_dash(&sl.version),
+                if sl.booted { "yes".into() } else { "".into() },
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["SLOT", "STATE", "VERSION", "BOOTED"], &rows));
+    out
+}
+
+pub fn available(list: &[AvailableView]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.version.clone(),
+                a.kind.clone(),
+                a.severity.clone(),
+                if a.cves.is_empty() {
+                    "-".into()
+                } else {
+                    a.cves.join(",")
+                },
+                a.summary.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["VERSION", "KIND", "SEVERITY", "CVES", "SUMMARY"], &rows)
+}
+
+/// History records: time, kind, actor, then the remaining fields as `key=value`.
+pub fn history(v: &Value) -> String {
+    let empty = Vec::new();
+    let recs = v.as_array().unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = recs
+        .iter()
+        .map(|r| {
+            let field = |k: &str| match &r[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            let rest = r
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| {
+                            !matches!(k.as_str(), "seq" | "time" | "event" | "actor" | "prev")
+                        })
+                        .map(|(k, v)| match v {
+                            Value::String(s) => format!("{k}={s}"),
+                            other => format!("{k}={other}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            vec![
+                field("seq"),
+                field("time"),
+                field("event"),
+                field("actor"),
+                rest,
+            ]
+        })
+        .collect();
+    table(&["SEQ", "TIME", "EVENT", "ACTOR", "DETAILS"], &rows)
+}
+
+/// Any JSON document as an indented `key: value` tree.
+pub fn tree(v: &Value) -> String {
+    fn go(out: &mut String, v: &Value, indent: usize) {
+        let pad = " ".repeat(indent);
+        match v {
+            Value::Object(m) => {
+                let w = m.keys().map(|k| k.len()).max().unwrap_or(0) + 1;
+                for (k, val) in m {
+                    match val {
+                        Value::Object(o) if !o.is_empty() => {
+                            let _ = writeln!(out, "{pad}{k}:");
+                            go(out, val, indent + 2);
+                        }
+                        Value::Array(a) if a.iter().any(|x| x.is_object()) => {
+                            let _ = writeln!(out, "{pad}{k}:");
+                            for (i, x) in a.iter().enumerate() {
+                                let _ = writeln!(out, "{pad}  [{i}]");
+                                go(out, x, indent + 4);
+                            }
+                        }
+                        _ => {
+                            let _ = writeln!(
+                                out,
+                                "{pad}{:<w$} {}",
+                                format!("{k}:"),
+                                scalar(val),
+                                w = w
+                            );
+                        }
+                    }
+                }
+            }
+            other => {
+                let _ = writeln!(out, "{pad}{}", scalar(other));
+            }
+        }
+    }
+    fn scalar(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(", "),
+            other => other.to_string(),
+        }
+    }
+    let mut out = String::new();
+    go(&mut out, v, 0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(
+            &["A", "BB"],
+            &[
+                vec!["long".into(), "x".into()],
+                vec!["s".into(), "y".into()],
+            ],
+        );
+        assert_eq!(t, "A     BB\nlong  x\ns     y\n");
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(64 * 1024 * 1024), "64.0 MiB");
+    }
+}

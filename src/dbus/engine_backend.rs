@@ -1,0 +1,270 @@
+//! [`ManagerBackend`] for the lifecycle engine's [`EngineHandle`]: maps callers to audit
+//! actors, engine values to the service's views, and engine errors to the service's error
+//! kinds (which become named D-Bus errors in `super::error`).
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
+use super::types::{
+    AvailableView, Caller, HistoryFilter, HoldView, ProgressView, SlotView, StatusView,
+};
+use crate::audit::{Actor, Filter};
+use crate::engine::{EngineError, EngineHandle, StatusSnapshot};
+
+fn actor(c: &Caller) -> Actor {
+    Actor::Uid(c.uid)
+}
+
+fn map_err(e: EngineError) -> BackendError {
+    let msg = e.to_string();
+    match e {
+        EngineError::Busy { .. } => BackendError::Busy(msg),
+        EngineError::NoSuchRelease { .. } | EngineError::NothingToInstall { .. } => {
+            BackendError::NotFound(msg)
+        }
+        EngineError::BadVersion { .. } => BackendError::InvalidArgument(msg),
+        _ => BackendError::Failed(msg),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> BackendResult<Value> {
+    serde_json::to_value(v).map_err(|e| BackendError::Failed(format!("cannot encode reply: {e}")))
+}
+
+/// The engine's snapshot as the D-Bus service shows it.
+pub fn status_view(s: &StatusSnapshot) -> StatusView {
+    StatusView {
+        state: s.state.as_str().to_owned(),
+        progress: s.progress.as_ref().map(|p| ProgressView {
+            phase: p.phase.clone(),
+            done: p.done,
+            total: p.total.unwrap_or(0),
+            rate: p.rate.unwrap_or(0.0),
+        }),
+        booted_slot: s.booted_slot.as_ref().map(|n| n.to_string()),
+        slots: s
+            .slots
+            .iter()
+            .map(|sl| SlotView {
+                name: sl.name.to_string(),
+                state: sl
+                    .state
+                    .and_then(|st| serde_json::to_value(st).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into()),
+                version: sl.version.clone(),
+                booted: sl.booted,
+            })
+            .collect(),
+        current_version: s.current_version.clone(),
+        staged_version: s.staged_version.clone(),
+        available: s
+            .available
+            .iter()
+            .map(|a| AvailableView {
+                version: a.version.clone(),
+                kind: a.kind.to_string(),
+                severity: a.severity.to_string(),
+                cves: a.cves.clone(),
+                summary: (!a.why_not.is_empty()).then(|| {
+                    let why: Vec<String> = a.why_not.iter().map(|w| w.to_string()).collect();
+                    format!("waiting: {}", why.join("; "))
+                }),
+            })
+            .collect(),
+        next_window: s.next_window,
+        last_check: s.last_check,
+        last_error: s.last_error.clone(),
+        holds: s
+            .holds
+            .iter()
+            .map(|h| HoldView {
+                reason: h.reason.clone(),
+                by: h.by.clone(),
+                since: Some(h.created),
+                until: h.until,
+                max_version: h.max_version.as_ref().map(|v| v.to_string()),
+            })
+            .collect(),
+    }
+}
+
+impl ManagerBackend for EngineHandle {
+    fn check(&self, caller: Caller) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let list = EngineHandle::check(self, actor(&caller))
+                .await
+                .map_err(map_err)?;
+            Ok(json!({ "available": to_json(&list)? }))
+        })
+    }
+
+    fn install(
+        &self,
+        caller: Caller,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let started = EngineHandle::install(self, actor(&caller), release, switch_now)
+                .await
+                .map_err(map_err)?;
+            to_json(&started)
+        })
+    }
+
+    /// An admin's switch overrides the maintenance window, rollout stage and reboot
+    /// inhibitors (the engine's `force`); holds, the floor and failed releases still apply.
+    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
+        Box::pin(async move {
+            EngineHandle::switch(self, actor(&caller), true)
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
+        Box::pin(async move {
+            EngineHandle::cancel(self, actor(&caller))
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn rollback(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
+        Box::pin(async move {
+            EngineHandle::rollback(self, actor(&caller), reason)
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
+        Box::pin(async move {
+            EngineHandle::mark_good(self, actor(&caller))
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn mark_bad(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
+        Box::pin(async move {
+            EngineHandle::mark_bad(self, actor(&caller), reason)
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn hold(
+        &self,
+        caller: Caller,
+        reason: String,
+        until: Option<Timestamp>,
+        max_version: Option<String>,
+    ) -> BoxFuture<'_, BackendResult<()>> {
+        Box::pin(async move {
+            EngineHandle::hold(self, actor(&caller), reason, until, max_version)
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
+        Box::pin(async move {
+            EngineHandle::release_hold(self, actor(&caller))
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>> {
+        let v = status_view(&EngineHandle::status(self));
+        Box::pin(async move { Ok(v) })
+    }
+
+    /// Must be called inside the tokio runtime: a small task maps every engine snapshot to
+    /// the service's view, until either side goes away.
+    fn subscribe(&self) -> watch::Receiver<StatusView> {
+        let mut src = EngineHandle::subscribe(self);
+        let (tx, rx) = watch::channel(status_view(&src.borrow_and_update()));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = src.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let view = status_view(&src.borrow_and_update());
+                        tx.send_if_modified(|cur| {
+                            if *cur == view {
+                                false
+                            } else {
+                                *cur = view;
+                                true
+                            }
+                        });
+                    }
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+        rx
+    }
+
+    fn history(&self, filter: HistoryFilter) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let f = Filter {
+                event: filter.event,
+                release: filter.release,
+                since: filter.since,
+                limit: filter.limit.map(|n| n as usize),
+                ..Filter::default()
+            };
+            let recs = EngineHandle::history(self, f).await.map_err(map_err)?;
+            to_json(&recs)
+        })
+    }
+
+    fn inventory(&self) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move { EngineHandle::inventory(self).await.map_err(map_err) })
+    }
+
+    fn verify_audit(&self) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let r = EngineHandle::verify_audit(self).await.map_err(map_err)?;
+            let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+            Ok(json!({
+                "ok": r.is_intact(),
+                "records": r.records,
+                "files": r.files,
+                "error": problems.first(),
+                "problems": problems,
+                "warnings": r.warnings.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "notes": r.notes,
+            }))
+        })
+    }
+
+    /// EngineHandle has no call to append a record for an event it did not run, and the
+    /// audit log has exactly one writer (the engine task). Until it has one, denials go
+    /// to the journal as structured records under the audit target.
+    fn record_denial(
+        &self,
+        caller: Caller,
+        action: String,
+        detail: String,
+    ) -> BoxFuture<'_, BackendResult<()>> {
+        tracing::warn!(
+            target: "patchd::audit",
+            event = "dbus.denied",
+            actor = %actor(&caller),
+            bus_name = %caller.bus_name,
+            action = %action,
+            detail = %detail,
+            "D-Bus request denied"
+        );
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,517 @@
+//! The `org.patchd.Patchd1.Manager` object: argument checks, polkit, one mutating call at
+//! a time, secrets scrubbed from answers, and `PropertiesChanged` for every status change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Mutex, OwnedMutexGuard};
+use tokio::task::JoinHandle;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::OwnedValue;
+use zbus::Connection;
+
+use super::authz::{self, Action, AuthMode, Decision};
+use super::backend::ManagerBackend;
+use super::error::Error;
+use super::limits::{self, ArgError, Limits, Options};
+use super::redact::{redact_json, redact_text};
+use super::types::{
+    ts_str, AvailableTuple, Caller, HoldTuple, ProgressTuple, ProgressView, SlotTuple, StatusView,
+};
+use super::{BUS_NAME, OBJECT_PATH};
+
+/// Which bus to serve on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    System,
+    /// A private bus (tests, the demo): a D-Bus address such as `unix:path=/tmp/x/bus`.
+    Address(String),
+}
+
+impl std::fmt::Display for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bus::System => f.write_str("the system bus"),
+            Bus::Address(a) => write!(f, "bus {a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub bus: Bus,
+    pub auth: AuthMode,
+    pub limits: Limits,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            bus: Bus::System,
+            auth: AuthMode::Polkit,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot serve {BUS_NAME} on {bus}: {source}")]
+    Bus {
+        bus: Bus,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error(
+        "authorization mode {0:?} is for private test buses only; use polkit on the system bus"
+    )]
+    TestAuthOnSystemBus(AuthMode),
+}
+
+/// A running service. Dropping it stops forwarding property changes; the bus connection
+/// (and with it the name) goes when the last clone of [`Service::connection`] is dropped.
+pub struct Service {
+    conn: Connection,
+    forwarder: JoinHandle<()>,
+}
+
+impl Service {
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Give up the bus name at once (before a restart of the engine, say) and stop
+    /// forwarding signals.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.conn.release_name(BUS_NAME).await {
+            tracing::warn!(error = %e, "cannot release bus name");
+        }
+        self.forwarder.abort();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
+/// Export the manager object on the chosen bus, own [`BUS_NAME`], and forward every status
+/// change of `backend` as `PropertiesChanged`.
+pub async fn serve(
+    backend: Arc<dyn ManagerBackend>,
+    opts: ServiceOptions,
+) -> Result<Service, ServiceError> {
+    let bus_err = |source| ServiceError::Bus {
+        bus: opts.bus.clone(),
+        source,
+    };
+    let builder = match &opts.bus {
+        Bus::System => {
+            if opts.auth != AuthMode::Polkit {
+                return Err(ServiceError::TestAuthOnSystemBus(opts.auth.clone()));
+            }
+            zbus::connection::Builder::system().map_err(bus_err)?
+        }
+        Bus::Address(a) => zbus::connection::Builder::address(a.as_str()).map_err(bus_err)?,
+    };
+    let snapshot = backend.subscribe();
+    let iface = ManagerIface {
+        backend,
+        auth: opts.auth.clone(),
+        limits: opts.limits,
+        snapshot: snapshot.clone(),
+        mutating: Arc::new(Mutex::new(())),
+    };
+    let conn = builder
+        .serve_at(OBJECT_PATH, iface)
+        .map_err(bus_err)?
+        .name(BUS_NAME)
+        .map_err(bus_err)?
+        .build()
+        .await
+        .map_err(bus_err)?;
+    tracing::info!(bus = %opts.bus, name = BUS_NAME, "D-Bus service ready");
+    let forwarder = tokio::spawn(forward_changes(conn.clone(), snapshot));
+    Ok(Service { conn, forwarder })
+}
+
+/// Emit `PropertiesChanged` for each property whose value changed.
+async fn forward_changes(conn: Connection, mut rx: watch::Receiver<StatusView>) {
+    let iface_ref = match conn
+        .object_server()
+        .interface::<_, ManagerIface>(OBJECT_PATH)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "manager object missing; no property signals");
+            return;
+        }
+    };
+    let mut last = rx.borrow_and_update().clone();
+    while rx.changed().await.is_ok() {
+        let new = rx.borrow_and_update().clone();
+        let iface = iface_ref.get().await;
+        let em = iface_ref.signal_emitter();
+        if let Err(e) = emit_diff(&iface, em, &last, &new).await {
+            tracing::warn!(error = %e, "cannot emit PropertiesChanged");
+        }
+        last = new;
+    }
+}
+
+async fn emit_diff(
+    iface: &ManagerIface,
+    em: &SignalEmitter<'_>,
+    a: &StatusView,
+    b: &StatusView,
+) -> zbus::Result<()> {
+    if a.state != b.state {
+        iface.state_changed(em).await?;
+    }
+    if a.progress != b.progress {
+        iface.progress_changed(em).await?;
+    }
+    if a.booted_slot != b.booted_slot {
+        iface.booted_slot_changed(em).await?;
+    }
+    if a.slots != b.slots {
+        iface.slots_changed(em).await?;
+    }
+    if a.current_version != b.current_version {
+        iface.current_version_changed(em).await?;
+    }
+    if a.staged_version != b.staged_version {
+        iface.staged_version_changed(em).await?;
+    }
+    if a.available != b.available {
+        iface.available_changed(em).await?;
+    }
+    if a.next_window != b.next_window {
+        iface.next_window_changed(em).await?;
+    }
+    if a.last_check != b.last_check {
+        iface.last_check_changed(em).await?;
+    }
+    if a.last_error != b.last_error {
+        iface.last_error_changed(em).await?;
+    }
+    if a.holds != b.holds {
+        iface.holds_changed(em).await?;
+    }
+    Ok(())
+}
+
+impl From<ArgError> for Error {
+    fn from(e: ArgError) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+fn json_out(mut v: serde_json::Value) -> String {
+    redact_json(&mut v);
+    v.to_string()
+}
+
+fn opt_str(s: &Option<String>) -> String {
+    s.as_deref().map(redact_text).unwrap_or_default()
+}
+
+/// The exported object. Holds no lifecycle state of its own: everything is asked from the
+/// backend or read from its status channel.
+pub struct ManagerIface {
+    backend: Arc<dyn ManagerBackend>,
+    auth: AuthMode,
+    limits: Limits,
+    snapshot: watch::Receiver<StatusView>,
+    /// Held for the whole of a mutating call: a second one gets `Busy` instead of waiting
+    /// or interleaving.
+    mutating: Arc<Mutex<()>>,
+}
+
+impl ManagerIface {
+    /// Identify and authorize the caller of a mutating call, audit a refusal, and take the
+    /// mutating-call slot.
+    async fn admit(
+        &self,
+        conn: &Connection,
+        hdr: &Header<'_>,
+        action: Action,
+        detail: String,
+    ) -> Result<(Caller, OwnedMutexGuard<()>), Error> {
+        let caller = authz::caller_of(conn, hdr)
+            .await
+            .map_err(|e| Error::Failed(format!("cannot identify caller: {e}")))?;
+        if let Decision::Denied(why) =
+            authz::authorize(&self.auth, conn, hdr, &caller, action).await
+        {
+            tracing::warn!(
+                uid = caller.uid,
+                bus_name = %caller.bus_name,
+                action = action.id(),
+                reason = %why,
+                "request denied"
+            );
+            if let Err(e) = self
+                .backend
+                .record_denial(caller.clone(), action.id().to_owned(), detail)
+                .await
+            {
+                tracing::error!(error = %e, action = action.id(), "cannot audit denial");
+            }
+            return Err(Error::NotAuthorized(why));
+        }
+        let guard = self
+            .mutating
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| Error::Busy("another request is in progress; retry later".into()))?;
+        tracing::info!(uid = caller.uid, action = action.id(), "request authorized");
+        Ok((caller, guard))
+    }
+
+    fn snap(&self) -> StatusView {
+        self.snapshot.borrow().clone()
+    }
+}
+
+#[zbus::interface(name = "org.patchd.Patchd1.Manager")]
+impl ManagerIface {
+    /// Look for new releases now. Returns the outcome as JSON.
+    async fn check(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let (caller, _busy) = self.admit(conn, &hdr, Action::Check, String::new()).await?;
+        Ok(json_out(self.backend.check(caller).await?))
+    }
+
+    /// Stage `release` ("" = newest allowed); option `switch_now` (b) switches right after.
+    async fn install(
+        &self,
+        release: String,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let release = limits::version_arg("release", &release, self.limits.release)?;
+        let o = Options::new(&options, limits::INSTALL_OPTIONS, &self.limits)?;
+        let switch_now = o.bool("switch_now")?.unwrap_or(false);
+        let detail = release.clone().unwrap_or_default();
+        let (caller, _busy) = self.admit(conn, &hdr, Action::Install, detail).await?;
+        Ok(json_out(
+            self.backend.install(caller, release, switch_now).await?,
+        ))
+    }
+
+    /// Switch to the staged release now, overriding the maintenance window (holds still
+    /// apply). No options are defined yet; unknown keys are refused.
+    async fn switch(
+        &self,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        Options::new(&options, limits::SWITCH_OPTIONS, &self.limits)?;
+        let (caller, _busy) = self
+            .admit(conn, &hdr, Action::Switch, String::new())
+            .await?;
+        Ok(self.backend.switch(caller).await?)
+    }
+
+    /// Stop the running job (staging); the partial slot is left invalid.
+    async fn cancel(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        // Cancelling is allowed to whoever may install; it does not take the
+        // mutating-call slot, because the call it cancels may be holding it.
+        let caller = authz::caller_of(conn, &hdr)
+            .await
+            .map_err(|e| Error::Failed(format!("cannot identify caller: {e}")))?;
+        if let Decision::Denied(why) =
+            authz::authorize(&self.auth, conn, &hdr, &caller, Action::Install).await
+        {
+            if let Err(e) = self
+                .backend
+                .record_denial(caller, Action::Install.id().to_owned(), "cancel".into())
+                .await
+            {
+                tracing::error!(error = %e, "cannot audit denial");
+            }
+            return Err(Error::NotAuthorized(why));
+        }
+        Ok(self.backend.cancel(caller).await?)
+    }
+
+    /// Go back to the previous release now.
+    async fn rollback(
+        &self,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let reason = limits::text_arg("reason", &reason, self.limits.reason, false)?;
+        let (caller, _busy) = self
+            .admit(conn, &hdr, Action::Rollback, reason.clone())
+            .await?;
+        Ok(self.backend.rollback(caller, reason).await?)
+    }
+
+    /// Declare the booted release good (commit it) without waiting for health checks.
+    async fn mark_good(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let (caller, _busy) = self.admit(conn, &hdr, Action::Mark, String::new()).await?;
+        Ok(self.backend.mark_good(caller).await?)
+    }
+
+    /// Declare the booted release bad: it is rolled back and never retried automatically.
+    async fn mark_bad(
+        &self,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let reason = limits::text_arg("reason", &reason, self.limits.reason, true)?;
+        let (caller, _busy) = self.admit(conn, &hdr, Action::Mark, reason.clone()).await?;
+        Ok(self.backend.mark_bad(caller, reason).await?)
+    }
+
+    /// Place a hold: no switching until `until` (RFC 3339, "" = until released), only up
+    /// to `max_version` ("" = nothing at all).
+    async fn hold(
+        &self,
+        reason: String,
+        until: String,
+        max_version: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let reason = limits::text_arg("reason", &reason, self.limits.reason, true)?;
+        let until = limits::timestamp_arg("until", &until)?;
+        let max_version = limits::version_arg("max_version", &max_version, self.limits.release)?;
+        let (caller, _busy) = self.admit(conn, &hdr, Action::Hold, reason.clone()).await?;
+        Ok(self
+            .backend
+            .hold(caller, reason, until, max_version)
+            .await?)
+    }
+
+    async fn release_hold(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let (caller, _busy) = self.admit(conn, &hdr, Action::Hold, String::new()).await?;
+        Ok(self.backend.release_hold(caller).await?)
+    }
+
+    /// Full status as JSON (same fields as the properties, plus nothing secret).
+    async fn get_status(&self) -> Result<String, Error> {
+        let status = self.backend.status().await?;
+        let v = serde_json::to_value(&status)
+            .map_err(|e| Error::Failed(format!("cannot encode status: {e}")))?;
+        Ok(json_out(v))
+    }
+
+    /// Audit records as a JSON array; filter keys: `limit` (u), `since` (s, RFC 3339),
+    /// `event` (s), `release` (s).
+    async fn get_history(&self, filter: HashMap<String, OwnedValue>) -> Result<String, Error> {
+        let filter = limits::history_filter(&filter, &self.limits)?;
+        Ok(json_out(self.backend.history(filter).await?))
+    }
+
+    /// Inventory document as JSON.
+    async fn get_inventory(&self) -> Result<String, Error> {
+        Ok(json_out(self.backend.inventory().await?))
+    }
+
+    /// Verify the audit hash chain; JSON with at least `{"ok": bool}`.
+    async fn verify_audit(&self) -> Result<String, Error> {
+        Ok(json_out(self.backend.verify_audit().await?))
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> String {
+        redact_text(&self.snapshot.borrow().state)
+    }
+
+    /// (phase, done, total, rate); phase "" when no job runs.
+    #[zbus(property)]
+    fn progress(&self) -> ProgressTuple {
+        ProgressView::to_tuple(self.snapshot.borrow().progress.as_ref())
+    }
+
+    #[zbus(property)]
+    fn booted_slot(&self) -> String {
+        opt_str(&self.snapshot.borrow().booted_slot)
+    }
+
+    /// (name, state, version, booted) per slot.
+    #[zbus(property)]
+    fn slots(&self) -> Vec<SlotTuple> {
+        self.snap().slots.iter().map(|s| s.to_tuple()).collect()
+    }
+
+    #[zbus(property)]
+    fn current_version(&self) -> String {
+        opt_str(&self.snapshot.borrow().current_version)
+    }
+
+    #[zbus(property)]
+    fn staged_version(&self) -> String {
+        opt_str(&self.snapshot.borrow().staged_version)
+    }
+
+    /// (version, kind, severity, cves, summary) per release.
+    #[zbus(property)]
+    fn available(&self) -> Vec<AvailableTuple> {
+        self.snap()
+            .available
+            .iter()
+            .map(|a| {
+                let mut t = a.to_tuple();
+                t.4 = redact_text(&t.4);
+                t
+            })
+            .collect()
+    }
+
+    /// Start of the next maintenance window, RFC 3339 ("" = none scheduled).
+    #[zbus(property)]
+    fn next_window(&self) -> String {
+        ts_str(self.snapshot.borrow().next_window)
+    }
+
+    /// Time of the last successful check, RFC 3339 ("" = never).
+    #[zbus(property)]
+    fn last_check(&self) -> String {
+        ts_str(self.snapshot.borrow().last_check)
+    }
+
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        opt_str(&self.snapshot.borrow().last_error)
+    }
+
+    /// (reason, by, since, until, max_version) per hold.
+    #[zbus(property)]
+    fn holds(&self) -> Vec<HoldTuple> {
+        self.snap()
+            .holds
+            .iter()
+            .map(|h| {
+                let mut t = h.to_tuple();
+                t.0 = redact_text(&t.0);
+                t
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,170 @@
+//! Plain data the service exchanges with its backend and, as JSON or D-Bus tuples, with
+//! clients. Field names here are the public JSON API (see `docs/admin.md`).
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Who made a call, as the bus daemon vouches for it — never taken from arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// Unix uid of the connection, from `org.freedesktop.DBus.GetConnectionUnixUser`.
+    pub uid: u32,
+    /// Unique bus name (`:1.42`), the polkit subject.
+    pub bus_name: String,
+}
+
+/// Everything `patchctl status` shows; also the source of the D-Bus properties.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Lifecycle state: `idle`, `update_available`, `staging`, `staged`, `switching`,
+    /// `verifying`, `committed`, `rolled_back`, `failed`.
+    pub state: String,
+    /// Running job, if any.
+    pub progress: Option<ProgressView>,
+    pub booted_slot: Option<String>,
+    pub slots: Vec<SlotView>,
+    pub current_version: Option<String>,
+    pub staged_version: Option<String>,
+    pub available: Vec<AvailableView>,
+    pub next_window: Option<Timestamp>,
+    pub last_check: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub holds: Vec<HoldView>,
+}
+
+/// Progress of the running job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressView {
+    /// `download`, `write`, `verify`, `switch`, `health`…
+    pub phase: String,
+    pub done: u64,
+    /// 0 when unknown.
+    pub total: u64,
+    /// Bytes (or units) per second, 0 when unknown.
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotView {
+    pub name: String,
+    /// `empty`, `incomplete`, `verified`, `good`, `bad`.
+    pub state: String,
+    pub version: Option<String>,
+    pub booted: bool,
+}
+
+/// One release the device may install, with its categorization.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvailableView {
+    pub version: String,
+    /// `security`, `bugfix`, `feature`.
+    pub kind: String,
+    /// `critical`, `high`, `medium`, `low`.
+    pub severity: String,
+    pub cves: Vec<String>,
+    pub summary: Option<String>,
+}
+
+/// A documented exception: no switching (above `max_version`, if set) until `until`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub reason: String,
+    /// Who placed it: `uid:1000` or `policy`.
+    pub by: String,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub max_version: Option<String>,
+}
+
+/// Filter for `GetHistory` (D-Bus `a{sv}` keys of the same names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryFilter {
+    /// At most this many records, newest last.
+    pub limit: Option<u32>,
+    /// Only records at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only records of this event (e.g. `install`, `rollback`, `dbus.denied`).
+    pub event: Option<String>,
+    /// Only records about this release.
+    pub release: Option<String>,
+}
+
+/// Wire shape of the `Progress` property: (phase, done, total, rate).
+pub type ProgressTuple = (String, u64, u64, f64);
+/// Wire shape of one `Slots` entry: (name, state, version, booted).
+pub type SlotTuple = (String, String, String, bool);
+/// Wire shape of one `Available` entry: (version, kind, severity, cves, summary).
+pub type AvailableTuple = (String, String, String, Vec<String>, String);
+/// Wire shape of one `Holds` entry: (reason, by, since, until, max_version).
+pub type HoldTuple = (String, String, String, String, String);
+
+pub(crate) fn ts_str(t: Option<Timestamp>) -> String {
+    t.map(|t| t.to_string()).unwrap_or_default()
+}
+
+impl ProgressView {
+    pub fn to_tuple(p: Option<&ProgressView>) -> ProgressTuple {
+        match p {
+            Some(p) => (p.phase.clone(), p.done, p.total, p.rate),
+            None => (String::new(), 0, 0, 0.0),
+        }
+    }
+
+    /// An empty phase on the wire means "no job running".
+    pub fn from_tuple(t: ProgressTuple) -> Option<ProgressView> {
+        if t.0.is_empty() {
+            return None;
+        }
+        Some(ProgressView {
+            phase: t.0,
+            done: t.1,
+            total: t.2,
+            rate: t.3,
+        })
+    }
+}
+
+impl SlotView {
+    pub fn to_tuple(&self) -> SlotTuple {
+        (
+            self.name.clone(),
+            self.state.clone(),
+            self.version.clone().unwrap_or_default(),
+            self.booted,
+        )
+    }
+}
+
+impl AvailableView {
+    pub fn to_tuple(&self) -> AvailableTuple {
+        (
+            self.version.clone(),
+            self.kind.clone(),
+            self.severity.clone(),
+            self.cves.clone(),
+            self.summary.clone().unwrap_or_default(),
+        )
+    }
+
+    pub fn from_tuple(t: AvailableTuple) -> Self {
+        Self {
+            version: t.0,
+            kind: t.1,
+            severity: t.2,
+            cves: t.3,
+            summary: (!t.4.is_empty()).then_some(t.4),
+        }
+    }
+}
+
+impl HoldView {
+    pub fn to_tuple(&self) -> HoldTuple {
+        (
+            self.reason.clone(),
+            self.by.clone(),
+            ts_str(self.since),
+            ts_str(self.until),
+            self.max_version.clone().unwrap_or_default(),
+        )
+    }
+}

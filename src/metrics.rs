@@ -1,0 +1,251 @@
+//! Prometheus text-format metrics for node_exporter's textfile collector, written
+//! atomically (temp file + rename) so the collector never reads a half-written file.
+//! The engine owns the values; this module only renders and writes them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+/// Lifecycle states, each exported as one `patchd_state{state=…}` series so dashboards
+/// see a 0 for every state the device is not in.
+pub const STATES: &[&str] = &[
+    "idle",
+    "update_available",
+    "staging",
+    "staged",
+    "switching",
+    "verifying",
+    "committed",
+    "rolled_back",
+    "failed",
+];
+
+/// One available release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvailableMetric {
+    pub version: String,
+    pub kind: String,
+    pub severity: String,
+}
+
+/// Values the engine reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    pub state: String,
+    pub current_version: Option<String>,
+    pub staged_version: Option<String>,
+    pub available: Vec<AvailableMetric>,
+    pub last_successful_check: Option<Timestamp>,
+    pub staged_bytes: u64,
+    /// Failed jobs by reason (`download`, `verify`, `health`, …), counted since install.
+    pub failures: BTreeMap<String, u64>,
+    /// Rollbacks by reason (`health`, `boot`, `deadline`, `manual`).
+    pub rollbacks: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write metrics file {path}: {source}")]
+pub struct MetricsError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Label value escaping of the text exposition format.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Render the snapshot as of `now`.
+pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
+    let mut o = String::new();
+    header(
+        &mut o,
+        "patchd_state",
+        "gauge",
+        "1 for the current lifecycle state, 0 for the others.",
+    );
+    let mut states: Vec<&str> = STATES.to_vec();
+    if !states.contains(&m.state.as_str()) && !m.state.is_empty() {
+        states.push(&m.state);
+    }
+    for s in states {
+        let v = u8::from(s == m.state);
+        let _ = writeln!(o, "patchd_state{{state=\"{}\"}} {v}", esc(s));
+    }
+    header(
+        &mut o,
+        "patchd_current_version_info",
+        "gauge",
+        "Release the device runs.",
+    );
+    if let Some(v) = &m.current_version {
+        let _ = writeln!(o, "patchd_current_version_info{{version=\"{}\"}} 1", esc(v));
+    }
+    header(
+        &mut o,
+        "patchd_staged_version_info",
+        "gauge",
+        "Release staged in the inactive slot.",
+    );
+    if let Some(v) = &m.staged_version {
+        let _ = writeln!(o, "patchd_staged_version_info{{version=\"{}\"}} 1", esc(v));
+    }
+    header(
+        &mut o,
+        "patchd_available_version_info",
+        "gauge",
+        "Releases available to install, categorized.",
+    );
+    for a in &m.available {
+        let _ = writeln!(
+            o,
+            "patchd_available_version_info{{version=\"{}\",kind=\"{}\",severity=\"{}\"}} 1",
+            esc(&a.version),
+            esc(&a.kind),
+            esc(&a.severity)
+        );
+    }
+    header(
+        &mut o,
+        "patchd_available_updates",
+        "gauge",
+        "Number of releases available to install.",
+    );
+    let _ = writeln!(o, "patchd_available_updates {}", m.available.len());
+    if let Some(t) = m.last_successful_check {
+        header(
+            &mut o,
+            "patchd_last_successful_check_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful check.",
+        );
+        let _ = writeln!(
+            o,
+            "patchd_last_successful_check_timestamp_seconds {}",
+            t.as_second()
+        );
+        header(
+            &mut o,
+            "patchd_seconds_since_last_successful_check",
+            "gauge",
+            "Seconds since the last successful check.",
+        );
+        let age = now.duration_since(t).as_secs_f64().max(0.0);
+        let _ = writeln!(o, "patchd_seconds_since_last_successful_check {age:.0}");
+    }
+    header(
+        &mut o,
+        "patchd_staged_bytes",
+        "gauge",
+        "Bytes written to the inactive slot for the staged release.",
+    );
+    let _ = writeln!(o, "patchd_staged_bytes {}", m.staged_bytes);
+    header(
+        &mut o,
+        "patchd_failures_total",
+        "counter",
+        "Failed jobs by reason.",
+    );
+    for (r, n) in &m.failures {
+        let _ = writeln!(o, "patchd_failures_total{{reason=\"{}\"}} {n}", esc(r));
+    }
+    header(
+        &mut o,
+        "patchd_rollbacks_total",
+        "counter",
+        "Rollbacks by reason.",
+    );
+    for (r, n) in &m.rollbacks {
+        let _ = writeln!(o, "patchd_rollbacks_total{{reason=\"{}\"}} {n}", esc(r));
+    }
+    o
+}
+
+/// Write the metrics file atomically (mode 0644: node_exporter runs unprivileged).
+/// `path` should end in `.prom`; the temporary file does not, so the collector skips it.
+pub fn write_textfile(
+    path: &Path,
+    m: &MetricsSnapshot,
+    now: Timestamp,
+) -> Result<(), MetricsError> {
+    crate::fsutil::atomic_write_mode(path, render(m, now).as_bytes(), 0o644).map_err(|source| {
+        MetricsError {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> MetricsSnapshot {
+        MetricsSnapshot {
+            state: "staged".into(),
+            current_version: Some("1.0.0".into()),
+            staged_version: Some("1.1.0".into()),
+            available: vec![AvailableMetric {
+                version: "1.1.0".into(),
+                kind: "security".into(),
+                severity: "high".into(),
+            }],
+            last_successful_check: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+            staged_bytes: 1 << 33,
+            failures: BTreeMap::from([("download".to_owned(), 2)]),
+            rollbacks: BTreeMap::from([("health \"x\"".to_owned(), 1)]),
+        }
+    }
+
+    #[test]
+    fn renders_every_series() {
+        let now: Timestamp = "2026-01-01T00:01:40Z".parse().unwrap();
+        let t = render(&sample(), now);
+        for line in [
+            "patchd_state{state=\"staged\"} 1",
+            "patchd_state{state=\"idle\"} 0",
+            "patchd_current_version_info{version=\"1.0.0\"} 1",
+            "patchd_available_version_info{version=\"1.1.0\",kind=\"security\",severity=\"high\"} 1",
+            "patchd_seconds_since_last_successful_check 100",
+            "patchd_staged_bytes 8589934592",
+            "patchd_failures_total{reason=\"download\"} 2",
+            "patchd_rollbacks_total{reason=\"health \\\"x\\\"\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        // Every sample line is `name{labels} value` or `name value`.
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            let value = l.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {l:?}");
+        }
+    }
+
+    #[test]
+    fn write_is_atomic_and_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("patchd.prom");
+        write_textfile(&p, &sample(), Timestamp::now()).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("patchd_state{state=\"staged\"} 1"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "temporary files left: {names:?}");
+    }
+}
