@@ -12,7 +12,9 @@ SECTOR=512
 P1_START=2048;   P1_SIZE=$((16 * 2048))   # boot: ext2, /grub/grub.cfg + grubenv
 P2_START=$((P1_START + P1_SIZE)); P2_SIZE=$((160 * 2048)) # root a
 P3_START=$((P2_START + P2_SIZE)); P3_SIZE=$((160 * 2048)) # root b
-P4_START=$((P3_START + P3_SIZE)); P4_SIZE=$((64 * 2048))  # data: /var/lib/patchd
+P4_START=$((P3_START + P3_SIZE)); P4_SIZE=$((128 * 2048)) # data: /var/lib/patchd
+# A release's root filesystem is smaller than its slot: staging then copies only this.
+ROOT_FS_SECTORS=$((64 * 2048))
 DISK_SECTORS=$((P4_START + P4_SIZE))
 
 vm_log() { printf '[vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -88,9 +90,10 @@ vm_build_root_tree() {
   cp "$initrd" "$tree/boot/initrd.img"
   # Our release binaries, when they were built (tests/suites/vm builds them when a
   # scenario needs them).
-  for b in patchd patchctl patchpub; do
+  for b in patchd patchctl; do
     if [ -x "$VM_TOP/target/release/$b" ]; then
       cp "$VM_TOP/target/release/$b" "$tree/usr/bin/$b"
+      strip "$tree/usr/bin/$b" 2>/dev/null || true
     fi
   done
 }
@@ -123,7 +126,7 @@ vm_build() {
   local kdir key stamp
   kdir=$(vm_kernel)
   key=$( { cat "$VM_DIR"/guest/* "$VM_DIR/lib.sh"; echo "$VM_KVER";
-    for b in patchd patchctl patchpub; do
+    for b in patchd patchctl; do
       [ -x "$VM_TOP/target/release/$b" ] && sha256sum "$VM_TOP/target/release/$b"; done; } |
     sha256sum | cut -c1-16)
   stamp=$VM_CACHE/parts/.key
@@ -145,7 +148,7 @@ vm_build() {
   local r
   for r in v1:good v2:good v3:good v4:noinit; do
     vm_build_root_tree "$tmp/root" "${r%%:*}" "${r##*:}" "$kdir" "$p/initrd.img"
-    vm_mkfs ext4 "$tmp/root" "$p/root-${r%%:*}.img" "$P2_SIZE" "root"
+    vm_mkfs ext4 "$tmp/root" "$p/root-${r%%:*}.img" "$ROOT_FS_SECTORS" "root"
   done
   mkdir -p "$tmp/data/vm"
   vm_mkfs ext4 "$tmp/data" "$p/data.img" "$P4_SIZE" data
@@ -252,7 +255,7 @@ vm_wait_exit() {
     fi
     sleep 0.1; i=$((i + 1))
   done
-  wait "$VM_PID" 2>/dev/null
+  wait "$VM_PID" 2>/dev/null || true
   return 0
 }
 
@@ -268,7 +271,6 @@ vm_wait_console() {
 
 # Hard power-off: what a power cut does to the guest.
 vm_kill() {
-  kill -KILL "$VM_PID" 2>/dev/null
-  wait "$VM_PID" 2>/dev/null
-  return 0
+  kill -KILL "$VM_PID" 2>/dev/null || true
+  wait "$VM_PID" 2>/dev/null || true
 }
