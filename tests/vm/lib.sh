@@ -6,6 +6,8 @@ VM_DIR=$VM_TOP/tests/vm
 VM_CACHE=${VM_CACHE:-$VM_DIR/cache}
 VM_KVER=${VM_KVER:-6.1.0-56-amd64}
 VM_QEMU_MEM=${VM_QEMU_MEM:-384}
+# The try-once GRUB script under test: the one the project ships.
+VM_GRUB_SNIPPET=${VM_GRUB_SNIPPET:-$VM_TOP/packaging/grub/patchd-ab.cfg}
 
 # Disk layout (MBR, 512-byte sectors). The first MiB holds GRUB's boot.img and core.img.
 SECTOR=512
@@ -125,7 +127,8 @@ vm_build() {
   mkdir -p "$VM_CACHE"
   local kdir key stamp
   kdir=$(vm_kernel)
-  key=$( { cat "$VM_DIR"/guest/* "$VM_DIR/lib.sh"; echo "$VM_KVER";
+  [ -f "$VM_GRUB_SNIPPET" ] || vm_die "GRUB snippet $VM_GRUB_SNIPPET missing"
+  key=$( { cat "$VM_DIR"/guest/* "$VM_DIR/lib.sh" "$VM_GRUB_SNIPPET"; echo "$VM_KVER";
     for b in patchd patchctl; do
       [ -x "$VM_TOP/target/release/$b" ] && sha256sum "$VM_TOP/target/release/$b"; done; } |
     sha256sum | cut -c1-16)
@@ -141,7 +144,8 @@ vm_build() {
   vm_build_grub "$p/grub"
   # Boot partition: the try-once script and a fresh environment block.
   mkdir -p "$tmp/boot/grub"
-  vm_grub_cfg >"$tmp/boot/grub/grub.cfg"
+  cp "$VM_DIR/guest/grub.cfg" "$tmp/boot/grub/grub.cfg"
+  cp "$VM_GRUB_SNIPPET" "$tmp/boot/grub/patchd-ab.cfg"
   grub-editenv "$tmp/boot/grub/grubenv" create
   grub-editenv "$tmp/boot/grub/grubenv" set patchd_order=a patchd_a_ok=1
   vm_mkfs ext2 "$tmp/boot" "$p/boot.img" "$P1_SIZE" boot
@@ -154,12 +158,6 @@ vm_build() {
   vm_mkfs ext4 "$tmp/data" "$p/data.img" "$P4_SIZE" data
   rm -rf "$tmp"
   echo "$key" >"$stamp"
-}
-
-# The grub.cfg installed on the boot partition: the project's shipped snippet when it
-# exists, else the interim one of tests/vm/guest.
-vm_grub_cfg() {
-  cat "$VM_DIR/guest/grub.cfg"
 }
 
 # Assembles a disk image: $1 path, $2 release in slot a, $3 release in slot b (or "-").
@@ -268,6 +266,9 @@ vm_wait_console() {
     sleep 0.1; i=$((i + 1))
   done
 }
+
+# Console text without carriage returns and terminal escapes (GRUB clears the screen).
+vm_clean() { sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' -e 's/\r//g'; }
 
 # Hard power-off: what a power cut does to the guest.
 vm_kill() {

@@ -67,16 +67,17 @@ HOOK
     start_until_staging
     t0=$(date +%s%N)
     if [ -z "$staging_ms" ]; then
-      # The first cut measures how long writing takes, so later points spread over it.
-      vm_wait_console "$log" 'VMTEST: staging written' 600 || fail "cut $i: staging did not end"
-      staging_ms=$(( ($(date +%s%N) - t0) / 1000000 + 2000 ))
+      # The first cut comes at the switch and measures how long staging (write and
+      # verify) takes, so later points spread over all of it.
+      vm_wait_console "$log" 'VMTEST: (switched|staged image)' 900 || fail "cut $i: staging did not end"
+      staging_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
       delay=measure
     else
       delay=$(( (RANDOM * 32768 + RANDOM) % (staging_ms + 1) ))
       vm_wait_console "$log" 'VMTEST: switched' "$(( delay / 1000 ))" || true
     fi
     vm_kill; VM_PID=
-    phase=$(grep -a 'VMTEST:' "$log" | tail -n 1 | tr -d '\r')
+    phase=$(grep -a 'VMTEST:' "$log" | tail -n 1 | vm_clean)
     echo "cut $i (run $runs): after $(( ($(date +%s%N) - t0) / 1000000 ))ms (target ${delay}ms of ${staging_ms}ms), last: $phase"
   done
   # Cuts during the first boot of the new slot, before its userspace runs.
@@ -89,7 +90,7 @@ HOOK
       vm_wait_console "$log" 'vm-initramfs: mounting root=/dev/vda3' 120 || fail "boot cut $i: b's kernel did not start"
     fi
     vm_kill; VM_PID=
-    echo "boot cut $i (run $runs): last: $(grep -aE 'VMTEST:|patchd:|vm-initramfs' "$log" | tail -n 1 | tr -d '\r')"
+    echo "boot cut $i (run $runs): last: $(grep -aE 'VMTEST:|patchd:|vm-initramfs' "$log" | tail -n 1 | vm_clean)"
   done
   echo "commit" >"$W/commit"
   vm_put "$DISK" 4 "$W/commit" /vm/commit
