@@ -15,8 +15,6 @@ P1_START=2048;   P1_SIZE=$((16 * 2048))   # boot: ext2, /grub/grub.cfg + grubenv
 P2_START=$((P1_START + P1_SIZE)); P2_SIZE=$((160 * 2048)) # root a
 P3_START=$((P2_START + P2_SIZE)); P3_SIZE=$((160 * 2048)) # root b
 P4_START=$((P3_START + P3_SIZE)); P4_SIZE=$((128 * 2048)) # data: /var/lib/patchd
-# A release's root filesystem is smaller than its slot: staging then copies only this.
-ROOT_FS_SECTORS=$((64 * 2048))
 DISK_SECTORS=$((P4_START + P4_SIZE))
 
 vm_log() { printf '[vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -152,7 +150,11 @@ vm_build() {
   local r
   for r in v1:good v2:good v3:good v4:noinit; do
     vm_build_root_tree "$tmp/root" "${r%%:*}" "${r##*:}" "$kdir" "$p/initrd.img"
-    vm_mkfs ext4 "$tmp/root" "$p/root-${r%%:*}.img" "$ROOT_FS_SECTORS" "root"
+    # A release's filesystem is its content plus room for the journal, not the whole
+    # slot: staging (and its power-cut scenario) then copies and verifies only that.
+    local mib=$(( ($(du -sm "$tmp/root" | cut -f1) + 12 + 3) / 4 * 4 ))
+    [ "$mib" -le $((P2_SIZE / 2048)) ] || vm_die "root filesystem of ${mib} MiB exceeds the slot"
+    vm_mkfs ext4 "$tmp/root" "$p/root-${r%%:*}.img" $((mib * 2048)) "root"
   done
   mkdir -p "$tmp/data/vm"
   vm_mkfs ext4 "$tmp/data" "$p/data.img" "$P4_SIZE" data
