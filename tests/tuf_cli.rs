@@ -1,64 +1,10 @@
 //! The `tuf-client` example, driven as a separate process against a repository served
 //! over HTTP by `python3 -m http.server` on 127.0.0.1.
 mod tuf_support;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use tuf_support::*;
-
-fn tuf_client() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("examples/tuf-client");
-    p.exists().then_some(p)
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(dir: &Path, log: PathBuf) -> Option<Server> {
-        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).ok()?)
-            .spawn()
-            .ok()?;
-        let s = Server { child, port, log };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(s);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        None
-    }
-
-    fn url(&self, sub: &str) -> String {
-        format!("http://127.0.0.1:{}/{sub}", self.port)
-    }
-
-    fn requests_for(&self, needle: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"GET ") && l.contains(needle))
-            .count()
-    }
-}
 
 fn run(bin: &Path, args: &[&str]) -> Output {
     Command::new(bin).args(args).output().unwrap()
@@ -99,12 +45,33 @@ fn init_refresh_download_over_http() {
     let md_s = md.to_str().unwrap();
     let td_s = td.to_str().unwrap();
     let root_file = repo.meta_dir().join("1.root.json");
-    assert_exit(&run(&bin, &["--metadata-dir", md_s, "init", root_file.to_str().unwrap()]), 0);
-    assert_eq!(files_in(&md).into_keys().collect::<Vec<_>>(), vec!["root.json"]);
+    assert_exit(
+        &run(
+            &bin,
+            &["--metadata-dir", md_s, "init", root_file.to_str().unwrap()],
+        ),
+        0,
+    );
+    assert_eq!(
+        files_in(&md).into_keys().collect::<Vec<_>>(),
+        vec!["root.json"]
+    );
 
     let meta_url = server.url("metadata/");
     let target_url = server.url("targets/");
-    assert_exit(&run(&bin, &["--metadata-url", &meta_url, "--metadata-dir", md_s, "refresh"]), 0);
+    assert_exit(
+        &run(
+            &bin,
+            &[
+                "--metadata-url",
+                &meta_url,
+                "--metadata-dir",
+                md_s,
+                "refresh",
+            ],
+        ),
+        0,
+    );
     for name in files_in(&md).into_keys() {
         assert!(
             name.ends_with(".json") || !name.contains(".json"),
@@ -112,12 +79,25 @@ fn init_refresh_download_over_http() {
         );
     }
     let download = [
-        "--target-dir", td_s, "--target-name", "rel/app.bin", "--metadata-dir", md_s,
-        "--target-base-url", &target_url, "--metadata-url", &meta_url, "--target-name",
-        "notes.txt", "download",
+        "--target-dir",
+        td_s,
+        "--target-name",
+        "rel/app.bin",
+        "--metadata-dir",
+        md_s,
+        "--target-base-url",
+        &target_url,
+        "--metadata-url",
+        &meta_url,
+        "--target-name",
+        "notes.txt",
+        "download",
     ];
     assert_exit(&run(&bin, &download), 0);
-    assert_eq!(std::fs::read(td.join("rel%2Fapp.bin")).unwrap(), b"application v1");
+    assert_eq!(
+        std::fs::read(td.join("rel%2Fapp.bin")).unwrap(),
+        b"application v1"
+    );
     assert_eq!(std::fs::read(td.join("notes.txt")).unwrap(), b"notes");
     assert_eq!(server.requests_for("app.bin"), 1);
     // Unchanged target: no request at all for it.
@@ -137,8 +117,14 @@ fn init_refresh_download_over_http() {
     assert_eq!(names, vec!["rel%2Fapp.bin"]);
     let after_meta = files_in(&md);
     assert_eq!(
-        before_meta.keys().filter(|k| k.ends_with(".json")).collect::<Vec<_>>(),
-        after_meta.keys().filter(|k| k.ends_with(".json")).collect::<Vec<_>>()
+        before_meta
+            .keys()
+            .filter(|k| k.ends_with(".json"))
+            .collect::<Vec<_>>(),
+        after_meta
+            .keys()
+            .filter(|k| k.ends_with(".json"))
+            .collect::<Vec<_>>()
     );
     drop(server);
 }
@@ -159,14 +145,29 @@ fn argument_errors_exit_1() {
         vec!["--metadata-dir", ds, "--bogus", "refresh"],
         vec!["--metadata-dir", ds, "init"],
         vec!["--metadata-dir", ds, "init", "/nonexistent/root.json"],
-        vec!["--metadata-dir", ds, "--metadata-url", "http://127.0.0.1:9/", "download"],
+        vec![
+            "--metadata-dir",
+            ds,
+            "--metadata-url",
+            "http://127.0.0.1:9/",
+            "download",
+        ],
         vec!["--metadata-dir", ds, "frobnicate"],
     ] {
         let o = run(&bin, &args);
         assert_exit(&o, 1);
     }
     // No trusted root: refresh fails closed.
-    let o = run(&bin, &["--metadata-dir", ds, "--metadata-url", "file:///nonexistent", "refresh"]);
+    let o = run(
+        &bin,
+        &[
+            "--metadata-dir",
+            ds,
+            "--metadata-url",
+            "file:///nonexistent",
+            "refresh",
+        ],
+    );
     assert_exit(&o, 1);
 }
 
