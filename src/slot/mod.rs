@@ -8,11 +8,14 @@
 use jiff::Timestamp;
 
 mod block;
+mod btrfs;
+pub mod extract;
 mod file;
 pub mod stage;
 mod status;
 
 pub use block::BlockSlot;
+pub use btrfs::{BtrfsSlot, BtrfsSlots};
 pub use file::ImageFileSlot;
 use serde::{Deserialize, Serialize};
 pub use stage::{

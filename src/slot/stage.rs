@@ -85,7 +85,7 @@ impl StageRequest {
         }
     }
 
-    fn validate(&self) -> Result<(), StageError> {
+    pub(super) fn validate(&self) -> Result<(), StageError> {
         let bad = |why: String| Err(StageError::BadRequest { why });
         let hex_ok = |h: &str, n: usize| h.len() == n && h.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex_ok(&self.sha256, 64) || !hex_ok(&self.content_sha256, 64) {
@@ -234,6 +234,12 @@ pub enum StageError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: unsafe or unreadable archive: {source}")]
+    Extract {
+        path: String,
+        #[source]
+        source: super::extract::ExtractError,
+    },
     #[error("download cache {dir}: {why}")]
     CacheFull { dir: String, why: String },
     #[error("staging {path} cancelled")]
@@ -298,14 +304,14 @@ impl Checkpoint {
     }
 }
 
-struct Hashes {
-    transfer: Sha256,
-    transfer512: Option<Sha512>,
-    content: Option<Sha256>,
+pub(super) struct Hashes {
+    pub(super) transfer: Sha256,
+    pub(super) transfer512: Option<Sha512>,
+    pub(super) content: Option<Sha256>,
 }
 
 impl Hashes {
-    fn new(req: &StageRequest) -> Self {
+    pub(super) fn new(req: &StageRequest) -> Self {
         Self {
             transfer: Sha256::new(),
             transfer512: req.sha512.as_ref().map(|_| Sha512::new()),
@@ -417,7 +423,7 @@ async fn stage_inner(
     }
 }
 
-fn join_err(e: tokio::task::JoinError) -> StageError {
+pub(super) fn join_err(e: tokio::task::JoinError) -> StageError {
     StageError::Io {
         what: "staging worker".into(),
         source: io::Error::other(e.to_string()),
@@ -425,7 +431,7 @@ fn join_err(e: tokio::task::JoinError) -> StageError {
 }
 
 /// Move transfer bytes into the worker's buffers until the signed length is reached.
-async fn pump_source(
+pub(super) async fn pump_source(
     req: &StageRequest,
     mut reader: crate::fetch::ByteReader,
     start: u64,
@@ -479,11 +485,11 @@ async fn pump_source(
 }
 
 /// `io::Read` over the buffers the async side fills.
-struct ChanRead {
-    rx: mpsc::Receiver<(Vec<u8>, usize)>,
-    recycle: mpsc::Sender<Vec<u8>>,
-    cur: Option<(Vec<u8>, usize)>,
-    pos: usize,
+pub(super) struct ChanRead {
+    pub(super) rx: mpsc::Receiver<(Vec<u8>, usize)>,
+    pub(super) recycle: mpsc::Sender<Vec<u8>>,
+    pub(super) cur: Option<(Vec<u8>, usize)>,
+    pub(super) pos: usize,
 }
 
 impl ChanRead {
@@ -511,10 +517,10 @@ impl ChanRead {
 }
 
 /// Hashes the transfer bytes as the decompressor pulls them.
-struct HashingInput<'a> {
-    input: ChanRead,
-    hashes: &'a mut Hashes,
-    count: u64,
+pub(super) struct HashingInput<'a> {
+    pub(super) input: ChanRead,
+    pub(super) hashes: &'a mut Hashes,
+    pub(super) count: u64,
 }
 
 impl Read for HashingInput<'_> {
@@ -638,7 +644,13 @@ fn prepare(
     })
 }
 
-fn emit(progress: &Option<ProgressFn>, phase: Phase, done: u64, total: u64, since: Instant) {
+pub(super) fn emit(
+    progress: &Option<ProgressFn>,
+    phase: Phase,
+    done: u64,
+    total: u64,
+    since: Instant,
+) {
     if let Some(p) = progress {
         let secs = since.elapsed().as_secs_f64();
         let rate = if secs > 0.0 {
@@ -656,19 +668,19 @@ fn emit(progress: &Option<ProgressFn>, phase: Phase, done: u64, total: u64, sinc
 }
 
 /// The decompressed (or plain) content stream over the hashed transfer input.
-enum Content<'a> {
+pub(super) enum Content<'a> {
     Plain(HashingInput<'a>),
     Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<HashingInput<'a>>>>),
 }
 
 impl Content<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    pub(super) fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         match self {
             Content::Plain(r) => r.read(out),
             Content::Zstd(d) => d.read(out),
         }
     }
-    fn transfer_count(&self) -> u64 {
+    pub(super) fn transfer_count(&self) -> u64 {
         match self {
             Content::Plain(r) => r.count,
             Content::Zstd(d) => d.get_ref().get_ref().count,
@@ -857,7 +869,7 @@ fn write_worker(
     Ok(st)
 }
 
-fn check_hash(
+pub(super) fn check_hash(
     req: &StageRequest,
     which: &'static str,
     expected: &str,
