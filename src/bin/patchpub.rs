@@ -61,7 +61,7 @@ enum Cmd {
     /// Create a repository: keys for every role in --keys, root v1, empty targets.
     Init(InitArgs),
     /// Publish a release: compress and hash its images, write its manifest, re-sign.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Offer RELEASE (PRODUCT/VERSION) on another channel as well.
     Promote {
         release: String,

@@ -67,7 +67,7 @@ pub fn check(s: &ReleaseSummary, dev: &DeviceFacts) -> Vec<Ineligible> {
             device: dev.hardware.clone(),
         });
     }
-    if !s.channels.iter().any(|c| *c == dev.channel) {
+    if !s.channels.contains(&dev.channel) {
         out.push(Ineligible::NotOnChannel {
             channel: dev.channel.clone(),
             channels: s.channels.clone(),
