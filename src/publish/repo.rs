@@ -295,6 +295,7 @@ impl Repo {
     /// Publish a release: place its images as targets, write its manifest, re-sign
     /// targets, snapshot and timestamp. Returns the manifest written.
     pub fn add_release(&self, rel: &AddRelease) -> Result<Manifest, PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         let mpath = release_target_path(&rel.product, &rel.version);
         if st.targets.targets.contains_key(&mpath) {
@@ -374,6 +375,7 @@ impl Repo {
         custom: Option<serde_json::Value>,
     ) -> Result<(), PublishError> {
         crate::manifest::check_target_path("target", path)?;
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         let hashes = hashes_of(bytes);
         let sha256 = hashes.get("sha256").cloned().unwrap_or_default();
@@ -451,6 +453,7 @@ impl Repo {
         what: &str,
         f: impl FnOnce(&mut Manifest),
     ) -> Result<Manifest, PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         let mut m = self.manifest_in(&st, product, version)?;
         f(&mut m);
@@ -504,6 +507,7 @@ impl Repo {
 
     /// Re-sign snapshot and timestamp with fresh expiries (run from a timer).
     pub fn refresh(&self) -> Result<(), PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         self.publisher(self.clock.now()).snapshot(&mut st)?;
         tracing::info!(
@@ -516,6 +520,7 @@ impl Repo {
 
     /// Re-sign only the timestamp (cheapest; enough when snapshot is far from expiry).
     pub fn refresh_timestamp(&self) -> Result<(), PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         self.publisher(self.clock.now()).timestamp(&mut st)
     }
