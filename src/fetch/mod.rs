@@ -11,7 +11,9 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 mod file;
+mod http;
 pub use file::FileSource;
+pub use http::{HttpOptions, HttpSource, RangeIgnored, RedirectRule, RetryPolicy};
 
 /// A boxed future, so [`ByteSource`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -37,6 +39,48 @@ pub enum FetchError {
     Protocol { what: String, why: String },
     #[error("{what}: cancelled")]
     Cancelled { what: String },
+    #[error("{what}: server announces {announced} bytes, the signed length is {expected}")]
+    LengthMismatch {
+        what: String,
+        expected: u64,
+        announced: u64,
+    },
+    #[error("{what}: server ignored the range request from byte {offset}")]
+    RangeIgnored { what: String, offset: u64 },
+    #[error("{what}: redirect refused: {why}")]
+    Redirect { what: String, why: String },
+    #[error("{what}: gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        what: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("source configuration {what}: {why}")]
+    Config { what: String, why: String },
+}
+
+impl FetchError {
+    /// Recover a `FetchError` that travelled through a reader as an `io::Error`.
+    pub fn from_io(what: &str, e: std::io::Error) -> FetchError {
+        if !e.get_ref().is_some_and(|i| i.is::<FetchError>()) {
+            return FetchError::Io {
+                what: what.to_string(),
+                source: e,
+            };
+        }
+        let kind = e.kind();
+        match e.into_inner().map(|i| i.downcast::<FetchError>()) {
+            Some(Ok(f)) => *f,
+            Some(Err(other)) => FetchError::Io {
+                what: what.to_string(),
+                source: std::io::Error::new(kind, other),
+            },
+            None => FetchError::Io {
+                what: what.to_string(),
+                source: std::io::Error::from(kind),
+            },
+        }
+    }
 }
 
 /// One kind of place repository files come from. `path` is a repository-relative path
@@ -53,10 +97,27 @@ pub trait ByteSource: Send + Sync {
         offset: u64,
         limit: u64,
     ) -> BoxFuture<'a, Result<ByteReader, FetchError>>;
+
+    /// Like [`ByteSource::open`] for a file whose total length is known from signed
+    /// metadata: a source that can tell early that the file is not exactly `len` bytes
+    /// (e.g. from `Content-Length`) fails before yielding anything. Callers still count
+    /// the bytes they receive.
+    fn open_exact<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        self.open(path, offset, len)
+    }
 }
 
 /// Fetch a whole (small) file such as TUF metadata, refusing more than `limit` bytes.
-pub async fn fetch_all(src: &dyn ByteSource, path: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+pub async fn fetch_all(
+    src: &dyn ByteSource,
+    path: &str,
+    limit: u64,
+) -> Result<Vec<u8>, FetchError> {
     let reader = src.open(path, 0, limit).await?;
     let mut buf = Vec::new();
     // Read one byte past the limit to tell "exactly limit" from "more than limit".
@@ -64,7 +125,10 @@ pub async fn fetch_all(src: &dyn ByteSource, path: &str, limit: u64) -> Result<V
     limited
         .read_to_end(&mut buf)
         .await
-        .map_err(|e| io_or_too_large(path, limit, e))?;
+        .map_err(|e| match FetchError::from_io(path, e) {
+            FetchError::TooLarge { what, .. } => FetchError::TooLarge { what, limit },
+            other => other,
+        })?;
     if buf.len() as u64 > limit {
         return Err(FetchError::TooLarge {
             what: path.to_string(),
@@ -72,20 +136,6 @@ pub async fn fetch_all(src: &dyn ByteSource, path: &str, limit: u64) -> Result<V
         });
     }
     Ok(buf)
-}
-
-fn io_or_too_large(path: &str, limit: u64, e: std::io::Error) -> FetchError {
-    if e.kind() == std::io::ErrorKind::FileTooLarge {
-        FetchError::TooLarge {
-            what: path.to_string(),
-            limit,
-        }
-    } else {
-        FetchError::Io {
-            what: path.to_string(),
-            source: e,
-        }
-    }
 }
 
 /// Check a repository-relative path before it touches a file system or a URL.
@@ -105,7 +155,10 @@ pub fn validate_repo_path(path: &str) -> Result<(), FetchError> {
     if path.chars().any(|c| c.is_control() || c == '\\') {
         return bad("control character or backslash");
     }
-    if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return bad("empty, '.' or '..' component");
     }
     Ok(())

@@ -6,7 +6,23 @@
 //! - a slot becomes `Verified` only after its full content matched the signed hash.
 
 use jiff::Timestamp;
+
+mod block;
+mod btrfs;
+pub mod extract;
+mod file;
+pub mod stage;
+mod status;
+
+pub use block::BlockSlot;
+pub use btrfs::{BtrfsSlot, BtrfsSlots};
+pub use file::ImageFileSlot;
 use serde::{Deserialize, Serialize};
+pub use stage::{
+    stage_image, CancelToken, Compression, ImageFormat, Phase, Progress, ProgressFn, RawSlot,
+    StageError, StageOptions, StageRequest,
+};
+pub use status::StatusStore;
 
 use crate::names::SlotName;
 

@@ -1,0 +1,670 @@
+//! HTTP(S) byte source: reqwest with rustls, retries with backoff, resume by `Range`.
+//!
+//! The reader a [`HttpSource`] hands out hides reconnects: when a connection drops or
+//! stalls mid-body, it reconnects with `Range: bytes=<pos>-` and carries on, so the caller
+//! sees one continuous stream and hashes every byte exactly once. If the server ignores the
+//! range (answers `200`), the already delivered prefix is read again and discarded rather
+//! than delivered twice, so hashing over the stream stays correct (or, if configured, the
+//! read fails with [`FetchError::RangeIgnored`]).
+//!
+//! Lengths from the server are never trusted: the reader never yields more than the
+//! caller's limit, fails loudly when the server has more, and `open_exact` refuses a
+//! `Content-Length`/`Content-Range` that disagrees with the signed length before any
+//! payload byte is read.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
+
+use super::{validate_repo_path, BoxFuture, ByteReader, ByteSource, FetchError};
+
+/// When and how often to retry a failed request or a dropped transfer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per connection establishment, including the first one. A transfer that
+    /// made progress since the last failure gets a fresh budget.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled for each further one.
+    pub initial_backoff: Duration,
+    /// Upper bound for one delay.
+    pub max_backoff: Duration,
+    /// Randomise each delay to 50–100 % of its nominal value so a fleet does not retry
+    /// in lockstep after an outage.
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all (tests, interactive one-shot fetches).
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Delay before retry number `retry` (1 = first retry).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let exp = retry.saturating_sub(1).min(30);
+        let nominal = self
+            .initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        if self.jitter && !nominal.is_zero() {
+            nominal.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+        } else {
+            nominal
+        }
+    }
+}
+
+/// What to do when a server answers a range request with the whole file (`200`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeIgnored {
+    /// Re-read from byte 0 and discard what was already delivered (default).
+    Skip,
+    /// Fail with [`FetchError::RangeIgnored`]; the caller restarts on its own.
+    Fail,
+}
+
+/// Which redirects are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectRule {
+    /// Only to `https://` URLs (any host; CDNs redirect across hosts).
+    HttpsOnly,
+    /// To `https://`, or to plain `http://` on the repository's own origin. For
+    /// repositories served over plain http on a trusted network.
+    HttpsOrSameOrigin,
+    /// Never follow redirects.
+    None,
+}
+
+/// Options for [`HttpSource`]; `Default` gives the production settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    /// A transfer that receives no byte for this long is dropped and resumed.
+    pub stall_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Extra trusted CAs (PEM bundle) on top of the system roots.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// Trust only `extra_ca_pem`, not the system roots (private PKI, tests).
+    pub disable_system_roots: bool,
+    pub redirects: RedirectRule,
+    pub max_redirects: usize,
+    pub on_range_ignored: RangeIgnored,
+    /// Chunks buffered between the network task and the reader (bounded memory).
+    pub channel_chunks: usize,
+    pub user_agent: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            extra_ca_pem: None,
+            disable_system_roots: false,
+            redirects: RedirectRule::HttpsOrSameOrigin,
+            max_redirects: 5,
+            on_range_ignored: RangeIgnored::Skip,
+            channel_chunks: 8,
+            user_agent: concat!("patchd/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// A repository (or any file tree) served over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    base: Url,
+    client: reqwest::Client,
+    opts: HttpOptions,
+}
+
+impl HttpSource {
+    /// `base_url` is the repository root (`https://updates.example.com/repo/`).
+    /// Proxies come from the environment (`https_proxy`, `no_proxy`, …).
+    pub fn new(base_url: &str, opts: HttpOptions) -> Result<Self, FetchError> {
+        let what = redact(base_url);
+        let cfg = |why: String| FetchError::Config {
+            what: what.clone(),
+            why,
+        };
+        let mut base = Url::parse(base_url).map_err(|e| cfg(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(cfg(format!("unsupported scheme {:?}", base.scheme())));
+        }
+        if base.cannot_be_a_base() || base.host_str().is_none() {
+            return Err(cfg("not a base URL".into()));
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+
+        let origin = base.origin();
+        let rule = opts.redirects;
+        let max = opts.max_redirects;
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max {
+                return attempt.error(format!("more than {max} redirects"));
+            }
+            let to = attempt.url();
+            let ok = match rule {
+                RedirectRule::None => false,
+                RedirectRule::HttpsOnly => to.scheme() == "https",
+                RedirectRule::HttpsOrSameOrigin => {
+                    to.scheme() == "https" || (to.scheme() == "http" && to.origin() == origin)
+                }
+            };
+            if ok {
+                attempt.follow()
+            } else {
+                let shown = redact(to.as_str());
+                attempt.error(format!(
+                    "refusing redirect to {shown}: only https or the repository's own origin"
+                ))
+            }
+        });
+
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.stall_timeout)
+            .redirect(policy)
+            .user_agent(opts.user_agent.clone())
+            .tls_built_in_root_certs(!opts.disable_system_roots);
+        if let Some(pem) = &opts.extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| cfg(format!("extra CA bundle: {}", chain(&e))))?;
+            if certs.is_empty() {
+                return Err(cfg("extra CA bundle holds no certificate".into()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build().map_err(|e| cfg(chain(&e)))?;
+        Ok(Self { base, client, opts })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn url_for(&self, path: &str) -> Result<Url, FetchError> {
+        validate_repo_path(path)?;
+        let mut url = self.base.clone();
+        {
+            let mut segs = url.path_segments_mut().map_err(|_| FetchError::Config {
+                what: redact(self.base.as_str()),
+                why: "not a base URL".into(),
+            })?;
+            segs.pop_if_empty();
+            // Pushing segment by segment percent-encodes `?`, `#` and friends.
+            for s in path.split('/') {
+                segs.push(s);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn open_inner(
+        &self,
+        path: &str,
+        offset: u64,
+        limit: u64,
+        exact: bool,
+    ) -> Result<ByteReader, FetchError> {
+        let url = self.url_for(path)?;
+        let what = redact(url.as_str());
+        if offset > limit {
+            return Err(FetchError::Protocol {
+                what,
+                why: format!("start offset {offset} past the limit {limit}"),
+            });
+        }
+        let mut t = Transfer {
+            client: self.client.clone(),
+            url,
+            what,
+            pos: offset,
+            limit,
+            exact,
+            opts: self.opts.clone(),
+        };
+        if offset == limit && exact {
+            return Ok(Box::new(ChannelReader::empty()));
+        }
+        let first = t.connect().await?;
+        let (tx, rx) = mpsc::channel(self.opts.channel_chunks.max(1));
+        tokio::spawn(async move { t.pump(first, tx).await });
+        Ok(Box::new(ChannelReader::new(rx)))
+    }
+}
+
+impl ByteSource for HttpSource {
+    fn describe(&self) -> String {
+        redact(self.base.as_str())
+    }
+
+    fn open<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        Box::pin(self.open_inner(path, offset, limit, false))
+    }
+
+    fn open_exact<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        Box::pin(self.open_inner(path, offset, len, true))
+    }
+}
+
+/// A connected response plus how many leading bytes of it to discard.
+struct Connected {
+    resp: reqwest::Response,
+    skip: u64,
+}
+
+/// Why one attempt failed: worth retrying or not.
+enum Attempt {
+    Retry(String),
+    Fatal(FetchError),
+}
+
+struct Transfer {
+    client: reqwest::Client,
+    url: Url,
+    what: String,
+    /// Absolute offset of the next byte the reader will deliver.
+    pos: u64,
+    limit: u64,
+    exact: bool,
+    opts: HttpOptions,
+}
+
+impl Transfer {
+    /// Connect (with retries) so that the body continues at `self.pos`.
+    async fn connect(&mut self) -> Result<Connected, FetchError> {
+        let mut retry = 0u32;
+        loop {
+            match self.try_connect().await {
+                Ok(c) => return Ok(c),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => {
+                    retry += 1;
+                    if retry >= self.opts.retry.max_attempts {
+                        return Err(FetchError::RetriesExhausted {
+                            what: self.what.clone(),
+                            attempts: retry,
+                            last: why,
+                        });
+                    }
+                    let delay = self.opts.retry.delay(retry);
+                    tracing::warn!(url = %self.what, pos = self.pos, retry, ?delay, error = %why, "fetch failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn try_connect(&self) -> Result<Connected, Attempt> {
+        let mut req = self.client.get(self.url.clone());
+        if self.pos > 0 {
+            req = req.header(RANGE, format!("bytes={}-", self.pos));
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_redirect() => {
+                return Err(Attempt::Fatal(FetchError::Redirect {
+                    what: self.what.clone(),
+                    why: chain(&e),
+                }))
+            }
+            Err(e) => return Err(Attempt::Retry(chain(&e))),
+        };
+        let status = resp.status();
+        let fatal = |e| Err(Attempt::Fatal(e));
+        match status {
+            StatusCode::PARTIAL_CONTENT if self.pos > 0 => {
+                let (start, total) = match parse_content_range(resp.headers()) {
+                    Some(v) => v,
+                    None => {
+                        return fatal(self.protocol("206 without a valid Content-Range".into()))
+                    }
+                };
+                if start != self.pos {
+                    return fatal(self.protocol(format!(
+                        "asked for bytes from {}, server sent from {start}",
+                        self.pos
+                    )));
+                }
+                if let Some(total) = total {
+                    self.check_total(total).map_err(Attempt::Fatal)?;
+                }
+                Ok(Connected { resp, skip: 0 })
+            }
+            StatusCode::OK => {
+                if let Some(total) = header_u64(resp.headers(), CONTENT_LENGTH) {
+                    self.check_total(total).map_err(Attempt::Fatal)?;
+                }
+                if self.pos > 0 {
+                    if self.opts.on_range_ignored == RangeIgnored::Fail {
+                        return fatal(FetchError::RangeIgnored {
+                            what: self.what.clone(),
+                            offset: self.pos,
+                        });
+                    }
+                    tracing::warn!(url = %self.what, pos = self.pos, "server ignored Range, re-reading and discarding the prefix");
+                }
+                Ok(Connected {
+                    resp,
+                    skip: self.pos,
+                })
+            }
+            StatusCode::NOT_FOUND | StatusCode::GONE => fatal(FetchError::NotFound {
+                what: self.what.clone(),
+            }),
+            StatusCode::RANGE_NOT_SATISFIABLE => fatal(self.protocol(format!(
+                "range from {} not satisfiable (file shorter than expected?)",
+                self.pos
+            ))),
+            s if s.is_server_error()
+                || s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::REQUEST_TIMEOUT =>
+            {
+                Err(Attempt::Retry(format!("HTTP {s}")))
+            }
+            s => fatal(self.protocol(format!("unexpected HTTP status {s}"))),
+        }
+    }
+
+    fn protocol(&self, why: String) -> FetchError {
+        FetchError::Protocol {
+            what: self.what.clone(),
+            why,
+        }
+    }
+
+    /// Check a total file length announced by the server against the caller's limit.
+    fn check_total(&self, total: u64) -> Result<(), FetchError> {
+        if total > self.limit {
+            return Err(FetchError::TooLarge {
+                what: self.what.clone(),
+                limit: self.limit,
+            });
+        }
+        if self.exact && total != self.limit {
+            return Err(FetchError::LengthMismatch {
+                what: self.what.clone(),
+                expected: self.limit,
+                announced: total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Move the body into the channel, reconnecting on drops and stalls.
+    async fn pump(mut self, first: Connected, tx: mpsc::Sender<io::Result<Bytes>>) {
+        let mut cur = first;
+        let mut failures = 0u32;
+        loop {
+            let next = tokio::time::timeout(self.opts.stall_timeout, cur.resp.chunk()).await;
+            let why = match next {
+                Ok(Ok(Some(mut chunk))) => {
+                    if cur.skip > 0 {
+                        let n = (chunk.len() as u64).min(cur.skip);
+                        cur.skip -= n;
+                        let _ = chunk.split_to(n as usize);
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                    }
+                    failures = 0;
+                    let room = self.limit - self.pos;
+                    if chunk.len() as u64 > room {
+                        if room > 0 {
+                            let head = chunk.split_to(room as usize);
+                            self.pos += room;
+                            if tx.send(Ok(head)).await.is_err() {
+                                return;
+                            }
+                        }
+                        let e = FetchError::TooLarge {
+                            what: self.what.clone(),
+                            limit: self.limit,
+                        };
+                        let _ = tx.send(Err(io::Error::other(e))).await;
+                        return;
+                    }
+                    self.pos += chunk.len() as u64;
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return; // reader dropped: cancelled
+                    }
+                    continue;
+                }
+                Ok(Ok(None)) => {
+                    if cur.skip > 0 {
+                        format!("body ended {} bytes before the resume point", cur.skip)
+                    } else {
+                        return; // clean end; the caller checks the length it needed
+                    }
+                }
+                Ok(Err(e)) if e.is_timeout() => format!(
+                    "stalled: no data for {:?}: {}",
+                    self.opts.stall_timeout,
+                    chain(&e)
+                ),
+                Ok(Err(e)) => chain(&e),
+                Err(_) => format!("stalled: no data for {:?}", self.opts.stall_timeout),
+            };
+            failures += 1;
+            if failures >= self.opts.retry.max_attempts {
+                let e = FetchError::RetriesExhausted {
+                    what: self.what.clone(),
+                    attempts: failures,
+                    last: why,
+                };
+                let _ = tx.send(Err(io::Error::other(e))).await;
+                return;
+            }
+            let delay = self.opts.retry.delay(failures);
+            tracing::warn!(url = %self.what, pos = self.pos, error = %why, ?delay, "transfer interrupted, resuming");
+            tokio::time::sleep(delay).await;
+            match self.connect().await {
+                Ok(c) => cur = c,
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other(e))).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `AsyncRead` over the chunks the network task sends.
+struct ChannelReader {
+    rx: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    cur: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        Self {
+            rx: Some(rx),
+            cur: Bytes::new(),
+        }
+    }
+    fn empty() -> Self {
+        Self {
+            rx: None,
+            cur: Bytes::new(),
+        }
+    }
+}
+
+impl AsyncRead for ChannelReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.cur.is_empty() {
+                let n = self.cur.len().min(buf.remaining());
+                let head = self.cur.split_to(n);
+                buf.put_slice(&head);
+                return Poll::Ready(Ok(()));
+            }
+            let Some(rx) = self.rx.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.rx = None;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.rx = None;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Some(Ok(b))) => self.cur = b,
+            }
+        }
+    }
+}
+
+/// `Content-Range: bytes <start>-<end>/<total|*>` → (start, total).
+fn parse_content_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let v = h.get(CONTENT_RANGE)?.to_str().ok()?;
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    if end < start {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => {
+            let t: u64 = t.parse().ok()?;
+            if end >= t {
+                return None;
+            }
+            Some(t)
+        }
+    };
+    Some((start, total))
+}
+
+fn header_u64(h: &HeaderMap, name: reqwest::header::HeaderName) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The error and its causes on one line (reqwest hides the interesting part in sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A URL without user info, for logs and errors.
+fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_RANGE, "bytes 100-199/1000".parse().unwrap());
+        assert_eq!(parse_content_range(&h), Some((100, Some(1000))));
+        h.insert(CONTENT_RANGE, "bytes 100-199/*".parse().unwrap());
+        assert_eq!(parse_content_range(&h), Some((100, None)));
+        for bad in [
+            "bytes 5-1/10",
+            "bytes 0-10/10",
+            "items 0-1/2",
+            "bytes x-1/2",
+        ] {
+            h.insert(CONTENT_RANGE, bad.parse().unwrap());
+            assert_eq!(parse_content_range(&h), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            jitter: false,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(p.delay(1), Duration::from_millis(500));
+        assert_eq!(p.delay(2), Duration::from_secs(1));
+        assert_eq!(p.delay(40), Duration::from_secs(30));
+        let j = RetryPolicy::default();
+        for _ in 0..20 {
+            let d = j.delay(3);
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_are_encoded_and_validated() {
+        let s = HttpSource::new("http://u:p@127.0.0.1:1/repo", HttpOptions::default()).unwrap();
+        assert_eq!(
+            s.url_for("targets/a?b#c").unwrap().as_str(),
+            "http://u:p@127.0.0.1:1/repo/targets/a%3Fb%23c"
+        );
+        assert!(s.url_for("../x").is_err());
+        assert_eq!(s.describe(), "http://127.0.0.1:1/repo");
+        assert!(HttpSource::new("ftp://x/", HttpOptions::default()).is_err());
+    }
+}
