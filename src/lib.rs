@@ -19,5 +19,6 @@ pub mod manifest;
 pub mod names;
 pub mod paths;
 pub mod policy;
+pub mod publish;
 pub mod slot;
 pub mod trust;

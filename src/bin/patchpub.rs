@@ -1,5 +1,429 @@
-//! `patchpub`: thin binary; logic lives in the library.
+//! `patchpub`: build and maintain a signed patchd update repository. Thin binary: the
+//! logic lives in `patchd::publish`.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("patchpub: not implemented yet")
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use jiff::SignedDuration;
+use patchd::manifest::{ImageFormat, Kind, Rollout, Severity};
+use patchd::publish::{self, AddRelease, Expiries, InitOptions, Repo, RoleSpec, RootChanges};
+use patchd::trust::{KeyScheme, SigningKey};
+
+/// Publish patchd releases as a static, TUF-signed repository.
+///
+/// The repository directory (`--repo`) holds `metadata/` and `targets/` and can be served
+/// as-is by any static web server or CDN. Private keys live in a separate directory
+/// (`--keys`, mode 0700, each key 0600); keep root keys offline when you can and use the
+/// `root export` / `root sign` / `root import` flow to change root.
+#[derive(Parser)]
+#[command(name = "patchpub", version, max_term_width = 100)]
+struct Cli {
+    /// Repository directory to create or update (served to devices).
+    #[arg(long, global = true, env = "PATCHPUB_REPO", default_value = "repo")]
+    repo: PathBuf,
+    /// Directory of private signing keys (never served).
+    #[arg(long, global = true, env = "PATCHPUB_KEYS", default_value = "keys")]
+    keys: PathBuf,
+    #[command(flatten)]
+    expiry: ExpiryArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Validity periods applied to metadata signed by this invocation.
+#[derive(Args)]
+struct ExpiryArgs {
+    /// Days a new root version stays valid.
+    #[arg(long, global = true, default_value_t = 365, value_name = "DAYS")]
+    root_expiry: u32,
+    /// Days targets metadata stays valid.
+    #[arg(long, global = true, default_value_t = 90, value_name = "DAYS")]
+    targets_expiry: u32,
+    /// Days snapshot metadata stays valid.
+    #[arg(long, global = true, default_value_t = 7, value_name = "DAYS")]
+    snapshot_expiry: u32,
+    /// Hours timestamp metadata stays valid (run `refresh` well within this).
+    #[arg(long, global = true, default_value_t = 24, value_name = "HOURS")]
+    timestamp_expiry: u32,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a signing key: NAME.pem (private, 0600) and NAME.pub.json (public, TUF form).
+    Keygen {
+        /// Path without extension, e.g. offline/root-2.
+        out: PathBuf,
+        /// Signature scheme.
+        #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "ecdsa-sha2-nistp256"])]
+        scheme: String,
+    },
+    /// Create a repository: keys for every role in --keys, root v1, empty targets.
+    Init(InitArgs),
+    /// Publish a release: compress and hash its images, write its manifest, re-sign.
+    Add(AddArgs),
+    /// Offer RELEASE (PRODUCT/VERSION) on another channel as well.
+    Promote {
+        release: String,
+        #[arg(long)]
+        channel: String,
+    },
+    /// Pause RELEASE's rollout: devices that have not started it will not start.
+    Pause { release: String },
+    /// Resume a paused rollout.
+    Resume { release: String },
+    /// Withdraw RELEASE: devices stop offering or installing it.
+    Withdraw { release: String },
+    /// Re-sign snapshot and timestamp with fresh expiries (run from a timer).
+    Refresh {
+        /// Re-sign only the timestamp.
+        #[arg(long)]
+        timestamp_only: bool,
+    },
+    /// Replace ROLE's keys (root, targets, snapshot or timestamp); publishes root N+1
+    /// signed by the old and the new root keys. Needs the root keys in --keys.
+    Rotate {
+        role: String,
+        #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "ecdsa-sha2-nistp256"])]
+        scheme: String,
+    },
+    /// Offline root signing: export, sign, import a new root version.
+    #[command(subcommand)]
+    Root(RootCmd),
+    /// Check the repository as a device would (root chain, signatures, hashes, manifests).
+    Verify,
+    /// List releases with their channels and state.
+    List,
+    /// Write a self-contained offline bundle of RELEASE (a directory, or a tar file when
+    /// OUT ends in .tar) for installation from removable media.
+    Bundle {
+        release: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RootCmd {
+    /// Write root version N+1 (unsigned) with the given changes to --out.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// Authorize a public key (a .pub.json file) for a role: ROLE=FILE. Repeatable.
+        #[arg(long, value_name = "ROLE=FILE")]
+        add_key: Vec<String>,
+        /// Remove a key id from a role: ROLE=KEYID. Repeatable.
+        #[arg(long, value_name = "ROLE=KEYID")]
+        remove_key: Vec<String>,
+        /// Set a role's threshold: ROLE=N. Repeatable.
+        #[arg(long, value_name = "ROLE=N")]
+        threshold: Vec<String>,
+    },
+    /// Add signatures to an exported root with private keys (run on the offline machine).
+    Sign {
+        file: PathBuf,
+        /// Private key file (.pem). Repeatable.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+    },
+    /// Check a signed root against the old and new thresholds and publish it.
+    Import { file: PathBuf },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "ecdsa-sha2-nistp256"])]
+    scheme: String,
+    /// Number of root keys to generate.
+    #[arg(long, default_value_t = 1)]
+    root_keys: usize,
+    #[arg(long, default_value_t = 1)]
+    root_threshold: u64,
+    #[arg(long, default_value_t = 1)]
+    targets_keys: usize,
+    #[arg(long, default_value_t = 1)]
+    targets_threshold: u64,
+    #[arg(long, default_value_t = 1)]
+    snapshot_keys: usize,
+    #[arg(long, default_value_t = 1)]
+    snapshot_threshold: u64,
+    #[arg(long, default_value_t = 1)]
+    timestamp_keys: usize,
+    #[arg(long, default_value_t = 1)]
+    timestamp_threshold: u64,
+}
+
+#[derive(Args)]
+struct AddArgs {
+    #[arg(long)]
+    product: String,
+    /// Semantic version of the release.
+    #[arg(long)]
+    version: semver::Version,
+    /// Image: FILE (os rootfs), SLOT_CLASS=FILE or COMPONENT:SLOT_CLASS=FILE. Repeatable.
+    #[arg(long, required = true)]
+    image: Vec<String>,
+    /// Image format: raw (block image) or tar (file-system tree).
+    #[arg(long, default_value = "raw", value_parser = ["raw", "tar"])]
+    format: String,
+    /// Store images uncompressed instead of zstd.
+    #[arg(long)]
+    no_compress: bool,
+    /// security, bugfix or feature.
+    #[arg(long, default_value = "bugfix")]
+    kind: Kind,
+    /// critical, high, medium or low.
+    #[arg(long, default_value = "medium")]
+    severity: Severity,
+    /// CVE id fixed by the release (CVE-YYYY-NNNN). Repeatable.
+    #[arg(long)]
+    cve: Vec<String>,
+    /// One-line summary.
+    #[arg(long)]
+    summary: String,
+    #[arg(long)]
+    notes_url: Option<String>,
+    /// Anti-rollback floor this release raises devices to.
+    #[arg(long, default_value_t = 0)]
+    security_version: u64,
+    /// Lowest running version this release may be installed over.
+    #[arg(long)]
+    min_version: Option<semver::Version>,
+    /// Hardware-compatibility string. Repeatable; none means any hardware.
+    #[arg(long)]
+    hardware: Vec<String>,
+    /// Channel to offer the release on. Repeatable.
+    #[arg(long, default_values_t = vec!["stable".to_string()])]
+    channel: Vec<String>,
+    /// Rollout stage: tags=canary+beta,percent=10,after=24h. Repeatable, in order.
+    #[arg(long)]
+    stage: Vec<String>,
+    /// Publish with the rollout paused.
+    #[arg(long)]
+    paused: bool,
+}
+
+fn scheme(s: &str) -> Result<KeyScheme> {
+    s.parse::<KeyScheme>().map_err(anyhow::Error::msg)
+}
+
+fn release(s: &str) -> Result<(String, semver::Version)> {
+    Ok(publish::parse_release_name(s)?)
+}
+
+fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PATCHPUB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("patchpub: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let e = &cli.expiry;
+    let expiries = Expiries {
+        root: SignedDuration::from_hours(24 * i64::from(e.root_expiry)),
+        targets: SignedDuration::from_hours(24 * i64::from(e.targets_expiry)),
+        snapshot: SignedDuration::from_hours(24 * i64::from(e.snapshot_expiry)),
+        timestamp: SignedDuration::from_hours(i64::from(e.timestamp_expiry)),
+    };
+    let open = || -> Result<Repo> { Ok(Repo::open(&cli.repo, &cli.keys)?.with_expiries(expiries)) };
+    match &cli.cmd {
+        Cmd::Keygen { out, scheme: s } => {
+            let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let name = out
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("key path has no file name")?;
+            let key = publish::keystore::generate(&dir, name, scheme(s)?)?;
+            println!("{}", key.keyid());
+        }
+        Cmd::Init(a) => {
+            let opts = InitOptions {
+                keys_dir: cli.keys.clone(),
+                scheme: scheme(&a.scheme)?,
+                root: RoleSpec {
+                    keys: a.root_keys,
+                    threshold: a.root_threshold,
+                },
+                targets: RoleSpec {
+                    keys: a.targets_keys,
+                    threshold: a.targets_threshold,
+                },
+                snapshot: RoleSpec {
+                    keys: a.snapshot_keys,
+                    threshold: a.snapshot_threshold,
+                },
+                timestamp: RoleSpec {
+                    keys: a.timestamp_keys,
+                    threshold: a.timestamp_threshold,
+                },
+                expiries,
+            };
+            Repo::init(&cli.repo, &opts)?;
+            println!(
+                "initialized {} (keys in {})",
+                cli.repo.display(),
+                cli.keys.display()
+            );
+        }
+        Cmd::Add(a) => {
+            let format = if a.format == "tar" {
+                ImageFormat::Tar
+            } else {
+                ImageFormat::Raw
+            };
+            let images = a
+                .image
+                .iter()
+                .map(|s| publish::parse_image_spec(s, format, !a.no_compress))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let stages = a
+                .stage
+                .iter()
+                .map(|s| publish::parse_stage(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let rel = AddRelease {
+                product: a.product.clone(),
+                version: a.version.clone(),
+                hardware: a.hardware.clone(),
+                security_version: a.security_version,
+                kind: a.kind,
+                severity: a.severity,
+                cves: a.cve.clone(),
+                summary: a.summary.clone(),
+                notes_url: a.notes_url.clone(),
+                min_version: a.min_version.clone(),
+                images,
+                rollout: Rollout {
+                    paused: a.paused,
+                    stages,
+                },
+                channels: a.channel.clone(),
+                published: None,
+            };
+            let m = open()?.add_release(&rel)?;
+            println!("published {}", m.target_path());
+        }
+        Cmd::Promote {
+            release: r,
+            channel,
+        } => {
+            let (p, v) = release(r)?;
+            let m = open()?.promote(&p, &v, channel)?;
+            println!("{p}/{v} channels: {}", m.channels.join(", "));
+        }
+        Cmd::Pause { release: r } => {
+            let (p, v) = release(r)?;
+            open()?.pause(&p, &v)?;
+        }
+        Cmd::Resume { release: r } => {
+            let (p, v) = release(r)?;
+            open()?.resume(&p, &v)?;
+        }
+        Cmd::Withdraw { release: r } => {
+            let (p, v) = release(r)?;
+            open()?.withdraw(&p, &v)?;
+        }
+        Cmd::Refresh { timestamp_only } => {
+            let repo = open()?;
+            if *timestamp_only {
+                repo.refresh_timestamp()?
+            } else {
+                repo.refresh()?
+            }
+        }
+        Cmd::Rotate { role, scheme: s } => {
+            open()?.rotate(publish::parse_role(role)?, scheme(s)?)?;
+        }
+        Cmd::Root(RootCmd::Export {
+            out,
+            add_key,
+            remove_key,
+            threshold,
+        }) => {
+            let mut ch = RootChanges::default();
+            for a in add_key {
+                let (role, file) = publish::parse_role_assignment(a).map_err(anyhow::Error::msg)?;
+                ch.add_keys
+                    .push((role, publish::keystore::read_public(file.as_ref())?));
+            }
+            for a in remove_key {
+                ch.remove_keys
+                    .push(publish::parse_role_assignment(a).map_err(anyhow::Error::msg)?);
+            }
+            for a in threshold {
+                let (role, n) = publish::parse_role_assignment(a).map_err(anyhow::Error::msg)?;
+                ch.thresholds
+                    .push((role, n.parse().with_context(|| format!("threshold {n:?}"))?));
+            }
+            let bytes = open()?.root_export(&ch)?;
+            patchd::fsutil::atomic_write_mode(out, &bytes, 0o644)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        Cmd::Root(RootCmd::Sign { file, key }) => {
+            let keys = key
+                .iter()
+                .map(|k| SigningKey::load(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<_> = keys.iter().collect();
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let signed = publish::sign_root(&bytes, &refs)?;
+            patchd::fsutil::atomic_write_mode(file, &signed, 0o644)
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+        Cmd::Root(RootCmd::Import { file }) => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            open()?.root_import(&bytes)?;
+        }
+        Cmd::Verify => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(open()?.verify())?;
+            println!(
+                "ok: root version {}, {} targets, releases: {}",
+                report.root_version,
+                report.targets,
+                report.releases.join(" ")
+            );
+        }
+        Cmd::List => {
+            for s in open()?.releases()? {
+                let mut state = Vec::new();
+                if s.withdrawn {
+                    state.push("withdrawn");
+                }
+                if s.paused {
+                    state.push("paused");
+                }
+                println!(
+                    "{}/{}\t{}\t{}\tsecurity_version={}\tchannels={}\t{}",
+                    s.product,
+                    s.version,
+                    s.kind,
+                    s.severity,
+                    s.security_version,
+                    s.channels.join(","),
+                    state.join(",")
+                );
+            }
+        }
+        Cmd::Bundle { release: r, out } => {
+            let (p, v) = release(r)?;
+            open()?.bundle(&p, &v, out)?;
+        }
+    }
+    Ok(())
 }

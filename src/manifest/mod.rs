@@ -1,1 +1,25 @@
 //! The release manifest (a TUF target): what a release is and how to install it.
+//!
+//! [`Manifest`] is the strictly parsed document; [`VerifiedManifest`] can only be built
+//! from bytes that matched a TUF-verified target, so code that installs takes the latter.
+//! [`discover`] finds the newest release for a device from signed targets metadata plus
+//! one manifest download.
+
+mod discovery;
+mod eligibility;
+mod parse;
+mod strict_json;
+mod summary;
+mod types;
+mod verified;
+
+pub use discovery::{candidates, discover, Candidate, Discovery, DiscoveryError};
+pub use eligibility::{check as check_eligibility, DeviceFacts, Ineligible};
+pub use parse::check_name;
+pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};
+pub use summary::{ReleaseSummary, CUSTOM_KEY};
+pub use types::{
+    parse_release_target_path, release_target_path, Compression, Image, ImageFormat, Kind,
+    Manifest, Rollout, RolloutStage, Severity, SCHEMA_VERSION,
+};
+pub use verified::VerifiedManifest;

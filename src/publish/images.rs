@@ -1,0 +1,130 @@
+//! Turning an image file into a repository target: compress with zstd (or copy),
+//! hashing the uncompressed bytes (what the device writes and checks) and the stored
+//! bytes (what TUF signs) in one pass, then place it under its consistent-snapshot name.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{io, PublishError};
+use crate::manifest::Compression;
+
+/// A payload placed under `targets/`.
+pub(crate) struct Placed {
+    pub uncompressed_size: u64,
+    pub uncompressed_sha256: String,
+    pub stored_len: u64,
+    pub stored_sha256: String,
+}
+
+/// Hashes everything written through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Compress/copy `src` into `targets_dir/<target_path dir>/<stored sha256>.<base name>`.
+pub(crate) fn place(
+    src: &Path,
+    compression: Compression,
+    targets_dir: &Path,
+    target_path: &str,
+) -> Result<Placed, PublishError> {
+    let (dir, base) = target_path.rsplit_once('/').ok_or_else(|| {
+        PublishError::Invalid(format!("target path {target_path:?} has no directory"))
+    })?;
+    let out_dir = targets_dir.join(dir);
+    crate::fsutil::ensure_dir(&out_dir, 0o755).map_err(io(out_dir.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(&out_dir).map_err(io(out_dir.display()))?;
+    let input = File::open(src).map_err(io(src.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, input);
+    let mut out = HashingWriter {
+        inner: std::io::BufWriter::new(tmp.as_file().try_clone().map_err(io(out_dir.display()))?),
+        hasher: Sha256::new(),
+        len: 0,
+    };
+    let (raw_len, raw_sha) = match compression {
+        Compression::Zstd => {
+            let mut enc =
+                zstd::stream::write::Encoder::new(&mut out, 3).map_err(io("zstd encoder"))?;
+            let r = copy_hashing(&mut reader, &mut enc, src)?;
+            enc.finish().map_err(io("zstd finish"))?;
+            r
+        }
+        Compression::None => copy_hashing(&mut reader, &mut out, src)?,
+    };
+    out.flush().map_err(io(out_dir.display()))?;
+    let HashingWriter { inner, hasher, len } = out;
+    drop(inner);
+    let stored_len = len;
+    let stored_sha256 = hex::encode(hasher.finalize());
+    tmp.as_file().sync_all().map_err(io(out_dir.display()))?;
+    let final_path = out_dir.join(format!("{stored_sha256}.{base}"));
+    tmp.persist(&final_path)
+        .map_err(|e| io(final_path.display())(e.error))?;
+    set_mode(&final_path, 0o644)?;
+    crate::fsutil::fsync_dir(&out_dir).map_err(io(out_dir.display()))?;
+    Ok(Placed {
+        uncompressed_size: raw_len,
+        uncompressed_sha256: raw_sha,
+        stored_len,
+        stored_sha256,
+    })
+}
+
+/// Write small target bytes (a manifest) under its consistent-snapshot name.
+pub(crate) fn place_bytes(
+    bytes: &[u8],
+    targets_dir: &Path,
+    target_path: &str,
+    sha256: &str,
+) -> Result<(), PublishError> {
+    let (dir, base) = target_path.rsplit_once('/').ok_or_else(|| {
+        PublishError::Invalid(format!("target path {target_path:?} has no directory"))
+    })?;
+    let out_dir = targets_dir.join(dir);
+    crate::fsutil::ensure_dir(&out_dir, 0o755).map_err(io(out_dir.display()))?;
+    let p = out_dir.join(format!("{sha256}.{base}"));
+    crate::fsutil::atomic_write_mode(&p, bytes, 0o644).map_err(io(p.display()))
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), PublishError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p.display()))
+}
+
+/// Copy `r` into `w`, returning the length and sha256 of what was read.
+fn copy_hashing(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    src: &Path,
+) -> Result<(u64, String), PublishError> {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = r.read(&mut buf).map_err(io(src.display()))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+        w.write_all(&buf[..k]).map_err(io(src.display()))?;
+    }
+    Ok((n, hex::encode(h.finalize())))
+}

@@ -1,0 +1,1128 @@
+//! The TUF client workflow (specification 1.0, section 5) for the device side.
+//!
+//! Trusted metadata lives in one directory as the exact bytes once received and
+//! verified: `root.json`, `timestamp.json`, `snapshot.json`, `targets.json` and
+//! delegated roles as `<encoded name>.json`. Nothing is written there before it
+//! verified; every write is atomic. The only other file kept there is
+//! `last-refresh.time` (not `*.json`): the clock reading at the last successful refresh,
+//! used to notice a clock that went backwards.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::hashing::{check_bytes, MultiHasher};
+use super::keys::PublicKey;
+use super::metadata::{
+    parse_signed, Envelope, MetaFile, MetadataError, RoleMetadata, Root, Snapshot, Targets,
+    TimestampMeta,
+};
+use super::pattern::encode_name;
+use super::TrustError;
+use crate::clock::Clock;
+use crate::fetch::{fetch_all, ByteSource, FetchError};
+
+const CLOCK_FILE: &str = "last-refresh.time";
+const TOP_LEVEL: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
+
+/// Bounds on what a repository can make the client do. All on by default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// New root versions accepted in one refresh.
+    pub max_root_rotations: u64,
+    /// Targets roles visited in one target search.
+    pub max_delegations: usize,
+    /// Size limits for metadata whose length is not signed.
+    pub root_max_len: u64,
+    pub timestamp_max_len: u64,
+    pub snapshot_max_len: u64,
+    pub targets_max_len: u64,
+    /// Nesting depth accepted in a metadata file.
+    pub max_json_depth: usize,
+    /// Time allowed for one whole metadata file.
+    pub metadata_timeout: Duration,
+    /// Time a target download may go without receiving a byte.
+    pub stall_timeout: Duration,
+    /// A clock reading before this is obviously wrong (the build time).
+    pub not_before: Timestamp,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_root_rotations: 32,
+            max_delegations: 32,
+            root_max_len: 512_000,
+            timestamp_max_len: 16_384,
+            snapshot_max_len: 2_000_000,
+            targets_max_len: 5_000_000,
+            max_json_depth: 32,
+            metadata_timeout: Duration::from_secs(120),
+            stall_timeout: Duration::from_secs(60),
+            not_before: build_time(),
+        }
+    }
+}
+
+/// The build time: `SOURCE_DATE_EPOCH` at compile time if set, else the date this
+/// code was last released (a floor only needs to be roughly right).
+pub fn build_time() -> Timestamp {
+    option_env!("SOURCE_DATE_EPOCH")
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .unwrap_or_else(|| Timestamp::constant(1_794_000_000, 0)) // 2026-11-06
+}
+
+/// A target the trusted metadata vouches for. Only this module builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedTarget {
+    path: String,
+    length: u64,
+    hashes: BTreeMap<String, String>,
+    custom: Value,
+    consistent: bool,
+}
+
+impl VerifiedTarget {
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+    /// Algorithm → lower-case hex digest; only `sha256`/`sha512`, at least one.
+    pub fn hashes(&self) -> &BTreeMap<String, String> {
+        &self.hashes
+    }
+    pub fn sha256(&self) -> Option<&str> {
+        self.hashes.get("sha256").map(String::as_str)
+    }
+    /// The publisher's `custom` object (`Null` if absent).
+    pub fn custom(&self) -> &Value {
+        &self.custom
+    }
+
+    /// Path of the file in the targets directory: `dir/HASH.name` with consistent
+    /// snapshots, else the target path.
+    pub fn remote_path(&self) -> String {
+        if !self.consistent {
+            return self.path.clone();
+        }
+        let hash = self
+            .hashes
+            .get("sha256")
+            .or_else(|| self.hashes.values().next())
+            .map(String::as_str)
+            .unwrap_or_default();
+        match self.path.rsplit_once('/') {
+            Some((dir, base)) => format!("{dir}/{hash}.{base}"),
+            None => format!("{hash}.{}", self.path),
+        }
+    }
+
+    /// A file name for this target derived only from its path (percent-encoded, one
+    /// component, never `.`/`..`).
+    pub fn local_file_name(&self) -> String {
+        encode_name(&self.path)
+    }
+}
+
+#[derive(Clone)]
+struct Trusted<T> {
+    meta: T,
+    bytes: Vec<u8>,
+}
+
+/// A change to the trusted directory, held back until a refresh has fully succeeded.
+enum DiskOp {
+    Write(String, Vec<u8>),
+    Remove(String),
+}
+
+/// The device's TUF client.
+pub struct TufClient {
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    root: Trusted<Root>,
+    timestamp: Option<Trusted<TimestampMeta>>,
+    snapshot: Option<Trusted<Snapshot>>,
+    /// "targets" and delegated roles verified during this process's life.
+    targets: BTreeMap<String, Trusted<Targets>>,
+    refreshed: bool,
+    /// During a refresh: disk changes to apply only if the whole refresh succeeds.
+    pending: Option<Vec<DiskOp>>,
+}
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TrustError {
+    let what = what.to_string();
+    move |source| TrustError::Io { what, source }
+}
+
+impl TufClient {
+    /// Store `root_bytes` as the initial trusted root in `dir` (no network). The root
+    /// must be signed by its own root threshold; its expiry is not checked (refresh
+    /// updates it).
+    pub fn init(dir: &Path, root_bytes: &[u8], limits: &Limits) -> Result<(), TrustError> {
+        let file = "root.json";
+        let root: Root = verify_self_signed(root_bytes, file, limits)?;
+        crate::fsutil::ensure_dir(dir, 0o755).map_err(io_err(dir.display()))?;
+        crate::fsutil::atomic_write_mode(&dir.join(file), root_bytes, 0o644)
+            .map_err(io_err(dir.join(file).display()))?;
+        tracing::info!(version = root.common.version, dir = %dir.display(), "trusted root installed");
+        Ok(())
+    }
+
+    /// Load and re-verify the trusted metadata in `dir`. A missing root is an error
+    /// (fail closed); other roles that no longer verify are ignored (not deleted), and
+    /// replaced by the next successful refresh.
+    pub fn load(dir: &Path, clock: Arc<dyn Clock>, limits: Limits) -> Result<Self, TrustError> {
+        let root_path = dir.join("root.json");
+        let root_bytes = match std::fs::read(&root_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TrustError::NoTrustedRoot {
+                    dir: dir.display().to_string(),
+                })
+            }
+            Err(e) => return Err(io_err(root_path.display())(e)),
+        };
+        let root: Root =
+            verify_self_signed(&root_bytes, "root.json", &limits).map_err(|e| match e {
+                TrustError::Metadata { role, file, source } => {
+                    TrustError::BadTrustedMetadata { role, file, source }
+                }
+                other => other,
+            })?;
+        let mut client = Self {
+            dir: dir.to_path_buf(),
+            clock,
+            limits,
+            root: Trusted {
+                meta: root,
+                bytes: root_bytes,
+            },
+            timestamp: None,
+            snapshot: None,
+            targets: BTreeMap::new(),
+            refreshed: false,
+            pending: None,
+        };
+        client.timestamp = client.load_local_top::<TimestampMeta>("timestamp");
+        client.snapshot = client.load_local_top::<Snapshot>("snapshot");
+        if let Some(t) = client.load_local_top::<Targets>("targets") {
+            client.targets.insert("targets".into(), t);
+        }
+        Ok(client)
+    }
+
+    /// The trusted root.
+    pub fn root(&self) -> &Root {
+        &self.root.meta
+    }
+
+    pub fn timestamp_version(&self) -> Option<u64> {
+        self.timestamp.as_ref().map(|t| t.meta.common.version)
+    }
+
+    pub fn snapshot_version(&self) -> Option<u64> {
+        self.snapshot.as_ref().map(|t| t.meta.common.version)
+    }
+
+    pub fn metadata_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The trusted top-level targets metadata (after a refresh or a load), for callers
+    /// that list targets, such as release discovery.
+    pub fn trusted_targets(&self) -> Option<&Targets> {
+        self.targets.get("targets").map(|t| &t.meta)
+    }
+
+    fn load_local_top<T: RoleMetadata>(&self, role: &str) -> Option<Trusted<T>> {
+        let file = format!("{role}.json");
+        let bytes = std::fs::read(self.dir.join(&file)).ok()?;
+        match self.verify_top::<T>(role, &file, &bytes) {
+            Ok(meta) => Some(Trusted { meta, bytes }),
+            Err(e) => {
+                tracing::warn!(role, file, error = %e, "trusted metadata on disk no longer verifies; ignored");
+                None
+            }
+        }
+    }
+
+    /// Verify a top-level role file against the trusted root's keys for `role`.
+    fn verify_top<T: RoleMetadata>(
+        &self,
+        role: &str,
+        file: &str,
+        bytes: &[u8],
+    ) -> Result<T, TrustError> {
+        let rk = self
+            .root
+            .meta
+            .roles
+            .get(role)
+            .ok_or_else(|| TrustError::RoleUndefined {
+                role: role.to_string(),
+                delegator: "root".into(),
+            })?;
+        verify_bytes::<T>(
+            bytes,
+            role,
+            file,
+            &self.root.meta.keys,
+            &rk.keyids,
+            rk.threshold,
+            &self.limits,
+        )
+    }
+
+    fn check_clock(&self) -> Result<Timestamp, TrustError> {
+        let now = self.clock.now();
+        if now < self.limits.not_before {
+            return Err(TrustError::ClockWrong {
+                now: now.to_string(),
+                floor: self.limits.not_before.to_string(),
+                what: "the build time",
+            });
+        }
+        if let Some(floor) = std::fs::read_to_string(self.dir.join(CLOCK_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<Timestamp>().ok())
+        {
+            if now < floor {
+                return Err(TrustError::ClockWrong {
+                    now: now.to_string(),
+                    floor: floor.to_string(),
+                    what: "the last successful refresh",
+                });
+            }
+        }
+        Ok(now)
+    }
+
+    fn check_expiry(
+        &self,
+        role: &str,
+        expires: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
+        if now >= expires {
+            return Err(TrustError::Expired {
+                role: role.to_string(),
+                expires: expires.to_string(),
+                now: now.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
+        if let Some(p) = &mut self.pending {
+            p.push(DiskOp::Write(file.to_string(), bytes.to_vec()));
+            return Ok(());
+        }
+        self.write_now(file, bytes)
+    }
+
+    fn write_now(&self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
+        let path = self.dir.join(file);
+        crate::fsutil::atomic_write_mode(&path, bytes, 0o644).map_err(io_err(path.display()))
+    }
+
+    fn remove_trusted(&mut self, file: &str) -> Result<(), TrustError> {
+        if let Some(p) = &mut self.pending {
+            p.push(DiskOp::Remove(file.to_string()));
+            return Ok(());
+        }
+        self.remove_now(file)
+    }
+
+    fn remove_now(&self, file: &str) -> Result<(), TrustError> {
+        let path = self.dir.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => crate::fsutil::fsync_dir(&self.dir).map_err(io_err(self.dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(path.display())(e)),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        src: &dyn ByteSource,
+        file: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, TrustError> {
+        let secs = self.limits.metadata_timeout.as_secs();
+        match tokio::time::timeout(self.limits.metadata_timeout, fetch_all(src, file, limit)).await
+        {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(source)) => Err(TrustError::Fetch {
+                file: file.to_string(),
+                source,
+            }),
+            Err(_) => Err(TrustError::Timeout {
+                file: file.to_string(),
+                secs,
+            }),
+        }
+    }
+
+    /// Update all top-level metadata from `src` (which serves the metadata directory).
+    ///
+    /// All or nothing: if any step fails, neither the trusted directory nor this
+    /// client's state changes (a rotated root included; it is fetched again next time).
+    pub async fn refresh(&mut self, src: &dyn ByteSource) -> Result<(), TrustError> {
+        self.refreshed = false;
+        let saved = (
+            self.root.clone(),
+            self.timestamp.clone(),
+            self.snapshot.clone(),
+            self.targets.clone(),
+        );
+        self.pending = Some(Vec::new());
+        let result = self.refresh_inner(src).await;
+        let ops = self.pending.take().unwrap_or_default();
+        let result = match result {
+            Ok(now) => self.apply(ops, now),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.refreshed = true;
+                tracing::info!(
+                    root = self.root.meta.common.version,
+                    timestamp = self.timestamp_version(),
+                    snapshot = self.snapshot_version(),
+                    "TUF metadata refreshed"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                (self.root, self.timestamp, self.snapshot, self.targets) = saved;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, ops: Vec<DiskOp>, now: Timestamp) -> Result<(), TrustError> {
+        for op in ops {
+            match op {
+                DiskOp::Write(file, bytes) => self.write_now(&file, &bytes)?,
+                DiskOp::Remove(file) => self.remove_now(&file)?,
+            }
+        }
+        self.write_now(CLOCK_FILE, now.to_string().as_bytes())
+    }
+
+    async fn refresh_inner(&mut self, src: &dyn ByteSource) -> Result<Timestamp, TrustError> {
+        let now = self.check_clock()?;
+        self.update_root(src, now).await?;
+        self.update_timestamp(src, now).await?;
+        self.update_snapshot(src, now).await?;
+        let root_targets = self
+            .root
+            .meta
+            .roles
+            .get("targets")
+            .cloned()
+            .ok_or_else(|| TrustError::RoleUndefined {
+                role: "targets".into(),
+                delegator: "root".into(),
+            })?;
+        let keys = self.root.meta.keys.clone();
+        self.load_targets_role(
+            src,
+            "targets",
+            &keys,
+            &root_targets.keyids,
+            root_targets.threshold,
+            now,
+        )
+        .await?;
+        Ok(now)
+    }
+
+    async fn update_root(
+        &mut self,
+        src: &dyn ByteSource,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
+        let start = self.root.meta.common.version;
+        for _ in 0..self.limits.max_root_rotations {
+            let next = self.root.meta.common.version + 1;
+            let file = format!("{next}.root.json");
+            let bytes = match self.fetch(src, &file, self.limits.root_max_len).await {
+                Ok(b) => b,
+                Err(TrustError::Fetch {
+                    source: FetchError::NotFound { .. },
+                    ..
+                }) => break,
+                Err(e) => return Err(e),
+            };
+            // Signed by the trusted root's threshold …
+            let old =
+                self.root
+                    .meta
+                    .roles
+                    .get("root")
+                    .ok_or_else(|| TrustError::RoleUndefined {
+                        role: "root".into(),
+                        delegator: "root".into(),
+                    })?;
+            let new: Root = verify_bytes(
+                &bytes,
+                "root",
+                &file,
+                &self.root.meta.keys,
+                &old.keyids,
+                old.threshold,
+                &self.limits,
+            )?;
+            // … and by its own.
+            let new: Root = {
+                let own = new
+                    .roles
+                    .get("root")
+                    .ok_or_else(|| TrustError::RoleUndefined {
+                        role: "root".into(),
+                        delegator: file.clone(),
+                    })?;
+                verify_bytes(
+                    &bytes,
+                    "root",
+                    &file,
+                    &new.keys,
+                    &own.keyids,
+                    own.threshold,
+                    &self.limits,
+                )?
+            };
+            if new.common.version != next {
+                return Err(TrustError::VersionMismatch {
+                    role: "root".into(),
+                    file,
+                    found: new.common.version,
+                    expected: next,
+                });
+            }
+            self.persist("root.json", &bytes)?;
+            tracing::info!(version = next, "root rotated");
+            self.root = Trusted { meta: new, bytes };
+        }
+        self.check_expiry("root", self.root.meta.common.expires, now)?;
+        if self.root.meta.common.version != start {
+            self.reverify_after_rotation()?;
+        }
+        Ok(())
+    }
+
+    /// Fast-forward attack recovery: trusted metadata whose role keys were rotated no
+    /// longer verifies under the new root; drop it (memory and disk) so versions signed
+    /// by the new keys are accepted again. Snapshot goes whenever timestamp goes.
+    fn reverify_after_rotation(&mut self) -> Result<(), TrustError> {
+        let ts_ok = self
+            .timestamp
+            .as_ref()
+            .map(|t| {
+                self.verify_top::<TimestampMeta>("timestamp", "timestamp.json", &t.bytes)
+                    .is_ok()
+            })
+            .unwrap_or(true);
+        let snap_ok = self
+            .snapshot
+            .as_ref()
+            .map(|t| {
+                self.verify_top::<Snapshot>("snapshot", "snapshot.json", &t.bytes)
+                    .is_ok()
+            })
+            .unwrap_or(true);
+        let targets_ok = self
+            .targets
+            .get("targets")
+            .map(|t| {
+                self.verify_top::<Targets>("targets", "targets.json", &t.bytes)
+                    .is_ok()
+            })
+            .unwrap_or(true);
+        if !ts_ok || !snap_ok {
+            // The trusted timestamp pins the snapshot version, so both go together.
+            tracing::warn!(
+                "timestamp or snapshot keys rotated: dropping trusted timestamp and snapshot"
+            );
+            self.timestamp = None;
+            self.snapshot = None;
+            self.remove_trusted("timestamp.json")?;
+            self.remove_trusted("snapshot.json")?;
+        }
+        if !targets_ok {
+            tracing::warn!("targets keys rotated: dropping trusted targets");
+            self.targets.remove("targets");
+            self.remove_trusted("targets.json")?;
+        }
+        Ok(())
+    }
+
+    async fn update_timestamp(
+        &mut self,
+        src: &dyn ByteSource,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
+        let file = "timestamp.json";
+        let bytes = self.fetch(src, file, self.limits.timestamp_max_len).await?;
+        let new: TimestampMeta = self.verify_top("timestamp", file, &bytes)?;
+        let new_snap = snapshot_meta(&new, file)?;
+        if let Some(trusted) = &self.timestamp {
+            let (tv, nv) = (trusted.meta.common.version, new.common.version);
+            if nv < tv {
+                return Err(TrustError::Rollback {
+                    role: "timestamp".into(),
+                    new: nv,
+                    trusted: tv,
+                });
+            }
+            let trusted_snap = snapshot_meta(&trusted.meta, file)?;
+            if new_snap.version < trusted_snap.version {
+                return Err(TrustError::Rollback {
+                    role: "snapshot".into(),
+                    new: new_snap.version,
+                    trusted: trusted_snap.version,
+                });
+            }
+            if nv == tv {
+                // Same version: keep the copy we trust; it must still be fresh.
+                return self.check_expiry("timestamp", trusted.meta.common.expires, now);
+            }
+        }
+        self.check_expiry("timestamp", new.common.expires, now)?;
+        self.persist(file, &bytes)?;
+        self.timestamp = Some(Trusted { meta: new, bytes });
+        Ok(())
+    }
+
+    async fn update_snapshot(
+        &mut self,
+        src: &dyn ByteSource,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
+        let ts = self.timestamp.as_ref().ok_or(TrustError::NotRefreshed)?;
+        let want = snapshot_meta(&ts.meta, "timestamp.json")?.clone();
+        if let Some(trusted) = &self.snapshot {
+            let tv = trusted.meta.common.version;
+            if tv > want.version {
+                return Err(TrustError::Rollback {
+                    role: "snapshot".into(),
+                    new: want.version,
+                    trusted: tv,
+                });
+            }
+            if tv == want.version
+                && check_bytes(
+                    "snapshot.json",
+                    &trusted.bytes,
+                    want.length,
+                    want.hashes.as_ref(),
+                )
+                .is_ok()
+            {
+                return self.check_expiry("snapshot", trusted.meta.common.expires, now);
+            }
+        }
+        let file = if self.root.meta.consistent_snapshot {
+            format!("{}.snapshot.json", want.version)
+        } else {
+            "snapshot.json".to_string()
+        };
+        let limit = want.length.unwrap_or(self.limits.snapshot_max_len);
+        let bytes = self.fetch(src, &file, limit).await?;
+        check_bytes(&file, &bytes, want.length, want.hashes.as_ref())?;
+        let new: Snapshot = self.verify_top("snapshot", &file, &bytes)?;
+        if new.common.version != want.version {
+            return Err(TrustError::VersionMismatch {
+                role: "snapshot".into(),
+                file,
+                found: new.common.version,
+                expected: want.version,
+            });
+        }
+        if let Some(trusted) = &self.snapshot {
+            for (name, old) in &trusted.meta.meta {
+                let Some(n) = new.meta.get(name) else {
+                    return Err(TrustError::NotListed {
+                        role: name.clone(),
+                        listed_in: file.clone(),
+                    });
+                };
+                if n.version < old.version {
+                    return Err(TrustError::Rollback {
+                        role: name.trim_end_matches(".json").to_string(),
+                        new: n.version,
+                        trusted: old.version,
+                    });
+                }
+            }
+        }
+        for (name, mf) in &new.meta {
+            if let Some(h) = &mf.hashes {
+                MultiHasher::new(name, h)?;
+            }
+        }
+        self.check_expiry("snapshot", new.common.expires, now)?;
+        self.persist("snapshot.json", &bytes)?;
+        self.snapshot = Some(Trusted { meta: new, bytes });
+        Ok(())
+    }
+
+    /// Make `role` trusted (memory, else disk, else `src`), as listed in the trusted
+    /// snapshot and signed by `keyids`/`threshold` of its delegator.
+    async fn load_targets_role(
+        &mut self,
+        src: &dyn ByteSource,
+        role: &str,
+        keys: &BTreeMap<String, PublicKey>,
+        keyids: &[String],
+        threshold: u64,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
+        let snapshot = self.snapshot.as_ref().ok_or(TrustError::NotRefreshed)?;
+        let listed = format!("{role}.json");
+        let want =
+            snapshot
+                .meta
+                .meta
+                .get(&listed)
+                .cloned()
+                .ok_or_else(|| TrustError::NotListed {
+                    role: role.to_string(),
+                    listed_in: "snapshot".into(),
+                })?;
+        let local_file = format!("{}.json", encode_name(role));
+        if let Some(t) = self.targets.get(role) {
+            let tv = t.meta.common.version;
+            if tv > want.version {
+                return Err(TrustError::Rollback {
+                    role: role.to_string(),
+                    new: want.version,
+                    trusted: tv,
+                });
+            }
+            if tv == want.version
+                && verify_bytes::<Targets>(
+                    &t.bytes,
+                    role,
+                    &local_file,
+                    keys,
+                    keyids,
+                    threshold,
+                    &self.limits,
+                )
+                .is_ok()
+            {
+                return self.check_expiry(role, t.meta.common.expires, now);
+            }
+        }
+        // A copy kept from an earlier run, if it is exactly what snapshot lists now.
+        if let Ok(bytes) = std::fs::read(self.dir.join(&local_file)) {
+            if check_bytes(&local_file, &bytes, want.length, want.hashes.as_ref()).is_ok() {
+                if let Ok(meta) = verify_bytes::<Targets>(
+                    &bytes,
+                    role,
+                    &local_file,
+                    keys,
+                    keyids,
+                    threshold,
+                    &self.limits,
+                ) {
+                    if meta.common.version == want.version {
+                        self.check_expiry(role, meta.common.expires, now)?;
+                        self.targets
+                            .insert(role.to_string(), Trusted { meta, bytes });
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let file = if self.root.meta.consistent_snapshot {
+            format!("{}.{}.json", want.version, encode_name(role))
+        } else {
+            local_file.clone()
+        };
+        let limit = want.length.unwrap_or(self.limits.targets_max_len);
+        let bytes = self.fetch(src, &file, limit).await?;
+        check_bytes(&file, &bytes, want.length, want.hashes.as_ref())?;
+        let meta: Targets =
+            verify_bytes(&bytes, role, &file, keys, keyids, threshold, &self.limits)?;
+        if meta.common.version != want.version {
+            return Err(TrustError::VersionMismatch {
+                role: role.to_string(),
+                file,
+                found: meta.common.version,
+                expected: want.version,
+            });
+        }
+        self.check_expiry(role, meta.common.expires, now)?;
+        self.persist(&local_file, &bytes)?;
+        self.targets
+            .insert(role.to_string(), Trusted { meta, bytes });
+        Ok(())
+    }
+
+    /// Find `path` in the trusted targets metadata, following delegations (pre-order
+    /// depth-first, at most `max_delegations` roles, delegated roles fetched lazily from
+    /// `src`, the metadata directory). Call after a successful [`TufClient::refresh`].
+    pub async fn target(
+        &mut self,
+        src: &dyn ByteSource,
+        path: &str,
+    ) -> Result<VerifiedTarget, TrustError> {
+        if !self.refreshed {
+            return Err(TrustError::NotRefreshed);
+        }
+        validate_target_path(path)?;
+        let now = self.check_clock()?;
+        // (role, keys, keyids, threshold) still to visit; the top is the last element.
+        let root_targets = self
+            .root
+            .meta
+            .roles
+            .get("targets")
+            .cloned()
+            .ok_or_else(|| TrustError::RoleUndefined {
+                role: "targets".into(),
+                delegator: "root".into(),
+            })?;
+        let mut stack: Vec<(String, BTreeMap<String, PublicKey>, Vec<String>, u64)> = vec![(
+            "targets".into(),
+            self.root.meta.keys.clone(),
+            root_targets.keyids,
+            root_targets.threshold,
+        )];
+        let mut visited = std::collections::BTreeSet::new();
+        let mut budget = self.limits.max_delegations;
+        while budget > 0 {
+            let Some((role, keys, keyids, threshold)) = stack.pop() else {
+                break;
+            };
+            if !visited.insert(role.clone()) {
+                continue;
+            }
+            budget -= 1;
+            self.load_targets_role(src, &role, &keys, &keyids, threshold, now)
+                .await?;
+            let Some(t) = self.targets.get(&role) else {
+                return Err(TrustError::NotRefreshed);
+            };
+            if let Some(tf) = t.meta.targets.get(path) {
+                return self.verified(path, tf, &role);
+            }
+            let Some(d) = &t.meta.delegations else {
+                continue;
+            };
+            let mut children = Vec::new();
+            if let Some(succinct) = &d.succinct_roles {
+                if let Some(bin) = succinct.role_for_target(path) {
+                    validate_role_name(&bin)?;
+                    children.push((
+                        bin,
+                        d.keys.clone(),
+                        succinct.keyids.clone(),
+                        succinct.threshold,
+                    ));
+                }
+                // Hash bins are terminating by definition.
+                stack.clear();
+            } else if let Some(roles) = &d.roles {
+                for r in roles {
+                    if !r.matches(path) {
+                        continue;
+                    }
+                    validate_role_name(&r.name)?;
+                    children.push((
+                        r.name.clone(),
+                        d.keys.clone(),
+                        r.keyids.clone(),
+                        r.threshold,
+                    ));
+                    if r.terminating {
+                        stack.clear();
+                        break;
+                    }
+                }
+            }
+            children.reverse();
+            stack.extend(children);
+        }
+        Err(TrustError::TargetNotFound {
+            path: path.to_string(),
+        })
+    }
+
+    fn verified(
+        &self,
+        path: &str,
+        tf: &super::metadata::TargetFile,
+        role: &str,
+    ) -> Result<VerifiedTarget, TrustError> {
+        if tf.hashes.is_empty() {
+            return Err(TrustError::NoHashes {
+                file: format!("{path} (in {role})"),
+            });
+        }
+        MultiHasher::new(path, &tf.hashes)?;
+        Ok(VerifiedTarget {
+            path: path.to_string(),
+            length: tf.length,
+            hashes: tf
+                .hashes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_ascii_lowercase()))
+                .collect(),
+            custom: tf.custom.clone().unwrap_or(Value::Null),
+            consistent: self.root.meta.consistent_snapshot,
+        })
+    }
+
+    /// Stream `target` from `src` (the targets directory) into `out`, checking length
+    /// and hashes. `out` sees bytes before they are verified: on error the caller must
+    /// discard what it wrote (the slot code never activates an unverified image).
+    pub async fn fetch_target_to(
+        &self,
+        src: &dyn ByteSource,
+        target: &VerifiedTarget,
+        out: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<(), TrustError> {
+        let remote = target.remote_path();
+        let mut hasher = MultiHasher::new(&remote, &target.hashes)?;
+        let secs = self.limits.stall_timeout.as_secs();
+        let timeout = |file: &str| TrustError::Timeout {
+            file: file.to_string(),
+            secs,
+        };
+        let mut reader = match tokio::time::timeout(
+            self.limits.stall_timeout,
+            src.open(&remote, 0, target.length),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(source)) => {
+                return Err(TrustError::Fetch {
+                    file: remote,
+                    source,
+                })
+            }
+            Err(_) => return Err(timeout(&remote)),
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match tokio::time::timeout(self.limits.stall_timeout, reader.read(&mut buf))
+                .await
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    return Err(TrustError::Fetch {
+                        file: remote.clone(),
+                        source: FetchError::Io {
+                            what: remote.clone(),
+                            source: e,
+                        },
+                    })
+                }
+                Err(_) => return Err(timeout(&remote)),
+            };
+            if n == 0 {
+                break;
+            }
+            if hasher.len + n as u64 > target.length {
+                return Err(TrustError::LengthMismatch {
+                    file: remote,
+                    found: hasher.len + n as u64,
+                    expected: target.length,
+                });
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .await
+                .map_err(io_err(format!("writing {}", target.path)))?;
+        }
+        if hasher.len != target.length {
+            return Err(TrustError::LengthMismatch {
+                file: remote,
+                found: hasher.len,
+                expected: target.length,
+            });
+        }
+        hasher.finish(&remote)?;
+        out.flush()
+            .await
+            .map_err(io_err(format!("writing {}", target.path)))?;
+        Ok(())
+    }
+
+    /// Download a small target (a release manifest) into memory, verified.
+    pub async fn fetch_target_bytes(
+        &self,
+        src: &dyn ByteSource,
+        target: &VerifiedTarget,
+    ) -> Result<Vec<u8>, TrustError> {
+        let mut out = Vec::new();
+        self.fetch_target_to(src, target, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Download `target` to `dest` atomically (temporary file in the same directory,
+    /// renamed only once verified; removed on failure). If `dest` already holds the
+    /// verified content nothing is fetched; returns whether a download happened.
+    pub async fn download_target_file(
+        &self,
+        src: &dyn ByteSource,
+        target: &VerifiedTarget,
+        dest: &Path,
+    ) -> Result<bool, TrustError> {
+        if file_matches(dest, target) {
+            return Ok(false);
+        }
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.part.{}", std::process::id()));
+        let result = async {
+            let mut f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .await
+                .map_err(io_err(tmp.display()))?;
+            self.fetch_target_to(src, target, &mut f).await?;
+            f.sync_all().await.map_err(io_err(tmp.display()))?;
+            drop(f);
+            std::fs::rename(&tmp, dest).map_err(io_err(dest.display()))?;
+            crate::fsutil::fsync_dir(dir).map_err(io_err(dir.display()))
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map(|()| true)
+    }
+}
+
+/// Whether the file at `path` has exactly the target's length and hashes.
+pub fn file_matches(path: &Path, target: &VerifiedTarget) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    match f.metadata() {
+        Ok(m) if m.is_file() && m.len() == target.length => {}
+        _ => return false,
+    }
+    let Ok(mut h) = MultiHasher::new(&target.path, &target.hashes) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    h.len == target.length && h.finish(&target.path).is_ok()
+}
+
+fn snapshot_meta<'a>(ts: &'a TimestampMeta, file: &str) -> Result<&'a MetaFile, TrustError> {
+    let mf = ts
+        .meta
+        .get("snapshot.json")
+        .ok_or_else(|| TrustError::NotListed {
+            role: "snapshot".into(),
+            listed_in: file.to_string(),
+        })?;
+    if let Some(h) = &mf.hashes {
+        MultiHasher::new(file, h)?;
+    }
+    Ok(mf)
+}
+
+/// Envelope → threshold check → typed parse, all errors naming `role`/`file`.
+fn verify_bytes<T: RoleMetadata>(
+    bytes: &[u8],
+    role: &str,
+    file: &str,
+    keys: &BTreeMap<String, PublicKey>,
+    keyids: &[String],
+    threshold: u64,
+    limits: &Limits,
+) -> Result<T, TrustError> {
+    let wrap = |source: MetadataError| TrustError::Metadata {
+        role: role.to_string(),
+        file: file.to_string(),
+        source,
+    };
+    let env = Envelope::parse(bytes, limits.max_json_depth).map_err(wrap)?;
+    env.verify(keys, keyids, threshold).map_err(wrap)?;
+    parse_signed::<T>(&env.signed).map_err(wrap)
+}
+
+fn verify_self_signed(bytes: &[u8], file: &str, limits: &Limits) -> Result<Root, TrustError> {
+    let wrap = |source: MetadataError| TrustError::Metadata {
+        role: "root".into(),
+        file: file.to_string(),
+        source,
+    };
+    let env = Envelope::parse(bytes, limits.max_json_depth).map_err(wrap)?;
+    let root: Root = parse_signed(&env.signed).map_err(wrap)?;
+    let rk = root
+        .roles
+        .get("root")
+        .ok_or_else(|| TrustError::RoleUndefined {
+            role: "root".into(),
+            delegator: file.to_string(),
+        })?;
+    env.verify(&root.keys, &rk.keyids, rk.threshold)
+        .map_err(wrap)?;
+    Ok(root)
+}
+
+/// Target paths are repository paths: relative, `/`-separated, no `.`/`..`/empty
+/// components, no control characters or backslashes.
+pub fn validate_target_path(path: &str) -> Result<(), TrustError> {
+    crate::fetch::validate_repo_path(path).map_err(|e| TrustError::BadTargetPath {
+        path: path.to_string(),
+        why: match e {
+            FetchError::InvalidPath { why, .. } => why.to_string(),
+            other => other.to_string(),
+        },
+    })
+}
+
+/// Delegated role names become file names only after [`encode_name`]; still refuse
+/// names that could be confused with top-level roles, and control characters.
+pub fn validate_role_name(name: &str) -> Result<(), TrustError> {
+    let bad = |why| {
+        Err(TrustError::BadRoleName {
+            role: name.to_string(),
+            why,
+        })
+    };
+    if name.is_empty() || name.len() > 255 {
+        return bad("empty or longer than 255 bytes");
+    }
+    if TOP_LEVEL.contains(&name) {
+        return bad("a top-level role name");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("control character");
+    }
+    Ok(())
+}
