@@ -4,9 +4,25 @@
 //! and a JSON file for the simulated device. Each write is crash-safe: a power cut leaves
 //! either the old or the new environment.
 
+pub mod ab;
+pub mod bls;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod file;
+pub mod grubenv;
+pub mod uboot;
+
 use serde::{Deserialize, Serialize};
 
+pub use bls::SystemdBoot;
+pub use config::{BackendKind, BootConfig};
+pub use file::{simulate_reboot, FileBootloader};
+pub use grubenv::GrubBootloader;
+pub use uboot::{UbootBootloader, UbootEnv};
+
 use crate::names::SlotName;
+use crate::paths::Paths;
 
 /// What the bootloader knows about one slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +55,14 @@ pub trait Bootloader: Send + Sync {
     fn mark_bad(&self, slot: &SlotName) -> Result<(), BootError>;
     /// Counters and flags of every slot.
     fn slots(&self) -> Result<Vec<SlotBootInfo>, BootError>;
+    /// Admin-requested reset: write a fresh environment with `primary` good and first and
+    /// every other slot bad, even over one that could not be parsed.
+    fn reset(&self, primary: &SlotName) -> Result<(), BootError> {
+        Err(BootError::Refused(format!(
+            "{} backend cannot reset (asked for primary {primary})",
+            self.kind()
+        )))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,4 +81,32 @@ pub enum BootError {
     Detection(String),
     #[error("{0}")]
     Refused(String),
+}
+
+/// Open the configured bootloader; every path in `cfg` is resolved under `paths`.
+pub fn open(cfg: &BootConfig, paths: &Paths) -> Result<Box<dyn Bootloader>, BootError> {
+    if cfg.slots.len() < 2 {
+        return Err(BootError::Refused(format!(
+            "[boot] slots: need at least two slots, got {}",
+            ab::join(&cfg.slots)
+        )));
+    }
+    let detector = detect::Detector::new(paths, &cfg.slots, &cfg.detect);
+    match cfg.backend {
+        BackendKind::File => Ok(Box::new(
+            FileBootloader::new(paths.resolve(&cfg.file.path), cfg.slots.clone())
+                .with_detector(detector),
+        )),
+        BackendKind::Grub => Ok(Box::new(
+            GrubBootloader::new(paths.resolve(&cfg.grub.env), cfg.slots.clone())?
+                .with_detector(detector),
+        )),
+        BackendKind::Uboot => Ok(Box::new(
+            UbootBootloader::new(UbootEnv::from_config(&cfg.uboot, paths)?, cfg.slots.clone())?
+                .with_detector(detector),
+        )),
+        BackendKind::SystemdBoot => Ok(Box::new(
+            SystemdBoot::new(&cfg.systemd_boot, paths, cfg.slots.clone())?.with_detector(detector),
+        )),
+    }
 }
