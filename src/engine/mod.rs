@@ -12,11 +12,13 @@ pub mod adapters;
 pub mod check;
 pub mod daemon;
 pub mod demo;
+pub mod demo_device;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod handle;
 pub mod ports;
 mod reconcile;
+pub mod repo;
 pub mod runner;
 pub mod state;
 pub mod statefile;

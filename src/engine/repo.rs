@@ -1,0 +1,288 @@
+//! The engine's [`Updates`] port over the real rooms: the TUF client (`trust`) refreshes
+//! the signed metadata, `manifest` ranks the releases and verifies their manifests, and
+//! the staging pipeline (`slot::stage`) streams the signed image into the inactive slot.
+//!
+//! The floor and "not newer" are left to the engine (it knows the committed state), so
+//! discovery is asked with no running version and floor 0; every other manifest-side
+//! reason (product, hardware, channel, withdrawn, minimum version) is passed on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+use tokio::sync::Mutex;
+
+use super::ports::{Candidate, PortError, Progress, ProgressSink, Updates, WhyNot};
+use crate::fetch::{BoxFuture, ByteSource};
+use crate::manifest::{self, VerifiedManifest};
+use crate::names::SlotName;
+use crate::policy::{self, ReleaseFacts, RolloutPlan, RolloutState};
+use crate::slot::stage::{
+    stage_image, CancelToken, Compression, ImageFormat, ProgressFn, RawSlot, StageOptions,
+    StageRequest,
+};
+use crate::trust::TufClient;
+
+/// Slot class of the image the A/B slots take.
+pub const ROOTFS_CLASS: &str = "rootfs";
+
+pub struct RepoUpdates {
+    client: Mutex<TufClient>,
+    metadata: Arc<dyn ByteSource>,
+    targets: Arc<dyn ByteSource>,
+    product: String,
+    hardware: Option<String>,
+    channel: String,
+    slots: BTreeMap<SlotName, Arc<dyn RawSlot>>,
+    opts: StageOptions,
+    /// Verified manifests from the last discovery, by version.
+    manifests: Mutex<BTreeMap<String, VerifiedManifest>>,
+}
+
+impl RepoUpdates {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: TufClient,
+        metadata: Arc<dyn ByteSource>,
+        targets: Arc<dyn ByteSource>,
+        product: String,
+        hardware: Option<String>,
+        channel: String,
+        slots: Vec<Arc<dyn RawSlot>>,
+        opts: StageOptions,
+    ) -> Self {
+        Self {
+            client: Mutex::new(client),
+            metadata,
+            targets,
+            product,
+            hardware,
+            channel,
+            slots: slots.into_iter().map(|s| (s.name().clone(), s)).collect(),
+            opts,
+            manifests: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    async fn discover_inner(&self) -> Result<Vec<Candidate>, PortError> {
+        let mut client = self.client.lock().await;
+        client
+            .refresh(self.metadata.as_ref())
+            .await
+            .map_err(|e| PortError::new("repository refresh", e))?;
+        let dev = manifest::DeviceFacts {
+            product: self.product.clone(),
+            hardware: self.hardware.clone(),
+            channel: self.channel.clone(),
+            running_version: None,
+            security_floor: 0,
+        };
+        let targets = client
+            .trusted_targets()
+            .ok_or_else(|| PortError::new("repository", "no trusted targets after refresh"))?;
+        let found = manifest::candidates(targets, &dev);
+        let mut out = Vec::new();
+        let mut verified = BTreeMap::new();
+        for c in found {
+            let version = c.summary.version.to_string();
+            let mut reasons: Vec<WhyNot> = c
+                .ineligible
+                .iter()
+                .map(|i| WhyNot::Manifest {
+                    detail: i.to_string(),
+                })
+                .collect();
+            // Verify the manifest of every eligible release: its rollout plan decides
+            // when this device may take it, and staging needs its image list.
+            let mut published = None;
+            let mut rollout = None;
+            if c.is_eligible() {
+                match fetch_manifest(&mut client, &*self.metadata, &*self.targets, &c.target_path)
+                    .await
+                {
+                    Ok(vm) => {
+                        let m = vm.manifest();
+                        published = Some(m.published);
+                        rollout = Some(rollout_plan(m, c.summary.withdrawn));
+                        verified.insert(version.clone(), vm);
+                    }
+                    Err(e) => reasons.push(WhyNot::Manifest {
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+            out.push(Candidate {
+                facts: ReleaseFacts {
+                    id: format!("{}/{}", c.summary.product, version),
+                    version,
+                    kind: kind(c.summary.kind),
+                    severity: severity(c.summary.severity),
+                    channels: c.summary.channels.clone(),
+                    rollout,
+                },
+                security_version: c.summary.security_version,
+                cves: c.summary.cves.clone(),
+                size: c.summary.size,
+                published,
+                manifest_reasons: reasons,
+            });
+        }
+        *self.manifests.lock().await = verified;
+        Ok(out)
+    }
+
+    async fn stage_inner(
+        &self,
+        version: &str,
+        slot: &SlotName,
+        progress: ProgressSink,
+    ) -> Result<(), PortError> {
+        let what = format!("stage {version} into slot {slot}");
+        let vm = self
+            .manifests
+            .lock()
+            .await
+            .get(version)
+            .cloned()
+            .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
+        let m = vm.manifest();
+        let image = m
+            .images
+            .iter()
+            .find(|i| i.slot_class == ROOTFS_CLASS && i.format == manifest::ImageFormat::Raw)
+            .ok_or_else(|| PortError::new(&what, "manifest has no raw rootfs image"))?;
+        let raw = self
+            .slots
+            .get(slot)
+            .cloned()
+            .ok_or_else(|| PortError::new(&what, "slot not configured"))?;
+        let target = {
+            let mut client = self.client.lock().await;
+            client
+                .target(self.metadata.as_ref(), &image.target)
+                .await
+                .map_err(|e| PortError::new(&what, e))?
+        };
+        let sha256 = target
+            .sha256()
+            .ok_or_else(|| PortError::new(&what, "image target has no sha256"))?
+            .to_string();
+        let req = StageRequest {
+            path: target.remote_path(),
+            version: version.to_string(),
+            length: target.length(),
+            sha256,
+            sha512: target.hashes().get("sha512").cloned(),
+            compression: match image.compression {
+                manifest::Compression::None => Compression::None,
+                manifest::Compression::Zstd => Compression::Zstd,
+            },
+            format: match image.format {
+                manifest::ImageFormat::Raw => ImageFormat::Raw,
+                manifest::ImageFormat::Tar => ImageFormat::Tar,
+            },
+            size: image.size,
+            content_sha256: image.sha256.clone(),
+        };
+        let sink = progress.clone();
+        let pfn: ProgressFn = Arc::new(move |p| {
+            sink.send_replace(Some(Progress {
+                phase: format!("{:?}", p.phase).to_lowercase(),
+                done: p.done,
+                total: Some(p.total),
+                rate: Some(p.rate as f64),
+            }));
+        });
+        let cancel = CancelToken::new();
+        stage_image(
+            &req,
+            self.targets.as_ref(),
+            raw,
+            &self.opts,
+            Some(pfn),
+            &cancel,
+        )
+        .await
+        .map_err(|e| PortError::new(&what, e))?;
+        Ok(())
+    }
+}
+
+async fn fetch_manifest(
+    client: &mut TufClient,
+    metadata: &dyn ByteSource,
+    targets: &dyn ByteSource,
+    path: &str,
+) -> Result<VerifiedManifest, PortError> {
+    let target = client
+        .target(metadata, path)
+        .await
+        .map_err(|e| PortError::new(format!("release {path}"), e))?;
+    let bytes = client
+        .fetch_target_bytes(targets, &target)
+        .await
+        .map_err(|e| PortError::new(format!("release {path}"), e))?;
+    VerifiedManifest::verify(&target, &bytes)
+        .map_err(|e| PortError::new(format!("release {path}"), e))
+}
+
+fn kind(k: manifest::Kind) -> policy::Kind {
+    match k {
+        manifest::Kind::Security => policy::Kind::Security,
+        manifest::Kind::Bugfix => policy::Kind::Bugfix,
+        manifest::Kind::Feature => policy::Kind::Feature,
+    }
+}
+
+fn severity(s: manifest::Severity) -> policy::Severity {
+    match s {
+        manifest::Severity::Low => policy::Severity::Low,
+        manifest::Severity::Medium => policy::Severity::Medium,
+        manifest::Severity::High => policy::Severity::High,
+        manifest::Severity::Critical => policy::Severity::Critical,
+    }
+}
+
+/// The manifest's rollout section as the policy's plan.
+fn rollout_plan(m: &manifest::Manifest, withdrawn: bool) -> RolloutPlan {
+    RolloutPlan {
+        published: m.published,
+        stages: m
+            .rollout
+            .stages
+            .iter()
+            .map(|s| policy::RolloutStage {
+                after: SignedDuration::from_secs(i64::try_from(s.after_secs).unwrap_or(i64::MAX)),
+                tags: s.tags.clone(),
+                // A tag-only stage (percent 0) means "every device with the tag".
+                percent: if s.percent == 0 && !s.tags.is_empty() {
+                    None
+                } else {
+                    Some(s.percent)
+                },
+            })
+            .collect(),
+        state: if withdrawn {
+            RolloutState::Withdrawn
+        } else if m.rollout.paused {
+            RolloutState::Paused
+        } else {
+            RolloutState::Active
+        },
+    }
+}
+
+impl Updates for RepoUpdates {
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Candidate>, PortError>> {
+        Box::pin(self.discover_inner())
+    }
+
+    fn stage<'a>(
+        &'a self,
+        version: &'a str,
+        slot: &'a SlotName,
+        progress: ProgressSink,
+    ) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(self.stage_inner(version, slot, progress))
+    }
+}

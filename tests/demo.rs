@@ -1,0 +1,72 @@
+//! `patchd demo` (README's first command) runs the whole story through the real engine
+//! on a simulated device and ends with the summary line; exit code 0 only on success.
+
+use std::process::Command;
+
+#[test]
+fn demo_tells_the_whole_story_and_ends_with_the_summary_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .arg("demo")
+        .env_remove("PATCHD_LOG")
+        .output()
+        .expect("run patchd demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "patchd demo failed ({:?})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        last, "demo: committed=2.0.0 rolled_back=3.0.0 audit=verified",
+        "\n{stdout}"
+    );
+    // The story's milestones, in order.
+    let mut at = 0;
+    for milestone in [
+        "security",
+        "inactive slot",
+        "still staged",
+        "window is open",
+        "health checks passed",
+        "health checks failed",
+        "never retried automatically",
+        "quarter-end change freeze",
+        "hold expired",
+        "chain verified",
+        "\"machine_id\"",
+    ] {
+        let found = stdout[at..].find(milestone).unwrap_or_else(|| {
+            panic!("milestone {milestone:?} missing or out of order:\n{stdout}")
+        });
+        at += found;
+    }
+}
+
+#[test]
+fn demo_keeps_the_device_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("device");
+    let out = Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .args(["demo", "--keep"])
+        .arg(&keep)
+        .output()
+        .expect("run patchd demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The audit log and the state file stay for inspection.
+    assert!(keep.join("device/var/lib/patchd/audit.log").is_file());
+    assert!(keep.join("device/var/lib/patchd/state.json").is_file());
+    // Running it again over a used directory is refused clearly, never mixed.
+    let again = Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .args(["demo", "--keep"])
+        .arg(&keep)
+        .output()
+        .expect("run patchd demo");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
