@@ -57,6 +57,9 @@ mod tests {
     fn resolves_under_root() {
         let p = Paths::new("/tmp/x");
         assert_eq!(p.state_dir(), PathBuf::from("/tmp/x/var/lib/patchd"));
-        assert_eq!(Paths::default().config_file(), PathBuf::from("/etc/patchd/patchd.toml"));
+        assert_eq!(
+            Paths::default().config_file(),
+            PathBuf::from("/etc/patchd/patchd.toml")
+        );
     }
 }

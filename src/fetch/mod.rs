@@ -56,7 +56,11 @@ pub trait ByteSource: Send + Sync {
 }
 
 /// Fetch a whole (small) file such as TUF metadata, refusing more than `limit` bytes.
-pub async fn fetch_all(src: &dyn ByteSource, path: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+pub async fn fetch_all(
+    src: &dyn ByteSource,
+    path: &str,
+    limit: u64,
+) -> Result<Vec<u8>, FetchError> {
     let reader = src.open(path, 0, limit).await?;
     let mut buf = Vec::new();
     // Read one byte past the limit to tell "exactly limit" from "more than limit".
@@ -105,7 +109,10 @@ pub fn validate_repo_path(path: &str) -> Result<(), FetchError> {
     if path.chars().any(|c| c.is_control() || c == '\\') {
         return bad("control character or backslash");
     }
-    if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return bad("empty, '.' or '..' component");
     }
     Ok(())
