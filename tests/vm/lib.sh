@@ -4,6 +4,7 @@
 
 VM_DIR=$VM_TOP/tests/vm
 VM_CACHE=${VM_CACHE:-$VM_DIR/cache}
+VM_RUNS=${VM_RUNS:-$VM_CACHE/runs}
 VM_KVER=${VM_KVER:-6.1.0-56-amd64}
 VM_QEMU_MEM=${VM_QEMU_MEM:-384}
 # The try-once GRUB script under test: the one the project ships.
@@ -260,11 +261,13 @@ vm_wait_exit() {
 }
 
 # vm_wait_console LOG PATTERN TIMEOUT: waits for an extended regexp on the console.
+# TIMEOUT in seconds, or in milliseconds with an "ms" suffix (100 ms resolution).
 vm_wait_console() {
-  local log=$1 pat=$2 t=$3 i=0
+  local log=$1 pat=$2 t=$3 i=0 ticks
+  case $t in *ms) ticks=$(( ${t%ms} / 100 ));; *) ticks=$((t * 10));; esac
   until grep -qE "$pat" "$log" 2>/dev/null; do
     if ! kill -0 "$VM_PID" 2>/dev/null; then return 1; fi
-    if [ "$i" -ge $((t * 10)) ]; then return 1; fi
+    if [ "$i" -ge "$ticks" ]; then return 1; fi
     sleep 0.1; i=$((i + 1))
   done
 }

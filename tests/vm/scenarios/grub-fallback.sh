@@ -5,7 +5,7 @@ scenario() {
   vm_assemble "$DISK" v1 v4
   vm_grubenv "$DISK" set patchd_order="b a" patchd_a_ok=1 patchd_b_ok=0 patchd_b_left=1
   vm_start "$DISK" "$LOG"
-  vm_wait_exit 180 || fail "guest did not power off within 180s"
+  vm_wait_exit 900 || fail "guest did not power off within 900s"
   grep -q 'Kernel panic' "$LOG" || fail "slot b was not tried (no kernel panic on the console)"
   local boots; boots=$(vm_cat "$DISK" 4 /vm/boots.log)
   echo "guest reported: $boots"

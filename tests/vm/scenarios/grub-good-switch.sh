@@ -15,7 +15,7 @@ fi
 HOOK
   vm_put "$DISK" 4 "$W/onboot.sh" /vm/onboot.sh
   vm_start "$DISK" "$LOG"
-  vm_wait_exit 300 || fail "guest did not power off within 300s"
+  vm_wait_exit 900 || fail "guest did not power off within 900s"
   local boots; boots=$(vm_cat "$DISK" 4 /vm/boots.log)
   echo "guest reported: $boots"
   assert_eq "boots" "$boots" "boot=1 slot=b release=v2

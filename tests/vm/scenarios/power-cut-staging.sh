@@ -53,9 +53,9 @@ HOOK
       runs=$((runs + 1)); [ "$runs" -le $((cuts * 2 + 10)) ] || fail "too many boots"
       log=$W/console-run$runs.log
       vm_start "$DISK" "$log"
-      vm_wait_console "$log" 'VMTEST: (staging start|b up)' 300 || fail "run $runs: no staging and no b"
+      vm_wait_console "$log" 'VMTEST: (staging start|b up)' 600 || fail "run $runs: no staging and no b"
       grep -q 'VMTEST: staging start' "$log" && return 0
-      vm_wait_exit 120 || fail "run $runs: b did not power off"
+      vm_wait_exit 300 || fail "run $runs: b did not power off"
       VM_PID=
       echo "run $runs: booted the staged b (uncommitted), powered off"
     done
@@ -74,7 +74,7 @@ HOOK
       delay=measure
     else
       delay=$(( (RANDOM * 32768 + RANDOM) % (staging_ms + 1) ))
-      vm_wait_console "$log" 'VMTEST: switched' "$(( delay / 1000 ))" || true
+      vm_wait_console "$log" 'VMTEST: switched' "${delay}ms" || true
     fi
     vm_kill; VM_PID=
     phase=$(grep -a 'VMTEST:' "$log" | tail -n 1 | vm_clean)
@@ -85,9 +85,9 @@ HOOK
     start_until_staging
     vm_wait_console "$log" 'VMTEST: switched' 600 || fail "boot cut $i: no switch"
     if [ "$i" = 1 ]; then
-      vm_wait_console "$log" 'patchd: booting slot b' 120 || fail "boot cut $i: GRUB did not pick b"
+      vm_wait_console "$log" 'patchd: booting slot b' 300 || fail "boot cut $i: GRUB did not pick b"
     else
-      vm_wait_console "$log" 'vm-initramfs: mounting root=/dev/vda3' 120 || fail "boot cut $i: b's kernel did not start"
+      vm_wait_console "$log" 'vm-initramfs: mounting root=/dev/vda3' 300 || fail "boot cut $i: b's kernel did not start"
     fi
     vm_kill; VM_PID=
     echo "boot cut $i (run $runs): last: $(grep -aE 'VMTEST:|patchd:|vm-initramfs' "$log" | tail -n 1 | vm_clean)"
@@ -97,7 +97,7 @@ HOOK
   # No more cuts: the retried update must end on b, committed.
   log=$W/console.log
   vm_start "$DISK" "$log"
-  vm_wait_exit 600 || fail "final run did not power off"
+  vm_wait_exit 1200 || fail "final run did not power off"
   VM_PID=
   local boots; boots=$(vm_cat "$DISK" 4 /vm/boots.log)
   echo "guest reported:"; echo "$boots"
