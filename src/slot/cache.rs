@@ -114,7 +114,7 @@ impl DownloadCache {
             .filter(|r| r.length == req.length && r.offset <= req.length)
             .map_or(0, |r| r.offset);
         let free = nix::sys::statvfs::statvfs(&self.dir)
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
             .map_err(|e| self.io("checking free space", e.into()))?;
         if free < req.length - offset {
             return Err(self.full(format!(
