@@ -386,7 +386,7 @@ fn extract_worker(
     };
     let hin = HashingInput {
         input,
-        hashes: &mut hashes,
+        hashes: Some(&mut hashes),
         count: 0,
     };
     let mut content = match req.compression {

@@ -318,6 +318,13 @@ impl Hashes {
             content: (req.compression != Compression::None).then(Sha256::new),
         }
     }
+    fn empty() -> Self {
+        Self {
+            transfer: Sha256::new(),
+            transfer512: None,
+            content: None,
+        }
+    }
     fn transfer(&mut self, b: &[u8]) {
         self.transfer.update(b);
         if let Some(h) = &mut self.transfer512 {
@@ -393,6 +400,31 @@ async fn stage_inner(
     for _ in 0..opts.buffers.max(1) {
         let _ = empty_tx.try_send(vec![0u8; opts.buffer_size.max(4096)]);
     }
+    // The transfer is hashed on its own thread, in parallel with decompression, the
+    // content hash and the writes on the worker thread (two cores busy, not one).
+    let mut prep = prep;
+    // The content hasher stays with the worker; only the transfer hashes move.
+    let content_hasher = prep.hashes.content.take();
+    let transfer_hashes = std::mem::replace(&mut prep.hashes, Hashes::empty());
+    prep.hashes.content = content_hasher;
+    let (mid_tx, mid_rx) = mpsc::channel::<(Vec<u8>, usize)>(opts.buffers.max(1));
+    let hasher = std::thread::Builder::new()
+        .name("patchd-hash".into())
+        .spawn(move || {
+            let mut h = transfer_hashes;
+            let mut rx = full_rx;
+            while let Some((buf, len)) = rx.blocking_recv() {
+                h.transfer(&buf[..len]);
+                if mid_tx.blocking_send((buf, len)).is_err() {
+                    break;
+                }
+            }
+            h
+        })
+        .map_err(|e| StageError::Io {
+            what: "starting the hash thread".into(),
+            source: e,
+        })?;
     let worker = {
         let (slot, req, opts, progress, cancel) = (
             slot.clone(),
@@ -403,12 +435,21 @@ async fn stage_inner(
         );
         tokio::task::spawn_blocking(move || {
             let input = ChanRead {
-                rx: full_rx,
+                rx: mid_rx,
                 recycle: empty_tx,
                 cur: None,
                 pos: 0,
             };
-            write_worker(&req, slot.as_ref(), prep, input, &opts, progress, &cancel)
+            write_worker(
+                &req,
+                slot.as_ref(),
+                prep,
+                input,
+                hasher,
+                &opts,
+                progress,
+                &cancel,
+            )
         })
     };
 
@@ -519,7 +560,8 @@ impl ChanRead {
 /// Hashes the transfer bytes as the decompressor pulls them.
 pub(super) struct HashingInput<'a> {
     pub(super) input: ChanRead,
-    pub(super) hashes: &'a mut Hashes,
+    /// `None` when a separate hash thread already hashes the transfer.
+    pub(super) hashes: Option<&'a mut Hashes>,
     pub(super) count: u64,
 }
 
@@ -530,7 +572,9 @@ impl Read for HashingInput<'_> {
         };
         let n = s.len().min(out.len());
         out[..n].copy_from_slice(&s[..n]);
-        self.hashes.transfer(&out[..n]);
+        if let Some(h) = &mut self.hashes {
+            h.transfer(&out[..n]);
+        }
         self.count += n as u64;
         self.input.consume(n);
         Ok(n)
@@ -688,11 +732,13 @@ impl Content<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_worker(
     req: &StageRequest,
     slot: &dyn RawSlot,
     prep: Prepared,
     input: ChanRead,
+    hasher: std::thread::JoinHandle<Hashes>,
     opts: &StageOptions,
     progress: Option<ProgressFn>,
     cancel: &CancelToken,
@@ -700,7 +746,7 @@ fn write_worker(
     let Prepared {
         mut file,
         offset,
-        mut hashes,
+        hashes: mut prep_hashes,
         mut checkpoint,
     } = prep;
     let name = slot.name().clone();
@@ -718,12 +764,12 @@ fn write_worker(
     let mut written = offset;
     let mut chunk_crc = crc32fast::Hasher::new();
     let mut chunk_fill = 0u64;
-    let mut content_hash = hashes.content.take();
+    let mut content_hash = prep_hashes.content.take();
     let mut out = vec![0u8; 1 << 20];
     let transfer_count = {
         let hin = HashingInput {
             input,
-            hashes: &mut hashes,
+            hashes: None,
             count: offset,
         };
         let mut content = match req.compression {
@@ -803,6 +849,10 @@ fn write_worker(
     }
     file.sync_all().map_err(|e| io_err("syncing", e))?;
 
+    let mut hashes = hasher.join().map_err(|_| StageError::Io {
+        what: "hash thread".into(),
+        source: io::Error::other("panicked"),
+    })?;
     check_hash(
         req,
         "transfer sha256",
