@@ -212,11 +212,11 @@ fn holds_block_wait_and_expire() {
     let now = utc("2026-11-10T00:00:00Z");
     let forever = hold(None, None);
     assert!(matches!(
-        holds::decide(&[forever.clone()], "2.0.0", now),
+        holds::decide(std::slice::from_ref(&forever), "2.0.0", now),
         Decision::Blocked { .. }
     ));
     let temp = hold(Some("2026-11-15T00:00:00Z"), None);
-    match holds::decide(&[temp.clone()], "2.0.0", now) {
+    match holds::decide(std::slice::from_ref(&temp), "2.0.0", now) {
         Decision::Wait { until, reason } => {
             assert_eq!(until, Some(utc("2026-11-15T00:00:00Z")));
             assert!(
@@ -226,7 +226,12 @@ fn holds_block_wait_and_expire() {
         }
         d => panic!("{d}"),
     }
-    assert!(holds::decide(&[temp.clone()], "2.0.0", utc("2026-11-15T00:00:00Z")).is_allowed());
+    assert!(holds::decide(
+        std::slice::from_ref(&temp),
+        "2.0.0",
+        utc("2026-11-15T00:00:00Z")
+    )
+    .is_allowed());
     let (active, expired) = holds::split_expired(
         vec![forever.clone(), temp.clone()],
         utc("2026-11-16T00:00:00Z"),
@@ -239,9 +244,9 @@ fn holds_block_wait_and_expire() {
 fn pinned_hold_allows_up_to_its_version() {
     let now = utc("2026-11-10T00:00:00Z");
     let pin = hold(None, Some("2.1.0"));
-    assert!(holds::decide(&[pin.clone()], "2.0.5", now).is_allowed());
-    assert!(holds::decide(&[pin.clone()], "2.1.0", now).is_allowed());
-    assert!(!holds::decide(&[pin.clone()], "2.1.1", now).is_allowed());
+    assert!(holds::decide(std::slice::from_ref(&pin), "2.0.5", now).is_allowed());
+    assert!(holds::decide(std::slice::from_ref(&pin), "2.1.0", now).is_allowed());
+    assert!(!holds::decide(std::slice::from_ref(&pin), "2.1.1", now).is_allowed());
     // Unparseable versions are held back (fail closed).
     assert!(!holds::decide(&[pin], "banana", now).is_allowed());
 }
