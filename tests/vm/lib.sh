@@ -245,30 +245,35 @@ vm_start() {
   vm_log "qemu started (pid $VM_PID), console: $log"
 }
 
+# Microseconds now, without forking (polling loops run on a loaded machine, where a
+# count of sleeps says little about the time passed).
+vm_now_us() { echo "${EPOCHREALTIME/./}"; }
+
 # vm_wait_exit TIMEOUT: waits for the guest to power off; kills it after TIMEOUT seconds.
 vm_wait_exit() {
-  local t=$1 i=0
+  local deadline=$(( $(vm_now_us) + $1 * 1000000 ))
   while kill -0 "$VM_PID" 2>/dev/null; do
-    if [ "$i" -ge $((t * 10)) ]; then
-      vm_log "guest still running after ${t}s: killing qemu"
+    if [ "$(vm_now_us)" -ge "$deadline" ]; then
+      vm_log "guest still running after $1s: killing qemu"
       vm_kill
       return 1
     fi
-    sleep 0.1; i=$((i + 1))
+    sleep 0.1
   done
   wait "$VM_PID" 2>/dev/null || true
   return 0
 }
 
 # vm_wait_console LOG PATTERN TIMEOUT: waits for an extended regexp on the console.
-# TIMEOUT in seconds, or in milliseconds with an "ms" suffix (100 ms resolution).
+# TIMEOUT in seconds, or in milliseconds with an "ms" suffix.
 vm_wait_console() {
-  local log=$1 pat=$2 t=$3 i=0 ticks
-  case $t in *ms) ticks=$(( ${t%ms} / 100 ));; *) ticks=$((t * 10));; esac
+  local log=$1 pat=$2 t=$3 us
+  case $t in *ms) us=$(( ${t%ms} * 1000 ));; *) us=$((t * 1000000));; esac
+  local deadline=$(( $(vm_now_us) + us ))
   until grep -qE "$pat" "$log" 2>/dev/null; do
     if ! kill -0 "$VM_PID" 2>/dev/null; then return 1; fi
-    if [ "$i" -ge "$ticks" ]; then return 1; fi
-    sleep 0.1; i=$((i + 1))
+    if [ "$(vm_now_us)" -ge "$deadline" ]; then return 1; fi
+    sleep 0.05
   done
 }
 
