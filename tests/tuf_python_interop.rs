@@ -26,7 +26,8 @@ pub fn python() -> Option<PathBuf> {
 
 fn make_repo(py: &Path, consistent: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/make_python_tuf_repo.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/make_python_tuf_repo.py");
     let out = std::process::Command::new(py)
         .arg(&script)
         .arg(dir.path())
@@ -44,17 +45,21 @@ fn make_repo(py: &Path, consistent: bool) -> tempfile::TempDir {
 #[tokio::test]
 async fn our_client_reads_python_tuf_repositories() {
     let Some(py) = python() else {
-        println!("skipped: no python with python-tuf (set PATCHD_TEST_PYTHON or create tests/.venv)");
+        println!(
+            "skipped: no python with python-tuf (set PATCHD_TEST_PYTHON or create tests/.venv)"
+        );
         return;
     };
     for consistent in [true, false] {
         let repo = make_repo(&py, consistent);
         let expected: std::collections::BTreeMap<String, String> =
-            serde_json::from_slice(&std::fs::read(repo.path().join("expected.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(repo.path().join("expected.json")).unwrap())
+                .unwrap();
         let device = tempfile::tempdir().unwrap();
         let root = std::fs::read(repo.path().join("metadata/1.root.json")).unwrap();
         TufClient::init(device.path(), &root, &Limits::default()).unwrap();
-        let mut c = TufClient::load(device.path(), Arc::new(SystemClock), Limits::default()).unwrap();
+        let mut c =
+            TufClient::load(device.path(), Arc::new(SystemClock), Limits::default()).unwrap();
         let meta = FileSource::new(repo.path().join("metadata"));
         let targets = FileSource::new(repo.path().join("targets"));
         c.refresh(&meta).await.unwrap();
@@ -69,12 +74,23 @@ async fn our_client_reads_python_tuf_repositories() {
             assert!(!c.download_target_file(&targets, &t, &dest).await.unwrap());
         }
         // A restart re-verifies what was stored, and refreshes without change.
-        let mut c2 = TufClient::load(device.path(), Arc::new(SystemClock), Limits::default()).unwrap();
+        let mut c2 =
+            TufClient::load(device.path(), Arc::new(SystemClock), Limits::default()).unwrap();
         c2.refresh(&meta).await.unwrap();
         assert_eq!(c2.snapshot_version(), Some(1));
         let stored: Vec<String> = tuf_support::files_in(device.path()).into_keys().collect();
-        for f in ["root.json", "timestamp.json", "snapshot.json", "targets.json", "delegated.json", "hashed.json"] {
-            assert!(stored.contains(&f.to_string()), "{f} missing from {stored:?}");
+        for f in [
+            "root.json",
+            "timestamp.json",
+            "snapshot.json",
+            "targets.json",
+            "delegated.json",
+            "hashed.json",
+        ] {
+            assert!(
+                stored.contains(&f.to_string()),
+                "{f} missing from {stored:?}"
+            );
         }
         assert!(stored.iter().any(|f| f.starts_with("bin-")));
     }
@@ -83,7 +99,9 @@ async fn our_client_reads_python_tuf_repositories() {
 #[test]
 fn canonical_json_matches_securesystemslib() {
     let Some(py) = python() else {
-        println!("skipped: no python with python-tuf (set PATCHD_TEST_PYTHON or create tests/.venv)");
+        println!(
+            "skipped: no python with python-tuf (set PATCHD_TEST_PYTHON or create tests/.venv)"
+        );
         return;
     };
     let repo = make_repo(&py, true);
