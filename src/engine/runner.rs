@@ -185,10 +185,7 @@ pub(crate) struct Runner {
 pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunExit>), EngineError> {
     let file = StateFile::new(&parts.paths.state_dir());
     let now = parts.clock.now();
-    let doc = match file.load(now)? {
-        Some(d) => d,
-        None => StateDoc::default(),
-    };
+    let doc: StateDoc = file.load(now)?.unwrap_or_default();
     let (status_tx, _status_rx) = watch::channel(StatusSnapshot::initial());
     let (progress_tx, progress_rx) = watch::channel(None);
     let first_check = parts
@@ -546,21 +543,17 @@ impl Runner {
             Command::History { filter, reply } => {
                 let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = reply.send(log.query(&filter).map_err(EngineError::from));
-                return;
             }
             Command::Inventory { reply } => {
                 let _ = reply.send(Ok(self.inventory()));
-                return;
             }
             Command::VerifyAudit { reply } => {
                 let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = reply.send(log.verify().map_err(EngineError::from));
-                return;
             }
             Command::Cancel { actor, reply } => {
                 let r = self.cancel(&actor).await;
                 let _ = reply.send(self.finish(r));
-                return;
             }
             other => {
                 if let Some(j) = &self.job {
@@ -950,7 +943,7 @@ impl Runner {
         });
         self.commit(doc, "staging", actor, None)?;
         self.failpoint("staging.started")?;
-        self.start_stage(actor.clone(), release.version, slot.clone(), switch_after);
+        self.start_stage(*actor, release.version, slot.clone(), switch_after);
         Ok(slot)
     }
 

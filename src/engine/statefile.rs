@@ -256,9 +256,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = StateFile::new(dir.path());
         assert!(f.load(now()).unwrap().is_none());
-        let mut doc = StateDoc::default();
-        doc.lifecycle = Lifecycle::UpdateAvailable {
-            release: ReleaseRef::new("2.0.0", 3),
+        let mut doc = StateDoc {
+            lifecycle: Lifecycle::UpdateAvailable {
+                release: ReleaseRef::new("2.0.0", 3),
+            },
+            ..StateDoc::default()
         };
         doc.pending = Some(Pending::ArmTrial {
             slot: SlotName::new("b").unwrap(),
