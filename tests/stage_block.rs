@@ -71,7 +71,7 @@ async fn block_slot_install_refusals_and_read_back() {
 
     // Half noise, half compressible, zstd-compressed: the production shape.
     let mut content = common::noise(6 * MIB as usize, 5);
-    content.extend(std::iter::repeat(b'x').take(6 * MIB as usize));
+    content.extend(std::iter::repeat_n(b'x', 6 * MIB as usize));
     let compressed = zstd::encode_all(&content[..], 3).unwrap();
     let req = StageRequest {
         path: "targets/os.img.zst".into(),

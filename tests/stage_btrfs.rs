@@ -166,7 +166,7 @@ async fn btrfs_slots_install_refuse_snapshot_and_prune() {
         h.set_cksum();
         evil.extend_from_slice(h.as_bytes());
         evil.push(b'x');
-        evil.extend(std::iter::repeat(0u8).take(511 + 1024));
+        evil.extend(std::iter::repeat_n(0u8, 511 + 1024));
     }
     let (ereq, ez) = req_for("targets/evil.tar.zst", "6", &evil);
     server.add("targets/evil.tar.zst", ez);

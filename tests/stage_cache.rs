@@ -24,7 +24,7 @@ fn sha(b: &[u8]) -> String {
 
 fn image() -> (StageRequest, Vec<u8>, Vec<u8>) {
     let mut content = common::noise(MIB as usize, 77);
-    content.extend(std::iter::repeat(3u8).take(2 * MIB as usize));
+    content.extend(std::iter::repeat_n(3u8, 2 * MIB as usize));
     let z = zstd::encode_all(&content[..], 1).unwrap();
     let req = StageRequest {
         path: "targets/os.img.zst".into(),

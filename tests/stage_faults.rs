@@ -192,7 +192,7 @@ impl Rig {
 async fn zstd_image_from_a_local_directory() {
     let rig = Rig::new();
     let mut content = common::noise(MIB as usize, 2);
-    content.extend(std::iter::repeat(7u8).take(2 * MIB as usize));
+    content.extend(std::iter::repeat_n(7u8, 2 * MIB as usize));
     let compressed = zstd::encode_all(&content[..], 3).unwrap();
     let repo = rig.dir.path().join("repo/targets");
     std::fs::create_dir_all(&repo).unwrap();

@@ -24,11 +24,11 @@ fn entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: 
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(data);
     let pad = (512 - data.len() % 512) % 512;
-    out.extend(std::iter::repeat(0u8).take(pad));
+    out.extend(std::iter::repeat_n(0u8, pad));
 }
 
 fn finish(mut v: Vec<u8>) -> Vec<u8> {
-    v.extend(std::iter::repeat(0u8).take(1024));
+    v.extend(std::iter::repeat_n(0u8, 1024));
     v
 }
 

@@ -56,18 +56,18 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
-        self.event.as_ref().map_or(true, |e| *e == r.event)
+        self.event.as_ref().is_none_or(|e| *e == r.event)
             && self
                 .release
                 .as_ref()
-                .map_or(true, |v| r.release.as_ref() == Some(v))
+                .is_none_or(|v| r.release.as_ref() == Some(v))
             && self
                 .slot
                 .as_ref()
-                .map_or(true, |s| r.slot.as_ref() == Some(s))
-            && self.actor.map_or(true, |a| a == r.actor)
-            && self.since.map_or(true, |t| r.time >= t)
-            && self.until.map_or(true, |t| r.time < t)
+                .is_none_or(|s| r.slot.as_ref() == Some(s))
+            && self.actor.is_none_or(|a| a == r.actor)
+            && self.since.is_none_or(|t| r.time >= t)
+            && self.until.is_none_or(|t| r.time < t)
     }
 }
 

@@ -426,9 +426,9 @@ impl ManagerBackend for FakeBackend {
         let mut recs: Vec<Value> = self
             .records()
             .into_iter()
-            .filter(|r| filter.event.as_deref().map_or(true, |k| r["event"] == k))
+            .filter(|r| filter.event.as_deref().is_none_or(|k| r["event"] == k))
             .filter(|r| {
-                filter.since.map_or(true, |since| {
+                filter.since.is_none_or(|since| {
                     r["time"]
                         .as_str()
                         .and_then(|t| t.parse::<Timestamp>().ok())

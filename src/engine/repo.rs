@@ -9,14 +9,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jiff::SignedDuration;
 use tokio::sync::Mutex;
 
 use super::ports::{Candidate, PortError, Progress, ProgressSink, Updates, WhyNot};
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::manifest::{self, VerifiedManifest};
 use crate::names::SlotName;
-use crate::policy::{self, ReleaseFacts, RolloutPlan, RolloutState};
+use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
 use crate::slot::stage::{
     stage_image, CancelToken, Compression, ImageFormat, ProgressFn, RawSlot, StageOptions,
     StageRequest,
@@ -115,8 +114,8 @@ impl RepoUpdates {
                 facts: ReleaseFacts {
                     id: format!("{}/{}", c.summary.product, version),
                     version,
-                    kind: kind(c.summary.kind),
-                    severity: severity(c.summary.severity),
+                    kind: c.summary.kind,
+                    severity: c.summary.severity,
                     channels: c.summary.channels.clone(),
                     rollout,
                 },
@@ -226,50 +225,13 @@ async fn fetch_manifest(
         .map_err(|e| PortError::new(format!("release {path}"), e))
 }
 
-fn kind(k: manifest::Kind) -> policy::Kind {
-    match k {
-        manifest::Kind::Security => policy::Kind::Security,
-        manifest::Kind::Bugfix => policy::Kind::Bugfix,
-        manifest::Kind::Feature => policy::Kind::Feature,
-    }
-}
-
-fn severity(s: manifest::Severity) -> policy::Severity {
-    match s {
-        manifest::Severity::Low => policy::Severity::Low,
-        manifest::Severity::Medium => policy::Severity::Medium,
-        manifest::Severity::High => policy::Severity::High,
-        manifest::Severity::Critical => policy::Severity::Critical,
-    }
-}
-
 /// The manifest's rollout section as the policy's plan.
 fn rollout_plan(m: &manifest::Manifest, withdrawn: bool) -> RolloutPlan {
-    RolloutPlan {
-        published: m.published,
-        stages: m
-            .rollout
-            .stages
-            .iter()
-            .map(|s| policy::RolloutStage {
-                after: SignedDuration::from_secs(i64::try_from(s.after_secs).unwrap_or(i64::MAX)),
-                tags: s.tags.clone(),
-                // A tag-only stage (percent 0) means "every device with the tag".
-                percent: if s.percent == 0 && !s.tags.is_empty() {
-                    None
-                } else {
-                    Some(s.percent)
-                },
-            })
-            .collect(),
-        state: if withdrawn {
-            RolloutState::Withdrawn
-        } else if m.rollout.paused {
-            RolloutState::Paused
-        } else {
-            RolloutState::Active
-        },
+    let mut plan = RolloutPlan::from_manifest(m);
+    if withdrawn {
+        plan.state = RolloutState::Withdrawn;
     }
+    plan
 }
 
 impl Updates for RepoUpdates {

@@ -83,7 +83,7 @@ pub fn check(s: &ReleaseSummary, dev: &DeviceFacts) -> Vec<Ineligible> {
         });
     }
     if let Some(min) = &s.min_version {
-        if dev.running_version.as_ref().map_or(true, |r| r < min) {
+        if dev.running_version.as_ref().is_none_or(|r| r < min) {
             out.push(Ineligible::BelowMinVersion {
                 min: min.clone(),
                 running: dev.running_version.clone(),

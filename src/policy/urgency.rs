@@ -43,7 +43,7 @@ pub struct UrgencyRule {
 
 impl UrgencyRule {
     pub fn matches(&self, kind: Kind, severity: Severity) -> bool {
-        self.kind.map_or(true, |k| k == kind) && self.min_severity.map_or(true, |s| severity >= s)
+        self.kind.is_none_or(|k| k == kind) && self.min_severity.is_none_or(|s| severity >= s)
     }
 }
 
