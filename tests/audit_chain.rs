@@ -323,3 +323,58 @@ fn bad_limits_are_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("max_bytes"), "{e}");
 }
+
+mod tamper_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Tamper {
+        Edit(usize),
+        Remove(usize),
+        Swap(usize, usize),
+        Duplicate(usize),
+    }
+
+    fn tamper() -> impl Strategy<Value = (u64, Tamper)> {
+        (3u64..9).prop_flat_map(|n| {
+            let i = 0..n as usize;
+            let j = 0..n as usize;
+            (
+                Just(n),
+                prop_oneof![
+                    i.clone().prop_map(Tamper::Edit),
+                    i.clone().prop_map(Tamper::Remove),
+                    (i.clone(), j)
+                        .prop_filter("distinct", |(a, b)| a != b)
+                        .prop_map(|(a, b)| Tamper::Swap(a, b)),
+                    i.prop_map(Tamper::Duplicate),
+                ],
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        /// Any single edit, removal, swap or duplication of records is found.
+        #[test]
+        fn any_single_tamper_is_found((n, t) in tamper()) {
+            let (_d, p) = setup(n);
+            let mut l = lines(&p);
+            match t.clone() {
+                Tamper::Edit(i) => l[i] = l[i].replace("record", "rec0rd"),
+                Tamper::Remove(i) => {
+                    l.remove(i);
+                }
+                Tamper::Swap(a, b) => l.swap(a, b),
+                Tamper::Duplicate(i) => {
+                    let x = l[i].clone();
+                    l.insert(i, x);
+                }
+            }
+            put_lines(&p, &l);
+            let r = verify(&p);
+            prop_assert!(!r.is_intact(), "{:?} not found: {}", t, r);
+        }
+    }
+}

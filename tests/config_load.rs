@@ -25,6 +25,7 @@ fn no_files_gives_defaults() {
     let c = config::load(&p).unwrap();
     assert!(c.sources.is_empty());
     assert_eq!(c, config::Config::default());
+    assert_eq!(c.boot_config, None);
     assert_eq!(c.device.channel, "stable");
     assert_eq!(c.repository.source, None);
     assert_eq!(c.repository.check_interval, Duration::from_secs(6 * 3600));
@@ -117,7 +118,10 @@ fn full_example_is_understood() {
     assert_eq!(c.health.http[0].status, 204);
     assert!(!c.health.http[0].required);
     assert_eq!(c.health.probation, Duration::from_secs(86400));
-    assert_eq!(c.boot["backend"].as_str(), Some("grub"));
+    assert_eq!(
+        c.boot_config.as_ref().unwrap().backend,
+        patchd::boot::BackendKind::Grub
+    );
     assert_eq!(c.audit.limits.keep, 2);
     let pol = c.policy.to_policy().unwrap();
     assert_eq!(pol.schedule.time_zone_name(), "Europe/Berlin");
@@ -139,7 +143,7 @@ fn dropins_apply_in_lexical_order_per_key() {
     );
     write(
         &dir.join("10-early.toml"),
-        "[device]\nchannel = \"beta\"\ntags = [\"edge\"]\n[boot]\nattempts = 2\n",
+        "[device]\nchannel = \"beta\"\ntags = [\"edge\"]\n[boot.grub]\nenv = \"/boot/efi/grubenv\"\n",
     );
     write(
         &dir.join("30-ignored.toml.dpkg-old"),
@@ -155,8 +159,17 @@ fn dropins_apply_in_lexical_order_per_key() {
         "untouched keys stay"
     );
     assert_eq!(c.policy.windows.len(), 1);
-    assert_eq!(c.boot["backend"].as_str(), Some("grub"));
-    assert_eq!(c.boot["attempts"].as_integer(), Some(2));
+    let boot = c.boot_config.as_ref().unwrap();
+    assert_eq!(
+        boot.backend,
+        patchd::boot::BackendKind::Grub,
+        "[boot] from the main file stays"
+    );
+    assert_eq!(
+        boot.grub.env,
+        Path::new("/boot/efi/grubenv"),
+        "[boot.grub] from the drop-in"
+    );
     assert_eq!(c.sources.len(), 3);
     assert!(c.sources[1].ends_with("10-early.toml"));
 }
@@ -287,6 +300,9 @@ fn cross_key_rules() {
         ("[audit]\npath = \"audit.log\"\n", "audit.path"),
         ("[policy.inhibitors]\ncommand = [\"who\"]\n", "policy.inhibitors.command"),
         ("[repository]\ncheck_interval = \"5s\"\n", "repository.check_interval"),
+        ("[boot]\nbackend = \"lilo\"\n", "boot"),
+        ("[boot]\nslots = [\"a\"]\n", "boot"),
+        ("[boot]\nbackend = \"file\"\nsecret = 1\n", "boot"),
     ];
     for (text, key) in cases {
         let e = parse_err(text);

@@ -1,18 +1,14 @@
 //! Policy decisions: rollout bucketing and stages, pause/withdraw, holds, urgency rules,
 //! channels, clock sanity, and how they combine into stage/switch decisions.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use patchd::policy::{
-    bucket, holds, Decision, DeviceFacts, Hold, Kind, Policy, ReleaseFacts, RolloutPlan,
-    RolloutStage, RolloutState, Schedule, Severity, Urgency, UrgencyRule,
+    bucket, holds, stage_includes, Decision, DeviceFacts, Hold, Kind, Policy, ReleaseFacts,
+    RolloutPlan, RolloutStage, RolloutState, Schedule, Severity, Urgency, UrgencyRule,
 };
 
 fn utc(s: &str) -> Timestamp {
     s.parse().unwrap()
-}
-
-fn h(n: i64) -> SignedDuration {
-    SignedDuration::from_hours(n)
 }
 
 #[test]
@@ -77,19 +73,19 @@ fn plan() -> RolloutPlan {
         published: utc("2026-11-01T00:00:00Z"),
         stages: vec![
             RolloutStage {
-                after: h(0),
+                after_secs: 0,
                 tags: vec!["canary".into()],
-                percent: None,
+                percent: 0,
             },
             RolloutStage {
-                after: h(24),
+                after_secs: 86400,
                 tags: vec![],
-                percent: Some(10),
+                percent: 10,
             },
             RolloutStage {
-                after: h(72),
+                after_secs: 259200,
                 tags: vec![],
-                percent: Some(50),
+                percent: 50,
             },
         ],
         state: RolloutState::Active,
@@ -108,6 +104,8 @@ fn stage_math_tags_first_then_percent_over_time() {
     assert_eq!(p.device_start(&none, 5), Some(utc("2026-11-02T00:00:00Z")));
     assert_eq!(p.device_start(&none, 10), Some(utc("2026-11-04T00:00:00Z")));
     assert_eq!(p.device_start(&none, 50), None);
+    // A tag-only stage (percent 0) includes no untagged device.
+    assert_eq!(p.device_start(&none, 0), Some(utc("2026-11-02T00:00:00Z")));
     // A canary with a low bucket gets the earliest stage that includes it.
     assert_eq!(
         p.device_start(&canary, 3),
@@ -135,15 +133,47 @@ fn stage_math_tags_first_then_percent_over_time() {
 }
 
 #[test]
-fn tagged_percentage_stage_needs_both() {
+fn stage_includes_tagged_devices_or_low_buckets() {
     let s = RolloutStage {
-        after: h(0),
+        after_secs: 0,
         tags: vec!["edge".into()],
-        percent: Some(50),
+        percent: 50,
     };
-    assert!(s.includes(&["edge".into()], 10));
-    assert!(!s.includes(&["edge".into()], 60));
-    assert!(!s.includes(&["core".into()], 10));
+    assert!(stage_includes(&s, &["edge".into()], 60));
+    assert!(stage_includes(&s, &["core".into()], 10));
+    assert!(!stage_includes(&s, &["core".into()], 60));
+    let full = RolloutStage {
+        after_secs: 0,
+        tags: vec![],
+        percent: 100,
+    };
+    assert!(stage_includes(&full, &[], 99));
+}
+
+#[test]
+fn plan_from_a_manifest() {
+    let m: patchd::manifest::Manifest = serde_json::from_value(serde_json::json!({
+        "schema_version": 1, "product": "appliance", "version": "2.0.0",
+        "security_version": 4, "kind": "security", "severity": "critical",
+        "summary": "fix", "published": "2026-11-01T00:00:00Z",
+        "images": [], "channels": ["stable"],
+        "rollout": {"paused": true, "stages": [{"tags": ["canary"]}, {"percent": 20, "after_secs": 86400}]}
+    }))
+    .unwrap();
+    let f = ReleaseFacts::from_manifest(&m);
+    assert_eq!(f.id, "appliance/2.0.0");
+    assert_eq!(f.kind, Kind::Security);
+    let plan = f.rollout.unwrap();
+    assert_eq!(plan.state, RolloutState::Paused);
+    assert_eq!(plan.device_start(&[], 5), Some(utc("2026-11-02T00:00:00Z")));
+    let withdrawn = patchd::manifest::Manifest {
+        withdrawn: true,
+        ..m
+    };
+    assert_eq!(
+        RolloutPlan::from_manifest(&withdrawn).state,
+        RolloutState::Withdrawn
+    );
 }
 
 #[test]
@@ -182,11 +212,11 @@ fn holds_block_wait_and_expire() {
     let now = utc("2026-11-10T00:00:00Z");
     let forever = hold(None, None);
     assert!(matches!(
-        holds::decide(&[forever.clone()], "2.0.0", now),
+        holds::decide(std::slice::from_ref(&forever), "2.0.0", now),
         Decision::Blocked { .. }
     ));
     let temp = hold(Some("2026-11-15T00:00:00Z"), None);
-    match holds::decide(&[temp.clone()], "2.0.0", now) {
+    match holds::decide(std::slice::from_ref(&temp), "2.0.0", now) {
         Decision::Wait { until, reason } => {
             assert_eq!(until, Some(utc("2026-11-15T00:00:00Z")));
             assert!(
@@ -196,7 +226,12 @@ fn holds_block_wait_and_expire() {
         }
         d => panic!("{d}"),
     }
-    assert!(holds::decide(&[temp.clone()], "2.0.0", utc("2026-11-15T00:00:00Z")).is_allowed());
+    assert!(holds::decide(
+        std::slice::from_ref(&temp),
+        "2.0.0",
+        utc("2026-11-15T00:00:00Z")
+    )
+    .is_allowed());
     let (active, expired) = holds::split_expired(
         vec![forever.clone(), temp.clone()],
         utc("2026-11-16T00:00:00Z"),
@@ -209,9 +244,9 @@ fn holds_block_wait_and_expire() {
 fn pinned_hold_allows_up_to_its_version() {
     let now = utc("2026-11-10T00:00:00Z");
     let pin = hold(None, Some("2.1.0"));
-    assert!(holds::decide(&[pin.clone()], "2.0.5", now).is_allowed());
-    assert!(holds::decide(&[pin.clone()], "2.1.0", now).is_allowed());
-    assert!(!holds::decide(&[pin.clone()], "2.1.1", now).is_allowed());
+    assert!(holds::decide(std::slice::from_ref(&pin), "2.0.5", now).is_allowed());
+    assert!(holds::decide(std::slice::from_ref(&pin), "2.1.0", now).is_allowed());
+    assert!(!holds::decide(std::slice::from_ref(&pin), "2.1.1", now).is_allowed());
     // Unparseable versions are held back (fail closed).
     assert!(!holds::decide(&[pin], "banana", now).is_allowed());
 }
@@ -366,9 +401,9 @@ fn rollout_gates_staging_and_switching() {
     r.rollout = Some(RolloutPlan {
         published: utc("2026-11-29T00:00:00Z"),
         stages: vec![RolloutStage {
-            after: h(0),
+            after_secs: 0,
             tags: vec!["canary".into()],
-            percent: None,
+            percent: 0,
         }],
         state: RolloutState::Active,
     });

@@ -28,8 +28,11 @@
 //! Paths in the config are device paths; callers resolve them with
 //! [`crate::paths::Paths::resolve`] so tests and the demo run under a temporary root.
 //!
-//! `[boot]` and `[slots]` are placeholders until `boot::BootConfig` and the slots config
-//! type land: kept as TOML tables (merged per key) for those rooms to parse.
+//! `[boot]` is validated as [`crate::boot::BootConfig`] ([`Config::boot_config`]; `None`
+//! when the section is absent). Its tables merge key by key at every depth across
+//! drop-ins (`[boot.grub]` in a drop-in keeps `[boot.detect]` from the main file).
+//! `[slots]` is a placeholder until the staging room's slots config type lands: kept as a
+//! TOML table (merged the same way) for that room to parse.
 //! All keys with defaults: `docs/configuration.md`.
 
 pub mod duration;
@@ -41,9 +44,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditLimits;
+use crate::boot::BootConfig;
 use crate::health::{valid_unit_name, CommandCheck, HttpProbe, HttpUrl};
 use crate::paths::Paths;
 use crate::policy::{self, Policy, PolicyError, Schedule, UrgencyRule, Window};
@@ -219,7 +223,10 @@ pub struct Config {
     pub repository: RepositoryConfig,
     pub policy: PolicyConfig,
     pub health: HealthConfig,
-    /// Placeholder until `boot::BootConfig` lands: the merged `[boot]` table.
+    /// `[boot]`, validated; `None` when the section is absent.
+    pub boot_config: Option<BootConfig>,
+    /// The merged `[boot]` table as written (kept for callers that parse it themselves;
+    /// prefer `boot_config`).
     pub boot: toml::Table,
     /// Placeholder until the slots config type lands: the merged `[slots]` table.
     pub slots: toml::Table,
@@ -261,6 +268,7 @@ fn unreachable_default() -> Config {
             inhibitors: InhibitorConfig::default(),
         },
         health: HealthConfig::default(),
+        boot_config: None,
         boot: toml::Table::new(),
         slots: toml::Table::new(),
         audit: AuditConfig {
@@ -627,12 +635,23 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         abs("metrics.textfile", t)?;
     }
 
+    let boot = raw.boot.unwrap_or_default();
+    let boot_config = if boot.is_empty() {
+        None
+    } else {
+        Some(
+            BootConfig::deserialize(toml::Value::Table(boot.clone()))
+                .map_err(|e| invalid("boot", e.message().trim().to_string()))?,
+        )
+    };
+
     Ok(Config {
+        boot_config,
         device,
         repository,
         policy,
         health,
-        boot: raw.boot.unwrap_or_default(),
+        boot,
         slots: raw.slots.unwrap_or_default(),
         audit,
         metrics,

@@ -111,12 +111,21 @@ fn merge_section<T: Default>(a: &mut Option<T>, b: Option<T>, f: impl FnOnce(&mu
     }
 }
 
+/// Deep merge: sub-tables merge key by key, anything else (arrays too) is replaced.
+fn deep_merge(a: &mut toml::Table, b: toml::Table) {
+    for (k, v) in b {
+        match (a.get_mut(&k), v) {
+            (Some(toml::Value::Table(at)), toml::Value::Table(bt)) => deep_merge(at, bt),
+            (_, v) => {
+                a.insert(k, v);
+            }
+        }
+    }
+}
+
 fn merge_table(a: &mut Option<toml::Table>, b: Option<toml::Table>) {
     if let Some(b) = b {
-        let t = a.get_or_insert_with(toml::Table::new);
-        for (k, v) in b {
-            t.insert(k, v);
-        }
+        deep_merge(a.get_or_insert_with(toml::Table::new), b);
     }
 }
 

@@ -153,7 +153,7 @@ impl HealthPlan {
             );
             checks.push(r);
         }
-        if left(Instant::now()).is_zero() && checks.iter().any(|c| c.verdict != Verdict::Pass) {
+        if left(Instant::now()).is_zero() && checks.iter().any(|c| c.verdict == Verdict::Fail) {
             deadline_exceeded = true;
         }
         HealthReport {

@@ -42,11 +42,13 @@ pub mod window;
 
 pub use decision::Decision;
 pub use holds::Hold;
-pub use rollout::{bucket, RolloutPlan, RolloutStage, RolloutState};
+pub use rollout::{bucket, stage_includes, RolloutPlan, RolloutStage, RolloutState};
 pub use urgency::{default_rules, urgency_for, Kind, Severity, Urgency, UrgencyRule};
 pub use window::{time_zone, Schedule, Window};
 
 use jiff::Timestamp;
+
+use crate::manifest::Manifest;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -127,6 +129,25 @@ fn channel_decision(device: &DeviceFacts, release: &ReleaseFacts) -> Decision {
             release.channels.join(","),
             device.channel
         ))
+    }
+}
+
+impl ReleaseFacts {
+    /// Release id used for bucketing: `product/version`.
+    pub fn release_id(m: &Manifest) -> String {
+        format!("{}/{}", m.product, m.version)
+    }
+
+    /// The policy view of a verified manifest.
+    pub fn from_manifest(m: &Manifest) -> Self {
+        Self {
+            id: Self::release_id(m),
+            version: m.version.to_string(),
+            kind: m.kind,
+            severity: m.severity,
+            channels: m.channels.clone(),
+            rollout: Some(RolloutPlan::from_manifest(m)),
+        }
     }
 }
 

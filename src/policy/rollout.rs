@@ -1,10 +1,18 @@
-//! Phased rollout: device-tag stages first, then percentages over time since publish.
+//! Phased rollout, interpreting the manifest's `rollout` fields: stages by device tag and
+//! by percentage of devices, each opening `after_secs` after the release was published;
+//! publisher pause and withdrawal.
+//!
+//! A stage includes a device that carries one of its `tags` **or** whose bucket is below
+//! its `percent` (the manifest's definition). A device may switch once the earliest stage
+//! that includes it has opened. No stages: everyone on the channel, right away.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Decision;
+use crate::manifest::Manifest;
+pub use crate::manifest::RolloutStage;
 
 /// Publisher's switch for a release.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,20 +24,6 @@ pub enum RolloutState {
     Paused,
     /// Devices that have not switched never switch to this release.
     Withdrawn,
-}
-
-/// One rollout stage. A device is in the stage when it has one of `tags` (if any are
-/// given) and its bucket is below `percent` (if given); a stage with neither is everyone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutStage {
-    /// Time after publication when this stage opens (`"0s"`, `"24h"`, `"P2D"`).
-    pub after: SignedDuration,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// 0–100; devices whose bucket is below it.
-    #[serde(default)]
-    pub percent: Option<u8>,
 }
 
 /// The rollout fields of a release manifest, as plain values.
@@ -57,24 +51,39 @@ pub fn bucket(machine_id: &str, release_id: &str) -> u8 {
     (u64::from_be_bytes(b) % 100) as u8
 }
 
-impl RolloutStage {
-    pub fn includes(&self, device_tags: &[String], bucket: u8) -> bool {
-        let tag_ok = self.tags.is_empty() || self.tags.iter().any(|t| device_tags.contains(t));
-        let pct_ok = self.percent.map_or(true, |p| bucket < p);
-        tag_ok && pct_ok
-    }
+/// Does `stage` include a device with these tags and this bucket?
+pub fn stage_includes(stage: &RolloutStage, device_tags: &[String], bucket: u8) -> bool {
+    stage.tags.iter().any(|t| device_tags.contains(t)) || bucket < stage.percent
+}
 
-    fn describe(&self) -> String {
-        match (self.tags.is_empty(), self.percent) {
-            (true, None) => "all devices".to_string(),
-            (true, Some(p)) => format!("{p}% of devices"),
-            (false, None) => format!("tags {}", self.tags.join(",")),
-            (false, Some(p)) => format!("{p}% of tags {}", self.tags.join(",")),
-        }
+fn describe(stage: &RolloutStage) -> String {
+    match (stage.tags.is_empty(), stage.percent) {
+        (true, p) => format!("{p}% of devices"),
+        (false, 0) => format!("tags {}", stage.tags.join(",")),
+        (false, p) => format!("tags {} and {p}% of devices", stage.tags.join(",")),
     }
 }
 
+fn after(stage: &RolloutStage) -> SignedDuration {
+    SignedDuration::from_secs(i64::try_from(stage.after_secs).unwrap_or(i64::MAX))
+}
+
 impl RolloutPlan {
+    /// The plan a verified manifest carries.
+    pub fn from_manifest(m: &Manifest) -> Self {
+        Self {
+            published: m.published,
+            stages: m.rollout.stages.clone(),
+            state: if m.withdrawn {
+                RolloutState::Withdrawn
+            } else if m.rollout.paused {
+                RolloutState::Paused
+            } else {
+                RolloutState::Active
+            },
+        }
+    }
+
     /// When this device's stage opens (`None`: no stage includes it).
     pub fn device_start(&self, device_tags: &[String], bucket: u8) -> Option<Timestamp> {
         if self.stages.is_empty() {
@@ -82,8 +91,12 @@ impl RolloutPlan {
         }
         self.stages
             .iter()
-            .filter(|s| s.includes(device_tags, bucket))
-            .filter_map(|s| self.published.checked_add(s.after).ok())
+            .filter(|s| stage_includes(s, device_tags, bucket))
+            .map(|s| {
+                self.published
+                    .checked_add(after(s))
+                    .unwrap_or(Timestamp::MAX)
+            })
             .min()
     }
 
@@ -101,10 +114,10 @@ impl RolloutPlan {
                 let stage = self
                     .stages
                     .iter()
-                    .filter(|s| s.includes(device_tags, bucket))
-                    .min_by_key(|s| s.after)
-                    .map_or("all devices".to_string(), |s| s.describe());
-                Decision::allowed(format!("in rollout stage ({stage}, bucket {bucket})"))
+                    .filter(|s| stage_includes(s, device_tags, bucket))
+                    .min_by_key(|s| s.after_secs)
+                    .map_or("all devices".to_string(), describe);
+                Decision::allowed(format!("in rollout stage ({stage}; bucket {bucket})"))
             }
             Some(t) => Decision::wait(
                 format!("rollout stage for this device (bucket {bucket}) opens at {t}"),

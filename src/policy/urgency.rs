@@ -1,26 +1,11 @@
-//! Categorization of releases and the urgency rules that map it to when a switch may happen.
+//! Urgency rules that map it to when a switch may happen.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Security,
-    Bugfix,
-    Feature,
-}
-
-/// Ordered: `Low < Medium < High < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
+// Kind and severity are the manifest's own types (one categorization everywhere).
+pub use crate::manifest::{Kind, Severity};
 
 /// When a matching release may switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,27 +17,6 @@ pub enum Urgency {
     Window,
     /// Only after an admin approved this release (then in a window).
     Approval,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::Security => "security",
-            Kind::Bugfix => "bugfix",
-            Kind::Feature => "feature",
-        })
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        })
-    }
 }
 
 impl fmt::Display for Urgency {
