@@ -222,7 +222,7 @@ impl Mounted {
             && Command::new("mount")
                 .args(["-o", "loop"])
                 .arg(&img)
-                .arg(&mnt)
+                .arg(mnt)
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);

@@ -319,3 +319,54 @@ fn bad_environments_are_refused_and_left_alone() {
         Err(patchd::boot::BootError::UnknownSlot(_))
     ));
 }
+
+#[test]
+fn env_at_an_offset_inside_a_device_and_from_fw_env_config() {
+    if !tool("fw_printenv", "libubootenv-tool") {
+        return;
+    }
+    // A "raw device": the environment lives at 0x1000 inside a larger image, the rest of
+    // which must stay untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("disk.img");
+    let mut image = vec![0xa5u8; 0x8000];
+    image[0x1000..0x1000 + SIZE as usize].fill(0);
+    std::fs::write(&dev, &image).unwrap();
+    let cfg = dir.path().join("fw_env.config");
+    std::fs::write(
+        &cfg,
+        format!("# device offset size\n{} 0x1000 {SIZE:#x}\n", dev.display()),
+    )
+    .unwrap();
+    let ucfg = patchd::boot::config::UbootConfig {
+        fw_env_config: Some(cfg.clone()),
+        copies: vec![],
+    };
+    let env = UbootEnv::from_config(&ucfg, &patchd::paths::Paths::new("/")).unwrap();
+    let bl = UbootBootloader::new(env, slots()).unwrap();
+    bl.reset(&s("a")).unwrap();
+    bl.try_slot(&s("b"), 2).unwrap();
+    let out = Command::new("fw_printenv")
+        .arg("-c")
+        .arg(&cfg)
+        .arg("BOOT_ORDER")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "BOOT_ORDER=B A"
+    );
+    let after = std::fs::read(&dev).unwrap();
+    assert_eq!(after.len(), image.len());
+    assert_eq!(
+        &after[..0x1000],
+        &image[..0x1000],
+        "bytes before the env changed"
+    );
+    assert_eq!(
+        &after[0x1000 + SIZE as usize..],
+        &image[0x1000 + SIZE as usize..],
+        "bytes after the env changed"
+    );
+}

@@ -26,7 +26,6 @@ use crate::paths::Paths;
 pub const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 /// EFI_VARIABLE_NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS.
 const ATTRS_NV_BS_RT: u32 = 0x7;
-const EFIVARFS_MAGIC: i64 = 0xde5e_81e4;
 
 /// A parsed entry file name: `NAME[+LEFT[-DONE]].EXT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,7 +414,8 @@ impl SystemdBoot {
 
     fn on_efivarfs(&self) -> bool {
         nix::sys::statfs::statfs(&self.efivars)
-            .map(|s| s.filesystem_type().0 as i64 == EFIVARFS_MAGIC)
+            // EFIVARFS_MAGIC from linux/magic.h.
+            .map(|s| s.filesystem_type().0 == 0xde5e_81e4)
             .unwrap_or(false)
     }
 

@@ -246,4 +246,21 @@ mod tests {
         assert_eq!(json["primary"], "a");
         assert_eq!(json["booted"], "a");
     }
+
+    #[test]
+    fn config_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("patchd.toml");
+        for (text, want) in [
+            ("[other]\nx = 1\n", "no [boot] table"),
+            ("[boot]\nbackend = \"grub\"\nbogus = 1\n", "bogus"),
+            ("[boot]\nbackend = \"grub\"\nslots = [\"A\"]\n", "slot"),
+            ("not toml [", "patchd.toml"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let e = load_boot_config(&f).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("patchd.toml"), "{e}");
+        }
+        assert!(load_boot_config(&dir.path().join("missing.toml")).is_err());
+    }
 }

@@ -88,7 +88,7 @@ impl Detector {
             }
         };
         // Later lines mount over earlier ones: the last `/` entry is the visible root.
-        let Some((majmin, source)) = text.lines().filter_map(parse_root_line).last() else {
+        let Some((majmin, source)) = text.lines().filter_map(parse_root_line).next_back() else {
             return Ok(None);
         };
         let source_canon = self.canonical(&source);
