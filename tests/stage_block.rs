@@ -51,7 +51,8 @@ impl Drop for Loop {
 }
 
 fn usable(test: &str) -> bool {
-    common::require_root(test) && common::require_tools(test, &["losetup", "mkfs.ext4", "mount"])
+    common::require_root(test)
+        && common::require_tools(test, &["losetup", "mkfs.ext4", "mount", "sfdisk"])
 }
 
 fn sha(b: &[u8]) -> String {
@@ -70,7 +71,7 @@ async fn block_slot_install_refusals_and_read_back() {
 
     // Half noise, half compressible, zstd-compressed: the production shape.
     let mut content = common::noise(6 * MIB as usize, 5);
-    content.extend(std::iter::repeat_n(b'x', 6 * MIB as usize));
+    content.extend(std::iter::repeat(b'x').take(6 * MIB as usize));
     let compressed = zstd::encode_all(&content[..], 3).unwrap();
     let req = StageRequest {
         path: "targets/os.img.zst".into(),
@@ -200,6 +201,80 @@ async fn block_slot_install_refusals_and_read_back() {
         "{err}"
     );
     assert_ne!(slot_a.status().unwrap().state, SlotState::Verified);
+    // A whole disk one of whose partitions is mounted.
+    let disk_file = dir.path().join("disk.raw");
+    std::fs::File::create(&disk_file)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    let mut sf = Command::new("sfdisk")
+        .args(["-q"])
+        .arg(&disk_file)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sf.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, type=83\n")
+        .unwrap();
+    assert!(sf.wait().unwrap().success());
+    let out = Command::new("losetup")
+        .args(["-f", "-P", "--show"])
+        .arg(&disk_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let disk = Loop {
+        dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
+    };
+    let part = PathBuf::from(format!("{}p1", disk.dev.display()));
+    // Some kernels/containers skip the partition scan at attach; ask explicitly.
+    if !part.exists() {
+        let _ = Command::new("partx").arg("-a").arg(&disk.dev).status();
+    }
+    for _ in 0..100 {
+        if part.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(part.exists(), "partition {} did not appear", part.display());
+    assert!(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&part)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("mount")
+        .arg(&part)
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
+    let whole = Arc::new(BlockSlot::new(
+        SlotName::new("w").unwrap(),
+        &disk.dev,
+        &state,
+        Paths::default(),
+    ));
+    let err = stage_image(
+        &req,
+        &src,
+        whole,
+        &StageOptions::default(),
+        None,
+        &CancelToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert!(
+        matches!(&err, StageError::Slot(SlotError::Refused { why, .. }) if why.contains("partition")),
+        "{err}"
+    );
+
     // b, verified earlier, is untouched by the refusals.
     assert_eq!(slot_b.status().unwrap().state, SlotState::Verified);
 }

@@ -192,7 +192,7 @@ impl Rig {
 async fn zstd_image_from_a_local_directory() {
     let rig = Rig::new();
     let mut content = common::noise(MIB as usize, 2);
-    content.extend(std::iter::repeat_n(7u8, 2 * MIB as usize));
+    content.extend(std::iter::repeat(7u8).take(2 * MIB as usize));
     let compressed = zstd::encode_all(&content[..], 3).unwrap();
     let repo = rig.dir.path().join("repo/targets");
     std::fs::create_dir_all(&repo).unwrap();
@@ -268,7 +268,7 @@ async fn content_length_disagreeing_with_signed_length() {
 
 #[tokio::test]
 async fn wrong_bytes_at_the_end_and_in_the_middle() {
-    for at in [MIB as u64 - 1, MIB / 2] {
+    for at in [MIB - 1, MIB / 2] {
         let rig = Rig::new();
         let data = common::noise(MIB as usize, 6);
         let (s, src) = serve(&data, "targets/img").await;

@@ -53,6 +53,29 @@ impl ByteSource for FileSource {
             Ok(r)
         })
     }
+
+    fn open_exact<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        Box::pin(async move {
+            let r = self.open(path, offset, len).await?;
+            // The file may still change under us; callers count the bytes they get.
+            let full = self.root.join(path);
+            if let Ok(m) = tokio::fs::metadata(&full).await {
+                if m.len() != len {
+                    return Err(FetchError::LengthMismatch {
+                        what: full.display().to_string(),
+                        expected: len,
+                        announced: m.len(),
+                    });
+                }
+            }
+            Ok(r)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +100,11 @@ mod tests {
         assert!(matches!(
             fetch_all(&src, "../x.json", 9).await,
             Err(FetchError::InvalidPath { .. })
+        ));
+        assert!(src.open_exact("x.json", 0, 10).await.is_ok());
+        assert!(matches!(
+            src.open_exact("x.json", 0, 11).await,
+            Err(FetchError::LengthMismatch { announced: 10, .. })
         ));
     }
 }

@@ -85,6 +85,16 @@ impl BlockSlot {
             // btrfs reports anonymous device numbers; compare the mount source as well.
             let same_source = m.source.starts_with('/')
                 && std::fs::canonicalize(&m.source).is_ok_and(|s| s == dev);
+            // A mounted partition of this device (the target is a whole disk).
+            let parent_of_mounted = m.major != 0
+                && whole_disk_of(&self.paths, m.major, m.minor) == Some((major, minor));
+            if parent_of_mounted {
+                return Err(self.refused(format!(
+                    "{} contains a partition mounted on {}",
+                    dev.display(),
+                    m.mount_point
+                )));
+            }
             if same_number || same_source {
                 if m.mount_point == "/" {
                     return Err(self.refused(format!(
@@ -101,6 +111,18 @@ impl BlockSlot {
         }
         Ok(())
     }
+}
+
+/// For a partition `major:minor`, the whole disk's numbers (from sysfs).
+fn whole_disk_of(paths: &Paths, major: u32, minor: u32) -> Option<(u32, u32)> {
+    let sys = paths.resolve(format!("/sys/dev/block/{major}:{minor}"));
+    let real = std::fs::canonicalize(&sys).ok()?;
+    if !real.join("partition").exists() {
+        return None;
+    }
+    let dev = std::fs::read_to_string(real.parent()?.join("dev")).ok()?;
+    let (a, b) = dev.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 struct MountEntry {

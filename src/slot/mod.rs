@@ -8,11 +8,16 @@
 use jiff::Timestamp;
 
 mod block;
+mod btrfs;
+mod cache;
+pub mod extract;
 mod file;
 pub mod stage;
 mod status;
 
 pub use block::BlockSlot;
+pub use btrfs::{BtrfsSlot, BtrfsSlots};
+pub use cache::{stage_image_cached, DownloadCache};
 pub use file::ImageFileSlot;
 use serde::{Deserialize, Serialize};
 pub use stage::{

@@ -85,7 +85,7 @@ impl StageRequest {
         }
     }
 
-    fn validate(&self) -> Result<(), StageError> {
+    pub(super) fn validate(&self) -> Result<(), StageError> {
         let bad = |why: String| Err(StageError::BadRequest { why });
         let hex_ok = |h: &str, n: usize| h.len() == n && h.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex_ok(&self.sha256, 64) || !hex_ok(&self.content_sha256, 64) {
@@ -234,6 +234,12 @@ pub enum StageError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: unsafe or unreadable archive: {source}")]
+    Extract {
+        path: String,
+        #[source]
+        source: super::extract::ExtractError,
+    },
     #[error("download cache {dir}: {why}")]
     CacheFull { dir: String, why: String },
     #[error("staging {path} cancelled")]
@@ -298,18 +304,25 @@ impl Checkpoint {
     }
 }
 
-struct Hashes {
-    transfer: Sha256,
-    transfer512: Option<Sha512>,
-    content: Option<Sha256>,
+pub(super) struct Hashes {
+    pub(super) transfer: Sha256,
+    pub(super) transfer512: Option<Sha512>,
+    pub(super) content: Option<Sha256>,
 }
 
 impl Hashes {
-    fn new(req: &StageRequest) -> Self {
+    pub(super) fn new(req: &StageRequest) -> Self {
         Self {
             transfer: Sha256::new(),
             transfer512: req.sha512.as_ref().map(|_| Sha512::new()),
             content: (req.compression != Compression::None).then(Sha256::new),
+        }
+    }
+    fn empty() -> Self {
+        Self {
+            transfer: Sha256::new(),
+            transfer512: None,
+            content: None,
         }
     }
     fn transfer(&mut self, b: &[u8]) {
@@ -387,6 +400,31 @@ async fn stage_inner(
     for _ in 0..opts.buffers.max(1) {
         let _ = empty_tx.try_send(vec![0u8; opts.buffer_size.max(4096)]);
     }
+    // The transfer is hashed on its own thread, in parallel with decompression, the
+    // content hash and the writes on the worker thread (two cores busy, not one).
+    let mut prep = prep;
+    // The content hasher stays with the worker; only the transfer hashes move.
+    let content_hasher = prep.hashes.content.take();
+    let transfer_hashes = std::mem::replace(&mut prep.hashes, Hashes::empty());
+    prep.hashes.content = content_hasher;
+    let (mid_tx, mid_rx) = mpsc::channel::<(Vec<u8>, usize)>(opts.buffers.max(1));
+    let hasher = std::thread::Builder::new()
+        .name("patchd-hash".into())
+        .spawn(move || {
+            let mut h = transfer_hashes;
+            let mut rx = full_rx;
+            while let Some((buf, len)) = rx.blocking_recv() {
+                h.transfer(&buf[..len]);
+                if mid_tx.blocking_send((buf, len)).is_err() {
+                    break;
+                }
+            }
+            h
+        })
+        .map_err(|e| StageError::Io {
+            what: "starting the hash thread".into(),
+            source: e,
+        })?;
     let worker = {
         let (slot, req, opts, progress, cancel) = (
             slot.clone(),
@@ -397,12 +435,21 @@ async fn stage_inner(
         );
         tokio::task::spawn_blocking(move || {
             let input = ChanRead {
-                rx: full_rx,
+                rx: mid_rx,
                 recycle: empty_tx,
                 cur: None,
                 pos: 0,
             };
-            write_worker(&req, slot.as_ref(), prep, input, &opts, progress, &cancel)
+            write_worker(
+                &req,
+                slot.as_ref(),
+                prep,
+                input,
+                hasher,
+                &opts,
+                progress,
+                &cancel,
+            )
         })
     };
 
@@ -417,7 +464,7 @@ async fn stage_inner(
     }
 }
 
-fn join_err(e: tokio::task::JoinError) -> StageError {
+pub(super) fn join_err(e: tokio::task::JoinError) -> StageError {
     StageError::Io {
         what: "staging worker".into(),
         source: io::Error::other(e.to_string()),
@@ -425,7 +472,7 @@ fn join_err(e: tokio::task::JoinError) -> StageError {
 }
 
 /// Move transfer bytes into the worker's buffers until the signed length is reached.
-async fn pump_source(
+pub(super) async fn pump_source(
     req: &StageRequest,
     mut reader: crate::fetch::ByteReader,
     start: u64,
@@ -479,11 +526,11 @@ async fn pump_source(
 }
 
 /// `io::Read` over the buffers the async side fills.
-struct ChanRead {
-    rx: mpsc::Receiver<(Vec<u8>, usize)>,
-    recycle: mpsc::Sender<Vec<u8>>,
-    cur: Option<(Vec<u8>, usize)>,
-    pos: usize,
+pub(super) struct ChanRead {
+    pub(super) rx: mpsc::Receiver<(Vec<u8>, usize)>,
+    pub(super) recycle: mpsc::Sender<Vec<u8>>,
+    pub(super) cur: Option<(Vec<u8>, usize)>,
+    pub(super) pos: usize,
 }
 
 impl ChanRead {
@@ -511,10 +558,11 @@ impl ChanRead {
 }
 
 /// Hashes the transfer bytes as the decompressor pulls them.
-struct HashingInput<'a> {
-    input: ChanRead,
-    hashes: &'a mut Hashes,
-    count: u64,
+pub(super) struct HashingInput<'a> {
+    pub(super) input: ChanRead,
+    /// `None` when a separate hash thread already hashes the transfer.
+    pub(super) hashes: Option<&'a mut Hashes>,
+    pub(super) count: u64,
 }
 
 impl Read for HashingInput<'_> {
@@ -524,7 +572,9 @@ impl Read for HashingInput<'_> {
         };
         let n = s.len().min(out.len());
         out[..n].copy_from_slice(&s[..n]);
-        self.hashes.transfer(&out[..n]);
+        if let Some(h) = &mut self.hashes {
+            h.transfer(&out[..n]);
+        }
         self.count += n as u64;
         self.input.consume(n);
         Ok(n)
@@ -638,7 +688,13 @@ fn prepare(
     })
 }
 
-fn emit(progress: &Option<ProgressFn>, phase: Phase, done: u64, total: u64, since: Instant) {
+pub(super) fn emit(
+    progress: &Option<ProgressFn>,
+    phase: Phase,
+    done: u64,
+    total: u64,
+    since: Instant,
+) {
     if let Some(p) = progress {
         let secs = since.elapsed().as_secs_f64();
         let rate = if secs > 0.0 {
@@ -656,19 +712,19 @@ fn emit(progress: &Option<ProgressFn>, phase: Phase, done: u64, total: u64, sinc
 }
 
 /// The decompressed (or plain) content stream over the hashed transfer input.
-enum Content<'a> {
+pub(super) enum Content<'a> {
     Plain(HashingInput<'a>),
     Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<HashingInput<'a>>>>),
 }
 
 impl Content<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    pub(super) fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         match self {
             Content::Plain(r) => r.read(out),
             Content::Zstd(d) => d.read(out),
         }
     }
-    fn transfer_count(&self) -> u64 {
+    pub(super) fn transfer_count(&self) -> u64 {
         match self {
             Content::Plain(r) => r.count,
             Content::Zstd(d) => d.get_ref().get_ref().count,
@@ -676,11 +732,13 @@ impl Content<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_worker(
     req: &StageRequest,
     slot: &dyn RawSlot,
     prep: Prepared,
     input: ChanRead,
+    hasher: std::thread::JoinHandle<Hashes>,
     opts: &StageOptions,
     progress: Option<ProgressFn>,
     cancel: &CancelToken,
@@ -688,7 +746,7 @@ fn write_worker(
     let Prepared {
         mut file,
         offset,
-        mut hashes,
+        hashes: mut prep_hashes,
         mut checkpoint,
     } = prep;
     let name = slot.name().clone();
@@ -706,12 +764,12 @@ fn write_worker(
     let mut written = offset;
     let mut chunk_crc = crc32fast::Hasher::new();
     let mut chunk_fill = 0u64;
-    let mut content_hash = hashes.content.take();
+    let mut content_hash = prep_hashes.content.take();
     let mut out = vec![0u8; 1 << 20];
     let transfer_count = {
         let hin = HashingInput {
             input,
-            hashes: &mut hashes,
+            hashes: None,
             count: offset,
         };
         let mut content = match req.compression {
@@ -791,6 +849,10 @@ fn write_worker(
     }
     file.sync_all().map_err(|e| io_err("syncing", e))?;
 
+    let mut hashes = hasher.join().map_err(|_| StageError::Io {
+        what: "hash thread".into(),
+        source: io::Error::other("panicked"),
+    })?;
     check_hash(
         req,
         "transfer sha256",
@@ -857,7 +919,7 @@ fn write_worker(
     Ok(st)
 }
 
-fn check_hash(
+pub(super) fn check_hash(
     req: &StageRequest,
     which: &'static str,
     expected: &str,
