@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use patchd::clock::SystemClock;
-use patchd::fetch::{ByteSource, FileSource};
+use patchd::fetch::{ByteSource, FileSource, HttpOptions, HttpSource};
 use patchd::trust::{Limits, TufClient};
 
 #[derive(Parser, Debug)]
@@ -168,5 +168,7 @@ fn source_for(url: &str) -> Result<Box<dyn ByteSource>> {
 }
 
 fn http_source(url: &str) -> Result<Box<dyn ByteSource>> {
-    bail!("HTTP source not available yet for {url}")
+    let src = HttpSource::new(url, HttpOptions::default())
+        .with_context(|| format!("repository URL {url}"))?;
+    Ok(Box::new(src))
 }

@@ -124,3 +124,75 @@ fn canonical_json_matches_securesystemslib() {
     }
     assert_eq!(n, 4);
 }
+
+#[test]
+fn tuf_client_example_over_http_reads_python_tuf_repository() {
+    let Some(py) = python() else {
+        println!(
+            "skipped: no python with python-tuf (set PATCHD_TEST_PYTHON or create tests/.venv)"
+        );
+        return;
+    };
+    let Some(bin) = tuf_support::tuf_client() else {
+        println!("skipped: examples/tuf-client not built (cargo build --example tuf-client)");
+        return;
+    };
+    let repo = make_repo(&py, true);
+    let logs = tempfile::tempdir().unwrap();
+    let Some(server) = tuf_support::Server::start(repo.path(), logs.path().join("log")) else {
+        println!("skipped: cannot start python3 -m http.server");
+        return;
+    };
+    let dev = tempfile::tempdir().unwrap();
+    let md = dev.path().join("metadata");
+    let td = dev.path().join("targets");
+    let root = repo.path().join("metadata/1.root.json");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "--metadata-dir",
+        md.to_str().unwrap(),
+        "init",
+        root.to_str().unwrap(),
+    ]);
+    let (mu, tu) = (server.url("metadata/"), server.url("targets/"));
+    run(&[
+        "--metadata-dir",
+        md.to_str().unwrap(),
+        "--metadata-url",
+        &mu,
+        "--target-base-url",
+        &tu,
+        "--target-dir",
+        td.to_str().unwrap(),
+        "--target-name",
+        "bins/x.txt",
+        "--target-name",
+        "delegated/a.txt",
+        "--target-name",
+        "files/hello.txt",
+        "download",
+    ]);
+    assert_eq!(
+        std::fs::read(td.join("bins%2Fx.txt")).unwrap(),
+        b"hash-binned content\n"
+    );
+    assert_eq!(
+        std::fs::read(td.join("delegated%2Fa.txt")).unwrap(),
+        b"delegated content\n"
+    );
+    assert_eq!(
+        std::fs::read(td.join("files%2Fhello.txt")).unwrap(),
+        b"hello from python-tuf\n"
+    );
+    assert_eq!(server.requests_for("hello.txt"), 1);
+}

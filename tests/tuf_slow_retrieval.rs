@@ -65,8 +65,8 @@ impl ByteSource for Stalling {
 
 fn limits() -> Limits {
     Limits {
-        metadata_timeout: Duration::from_millis(300),
-        stall_timeout: Duration::from_millis(300),
+        metadata_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(2),
         ..Limits::default()
     }
 }

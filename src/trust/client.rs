@@ -138,6 +138,15 @@ struct Trusted<T> {
     bytes: Vec<u8>,
 }
 
+/// A targets role still to visit in a delegation search, with the keys its delegator
+/// trusts it with.
+struct ToVisit {
+    role: String,
+    keys: BTreeMap<String, PublicKey>,
+    keyids: Vec<String>,
+    threshold: u64,
+}
+
 /// A change to the trusted directory, held back until a refresh has fully succeeded.
 enum DiskOp {
     Write(String, Vec<u8>),
@@ -786,7 +795,6 @@ impl TufClient {
         }
         validate_target_path(path)?;
         let now = self.check_clock()?;
-        // (role, keys, keyids, threshold) still to visit; the top is the last element.
         let root_targets = self
             .root
             .meta
@@ -797,16 +805,22 @@ impl TufClient {
                 role: "targets".into(),
                 delegator: "root".into(),
             })?;
-        let mut stack: Vec<(String, BTreeMap<String, PublicKey>, Vec<String>, u64)> = vec![(
-            "targets".into(),
-            self.root.meta.keys.clone(),
-            root_targets.keyids,
-            root_targets.threshold,
-        )];
+        let mut stack = vec![ToVisit {
+            role: "targets".into(),
+            keys: self.root.meta.keys.clone(),
+            keyids: root_targets.keyids,
+            threshold: root_targets.threshold,
+        }];
         let mut visited = std::collections::BTreeSet::new();
         let mut budget = self.limits.max_delegations;
         while budget > 0 {
-            let Some((role, keys, keyids, threshold)) = stack.pop() else {
+            let Some(ToVisit {
+                role,
+                keys,
+                keyids,
+                threshold,
+            }) = stack.pop()
+            else {
                 break;
             };
             if !visited.insert(role.clone()) {
@@ -828,12 +842,12 @@ impl TufClient {
             if let Some(succinct) = &d.succinct_roles {
                 if let Some(bin) = succinct.role_for_target(path) {
                     validate_role_name(&bin)?;
-                    children.push((
-                        bin,
-                        d.keys.clone(),
-                        succinct.keyids.clone(),
-                        succinct.threshold,
-                    ));
+                    children.push(ToVisit {
+                        role: bin,
+                        keys: d.keys.clone(),
+                        keyids: succinct.keyids.clone(),
+                        threshold: succinct.threshold,
+                    });
                 }
                 // Hash bins are terminating by definition.
                 stack.clear();
@@ -843,12 +857,12 @@ impl TufClient {
                         continue;
                     }
                     validate_role_name(&r.name)?;
-                    children.push((
-                        r.name.clone(),
-                        d.keys.clone(),
-                        r.keyids.clone(),
-                        r.threshold,
-                    ));
+                    children.push(ToVisit {
+                        role: r.name.clone(),
+                        keys: d.keys.clone(),
+                        keyids: r.keyids.clone(),
+                        threshold: r.threshold,
+                    });
                     if r.terminating {
                         stack.clear();
                         break;

@@ -192,8 +192,8 @@ impl PublicKey {
                 };
                 // securesystemslib signs with a digest-length salt; older releases used
                 // the maximum salt length. Accept both (verification is exact per length).
-                let max_salt = (k.n_bits_hint() + 7) / 8;
-                let max_salt = max_salt.saturating_sub(32 + 2);
+                use rsa::traits::PublicKeyParts;
+                let max_salt = k.n().bits().div_ceil(8).saturating_sub(32 + 2);
                 [32usize, max_salt].iter().any(|&salt| {
                     rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(k.clone(), salt)
                         .verify(msg, &s)
@@ -201,17 +201,6 @@ impl PublicKey {
                 })
             }
         }
-    }
-}
-
-trait NBits {
-    fn n_bits_hint(&self) -> usize;
-}
-
-impl NBits for rsa::RsaPublicKey {
-    fn n_bits_hint(&self) -> usize {
-        use rsa::traits::PublicKeyParts;
-        self.n().bits()
     }
 }
 
@@ -414,5 +403,31 @@ mod tests {
         upper.keyval.insert("public".into(), Value::String(hexu));
         assert_eq!(upper.identity().unwrap(), k.public().identity().unwrap());
         assert_ne!(upper.keyid().unwrap(), k.keyid());
+    }
+
+    #[test]
+    fn rsassa_pss_sha256_verifies() {
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        use rsa::signature::{RandomizedSigner, SignatureEncoding};
+        let mut rng = rand::rngs::OsRng;
+        let private = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let key = PublicKey {
+            keytype: "rsa".into(),
+            scheme: "rsassa-pss-sha256".into(),
+            keyval: BTreeMap::from([("public".to_string(), Value::String(pem))]),
+            extra: Map::new(),
+        };
+        let signer = rsa::pss::BlindedSigningKey::<Sha256>::new(private);
+        let sig = hex::encode(signer.sign_with_rng(&mut rng, b"msg").to_bytes());
+        assert!(key.verify(b"msg", &sig));
+        assert!(!key.verify(b"other", &sig));
+        assert!(key.identity().is_ok());
+        let mut wrong_scheme = key.clone();
+        wrong_scheme.keytype = "ed25519".into();
+        assert!(!wrong_scheme.verify(b"msg", &sig));
     }
 }

@@ -379,3 +379,71 @@ pub fn signed_of(bytes: &[u8]) -> Value {
     let v: Value = serde_json::from_slice(bytes).unwrap();
     v["signed"].clone()
 }
+
+/// The `tuf-client` example binary next to this test's executable, if built.
+pub fn tuf_client() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("examples/tuf-client");
+    p.exists().then_some(p)
+}
+
+/// `python3 -m http.server` serving a directory on a free 127.0.0.1 port; requests are
+/// logged to `log` so tests can count them.
+pub struct Server {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn start(dir: &Path, log: PathBuf) -> Option<Server> {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).ok()?)
+            .spawn()
+            .ok()?;
+        let s = Server { child, port, log };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn url(&self, sub: &str) -> String {
+        format!("http://127.0.0.1:{}/{sub}", self.port)
+    }
+
+    pub fn requests_for(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(needle))
+            .count()
+    }
+}
