@@ -144,37 +144,43 @@ async fn withdrawn_release_is_not_offered() {
 
 #[tokio::test]
 async fn withdrawn_release_replayed_by_mirror_is_rejected() {
-    // A mirror serves the manifest as it was before withdrawal under the current name:
-    // the bytes no longer match the signed hash.
+    // After the device has seen the withdrawal, a mirror replays the metadata from before
+    // it (where the release was still offered): the refresh fails as a rollback, the
+    // trusted metadata stays, and the release stays withdrawn for the device.
     let w = World::new();
     w.repo.add_release(&w.release("acme", "1.2.0", 0)).unwrap();
-    let targets = w.repo.targets_dir().join("releases/acme/1.2.0");
-    let old: Vec<_> = std::fs::read_dir(&targets)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let old_manifest = old
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
-        .unwrap();
-    let old_bytes = std::fs::read(old_manifest).unwrap();
-    w.repo.withdraw("acme", &"1.2.0".parse().unwrap()).unwrap();
-    for e in std::fs::read_dir(&targets).unwrap() {
+    let old_md = w.tmp.path().join("old-metadata");
+    std::fs::create_dir(&old_md).unwrap();
+    for e in std::fs::read_dir(w.repo.metadata_dir()).unwrap() {
         let p = e.unwrap().path();
-        if p.to_string_lossy().ends_with(".manifest.json") {
-            std::fs::write(&p, &old_bytes).unwrap();
-        }
+        std::fs::copy(&p, old_md.join(p.file_name().unwrap())).unwrap();
     }
-    let mut c = w.client().await;
+    w.repo.withdraw("acme", &"1.2.0".parse().unwrap()).unwrap();
+    let _ = w.client().await; // the device trusts the withdrawal
     let before = snapshot_dir(&w.device_dir());
+
+    let md = w.repo.metadata_dir();
+    std::fs::remove_dir_all(&md).unwrap();
+    std::fs::rename(&old_md, &md).unwrap();
+    let mut c = patchd::trust::TufClient::load(
+        &w.device_dir(),
+        std::sync::Arc::new(patchd::clock::SystemClock),
+        patchd::trust::Limits::default(),
+    )
+    .unwrap();
+    let src = patchd::fetch::FileSource::new(w.repo.dir());
+    let err = c
+        .refresh(&patchd::trust::source::Subdir::new(&src, "metadata"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("rollback"), "{err}");
+    assert_eq!(before, snapshot_dir(&w.device_dir()));
     let d = w
         .discover(&mut c, &device("acme", 0, Some("1.0.0")))
         .await
         .unwrap();
-    // The signed summary already says withdrawn, so the device does not even download.
     assert!(d.newest.is_none());
     assert_eq!(d.candidates[0].ineligible, vec![Ineligible::Withdrawn]);
-    assert_eq!(before, snapshot_dir(&w.device_dir()));
 }
 
 #[tokio::test]

@@ -336,3 +336,71 @@ fn help_documents_every_command() {
         assert!(text.contains(cmd), "--help lacks {cmd}");
     }
 }
+
+#[test]
+fn role_thresholds_are_enforced_when_signing() {
+    let p = Pub::new();
+    p.run(&["init", "--targets-keys", "3", "--targets-threshold", "2"]);
+    let img = p.image("rootfs.img", 1000);
+    p.run(&add_args(img.to_str().unwrap(), "1.0.0"));
+    let root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.repo().join("metadata/root.json")).unwrap())
+            .unwrap();
+    assert_eq!(root["signed"]["roles"]["targets"]["threshold"], 2);
+    assert_eq!(
+        root["signed"]["roles"]["targets"]["keyids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let targets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.repo().join("metadata/targets.json")).unwrap())
+            .unwrap();
+    assert_eq!(targets["signatures"].as_array().unwrap().len(), 3);
+    let mut keys: Vec<_> = std::fs::read_dir(p.keys())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|x| {
+            x.to_string_lossy().contains("targets-") && x.extension().is_some_and(|e| e == "pem")
+        })
+        .collect();
+    keys.sort();
+    std::fs::remove_file(&keys[0]).unwrap();
+    p.run(&add_args(img.to_str().unwrap(), "1.1.0"));
+    std::fs::remove_file(&keys[1]).unwrap();
+    let r = p.try_run(&add_args(img.to_str().unwrap(), "1.2.0"));
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("targets: 1 signing key(s)") && err.contains("threshold is 2"),
+        "{err}"
+    );
+    assert!(p.run(&["verify"]).contains("acme/1.1.0"));
+    // A threshold above the number of keys is refused at init.
+    let q = Pub::new();
+    let r = q.try_run(&["init", "--root-keys", "1", "--root-threshold", "2"]);
+    assert!(!r.status.success());
+    let r = q.try_run(&["init", "--targets-threshold", "0"]);
+    assert!(!r.status.success());
+    assert!(
+        !q.keys().exists(),
+        "a refused init must not leave keys behind"
+    );
+}
+
+#[test]
+fn man_page_and_completions_render() {
+    let out = Command::new(env!("CARGO_BIN_EXE_patchpub"))
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH patchpub"));
+    let out = Command::new(env!("CARGO_BIN_EXE_patchpub"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("patchpub"));
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use jiff::SignedDuration;
 use patchd::manifest::{ImageFormat, Kind, Rollout, Severity};
 use patchd::publish::{self, AddRelease, Expiries, InitOptions, Repo, RoleSpec, RootChanges};
@@ -61,7 +61,7 @@ enum Cmd {
     /// Create a repository: keys for every role in --keys, root v1, empty targets.
     Init(InitArgs),
     /// Publish a release: compress and hash its images, write its manifest, re-sign.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Offer RELEASE (PRODUCT/VERSION) on another channel as well.
     Promote {
         release: String,
@@ -101,6 +101,10 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the patchpub(1) man page (roff) to stdout.
+    Man,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -419,6 +423,17 @@ fn run(cli: Cli) -> Result<()> {
                     state.join(",")
                 );
             }
+        }
+        Cmd::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "patchpub",
+                &mut std::io::stdout(),
+            );
         }
         Cmd::Bundle { release: r, out } => {
             let (p, v) = release(r)?;

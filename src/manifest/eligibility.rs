@@ -67,7 +67,7 @@ pub fn check(s: &ReleaseSummary, dev: &DeviceFacts) -> Vec<Ineligible> {
             device: dev.hardware.clone(),
         });
     }
-    if !s.channels.iter().any(|c| *c == dev.channel) {
+    if !s.channels.contains(&dev.channel) {
         out.push(Ineligible::NotOnChannel {
             channel: dev.channel.clone(),
             channels: s.channels.clone(),
@@ -99,4 +99,84 @@ pub fn check(s: &ReleaseSummary, dev: &DeviceFacts) -> Vec<Ineligible> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Kind, Severity};
+
+    fn summary() -> ReleaseSummary {
+        ReleaseSummary {
+            product: "acme".into(),
+            hardware: vec!["rev2".into()],
+            version: "2.0.0".parse().unwrap(),
+            security_version: 4,
+            min_version: Some("1.5.0".parse().unwrap()),
+            kind: Kind::Security,
+            severity: Severity::Critical,
+            cves: vec![],
+            channels: vec!["stable".into()],
+            withdrawn: false,
+            paused: false,
+            size: 1,
+        }
+    }
+
+    fn dev() -> DeviceFacts {
+        DeviceFacts {
+            product: "acme".into(),
+            hardware: Some("rev2".into()),
+            channel: "stable".into(),
+            running_version: Some("1.6.0".parse().unwrap()),
+            security_floor: 4,
+        }
+    }
+
+    #[test]
+    fn eligible_when_everything_fits() {
+        assert_eq!(check(&summary(), &dev()), vec![]);
+    }
+
+    #[test]
+    fn every_reason_is_reported() {
+        let mut s = summary();
+        s.withdrawn = true;
+        s.channels = vec!["staging".into()];
+        s.hardware = vec!["rev9".into()];
+        let mut d = dev();
+        d.product = "other".into();
+        d.running_version = Some("2.0.0".parse().unwrap());
+        d.security_floor = 5;
+        let why = check(&s, &d);
+        assert_eq!(why.len(), 6, "{why:?}");
+        assert!(why.contains(&Ineligible::Withdrawn));
+        assert!(why.contains(&Ineligible::BelowSecurityFloor {
+            release: 4,
+            floor: 5
+        }));
+    }
+
+    #[test]
+    fn unknown_running_version_fails_min_version_but_not_newer() {
+        let mut d = dev();
+        d.running_version = None;
+        let why = check(&summary(), &d);
+        assert!(matches!(
+            why.as_slice(),
+            [Ineligible::BelowMinVersion { .. }]
+        ));
+        let mut s = summary();
+        s.min_version = None;
+        assert_eq!(check(&s, &d), vec![]);
+    }
+
+    #[test]
+    fn no_hardware_list_means_any_hardware() {
+        let mut s = summary();
+        s.hardware.clear();
+        let mut d = dev();
+        d.hardware = None;
+        assert_eq!(check(&s, &d), vec![]);
+    }
 }

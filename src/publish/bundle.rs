@@ -16,7 +16,6 @@ impl Repo {
         let st = self.load_state()?;
         let m = self.manifest(product, version)?;
         let mut files: Vec<String> = Vec::new();
-        let md = self.metadata_dir();
         for v in 1..=st.root.common.version {
             files.push(format!("metadata/{v}.root.json"));
         }
@@ -42,7 +41,6 @@ impl Repo {
             let (dir, base) = t.rsplit_once('/').unwrap_or(("", t));
             files.push(format!("targets/{dir}/{sha}.{base}"));
         }
-        let _ = md;
         if out.extension().is_some_and(|e| e == "tar") {
             let tmp = tempfile::NamedTempFile::new_in(out.parent().unwrap_or(Path::new(".")))
                 .map_err(io(out.display()))?;

@@ -163,6 +163,15 @@ impl Repo {
     /// Create a new repository: keys for every role in `opts.keys_dir`, root version 1,
     /// empty targets, snapshot and timestamp. Consistent snapshots are always on.
     pub fn init(dir: impl Into<PathBuf>, opts: &InitOptions) -> Result<Self, PublishError> {
+        Self::init_with_clock(dir, opts, Arc::new(SystemClock))
+    }
+
+    /// [`Repo::init`] with another clock for expiries (the demo's simulated time).
+    pub fn init_with_clock(
+        dir: impl Into<PathBuf>,
+        opts: &InitOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, PublishError> {
         let dir = dir.into();
         if state::metadata_dir(&dir).join("root.json").exists() {
             return Err(PublishError::AlreadyInitialized {
@@ -173,17 +182,19 @@ impl Repo {
             dir,
             keys_dir: opts.keys_dir.clone(),
             expiries: opts.expiries,
-            clock: Arc::new(SystemClock),
+            clock,
         };
         let now = repo.clock.now();
         let mut root = Root::new(1, state::expiry(now, opts.expiries.root)?, true);
         let mut root_keys = Vec::new();
-        for (role, spec) in [
+        let roles = [
             (RoleType::Root, opts.root),
             (RoleType::Targets, opts.targets),
             (RoleType::Snapshot, opts.snapshot),
             (RoleType::Timestamp, opts.timestamp),
-        ] {
+        ];
+        // Check every role before creating any key, so a bad option leaves nothing behind.
+        for (role, spec) in roles {
             if spec.threshold == 0 || spec.keys < spec.threshold as usize {
                 return Err(PublishError::Invalid(format!(
                     "{}: threshold {} needs 1 <= threshold <= keys ({})",
@@ -192,6 +203,8 @@ impl Repo {
                     spec.keys
                 )));
             }
+        }
+        for (role, spec) in roles {
             for _ in 0..spec.keys {
                 let key = repo.new_key(role, opts.scheme)?;
                 root.add_key(role, key.public())?;
@@ -295,6 +308,7 @@ impl Repo {
     /// Publish a release: place its images as targets, write its manifest, re-sign
     /// targets, snapshot and timestamp. Returns the manifest written.
     pub fn add_release(&self, rel: &AddRelease) -> Result<Manifest, PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         let mpath = release_target_path(&rel.product, &rel.version);
         if st.targets.targets.contains_key(&mpath) {
@@ -374,6 +388,7 @@ impl Repo {
         custom: Option<serde_json::Value>,
     ) -> Result<(), PublishError> {
         crate::manifest::check_target_path("target", path)?;
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         let hashes = hashes_of(bytes);
         let sha256 = hashes.get("sha256").cloned().unwrap_or_default();
@@ -451,6 +466,7 @@ impl Repo {
         what: &str,
         f: impl FnOnce(&mut Manifest),
     ) -> Result<Manifest, PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         let mut m = self.manifest_in(&st, product, version)?;
         f(&mut m);
@@ -504,6 +520,7 @@ impl Repo {
 
     /// Re-sign snapshot and timestamp with fresh expiries (run from a timer).
     pub fn refresh(&self) -> Result<(), PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         self.publisher(self.clock.now()).snapshot(&mut st)?;
         tracing::info!(
@@ -516,6 +533,7 @@ impl Repo {
 
     /// Re-sign only the timestamp (cheapest; enough when snapshot is far from expiry).
     pub fn refresh_timestamp(&self) -> Result<(), PublishError> {
+        let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         self.publisher(self.clock.now()).timestamp(&mut st)
     }

@@ -78,6 +78,7 @@ impl Repo {
     /// N+1 signed by the old and new root keys, then re-sign what the new keys sign.
     /// Needs the root keys in the keys directory; otherwise use the offline flow.
     pub fn rotate(&self, role: RoleType, scheme: KeyScheme) -> Result<(), PublishError> {
+        let _lock = state::lock(self.dir())?;
         let mut st = self.load_state()?;
         let old_signers = keystore::signers(self.keys_dir(), &st.root, "root")?;
         let mut new = next_root(self, &st)?;
@@ -164,6 +165,7 @@ impl Repo {
     /// is the next version and meets both the old and its own root threshold. Then
     /// targets, snapshot and timestamp are re-signed with the (possibly new) online keys.
     pub fn root_import(&self, bytes: &[u8]) -> Result<(), PublishError> {
+        let _lock = state::lock(self.dir())?;
         let mut st = self.load_state()?;
         let env = Envelope::parse(bytes, 64).map_err(meta("imported root"))?;
         let new: Root = parse_signed(&env.signed).map_err(meta("imported root"))?;

@@ -84,6 +84,26 @@ pub(crate) fn load(repo: &Path) -> Result<State, PublishError> {
     })
 }
 
+/// Exclusive lock on the repository for one publishing operation, so two `patchpub`
+/// runs (say, `add` and the `refresh` timer) never interleave their version bumps.
+/// Released when the returned file is dropped.
+pub(crate) fn lock(repo: &Path) -> Result<std::fs::File, PublishError> {
+    use std::os::fd::AsRawFd;
+    let p = repo.join(".patchpub.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io(p.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(io(p.display())(std::io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
 /// Whole seconds: TUF `expires` has no fractional part.
 pub(crate) fn expiry(now: Timestamp, valid: SignedDuration) -> Result<Timestamp, PublishError> {
     let t = now
