@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jiff::SignedDuration;
 use tokio::sync::Mutex;
 
 use super::ports::{Candidate, PortError, Progress, ProgressSink, Updates, WhyNot};
@@ -243,33 +242,14 @@ fn severity(s: manifest::Severity) -> policy::Severity {
     }
 }
 
-/// The manifest's rollout section as the policy's plan.
+/// The manifest's rollout section as the policy's plan; a withdrawal in the signed
+/// summary counts even if the manifest predates it.
 fn rollout_plan(m: &manifest::Manifest, withdrawn: bool) -> RolloutPlan {
-    RolloutPlan {
-        published: m.published,
-        stages: m
-            .rollout
-            .stages
-            .iter()
-            .map(|s| policy::RolloutStage {
-                after: SignedDuration::from_secs(i64::try_from(s.after_secs).unwrap_or(i64::MAX)),
-                tags: s.tags.clone(),
-                // A tag-only stage (percent 0) means "every device with the tag".
-                percent: if s.percent == 0 && !s.tags.is_empty() {
-                    None
-                } else {
-                    Some(s.percent)
-                },
-            })
-            .collect(),
-        state: if withdrawn {
-            RolloutState::Withdrawn
-        } else if m.rollout.paused {
-            RolloutState::Paused
-        } else {
-            RolloutState::Active
-        },
+    let mut plan = RolloutPlan::from_manifest(m);
+    if withdrawn {
+        plan.state = RolloutState::Withdrawn;
     }
+    plan
 }
 
 impl Updates for RepoUpdates {
