@@ -15,7 +15,7 @@ use super::ports::{Candidate, PortError, Progress, ProgressSink, Updates, WhyNot
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::manifest::{self, VerifiedManifest};
 use crate::names::SlotName;
-use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
+use crate::policy::{self, ReleaseFacts, RolloutPlan, RolloutState};
 use crate::slot::stage::{
     stage_image, CancelToken, Compression, ImageFormat, ProgressFn, RawSlot, StageOptions,
     StageRequest,
@@ -114,8 +114,8 @@ impl RepoUpdates {
                 facts: ReleaseFacts {
                     id: format!("{}/{}", c.summary.product, version),
                     version,
-                    kind: c.summary.kind,
-                    severity: c.summary.severity,
+                    kind: kind(c.summary.kind),
+                    severity: severity(c.summary.severity),
                     channels: c.summary.channels.clone(),
                     rollout,
                 },
@@ -225,7 +225,25 @@ async fn fetch_manifest(
         .map_err(|e| PortError::new(format!("release {path}"), e))
 }
 
-/// The manifest's rollout section as the policy's plan.
+fn kind(k: manifest::Kind) -> policy::Kind {
+    match k {
+        manifest::Kind::Security => policy::Kind::Security,
+        manifest::Kind::Bugfix => policy::Kind::Bugfix,
+        manifest::Kind::Feature => policy::Kind::Feature,
+    }
+}
+
+fn severity(s: manifest::Severity) -> policy::Severity {
+    match s {
+        manifest::Severity::Low => policy::Severity::Low,
+        manifest::Severity::Medium => policy::Severity::Medium,
+        manifest::Severity::High => policy::Severity::High,
+        manifest::Severity::Critical => policy::Severity::Critical,
+    }
+}
+
+/// The manifest's rollout section as the policy's plan; a withdrawal in the signed
+/// summary counts even if the manifest predates it.
 fn rollout_plan(m: &manifest::Manifest, withdrawn: bool) -> RolloutPlan {
     let mut plan = RolloutPlan::from_manifest(m);
     if withdrawn {
