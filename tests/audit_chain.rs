@@ -127,6 +127,23 @@ fn removed_line_is_found() {
 }
 
 #[test]
+fn removed_first_lines_are_found() {
+    // Without rotation, a log that no longer starts at seq 0 lost its first records;
+    // it must not pass as "older rotated files were deleted".
+    let (_d, p) = setup(5);
+    let mut l = lines(&p);
+    l.drain(..2);
+    put_lines(&p, &l);
+    let r = verify(&p);
+    assert!(
+        r.problems
+            .iter()
+            .any(|x| x.kind == ProblemKind::MissingStart { first_seq: 2 }),
+        "{r}"
+    );
+}
+
+#[test]
 fn removed_last_line_is_found() {
     let (_d, p) = setup(5);
     let mut l = lines(&p);

@@ -77,6 +77,18 @@ impl Filter {
 pub(crate) struct Head {
     pub seq: u64,
     pub hash: String,
+    /// Where the retained chain starts once rotation has deleted older files: without
+    /// it, removing records from the start of the log would look like a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Anchor>,
+}
+
+/// `seq` and `prev` of the oldest record kept after rotation deleted older files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Anchor {
+    pub seq: u64,
+    pub prev: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +107,7 @@ pub struct AuditLog {
     last_hash: String,
     size: u64,
     torn: Option<Torn>,
+    anchor: Option<Anchor>,
 }
 
 /// Lines of a file: complete ones (newline-terminated, newline stripped) and a torn tail.
@@ -116,7 +129,9 @@ impl AuditLog {
             last_hash: GENESIS_PREV.to_string(),
             size: 0,
             torn: None,
+            anchor: None,
         };
+        log.anchor = log.read_head()?.and_then(|h| h.anchor);
         log.scan()?;
         Ok(log)
     }
@@ -299,9 +314,14 @@ impl AuditLog {
         self.size += bytes.len() as u64;
         self.next_seq = rec.seq + 1;
         self.last_hash = line_hash(line);
+        self.write_head(rec.seq)
+    }
+
+    fn write_head(&self, seq: u64) -> Result<(), AuditError> {
         let head = Head {
-            seq: rec.seq,
+            seq,
             hash: self.last_hash.clone(),
+            anchor: self.anchor.clone(),
         };
         let hp = self.head_path();
         let json = serde_json::to_vec(&head).map_err(|source| AuditError::Encode {
@@ -311,9 +331,35 @@ impl AuditLog {
         fsutil::atomic_write_mode(&hp, &json, 0o600).map_err(|e| self.io(&hp, e))
     }
 
+    /// `seq`/`prev` of the first record in `file`, if it has one.
+    fn first_record(&self, file: &Path) -> Result<Option<Anchor>, AuditError> {
+        let bytes = self.read_file(file)?;
+        let (lines, _) = split_lines(&bytes);
+        Ok(lines
+            .iter()
+            .find_map(|l| serde_json::from_slice::<Record>(l).ok())
+            .map(|r| Anchor {
+                seq: r.seq,
+                prev: r.prev,
+            }))
+    }
+
     fn rotate(&mut self) -> Result<(), AuditError> {
         let keep = self.limits.keep;
         let oldest = self.rotated(keep);
+        if oldest.exists() {
+            // Record the new start of the chain before deleting anything, so a verifier
+            // can tell this deletion from records removed by someone else.
+            let next_oldest = if keep > 1 {
+                self.rotated(keep - 1)
+            } else {
+                self.path.clone()
+            };
+            if let Some(a) = self.first_record(&next_oldest)? {
+                self.anchor = Some(a);
+                self.write_head(self.next_seq.saturating_sub(1))?;
+            }
+        }
         match fs::remove_file(&oldest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

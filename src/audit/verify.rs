@@ -21,6 +21,9 @@ pub enum ProblemKind {
     SeqGap { expected: u64, found: u64 },
     /// The first record ever must chain to the zero hash.
     BadGenesis,
+    /// The log does not start at the first record and no rotation anchor in the head
+    /// file vouches for where it starts: records were removed from the start.
+    MissingStart { first_seq: u64 },
     /// The head file says the log ends at a record that is not the last one: the last
     /// records were removed or the last record edited.
     HeadMismatch {
@@ -62,6 +65,10 @@ impl fmt::Display for Problem {
                 "seq {found} where {expected} was expected: records removed or reordered"
             ),
             ProblemKind::BadGenesis => write!(f, "first record (seq 0) does not chain to the zero hash"),
+            ProblemKind::MissingStart { first_seq } => write!(
+                f,
+                "the log starts at seq {first_seq} and no rotation anchor vouches for it: records removed from the start"
+            ),
             ProblemKind::HeadMismatch { head_seq, last_seq } => write!(
                 f,
                 "head file records seq {head_seq} but the log ends at {}: trailing records removed or the last record edited",
@@ -147,6 +154,7 @@ impl AuditLog {
         let mut last: Option<(u64, String)> = None;
         let mut before_last: Option<(u64, String)> = None;
         let nfiles = rep.files.len();
+        let head_anchor = self.read_head()?.and_then(|h| h.anchor);
 
         for (fi, file) in rep.files.clone().into_iter().enumerate() {
             let bytes = self.read_file(&file)?;
@@ -217,6 +225,15 @@ impl AuditLog {
                                     kind: ProblemKind::BadGenesis,
                                 });
                             }
+                        } else if !head_anchor
+                            .as_ref()
+                            .is_some_and(|a| a.seq == rec.seq && a.prev == rec.prev)
+                        {
+                            rep.problems.push(Problem {
+                                file: file.clone(),
+                                line: lineno,
+                                kind: ProblemKind::MissingStart { first_seq: rec.seq },
+                            });
                         } else {
                             rep.notes.push(format!(
                                 "chain anchored at seq {} ({} line {}): older rotated files were deleted",
