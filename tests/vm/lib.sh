@@ -5,7 +5,13 @@
 VM_DIR=$VM_TOP/tests/vm
 VM_CACHE=${VM_CACHE:-$VM_DIR/cache}
 VM_RUNS=${VM_RUNS:-$VM_CACHE/runs}
-VM_KVER=${VM_KVER:-6.1.0-56-amd64}
+# The kernel the linux-image-amd64 metapackage currently points at (the archive drops
+# old ABI versions, so a pinned one would stop downloading one day).
+if [ -z "${VM_KVER:-}" ]; then
+  VM_KVER=$(apt-cache depends linux-image-amd64 2>/dev/null |
+    sed -n 's/^ *Depends: linux-image-\([0-9][^ ]*-amd64\)$/\1/p' | head -n 1)
+  VM_KVER=${VM_KVER:-6.1.0-56-amd64}
+fi
 VM_QEMU_MEM=${VM_QEMU_MEM:-384}
 # The try-once GRUB script under test: the one the project ships.
 VM_GRUB_SNIPPET=${VM_GRUB_SNIPPET:-$VM_TOP/packaging/grub/patchd-ab.cfg}
