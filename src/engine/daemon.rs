@@ -347,3 +347,45 @@ async fn shutdown_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_without_trusted_root_fails_closed() {
+        let top = tempfile::tempdir().unwrap();
+        let paths = Paths::new(top.path());
+        let cfg = crate::config::load_strs(&[(
+            "patchd.toml",
+            "[device]\nproduct = \"p\"\n[repository]\ndir = \"/repo\"\n\
+             trusted_root = \"/etc/patchd/missing-root.json\"\n",
+        )])
+        .unwrap();
+        let e = build_updates(&cfg, &paths, &[]).err().expect("must refuse");
+        let msg = e.to_string();
+        assert!(msg.contains("missing-root.json"), "{msg}");
+        assert!(!paths.state_dir().join("tuf/root.json").exists());
+    }
+
+    #[test]
+    fn daemon_refuses_missing_or_single_slot_config() {
+        let top = tempfile::tempdir().unwrap();
+        let paths = Paths::new(top.path());
+        let a = SlotName::new("a").unwrap();
+        let none = crate::config::load_strs(&[("patchd.toml", "")]).unwrap();
+        assert!(matches!(
+            build_slots(&none, &paths, &a),
+            Err(DaemonError::NoSlots(_))
+        ));
+        let one = crate::config::load_strs(&[(
+            "patchd.toml",
+            "[slots]\nbackend = \"file\"\n[[slots.slot]]\nname = \"a\"\npath = \"/a.img\"\n",
+        )])
+        .unwrap();
+        assert!(matches!(
+            build_slots(&one, &paths, &a),
+            Err(DaemonError::NoSlots(_))
+        ));
+    }
+}
