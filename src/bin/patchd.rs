@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use patchd::dbus::{AuthMode, Bus, ServiceOptions};
 use patchd::paths::Paths;
 
 #[derive(Debug, Parser)]
@@ -23,12 +24,23 @@ struct Cli {
     /// Resolve every device path under this directory (tests, images being built).
     #[arg(long, value_name = "DIR", default_value = "/", env = "PATCHD_ROOT")]
     root: PathBuf,
+    /// Serve on this D-Bus address instead of the system bus (tests).
+    #[arg(long, value_name = "ADDR")]
+    bus_address: Option<String>,
+    /// Who may call privileged methods: `polkit`, or `uids:0,1000` on a private bus.
+    #[arg(long, value_name = "MODE", default_value = "polkit")]
+    auth: AuthMode,
+    /// Write man pages and shell completions into DIR and exit (packaging).
+    #[arg(long, hide = true, value_name = "DIR", exclusive = true)]
+    generate_docs: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon (the default without a subcommand).
+    Run,
     /// Run the whole lifecycle on a simulated device (no root, no network needed).
     Demo(patchd::engine::demo::DemoArgs),
     /// Low-level bootloader control: status, try, mark-good, mark-bad, reset.
@@ -46,8 +58,22 @@ fn init_logging(default: &str) {
         .try_init();
 }
 
+/// The command line, for documentation generation.
+fn command() -> clap::Command {
+    Cli::command()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.generate_docs {
+        return match patchd::dbus::docgen::generate(command(), dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("patchd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let paths = Paths::new(&cli.root);
     if cli.check_config {
         return match patchd::config::check(&paths) {
@@ -83,9 +109,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => {
-            init_logging("info");
-            match runtime().map(|rt| rt.block_on(patchd::engine::daemon::run(paths))) {
+        None | Some(Command::Run) => {
+            let _log = match patchd::logging::init("patchd", "info") {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("patchd: logging: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = patchd::engine::daemon::DaemonOptions {
+                service: ServiceOptions {
+                    bus: cli.bus_address.map_or(Bus::System, Bus::Address),
+                    auth: cli.auth,
+                    ..ServiceOptions::default()
+                },
+            };
+            match runtime().map(|rt| rt.block_on(patchd::engine::daemon::run(paths, opts))) {
                 Ok(Ok(exit)) => {
                     tracing::info!(?exit, "engine stopped");
                     ExitCode::SUCCESS

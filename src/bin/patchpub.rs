@@ -27,8 +27,16 @@ struct Cli {
     keys: PathBuf,
     #[command(flatten)]
     expiry: ExpiryArgs,
+    /// Write man pages and shell completions into DIR and exit (packaging).
+    #[arg(long, hide = true, value_name = "DIR", exclusive = true)]
+    generate_docs: Option<PathBuf>,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+}
+
+/// The command line, for documentation generation.
+fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Validity periods applied to metadata signed by this invocation.
@@ -238,7 +246,15 @@ fn run(cli: Cli) -> Result<()> {
         timestamp: SignedDuration::from_hours(i64::from(e.timestamp_expiry)),
     };
     let open = || -> Result<Repo> { Ok(Repo::open(&cli.repo, &cli.keys)?.with_expiries(expiries)) };
-    match &cli.cmd {
+    if let Some(dir) = &cli.generate_docs {
+        patchd::dbus::docgen::generate(command(), dir)?;
+        return Ok(());
+    }
+    let Some(cmd) = &cli.cmd else {
+        command().print_help()?;
+        anyhow::bail!("a subcommand is required");
+    };
+    match cmd {
         Cmd::Keygen { out, scheme: s } => {
             let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
             let dir = dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));

@@ -31,8 +31,7 @@
 //! `[boot]` is validated as [`crate::boot::BootConfig`] ([`Config::boot_config`]; `None`
 //! when the section is absent). Its tables merge key by key at every depth across
 //! drop-ins (`[boot.grub]` in a drop-in keeps `[boot.detect]` from the main file).
-//! `[slots]` is a placeholder until the staging room's slots config type lands: kept as a
-//! TOML table (merged the same way) for that room to parse.
+//! `[slots]` is validated as [`crate::slot::SlotsConfig`] (merged the same way).
 //! All keys with defaults: `docs/configuration.md`.
 
 pub mod duration;
@@ -228,8 +227,8 @@ pub struct Config {
     /// The merged `[boot]` table as written (kept for callers that parse it themselves;
     /// prefer `boot_config`).
     pub boot: toml::Table,
-    /// Placeholder until the slots config type lands: the merged `[slots]` table.
-    pub slots: toml::Table,
+    /// `[slots]`, validated; `None` when the section is absent.
+    pub slots: Option<crate::slot::SlotsConfig>,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     /// Files read, in merge order.
@@ -270,7 +269,7 @@ fn unreachable_default() -> Config {
         health: HealthConfig::default(),
         boot_config: None,
         boot: toml::Table::new(),
-        slots: toml::Table::new(),
+        slots: None,
         audit: AuditConfig {
             path: DEFAULT_AUDIT_PATH.into(),
             limits: AuditLimits::default(),
@@ -645,6 +644,16 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         )
     };
 
+    let slots = match raw.slots {
+        None => None,
+        Some(t) => {
+            let c = crate::slot::SlotsConfig::deserialize(toml::Value::Table(t))
+                .map_err(|e| invalid("slots", e.message().trim().to_string()))?;
+            c.validate().map_err(|why| invalid("slots", why))?;
+            Some(c)
+        }
+    };
+
     Ok(Config {
         boot_config,
         device,
@@ -652,7 +661,7 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         policy,
         health,
         boot,
-        slots: raw.slots.unwrap_or_default(),
+        slots,
         audit,
         metrics,
         sources,

@@ -1,22 +1,31 @@
 //! `patchd` as a system daemon: configuration → backends → engine → wait for signals.
 //!
-//! The binary only parses arguments and calls [`run`]. Pieces that come from rooms not
-//! merged yet answer with [`DaemonError::NotAvailable`] naming what is missing; the
-//! daemon never starts without them (no "unverified mode").
+//! The binary only parses arguments and calls [`run`]. There is no "unverified mode":
+//! without a trusted root the daemon refuses to start rather than install anything.
 
 use std::sync::{Arc, Mutex};
 
 use super::adapters::{PlanHealth, SystemdReboot};
+use super::repo::RepoUpdates;
 use super::runner::{EngineParts, EngineSettings, RunExit};
 use super::EngineError;
+use super::EngineHandle;
 use crate::audit::{AuditError, AuditLog};
-use crate::boot::{BootConfig, BootError, Bootloader};
+use crate::boot::{BootError, Bootloader};
 use crate::clock::SystemClock;
+use crate::config::RepoSource;
 use crate::config::{Config, ConfigError};
+use crate::dbus::{ManagerBackend, ServiceOptions};
+use crate::fetch::{ByteSource, FileSource, HttpOptions, HttpSource};
+use crate::health::{FixedUnits, UnitQuery};
 use crate::health::{HealthPlan, SystemdUnits};
+use crate::names::SlotName;
 use crate::paths::Paths;
 use crate::policy::{DeviceFacts, PolicyError};
-use crate::slot::Slot;
+use crate::slot::stage::{RawSlot, StageOptions};
+use crate::slot::{BlockSlot, ImageFileSlot, Slot, SlotBackend};
+use crate::trust::client::Limits;
+use crate::trust::TufClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -38,11 +47,12 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("{what} is not available in this build yet: {why}")]
-    NotAvailable {
-        what: &'static str,
-        why: &'static str,
-    },
+    #[error("slots: {0}")]
+    NoSlots(&'static str),
+    #[error("repository: {0}")]
+    Repository(String),
+    #[error("D-Bus service: {0}")]
+    Dbus(String),
 }
 
 /// Engine tunables from the validated configuration.
@@ -76,45 +86,176 @@ pub fn device_facts(cfg: &Config, paths: &Paths) -> Result<DeviceFacts, DaemonEr
     })
 }
 
-fn open_slots(_cfg: &Config, _paths: &Paths) -> Result<Vec<Arc<dyn Slot>>, DaemonError> {
-    Err(DaemonError::NotAvailable {
-        what: "slot backends ([slots])",
-        why: "the staging room (image-file/block/btrfs slots) is not merged into this build",
-    })
+fn build_slots(
+    cfg: &Config,
+    paths: &Paths,
+    booted: &SlotName,
+) -> Result<Vec<DaemonSlot>, DaemonError> {
+    let sc = cfg.slots.as_ref().ok_or(DaemonError::NoSlots(
+        "the configuration has no [slots] section",
+    ))?;
+    if sc.slot.len() < 2 {
+        return Err(DaemonError::NoSlots(
+            "[slots] must list at least two [[slots.slot]] entries",
+        ));
+    }
+    let state_dir = paths.state_dir();
+    Ok(sc
+        .slot
+        .iter()
+        .map(|e| {
+            let is_booted = e.name == *booted;
+            match sc.backend {
+                SlotBackend::File => DaemonSlot::File(Arc::new(
+                    ImageFileSlot::new(e.name.clone(), paths.resolve(&e.path), &state_dir)
+                        .with_booted(is_booted),
+                )),
+                SlotBackend::Block => DaemonSlot::Block(Arc::new(
+                    BlockSlot::new(e.name.clone(), &e.path, &state_dir, paths.clone())
+                        .with_booted(is_booted),
+                )),
+            }
+        })
+        .collect())
 }
 
-/// Run the daemon until it is told to stop or asks for a reboot.
-pub async fn run(paths: Paths) -> Result<RunExit, DaemonError> {
-    let cfg = crate::config::load(&paths)?;
+/// One configured slot, seen both as engine slot and as staging target.
+enum DaemonSlot {
+    File(Arc<ImageFileSlot>),
+    Block(Arc<BlockSlot>),
+}
+
+impl DaemonSlot {
+    fn slot(&self) -> Arc<dyn Slot> {
+        match self {
+            Self::File(s) => s.clone(),
+            Self::Block(s) => s.clone(),
+        }
+    }
+    fn raw(&self) -> Arc<dyn RawSlot> {
+        match self {
+            Self::File(s) => s.clone(),
+            Self::Block(s) => s.clone(),
+        }
+    }
+}
+
+/// The verified repository from `[repository]`, or `None` when no source is configured.
+/// Fails closed: without trusted metadata and without the configured trusted root file
+/// the daemon does not start (it never installs unverified releases).
+fn build_updates(
+    cfg: &Config,
+    paths: &Paths,
+    slots: &[DaemonSlot],
+) -> Result<Option<RepoUpdates>, DaemonError> {
+    let Some(source) = &cfg.repository.source else {
+        tracing::warn!("no [repository] url or dir configured: not checking for updates");
+        return Ok(None);
+    };
+    let product = cfg.device.product.clone().ok_or(DaemonError::Repository(
+        "device.product must be set when a repository is configured".into(),
+    ))?;
+    let tuf_dir = paths.state_dir().join("tuf");
+    let limits = Limits::default();
+    if !tuf_dir.join("root.json").exists() {
+        let root_file = paths.resolve(&cfg.repository.trusted_root);
+        let bytes = std::fs::read(&root_file).map_err(|e| {
+            DaemonError::Repository(format!(
+                "no trusted metadata in {} and the trusted root {} (repository.trusted_root) cannot be read: {e}",
+                tuf_dir.display(),
+                root_file.display()
+            ))
+        })?;
+        TufClient::init(&tuf_dir, &bytes, &limits)
+            .map_err(|e| DaemonError::Repository(format!("{}: {e}", root_file.display())))?;
+    }
+    let client = TufClient::load(&tuf_dir, Arc::new(SystemClock), limits)
+        .map_err(|e| DaemonError::Repository(format!("{}: {e}", tuf_dir.display())))?;
+    let (metadata, targets): (Arc<dyn ByteSource>, Arc<dyn ByteSource>) = match source {
+        RepoSource::Dir(d) => {
+            let d = paths.resolve(d);
+            (
+                Arc::new(FileSource::new(d.join("metadata"))),
+                Arc::new(FileSource::new(d.join("targets"))),
+            )
+        }
+        RepoSource::Url(u) => {
+            let mut opts = HttpOptions::default();
+            if let Some(ca) = &cfg.repository.ca_bundle {
+                let p = paths.resolve(ca);
+                opts.extra_ca_pem = Some(std::fs::read(&p).map_err(|source| DaemonError::Io {
+                    what: format!("repository.ca_bundle {}", p.display()),
+                    source,
+                })?);
+            }
+            let base = u.to_string();
+            let base = base.trim_end_matches('/');
+            let http = |sub: &str| {
+                HttpSource::new(&format!("{base}/{sub}/"), opts.clone())
+                    .map_err(|e| DaemonError::Repository(format!("{base}: {e}")))
+            };
+            (Arc::new(http("metadata")?), Arc::new(http("targets")?))
+        }
+    };
+    Ok(Some(RepoUpdates::new(
+        client,
+        metadata,
+        targets,
+        product,
+        None,
+        cfg.device.channel.clone(),
+        slots.iter().map(DaemonSlot::raw).collect(),
+        StageOptions::default(),
+    )))
+}
+
+/// How the daemon is reached and watched.
+pub struct DaemonOptions {
+    pub service: ServiceOptions,
+}
+
+/// Build every backend from the configuration and start the engine.
+pub async fn start(
+    paths: &Paths,
+) -> Result<(EngineHandle, tokio::task::JoinHandle<RunExit>), DaemonError> {
+    let cfg = crate::config::load(paths)?;
     let policy = cfg.policy.to_policy()?;
-    let boot_cfg: BootConfig = toml::Value::Table(cfg.boot.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| DaemonError::BootConfig(e.to_string()))?;
-    let bootloader: Arc<dyn Bootloader> = Arc::from(crate::boot::open(&boot_cfg, &paths)?);
-    let slots = open_slots(&cfg, &paths)?;
+    let boot_cfg = cfg.boot_config.as_ref().ok_or(DaemonError::BootConfig(
+        "the configuration has no [boot] section".into(),
+    ))?;
+    let bootloader: Arc<dyn Bootloader> = Arc::from(crate::boot::open(boot_cfg, paths)?);
+    let booted = bootloader.booted_slot()?;
+    let slots = build_slots(&cfg, paths, &booted)?;
     let state_dir = paths.state_dir();
     crate::fsutil::ensure_dir(&state_dir, 0o700).map_err(|source| DaemonError::Io {
         what: state_dir.display().to_string(),
         source,
     })?;
+    let updates = build_updates(&cfg, paths, &slots)?;
     let audit = AuditLog::open(paths.resolve(&cfg.audit.path), cfg.audit.limits)?;
-    let units = SystemdUnits::system()
-        .await
-        .map_err(|e| DaemonError::BootConfig(format!("systemd over D-Bus: {e}")))?;
+    // Without configured unit checks systemd is never asked: a missing system bus
+    // (containers, tests) must not keep the daemon from starting.
+    let units: Arc<dyn UnitQuery> = if cfg.health.units.is_empty() {
+        Arc::new(FixedUnits(Default::default()))
+    } else {
+        Arc::new(
+            SystemdUnits::system()
+                .await
+                .map_err(|e| DaemonError::BootConfig(format!("systemd over D-Bus: {e}")))?,
+        )
+    };
     let login = crate::policy::inhibit::Logind::system().await.ok();
     let parts = EngineParts {
         paths: paths.clone(),
         clock: Arc::new(SystemClock),
         bootloader,
-        slots,
-        // Fail closed until the verified repository (TUF client + manifest discovery +
-        // staging pipeline) is wired: checks answer "not available".
-        updates: None,
+        slots: slots.iter().map(DaemonSlot::slot).collect(),
+        updates: updates.map(|u| Arc::new(u) as Arc<dyn super::ports::Updates>),
         policy,
-        device: device_facts(&cfg, &paths)?,
+        device: device_facts(&cfg, paths)?,
         health: Arc::new(PlanHealth {
-            plan: HealthPlan::from_config(&cfg.health, &paths),
-            units: Arc::new(units),
+            plan: HealthPlan::from_config(&cfg.health, paths),
+            units,
         }),
         audit: Arc::new(Mutex::new(audit)),
         reboot: Arc::new(SystemdReboot {
@@ -127,19 +268,69 @@ pub async fn run(paths: Paths) -> Result<RunExit, DaemonError> {
         #[cfg(feature = "failpoints")]
         failpoints: Default::default(),
     };
-    let (handle, task) = super::start(parts).await?;
+    Ok(super::start(parts).await?)
+}
+
+/// Run the daemon until SIGTERM/SIGINT or until the engine stops (reboot requested):
+/// engine, D-Bus service, sd-notify readiness and watchdog.
+pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
+    let (handle, mut task) = start(&paths).await?;
+    let backend: Arc<dyn ManagerBackend> = Arc::new(handle.clone());
+    let backend_keep = backend.clone();
+    let service = crate::dbus::serve(backend, opts.service)
+        .await
+        .map_err(|e| DaemonError::Dbus(e.to_string()))?;
+    notify(&[sd_notify::NotifyState::Ready]);
+    let mut usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| {
+        // Ping at half the timeout, as systemd recommends.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_micros(usec / 2));
+            loop {
+                tick.tick().await;
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        })
+    });
+    tracing::info!("patchd running");
     let exit = tokio::select! {
-        r = task => r.map_err(|e| DaemonError::Io {
-            what: "engine task".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-        _ = shutdown_signal() => {
-            tracing::info!("stopping on signal");
-            RunExit::Shutdown
-        }
+        r = &mut task => Some(r),
+        _ = shutdown_signal() => None,
     };
-    drop(handle);
+    notify(&[sd_notify::NotifyState::Stopping]);
+    service.shutdown().await;
+    let exit = match exit {
+        Some(r) => r,
+        None => {
+            tracing::info!("stopping on signal");
+            // The engine stops when its last handle is gone; it persists each state
+            // change atomically, so an interrupted step resumes on the next start.
+            drop(handle);
+            drop(backend_keep);
+            match tokio::time::timeout(std::time::Duration::from_secs(30), &mut task).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("engine did not stop within 30s; leaving it");
+                    task.abort();
+                    Ok(RunExit::Shutdown)
+                }
+            }
+        }
+    }
+    .map_err(|e| DaemonError::Io {
+        what: "engine task".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     Ok(exit)
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %e, "sd_notify");
+    }
 }
 
 async fn shutdown_signal() {
@@ -154,5 +345,47 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_without_trusted_root_fails_closed() {
+        let top = tempfile::tempdir().unwrap();
+        let paths = Paths::new(top.path());
+        let cfg = crate::config::load_strs(&[(
+            "patchd.toml",
+            "[device]\nproduct = \"p\"\n[repository]\ndir = \"/repo\"\n\
+             trusted_root = \"/etc/patchd/missing-root.json\"\n",
+        )])
+        .unwrap();
+        let e = build_updates(&cfg, &paths, &[]).err().expect("must refuse");
+        let msg = e.to_string();
+        assert!(msg.contains("missing-root.json"), "{msg}");
+        assert!(!paths.state_dir().join("tuf/root.json").exists());
+    }
+
+    #[test]
+    fn daemon_refuses_missing_or_single_slot_config() {
+        let top = tempfile::tempdir().unwrap();
+        let paths = Paths::new(top.path());
+        let a = SlotName::new("a").unwrap();
+        let none = crate::config::load_strs(&[("patchd.toml", "")]).unwrap();
+        assert!(matches!(
+            build_slots(&none, &paths, &a),
+            Err(DaemonError::NoSlots(_))
+        ));
+        let one = crate::config::load_strs(&[(
+            "patchd.toml",
+            "[slots]\nbackend = \"file\"\n[[slots.slot]]\nname = \"a\"\npath = \"/a.img\"\n",
+        )])
+        .unwrap();
+        assert!(matches!(
+            build_slots(&one, &paths, &a),
+            Err(DaemonError::NoSlots(_))
+        ));
     }
 }

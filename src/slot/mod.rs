@@ -10,6 +10,7 @@ use jiff::Timestamp;
 mod block;
 mod btrfs;
 mod cache;
+mod config;
 pub mod extract;
 mod file;
 pub mod stage;
@@ -18,6 +19,7 @@ mod status;
 pub use block::BlockSlot;
 pub use btrfs::{BtrfsSlot, BtrfsSlots};
 pub use cache::{stage_image_cached, DownloadCache};
+pub use config::{SlotBackend, SlotEntry, SlotsConfig};
 pub use file::ImageFileSlot;
 use serde::{Deserialize, Serialize};
 pub use stage::{
