@@ -173,28 +173,10 @@ fn parse_root_line(line: &str) -> Option<(String, PathBuf)> {
     }
     let majmin = fields.get(2)?.to_string();
     let source = right.split(' ').nth(1)?;
-    Some((majmin, PathBuf::from(unescape_octal(source))))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Some((
+        majmin,
+        PathBuf::from(crate::fsutil::unescape_mountinfo(source)),
+    ))
 }
 
 #[cfg(test)]

@@ -143,32 +143,11 @@ fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             Some(MountEntry {
                 major: maj.parse().ok()?,
                 minor: min.parse().ok()?,
-                mount_point: unescape(f.get(4)?),
-                source: unescape(post.get(1).copied().unwrap_or("")),
+                mount_point: crate::fsutil::unescape_mountinfo(f.get(4)?),
+                source: crate::fsutil::unescape_mountinfo(post.get(1).copied().unwrap_or("")),
             })
         })
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Slot for BlockSlot {
