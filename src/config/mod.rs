@@ -1,7 +1,7 @@
 //! Configuration: `/etc/patchd/patchd.toml` plus drop-ins; raw → merged → validated.
 //!
 //! ```no_run
-//! # fn f() -> Result<(), patchd::config::ConfigError> {
+//! # fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! let paths = patchd::paths::Paths::default();
 //! let cfg: patchd::config::Config = patchd::config::load(&paths)?;
 //! let policy = cfg.policy.to_policy()?;         // policy::Policy for decisions
