@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use super::extract::{extract, ExtractError, ExtractPolicy};
 use super::stage::{
-    check_hash, emit, join_err, pump_source, CancelToken, ChanRead, Compression, Content, Hashes,
-    HashingInput, ImageFormat, Phase, ProgressFn, StageError, StageOptions, StageRequest,
+    emit, join_err, pump_source, CancelToken, ChanRead, Compression, Content, Hashes, HashingInput,
+    ImageFormat, Phase, ProgressFn, StageError, StageOptions, StageRequest,
 };
 use super::status::StatusStore;
 use super::{Slot, SlotError, SlotState, SlotStatus};
@@ -455,23 +455,7 @@ fn extract_worker(
             declared: req.size,
         });
     }
-    check_hash(
-        req,
-        "transfer sha256",
-        &req.sha256,
-        &hex::encode(hashes.transfer.finalize()),
-    )?;
-    if let (Some(want), Some(h)) = (&req.sha512, hashes.transfer512.take()) {
-        check_hash(req, "transfer sha512", want, &hex::encode(h.finalize()))?;
-    }
-    if let Some(h) = content_hash {
-        check_hash(
-            req,
-            "content sha256",
-            &req.content_sha256,
-            &hex::encode(h.finalize()),
-        )?;
-    }
+    hashes.verify(req, content_hash)?;
     // Make the extracted tree durable before it is published.
     let d = File::open(dest).map_err(|e| StageError::Io {
         what: format!("syncing {}", dest.display()),

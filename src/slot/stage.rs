@@ -311,6 +311,33 @@ pub(super) struct Hashes {
 }
 
 impl Hashes {
+    /// Compare the finished digests with the signed ones: transfer sha256 (and sha512 when
+    /// signed), and the content sha256 computed over the decompressed stream, if any.
+    pub(super) fn verify(
+        mut self,
+        req: &StageRequest,
+        content: Option<Sha256>,
+    ) -> Result<(), StageError> {
+        check_hash(
+            req,
+            "transfer sha256",
+            &req.sha256,
+            &hex::encode(self.transfer.finalize()),
+        )?;
+        if let (Some(want), Some(h)) = (&req.sha512, self.transfer512.take()) {
+            check_hash(req, "transfer sha512", want, &hex::encode(h.finalize()))?;
+        }
+        if let Some(h) = content {
+            check_hash(
+                req,
+                "content sha256",
+                &req.content_sha256,
+                &hex::encode(h.finalize()),
+            )?;
+        }
+        Ok(())
+    }
+
     pub(super) fn new(req: &StageRequest) -> Self {
         Self {
             transfer: Sha256::new(),
@@ -849,27 +876,11 @@ fn write_worker(
     }
     file.sync_all().map_err(|e| io_err("syncing", e))?;
 
-    let mut hashes = hasher.join().map_err(|_| StageError::Io {
+    let hashes = hasher.join().map_err(|_| StageError::Io {
         what: "hash thread".into(),
         source: io::Error::other("panicked"),
     })?;
-    check_hash(
-        req,
-        "transfer sha256",
-        &req.sha256,
-        &hex::encode(hashes.transfer.finalize()),
-    )?;
-    if let (Some(want), Some(h)) = (&req.sha512, hashes.transfer512.take()) {
-        check_hash(req, "transfer sha512", want, &hex::encode(h.finalize()))?;
-    }
-    if let Some(h) = content_hash {
-        check_hash(
-            req,
-            "content sha256",
-            &req.content_sha256,
-            &hex::encode(h.finalize()),
-        )?;
-    }
+    hashes.verify(req, content_hash)?;
 
     if opts.read_back {
         let started = Instant::now();
