@@ -77,6 +77,7 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         next_window: s.next_window,
         last_check: s.last_check,
         last_error: s.last_error.clone(),
+        last_stage: s.last_stage.map(|r| r.to_string()),
         holds: s
             .holds
             .iter()

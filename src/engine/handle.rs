@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::ports::{Actor, Progress, WhyNot};
+use super::ports::{Actor, Progress, StageReport, WhyNot};
 use super::state::{IllegalTransition, Lifecycle, StateKind};
 use super::statefile::{BlockedRelease, StateFileError};
 use crate::audit::{AuditError, Filter, Record, VerifyReport};
@@ -64,6 +64,9 @@ pub struct StatusSnapshot {
     pub holds: Vec<Hold>,
     pub blocked: Vec<BlockedRelease>,
     pub progress: Option<Progress>,
+    /// Method and bytes of the last successful staging since the daemon started.
+    #[serde(default)]
+    pub last_stage: Option<StageReport>,
     /// Why a due reboot is waiting (active inhibitors).
     pub reboot_waiting: Vec<String>,
     /// The long step running now (`check`, `stage`, `health`), if any.
@@ -87,6 +90,7 @@ impl StatusSnapshot {
             holds: Vec::new(),
             blocked: Vec::new(),
             progress: None,
+            last_stage: None,
             reboot_waiting: Vec::new(),
             busy: None,
         }
