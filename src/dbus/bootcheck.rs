@@ -156,6 +156,20 @@ fn say(out: &mut (dyn Write + Send), last: &mut String, msg: String) {
     }
 }
 
+fn timed_out(err: &mut (dyn Write + Send), timeout: Duration, last: &str) -> u8 {
+    let last = if last.is_empty() {
+        "no answer from patchd"
+    } else {
+        last
+    };
+    let _ = writeln!(
+        err,
+        "boot-check: no verdict from patchd within {}; last: {last}",
+        crate::config::duration::format(&timeout)
+    );
+    exit::TIMEOUT
+}
+
 /// Seconds between re-reads when no signal arrives (a lost signal costs at most this).
 const RECHECK: Duration = Duration::from_secs(5);
 
@@ -208,7 +222,13 @@ async fn watch(
         .await?;
     let mut last = String::new();
     loop {
-        match manager.get_status().await {
+        // Bounded like everything else: a daemon that takes the call but never answers
+        // must not outlast --timeout.
+        let answer = match tokio::time::timeout_at(deadline, manager.get_status()).await {
+            Ok(a) => a,
+            Err(_) => return Ok(timed_out(err, timeout, &last)),
+        };
+        match answer {
             Ok(doc) => match serde_json::from_str::<StatusView>(&doc) {
                 Ok(status) => match assess(&status) {
                     Assessment::Pass(m) => {
@@ -216,8 +236,10 @@ async fn watch(
                         return Ok(exit::PASSED);
                     }
                     Assessment::Fail(m) => {
-                        let why = rollback_reason(&manager)
+                        let why = tokio::time::timeout(RECHECK, rollback_reason(&manager))
                             .await
+                            .ok()
+                            .flatten()
                             .map(|r| format!(" ({r})"))
                             .unwrap_or_default();
                         let _ = writeln!(err, "boot-check: FAILED: {m}{why}");
@@ -246,12 +268,7 @@ async fn watch(
         }
         let now = Instant::now();
         if now >= deadline {
-            let _ = writeln!(
-                err,
-                "boot-check: no verdict from patchd within {}; last: {last}",
-                crate::config::duration::format(&timeout)
-            );
-            return Ok(exit::TIMEOUT);
+            return Ok(timed_out(err, timeout, &last));
         }
         let wake = now + RECHECK.min(deadline - now);
         tokio::select! {
