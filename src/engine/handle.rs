@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::ports::{Actor, Progress, StageReport, WhyNot};
 use super::state::{IllegalTransition, Lifecycle, StateKind};
 use super::statefile::{BlockedRelease, StateFileError};
-use crate::audit::{AuditError, Filter, Record, VerifyReport};
+use crate::audit::{AuditError, Entry, Filter, Record, VerifyReport};
 use crate::boot::BootError;
 use crate::names::SlotName;
 use crate::policy::{Hold, Kind, Severity};
@@ -149,6 +149,9 @@ fn join_reasons(w: &[WhyNot]) -> String {
         .join("; ")
 }
 
+/// Audit event of a refused D-Bus request.
+pub const DENIAL_EVENT: &str = "dbus.denied";
+
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 /// Commands the engine task accepts.
@@ -212,6 +215,12 @@ pub(crate) enum Command {
     },
     VerifyAudit {
         reply: Reply<VerifyReport>,
+    },
+    /// Append a record about something the engine did not do itself (a refused D-Bus
+    /// call); the engine task stays the audit log's only writer.
+    RecordDenial {
+        entry: Box<Entry>,
+        reply: Reply<()>,
     },
 }
 
@@ -360,6 +369,29 @@ impl EngineHandle {
     /// Verify the whole audit chain (including rotated files).
     pub async fn verify_audit(&self) -> Result<VerifyReport, EngineError> {
         self.call(|reply| Command::VerifyAudit { reply }).await
+    }
+
+    /// Audit a request that was refused before it reached the engine (polkit said no):
+    /// event `dbus.denied` with the caller's uid as actor and `action` (polkit action
+    /// id), `method` (D-Bus member) and `bus_name` (unique name) as fields. Answered
+    /// even while a job runs.
+    pub async fn record_denial(
+        &self,
+        actor: Actor,
+        action: &str,
+        method: &str,
+        bus_name: &str,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let entry = Entry::new(DENIAL_EVENT, actor, reason)
+            .field("action", action)
+            .field("method", method)
+            .field("bus_name", bus_name);
+        self.call(|reply| Command::RecordDenial {
+            entry: Box::new(entry),
+            reply,
+        })
+        .await
     }
 
     /// Wait until a snapshot satisfies `pred` (or the engine stops).

@@ -582,6 +582,12 @@ impl Runner {
                 let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = reply.send(log.verify().map_err(EngineError::from));
             }
+            Command::RecordDenial { entry, reply } => {
+                let now = self.p.clock.now();
+                let mut log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+                let r = log.append(*entry, now).map(|_| ());
+                let _ = reply.send(r.map_err(EngineError::from));
+            }
             Command::Cancel { actor, reply } => {
                 let r = self.cancel(&actor).await;
                 let _ = reply.send(self.finish(r));
@@ -692,6 +698,7 @@ impl Runner {
             Command::History { .. }
             | Command::Inventory { .. }
             | Command::VerifyAudit { .. }
+            | Command::RecordDenial { .. }
             | Command::Cancel { .. } => {}
         }
     }
@@ -1520,5 +1527,6 @@ fn reply_err(cmd: Command, e: EngineError) {
         Command::History { reply, .. } => drop(reply.send(Err(e))),
         Command::Inventory { reply } => drop(reply.send(Err(e))),
         Command::VerifyAudit { reply } => drop(reply.send(Err(e))),
+        Command::RecordDenial { reply, .. } => drop(reply.send(Err(e))),
     }
 }
