@@ -158,11 +158,23 @@ pub fn image(version: &str, size: usize) -> Vec<u8> {
 /// A tar archive holding `/etc/os-release` for `version` (btrfs slots).
 pub fn rootfs_tar(version: &str) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
+    let mut d = tar::Header::new_gnu();
+    d.set_size(0);
+    d.set_mode(0o755);
+    d.set_entry_type(tar::EntryType::Directory);
+    // Unset numeric fields do not parse as octal; owners are restored when root.
+    d.set_uid(0);
+    d.set_gid(0);
+    d.set_mtime(1_700_000_000);
+    b.append_data(&mut d, "etc/", std::io::empty()).unwrap();
     let body = format!("ID=test\nVERSION_ID={version}\n");
     let mut h = tar::Header::new_gnu();
     h.set_size(body.len() as u64);
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::Regular);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
     b.append_data(&mut h, "etc/os-release", body.as_bytes())
         .unwrap();
     b.into_inner().unwrap()
