@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::ports::{HealthCheck, HealthVerdict, PortError, Reboot};
 use crate::config::InhibitorConfig;
+use crate::dbus::Bus;
 use crate::fetch::BoxFuture;
 use crate::health::{HealthPlan, UnitQuery};
 use crate::paths::Paths;
@@ -60,6 +61,9 @@ pub struct SystemdReboot {
     pub inhibitors: InhibitorConfig,
     pub login: Option<Arc<dyn LoginQuery>>,
     pub paths: Paths,
+    /// Where systemd answers: the system bus, or a private bus (tests serve a fake
+    /// `org.freedesktop.systemd1` there).
+    pub bus: Bus,
 }
 
 impl Reboot for SystemdReboot {
@@ -73,7 +77,14 @@ impl Reboot for SystemdReboot {
         Box::pin(async move {
             tracing::warn!(reason, "rebooting");
             let err = |e: zbus::Error| PortError::new("reboot via systemd", e);
-            let conn = zbus::Connection::system().await.map_err(err)?;
+            let conn = match &self.bus {
+                Bus::System => zbus::Connection::system().await.map_err(err)?,
+                Bus::Address(a) => zbus::connection::Builder::address(a.as_str())
+                    .map_err(err)?
+                    .build()
+                    .await
+                    .map_err(err)?,
+            };
             conn.call_method(
                 Some("org.freedesktop.systemd1"),
                 "/org/freedesktop/systemd1",

@@ -15,7 +15,7 @@ use crate::boot::{BootError, Bootloader};
 use crate::clock::SystemClock;
 use crate::config::RepoSource;
 use crate::config::{Config, ConfigError};
-use crate::dbus::{ManagerBackend, ServiceOptions};
+use crate::dbus::{Bus, ManagerBackend, ServiceOptions};
 use crate::fetch::{ByteSource, FileSource, HttpOptions, HttpSource};
 use crate::health::{FixedUnits, UnitQuery};
 use crate::health::{HealthPlan, SystemdUnits};
@@ -23,7 +23,7 @@ use crate::names::SlotName;
 use crate::paths::Paths;
 use crate::policy::{DeviceFacts, PolicyError};
 use crate::slot::stage::{RawSlot, StageOptions};
-use crate::slot::{BlockSlot, ImageFileSlot, Slot, SlotBackend};
+use crate::slot::{BlockSlot, BtrfsSlot, BtrfsSlots, ImageFileSlot, Slot, SlotBackend};
 use crate::trust::client::Limits;
 use crate::trust::TufClient;
 
@@ -86,11 +86,14 @@ pub fn device_facts(cfg: &Config, paths: &Paths) -> Result<DeviceFacts, DaemonEr
     })
 }
 
-fn build_slots(
-    cfg: &Config,
-    paths: &Paths,
-    booted: &SlotName,
-) -> Result<Vec<DaemonSlot>, DaemonError> {
+/// The configured slots, seen both as engine slots and as staging targets.
+struct DaemonSlots {
+    list: Vec<DaemonSlot>,
+    /// The subvolume set when `backend = "btrfs"`.
+    btrfs: Option<Arc<BtrfsSlots>>,
+}
+
+fn build_slots(cfg: &Config, paths: &Paths, booted: &SlotName) -> Result<DaemonSlots, DaemonError> {
     let sc = cfg.slots.as_ref().ok_or(DaemonError::NoSlots(
         "the configuration has no [slots] section",
     ))?;
@@ -100,29 +103,64 @@ fn build_slots(
         ));
     }
     let state_dir = paths.state_dir();
-    Ok(sc
+    let btrfs = match (sc.backend, &sc.dir) {
+        (SlotBackend::Btrfs, Some(dir)) => {
+            let dir = paths.resolve(dir);
+            check_btrfs_dir(&dir)?;
+            Some(Arc::new(
+                BtrfsSlots::new(dir, &state_dir).with_booted(booted.clone()),
+            ))
+        }
+        (SlotBackend::Btrfs, None) => {
+            return Err(DaemonError::NoSlots("[slots] backend \"btrfs\" needs dir"))
+        }
+        _ => None,
+    };
+    let list = sc
         .slot
         .iter()
         .map(|e| {
             let is_booted = e.name == *booted;
-            match sc.backend {
-                SlotBackend::File => DaemonSlot::File(Arc::new(
-                    ImageFileSlot::new(e.name.clone(), paths.resolve(&e.path), &state_dir)
+            let path = || {
+                e.path.as_ref().ok_or(DaemonError::NoSlots(
+                    "every [[slots.slot]] of a file or block backend needs a path",
+                ))
+            };
+            Ok(match (&btrfs, sc.backend) {
+                (Some(b), _) => DaemonSlot::Btrfs(Arc::new(b.slot(&e.name))),
+                (None, SlotBackend::Block) => DaemonSlot::Block(Arc::new(
+                    BlockSlot::new(e.name.clone(), path()?, &state_dir, paths.clone())
                         .with_booted(is_booted),
                 )),
-                SlotBackend::Block => DaemonSlot::Block(Arc::new(
-                    BlockSlot::new(e.name.clone(), &e.path, &state_dir, paths.clone())
+                (None, _) => DaemonSlot::File(Arc::new(
+                    ImageFileSlot::new(e.name.clone(), paths.resolve(path()?), &state_dir)
                         .with_booted(is_booted),
                 )),
-            }
+            })
         })
-        .collect())
+        .collect::<Result<Vec<_>, DaemonError>>()?;
+    Ok(DaemonSlots { list, btrfs })
+}
+
+/// The btrfs slot directory must exist on btrfs: subvolumes cannot be made elsewhere,
+/// and a typo must stop the daemon at start, not at the first staging.
+fn check_btrfs_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
+    let io = |source| DaemonError::Io {
+        what: format!("[slots] dir {}", dir.display()),
+        source,
+    };
+    let st = nix::sys::statfs::statfs(dir).map_err(|e| io(e.into()))?;
+    if st.filesystem_type() != nix::sys::statfs::BTRFS_SUPER_MAGIC {
+        return Err(io(std::io::Error::other("not on a btrfs filesystem")));
+    }
+    Ok(())
 }
 
 /// One configured slot, seen both as engine slot and as staging target.
 enum DaemonSlot {
     File(Arc<ImageFileSlot>),
     Block(Arc<BlockSlot>),
+    Btrfs(Arc<BtrfsSlot>),
 }
 
 impl DaemonSlot {
@@ -130,13 +168,19 @@ impl DaemonSlot {
         match self {
             Self::File(s) => s.clone(),
             Self::Block(s) => s.clone(),
+            Self::Btrfs(s) => s.clone(),
         }
     }
-    fn raw(&self) -> Arc<dyn RawSlot> {
+    /// The raw-image staging target (btrfs slots are staged through `BtrfsSlots`).
+    fn raw(&self) -> Option<Arc<dyn RawSlot>> {
         match self {
-            Self::File(s) => s.clone(),
-            Self::Block(s) => s.clone(),
+            Self::File(s) => Some(s.clone()),
+            Self::Block(s) => Some(s.clone()),
+            Self::Btrfs(_) => None,
         }
+    }
+    fn name(&self) -> SlotName {
+        self.slot().name().clone()
     }
 }
 
@@ -146,7 +190,7 @@ impl DaemonSlot {
 fn build_updates(
     cfg: &Config,
     paths: &Paths,
-    slots: &[DaemonSlot],
+    slots: &DaemonSlots,
 ) -> Result<Option<RepoUpdates>, DaemonError> {
     let Some(source) = &cfg.repository.source else {
         tracing::warn!("no [repository] url or dir configured: not checking for updates");
@@ -197,16 +241,27 @@ fn build_updates(
             (Arc::new(http("metadata")?), Arc::new(http("targets")?))
         }
     };
-    Ok(Some(RepoUpdates::new(
+    let mut opts = StageOptions::default();
+    if let Some(c) = cfg.slots.as_ref().and_then(|s| s.checkpoint_every) {
+        opts.checkpoint_every = c;
+    }
+    let updates = RepoUpdates::new(
         client,
         metadata,
         targets,
         product,
         None,
         cfg.device.channel.clone(),
-        slots.iter().map(DaemonSlot::raw).collect(),
-        StageOptions::default(),
-    )))
+        slots.list.iter().filter_map(DaemonSlot::raw).collect(),
+        opts,
+    );
+    Ok(Some(match &slots.btrfs {
+        Some(b) => {
+            let names: Vec<SlotName> = slots.list.iter().map(DaemonSlot::name).collect();
+            updates.with_btrfs(b.clone(), &names)
+        }
+        None => updates,
+    }))
 }
 
 /// How the daemon is reached and watched.
@@ -214,9 +269,12 @@ pub struct DaemonOptions {
     pub service: ServiceOptions,
 }
 
-/// Build every backend from the configuration and start the engine.
+/// Build every backend from the configuration and start the engine. `bus` is where
+/// systemd is asked to reboot: the system bus, or the private bus of `--bus-address`
+/// (tests serve a fake systemd there).
 pub async fn start(
     paths: &Paths,
+    bus: &Bus,
 ) -> Result<(EngineHandle, tokio::task::JoinHandle<RunExit>), DaemonError> {
     let cfg = crate::config::load(paths)?;
     let policy = cfg.policy.to_policy()?;
@@ -249,7 +307,7 @@ pub async fn start(
         paths: paths.clone(),
         clock: Arc::new(SystemClock),
         bootloader,
-        slots: slots.iter().map(DaemonSlot::slot).collect(),
+        slots: slots.list.iter().map(DaemonSlot::slot).collect(),
         updates: updates.map(|u| Arc::new(u) as Arc<dyn super::ports::Updates>),
         policy,
         device: device_facts(&cfg, paths)?,
@@ -262,11 +320,12 @@ pub async fn start(
             inhibitors: cfg.policy.inhibitors.clone(),
             login: login.map(|l| Arc::new(l) as Arc<dyn crate::policy::inhibit::LoginQuery>),
             paths: paths.clone(),
+            bus: bus.clone(),
         }),
         device_config: cfg.device.clone(),
         settings: settings_from(&cfg),
         #[cfg(feature = "failpoints")]
-        failpoints: Default::default(),
+        failpoints: super::failpoint::FailPoints::from_env(),
     };
     Ok(super::start(parts).await?)
 }
@@ -274,7 +333,7 @@ pub async fn start(
 /// Run the daemon until SIGTERM/SIGINT or until the engine stops (reboot requested):
 /// engine, D-Bus service, sd-notify readiness and watchdog.
 pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
-    let (handle, mut task) = start(&paths).await?;
+    let (handle, mut task) = start(&paths, &opts.service.bus).await?;
     let backend: Arc<dyn ManagerBackend> = Arc::new(handle.clone());
     let backend_keep = backend.clone();
     let service = crate::dbus::serve(backend, opts.service)
@@ -362,7 +421,13 @@ mod tests {
              trusted_root = \"/etc/patchd/missing-root.json\"\n",
         )])
         .unwrap();
-        let e = build_updates(&cfg, &paths, &[]).err().expect("must refuse");
+        let none = DaemonSlots {
+            list: vec![],
+            btrfs: None,
+        };
+        let e = build_updates(&cfg, &paths, &none)
+            .err()
+            .expect("must refuse");
         let msg = e.to_string();
         assert!(msg.contains("missing-root.json"), "{msg}");
         assert!(!paths.state_dir().join("tuf/root.json").exists());
@@ -387,5 +452,40 @@ mod tests {
             build_slots(&one, &paths, &a),
             Err(DaemonError::NoSlots(_))
         ));
+    }
+
+    #[test]
+    fn daemon_refuses_btrfs_slots_outside_btrfs() {
+        let top = tempfile::tempdir().unwrap();
+        let paths = Paths::new(top.path());
+        std::fs::create_dir_all(paths.resolve("/slots")).unwrap();
+        let on_btrfs = nix::sys::statfs::statfs(top.path())
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
+        if on_btrfs {
+            println!("skipped: the temporary directory is on btrfs");
+            return;
+        }
+        let a = SlotName::new("a").unwrap();
+        let cfg = |dir: &str| {
+            crate::config::load_strs(&[(
+                "patchd.toml",
+                &format!(
+                    "[slots]\nbackend = \"btrfs\"\ndir = \"{dir}\"\n\
+                     [[slots.slot]]\nname = \"a\"\n[[slots.slot]]\nname = \"b\"\n"
+                ),
+            )])
+            .unwrap()
+        };
+        let msg = build_slots(&cfg("/slots"), &paths, &a)
+            .err()
+            .expect("not btrfs")
+            .to_string();
+        assert!(msg.contains("not on a btrfs filesystem"), "{msg}");
+        assert!(msg.contains("/slots"), "{msg}");
+        let msg = build_slots(&cfg("/missing"), &paths, &a)
+            .err()
+            .expect("missing dir")
+            .to_string();
+        assert!(msg.contains("/missing"), "{msg}");
     }
 }

@@ -24,22 +24,62 @@ impl Runner {
             "reconciling state with the booted slot"
         );
         let follow = match self.doc.lifecycle.clone() {
-            Lifecycle::Staging { slot, .. } => {
-                // The staging pipeline restarts a write from the beginning; the half
-                // written slot is never bootable meanwhile.
-                if let Some(s) = self.slot(&slot) {
-                    let _ = s.set_state(SlotState::Incomplete);
+            Lifecycle::Staging { release, slot } => {
+                let st = self.slot(&slot).and_then(|s| s.status().ok());
+                let finished = slot != booted
+                    && st.as_ref().is_some_and(|st| {
+                        st.state == SlotState::Verified
+                            && st.version.as_deref() == Some(release.version.as_str())
+                    });
+                if finished {
+                    // The pipeline verified every byte and recorded it; only the
+                    // engine's own `staged` record was lost.
+                    let mut doc = self.doc.clone();
+                    doc.lifecycle = self.doc.lifecycle.staged()?;
+                    doc.pending = None;
+                    self.commit(
+                        doc,
+                        "staged",
+                        &sys,
+                        Some("staging had finished before the restart"),
+                    )?;
+                    Followup::Nothing
+                } else {
+                    // Never bootable while half written, whatever happens next.
+                    if let Some(s) = self.slot(&slot) {
+                        let _ = s.set_state(SlotState::Incomplete);
+                    }
+                    let resumable =
+                        self.p.updates.is_some() && slot != booted && self.slot(&slot).is_some();
+                    if resumable {
+                        // Same release, same slot: the staging pipeline continues from
+                        // its last checkpoint (or from zero when it has none) and checks
+                        // the final hashes over every byte as always.
+                        self.audit(
+                            "reconcile_staging_resumed",
+                            &sys,
+                            Some(&format!(
+                                "staging of {} into slot {slot} was interrupted; resuming after a check",
+                                release.version
+                            )),
+                            None,
+                            None,
+                        );
+                        self.failpoint("audited:reconcile_staging_resumed")?;
+                        Followup::ResumeStaging
+                    } else {
+                        let mut doc = self.doc.clone();
+                        doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
+                        doc.pending = None;
+                        self.commit(
+                            doc,
+                            "reconcile_staging_interrupted",
+                            &sys,
+                            Some("staging was interrupted and cannot resume here (no repository or slot); the slot is discarded"),
+                        )?;
+                        Followup::Nothing
+                    }
                 }
-                let mut doc = self.doc.clone();
-                doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
-                doc.pending = None;
-                self.commit(
-                    doc,
-                    "reconcile_staging_interrupted",
-                    &sys,
-                    Some("staging was interrupted; the slot is discarded and staging restarts"),
-                )?;
-                Followup::Nothing
             }
             Lifecycle::Staged { release, slot } => {
                 let st = self.slot(&slot).and_then(|s| s.status().ok());

@@ -20,6 +20,7 @@ use crate::slot::stage::{
     stage_image, CancelToken, Compression, ImageFormat, ProgressFn, RawSlot, StageOptions,
     StageRequest,
 };
+use crate::slot::BtrfsSlots;
 use crate::trust::TufClient;
 
 /// Slot class of the image the A/B slots take.
@@ -33,6 +34,8 @@ pub struct RepoUpdates {
     hardware: Option<String>,
     channel: String,
     slots: BTreeMap<SlotName, Arc<dyn RawSlot>>,
+    /// btrfs subvolume slots (they take the release's tar rootfs image).
+    btrfs: BTreeMap<SlotName, Arc<BtrfsSlots>>,
     opts: StageOptions,
     /// Verified manifests from the last discovery, by version.
     manifests: Mutex<BTreeMap<String, VerifiedManifest>>,
@@ -58,9 +61,19 @@ impl RepoUpdates {
             hardware,
             channel,
             slots: slots.into_iter().map(|s| (s.name().clone(), s)).collect(),
+            btrfs: BTreeMap::new(),
             opts,
             manifests: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Stage into these btrfs subvolume slots (`[slots] backend = "btrfs"`): the
+    /// manifest's tar rootfs image is extracted into a fresh subvolume.
+    pub fn with_btrfs(mut self, slots: Arc<BtrfsSlots>, names: &[SlotName]) -> Self {
+        for n in names {
+            self.btrfs.insert(n.clone(), slots.clone());
+        }
+        self
     }
 
     async fn discover_inner(&self) -> Result<Vec<Candidate>, PortError> {
@@ -145,16 +158,27 @@ impl RepoUpdates {
             .cloned()
             .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
         let m = vm.manifest();
+        let btrfs = self.btrfs.get(slot).cloned();
+        let (format, format_name) = match btrfs {
+            Some(_) => (manifest::ImageFormat::Tar, "tar"),
+            None => (manifest::ImageFormat::Raw, "raw"),
+        };
         let image = m
             .images
             .iter()
-            .find(|i| i.slot_class == ROOTFS_CLASS && i.format == manifest::ImageFormat::Raw)
-            .ok_or_else(|| PortError::new(&what, "manifest has no raw rootfs image"))?;
-        let raw = self
-            .slots
-            .get(slot)
-            .cloned()
-            .ok_or_else(|| PortError::new(&what, "slot not configured"))?;
+            .find(|i| i.slot_class == ROOTFS_CLASS && i.format == format)
+            .ok_or_else(|| {
+                PortError::new(&what, format!("manifest has no {format_name} rootfs image"))
+            })?;
+        let raw = match btrfs {
+            Some(_) => None,
+            None => Some(
+                self.slots
+                    .get(slot)
+                    .cloned()
+                    .ok_or_else(|| PortError::new(&what, "slot not configured"))?,
+            ),
+        };
         let target = {
             let mut client = self.client.lock().await;
             client
@@ -193,16 +217,30 @@ impl RepoUpdates {
             }));
         });
         let cancel = CancelToken::new();
-        stage_image(
-            &req,
-            self.targets.as_ref(),
-            raw,
-            &self.opts,
-            Some(pfn),
-            &cancel,
-        )
-        .await
-        .map_err(|e| PortError::new(&what, e))?;
+        match (btrfs, raw) {
+            (Some(b), _) => b
+                .stage_tar(
+                    &req,
+                    self.targets.as_ref(),
+                    slot,
+                    &self.opts,
+                    Some(pfn),
+                    &cancel,
+                )
+                .await
+                .map_err(|e| PortError::new(&what, e))?,
+            (None, Some(raw)) => stage_image(
+                &req,
+                self.targets.as_ref(),
+                raw,
+                &self.opts,
+                Some(pfn),
+                &cancel,
+            )
+            .await
+            .map_err(|e| PortError::new(&what, e))?,
+            (None, None) => return Err(PortError::new(&what, "slot not configured")),
+        };
         Ok(StageReport::full(target.length()))
     }
 }

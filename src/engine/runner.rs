@@ -104,6 +104,8 @@ enum JobKind {
     Check {
         actor: Actor,
         reply: Option<Reply<Vec<AvailableRelease>>>,
+        /// The check that precedes resuming an interrupted staging (after a restart).
+        resume: bool,
     },
     Stage {
         actor: Actor,
@@ -249,6 +251,9 @@ pub(crate) enum Followup {
     Nothing,
     StartHealth,
     Reboot(String),
+    /// Staging was interrupted: check (the manifests are needed again), then stage the
+    /// same release into the same slot so the pipeline resumes from its checkpoint.
+    ResumeStaging,
 }
 
 enum Event {
@@ -267,6 +272,10 @@ impl Runner {
                 Ok(())
             }
             Followup::Reboot(reason) => self.reboot(&reason).await,
+            Followup::ResumeStaging => {
+                self.start_check_with(Actor::Policy, None, true);
+                Ok(())
+            }
         };
         if let Err(e) = first {
             self.note_error(e);
@@ -704,6 +713,15 @@ impl Runner {
     }
 
     fn start_check(&mut self, actor: Actor, reply: Option<Reply<Vec<AvailableRelease>>>) {
+        self.start_check_with(actor, reply, false);
+    }
+
+    fn start_check_with(
+        &mut self,
+        actor: Actor,
+        reply: Option<Reply<Vec<AvailableRelease>>>,
+        resume: bool,
+    ) {
         let Some(updates) = self.p.updates.clone() else {
             if let Some(r) = reply {
                 let _ = r.send(Err(no_repository()));
@@ -716,7 +734,11 @@ impl Runner {
         }));
         let handle = tokio::spawn(async move { JobOut::Check(updates.discover().await) });
         self.job = Some(Job {
-            kind: JobKind::Check { actor, reply },
+            kind: JobKind::Check {
+                actor,
+                reply,
+                resume,
+            },
             handle: AbortOnDrop(handle),
         });
     }
@@ -783,7 +805,19 @@ impl Runner {
 
     async fn on_job(&mut self, kind: JobKind, out: JobOut) -> Step {
         match (kind, out) {
-            (JobKind::Check { actor, reply }, JobOut::Check(res)) => {
+            (
+                // Started by reconciliation only: nobody waits for its answer.
+                JobKind::Check {
+                    actor,
+                    resume: true,
+                    ..
+                },
+                JobOut::Check(res),
+            ) => {
+                let r = self.after_check(&actor, res);
+                self.resume_staging(r)
+            }
+            (JobKind::Check { actor, reply, .. }, JobOut::Check(res)) => {
                 let r = self.after_check(&actor, res);
                 let r = match r {
                     Ok(()) => Ok(self.available.clone()),
@@ -1042,6 +1076,56 @@ impl Runner {
                 self.stage_failed = Some(version.to_string());
                 self.commit(doc, "staging_failed", actor, Some(&e.to_string()))?;
                 Ok(())
+            }
+        }
+    }
+
+    /// After the check that follows a restart during `Staging`: stage the same release
+    /// into the same slot again (the pipeline resumes from its checkpoint), unless the
+    /// check failed or the release may no longer be installed even by an admin; then
+    /// staging is abandoned (back to `UpdateAvailable`, the slot left `Incomplete` with
+    /// its checkpoint, so the next staging of that release still resumes).
+    fn resume_staging(&mut self, checked: Step) -> Step {
+        let Lifecycle::Staging { release, slot } = self.doc.lifecycle.clone() else {
+            return checked;
+        };
+        let why = match checked {
+            Err(StepError::PowerCut(at)) => return Err(StepError::PowerCut(at)),
+            Err(StepError::Err(e)) => Some(format!("the check before resuming failed: {e}")),
+            Ok(()) => {
+                let cur = self.current_version();
+                match self
+                    .candidates
+                    .iter()
+                    .find(|c| c.facts.version == release.version)
+                {
+                    None => Some("the repository no longer offers it".to_string()),
+                    Some(c) => self
+                        .context(cur.as_deref())
+                        .switch_reasons(c, true)
+                        .first()
+                        .map(|w| format!("it may no longer be installed: {w}")),
+                }
+            }
+        };
+        match why {
+            None => {
+                self.start_stage(Actor::Policy, release.version, slot, false);
+                Ok(())
+            }
+            Some(why) => {
+                let reason = format!(
+                    "staging of {} into slot {slot} not resumed: {why}",
+                    release.version
+                );
+                if let Some(s) = self.slot(&slot) {
+                    let _ = s.set_state(SlotState::Incomplete);
+                }
+                let mut doc = self.doc.clone();
+                doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
+                doc.pending = None;
+                doc.last_error = Some(reason.clone());
+                self.commit(doc, "staging_failed", &Actor::Policy, Some(&reason))
             }
         }
     }

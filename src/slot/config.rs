@@ -2,10 +2,23 @@
 //!
 //! ```toml
 //! [slots]
-//! backend = "file"        # "file" (image files) or "block" (partitions)
+//! backend = "block"       # "file" (image files), "block" (partitions) or "btrfs"
 //! [[slots.slot]]
 //! name = "a"
 //! path = "/dev/disk/by-partlabel/root-a"
+//! ```
+//!
+//! btrfs snapshot slots are subvolumes `<dir>/<name>` of one directory on a btrfs
+//! filesystem; their entries take no `path`:
+//!
+//! ```toml
+//! [slots]
+//! backend = "btrfs"
+//! dir = "/.slots"
+//! [[slots.slot]]
+//! name = "a"
+//! [[slots.slot]]
+//! name = "b"
 //! ```
 
 use std::collections::BTreeSet;
@@ -22,51 +35,99 @@ pub enum SlotBackend {
     File,
     /// Each slot is a block device (partition); refused while mounted.
     Block,
+    /// Each slot is a btrfs subvolume `<dir>/<name>`, filled from a tar archive.
+    Btrfs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotEntry {
     pub name: SlotName,
-    /// Image file or block device, resolved under the device root.
-    pub path: PathBuf,
+    /// Image file or block device, resolved under the device root (`file` and `block`;
+    /// btrfs slots live at `<dir>/<name>` and take no path).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotsConfig {
     pub backend: SlotBackend,
+    /// `btrfs` only: the directory (on btrfs) holding the slot subvolumes.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Bytes staged between two durable checkpoints (raw images); an interrupted
+    /// staging resumes from the last one. Default 64 MiB; at least 1 MiB.
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
     #[serde(default)]
     pub slot: Vec<SlotEntry>,
 }
 
 impl SlotsConfig {
-    /// Checks serde cannot express: absolute, distinct paths and distinct names.
+    /// Checks serde cannot express: absolute, distinct paths and distinct names; a path
+    /// for every `file`/`block` slot and none for `btrfs`, whose `dir` is required.
     pub fn validate(&self) -> Result<(), String> {
         let mut names = BTreeSet::new();
         let mut paths = BTreeSet::new();
+        match (&self.dir, self.backend) {
+            (None, SlotBackend::Btrfs) => {
+                return Err(
+                    "backend \"btrfs\" needs dir (the directory holding the slot subvolumes)"
+                        .into(),
+                )
+            }
+            (Some(d), SlotBackend::Btrfs) if !d.is_absolute() => {
+                return Err(format!("dir {} must be absolute", d.display()))
+            }
+            (Some(_), SlotBackend::File | SlotBackend::Block) => {
+                return Err("dir is only for backend \"btrfs\"".into())
+            }
+            _ => {}
+        }
+        if self.checkpoint_every.is_some_and(|c| c < MIN_CHECKPOINT) {
+            return Err(format!(
+                "checkpoint_every must be at least {MIN_CHECKPOINT} bytes (1 MiB)"
+            ));
+        }
         for s in &self.slot {
             if !names.insert(&s.name) {
                 return Err(format!("slot {} is listed twice", s.name));
             }
-            if !s.path.is_absolute() {
+            let path = match (&s.path, self.backend) {
+                (Some(p), SlotBackend::Btrfs) => {
+                    return Err(format!(
+                        "slot {}: btrfs slots take no path (they are {{dir}}/{}; got {})",
+                        s.name,
+                        s.name,
+                        p.display()
+                    ))
+                }
+                (None, SlotBackend::Btrfs) => continue,
+                (None, _) => return Err(format!("slot {}: path is missing", s.name)),
+                (Some(p), _) => p,
+            };
+            if !path.is_absolute() {
                 return Err(format!(
                     "slot {}: path {} must be absolute",
                     s.name,
-                    s.path.display()
+                    path.display()
                 ));
             }
-            if !paths.insert(&s.path) {
+            if !paths.insert(path) {
                 return Err(format!(
                     "slot {}: path {} is used by another slot",
                     s.name,
-                    s.path.display()
+                    path.display()
                 ));
             }
         }
         Ok(())
     }
 }
+
+/// The staging pipeline's floor for the checkpoint interval.
+const MIN_CHECKPOINT: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +149,43 @@ mod tests {
         assert_eq!(c.backend, SlotBackend::Block);
         assert_eq!(c.slot.len(), 2);
         assert_eq!(parse("backend = \"file\"").unwrap().slot, vec![]);
+        assert_eq!(
+            c.slot[0].path.as_deref(),
+            Some(std::path::Path::new("/dev/sda2"))
+        );
+        assert_eq!(c.checkpoint_every, None);
+    }
+
+    #[test]
+    fn slots_config_parses_btrfs_and_checkpoint_interval() {
+        let c = parse(
+            "backend = \"btrfs\"\ndir = \"/.slots\"\ncheckpoint_every = 8388608\n\
+             [[slot]]\nname = \"a\"\n[[slot]]\nname = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.backend, SlotBackend::Btrfs);
+        assert_eq!(c.dir.as_deref(), Some(std::path::Path::new("/.slots")));
+        assert_eq!(c.checkpoint_every, Some(8 << 20));
+        assert_eq!(c.slot.len(), 2);
+        assert!(c.slot.iter().all(|s| s.path.is_none()));
+    }
+
+    #[test]
+    fn slots_config_refuses_inconsistent_btrfs_and_file_entries() {
+        let e = parse("backend = \"btrfs\"\n[[slot]]\nname = \"a\"\n").unwrap_err();
+        assert!(e.contains("needs dir"), "{e}");
+        let e = parse("backend = \"btrfs\"\ndir = \"rel\"\n").unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+        let e =
+            parse("backend = \"btrfs\"\ndir = \"/s\"\n[[slot]]\nname = \"a\"\npath = \"/s/a\"\n")
+                .unwrap_err();
+        assert!(e.contains("take no path"), "{e}");
+        let e = parse("backend = \"file\"\ndir = \"/s\"\n").unwrap_err();
+        assert!(e.contains("only for"), "{e}");
+        let e = parse("backend = \"file\"\n[[slot]]\nname = \"a\"\n").unwrap_err();
+        assert!(e.contains("path is missing"), "{e}");
+        let e = parse("backend = \"file\"\ncheckpoint_every = 4096\n").unwrap_err();
+        assert!(e.contains("at least"), "{e}");
     }
 
     #[test]
