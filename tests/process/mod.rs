@@ -234,7 +234,7 @@ impl Device {
                 (v1, v2, input)
             }
         };
-        let mut rel = AddRelease::new("test-box", "2.0.0".parse().unwrap(), &img_path(&input));
+        let mut rel = AddRelease::new("test-box", "2.0.0".parse().unwrap(), img_path(&input));
         rel.images = vec![input];
         rel.security_version = 2;
         rel.kind = patchd::manifest::Kind::Security;
