@@ -278,6 +278,9 @@ pub async fn start(
 ) -> Result<(EngineHandle, tokio::task::JoinHandle<RunExit>), DaemonError> {
     let cfg = crate::config::load(paths)?;
     let policy = cfg.policy.to_policy()?;
+    if cfg.policy.windows.is_empty() {
+        tracing::warn!("{}", crate::config::NO_WINDOWS);
+    }
     let boot_cfg = cfg.boot_config.as_ref().ok_or(DaemonError::BootConfig(
         "the configuration has no [boot] section".into(),
     ))?;
