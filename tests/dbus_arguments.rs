@@ -190,16 +190,68 @@ async fn oversized_and_malformed_arguments_rejected() {
             .expect_err(&format!("{what}: call must fail"));
         assert_eq!(error_name(&e), INVALID, "{what}: {e:?}");
     }
-    // A body of the wrong D-Bus type is refused by zbus's dispatcher before our code
-    // runs (its error name is zbus's own, `org.freedesktop.zbus.Error`); the method and
-    // the backend are never reached.
-    let e = call("Install", SB::new().add_field(42u32).build().unwrap())
+    // A body of the wrong D-Bus type never reaches the method: the service checks the
+    // signature before zbus's dispatcher would answer with its own error name.
+    let wrong: Vec<(&'static str, zbus::zvariant::Structure<'static>)> = vec![
+        ("Install", SB::new().add_field(42u32).build().unwrap()),
+        (
+            "Install",
+            SB::new().add_field("1.0".to_owned()).build().unwrap(),
+        ),
+        (
+            "Hold",
+            SB::new()
+                .add_field("x".to_owned())
+                .add_field(1u64)
+                .add_field(String::new())
+                .build()
+                .unwrap(),
+        ),
+        ("Rollback", SB::new().add_field(true).build().unwrap()),
+        (
+            "Check",
+            SB::new().add_field("extra".to_owned()).build().unwrap(),
+        ),
+        ("GetHistory", SB::new().add_field(7u32).build().unwrap()),
+    ];
+    for (method, body) in wrong {
+        let e = call(method, body)
+            .await
+            .expect_err("wrong signature must fail");
+        assert_eq!(error_name(&e), INVALID, "{method}: {e:?}");
+        assert!(format!("{e:?}").contains("D-Bus type"), "{method}: {e:?}");
+    }
+    // The same with a raw message from another tool.
+    if have("dbus-send") {
+        let out = tokio::process::Command::new("dbus-send")
+            .arg(format!("--bus={}", bus.address))
+            .arg("--print-reply")
+            .arg(format!("--dest={BUS_NAME}"))
+            .arg(OBJECT_PATH)
+            .arg(format!("{INTERFACE}.Install"))
+            .arg("uint32:42")
+            .output()
+            .await
+            .expect("dbus-send");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "dbus-send: {err}");
+        assert!(err.contains(INVALID), "dbus-send: {err}");
+    } else {
+        println!("skipped part: dbus-send not installed (apt-get install dbus-bin)");
+    }
+    // Calls with the right types still reach the method through the checking wrapper.
+    let reply = conn
+        .call_method(
+            Some(BUS_NAME),
+            OBJECT_PATH,
+            Some(INTERFACE),
+            "GetStatus",
+            &(),
+        )
         .await
-        .expect_err("wrong signature");
-    assert!(
-        format!("{e:?}").contains("Signature mismatch"),
-        "wrong signature: {e:?}"
-    );
+        .expect("GetStatus without arguments");
+    let status: String = reply.body().deserialize().expect("GetStatus returns s");
+    assert!(status.contains("\"state\""), "{status}");
     assert!(
         backend.records().is_empty(),
         "nothing reached the backend: {:?}",

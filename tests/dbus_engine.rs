@@ -1,5 +1,6 @@
 //! The real lifecycle engine (in-memory device from `engine::testkit`) behind the D-Bus
-//! service, driven by patchctl: check → list → install → hold blocks switch → switch →
+//! service, driven by patchctl: check → list → install → switch refused outside the
+//! window → hold blocks even a forced switch → switch --force →
 //! simulated reboot → health → committed; audit verify; an unprivileged user is refused.
 
 #[path = "support/mod.rs"]
@@ -79,19 +80,31 @@ async fn engine_lifecycle_through_patchctl() {
     let st = wait_status(&bus, "staged").await;
     assert_eq!(st["staged_version"], "2.0.0");
 
+    // Wednesday, windows on the weekend: a plain switch respects the window and says
+    // why not, with its own exit status; nothing changes.
+    let r = patchctl(&bus, &["switch"]).await;
+    assert_eq!(
+        r.code, 10,
+        "outside the window a plain switch is refused: {r:?}"
+    );
+    assert!(r.stderr.contains("window"), "{r:?}");
+    assert!(r.stderr.contains("--force"), "{r:?}");
+    assert_eq!(wait_status(&bus, "staged").await["staged_version"], "2.0.0");
+
+    // --force overrides the window, but never a hold.
     let r = patchctl(&bus, &["hold", "--reason", "change freeze"]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    let r = patchctl(&bus, &["switch"]).await;
-    assert_eq!(r.code, 1, "a hold blocks the switch: {r:?}");
+    let r = patchctl(&bus, &["switch", "--force"]).await;
+    assert_eq!(r.code, 10, "a hold blocks even a forced switch: {r:?}");
     assert!(r.stderr.contains("change freeze"), "{r:?}");
     assert_eq!(patchctl(&bus, &["release-hold"]).await.code, 0);
 
     if is_root() {
-        let r = patchctl_as(&bus, Some(NOBODY), &["switch"]).await;
+        let r = patchctl_as(&bus, Some(NOBODY), &["switch", "--force"]).await;
         assert_eq!(r.code, 3, "{r:?}");
     }
 
-    let r = patchctl(&bus, &["switch"]).await;
+    let r = patchctl(&bus, &["switch", "--force"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     match tokio::time::timeout(Duration::from_secs(10), task).await {
         Ok(Ok(RunExit::Rebooting { .. })) => {}

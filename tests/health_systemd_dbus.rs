@@ -1,59 +1,18 @@
 //! Required units are asked of systemd over D-Bus (Manager.GetUnit + Unit.ActiveState).
 //! No systemd runs here, so the test serves a fake `org.freedesktop.systemd1` on a private
-//! bus started with `dbus-daemon --session`.
+//! bus started with `dbus-daemon --session` (`support::SessionBus`).
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use patchd::config::HealthConfig;
 use patchd::health::{HealthError, HealthPlan, SystemdUnits, UnitQuery, Verdict};
 use patchd::paths::Paths;
+use support::SessionBus;
 use zbus::zvariant::OwnedObjectPath;
-
-struct Bus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn private_bus() -> Option<Bus> {
-    if Command::new("dbus-daemon")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: dbus-daemon not installed (apt-get install dbus)");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--print-address=1"])
-        .arg(format!(
-            "--address=unix:path={}",
-            dir.path().join("bus").display()
-        ))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    Some(Bus {
-        child,
-        address: line.trim().to_string(),
-        _dir: dir,
-    })
-}
 
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.freedesktop.systemd1")]
@@ -89,12 +48,9 @@ impl Unit {
     }
 }
 
-async fn fake_systemd(address: &str, units: &[(&str, &str)]) -> zbus::Connection {
+async fn fake_systemd(bus: &SessionBus, units: &[(&str, &str)]) -> zbus::Connection {
     let mut map = BTreeMap::new();
-    let mut b = zbus::connection::Builder::address(address)
-        .unwrap()
-        .name("org.freedesktop.systemd1")
-        .unwrap();
+    let mut b = bus.service("org.freedesktop.systemd1");
     for (i, (name, state)) in units.iter().enumerate() {
         let path = format!("/org/freedesktop/systemd1/unit/u{i}");
         map.insert(name.to_string(), path.clone());
@@ -116,9 +72,11 @@ async fn fake_systemd(address: &str, units: &[(&str, &str)]) -> zbus::Connection
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unit_states_come_from_systemd_over_dbus() {
-    let Some(bus) = private_bus() else { return };
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
     let _server = fake_systemd(
-        &bus.address,
+        &bus,
         &[
             ("nginx.service", "active"),
             ("db.service", "failed"),
@@ -126,12 +84,7 @@ async fn unit_states_come_from_systemd_over_dbus() {
         ],
     )
     .await;
-    let client = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
-    let sd = SystemdUnits::new(client);
+    let sd = SystemdUnits::new(bus.client().await);
     assert_eq!(sd.active_state("nginx.service").await.unwrap(), "active");
     assert_eq!(sd.active_state("db.service").await.unwrap(), "failed");
     let e = sd.active_state("gone.service").await.unwrap_err();
@@ -163,13 +116,10 @@ async fn unit_states_come_from_systemd_over_dbus() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_systemd_on_the_bus_is_a_failed_check_not_a_hang() {
-    let Some(bus) = private_bus() else { return };
-    let client = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
-    let sd = SystemdUnits::new(client);
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
+    let sd = SystemdUnits::new(bus.client().await);
     let d = tempfile::tempdir().unwrap();
     let mut plan = HealthPlan::from_config(&HealthConfig::default(), &Paths::new(d.path()));
     plan.units = vec!["nginx.service".into()];

@@ -69,14 +69,22 @@ async fn full_lifecycle_through_patchctl() {
     assert_eq!(json(&r)["holds"][0]["reason"], "change freeze");
     assert!(json(&r)["holds"][0]["until"].is_string(), "{r:?}");
     let r = patchctl(&bus, &["switch"]).await;
-    assert_eq!(r.code, 1, "held switch must fail: {r:?}");
+    assert_eq!(r.code, 10, "held switch must be refused: {r:?}");
     assert!(r.stderr.contains("held"), "{r:?}");
+    let r = patchctl(&bus, &["switch", "--force"]).await;
+    assert_eq!(r.code, 10, "--force does not override a hold: {r:?}");
     let r = patchctl(&bus, &["release-hold"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let r = patchctl(&bus, &["release-hold"]).await;
     assert_eq!(r.code, 6, "no hold left: {r:?}");
 
+    // Outside the maintenance window a plain switch is refused; --force overrides it.
+    backend.set_window_open(false);
     let r = patchctl(&bus, &["switch"]).await;
+    assert_eq!(r.code, 10, "{r:?}");
+    assert!(r.stderr.contains("maintenance window"), "{r:?}");
+    assert_eq!(backend.current().state, "staged");
+    let r = patchctl(&bus, &["switch", "--force"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let st = backend.current();
     assert_eq!(st.state, "verifying");

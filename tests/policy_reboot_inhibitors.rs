@@ -1,12 +1,14 @@
 //! Reboot inhibitors: logged-in sessions and shutdown inhibitor locks from logind over
-//! D-Bus (a fake `org.freedesktop.login1` on a private `dbus-daemon --session`), and an
+//! D-Bus (a fake `org.freedesktop.login1` on a private `dbus-daemon --session`,
+//! `support::SessionBus`), and an
 //! admin command; each reason is reported.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use patchd::config::InhibitorConfig;
@@ -15,50 +17,8 @@ use patchd::policy::inhibit::{
     may_reboot, reboot_blockers, FixedLogin, InhibitorLock, Logind, SessionInfo,
 };
 use patchd::policy::Decision;
+use support::SessionBus;
 use zbus::zvariant::OwnedObjectPath;
-
-struct Bus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn private_bus() -> Option<Bus> {
-    if Command::new("dbus-daemon")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: dbus-daemon not installed (apt-get install dbus)");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--print-address=1"])
-        .arg(format!(
-            "--address=unix:path={}",
-            dir.path().join("bus").display()
-        ))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    Some(Bus {
-        child,
-        address: line.trim().to_string(),
-        _dir: dir,
-    })
-}
 
 type SessionRow = (String, u32, String, String, OwnedObjectPath);
 type LockRow = (String, String, String, String, u32, u32);
@@ -96,16 +56,15 @@ fn cfg() -> InhibitorConfig {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_and_locks_from_logind_over_dbus() {
-    let Some(bus) = private_bus() else { return };
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
     let sessions = [
         ("3", 1000, "alice", "user"),
         ("c1", 0, "gdm", "greeter"),
         ("5", 0, "root", "user"),
     ];
-    let mut b = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .name("org.freedesktop.login1")
-        .unwrap();
+    let mut b = bus.service("org.freedesktop.login1");
     let mut rows = Vec::new();
     for (id, uid, user, class) in sessions {
         let path = format!("/org/freedesktop/login1/session/_{id}");
@@ -163,12 +122,7 @@ async fn sessions_and_locks_from_logind_over_dbus() {
         .build()
         .await
         .unwrap();
-    let client = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
-    let logind = Logind::new(client);
+    let logind = Logind::new(bus.client().await);
     let d = tempfile::tempdir().unwrap();
     let paths = Paths::new(d.path());
 
@@ -209,13 +163,10 @@ async fn sessions_and_locks_from_logind_over_dbus() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_logind_does_not_block() {
-    let Some(bus) = private_bus() else { return };
-    let client = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
-    let logind = Logind::new(client);
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
+    let logind = Logind::new(bus.client().await);
     let d = tempfile::tempdir().unwrap();
     let now: jiff::Timestamp = "2026-11-28T03:00:00Z".parse().unwrap();
     let r = may_reboot(&cfg(), Some(&logind), &Paths::new(d.path()), now).await;

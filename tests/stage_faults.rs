@@ -280,8 +280,10 @@ async fn wrong_bytes_at_the_end_and_in_the_middle() {
         assert!(
             matches!(
                 &err,
+                // Uncompressed: the signed hash is checked on the bytes read back from
+                // the slot (one hash pass instead of two).
                 StageError::HashMismatch {
-                    which: "transfer sha256",
+                    which: "read-back sha256",
                     ..
                 }
             ),
@@ -309,7 +311,7 @@ async fn wrong_content_hash_of_compressed_image() {
         matches!(
             &err,
             StageError::HashMismatch {
-                which: "content sha256",
+                which: "read-back sha256",
                 ..
             }
         ),

@@ -129,7 +129,5 @@ fn checkpoint_offset(path: &std::path::Path) -> u64 {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else {
         return 0;
     };
-    let chunk = v["chunk_size"].as_u64().unwrap_or(0);
-    let n = v["chunk_crc"].as_array().map_or(0, |a| a.len() as u64);
-    chunk * n
+    v["content_offset"].as_u64().unwrap_or(0)
 }

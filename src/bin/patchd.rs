@@ -2,7 +2,8 @@
 //!
 //! `patchd` runs the daemon; `patchd demo` runs the whole lifecycle on a simulated
 //! device; `patchd --check-config` validates the configuration; `patchd boot …` is the
-//! low-level bootloader command.
+//! low-level bootloader command; `patchd boot-check` waits for the daemon's verdict on
+//! this boot (for systemd's boot assessment).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,8 +25,9 @@ struct Cli {
     /// Resolve every device path under this directory (tests, images being built).
     #[arg(long, value_name = "DIR", default_value = "/", env = "PATCHD_ROOT")]
     root: PathBuf,
-    /// Serve on this D-Bus address instead of the system bus (tests).
-    #[arg(long, value_name = "ADDR")]
+    /// Use this D-Bus address instead of the system bus (tests): serve on it, or with
+    /// boot-check, ask the daemon there.
+    #[arg(long, value_name = "ADDR", global = true)]
     bus_address: Option<String>,
     /// Who may call privileged methods: `polkit`, or `uids:0,1000` on a private bus.
     #[arg(long, value_name = "MODE", default_value = "polkit")]
@@ -45,6 +47,9 @@ enum Command {
     Demo(patchd::engine::demo::DemoArgs),
     /// Low-level bootloader control: status, try, mark-good, mark-bad, reset.
     Boot(patchd::boot::cli::BootArgs),
+    /// Wait for patchd's health verdict on this boot; exit 0 when committed or nothing is
+    /// on trial, 1 when patchd is rolling back (patchd-boot-check.service).
+    BootCheck(patchd::dbus::bootcheck::BootCheckArgs),
 }
 
 fn init_logging(default: &str) {
@@ -95,6 +100,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::BootCheck(args)) => {
+            let bus = cli.bus_address.map_or(Bus::System, Bus::Address);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("patchd: cannot start runtime: {e}");
+                    return ExitCode::from(patchd::dbus::bootcheck::exit::UNAVAILABLE);
+                }
+            };
+            let code = rt.block_on(patchd::dbus::bootcheck::run(
+                &bus,
+                args.timeout,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            ));
+            ExitCode::from(code)
+        }
         Some(Command::Demo(args)) => {
             init_logging(if args.verbose { "info" } else { "warn" });
             match runtime().map(|rt| rt.block_on(patchd::engine::demo::run(args))) {

@@ -11,8 +11,69 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BootError, SlotBootInfo};
+use super::{BootError, Bootloader, SlotBootInfo};
 use crate::names::SlotName;
+
+/// A place that keeps an [`AbState`]: the GRUB environment block, the U-Boot
+/// environment, or the file backend's state file. Each backend says how to read, change
+/// and reset its store; the [`Bootloader`] methods that only walk the A/B model are written
+/// once, in the blanket impl below.
+pub trait AbStore: Send + Sync {
+    /// Backend kind, as [`Bootloader::kind`].
+    const KIND: &'static str;
+    /// Where the state lives, for error messages.
+    fn location(&self) -> String;
+    /// The slot the running system was booted from.
+    fn booted(&self) -> Result<SlotName, BootError>;
+    fn load_state(&self) -> Result<AbState, BootError>;
+    /// Read, change with `f`, and write back atomically; nothing is written when `f` fails.
+    fn modify_state(
+        &self,
+        f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
+    ) -> Result<(), BootError>;
+    /// Fresh state with `primary` good and first, even over an unreadable store.
+    fn reset_state(&self, primary: &SlotName) -> Result<(), BootError>;
+}
+
+impl<T: AbStore> Bootloader for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+
+    fn booted_slot(&self) -> Result<SlotName, BootError> {
+        self.booted()
+    }
+
+    fn primary_slot(&self) -> Result<SlotName, BootError> {
+        self.load_state()?
+            .primary()
+            .cloned()
+            .ok_or_else(|| BootError::Format {
+                path: self.location(),
+                why: "no slot is marked good".to_string(),
+            })
+    }
+
+    fn try_slot(&self, slot: &SlotName, attempts: u32) -> Result<(), BootError> {
+        self.modify_state(|st| st.try_slot(slot, attempts))
+    }
+
+    fn mark_good(&self, slot: &SlotName) -> Result<(), BootError> {
+        self.modify_state(|st| st.mark_good(slot))
+    }
+
+    fn mark_bad(&self, slot: &SlotName) -> Result<(), BootError> {
+        self.modify_state(|st| st.mark_bad(slot))
+    }
+
+    fn slots(&self) -> Result<Vec<SlotBootInfo>, BootError> {
+        Ok(self.load_state()?.infos())
+    }
+
+    fn reset(&self, primary: &SlotName) -> Result<(), BootError> {
+        self.reset_state(primary)
+    }
+}
 
 /// Largest attempt count we write or accept. GRUB script cannot do arithmetic, so the
 /// shipped snippet decrements through an `if` chain that stops at this value.

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::ab::{AbSlot, AbState, MAX_ATTEMPTS};
+use super::ab::{AbSlot, AbState, AbStore, MAX_ATTEMPTS};
 use super::detect::Detector;
-use super::{BootError, Bootloader, SlotBootInfo};
+use super::BootError;
 use crate::fsutil;
 use crate::names::SlotName;
 
@@ -148,15 +148,6 @@ impl FileBootloader {
         })
     }
 
-    fn modify(
-        &self,
-        f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
-    ) -> Result<(), BootError> {
-        let (mut st, booted) = self.load()?;
-        f(&mut st)?;
-        self.save(&st, booted)
-    }
-
     /// Simulated power-on: the bootloader's decision, persisted like `save_env`/`saveenv`.
     /// Returns the slot that booted.
     pub fn simulate_reboot(&self) -> Result<SlotName, BootError> {
@@ -175,12 +166,14 @@ pub fn simulate_reboot(path: &Path, slots: &[SlotName]) -> Result<SlotName, Boot
     FileBootloader::new(path, slots.to_vec()).simulate_reboot()
 }
 
-impl Bootloader for FileBootloader {
-    fn kind(&self) -> &'static str {
-        "file"
+impl AbStore for FileBootloader {
+    const KIND: &'static str = "file";
+
+    fn location(&self) -> String {
+        self.disp()
     }
 
-    fn booted_slot(&self) -> Result<SlotName, BootError> {
+    fn booted(&self) -> Result<SlotName, BootError> {
         let (_, booted) = self.load()?;
         match &self.detector {
             Some(d) => d.detect(booted.map(|b| ("boot state file", b))),
@@ -190,30 +183,20 @@ impl Bootloader for FileBootloader {
         }
     }
 
-    fn primary_slot(&self) -> Result<SlotName, BootError> {
-        let (st, _) = self.load()?;
-        st.primary()
-            .cloned()
-            .ok_or_else(|| self.format_err("no good slot"))
+    fn load_state(&self) -> Result<AbState, BootError> {
+        Ok(self.load()?.0)
     }
 
-    fn try_slot(&self, slot: &SlotName, attempts: u32) -> Result<(), BootError> {
-        self.modify(|st| st.try_slot(slot, attempts))
+    fn modify_state(
+        &self,
+        f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
+    ) -> Result<(), BootError> {
+        let (mut st, booted) = self.load()?;
+        f(&mut st)?;
+        self.save(&st, booted)
     }
 
-    fn mark_good(&self, slot: &SlotName) -> Result<(), BootError> {
-        self.modify(|st| st.mark_good(slot))
-    }
-
-    fn mark_bad(&self, slot: &SlotName) -> Result<(), BootError> {
-        self.modify(|st| st.mark_bad(slot))
-    }
-
-    fn slots(&self) -> Result<Vec<SlotBootInfo>, BootError> {
-        Ok(self.load()?.0.infos())
-    }
-
-    fn reset(&self, primary: &SlotName) -> Result<(), BootError> {
+    fn reset_state(&self, primary: &SlotName) -> Result<(), BootError> {
         self.init(primary)
     }
 }
@@ -221,6 +204,7 @@ impl Bootloader for FileBootloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boot::Bootloader;
 
     fn s(n: &str) -> SlotName {
         SlotName::new(n).unwrap()

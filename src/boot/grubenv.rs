@@ -15,9 +15,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::ab::{parse_counter, parse_order, AbSlot, AbState};
+use super::ab::{parse_counter, parse_order, AbSlot, AbState, AbStore};
 use super::detect::Detector;
-use super::{BootError, Bootloader, SlotBootInfo};
+use super::BootError;
 use crate::fsutil;
 use crate::names::SlotName;
 
@@ -346,8 +346,29 @@ impl GrubBootloader {
         let st = state_from_env(&self.disp(), &env, &self.slots)?;
         Ok((env, st))
     }
+}
 
-    fn modify(
+impl AbStore for GrubBootloader {
+    const KIND: &'static str = "grub";
+
+    fn location(&self) -> String {
+        self.disp()
+    }
+
+    fn booted(&self) -> Result<SlotName, BootError> {
+        match &self.detector {
+            Some(d) => d.detect(None),
+            None => Err(BootError::Detection(
+                "GRUB keeps no record of the booted slot; configure detection".to_string(),
+            )),
+        }
+    }
+
+    fn load_state(&self) -> Result<AbState, BootError> {
+        Ok(self.load()?.1)
+    }
+
+    fn modify_state(
         &self,
         f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
     ) -> Result<(), BootError> {
@@ -358,47 +379,8 @@ impl GrubBootloader {
         tracing::info!(path = %self.disp(), order = ?st.order, "GRUB environment updated");
         Ok(())
     }
-}
 
-impl Bootloader for GrubBootloader {
-    fn kind(&self) -> &'static str {
-        "grub"
-    }
-
-    fn booted_slot(&self) -> Result<SlotName, BootError> {
-        match &self.detector {
-            Some(d) => d.detect(None),
-            None => Err(BootError::Detection(
-                "GRUB keeps no record of the booted slot; configure detection".to_string(),
-            )),
-        }
-    }
-
-    fn primary_slot(&self) -> Result<SlotName, BootError> {
-        let (_, st) = self.load()?;
-        st.primary().cloned().ok_or_else(|| BootError::Format {
-            path: self.disp(),
-            why: "no slot is marked good".to_string(),
-        })
-    }
-
-    fn try_slot(&self, slot: &SlotName, attempts: u32) -> Result<(), BootError> {
-        self.modify(|st| st.try_slot(slot, attempts))
-    }
-
-    fn mark_good(&self, slot: &SlotName) -> Result<(), BootError> {
-        self.modify(|st| st.mark_good(slot))
-    }
-
-    fn mark_bad(&self, slot: &SlotName) -> Result<(), BootError> {
-        self.modify(|st| st.mark_bad(slot))
-    }
-
-    fn slots(&self) -> Result<Vec<SlotBootInfo>, BootError> {
-        Ok(self.load()?.1.infos())
-    }
-
-    fn reset(&self, primary: &SlotName) -> Result<(), BootError> {
+    fn reset_state(&self, primary: &SlotName) -> Result<(), BootError> {
         // Keep unrelated variables when the block is readable; start over when not.
         let mut env = match self.read_env() {
             Ok(env) => env,

@@ -15,11 +15,11 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use super::ab::{parse_counter, parse_order, AbSlot, AbState};
+use super::ab::{parse_counter, parse_order, AbSlot, AbState, AbStore};
 use super::config::{UbootConfig, UbootCopy};
 use super::detect::Detector;
 use super::grubenv::check_slot_names;
-use super::{BootError, Bootloader, SlotBootInfo};
+use super::BootError;
 use crate::fsutil;
 use crate::names::SlotName;
 use crate::paths::Paths;
@@ -431,8 +431,29 @@ impl UbootBootloader {
         let st = state_from_vars(&self.env.name(), &cur.vars, &self.slots)?;
         Ok((cur, st))
     }
+}
 
-    fn modify(
+impl AbStore for UbootBootloader {
+    const KIND: &'static str = "uboot";
+
+    fn location(&self) -> String {
+        self.env.name()
+    }
+
+    fn booted(&self) -> Result<SlotName, BootError> {
+        match &self.detector {
+            Some(d) => d.detect(None),
+            None => Err(BootError::Detection(
+                "U-Boot keeps no record of the booted slot; configure detection".to_string(),
+            )),
+        }
+    }
+
+    fn load_state(&self) -> Result<AbState, BootError> {
+        Ok(self.load()?.1)
+    }
+
+    fn modify_state(
         &self,
         f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
     ) -> Result<(), BootError> {
@@ -444,47 +465,8 @@ impl UbootBootloader {
         tracing::info!(env = %self.env.name(), order = ?st.order, "U-Boot environment updated");
         Ok(())
     }
-}
 
-impl Bootloader for UbootBootloader {
-    fn kind(&self) -> &'static str {
-        "uboot"
-    }
-
-    fn booted_slot(&self) -> Result<SlotName, BootError> {
-        match &self.detector {
-            Some(d) => d.detect(None),
-            None => Err(BootError::Detection(
-                "U-Boot keeps no record of the booted slot; configure detection".to_string(),
-            )),
-        }
-    }
-
-    fn primary_slot(&self) -> Result<SlotName, BootError> {
-        let (_, st) = self.load()?;
-        st.primary().cloned().ok_or_else(|| BootError::Format {
-            path: self.env.name(),
-            why: "no slot is marked good".to_string(),
-        })
-    }
-
-    fn try_slot(&self, slot: &SlotName, attempts: u32) -> Result<(), BootError> {
-        self.modify(|st| st.try_slot(slot, attempts))
-    }
-
-    fn mark_good(&self, slot: &SlotName) -> Result<(), BootError> {
-        self.modify(|st| st.mark_good(slot))
-    }
-
-    fn mark_bad(&self, slot: &SlotName) -> Result<(), BootError> {
-        self.modify(|st| st.mark_bad(slot))
-    }
-
-    fn slots(&self) -> Result<Vec<SlotBootInfo>, BootError> {
-        Ok(self.load()?.1.infos())
-    }
-
-    fn reset(&self, primary: &SlotName) -> Result<(), BootError> {
+    fn reset_state(&self, primary: &SlotName) -> Result<(), BootError> {
         let mut vars = match self.env.load() {
             Ok(cur) => cur.vars,
             Err(e) => {

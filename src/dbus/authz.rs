@@ -3,6 +3,7 @@
 //! private bus only — a fixed list of uids.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use zbus::message::{Flags, Header};
 use zbus::Connection;
@@ -166,9 +167,75 @@ async fn polkit_check(
     }
 }
 
+/// How many denials reach the audit log: a local user looping on a refused call must
+/// neither fill the disk nor drown the trail. Up to `burst` per `window` are audited; the
+/// rest go to the journal only, and the next audited one says how many were left out.
+#[derive(Debug, Clone)]
+pub struct DenialBudget {
+    burst: u32,
+    window: Duration,
+    start: Option<Instant>,
+    used: u32,
+    left_out: u64,
+}
+
+impl Default for DenialBudget {
+    fn default() -> Self {
+        Self::new(30, Duration::from_secs(60))
+    }
+}
+
+impl DenialBudget {
+    pub fn new(burst: u32, window: Duration) -> Self {
+        Self {
+            burst,
+            window,
+            start: None,
+            used: 0,
+            left_out: 0,
+        }
+    }
+
+    /// `Some(n)`: audit this denial, noting `n` earlier ones that were not; `None`:
+    /// journal only.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .start
+            .is_none_or(|s| now.saturating_duration_since(s) >= self.window)
+        {
+            self.start = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.burst {
+            self.used += 1;
+            Some(std::mem::take(&mut self.left_out))
+        } else {
+            self.left_out += 1;
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denial_budget_limits_and_reports_left_out() {
+        let t0 = Instant::now();
+        let mut b = DenialBudget::new(2, Duration::from_secs(60));
+        assert_eq!(b.admit(t0), Some(0));
+        assert_eq!(b.admit(t0), Some(0));
+        assert_eq!(b.admit(t0 + Duration::from_secs(1)), None);
+        assert_eq!(b.admit(t0 + Duration::from_secs(2)), None);
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(
+            b.admit(later),
+            Some(2),
+            "the next audited one counts the gap"
+        );
+        assert_eq!(b.admit(later), Some(0));
+    }
 
     #[test]
     fn auth_mode_parses() {

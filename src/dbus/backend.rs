@@ -21,6 +21,10 @@ pub enum BackendError {
     Busy(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Policy does not allow it now (maintenance window, hold, rollout stage, reboot
+    /// inhibitor, security floor); the message says why.
+    #[error("refused: {0}")]
+    Refused(String),
     /// Unknown release, no staged release, no hold to release…
     #[error("not found: {0}")]
     NotFound(String),
@@ -47,9 +51,10 @@ pub trait ManagerBackend: Send + Sync + 'static {
         release: Option<String>,
         switch_now: bool,
     ) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
-    /// Switch to the staged release now, overriding the maintenance window (never holds,
-    /// the security floor or a release that failed here).
-    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
+    /// Switch to the staged release now if policy allows it; `force` overrides the
+    /// maintenance window, rollout stage and reboot inhibitors (never holds, the security
+    /// floor or a release that failed here). Refusals are [`BackendError::Refused`].
+    fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>>;
     fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
     fn rollback(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>>;
     fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
@@ -71,11 +76,13 @@ pub trait ManagerBackend: Send + Sync + 'static {
     /// Verify the audit chain; the value has at least `{"ok": bool}`.
     fn verify_audit(&self) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
 
-    /// Record a refused mutating call in the audit trail (`action` is the polkit action id).
+    /// Record a refused mutating call in the audit trail (`action` is the polkit action
+    /// id, `method` the D-Bus member, `detail` why it was refused and what was asked).
     fn record_denial(
         &self,
         caller: Caller,
         action: String,
+        method: String,
         detail: String,
     ) -> BoxFuture<'_, BackendResult<()>>;
 }

@@ -25,6 +25,9 @@ fn map_err(e: EngineError) -> BackendError {
             BackendError::NotFound(msg)
         }
         EngineError::BadVersion { .. } => BackendError::InvalidArgument(msg),
+        EngineError::SwitchRefused { .. } | EngineError::Refused { .. } => {
+            BackendError::Refused(msg)
+        }
         _ => BackendError::Failed(msg),
     }
 }
@@ -77,6 +80,7 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         next_window: s.next_window,
         last_check: s.last_check,
         last_error: s.last_error.clone(),
+        last_stage: s.last_stage.map(|r| r.to_string()),
         holds: s
             .holds
             .iter()
@@ -115,11 +119,11 @@ impl ManagerBackend for EngineHandle {
         })
     }
 
-    /// An admin's switch overrides the maintenance window, rollout stage and reboot
-    /// inhibitors (the engine's `force`); holds, the floor and failed releases still apply.
-    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
+    /// `force` is the engine's: it overrides the maintenance window, rollout stage and
+    /// reboot inhibitors; holds, the floor and failed releases still apply.
+    fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>> {
         Box::pin(async move {
-            EngineHandle::switch(self, actor(&caller), true)
+            EngineHandle::switch(self, actor(&caller), force)
                 .await
                 .map_err(map_err)
         })
@@ -247,24 +251,36 @@ impl ManagerBackend for EngineHandle {
         })
     }
 
-    /// EngineHandle has no call to append a record for an event it did not run, and the
-    /// audit log has exactly one writer (the engine task). Until it has one, denials go
-    /// to the journal as structured records under the audit target.
+    /// Appended to the hash-chained audit log by the engine task (its only writer), and
+    /// logged to the journal under the audit target.
     fn record_denial(
         &self,
         caller: Caller,
         action: String,
+        method: String,
         detail: String,
     ) -> BoxFuture<'_, BackendResult<()>> {
         tracing::warn!(
             target: "patchd::audit",
-            event = "dbus.denied",
+            event = crate::engine::handle::DENIAL_EVENT,
             actor = %actor(&caller),
             bus_name = %caller.bus_name,
             action = %action,
+            method = %method,
             detail = %detail,
             "D-Bus request denied"
         );
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            EngineHandle::record_denial(
+                self,
+                actor(&caller),
+                &action,
+                &method,
+                &caller.bus_name,
+                &detail,
+            )
+            .await
+            .map_err(map_err)
+        })
     }
 }

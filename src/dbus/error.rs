@@ -14,6 +14,9 @@ pub enum Error {
     NotAuthorized(String),
     /// An argument was too large, malformed or unknown.
     InvalidArgument(String),
+    /// Policy does not allow it now (maintenance window, hold, rollout stage…); the
+    /// message lists the reasons. `Switch` with option `force` overrides the window.
+    Refused(String),
     /// The thing asked for does not exist (release, staged release, hold).
     NotFound(String),
     /// Anything else; the message says what failed.
@@ -26,6 +29,7 @@ impl From<BackendError> for Error {
             BackendError::Busy(m) => Error::Busy(m),
             BackendError::InvalidArgument(m) => Error::InvalidArgument(m),
             BackendError::NotFound(m) => Error::NotFound(m),
+            BackendError::Refused(m) => Error::Refused(m),
             BackendError::NotAuthorized(m) => Error::NotAuthorized(m),
             BackendError::Failed(m) => Error::Failed(m),
         }

@@ -26,6 +26,7 @@ pub const FAKE_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 pub struct Denial {
     pub caller: Caller,
     pub action: String,
+    pub method: String,
     pub detail: String,
 }
 
@@ -43,6 +44,8 @@ pub struct FakeBackend {
     steps: u32,
     step_delay: Duration,
     cancel: AtomicBool,
+    /// Outside the maintenance window, a switch needs `force`.
+    window_closed: AtomicBool,
 }
 
 impl Default for FakeBackend {
@@ -82,6 +85,7 @@ impl FakeBackend {
             steps: 10,
             step_delay,
             cancel: AtomicBool::new(false),
+            window_closed: AtomicBool::new(false),
         }
     }
 
@@ -106,6 +110,12 @@ impl FakeBackend {
 
     pub fn current(&self) -> StatusView {
         self.tx.borrow().clone()
+    }
+
+    /// Open or close the (only) maintenance window; a closed one refuses an unforced
+    /// switch with `Refused`.
+    pub fn set_window_open(&self, open: bool) {
+        self.window_closed.store(!open, Ordering::SeqCst);
     }
 
     /// Make the next `VerifyAudit` report a broken chain.
@@ -231,16 +241,20 @@ impl FakeBackend {
                 "no staged release to switch to".into(),
             ));
         };
-        if !force {
-            if let Some(h) = st.holds.first() {
-                let blocks = match &h.max_version {
-                    Some(max) => staged.as_str() > max.as_str(),
-                    None => true,
-                };
-                if blocks {
-                    return Err(BackendError::Failed(format!("held: {}", h.reason)));
-                }
+        // Like the engine: `force` overrides the window, never a hold.
+        if let Some(h) = st.holds.first() {
+            let blocks = match &h.max_version {
+                Some(max) => staged.as_str() > max.as_str(),
+                None => true,
+            };
+            if blocks {
+                return Err(BackendError::Refused(format!("held: {}", h.reason)));
             }
+        }
+        if !force && self.window_closed.load(Ordering::SeqCst) {
+            return Err(BackendError::Refused(
+                "outside the maintenance window".into(),
+            ));
         }
         self.record(
             "switch",
@@ -332,8 +346,8 @@ impl ManagerBackend for FakeBackend {
         Box::pin(self.do_install(caller, release, switch_now))
     }
 
-    fn switch(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        ok(self.do_switch(&caller, false))
+    fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>> {
+        ok(self.do_switch(&caller, force))
     }
 
     fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
@@ -477,16 +491,18 @@ impl ManagerBackend for FakeBackend {
         &self,
         caller: Caller,
         action: String,
+        method: String,
         detail: String,
     ) -> BoxFuture<'_, BackendResult<()>> {
         self.record(
             "dbus.denied",
             Some(&caller),
-            json!({ "action": action, "detail": detail }),
+            json!({ "action": action, "method": method, "detail": detail }),
         );
         self.lock().denials.push(Denial {
             caller,
             action,
+            method,
             detail,
         });
         ok(Ok(()))

@@ -147,8 +147,8 @@ impl<'a> Options<'a> {
 
 /// Keys of `Install`'s options.
 pub const INSTALL_OPTIONS: &[&str] = &["switch_now"];
-/// Keys of `Switch`'s options (none yet; the dictionary leaves room to grow).
-pub const SWITCH_OPTIONS: &[&str] = &[];
+/// Keys of `Switch`'s options.
+pub const SWITCH_OPTIONS: &[&str] = &["force"];
 /// Keys of `GetHistory`'s filter.
 pub const HISTORY_FILTER: &[&str] = &["limit", "since", "event", "release"];
 

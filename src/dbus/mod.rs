@@ -9,6 +9,8 @@
 
 pub mod authz;
 pub mod backend;
+pub mod bootcheck;
+pub mod checked;
 pub mod ctl;
 pub mod docgen;
 pub mod engine_backend;

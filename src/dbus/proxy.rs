@@ -61,6 +61,8 @@ pub enum ErrorKind {
     NotAuthorized,
     InvalidArgument,
     NotFound,
+    /// Policy does not allow it now (window, hold, rollout stage…).
+    Refused,
     Failed,
     /// Daemon not running / not activatable, or the bus unreachable.
     Unavailable,
@@ -78,6 +80,7 @@ pub fn classify(e: &zbus::Error) -> (ErrorKind, String) {
                 Some("NotAuthorized") => ErrorKind::NotAuthorized,
                 Some("InvalidArgument") => ErrorKind::InvalidArgument,
                 Some("NotFound") => ErrorKind::NotFound,
+                Some("Refused") => ErrorKind::Refused,
                 Some("Failed") => ErrorKind::Failed,
                 _ => match name.as_str() {
                     "org.freedesktop.DBus.Error.ServiceUnknown"
@@ -86,10 +89,6 @@ pub fn classify(e: &zbus::Error) -> (ErrorKind, String) {
                     | "org.freedesktop.DBus.Error.Spawn.ChildExited" => ErrorKind::Unavailable,
                     "org.freedesktop.DBus.Error.AccessDenied" => ErrorKind::NotAuthorized,
                     "org.freedesktop.DBus.Error.InvalidArgs" => ErrorKind::InvalidArgument,
-                    // zbus's dispatcher refuses a body of the wrong D-Bus type itself.
-                    "org.freedesktop.zbus.Error" if msg.contains("Signature mismatch") => {
-                        ErrorKind::InvalidArgument
-                    }
                     _ => ErrorKind::Other,
                 },
             };

@@ -11,8 +11,9 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedValue;
 use zbus::Connection;
 
-use super::authz::{self, Action, AuthMode, Decision};
+use super::authz::{self, Action, AuthMode, Decision, DenialBudget};
 use super::backend::ManagerBackend;
+use super::checked::Checked;
 use super::error::Error;
 use super::limits::{self, ArgError, Limits, Options};
 use super::redact::{redact_json, redact_text};
@@ -123,9 +124,10 @@ pub async fn serve(
         limits: opts.limits,
         snapshot: snapshot.clone(),
         mutating: Arc::new(Mutex::new(())),
+        denials: std::sync::Mutex::new(DenialBudget::default()),
     };
     let conn = builder
-        .serve_at(OBJECT_PATH, iface)
+        .serve_at(OBJECT_PATH, Checked(iface))
         .map_err(bus_err)?
         .name(BUS_NAME)
         .map_err(bus_err)?
@@ -141,7 +143,7 @@ pub async fn serve(
 async fn forward_changes(conn: Connection, mut rx: watch::Receiver<StatusView>) {
     let iface_ref = match conn
         .object_server()
-        .interface::<_, ManagerIface>(OBJECT_PATH)
+        .interface::<_, Checked<ManagerIface>>(OBJECT_PATH)
         .await
     {
         Ok(r) => r,
@@ -155,7 +157,7 @@ async fn forward_changes(conn: Connection, mut rx: watch::Receiver<StatusView>) 
         let new = rx.borrow_and_update().clone();
         let iface = iface_ref.get().await;
         let em = iface_ref.signal_emitter();
-        if let Err(e) = emit_diff(&iface, em, &last, &new).await {
+        if let Err(e) = emit_diff(&iface.0, em, &last, &new).await {
             tracing::warn!(error = %e, "cannot emit PropertiesChanged");
         }
         last = new;
@@ -229,6 +231,8 @@ pub struct ManagerIface {
     /// Held for the whole of a mutating call: a second one gets `Busy` instead of waiting
     /// or interleaving.
     mutating: Arc<Mutex<()>>,
+    /// How many denials may reach the audit log (the journal gets them all).
+    denials: std::sync::Mutex<DenialBudget>,
 }
 
 impl ManagerIface {
@@ -247,20 +251,7 @@ impl ManagerIface {
         if let Decision::Denied(why) =
             authz::authorize(&self.auth, conn, hdr, &caller, action).await
         {
-            tracing::warn!(
-                uid = caller.uid,
-                bus_name = %caller.bus_name,
-                action = action.id(),
-                reason = %why,
-                "request denied"
-            );
-            if let Err(e) = self
-                .backend
-                .record_denial(caller.clone(), action.id().to_owned(), detail)
-                .await
-            {
-                tracing::error!(error = %e, action = action.id(), "cannot audit denial");
-            }
+            self.deny(hdr, &caller, action, &why, &detail).await;
             return Err(Error::NotAuthorized(why));
         }
         let guard = self
@@ -270,6 +261,51 @@ impl ManagerIface {
             .map_err(|_| Error::Busy("another request is in progress; retry later".into()))?;
         tracing::info!(uid = caller.uid, action = action.id(), "request authorized");
         Ok((caller, guard))
+    }
+
+    /// Log a refusal to the journal, and to the audit log within the denial budget.
+    async fn deny(
+        &self,
+        hdr: &Header<'_>,
+        caller: &Caller,
+        action: Action,
+        why: &str,
+        detail: &str,
+    ) {
+        let method = hdr.member().map(|m| m.to_string()).unwrap_or_default();
+        tracing::warn!(
+            uid = caller.uid,
+            bus_name = %caller.bus_name,
+            action = action.id(),
+            method = %method,
+            reason = %why,
+            "request denied"
+        );
+        let admitted = self
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(std::time::Instant::now());
+        let Some(left_out) = admitted else {
+            tracing::warn!(uid = caller.uid, "denial not audited: too many denials");
+            return;
+        };
+        let mut reason = why.to_owned();
+        if !detail.is_empty() {
+            reason.push_str(&format!(" (asked: {detail})"));
+        }
+        if left_out > 0 {
+            reason.push_str(&format!(
+                "; {left_out} earlier denial(s) not audited (rate limit, see the journal)"
+            ));
+        }
+        if let Err(e) = self
+            .backend
+            .record_denial(caller.clone(), action.id().to_owned(), method, reason)
+            .await
+        {
+            tracing::error!(error = %e, action = action.id(), "cannot audit denial");
+        }
     }
 
     fn snap(&self) -> StatusView {
@@ -307,19 +343,22 @@ impl ManagerIface {
         ))
     }
 
-    /// Switch to the staged release now, overriding the maintenance window (holds still
-    /// apply). No options are defined yet; unknown keys are refused.
+    /// Switch to the staged release now if policy allows it, else fail with `Refused`
+    /// naming why. Option `force` (b) overrides the maintenance window, rollout stage and
+    /// reboot inhibitors; holds, the security floor and failed releases always apply.
     async fn switch(
         &self,
         options: HashMap<String, OwnedValue>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        Options::new(&options, limits::SWITCH_OPTIONS, &self.limits)?;
+        let o = Options::new(&options, limits::SWITCH_OPTIONS, &self.limits)?;
+        let force = o.bool("force")?.unwrap_or(false);
+        let detail = if force { "force" } else { "" };
         let (caller, _busy) = self
-            .admit(conn, &hdr, Action::Switch, String::new())
+            .admit(conn, &hdr, Action::Switch, detail.into())
             .await?;
-        Ok(self.backend.switch(caller).await?)
+        Ok(self.backend.switch(caller, force).await?)
     }
 
     /// Stop the running job (staging); the partial slot is left invalid.
@@ -336,13 +375,7 @@ impl ManagerIface {
         if let Decision::Denied(why) =
             authz::authorize(&self.auth, conn, &hdr, &caller, Action::Install).await
         {
-            if let Err(e) = self
-                .backend
-                .record_denial(caller, Action::Install.id().to_owned(), "cancel".into())
-                .await
-            {
-                tracing::error!(error = %e, "cannot audit denial");
-            }
+            self.deny(&hdr, &caller, Action::Install, &why, "").await;
             return Err(Error::NotAuthorized(why));
         }
         Ok(self.backend.cancel(caller).await?)

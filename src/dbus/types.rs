@@ -30,6 +30,10 @@ pub struct StatusView {
     pub last_check: Option<Timestamp>,
     pub last_error: Option<String>,
     pub holds: Vec<HoldView>,
+    /// How the last staging got its bytes: `full|static_delta|dynamic_delta, N bytes
+    /// fetched, M bytes reused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stage: Option<String>,
 }
 
 /// Progress of the running job.

@@ -310,8 +310,11 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
     };
     s.say(&format!(
         "3. Outside the window patchd may still download: 2.0.0 is written into the inactive \
-         slot {staged_slot} and verified against the signed hash (state: {}).",
-        st.state
+         slot {staged_slot} and verified against the signed hash (state: {}; {}).",
+        st.state,
+        st.last_stage
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "method unknown".into())
     ))?;
     if st.booted_slot.as_ref() == Some(&staged_slot) {
         return Err(story_err("stage 2.0.0", "staged into the booted slot"));

@@ -6,10 +6,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::ports::{Actor, Progress, WhyNot};
+use super::ports::{Actor, Progress, StageReport, WhyNot};
 use super::state::{IllegalTransition, Lifecycle, StateKind};
 use super::statefile::{BlockedRelease, StateFileError};
-use crate::audit::{AuditError, Filter, Record, VerifyReport};
+use crate::audit::{AuditError, Entry, Filter, Record, VerifyReport};
 use crate::boot::BootError;
 use crate::names::SlotName;
 use crate::policy::{Hold, Kind, Severity};
@@ -64,6 +64,9 @@ pub struct StatusSnapshot {
     pub holds: Vec<Hold>,
     pub blocked: Vec<BlockedRelease>,
     pub progress: Option<Progress>,
+    /// Method and bytes of the last successful staging since the daemon started.
+    #[serde(default)]
+    pub last_stage: Option<StageReport>,
     /// Why a due reboot is waiting (active inhibitors).
     pub reboot_waiting: Vec<String>,
     /// The long step running now (`check`, `stage`, `health`), if any.
@@ -87,6 +90,7 @@ impl StatusSnapshot {
             holds: Vec::new(),
             blocked: Vec::new(),
             progress: None,
+            last_stage: None,
             reboot_waiting: Vec::new(),
             busy: None,
         }
@@ -144,6 +148,9 @@ fn join_reasons(w: &[WhyNot]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// Audit event of a refused D-Bus request.
+pub const DENIAL_EVENT: &str = "dbus.denied";
 
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
@@ -208,6 +215,12 @@ pub(crate) enum Command {
     },
     VerifyAudit {
         reply: Reply<VerifyReport>,
+    },
+    /// Append a record about something the engine did not do itself (a refused D-Bus
+    /// call); the engine task stays the audit log's only writer.
+    RecordDenial {
+        entry: Box<Entry>,
+        reply: Reply<()>,
     },
 }
 
@@ -356,6 +369,29 @@ impl EngineHandle {
     /// Verify the whole audit chain (including rotated files).
     pub async fn verify_audit(&self) -> Result<VerifyReport, EngineError> {
         self.call(|reply| Command::VerifyAudit { reply }).await
+    }
+
+    /// Audit a request that was refused before it reached the engine (polkit said no):
+    /// event `dbus.denied` with the caller's uid as actor and `action` (polkit action
+    /// id), `method` (D-Bus member) and `bus_name` (unique name) as fields. Answered
+    /// even while a job runs.
+    pub async fn record_denial(
+        &self,
+        actor: Actor,
+        action: &str,
+        method: &str,
+        bus_name: &str,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let entry = Entry::new(DENIAL_EVENT, actor, reason)
+            .field("action", action)
+            .field("method", method)
+            .field("bus_name", bus_name);
+        self.call(|reply| Command::RecordDenial {
+            entry: Box::new(entry),
+            reply,
+        })
+        .await
     }
 
     /// Wait until a snapshot satisfies `pred` (or the engine stops).

@@ -28,6 +28,6 @@ pub mod testkit;
 pub use handle::{
     AvailableRelease, EngineError, EngineHandle, InstallStarted, SlotView, StatusSnapshot,
 };
-pub use ports::Actor;
+pub use ports::{Actor, StageMethod, StageReport};
 pub use runner::{start, EngineParts, EngineSettings, RunExit};
 pub use state::{IllegalTransition, Lifecycle, ReleaseRef, StateKind};

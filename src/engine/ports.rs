@@ -107,6 +107,65 @@ impl PortError {
     }
 }
 
+/// How an image reached the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageMethod {
+    /// The whole (compressed) image was downloaded.
+    Full,
+    /// A publisher-made delta from the running slot's image.
+    StaticDelta,
+    /// Chunks found locally were reused; only missing chunks were downloaded.
+    DynamicDelta,
+}
+
+impl StageMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageMethod::Full => "full",
+            StageMethod::StaticDelta => "static_delta",
+            StageMethod::DynamicDelta => "dynamic_delta",
+        }
+    }
+}
+
+impl fmt::Display for StageMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one successful staging did: the method and how many bytes came over the network
+/// versus from data already on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub method: StageMethod,
+    /// Bytes downloaded (metadata of the delta included).
+    pub bytes_fetched: u64,
+    /// Bytes of the new image taken from local slots instead of the network.
+    pub bytes_reused: u64,
+}
+
+impl StageReport {
+    pub fn full(bytes_fetched: u64) -> Self {
+        Self {
+            method: StageMethod::Full,
+            bytes_fetched,
+            bytes_reused: 0,
+        }
+    }
+}
+
+impl fmt::Display for StageReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}, {} bytes fetched, {} bytes reused",
+            self.method, self.bytes_fetched, self.bytes_reused
+        )
+    }
+}
+
 /// The verified repository and the staging pipeline as one port: `discover` refreshes
 /// trusted metadata and lists releases for this device; `stage` writes one of the
 /// releases the last `discover` returned into `slot`, verifying every byte.
@@ -117,7 +176,7 @@ pub trait Updates: Send + Sync {
         version: &'a str,
         slot: &'a SlotName,
         progress: ProgressSink,
-    ) -> BoxFuture<'a, Result<(), PortError>>;
+    ) -> BoxFuture<'a, Result<StageReport, PortError>>;
 }
 
 /// Result of one health-check run.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::ports::{Candidate, PortError, Progress, ProgressSink, Updates, WhyNot};
+use super::ports::{Candidate, PortError, Progress, ProgressSink, StageReport, Updates, WhyNot};
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::manifest::{self, VerifiedManifest};
 use crate::names::SlotName;
@@ -148,7 +148,7 @@ impl RepoUpdates {
         version: &str,
         slot: &SlotName,
         progress: ProgressSink,
-    ) -> Result<(), PortError> {
+    ) -> Result<StageReport, PortError> {
         let what = format!("stage {version} into slot {slot}");
         let vm = self
             .manifests
@@ -241,7 +241,7 @@ impl RepoUpdates {
             .map_err(|e| PortError::new(&what, e))?,
             (None, None) => return Err(PortError::new(&what, "slot not configured")),
         };
-        Ok(())
+        Ok(StageReport::full(target.length()))
     }
 }
 
@@ -300,7 +300,7 @@ impl Updates for RepoUpdates {
         version: &'a str,
         slot: &'a SlotName,
         progress: ProgressSink,
-    ) -> BoxFuture<'a, Result<(), PortError>> {
+    ) -> BoxFuture<'a, Result<StageReport, PortError>> {
         Box::pin(self.stage_inner(version, slot, progress))
     }
 }

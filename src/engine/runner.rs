@@ -20,7 +20,7 @@ use super::handle::{
 };
 use super::ports::{
     active_holds, Actor, Candidate, HealthCheck, HealthVerdict, PortError, Progress, Reboot,
-    Updates, WhyNot,
+    StageReport, Updates, WhyNot,
 };
 use super::state::{Lifecycle, ReleaseRef};
 use super::statefile::{Pending, StateDoc, StateFile};
@@ -127,7 +127,7 @@ impl JobKind {
 
 enum JobOut {
     Check(Result<Vec<Candidate>, PortError>),
-    Stage(Result<(), PortError>),
+    Stage(Result<StageReport, PortError>),
     Health(HealthVerdict),
 }
 
@@ -180,6 +180,8 @@ pub(crate) struct Runner {
     /// A version whose staging failed in this run: not restaged automatically before
     /// the next check, so a broken image does not loop.
     stage_failed: Option<String>,
+    /// How the last successful staging in this run got its bytes.
+    last_stage: Option<StageReport>,
 }
 
 /// Start the engine: load (or create) the state, reconcile it with what booted, then
@@ -210,6 +212,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         next_probation_check: Instant::now(),
         reboot_waiting: Vec::new(),
         stage_failed: None,
+        last_stage: None,
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -397,13 +400,25 @@ impl Runner {
         actor: &Actor,
         reason: Option<&str>,
     ) -> Step {
+        self.commit_with(doc, event, actor, reason, &[])
+    }
+
+    /// [`Self::commit`] with extra audit fields (e.g. the staging method and bytes).
+    pub(crate) fn commit_with(
+        &mut self,
+        doc: StateDoc,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        fields: &[(&str, serde_json::Value)],
+    ) -> Step {
         let from = self.doc.lifecycle.kind();
         let to = doc.lifecycle.kind();
         self.failpoint(&format!("before:{event}"))?;
         self.file.save(&doc)?;
         self.doc = doc;
         self.failpoint(&format!("saved:{event}"))?;
-        self.audit(event, actor, reason, Some(from), Some(to));
+        self.audit_with(event, actor, reason, Some(from), Some(to), fields);
         self.failpoint(&format!("audited:{event}"))?;
         Ok(())
     }
@@ -415,6 +430,18 @@ impl Runner {
         reason: Option<&str>,
         from: Option<super::state::StateKind>,
         to: Option<super::state::StateKind>,
+    ) {
+        self.audit_with(event, actor, reason, from, to, &[])
+    }
+
+    pub(crate) fn audit_with(
+        &mut self,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        from: Option<super::state::StateKind>,
+        to: Option<super::state::StateKind>,
+        fields: &[(&str, serde_json::Value)],
     ) {
         let now = self.p.clock.now();
         let release = self.doc.lifecycle.release().map(|r| r.version.clone());
@@ -431,6 +458,9 @@ impl Runner {
         }
         if let Some(t) = to {
             entry = entry.field("to", t.as_str());
+        }
+        for (k, v) in fields {
+            entry = entry.field(*k, v.clone());
         }
         tracing::info!(
             event,
@@ -507,6 +537,7 @@ impl Runner {
             holds: active_holds(&self.doc.holds, now).cloned().collect(),
             blocked: self.doc.blocked.clone(),
             progress: self.progress_rx.borrow().clone(),
+            last_stage: self.last_stage,
             reboot_waiting: self.reboot_waiting.clone(),
             busy: self.job.as_ref().map(|j| j.kind.name().to_string()),
         }
@@ -559,6 +590,12 @@ impl Runner {
             Command::VerifyAudit { reply } => {
                 let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = reply.send(log.verify().map_err(EngineError::from));
+            }
+            Command::RecordDenial { entry, reply } => {
+                let now = self.p.clock.now();
+                let mut log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+                let r = log.append(*entry, now).map(|_| ());
+                let _ = reply.send(r.map_err(EngineError::from));
             }
             Command::Cancel { actor, reply } => {
                 let r = self.cancel(&actor).await;
@@ -670,6 +707,7 @@ impl Runner {
             Command::History { .. }
             | Command::Inventory { .. }
             | Command::VerifyAudit { .. }
+            | Command::RecordDenial { .. }
             | Command::Cancel { .. } => {}
         }
     }
@@ -986,19 +1024,19 @@ impl Runner {
         actor: &Actor,
         version: &str,
         switch_after: bool,
-        res: Result<(), PortError>,
+        res: Result<StageReport, PortError>,
     ) -> Step {
         let Lifecycle::Staging { slot, .. } = self.doc.lifecycle.clone() else {
             return Ok(());
         };
-        let verified = res.and_then(|()| {
+        let verified = res.and_then(|report| {
             let st = self
                 .slot(&slot)
                 .ok_or_else(|| PortError::new(format!("slot {slot}"), "not configured"))?
                 .status()
                 .map_err(|e| PortError::new(format!("slot {slot}"), e))?;
             if st.state == SlotState::Verified && st.version.as_deref() == Some(version) {
-                Ok(())
+                Ok(report)
             } else {
                 Err(PortError::new(
                     format!("slot {slot}"),
@@ -1012,10 +1050,16 @@ impl Runner {
         let mut doc = self.doc.clone();
         doc.pending = None;
         match verified {
-            Ok(()) => {
+            Ok(report) => {
                 doc.lifecycle = self.doc.lifecycle.staged()?;
                 doc.last_error = None;
-                self.commit(doc, "staged", actor, None)?;
+                self.last_stage = Some(report);
+                let fields = [
+                    ("method", serde_json::Value::from(report.method.as_str())),
+                    ("bytes_fetched", report.bytes_fetched.into()),
+                    ("bytes_reused", report.bytes_reused.into()),
+                ];
+                self.commit_with(doc, "staged", actor, None, &fields)?;
                 if switch_after {
                     self.switch(actor, true).await?;
                 }
@@ -1567,5 +1611,6 @@ fn reply_err(cmd: Command, e: EngineError) {
         Command::History { reply, .. } => drop(reply.send(Err(e))),
         Command::Inventory { reply } => drop(reply.send(Err(e))),
         Command::VerifyAudit { reply } => drop(reply.send(Err(e))),
+        Command::RecordDenial { reply, .. } => drop(reply.send(Err(e))),
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::ports::{
-    Candidate, HealthCheck, HealthVerdict, PortError, Progress, ProgressSink, Reboot, Updates,
+    Candidate, HealthCheck, HealthVerdict, PortError, Progress, ProgressSink, Reboot, StageReport,
+    Updates,
 };
 use crate::boot::{BootError, Bootloader, SlotBootInfo};
 use crate::fetch::BoxFuture;
@@ -321,7 +322,7 @@ impl Updates for MemUpdates {
         version: &'a str,
         slot: &'a SlotName,
         progress: ProgressSink,
-    ) -> BoxFuture<'a, Result<(), PortError>> {
+    ) -> BoxFuture<'a, Result<StageReport, PortError>> {
         Box::pin(async move {
             {
                 let mut d = self.0.lock();
@@ -372,7 +373,7 @@ impl Updates for MemUpdates {
             st.version = Some(c.facts.version);
             st.size = Some(c.size);
             st.installed_at = Some(Timestamp::UNIX_EPOCH);
-            Ok(())
+            Ok(StageReport::full(c.size))
         })
     }
 }

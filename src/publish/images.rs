@@ -59,13 +59,7 @@ pub(crate) fn place(
         len: 0,
     };
     let (raw_len, raw_sha) = match compression {
-        Compression::Zstd => {
-            let mut enc =
-                zstd::stream::write::Encoder::new(&mut out, 3).map_err(io("zstd encoder"))?;
-            let r = copy_hashing(&mut reader, &mut enc, src)?;
-            enc.finish().map_err(io("zstd finish"))?;
-            r
-        }
+        Compression::Zstd => compress_framed(&mut reader, &mut out, src)?,
         Compression::None => copy_hashing(&mut reader, &mut out, src)?,
     };
     out.flush().map_err(io(out_dir.display()))?;
@@ -108,6 +102,47 @@ fn set_mode(p: &Path, mode: u32) -> Result<(), PublishError> {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p.display()))
 }
 
+/// Content bytes per zstd frame. Devices checkpoint a compressed install only at frame
+/// boundaries (a decoder's state cannot be saved), so independent frames let an
+/// interrupted install resume instead of starting over; 16 MiB frames cost well under
+/// 1 % of compression ratio at level 3 (its window is 2 MiB anyway).
+pub(crate) const ZSTD_FRAME_BYTES: u64 = 16 << 20;
+
+/// Compress `r` into `w` as a sequence of independent zstd frames of
+/// [`ZSTD_FRAME_BYTES`] content each (each with its content size in the header),
+/// returning the length and sha256 of what was read.
+fn compress_framed(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    src: &Path,
+) -> Result<(u64, String), PublishError> {
+    let mut h = Sha256::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut enc = zstd::stream::write::Encoder::new(&mut *w, 3).map_err(io("zstd encoder"))?;
+        let mut in_frame = 0u64;
+        while in_frame < ZSTD_FRAME_BYTES {
+            let want = (ZSTD_FRAME_BYTES - in_frame).min(buf.len() as u64) as usize;
+            let k = r.read(&mut buf[..want]).map_err(io(src.display()))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            enc.write_all(&buf[..k]).map_err(io(src.display()))?;
+            in_frame += k as u64;
+        }
+        // An empty image still gets one (empty) frame; otherwise no empty trailing frame.
+        if in_frame > 0 || total == 0 {
+            enc.finish().map_err(io("zstd finish"))?;
+        }
+        total += in_frame;
+        if in_frame < ZSTD_FRAME_BYTES {
+            return Ok((total, hex::encode(h.finalize())));
+        }
+    }
+}
+
 /// Copy `r` into `w`, returning the length and sha256 of what was read.
 fn copy_hashing(
     r: &mut impl Read,
@@ -127,4 +162,39 @@ fn copy_hashing(
         w.write_all(&buf[..k]).map_err(io(src.display()))?;
     }
     Ok((n, hex::encode(h.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_output_is_independent_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("img");
+        let len = 2 * ZSTD_FRAME_BYTES as usize + 12345;
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        let mut out = Vec::new();
+        let (n, sha) = compress_framed(&mut &data[..], &mut out, &src).unwrap();
+        assert_eq!(n, len as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+        assert_eq!(zstd::decode_all(&out[..]).unwrap(), data);
+        // Three frames, each decodable on its own from its start offset.
+        let mut off = 0;
+        let mut frames = 0;
+        while off < out.len() {
+            let size = zstd::zstd_safe::find_frame_compressed_size(&out[off..]).unwrap();
+            let part = zstd::decode_all(&out[off..off + size]).unwrap();
+            assert_eq!(
+                part.len() as u64,
+                ZSTD_FRAME_BYTES.min((len - frames * ZSTD_FRAME_BYTES as usize) as u64)
+            );
+            off += size;
+            frames += 1;
+        }
+        assert_eq!(frames, 3);
+    }
 }

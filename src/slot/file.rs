@@ -99,7 +99,8 @@ impl RawSlot for ImageFileSlot {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.image)
             .map_err(|e| self.io(e))?;
-        f.set_len(size).map_err(|e| self.io(e))?;
+        // The pipeline sets the final length just before its first write, so a run that
+        // fails earlier leaves the old content (and its record) as they were.
         Ok(f)
     }
 

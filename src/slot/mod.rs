@@ -11,8 +11,10 @@ mod block;
 mod btrfs;
 mod cache;
 mod config;
+mod direct;
 pub mod extract;
 mod file;
+pub mod sha;
 pub mod stage;
 mod status;
 
@@ -23,8 +25,8 @@ pub use config::{SlotBackend, SlotEntry, SlotsConfig};
 pub use file::ImageFileSlot;
 use serde::{Deserialize, Serialize};
 pub use stage::{
-    stage_image, CancelToken, Compression, ImageFormat, Phase, Progress, ProgressFn, RawSlot,
-    StageError, StageOptions, StageRequest,
+    stage_image, verify_slot_content, CancelToken, Compression, ImageFormat, Phase, Progress,
+    ProgressFn, RawSlot, StageError, StageOptions, StageRequest,
 };
 pub use status::StatusStore;
 

@@ -1,18 +1,24 @@
 //! The staging pipeline: source → (zstd) → hashes → slot, one pass, bounded memory.
 //!
 //! The async side only moves transfer bytes from the [`ByteSource`] into a small pool of
-//! fixed buffers; one blocking worker thread hashes them (sha256, optionally sha512, of
-//! the transfer), decompresses, hashes the content, writes it to the slot and takes
-//! durable checkpoints. After the last byte the slot is fsynced, its page cache dropped,
-//! and the content read back from the medium and hashed again; only when every hash
-//! matched the signed ones does the status record say `verified`.
+//! fixed buffers. Three threads do the rest, so both cores of a small machine work:
+//! the decoder hashes the transfer of a compressed image (resumable sha256/sha512, see
+//! [`super::sha`]) and decompresses it; the writer writes the content to the slot and
+//! takes durable checkpoints; the read-back reads the written content from the medium
+//! (`O_DIRECT`, right behind the writer) and hashes it. The slot becomes `verified` only
+//! when the transfer hashes and the read-back hash of every content byte matched the
+//! signed ones. Uncompressed images are hashed once, by the read-back (their content hash
+//! is the signed transfer hash); with `read_back` off the writer hashes the stream.
 //!
-//! Resume: for uncompressed images the worker fdatasyncs the slot every
-//! `checkpoint_every` bytes and records the offset plus a CRC per chunk. A later call with
-//! the same request re-reads the written prefix, checks it against the chunk CRCs, feeds
-//! it through the hashes and continues with a range request, so a resumed install ends in
-//! exactly the same verified state. Compressed images resume through the download cache
-//! ([`super::cache`]), since a decompressor's state cannot be checkpointed.
+//! Resume: the writer fdatasyncs the slot and records a segment (content and transfer
+//! offsets, CRC32 of its content, and for compressed images the transfer hash state)
+//! every `checkpoint_every` bytes (uncompressed) or at the first zstd frame boundary
+//! after that many bytes (compressed; `patchpub` writes independent frames). A later call
+//! with the same request re-reads the written prefix from the slot, checks it segment by
+//! segment, rebuilds the content hash from it, and continues with a range request from
+//! the last good segment, so a resumed install ends in exactly the same verified state.
+//! A zstd stream without frame boundaries resumes from 0 (or through the download cache,
+//! [`super::cache`]).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -25,6 +31,8 @@ use sha2::{Digest, Sha256, Sha512};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify};
 
+use super::direct::SlotReader;
+use super::sha::{Sha256State, Sha512State};
 use super::status::StatusStore;
 use super::{Slot, SlotError, SlotStatus};
 use crate::fetch::{ByteSource, FetchError};
@@ -287,23 +295,6 @@ pub fn drop_page_cache(f: &File, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Resume record: `<state_dir>/slots/<slot>.stage.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Checkpoint {
-    version: u32,
-    request: StageRequest,
-    chunk_size: u64,
-    /// CRC32 of each complete chunk written and synced so far.
-    chunk_crc: Vec<u32>,
-}
-
-impl Checkpoint {
-    fn offset(&self) -> u64 {
-        self.chunk_size * self.chunk_crc.len() as u64
-    }
-}
-
 pub(super) struct Hashes {
     pub(super) transfer: Sha256,
     pub(super) transfer512: Option<Sha512>,
@@ -345,13 +336,6 @@ impl Hashes {
             content: (req.compression != Compression::None).then(Sha256::new),
         }
     }
-    fn empty() -> Self {
-        Self {
-            transfer: Sha256::new(),
-            transfer512: None,
-            content: None,
-        }
-    }
     fn transfer(&mut self, b: &[u8]) {
         self.transfer.update(b);
         if let Some(h) = &mut self.transfer512 {
@@ -361,8 +345,11 @@ impl Hashes {
 }
 
 /// Stage `req` from `source` into a raw slot. On success the slot's status record says
-/// `verified` with the content hash; on any failure it says `incomplete` (never bootable)
-/// and the error says what was wrong.
+/// `verified` with the content hash. On failure the record says `incomplete` (never
+/// bootable) once any byte of the slot was written; a failure before the first write
+/// (refused slot, unreachable source) leaves the record as it was, since the content
+/// still is what it describes. Called again with the same request after an interruption,
+/// it resumes from the last checkpoint.
 pub async fn stage_image(
     req: &StageRequest,
     source: &dyn ByteSource,
@@ -377,22 +364,85 @@ pub async fn stage_image(
             why: format!("slot {} takes raw images, not tar archives", slot.name()),
         });
     }
-    let result = stage_inner(req, source, slot.clone(), opts, progress, cancel).await;
+    let touched = Arc::new(AtomicBool::new(false));
+    let result = stage_inner(req, source, slot.clone(), opts, progress, cancel, &touched).await;
     if let Err(e) = &result {
-        tracing::warn!(slot = %slot.name(), path = %req.path, error = %e, resumable = e.is_resumable(), "staging failed");
+        tracing::warn!(slot = %slot.name(), path = %req.path, error = %e, resumable = e.is_resumable(), written = touched.load(Ordering::SeqCst), "staging failed");
         if !e.is_resumable() {
             let _ = std::fs::remove_file(slot.store().checkpoint_path());
         }
-        // The record already says incomplete unless the slot was refused up front; make
-        // sure nothing half-written can be selected.
-        if let Ok(st) = slot.store().load() {
-            if st.state.is_bootable() && !matches!(e, StageError::Slot(SlotError::Refused { .. })) {
+        if touched.load(Ordering::SeqCst) {
+            // The writer recorded `incomplete` before its first byte; make sure of it.
+            if slot
+                .store()
+                .load()
+                .map_or(true, |st| st.state.is_bootable())
+            {
                 let _ = slot.store().mark_incomplete(&req.version);
             }
         }
     }
     result
 }
+
+/// Why a pipeline thread stopped without a result of its own.
+enum Stop {
+    Failed(StageError),
+    /// A neighbouring stage went away; its own result says why.
+    PeerGone,
+}
+
+impl From<StageError> for Stop {
+    fn from(e: StageError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<SlotError> for Stop {
+    fn from(e: SlotError) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+/// Content flowing from the decoder to the writer.
+enum Msg {
+    Data(Vec<u8>, usize),
+    /// A zstd frame ended here: a place where a checkpoint can resume decoding.
+    FrameEnd(Segment),
+}
+
+/// What the writer tells the read-back thread.
+enum Written {
+    /// Content bytes `0..n` are written.
+    UpTo(u64),
+    /// Everything written and synced.
+    Final,
+}
+
+fn join_thread<T>(h: std::thread::JoinHandle<Result<T, Stop>>, what: &str) -> Result<T, Stop> {
+    h.join().unwrap_or_else(|_| {
+        Err(Stop::Failed(StageError::Io {
+            what: format!("staging {what} thread"),
+            source: io::Error::other("panicked"),
+        }))
+    })
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T, Stop> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<T, Stop>>, StageError> {
+    std::thread::Builder::new()
+        .name(format!("patchd-{name}"))
+        .spawn(f)
+        .map_err(|e| StageError::Io {
+            what: format!("starting the {name} thread"),
+            source: e,
+        })
+}
+
+/// Digests of the transfer (compressed images only) and of the content.
+type Digests = (String, Option<String>);
 
 async fn stage_inner(
     req: &StageRequest,
@@ -401,6 +451,7 @@ async fn stage_inner(
     opts: &StageOptions,
     progress: Option<ProgressFn>,
     cancel: &CancelToken,
+    touched: &Arc<AtomicBool>,
 ) -> Result<SlotStatus, StageError> {
     // Prepare on a blocking thread: safety checks, open, resume scan.
     let prep = {
@@ -411,48 +462,92 @@ async fn stage_inner(
             .await
             .map_err(join_err)??
     };
-    let start = prep.offset;
-    tracing::info!(slot = %slot.name(), path = %req.path, version = %req.version, resume_from = start, "staging");
+    let resume = prep.resume.clone();
+    tracing::info!(slot = %slot.name(), path = %req.path, version = %req.version,
+        resume_content = resume.content_end, resume_transfer = resume.transfer_end,
+        direct_read = prep.reader.as_ref().is_some_and(|r| r.is_direct()), "staging");
 
     let reader = source
-        .open_exact(&req.path, start, req.length)
+        .open_exact(&req.path, resume.transfer_end, req.length)
         .await
         .map_err(|e| StageError::Fetch {
             path: req.path.clone(),
             source: e,
         })?;
 
-    let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize)>(opts.buffers.max(1));
-    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(opts.buffers.max(1) + 1);
-    for _ in 0..opts.buffers.max(1) {
+    let nbuf = opts.buffers.max(1);
+    let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize)>(nbuf);
+    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(nbuf + 1);
+    for _ in 0..nbuf {
         let _ = empty_tx.try_send(vec![0u8; opts.buffer_size.max(4096)]);
     }
-    // The transfer is hashed on its own thread, in parallel with decompression, the
-    // content hash and the writes on the worker thread (two cores busy, not one).
-    let mut prep = prep;
-    // The content hasher stays with the worker; only the transfer hashes move.
-    let content_hasher = prep.hashes.content.take();
-    let transfer_hashes = std::mem::replace(&mut prep.hashes, Hashes::empty());
-    prep.hashes.content = content_hasher;
-    let (mid_tx, mid_rx) = mpsc::channel::<(Vec<u8>, usize)>(opts.buffers.max(1));
-    let hasher = std::thread::Builder::new()
-        .name("patchd-hash".into())
-        .spawn(move || {
-            let mut h = transfer_hashes;
-            let mut rx = full_rx;
-            while let Some((buf, len)) = rx.blocking_recv() {
-                h.transfer(&buf[..len]);
-                if mid_tx.blocking_send((buf, len)).is_err() {
-                    break;
-                }
+    let (content_tx, content_rx) = mpsc::channel::<Msg>(CONTENT_BUFFERS);
+    // Buffers the writer is done with: back to the pump (raw) or to the decoder (zstd).
+    let (recycle_tx, recycle_rx) = match req.compression {
+        Compression::None => (empty_tx.clone(), None),
+        Compression::Zstd => {
+            let (tx, rx) = mpsc::channel::<Vec<u8>>(CONTENT_BUFFERS + 1);
+            for _ in 0..CONTENT_BUFFERS {
+                let _ = tx.try_send(vec![0u8; CONTENT_BUFFER]);
             }
-            h
-        })
-        .map_err(|e| StageError::Io {
-            what: "starting the hash thread".into(),
-            source: e,
-        })?;
-    let worker = {
+            (tx, Some(rx))
+        }
+    };
+
+    // Three threads so that both cores work: the decoder (transfer hash + zstd), the
+    // writer (page cache, syncs, checkpoints) and the read-back (O_DIRECT reads right
+    // behind the writer + content hash).
+    let Prepared {
+        file,
+        reader: slot_reader,
+        resume: _,
+        transfer_hash,
+        content_hash,
+        checkpoint,
+    } = prep;
+    let decoder = {
+        let (req, opts, cancel) = (req.clone(), opts.clone(), cancel.clone());
+        let resume = resume.clone();
+        spawn("decode", move || {
+            decode_thread(
+                &req,
+                &opts,
+                full_rx,
+                empty_tx,
+                content_tx,
+                recycle_rx,
+                transfer_hash,
+                &resume,
+                &cancel,
+            )
+        })?
+    };
+    let (to_reader, reader_rx) = std::sync::mpsc::channel::<Written>();
+    let (content_hash_w, content_hash_r) = match &slot_reader {
+        Some(_) => (None, Some(content_hash)),
+        None => (Some(content_hash), None),
+    };
+    let read_back = match (slot_reader, content_hash_r) {
+        (Some(rd), Some(h)) => {
+            let (slot, req, progress, cancel) =
+                (slot.clone(), req.clone(), progress.clone(), cancel.clone());
+            let start = resume.content_end;
+            Some(spawn("readback", move || {
+                read_back_thread(
+                    slot.as_ref(),
+                    &req,
+                    rd,
+                    start,
+                    reader_rx,
+                    h,
+                    progress,
+                    &cancel,
+                )
+            })?)
+        }
+        _ => None,
+    };
+    let writer = {
         let (slot, req, opts, progress, cancel) = (
             slot.clone(),
             req.clone(),
@@ -460,35 +555,117 @@ async fn stage_inner(
             progress.clone(),
             cancel.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            let input = ChanRead {
-                rx: mid_rx,
-                recycle: empty_tx,
-                cur: None,
-                pos: 0,
-            };
-            write_worker(
+        let touched = touched.clone();
+        let to_reader = read_back.is_some().then_some(to_reader);
+        spawn("write", move || {
+            write_thread(
                 &req,
                 slot.as_ref(),
-                prep,
-                input,
-                hasher,
+                WriterState {
+                    file,
+                    checkpoint,
+                    written: resume.content_end,
+                    content_hash: content_hash_w,
+                },
+                content_rx,
+                recycle_tx,
+                to_reader,
                 &opts,
                 progress,
                 &cancel,
+                &touched,
             )
-        })
+        })?
     };
 
-    let pump = pump_source(req, reader, start, full_tx, &mut empty_rx, cancel).await;
-    let worker_result = worker.await.map_err(join_err)?;
-    // When the pump fails (network, truncation, cancel) the worker only sees the input
-    // end early, so the pump's error is the real cause. When the worker fails first it
-    // drops its channel and the pump ends quietly, so the worker's error stands.
-    match (pump, worker_result) {
-        (Err(e), _) => Err(e),
-        (Ok(()), r) => r,
+    let pump = pump_source(
+        req,
+        reader,
+        resume.transfer_end,
+        full_tx,
+        &mut empty_rx,
+        cancel,
+    )
+    .await;
+    drop(empty_rx);
+    let joined = tokio::task::spawn_blocking(move || {
+        let d = join_thread(decoder, "decode");
+        let w = join_thread(writer, "write");
+        let r = read_back.map(|h| join_thread(h, "read-back"));
+        (d, w, r)
+    })
+    .await
+    .map_err(join_err)?;
+    pump?;
+    let (transfer, written, read) = joined;
+    // The first real failure in pipeline order is the cause; later stages only saw their
+    // input end early (or their peer vanish).
+    let mut cause: Option<StageError> = None;
+    let mut settle = |r: Result<Option<Digests>, Stop>| match r {
+        Ok(v) => Some(v),
+        Err(Stop::Failed(e)) => {
+            cause.get_or_insert(e);
+            None
+        }
+        Err(Stop::PeerGone) => None,
+    };
+    let transfer = settle(transfer);
+    let written = settle(written);
+    let read = read.map(&mut settle);
+    if let Some(e) = cause {
+        return Err(e);
     }
+    let gone = || StageError::Io {
+        what: "staging pipeline".into(),
+        source: io::Error::other("a pipeline stage stopped without a result"),
+    };
+    let transfer = transfer.ok_or_else(gone)?;
+    let written = written.ok_or_else(gone)?;
+    let (content, which) = match read {
+        Some(r) => (r.ok_or_else(gone)?, "read-back"),
+        None => (written, "content"),
+    };
+
+    // Every hash against the signed one: the transfer first (wrong download), then what
+    // was read back from (or written to) the slot.
+    if let Some((h256, h512)) = transfer {
+        check_hash(req, "transfer sha256", &req.sha256, &h256)?;
+        if let (Some(want), Some(got)) = (&req.sha512, h512) {
+            check_hash(req, "transfer sha512", want, &got)?;
+        }
+    }
+    let Some((c256, c512)) = content else {
+        return Err(StageError::Io {
+            what: "staging pipeline".into(),
+            source: io::Error::other("no content digest"),
+        });
+    };
+    let (n256, n512) = match which {
+        "read-back" => ("read-back sha256", "read-back sha512"),
+        _ => ("content sha256", "content sha512"),
+    };
+    check_hash(req, n256, &req.content_sha256, &c256)?;
+    if req.compression == Compression::None {
+        if let (Some(want), Some(got)) = (&req.sha512, c512) {
+            check_hash(req, n512, want, &got)?;
+        }
+    }
+
+    let (slot2, req2) = (slot.clone(), req.clone());
+    let st = tokio::task::spawn_blocking(move || {
+        let store = slot2.store();
+        let _ = std::fs::remove_file(store.checkpoint_path());
+        store.mark_verified(
+            &req2.version,
+            &req2.content_sha256.to_ascii_lowercase(),
+            req2.size,
+        )
+    })
+    .await
+    .map_err(join_err)??;
+    emit(&progress, Phase::Done, req.size, req.size, Instant::now());
+    tracing::info!(slot = %slot.name(), version = %req.version, size = req.size, "slot verified");
+    Ok(st)
 }
 
 pub(super) fn join_err(e: tokio::task::JoinError) -> StageError {
@@ -608,10 +785,133 @@ impl Read for HashingInput<'_> {
     }
 }
 
+/// Content buffers between the decoder and the writer (zstd images).
+const CONTENT_BUFFERS: usize = 3;
+const CONTENT_BUFFER: usize = 512 << 10;
+/// Read-back request size (aligned for O_DIRECT).
+const READ_BACK_CHUNK: usize = 1 << 20;
+
+/// Hashes of the content, from the slot (read-back) or from the written stream.
+#[derive(Clone)]
+pub(super) struct ContentHash {
+    sha256: ring::digest::Context,
+    /// Raw images only: the signed sha512 of the transfer is the content's.
+    sha512: Option<ring::digest::Context>,
+}
+
+impl ContentHash {
+    fn new(req: &StageRequest) -> Self {
+        Self {
+            sha256: ring::digest::Context::new(&ring::digest::SHA256),
+            sha512: (req.compression == Compression::None && req.sha512.is_some())
+                .then(|| ring::digest::Context::new(&ring::digest::SHA512)),
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        self.sha256.update(b);
+        if let Some(h) = &mut self.sha512 {
+            h.update(b);
+        }
+    }
+    fn finish(self) -> Digests {
+        (
+            hex::encode(self.sha256.finish()),
+            self.sha512.map(|h| hex::encode(h.finish())),
+        )
+    }
+}
+
+/// Resumable hashes of a compressed transfer (saved in checkpoints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferHash {
+    sha256: Sha256State,
+    sha512: Option<Sha512State>,
+}
+
+impl TransferHash {
+    fn new(req: &StageRequest) -> Self {
+        Self {
+            sha256: Sha256State::new(),
+            sha512: req.sha512.as_ref().map(|_| Sha512State::new()),
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        self.sha256.update(b);
+        if let Some(h) = &mut self.sha512 {
+            h.update(b);
+        }
+    }
+    fn fits(&self, req: &StageRequest, transfer_end: u64) -> bool {
+        self.sha256.is_valid()
+            && self.sha256.len() == transfer_end
+            && self.sha512.is_some() == req.sha512.is_some()
+            && self
+                .sha512
+                .as_ref()
+                .is_none_or(|h| h.is_valid() && h.len() == transfer_end)
+    }
+    fn finish(self) -> Digests {
+        (
+            hex::encode(self.sha256.finalize()),
+            self.sha512.map(|h| hex::encode(h.finalize())),
+        )
+    }
+}
+
+/// Resume record: `<state_dir>/slots/<slot>.stage.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Checkpoint {
+    version: u32,
+    request: StageRequest,
+    /// Content bytes covered by `segments` (for people and tests reading the file).
+    content_offset: u64,
+    segments: Vec<Segment>,
+}
+
+/// One durable piece of content: written, synced, and where the transfer stood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Segment {
+    /// Content offset at the end of this segment.
+    content_end: u64,
+    /// Transfer offset at the end (equal to `content_end` for uncompressed images; a zstd
+    /// frame boundary for compressed ones).
+    transfer_end: u64,
+    /// CRC32 of the content bytes of this segment, to find damage before resuming.
+    crc: u32,
+    /// Compressed images: the transfer hashes over `0..transfer_end`.
+    transfer_hash: Option<TransferHash>,
+}
+
+const CHECKPOINT_VERSION: u32 = 2;
+
+impl Checkpoint {
+    fn new(req: &StageRequest) -> Self {
+        Self {
+            version: CHECKPOINT_VERSION,
+            request: req.clone(),
+            content_offset: 0,
+            segments: Vec::new(),
+        }
+    }
+}
+
+/// Where a run starts: after the last good segment of a previous run, or at 0.
+#[derive(Debug, Clone, Default)]
+struct ResumePoint {
+    content_end: u64,
+    transfer_end: u64,
+}
+
 struct Prepared {
     file: File,
-    offset: u64,
-    hashes: Hashes,
+    /// `None` when read-back is off.
+    reader: Option<SlotReader>,
+    resume: ResumePoint,
+    transfer_hash: Option<TransferHash>,
+    content_hash: ContentHash,
     checkpoint: Checkpoint,
 }
 
@@ -627,92 +927,490 @@ fn prepare(
     let previous: Option<Checkpoint> = std::fs::read(&cp_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|c: &Checkpoint| {
-            c.version == 1 && c.request == *req && c.request.compression == Compression::None
-        });
+        .filter(|c: &Checkpoint| c.version == CHECKPOINT_VERSION && c.request == *req);
     let current = store.load()?;
-    let mut file = slot.open_for_write(req.size)?;
-    let mut hashes = Hashes::new(req);
-    let chunk_size = opts.checkpoint_every.max(1 << 20);
-
-    let mut checkpoint = Checkpoint {
-        version: 1,
-        request: req.clone(),
-        chunk_size,
-        chunk_crc: Vec::new(),
+    // The backend's safety checks (booted, mounted, capacity) before anything else.
+    let file = slot.open_for_write(req.size)?;
+    let compressed = req.compression != Compression::None;
+    let mut transfer_hash = compressed.then(|| TransferHash::new(req));
+    let mut content_hash = ContentHash::new(req);
+    let mut checkpoint = Checkpoint::new(req);
+    let mut resume = ResumePoint::default();
+    let previous = previous.filter(|_| current.state == super::SlotState::Incomplete);
+    let mut reader = if opts.read_back || previous.is_some() {
+        Some(SlotReader::open(slot)?)
+    } else {
+        None
     };
-    if let Some(prev) = previous.filter(|_| current.state == super::SlotState::Incomplete) {
-        // Re-read what was written before the interruption, check it against the chunk
-        // CRCs and rebuild the hash state from it.
-        let mut rd = slot.open_for_read()?;
-        let mut buf = vec![0u8; 1 << 20];
+    if let (Some(prev), Some(rd)) = (previous, reader.as_mut()) {
+        // Re-read what was written before the interruption (from the medium), check it
+        // against the segment CRCs and rebuild the content hash from it.
+        if !rd.is_direct() {
+            slot.drop_cache(rd.file(), req.size)
+                .map_err(|e| slot_io(slot, "dropping page cache of", e))?;
+        }
         let started = Instant::now();
-        for (i, want) in prev.chunk_crc.iter().enumerate() {
+        for (i, seg) in prev.segments.iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(StageError::Cancelled {
                     path: req.path.clone(),
                 });
             }
-            let mut crc = crc32fast::Hasher::new();
-            let mut left = prev.chunk_size;
-            let mut chunk_hash = hashes.transfer.clone();
-            while left > 0 {
-                let n = (left as usize).min(buf.len());
-                rd.read_exact(&mut buf[..n]).map_err(|e| StageError::Io {
-                    what: format!("re-reading slot {}", slot.name()),
-                    source: e,
-                })?;
-                crc.update(&buf[..n]);
-                chunk_hash.update(&buf[..n]);
-                left -= n as u64;
-            }
-            if crc.finalize() != *want {
-                tracing::warn!(slot = %slot.name(), chunk = i, "written chunk does not match its checkpoint, resuming before it");
+            let sane = seg.content_end > resume.content_end
+                && seg.content_end <= req.size
+                && seg.transfer_end > resume.transfer_end
+                && seg.transfer_end <= req.length
+                && match &seg.transfer_hash {
+                    Some(h) => compressed && h.fits(req, seg.transfer_end),
+                    None => !compressed && seg.transfer_end == seg.content_end,
+                };
+            if !sane {
+                tracing::warn!(slot = %slot.name(), segment = i, "checkpoint segment is inconsistent, resuming before it");
                 break;
             }
-            hashes.transfer = chunk_hash;
-            checkpoint.chunk_crc.push(*want);
+            let mut crc = crc32fast::Hasher::new();
+            let mut h = content_hash.clone();
+            rd.read_range(
+                resume.content_end,
+                seg.content_end - resume.content_end,
+                |d| {
+                    crc.update(d);
+                    h.update(d);
+                },
+            )
+            .map_err(|e| slot_io(slot, "re-reading", e))?;
+            if crc.finalize() != seg.crc {
+                tracing::warn!(slot = %slot.name(), segment = i, "written content does not match its checkpoint, resuming before it");
+                break;
+            }
+            content_hash = h;
+            resume = ResumePoint {
+                content_end: seg.content_end,
+                transfer_end: seg.transfer_end,
+            };
+            if let Some(t) = &seg.transfer_hash {
+                transfer_hash = Some(t.clone());
+            }
+            checkpoint.segments.push(seg.clone());
+            checkpoint.content_offset = seg.content_end;
             emit(
                 &progress,
                 Phase::Resume,
-                checkpoint.offset(),
+                resume.content_end,
                 req.size,
                 started,
             );
         }
-        if let Some(h) = &mut hashes.transfer512 {
-            // sha512 state is not checkpointed; rebuild it from the verified prefix.
-            rd.seek(SeekFrom::Start(0)).map_err(|e| StageError::Io {
-                what: format!("re-reading slot {}", slot.name()),
-                source: e,
-            })?;
-            let mut left = checkpoint.offset();
-            while left > 0 {
-                let n = (left as usize).min(buf.len());
-                rd.read_exact(&mut buf[..n]).map_err(|e| StageError::Io {
-                    what: format!("re-reading slot {}", slot.name()),
-                    source: e,
-                })?;
-                h.update(&buf[..n]);
-                left -= n as u64;
-            }
-        }
-        tracing::info!(slot = %slot.name(), offset = checkpoint.offset(), "resuming interrupted staging");
+        tracing::info!(slot = %slot.name(), content = resume.content_end, transfer = resume.transfer_end, "resuming interrupted staging");
     } else {
         let _ = std::fs::remove_file(&cp_path);
-        store.mark_incomplete(&req.version)?;
     }
-    file.seek(SeekFrom::Start(checkpoint.offset()))
-        .map_err(|e| StageError::Io {
-            what: format!("seeking in slot {}", slot.name()),
-            source: e,
-        })?;
+    if !opts.read_back {
+        reader = None;
+    }
     Ok(Prepared {
         file,
-        offset: checkpoint.offset(),
-        hashes,
+        reader,
+        resume,
+        transfer_hash,
+        content_hash,
         checkpoint,
     })
+}
+
+fn slot_io(slot: &dyn RawSlot, what: &str, e: io::Error) -> StageError {
+    StageError::Io {
+        what: format!("{what} slot {}", slot.name()),
+        source: e,
+    }
+}
+
+/// The decoder: hashes the transfer (compressed images), decompresses, and marks the
+/// zstd frame boundaries a checkpoint may resume from. For uncompressed images it only
+/// forwards the buffers (their hash is the content hash, taken by the read-back).
+#[allow(clippy::too_many_arguments)]
+fn decode_thread(
+    req: &StageRequest,
+    opts: &StageOptions,
+    mut rx: mpsc::Receiver<(Vec<u8>, usize)>,
+    transfer_pool: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Msg>,
+    content_pool: Option<mpsc::Receiver<Vec<u8>>>,
+    hash: Option<TransferHash>,
+    resume: &ResumePoint,
+    cancel: &CancelToken,
+) -> Result<Option<Digests>, Stop> {
+    let cancelled = || {
+        Stop::Failed(StageError::Cancelled {
+            path: req.path.clone(),
+        })
+    };
+    let (Some(mut pool), Some(mut hash)) = (content_pool, hash) else {
+        // Uncompressed: forward.
+        while let Some((buf, len)) = rx.blocking_recv() {
+            if cancel.is_cancelled() {
+                return Err(cancelled());
+            }
+            tx.blocking_send(Msg::Data(buf, len))
+                .map_err(|_| Stop::PeerGone)?;
+        }
+        return Ok(None);
+    };
+    let zerr = |e: io::Error| {
+        Stop::Failed(StageError::Decompress {
+            path: req.path.clone(),
+            source: e,
+        })
+    };
+    use zstd::stream::raw::Operation;
+    let mut dec = zstd::stream::raw::Decoder::new().map_err(zerr)?;
+    dec.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(
+        opts.zstd_window_log_max,
+    ))
+    .map_err(zerr)?;
+    let mut transfer_off = resume.transfer_end;
+    let mut content_off = resume.content_end;
+    let mut last_mark = content_off;
+    let mut out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
+    let mut out_pos = 0usize;
+    let mut in_frame = false;
+    while let Some((buf, len)) = rx.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        let mut input = zstd::stream::raw::InBuffer::around(&buf[..len]);
+        loop {
+            let before = input.pos;
+            let (hint, produced) = {
+                let mut o = zstd::stream::raw::OutBuffer::around_pos(&mut out[..], out_pos);
+                let hint = dec.run(&mut input, &mut o).map_err(zerr)?;
+                (hint, o.pos() - out_pos)
+            };
+            hash.update(&buf[before..input.pos]);
+            transfer_off += (input.pos - before) as u64;
+            out_pos += produced;
+            content_off += produced as u64;
+            if content_off > req.size {
+                return Err(Stop::Failed(StageError::DecompressedTooLarge {
+                    path: req.path.clone(),
+                    declared: req.size,
+                }));
+            }
+            let full = out_pos == out.len();
+            if full {
+                tx.blocking_send(Msg::Data(out, out_pos))
+                    .map_err(|_| Stop::PeerGone)?;
+                out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
+                out_pos = 0;
+            }
+            if input.pos > before || produced > 0 {
+                // A call without progress (only asked to flush) says nothing about frames:
+                // after a frame it already announces the next frame's header.
+                in_frame = hint != 0;
+            }
+            if !in_frame && content_off - last_mark >= opts.checkpoint_every {
+                // A frame ended: everything before it can be checkpointed together with
+                // the transfer hash state at exactly this byte.
+                if out_pos > 0 {
+                    tx.blocking_send(Msg::Data(out, out_pos))
+                        .map_err(|_| Stop::PeerGone)?;
+                    out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
+                    out_pos = 0;
+                }
+                tx.blocking_send(Msg::FrameEnd(Segment {
+                    content_end: content_off,
+                    transfer_end: transfer_off,
+                    crc: 0,
+                    transfer_hash: Some(hash.clone()),
+                }))
+                .map_err(|_| Stop::PeerGone)?;
+                last_mark = content_off;
+            }
+            if input.pos == len && !full {
+                break;
+            }
+        }
+        let _ = transfer_pool.try_send(buf);
+    }
+    if out_pos > 0 {
+        tx.blocking_send(Msg::Data(out, out_pos))
+            .map_err(|_| Stop::PeerGone)?;
+    }
+    if transfer_off != req.length {
+        return Err(Stop::Failed(StageError::Truncated {
+            path: req.path.clone(),
+            got: transfer_off,
+            expected: req.length,
+        }));
+    }
+    if in_frame {
+        return Err(zerr(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the transfer ends inside a zstd frame",
+        )));
+    }
+    Ok(Some(hash.finish()))
+}
+
+struct WriterState {
+    file: File,
+    checkpoint: Checkpoint,
+    written: u64,
+    /// In-stream content hash when read-back is off.
+    content_hash: Option<ContentHash>,
+}
+
+/// The writer: content into the slot, a durable checkpoint every `checkpoint_every`
+/// bytes (uncompressed) or at the next zstd frame boundary after that many (compressed).
+#[allow(clippy::too_many_arguments)]
+fn write_thread(
+    req: &StageRequest,
+    slot: &dyn RawSlot,
+    st: WriterState,
+    mut rx: mpsc::Receiver<Msg>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    to_reader: Option<std::sync::mpsc::Sender<Written>>,
+    opts: &StageOptions,
+    progress: Option<ProgressFn>,
+    cancel: &CancelToken,
+    touched: &AtomicBool,
+) -> Result<Option<Digests>, Stop> {
+    let WriterState {
+        mut file,
+        mut checkpoint,
+        mut written,
+        mut content_hash,
+    } = st;
+    let io_err = |what: &str, e: io::Error| Stop::Failed(slot_io(slot, what, e));
+    let raw = req.compression == Compression::None;
+    let chunk = opts.checkpoint_every.max(1 << 20);
+    let started = Instant::now();
+    let mut last_emit = Instant::now();
+    let mut crc = crc32fast::Hasher::new();
+    let mut begun = false;
+    // A read-back that already stopped (done, or failed: its result says why) does not
+    // stop the writer.
+    let notify = |n: Written| {
+        if let Some(t) = &to_reader {
+            let _ = t.send(n);
+        }
+    };
+    let mut save = |file: &File,
+                    crc: &mut crc32fast::Hasher,
+                    written: u64,
+                    transfer_end: u64,
+                    transfer_hash: Option<TransferHash>|
+     -> Result<(), Stop> {
+        // Data first, then the record that vouches for it.
+        file.sync_data().map_err(|e| io_err("syncing", e))?;
+        checkpoint.segments.push(Segment {
+            content_end: written,
+            transfer_end,
+            crc: std::mem::take(crc).finalize(),
+            transfer_hash,
+        });
+        checkpoint.content_offset = written;
+        save_checkpoint(slot.store(), &checkpoint)?;
+        failpoint("stage-after-checkpoint", written);
+        Ok(())
+    };
+    while let Some(msg) = rx.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Err(Stop::Failed(StageError::Cancelled {
+                path: req.path.clone(),
+            }));
+        }
+        match msg {
+            Msg::Data(buf, len) => {
+                if written + len as u64 > req.size {
+                    return Err(Stop::Failed(if raw {
+                        StageError::TooLong {
+                            path: req.path.clone(),
+                            expected: req.length,
+                        }
+                    } else {
+                        StageError::DecompressedTooLarge {
+                            path: req.path.clone(),
+                            declared: req.size,
+                        }
+                    }));
+                }
+                if !begun {
+                    begin_write(req, slot, &mut file, written, touched)?;
+                    begun = true;
+                }
+                let mut rest = &buf[..len];
+                if let Some(h) = &mut content_hash {
+                    h.update(rest);
+                }
+                while !rest.is_empty() {
+                    // Uncompressed: segments end on multiples of the interval, so a
+                    // resumed run checks the same ranges.
+                    let take = if raw {
+                        ((chunk - written % chunk) as usize).min(rest.len())
+                    } else {
+                        rest.len()
+                    };
+                    file.write_all(&rest[..take])
+                        .map_err(|e| io_err("writing", e))?;
+                    crc.update(&rest[..take]);
+                    written += take as u64;
+                    rest = &rest[take..];
+                    if raw && written % chunk == 0 {
+                        save(&file, &mut crc, written, written, None)?;
+                    }
+                }
+                notify(Written::UpTo(written));
+                let _ = recycle.try_send(buf);
+                if last_emit.elapsed() >= Duration::from_millis(250) {
+                    emit(&progress, Phase::Write, written, req.size, started);
+                    last_emit = Instant::now();
+                }
+            }
+            Msg::FrameEnd(seg) => {
+                if seg.content_end != written {
+                    return Err(io_err(
+                        "checkpointing",
+                        io::Error::other("frame boundary out of step with the writer"),
+                    ));
+                }
+                save(
+                    &file,
+                    &mut crc,
+                    written,
+                    seg.transfer_end,
+                    seg.transfer_hash,
+                )?;
+            }
+        }
+    }
+    emit(&progress, Phase::Write, written, req.size, started);
+    if written != req.size {
+        return Err(Stop::Failed(StageError::SizeMismatch {
+            path: req.path.clone(),
+            got: written,
+            declared: req.size,
+        }));
+    }
+    if !begun {
+        // Zero-length content (or a resume that had everything): still record the write.
+        begin_write(req, slot, &mut file, written, touched)?;
+    }
+    file.sync_all().map_err(|e| io_err("syncing", e))?;
+    notify(Written::Final);
+    Ok(content_hash.map(ContentHash::finish))
+}
+
+/// Just before the first byte: the record says `incomplete` (the content is no longer
+/// what it described) and an image file gets its final length.
+fn begin_write(
+    req: &StageRequest,
+    slot: &dyn RawSlot,
+    file: &mut File,
+    at: u64,
+    touched: &AtomicBool,
+) -> Result<(), Stop> {
+    touched.store(true, Ordering::SeqCst);
+    let st = slot.store().load()?;
+    if st.state != super::SlotState::Incomplete || st.version.as_deref() != Some(&req.version) {
+        slot.store().mark_incomplete(&req.version)?;
+    }
+    let meta = file
+        .metadata()
+        .map_err(|e| slot_io(slot, "inspecting", e))?;
+    if meta.is_file() && meta.len() != req.size {
+        file.set_len(req.size)
+            .map_err(|e| slot_io(slot, "sizing", e))?;
+    }
+    file.seek(SeekFrom::Start(at))
+        .map_err(|e| slot_io(slot, "seeking in", e))?;
+    Ok(())
+}
+
+/// The read-back: reads what the writer wrote from the medium (O_DIRECT, right behind
+/// the writer; without O_DIRECT only after the final sync and a page-cache drop) and
+/// hashes it.
+#[allow(clippy::too_many_arguments)]
+fn read_back_thread(
+    slot: &dyn RawSlot,
+    req: &StageRequest,
+    mut rd: SlotReader,
+    start: u64,
+    rx: std::sync::mpsc::Receiver<Written>,
+    mut hash: ContentHash,
+    progress: Option<ProgressFn>,
+    cancel: &CancelToken,
+) -> Result<Option<Digests>, Stop> {
+    let started = Instant::now();
+    let mut last_emit = Instant::now();
+    let mut pos = start;
+    let mut avail = start;
+    let mut done = false;
+    if !rd.is_direct() {
+        loop {
+            match rx.recv() {
+                Ok(Written::UpTo(_)) => {}
+                Ok(Written::Final) => break,
+                Err(_) => return Err(Stop::PeerGone),
+            }
+        }
+        done = true;
+        avail = req.size;
+        slot.drop_cache(rd.file(), req.size)
+            .map_err(|e| slot_io(slot, "dropping page cache of", e))?;
+    }
+    while pos < req.size {
+        let want = (pos + READ_BACK_CHUNK as u64).min(req.size);
+        while avail < want && !done {
+            match rx.recv() {
+                Ok(Written::UpTo(n)) => avail = n,
+                Ok(Written::Final) => {
+                    done = true;
+                    avail = req.size;
+                }
+                Err(_) => return Err(Stop::PeerGone),
+            }
+        }
+        if cancel.is_cancelled() {
+            return Err(Stop::Failed(StageError::Cancelled {
+                path: req.path.clone(),
+            }));
+        }
+        rd.read_range(pos, want - pos, |d| hash.update(d))
+            .map_err(|e| slot_io(slot, "reading back", e))?;
+        pos = want;
+        if last_emit.elapsed() >= Duration::from_millis(250) {
+            emit(&progress, Phase::ReadBack, pos, req.size, started);
+            last_emit = Instant::now();
+        }
+    }
+    emit(&progress, Phase::ReadBack, pos, req.size, started);
+    Ok(Some(hash.finish()))
+}
+
+/// Read a slot's content back from the medium and compare it with `sha256` (for a
+/// staged slot before it is switched to, or after a suspicious shutdown). Uses O_DIRECT
+/// where the slot supports it, else drops the page cache first.
+pub fn verify_slot_content(slot: &dyn RawSlot, size: u64, sha256: &str) -> Result<(), StageError> {
+    let mut rd = SlotReader::open(slot)?;
+    if !rd.is_direct() {
+        slot.drop_cache(rd.file(), size)
+            .map_err(|e| slot_io(slot, "dropping page cache of", e))?;
+    }
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    rd.read_range(0, size, |d| h.update(d))
+        .map_err(|e| slot_io(slot, "reading back", e))?;
+    let got = hex::encode(h.finish());
+    if got.eq_ignore_ascii_case(sha256) {
+        Ok(())
+    } else {
+        Err(StageError::HashMismatch {
+            path: format!("slot {}", slot.name()),
+            which: "read-back sha256",
+            expected: sha256.to_ascii_lowercase(),
+            actual: got,
+        })
+    }
 }
 
 pub(super) fn emit(
@@ -757,177 +1455,6 @@ impl Content<'_> {
             Content::Zstd(d) => d.get_ref().get_ref().count,
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_worker(
-    req: &StageRequest,
-    slot: &dyn RawSlot,
-    prep: Prepared,
-    input: ChanRead,
-    hasher: std::thread::JoinHandle<Hashes>,
-    opts: &StageOptions,
-    progress: Option<ProgressFn>,
-    cancel: &CancelToken,
-) -> Result<SlotStatus, StageError> {
-    let Prepared {
-        mut file,
-        offset,
-        hashes: mut prep_hashes,
-        mut checkpoint,
-    } = prep;
-    let name = slot.name().clone();
-    let io_err = |what: &str, e: io::Error| StageError::Io {
-        what: format!("{what} slot {name}"),
-        source: e,
-    };
-    let decompress_err = |e: io::Error| StageError::Decompress {
-        path: req.path.clone(),
-        source: e,
-    };
-    let resumable = req.compression == Compression::None;
-    let started = Instant::now();
-    let mut last_emit = Instant::now();
-    let mut written = offset;
-    let mut chunk_crc = crc32fast::Hasher::new();
-    let mut chunk_fill = 0u64;
-    let mut content_hash = prep_hashes.content.take();
-    let mut out = vec![0u8; 1 << 20];
-    let transfer_count = {
-        let hin = HashingInput {
-            input,
-            hashes: None,
-            count: offset,
-        };
-        let mut content = match req.compression {
-            Compression::None => Content::Plain(hin),
-            Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::new(hin).map_err(decompress_err)?;
-                d.window_log_max(opts.zstd_window_log_max)
-                    .map_err(decompress_err)?;
-                Content::Zstd(Box::new(d))
-            }
-        };
-        loop {
-            if cancel.is_cancelled() {
-                return Err(StageError::Cancelled {
-                    path: req.path.clone(),
-                });
-            }
-            let n = match content.read(&mut out) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(decompress_err(e)),
-            };
-            if written + n as u64 > req.size {
-                return Err(StageError::DecompressedTooLarge {
-                    path: req.path.clone(),
-                    declared: req.size,
-                });
-            }
-            let data = &out[..n];
-            if let Some(h) = &mut content_hash {
-                h.update(data);
-            }
-            file.write_all(data).map_err(|e| io_err("writing", e))?;
-            written += n as u64;
-            if resumable {
-                // Chunks are aligned to the checkpoint interval so a resumed run checks
-                // the same ranges.
-                let mut rest = data;
-                while !rest.is_empty() {
-                    let take = ((checkpoint.chunk_size - chunk_fill) as usize).min(rest.len());
-                    chunk_crc.update(&rest[..take]);
-                    chunk_fill += take as u64;
-                    rest = &rest[take..];
-                    if chunk_fill == checkpoint.chunk_size {
-                        let crc = std::mem::take(&mut chunk_crc).finalize();
-                        checkpoint.chunk_crc.push(crc);
-                        chunk_fill = 0;
-                        // Data first, then the record that vouches for it.
-                        file.sync_data().map_err(|e| io_err("syncing", e))?;
-                        save_checkpoint(slot.store(), &checkpoint)?;
-                        failpoint("stage-after-checkpoint", checkpoint.offset());
-                    }
-                }
-            }
-            if last_emit.elapsed() >= Duration::from_millis(250) {
-                emit(&progress, Phase::Write, written, req.size, started);
-                last_emit = Instant::now();
-            }
-        }
-        content.transfer_count()
-    };
-    emit(&progress, Phase::Write, written, req.size, started);
-    if transfer_count != req.length {
-        return Err(StageError::Truncated {
-            path: req.path.clone(),
-            got: transfer_count,
-            expected: req.length,
-        });
-    }
-    if written != req.size {
-        return Err(StageError::SizeMismatch {
-            path: req.path.clone(),
-            got: written,
-            declared: req.size,
-        });
-    }
-    file.sync_all().map_err(|e| io_err("syncing", e))?;
-
-    let hashes = hasher.join().map_err(|_| StageError::Io {
-        what: "hash thread".into(),
-        source: io::Error::other("panicked"),
-    })?;
-    hashes.verify(req, content_hash)?;
-
-    if opts.read_back {
-        let started = Instant::now();
-        slot.drop_cache(&file, req.size)
-            .map_err(|e| io_err("dropping page cache of", e))?;
-        drop(file);
-        let mut rd = slot.open_for_read()?;
-        slot.drop_cache(&rd, req.size)
-            .map_err(|e| io_err("dropping page cache of", e))?;
-        let mut h = Sha256::new();
-        let mut left = req.size;
-        let mut last = Instant::now();
-        while left > 0 {
-            let n = (left as usize).min(out.len());
-            rd.read_exact(&mut out[..n])
-                .map_err(|e| io_err("reading back", e))?;
-            h.update(&out[..n]);
-            left -= n as u64;
-            if last.elapsed() >= Duration::from_millis(250) {
-                emit(
-                    &progress,
-                    Phase::ReadBack,
-                    req.size - left,
-                    req.size,
-                    started,
-                );
-                last = Instant::now();
-            }
-        }
-        check_hash(
-            req,
-            "read-back sha256",
-            &req.content_sha256,
-            &hex::encode(h.finalize()),
-        )?;
-    }
-
-    let store = slot.store();
-    let _ = std::fs::remove_file(store.checkpoint_path());
-    let st = store.mark_verified(
-        &req.version,
-        &req.content_sha256.to_ascii_lowercase(),
-        req.size,
-    )?;
-    emit(&progress, Phase::Done, req.size, req.size, started);
-    tracing::info!(slot = %slot.name(), version = %req.version, size = req.size, "slot verified");
-    Ok(st)
 }
 
 pub(super) fn check_hash(

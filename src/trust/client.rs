@@ -435,27 +435,29 @@ impl TufClient {
         self.update_root(src, now).await?;
         self.update_timestamp(src, now).await?;
         self.update_snapshot(src, now).await?;
-        let root_targets = self
-            .root
-            .meta
-            .roles
-            .get("targets")
-            .cloned()
-            .ok_or_else(|| TrustError::RoleUndefined {
-                role: "targets".into(),
-                delegator: "root".into(),
-            })?;
-        let keys = self.root.meta.keys.clone();
-        self.load_targets_role(
-            src,
-            "targets",
-            &keys,
-            &root_targets.keyids,
-            root_targets.threshold,
-            now,
-        )
-        .await?;
+        let top = self.top_targets()?;
+        self.load_targets_role(src, &top.role, &top.keys, &top.keyids, top.threshold, now)
+            .await?;
         Ok(now)
+    }
+
+    /// The top-level targets role with the keys and threshold root gives it.
+    fn top_targets(&self) -> Result<ToVisit, TrustError> {
+        let role =
+            self.root
+                .meta
+                .roles
+                .get("targets")
+                .ok_or_else(|| TrustError::RoleUndefined {
+                    role: "targets".into(),
+                    delegator: "root".into(),
+                })?;
+        Ok(ToVisit {
+            role: "targets".into(),
+            keys: self.root.meta.keys.clone(),
+            keyids: role.keyids.clone(),
+            threshold: role.threshold,
+        })
     }
 
     async fn update_root(
@@ -795,22 +797,7 @@ impl TufClient {
         }
         validate_target_path(path)?;
         let now = self.check_clock()?;
-        let root_targets = self
-            .root
-            .meta
-            .roles
-            .get("targets")
-            .cloned()
-            .ok_or_else(|| TrustError::RoleUndefined {
-                role: "targets".into(),
-                delegator: "root".into(),
-            })?;
-        let mut stack = vec![ToVisit {
-            role: "targets".into(),
-            keys: self.root.meta.keys.clone(),
-            keyids: root_targets.keyids,
-            threshold: root_targets.threshold,
-        }];
+        let mut stack = vec![self.top_targets()?];
         let mut visited = std::collections::BTreeSet::new();
         let mut budget = self.limits.max_delegations;
         while budget > 0 {

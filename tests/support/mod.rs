@@ -1,6 +1,7 @@
-//! Shared by the `dbus_*` and `patchctl_*` tests: a private, system-bus-like
-//! `dbus-daemon` (with patchd's real bus policy included), the service on it with the fake
-//! backend, and `patchctl` runs as root or as an unprivileged user.
+//! Shared by the D-Bus tests: a private, system-bus-like `dbus-daemon` (with patchd's real
+//! bus policy included), the service on it with the fake backend or the engine, `patchctl`
+//! and `patchd boot-check` runs as root or as an unprivileged user, and a plain session
+//! bus for fake system services (systemd, logind).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use patchd::dbus::fake::FakeBackend;
-use patchd::dbus::{serve, AuthMode, Bus, Service, ServiceOptions};
+use patchd::dbus::{serve, AuthMode, Bus, ManagerBackend, Service, ServiceOptions};
 
 pub const NOBODY: u32 = 65534;
 
@@ -142,6 +143,20 @@ pub async fn start_service(bus: &TestBus, backend: Arc<FakeBackend>, auth: AuthM
     .expect("serve on test bus")
 }
 
+/// The service with any backend (e.g. an `EngineHandle`) on `bus`, root only.
+pub async fn serve_backend(bus: &TestBus, backend: Arc<dyn ManagerBackend>) -> Service {
+    serve(
+        backend,
+        ServiceOptions {
+            bus: Bus::Address(bus.address.clone()),
+            auth: root_only(),
+            ..ServiceOptions::default()
+        },
+    )
+    .await
+    .expect("serve on test bus")
+}
+
 /// Test authorization: only root may change anything.
 pub fn root_only() -> AuthMode {
     AuthMode::Uids(vec![0])
@@ -200,5 +215,89 @@ pub fn need_root(what: &str) -> bool {
     } else {
         println!("skipped: {what} needs root");
         false
+    }
+}
+
+/// A plain `dbus-daemon --session` on a socket in its own temp dir, for fake system
+/// services (`org.freedesktop.systemd1`, `org.freedesktop.login1`) that the code under
+/// test reaches over D-Bus. Killed when dropped.
+pub struct SessionBus {
+    child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SessionBus {
+    /// Start one, or `None` (reason printed) when dbus-daemon is missing.
+    pub fn start() -> Option<SessionBus> {
+        if !have("dbus-daemon") {
+            println!("skipped: dbus-daemon not installed (apt-get install dbus)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.path().join("bus").display()
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dbus-daemon");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("dbus-daemon stdout"))
+            .read_line(&mut line)
+            .expect("read bus address");
+        let address = line.trim().to_owned();
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon did not print an address: {address:?}"
+        );
+        Some(SessionBus {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+
+    /// A connection builder that will own `name` (add objects with `serve_at`, then
+    /// `build`): the fake service.
+    pub fn service(&self, name: &'static str) -> zbus::connection::Builder<'static> {
+        zbus::connection::Builder::address(self.address.as_str())
+            .expect("bus address")
+            .name(name)
+            .expect("well-known name")
+    }
+
+    /// A plain client connection: what the code under test uses.
+    pub async fn client(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .expect("bus address")
+            .build()
+            .await
+            .expect("connect to session bus")
+    }
+}
+
+/// Run `patchd [--bus-address BUS] boot-check ARGS` and capture its output.
+pub async fn boot_check(address: &str, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .args(["--bus-address", address, "boot-check"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run patchd boot-check");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

@@ -34,6 +34,9 @@ pub mod exit {
     pub const AUDIT_BROKEN: u8 = 8;
     /// `watch` (or `install`) saw the job end with an error.
     pub const JOB_FAILED: u8 = 9;
+    /// Policy does not allow it now (`switch` outside the maintenance window, a hold…);
+    /// the message says why.
+    pub const REFUSED: u8 = 10;
 }
 
 const EXIT_HELP: &str = "\
@@ -47,7 +50,8 @@ Exit status:
   6  not found (no such release, nothing staged, no hold)
   7  patchd or the bus not reachable
   8  audit verify: the audit chain is broken
-  9  watch: the job ended with an error";
+  9  watch: the job ended with an error
+  10 refused by policy now (switch outside the maintenance window, a hold, …)";
 
 /// Control the patchd update daemon.
 #[derive(Debug, Parser)]
@@ -93,8 +97,16 @@ pub enum Cmd {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Switch to the staged release now, overriding the maintenance window (not holds).
-    Switch,
+    /// Switch to the staged release if policy allows it now (window, rollout, holds).
+    ///
+    /// Refused with exit status 10 and the reasons when it does not. --force overrides
+    /// the maintenance window, rollout stage and reboot inhibitors, never a hold: release
+    /// it first with `patchctl release-hold`.
+    Switch {
+        /// Switch outside the maintenance window too (holds still apply).
+        #[arg(long)]
+        force: bool,
+    },
     /// Cancel the running job.
     Cancel,
     /// Go back to the previous release.
@@ -223,6 +235,7 @@ impl From<zbus::Error> for CtlError {
             ErrorKind::NotAuthorized => exit::NOT_AUTHORIZED,
             ErrorKind::InvalidArgument => exit::INVALID_ARGUMENT,
             ErrorKind::NotFound => exit::NOT_FOUND,
+            ErrorKind::Refused => exit::REFUSED,
             ErrorKind::Unavailable => exit::UNAVAILABLE,
             ErrorKind::Failed | ErrorKind::Other => exit::FAILED,
         };
@@ -230,6 +243,7 @@ impl From<zbus::Error> for CtlError {
             ErrorKind::Unavailable => format!("cannot reach patchd: {msg}"),
             ErrorKind::NotAuthorized => format!("not authorized: {msg}"),
             ErrorKind::Busy => format!("busy: {msg}"),
+            ErrorKind::Refused => format!("not now: {msg}"),
             _ => msg,
         };
         CtlError::new(code, msg)
@@ -398,9 +412,23 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 exit::OK
             });
         }
-        Cmd::Switch => {
-            p.switch(HashMap::new()).await?;
-            done(json, "Switched to the staged release.");
+        Cmd::Switch { force } => {
+            let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
+            if *force {
+                opts.insert("force", ZValue::from(true));
+            }
+            match p.switch(opts).await {
+                Ok(()) => done(json, "Switching to the staged release; rebooting."),
+                Err(e) => {
+                    let mut err = CtlError::from(e);
+                    if err.code == exit::REFUSED && !*force {
+                        err.message.push_str(
+                            "\n(--force switches outside the maintenance window; a hold must be released first)",
+                        );
+                    }
+                    return Err(err);
+                }
+            }
         }
         Cmd::Cancel => {
             p.cancel().await?;

@@ -81,6 +81,9 @@ pub fn status(s: &StatusView) -> String {
     if s.staged_version.is_some() {
         kv.push(("Staged", or_dash(&s.staged_version)));
     }
+    if let Some(l) = &s.last_stage {
+        kv.push(("Last staging", l.clone()));
+    }
     if let Some(p) = &s.progress {
         kv.push(("Job", progress(p)));
     }

@@ -1,0 +1,149 @@
+//! Reading a slot back from the medium, not from the page cache.
+//!
+//! The descriptor from [`RawSlot::open_for_read`] is switched to `O_DIRECT` with
+//! `fcntl(F_SETFL)`; reads then use one aligned buffer at aligned offsets. A direct read
+//! of a range the writer still has dirty in the page cache makes the kernel write that
+//! range back first, so the read-back can follow the writer closely and still read what
+//! the device returns. Filesystems without direct I/O refuse the flag; the reader then
+//! falls back to buffered reads (the caller drops the page cache first) and logs why.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use super::stage::RawSlot;
+use super::SlotError;
+
+/// Alignment for `O_DIRECT` buffers, offsets and lengths (covers 512 and 4096-byte
+/// logical blocks).
+pub(super) const ALIGN: usize = 4096;
+
+/// A heap buffer whose usable part starts on an `ALIGN` boundary.
+pub(super) struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub(super) fn new(len: usize) -> Self {
+        let len = len.div_ceil(ALIGN).max(1) * ALIGN;
+        let raw = vec![0u8; len + ALIGN];
+        let start = raw.as_ptr().align_offset(ALIGN);
+        Self { raw, start, len }
+    }
+    pub(super) fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// Reads a slot's content from the medium.
+pub(super) struct SlotReader {
+    file: File,
+    direct: bool,
+    buf: AlignedBuf,
+}
+
+impl SlotReader {
+    pub(super) fn open(slot: &dyn RawSlot) -> Result<Self, SlotError> {
+        let file = slot.open_for_read()?;
+        let direct = match set_direct(&file) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(slot = %slot.name(), reason = %e,
+                    "O_DIRECT not supported here; read-back uses buffered reads after dropping the page cache");
+                false
+            }
+        };
+        Ok(Self {
+            file,
+            direct,
+            buf: AlignedBuf::new(1 << 20),
+        })
+    }
+
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Feed the bytes `off..off + len` to `sink`, in order.
+    pub(super) fn read_range(
+        &mut self,
+        off: u64,
+        len: u64,
+        mut sink: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflows"))?;
+        let align = ALIGN as u64;
+        // Direct reads start on a block boundary; the bytes before `off` are skipped.
+        let mut pos = if self.direct {
+            off / align * align
+        } else {
+            off
+        };
+        let buf = self.buf.as_mut_slice();
+        while pos < end {
+            let want = if self.direct {
+                ((end - pos).div_ceil(align) * align).min(buf.len() as u64) as usize
+            } else {
+                (end - pos).min(buf.len() as u64) as usize
+            };
+            let n = match self.file.read_at(&mut buf[..want], pos) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let got_end = pos + n as u64;
+            let lo = off.saturating_sub(pos) as usize;
+            let hi = (got_end.min(end) - pos) as usize;
+            if hi > lo {
+                sink(&buf[lo..hi]);
+            }
+            if self.direct && n % ALIGN != 0 && got_end < end {
+                // A short direct read that is not block-sized only happens at the end of
+                // a file; the next offset would be unaligned.
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            pos = got_end;
+        }
+        Ok(())
+    }
+}
+
+/// Switch an open descriptor to direct I/O.
+fn set_direct(f: &File) -> io::Result<()> {
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; no pointers involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffer_is_aligned() {
+        for n in [1, 4096, 5000, 1 << 20] {
+            let mut b = AlignedBuf::new(n);
+            let s = b.as_mut_slice();
+            assert_eq!(s.as_ptr() as usize % ALIGN, 0);
+            assert!(s.len() >= n && s.len() % ALIGN == 0);
+        }
+    }
+}
