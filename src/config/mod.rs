@@ -384,6 +384,12 @@ pub fn check(paths: &Paths) -> Result<CheckReport, ConfigError> {
     Ok(CheckReport { config })
 }
 
+/// What an empty `[policy] windows` means, said where admins look (`--check-config`,
+/// the daemon's start-up log).
+pub const NO_WINDOWS: &str = "no maintenance windows configured ([policy] windows): the window \
+     is always open, so patchd switches to a staged release and REBOOTS THIS MACHINE BY ITSELF \
+     at any hour; configure windows to schedule reboots";
+
 /// Printable result of [`check`].
 #[derive(Debug, Clone)]
 pub struct CheckReport {
@@ -401,6 +407,9 @@ impl fmt::Display for CheckReport {
                 "files (merge order): {}",
                 files_list(&self.config.sources)
             )?;
+        }
+        if self.config.policy.windows.is_empty() {
+            writeln!(f, "WARNING: {NO_WINDOWS}")?;
         }
         let json = serde_json::to_string_pretty(&self.config).map_err(|_| fmt::Error)?;
         write!(f, "effective settings:\n{json}")
@@ -666,4 +675,21 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         metrics,
         sources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_report_warns_loudly_without_windows() {
+        let open = load_strs(&[("patchd.toml", "")]).unwrap();
+        let text = CheckReport { config: open }.to_string();
+        assert!(text.contains("WARNING: no maintenance windows"), "{text}");
+        assert!(text.contains("REBOOTS THIS MACHINE BY ITSELF"), "{text}");
+        let windowed =
+            load_strs(&[("patchd.toml", "[policy]\nwindows = [\"Sat 02:00-05:00\"]\n")]).unwrap();
+        let text = CheckReport { config: windowed }.to_string();
+        assert!(!text.contains("WARNING"), "{text}");
+    }
 }

@@ -278,6 +278,9 @@ pub async fn start(
 ) -> Result<(EngineHandle, tokio::task::JoinHandle<RunExit>), DaemonError> {
     let cfg = crate::config::load(paths)?;
     let policy = cfg.policy.to_policy()?;
+    if cfg.policy.windows.is_empty() {
+        tracing::warn!("{}", crate::config::NO_WINDOWS);
+    }
     let boot_cfg = cfg.boot_config.as_ref().ok_or(DaemonError::BootConfig(
         "the configuration has no [boot] section".into(),
     ))?;
@@ -340,11 +343,10 @@ pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonErr
         .await
         .map_err(|e| DaemonError::Dbus(e.to_string()))?;
     notify(&[sd_notify::NotifyState::Ready]);
-    let mut usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| {
+    let watchdog = watchdog_timeout().map(|timeout| {
         // Ping at half the timeout, as systemd recommends.
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_micros(usec / 2));
+            let mut tick = tokio::time::interval(timeout / 2);
             loop {
                 tick.tick().await;
                 notify(&[sd_notify::NotifyState::Watchdog]);
@@ -384,6 +386,27 @@ pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonErr
         w.abort();
     }
     Ok(exit)
+}
+
+/// The service watchdog systemd asks for, as sd_watchdog_enabled(3) reads it:
+/// `WATCHDOG_USEC` set and positive, and `WATCHDOG_PID` either unset or our own pid.
+/// (sd-notify's `watchdog_enabled` insists on `WATCHDOG_PID`.)
+fn watchdog_timeout() -> Option<std::time::Duration> {
+    watchdog_from(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+fn watchdog_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<std::time::Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    match pid.map(|p| p.trim().parse::<u32>()) {
+        None => {}
+        Some(Ok(p)) if p == me => {}
+        Some(_) => return None,
+    }
+    Some(std::time::Duration::from_micros(usec))
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -487,5 +510,23 @@ mod tests {
             .expect("missing dir")
             .to_string();
         assert!(msg.contains("/missing"), "{msg}");
+    }
+
+    #[test]
+    fn watchdog_follows_sd_watchdog_enabled() {
+        use std::time::Duration;
+        assert_eq!(
+            watchdog_from(Some("400000"), None, 7),
+            Some(Duration::from_millis(400))
+        );
+        assert_eq!(
+            watchdog_from(Some("400000"), Some("7"), 7),
+            Some(Duration::from_millis(400))
+        );
+        assert_eq!(watchdog_from(Some("400000"), Some("8"), 7), None);
+        assert_eq!(watchdog_from(Some("400000"), Some("x"), 7), None);
+        assert_eq!(watchdog_from(Some("0"), None, 7), None);
+        assert_eq!(watchdog_from(Some("soon"), None, 7), None);
+        assert_eq!(watchdog_from(None, Some("7"), 7), None);
     }
 }

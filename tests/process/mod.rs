@@ -234,7 +234,7 @@ impl Device {
                 (v1, v2, input)
             }
         };
-        let mut rel = AddRelease::new("test-box", "2.0.0".parse().unwrap(), img_path(&input));
+        let mut rel = AddRelease::new("test-box", "2.0.0".parse().unwrap(), input.file.clone());
         rel.images = vec![input];
         rel.security_version = 2;
         rel.kind = patchd::manifest::Kind::Security;
@@ -402,10 +402,6 @@ impl Device {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.top.join("patchd.log")).unwrap_or_default()
     }
-}
-
-fn img_path(i: &ImageInput) -> PathBuf {
-    i.file.clone()
 }
 
 /// The daemon process; killed if the test ends first.
