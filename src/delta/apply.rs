@@ -408,6 +408,10 @@ pub fn apply_dynamic(
                         return Err(bad("sha256 differs from the signed one".into()));
                     }
                     w.write(outs[k].0, &out)?;
+                    (ctl.progress)(outs[k].0 + u64::from(ck.len), t.size);
+                    if (ctl.cancelled)() {
+                        return Err(DeltaError::Cancelled);
+                    }
                 }
                 i = j;
             }
