@@ -181,6 +181,15 @@ struct AddArgs {
     /// Store images uncompressed instead of zstd.
     #[arg(long)]
     no_compress: bool,
+    /// Also publish a static delta from this earlier version's image (repeatable).
+    #[arg(long = "delta-from", value_name = "VERSION")]
+    delta_from: Vec<semver::Version>,
+    /// Do not publish the chunk index and chunk store (dynamic deltas) of raw images.
+    #[arg(long)]
+    no_chunk_index: bool,
+    /// zstd level of delta pieces and chunk frames.
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+    delta_level: i32,
     /// security, bugfix or feature.
     #[arg(long, default_value = "bugfix")]
     kind: Kind,
@@ -331,7 +340,12 @@ fn run(cli: Cli) -> Result<()> {
                 channels: a.channel.clone(),
                 published: None,
             };
-            let m = open()?.add_release(&rel)?;
+            let deltas = publish::DeltaOptions {
+                from: a.delta_from.clone(),
+                chunk_index: !a.no_chunk_index,
+                level: a.delta_level,
+            };
+            let m = open()?.add_release_with(&rel, &deltas)?;
             println!("published {}", m.target_path());
         }
         Cmd::Promote {

@@ -1,1 +1,23 @@
-//! Delta updates: static deltas between known releases and chunk-index dynamic deltas.
+//! Delta updates: move only what changed between releases, in bounded device memory.
+//!
+//! - [`format`]: the static delta file (header, entry table, payloads), strictly parsed;
+//! - [`index`]: the chunk index of an image and its chunk store (dynamic deltas);
+//! - [`encode`]: the publisher side (`patchpub add --delta-from`, chunk stores);
+//! - [`apply`]: the device side, writing into a [`crate::slot::stage::RawSlot`];
+//! - `sketch`: where a new chunk's content lies in the old image (publisher only);
+//! - `codec`: zstd with the base range as a raw-content prefix.
+//!
+//! See docs/delta.md.
+
+pub mod apply;
+mod codec;
+pub mod encode;
+mod error;
+pub mod format;
+pub mod index;
+mod sketch;
+
+pub use apply::{apply_dynamic, apply_static, ApplyReport, Control, LocalImage, TargetImage};
+pub use encode::{build_chunk_store, encode_static, EncodeOptions, EncodeStats, STATIC_CDC};
+pub use error::DeltaError;
+pub use index::{CdcParams, ChunkIndex, DYNAMIC_CDC};

@@ -19,6 +19,7 @@ pub mod handle;
 pub mod ports;
 mod reconcile;
 pub mod repo;
+mod repo_delta;
 pub mod runner;
 pub mod state;
 pub mod statefile;

@@ -190,6 +190,27 @@ impl RepoUpdates {
             .sha256()
             .ok_or_else(|| PortError::new(&what, "image target has no sha256"))?
             .to_string();
+        if image.format == manifest::ImageFormat::Raw {
+            let delta = super::repo_delta::DeltaStage {
+                client: &self.client,
+                metadata: self.metadata.as_ref(),
+                targets: &self.targets,
+                version,
+                image,
+                slot: &raw,
+                others: self
+                    .slots
+                    .values()
+                    .filter(|s| s.name() != slot)
+                    .cloned()
+                    .collect(),
+                full_len: target.length(),
+                progress: &progress,
+            };
+            if let Some(report) = delta.run().await {
+                return Ok(report);
+            }
+        }
         let req = StageRequest {
             path: target.remote_path(),
             version: version.to_string(),

@@ -19,7 +19,7 @@ pub use parse::check_name;
 pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};
 pub use summary::{ReleaseSummary, CUSTOM_KEY};
 pub use types::{
-    parse_release_target_path, release_target_path, Compression, Image, ImageFormat, Kind,
-    Manifest, Rollout, RolloutStage, Severity, SCHEMA_VERSION,
+    parse_release_target_path, release_target_path, ChunksRef, Compression, DeltaRef, Image,
+    ImageFormat, Kind, Manifest, Rollout, RolloutStage, Severity, SCHEMA_VERSION,
 };
 pub use verified::VerifiedManifest;

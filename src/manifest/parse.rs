@@ -19,6 +19,7 @@ const MAX_LIST: usize = 64;
 const MAX_CVES: usize = 256;
 const MAX_IMAGES: usize = 32;
 const MAX_STAGES: usize = 32;
+const MAX_DELTAS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -156,6 +157,24 @@ impl Manifest {
             check_name(&f("slot_class"), &img.slot_class)?;
             check_target_path(&f("target"), &img.target)?;
             check_sha256(&f("sha256"), &img.sha256)?;
+            check_list(&f("deltas"), &img.deltas, MAX_DELTAS)?;
+            let mut froms = std::collections::HashSet::new();
+            for (j, d) in img.deltas.iter().enumerate() {
+                let g = |n: &str| format!("images[{i}].deltas[{j}].{n}");
+                check_name(&g("from_version"), &d.from_version)?;
+                check_sha256(&g("from_sha256"), &d.from_sha256)?;
+                check_target_path(&g("target"), &d.target)?;
+                if !froms.insert(d.from_sha256.as_str()) {
+                    return Err(field_err(
+                        g("from_sha256"),
+                        "two deltas from the same image",
+                    ));
+                }
+            }
+            if let Some(c) = &img.chunks {
+                check_target_path(&f("chunks.index"), &c.index)?;
+                check_target_path(&f("chunks.store"), &c.store)?;
+            }
             if !seen.insert((img.component.as_str(), img.slot_class.as_str())) {
                 return Err(field_err(
                     f("slot_class"),

@@ -83,6 +83,30 @@ pub struct Image {
     pub size: u64,
     /// Lowercase hex sha256 of the payload after decompression.
     pub sha256: String,
+    /// Static deltas to this image from earlier releases' images (docs/delta.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<DeltaRef>,
+    /// Chunk index and chunk store of this image, for dynamic deltas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunksRef>,
+}
+
+/// A static delta: applies to the image whose sha256 (after decompression) is
+/// `from_sha256`; `target` is the TUF target of the delta file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaRef {
+    pub from_version: String,
+    pub from_sha256: String,
+    pub target: String,
+}
+
+/// The TUF targets of an image's chunk index and chunk store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunksRef {
+    pub index: String,
+    pub store: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

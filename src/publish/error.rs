@@ -52,6 +52,8 @@ pub enum PublishError {
     Verify(#[from] TrustError),
     #[error("repository check failed: {0}")]
     Discovery(#[from] crate::manifest::DiscoveryError),
+    #[error("delta: {0}")]
+    Delta(#[from] crate::delta::DeltaError),
 }
 
 pub(crate) fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> PublishError {

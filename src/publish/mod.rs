@@ -12,6 +12,7 @@
 //! ```
 
 mod bundle;
+mod delta;
 mod error;
 mod images;
 pub mod keystore;
@@ -21,6 +22,7 @@ mod spec;
 mod state;
 mod verify;
 
+pub use delta::DeltaOptions;
 pub use error::PublishError;
 pub use repo::{parse_release_name, AddRelease, ImageInput, InitOptions, Repo, RoleSpec};
 pub use root::{role_keyids, sign_root, RootChanges};

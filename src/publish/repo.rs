@@ -308,6 +308,16 @@ impl Repo {
     /// Publish a release: place its images as targets, write its manifest, re-sign
     /// targets, snapshot and timestamp. Returns the manifest written.
     pub fn add_release(&self, rel: &AddRelease) -> Result<Manifest, PublishError> {
+        self.add_release_with(rel, &super::DeltaOptions::default())
+    }
+
+    /// [`Repo::add_release`] plus static deltas from earlier releases and chunk indexes
+    /// for dynamic deltas (docs/delta.md).
+    pub fn add_release_with(
+        &self,
+        rel: &AddRelease,
+        deltas: &super::DeltaOptions,
+    ) -> Result<Manifest, PublishError> {
         let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
         let mpath = release_target_path(&rel.product, &rel.version);
@@ -343,6 +353,21 @@ impl Repo {
                     extra: Default::default(),
                 },
             );
+            let extras = if img.format == ImageFormat::Raw {
+                super::delta::image_extras(
+                    &st,
+                    &self.targets_dir(),
+                    &rel.product,
+                    &rel.version,
+                    &img.component,
+                    &img.slot_class,
+                    &img.file,
+                    deltas,
+                )?
+            } else {
+                Default::default()
+            };
+            st.targets.targets.extend(extras.targets);
             images.push(Image {
                 component: img.component.clone(),
                 slot_class: img.slot_class.clone(),
@@ -351,6 +376,8 @@ impl Repo {
                 compression: img.compression,
                 size: placed.uncompressed_size,
                 sha256: placed.uncompressed_sha256,
+                deltas: extras.deltas,
+                chunks: extras.chunks,
             });
         }
         let published = rel.published.unwrap_or(now);
