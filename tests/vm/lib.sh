@@ -96,13 +96,61 @@ vm_build_root_tree() {
   cp "$kdir/boot/vmlinuz-$VM_KVER" "$tree/boot/vmlinuz"
   cp "$initrd" "$tree/boot/initrd.img"
   # Our release binaries, when they were built (tests/suites/vm builds them when a
-  # scenario needs them).
-  for b in patchd patchctl; do
-    if [ -x "$VM_TOP/target/release/$b" ]; then
+  # scenario needs them), with the C libraries they link and a dbus-daemon for them.
+  if [ -x "$VM_TOP/target/release/patchd" ] && [ -x "$VM_TOP/target/release/patchctl" ]; then
+    for b in patchd patchctl; do
       cp "$VM_TOP/target/release/$b" "$tree/usr/bin/$b"
       strip "$tree/usr/bin/$b" 2>/dev/null || true
-    fi
+      vm_copy_libs "$tree" "$tree/usr/bin/$b"
+    done
+    vm_patchd_files "$tree" "$release"
+  fi
+}
+
+# vm_copy_libs TREE ELF: the shared libraries ELF needs (as ldd resolves them on this
+# Debian host, i.e. from its packages), copied into TREE at the same paths.
+vm_copy_libs() {
+  local tree=$1 elf=$2 lib
+  for lib in $(ldd "$elf" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }'); do
+    [ -e "$tree$lib" ] && continue
+    mkdir -p "$tree$(dirname "$lib")"
+    cp -L "$lib" "$tree$lib"
   done
+}
+
+# What a device running patchd carries in its image: the daemon's configuration (the
+# repository URL and the maintenance window come from a drop-in the scenario writes at
+# boot), the publisher's trusted root, a machine id, a dbus-daemon for a private bus
+# (the busybox guest has no system bus and no systemd), and a health check that fails
+# in v3 only (a release that boots but is not healthy).
+vm_patchd_files() {
+  local tree=$1 release=$2 p=$VM_CACHE/parts
+  mkdir -p "$tree/usr/share/patchd" "$tree/etc/patchd/patchd.toml.d" "$tree/usr/lib/vm"
+  cp "$VM_DIR/guest/patchd.toml" "$tree/etc/patchd/patchd.toml"
+  cp "$p/repo-base/metadata/1.root.json" "$tree/usr/share/patchd/root.json"
+  echo 5f1c0d2e7a9b4c3d8e6f0a1b2c3d4e5f >"$tree/etc/machine-id"
+  # The time zone database (tzdata) for the maintenance windows: UTC is enough here.
+  mkdir -p "$tree/usr/share/zoneinfo/Etc"
+  cp /usr/share/zoneinfo/Etc/UTC "$tree/usr/share/zoneinfo/Etc/UTC"
+  cp /usr/share/zoneinfo/Etc/UTC "$tree/usr/share/zoneinfo/UTC"
+  ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
+  cp "$VM_DIR/guest/patchd-guest.sh" "$tree/usr/lib/vm/patchd-guest.sh"
+  cp "$VM_DIR/guest/bus.conf" "$tree/usr/lib/vm/bus.conf"
+  cp /usr/bin/dbus-daemon "$tree/usr/bin/dbus-daemon"
+  vm_copy_libs "$tree" /usr/bin/dbus-daemon
+  local rc=0 why="all good"
+  if [ "$release" = v3 ]; then rc=1; why="v3 is broken on purpose"; fi
+  printf '#!/bin/sh\necho "vm-service: %s"\nexit %s\n' "$why" "$rc" \
+    >"$tree/etc/patchd/health.d/10-vm-service"
+  chmod 755 "$tree/etc/patchd/health.d/10-vm-service"
+}
+
+# The publisher's side: keys and an initialised TUF repository (root v1, no releases).
+# Devices carry its root; scenarios copy it and publish releases into the copy.
+vm_build_repo() {
+  local p=$1
+  "$VM_TOP/target/release/patchpub" --repo "$p/repo-base" --keys "$p/repo-keys" init \
+    >/dev/null || vm_die "patchpub init failed"
 }
 
 # ext4 image of a directory tree, no mounts needed. GRUB 2.06 reads these features.
@@ -126,6 +174,12 @@ vm_build_grub() {
   cp /usr/lib/grub/i386-pc/boot.img "$out.boot"
 }
 
+# The daemon scenarios need the release binaries (tests/suites/vm builds them).
+vm_have_patchd() {
+  local b
+  for b in patchd patchctl patchpub; do [ -x "$VM_TOP/target/release/$b" ] || return 1; done
+}
+
 # Builds (or reuses) the cached parts: kernel, initramfs, GRUB, boot partition, root
 # images of the releases, empty data partition. Cheap when nothing changed.
 vm_build() {
@@ -134,7 +188,7 @@ vm_build() {
   kdir=$(vm_kernel)
   [ -f "$VM_GRUB_SNIPPET" ] || vm_die "GRUB snippet $VM_GRUB_SNIPPET missing"
   key=$( { cat "$VM_DIR"/guest/* "$VM_DIR/lib.sh" "$VM_GRUB_SNIPPET"; echo "$VM_KVER";
-    for b in patchd patchctl; do
+    for b in patchd patchctl patchpub; do
       [ -x "$VM_TOP/target/release/$b" ] && sha256sum "$VM_TOP/target/release/$b"; done; } |
     sha256sum | cut -c1-16)
   stamp=$VM_CACHE/parts/.key
@@ -147,6 +201,7 @@ vm_build() {
   tmp=$(mktemp -d)
   vm_build_initramfs "$kdir" "$p/initrd.img"
   vm_build_grub "$p/grub"
+  if vm_have_patchd; then vm_build_repo "$p"; fi
   # Boot partition: the try-once script and a fresh environment block.
   mkdir -p "$tmp/boot/grub"
   cp "$VM_DIR/guest/grub.cfg" "$tmp/boot/grub/grub.cfg"
@@ -164,6 +219,14 @@ vm_build() {
     vm_mkfs ext4 "$tmp/root" "$p/root-${r%%:*}.img" $((mib * 2048)) "root"
   done
   mkdir -p "$tmp/data/vm"
+  if vm_have_patchd; then
+    # Factory state: slot a holds v1, installed and good (what a device leaves the
+    # factory with; patchd's own status record of the slot).
+    mkdir -p "$tmp/data/slots"
+    printf '{"slot":"a","state":"good","version":"1.0.0","sha256":"%s","size":%s,"installed_at":null}\n' \
+      "$(sha256sum <"$p/root-v1.img" | cut -d' ' -f1)" "$(stat -c %s "$p/root-v1.img")" \
+      >"$tmp/data/slots/a.json"
+  fi
   vm_mkfs ext4 "$tmp/data" "$p/data.img" "$P4_SIZE" data
   rm -rf "$tmp"
   echo "$key" >"$stamp"
@@ -246,9 +309,15 @@ vm_start() {
   qemu-system-x86_64 -accel tcg -m "$VM_QEMU_MEM" -smp 1 -nodefaults -no-user-config \
     -display none -vga none -serial "file:$log" -monitor none \
     -drive "file=$disk,format=raw,if=virtio,cache=unsafe" \
-    -nic none ${VM_QEMU_EXTRA:-} &
+    $(vm_nic) ${VM_QEMU_EXTRA:-} &
   VM_PID=$!
   vm_log "qemu started (pid $VM_PID), console: $log"
+}
+
+# qemu user-mode networking when VM_NET=1: the guest is 10.0.2.15 and reaches the
+# host's 127.0.0.1 at 10.0.2.2 (the repository's web server listens there).
+vm_nic() {
+  if [ "${VM_NET:-0}" = 1 ]; then echo "-nic user,model=virtio-net-pci"; else echo "-nic none"; fi
 }
 
 # Microseconds now, without forking (polling loops run on a loaded machine, where a
@@ -283,6 +352,31 @@ vm_wait_console() {
   done
 }
 
+# vm_wait_progress LOG PHASES PHASE PCT TIMEOUT: waits until the guest's progress
+# markers ("VMTEST: progress PHASE N%") reach PCT in PHASE, or a later phase of the
+# ordered list PHASES, or staging is over (the switch or a reboot request).
+vm_wait_progress() {
+  local log=$1 phases=$2 want=$3 pct=$4 deadline line ph p wi=0 pi i=0 x
+  for x in $phases; do i=$((i + 1)); [ "$x" = "$want" ] && wi=$i; done
+  deadline=$(( $(vm_now_us) + $5 * 1000000 ))
+  while kill -0 "$VM_PID" 2>/dev/null; do
+    [ "$(vm_now_us)" -lt "$deadline" ] || return 1
+    line=$(grep -aE 'VMTEST: (progress|report .*reboot-requested)|patchd-log: .*switching' "$log" | tail -n 1 | vm_clean)
+    case $line in
+      *"VMTEST: progress "*)
+        set -- ${line#*VMTEST: progress }; ph=$1; p=${2%\%}
+        i=0 pi=0
+        for x in $phases; do i=$((i + 1)); [ "$x" = "$ph" ] && pi=$i; done
+        if [ "$pi" -gt "$wi" ] || { [ "$pi" = "$wi" ] && [ "$p" -ge "$pct" ]; }; then return 0; fi
+        ;;
+      "") ;;
+      *) return 0 ;;
+    esac
+    sleep 0.05
+  done
+  return 1
+}
+
 # Console text without carriage returns and terminal escapes (GRUB clears the screen).
 vm_clean() { sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' -e 's/\r//g'; }
 
@@ -290,4 +384,102 @@ vm_clean() { sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' -e 's/\r//g'; }
 vm_kill() {
   kill -KILL "$VM_PID" 2>/dev/null || true
   wait "$VM_PID" 2>/dev/null || true
+}
+
+# --- the publisher's repository, served to the guest ---------------------------------
+
+# vm_repo_setup DIR: a copy of the cached repository (root v1 only) and its keys.
+vm_repo_setup() {
+  rm -rf "$1/repo" "$1/keys"
+  cp -a "$VM_CACHE/parts/repo-base" "$1/repo"
+  cp -a "$VM_CACHE/parts/repo-keys" "$1/keys"
+}
+
+# vm_publish DIR vN [VERSION]: publishes release vN's root filesystem image as version
+# N.0.0 (or VERSION: the same content republished under a new version).
+vm_publish() {
+  local n=${2#v}
+  "$VM_TOP/target/release/patchpub" --repo "$1/repo" --keys "$1/keys" add \
+    --product vm-box --version "${3:-$n.0.0}" --image "$VM_CACHE/parts/root-$2.img" \
+    --kind bugfix --severity medium --summary "VM test release $2" >/dev/null ||
+    vm_die "patchpub add $2 failed"
+  vm_log "published $2 (${3:-$n.0.0})"
+}
+
+# vm_serve DIR: serves DIR/repo on 127.0.0.1 (an ephemeral port); sets VM_SERVER_PID
+# and VM_REPO_URL (as the guest reaches it through qemu's user-mode networking).
+vm_serve() {
+  local log=$1/http.log port="" i
+  python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$1/repo" >"$log" 2>&1 &
+  VM_SERVER_PID=$!
+  for i in $(seq 100); do
+    port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$log" | head -n 1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || vm_die "web server did not start: $(cat "$log")"
+  VM_REPO_URL=http://10.0.2.2:$port/
+  vm_log "repository served on 127.0.0.1:$port (guest: $VM_REPO_URL)"
+}
+
+vm_serve_stop() {
+  if [ -n "${VM_SERVER_PID:-}" ]; then
+    kill "$VM_SERVER_PID" 2>/dev/null || true
+    wait "$VM_SERVER_PID" 2>/dev/null || true
+    VM_SERVER_PID=
+  fi
+}
+
+# A maintenance window open now and for the next three hours (UTC, the guest's zone).
+vm_window_now() {
+  local h; h=$(date -u +%H)
+  printf '%s %s:00-%02d:00' "$(date -u +%a)" "$h" $(( (10#$h + 3) % 24 ))
+}
+
+# --- daemon scenarios ----------------------------------------------------------------
+
+# vm_daemon_hook GOAL EXTRA_REBOOTS: the guest's hook starts `patchd run` against the
+# served repository and runs until it asks for a reboot or its status matches GOAL
+# (see tests/vm/guest/patchd-guest.sh); after GOAL it runs $VM_HOOK_AFTER (a function
+# $VM_HOOK_DEFS may define), then reboots EXTRA_REBOOTS more times.
+vm_daemon_hook() {
+  cat >"$W/onboot.sh" <<HOOK
+. /usr/lib/vm/patchd-guest.sh
+vmp_start "$VM_REPO_URL" "$(vm_window_now)"
+${VM_HOOK_DEFS:-}
+vmp_run '$1' ${VM_GUEST_TIMEOUT:-900} && ${VM_HOOK_AFTER:-true} && vmp_end
+HOOK
+  vm_put "$DISK" 4 "$W/onboot.sh" /vm/onboot.sh
+  echo "$2" >"$W/extra-reboots"
+  vm_put "$DISK" 4 "$W/extra-reboots" /vm/extra-reboots
+}
+
+# What the guest reported (read from its data partition), for the scenario log.
+vm_show_results() {
+  echo "--- boots.log"; vm_cat "$DISK" 4 /vm/boots.log
+  echo "--- report.log"; vm_cat "$DISK" 4 /vm/report.log
+  echo "--- state.json"; vm_cat "$DISK" 4 /state.json; echo
+  echo "--- grubenv"; vm_grubenv "$DISK" list
+}
+
+# vm_assert_report N LINE: line N of the guest's report.log.
+vm_assert_report() {
+  assert_eq "guest report $1" "$(vm_cat "$DISK" 4 /vm/report.log | sed -n "$1p")" "$2"
+}
+
+# Keeps the disk and repository after a daemon scenario for the next one (shared boots).
+vm_share_state() {
+  local d=$VM_CACHE/runs/.shared-$1
+  rm -rf "$d"; mkdir -p "$d"
+  cp --sparse=always "$DISK" "$d/disk.img"
+  cp -a "$W/repo" "$W/keys" "$d/"
+}
+
+# vm_use_state NAME: starts from a shared state, or fails naming the scenario to run first.
+vm_use_state() {
+  local d=$VM_CACHE/runs/.shared-$1
+  [ -f "$d/disk.img" ] || fail "no shared state $1: run daemon-good-update first"
+  cp --sparse=always "$d/disk.img" "$DISK"
+  rm -rf "$W/repo" "$W/keys"
+  cp -a "$d/repo" "$d/keys" "$W/"
 }

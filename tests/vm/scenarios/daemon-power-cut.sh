@@ -1,0 +1,86 @@
+# The real daemon under power cuts: v1 runs on a, v2 is published. The host cuts power
+# (kills qemu) at seeded points during patchd's own staging (VM_CUTS, default 10; the
+# points are progress markers the guest prints, so they stay spread however loaded the
+# host is), then at the bootloader switch, then during the first boot of slot b. After
+# every cut the machine boots a good release (v1 on a or v2 on b) and patchd resumes.
+# The cut during b's first boot spends GRUB's only try: the machine comes back on a and
+# patchd reports RolledBack (it cannot tell a cut from a kernel that never booted) and
+# never retries that version by itself; the publisher's retry (the same image as
+# 2.0.1) then installs and commits with no cuts.
+# VM_SEED replays a run (it is printed first).
+scenario() {
+  vm_have_patchd || fail "release binaries missing (cargo build --release)"
+  local seed=${VM_SEED:-$(( $(date +%s) % 32768 ))} cuts=${VM_CUTS:-10}
+  echo "seed=$seed cuts=$cuts (replay: VM_SEED=$seed tests/vm/vm run daemon-power-cut)"
+  vm_log "daemon-power-cut: seed $seed"
+  RANDOM=$seed
+  export VM_NET=1
+  vm_assemble "$DISK" v1 -
+  vm_repo_setup "$W"
+  vm_publish "$W" v2
+  vm_serve "$W"
+  echo on >"$W/flag"; vm_put "$DISK" 4 "$W/flag" /vm/progress
+  vm_daemon_hook 'state=committed booted=b current=2.0.0' 0
+
+  local runs=0 log i target ph pct extra
+  # Phases of the staging job in the order patchd reports them (VMTEST: progress lines).
+  local phases=${VM_CUT_PHASES:-resume write readback}
+  start_run() {
+    runs=$((runs + 1)); [ "$runs" -le $((cuts + 10)) ] || fail "too many runs"
+    log=$W/console-run$runs.log
+    vm_start "$DISK" "$log"
+  }
+  cut() {
+    vm_kill; VM_PID=
+    echo "cut $1 (run $runs): last markers: $(grep -aE 'VMTEST: (progress|report|booted)|patchd: booting' "$log" |
+      tail -n 2 | vm_clean | tr '\n' '|')"
+  }
+  for i in $(seq "$cuts"); do
+    # A phase and a percentage within it, plus up to a second past the marker.
+    set -- $phases
+    shift $(( RANDOM % $# )); ph=$1
+    pct=$(( RANDOM % 100 )); extra=$(( RANDOM % 1000 ))
+    target="$ph $pct%"
+    start_run
+    vm_wait_progress "$log" "$phases" "$ph" "$pct" 900 || fail "cut $i: no staging progress (wanted $target)"
+    vm_wait_console "$log" 'VMTEST: report .*reboot-requested' "${extra}ms" || true
+    cut "$i at $target+${extra}ms"
+  done
+  # At the bootloader switch: when patchd's log shows the switch.
+  start_run
+  vm_wait_console "$log" 'patchd-log: .*(switching|try_slot|armed)' 1200 || fail "switch cut: patchd never switched"
+  cut "at the switch"
+  # During the first boot of b: at GRUB's choice (its try is spent then).
+  start_run
+  vm_wait_console "$log" 'patchd: booting slot b' 1200 || fail "first-boot cut: GRUB never picked b"
+  extra=$(( RANDOM % 3000 ))
+  vm_wait_console "$log" 'VMTEST: booted' "${extra}ms" || true
+  cut "in b's first boot (+${extra}ms)"
+
+  # No more cuts. The spent try sends the machine back to a, where patchd reports it.
+  vm_daemon_hook 'state=rolled_back booted=a current=1.0.0' 0
+  log=$W/console-rolledback.log
+  vm_start "$DISK" "$log"
+  vm_wait_exit "${VM_DAEMON_TIMEOUT:-1200}" || fail "guest did not power off after the cuts"
+  VM_PID=
+  vm_cat "$DISK" 4 /vm/report.log | tail -n 1 | grep -q 'slot=a release=v1 goal state=rolled_back' ||
+    fail "after the cut in b's first boot: not rolled back on a (report: $(vm_cat "$DISK" 4 /vm/report.log | tail -n 1))"
+
+  # The publisher retries with the same image as 2.0.1: it installs and commits.
+  vm_publish "$W" v2 2.0.1
+  vm_daemon_hook 'state=committed booted=b current=2.0.1' 0
+  LOG=$W/console.log
+  vm_start "$DISK" "$LOG"
+  vm_wait_exit "${VM_DAEMON_TIMEOUT:-1500}" || fail "final run did not power off"
+  VM_PID=
+  vm_show_results
+  local boots; boots=$(vm_cat "$DISK" 4 /vm/boots.log)
+  if echo "$boots" | grep -vE '^boot=[0-9]+ (slot=a release=v1|slot=b release=v2)$'; then
+    fail "a boot ran something other than v1 on a or v2 on b"
+  fi
+  assert_eq "last boot" "$(echo "$boots" | tail -n 1 | cut -d' ' -f2-)" "slot=b release=v2"
+  vm_cat "$DISK" 4 /vm/report.log | tail -n 1 | grep -q 'slot=b release=v2 goal state=committed booted=b current=2.0.1' ||
+    fail "the retried update did not commit"
+  grep -q 'VMTEST: audit verify ok' "$LOG" || fail "audit verify did not pass in the guest"
+  vm_grubenv "$DISK" list | grep -qx 'patchd_b_ok=1' || fail "b not committed in GRUB's environment"
+}
