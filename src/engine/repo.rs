@@ -190,14 +190,14 @@ impl RepoUpdates {
             .sha256()
             .ok_or_else(|| PortError::new(&what, "image target has no sha256"))?
             .to_string();
-        if image.format == manifest::ImageFormat::Raw {
+        if let (manifest::ImageFormat::Raw, Some(raw)) = (image.format, &raw) {
             let delta = super::repo_delta::DeltaStage {
                 client: &self.client,
                 metadata: self.metadata.as_ref(),
                 targets: &self.targets,
                 version,
                 image,
-                slot: &raw,
+                slot: raw,
                 others: self
                     .slots
                     .values()
