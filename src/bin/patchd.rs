@@ -49,6 +49,13 @@ enum Command {
     Boot(patchd::boot::cli::BootArgs),
     /// Wait for patchd's health verdict on this boot; exit 0 when committed or nothing is
     /// on trial, 1 when patchd is rolling back (patchd-boot-check.service).
+    ///
+    /// Asks the running daemon over D-Bus (the system bus, or --bus-address) and waits
+    /// for its PropertiesChanged signals while the booted slot is on trial (state
+    /// verifying). Passes at once when no update awaits a verdict, when the release is
+    /// committed, or when a rollback already brought the previous slot back; fails while
+    /// patchd rolls back from the booted slot. Ordered before boot-complete.target, so
+    /// systemd-bless-boot only blesses boots patchd accepted.
     BootCheck(patchd::dbus::bootcheck::BootCheckArgs),
 }
 
