@@ -15,13 +15,13 @@ use process::*;
 const SIZE: usize = 8 << 20;
 const CHUNK: u64 = 1 << 20;
 
-/// Chunks the staging pipeline has checkpointed (0 when there is no checkpoint).
-fn checkpointed_chunks(dev: &Device) -> usize {
+/// Content bytes the staging pipeline has checkpointed (0 without a checkpoint).
+fn checkpointed(dev: &Device) -> u64 {
     let p = dev.paths.state_dir().join("slots/b.stage.json");
     std::fs::read(p)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["chunk_crc"].as_array().map(Vec::len))
+        .and_then(|v| v["content_offset"].as_u64())
         .unwrap_or(0)
 }
 
@@ -60,14 +60,14 @@ async fn sigkill_during_staging_resumes_from_the_checkpoint_and_completes() {
         &mut d,
         &dev,
         Duration::from_secs(120),
-        "2 checkpoints",
-        |dev| checkpointed_chunks(dev) >= 2,
+        "2 MiB checkpointed",
+        |dev| checkpointed(dev) >= 2 * CHUNK,
     )
     .await;
     assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
     d.kill();
-    let at_kill = checkpointed_chunks(&dev);
-    assert!(at_kill < SIZE / CHUNK as usize, "killed too late");
+    let at_kill = checkpointed(&dev);
+    assert!(at_kill < SIZE as u64, "killed too late");
     assert_eq!(dev.state_kind(), "staging");
     assert_eq!(
         dev.slot_status("b").state,
@@ -109,7 +109,7 @@ async fn sigkill_during_staging_resumes_from_the_checkpoint_and_completes() {
         );
         let fetched = SIZE as u64 - start;
         assert!(fetched < SIZE as u64, "fetched {fetched} of {SIZE}");
-        println!("resumed at {start} of {SIZE} bytes ({at_kill} chunks checkpointed at the kill)");
+        println!("resumed at {start} of {SIZE} bytes ({at_kill} bytes checkpointed at the kill)");
     }
     let ev = dev.audit_events();
     assert!(
