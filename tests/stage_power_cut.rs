@@ -15,7 +15,8 @@ use common::http::{FaultServer, Faults};
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::slot::{
-    stage_image, CancelToken, ImageFileSlot, RawSlot, Slot, SlotState, StageOptions, StageRequest,
+    stage_image, CancelToken, Compression, ImageFileSlot, ImageFormat, RawSlot, Slot, SlotState,
+    StageOptions, StageRequest,
 };
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -68,21 +69,87 @@ async fn kill_9_at_random_points_then_resume() {
     );
     let server = FaultServer::start().await;
     server.add("targets/img", data.clone());
+    kill_rounds(dir.path(), &server, &req).await;
+
+    let s = finish(dir.path(), &server, &req).await;
+    assert_eq!(std::fs::read(s.image_path()).unwrap(), data);
+    let resumed: Vec<u64> = server.seen().iter().filter_map(|r| r.range_start).collect();
+    assert!(
+        resumed.iter().any(|&o| o > 0 && o % MIB == 0),
+        "no run resumed from a checkpoint: {resumed:?}"
+    );
+}
+
+/// A zstd image made of independent frames (as patchpub writes them) resumes in direct
+/// mode from a frame boundary: the range requests start exactly at frame offsets of the
+/// compressed stream, and the result is the same verified slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_compressed_direct_mode_then_resume_at_frame_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    // Half noise, half compressible, so frames differ in compressed size.
+    let mut content = Vec::new();
+    let mut frames = Vec::new();
+    let mut boundaries = Vec::new();
+    for i in 0..24u64 {
+        let piece = if i % 2 == 0 {
+            common::noise(MIB as usize, 100 + i)
+        } else {
+            vec![i as u8; MIB as usize]
+        };
+        frames.extend(zstd::encode_all(&piece[..], 3).unwrap());
+        boundaries.push(frames.len() as u64);
+        content.extend(piece);
+    }
+    let req = StageRequest {
+        path: "targets/img.zst".into(),
+        version: "3.0".into(),
+        length: frames.len() as u64,
+        sha256: hex::encode(Sha256::digest(&frames)),
+        sha512: Some(hex::encode(sha2::Sha512::digest(&frames))),
+        compression: Compression::Zstd,
+        format: ImageFormat::Raw,
+        size: content.len() as u64,
+        content_sha256: hex::encode(Sha256::digest(&content)),
+    };
+    let server = FaultServer::start().await;
+    server.add("targets/img.zst", frames.clone());
+    kill_rounds(dir.path(), &server, &req).await;
+
+    let s = finish(dir.path(), &server, &req).await;
+    assert_eq!(std::fs::read(s.image_path()).unwrap(), content);
+    let resumed: Vec<u64> = server
+        .seen()
+        .iter()
+        .filter_map(|r| r.range_start)
+        .filter(|&o| o > 0)
+        .collect();
+    assert!(!resumed.is_empty(), "no run resumed from a checkpoint");
+    for o in &resumed {
+        assert!(
+            boundaries.contains(o),
+            "resumed at {o}, which is not a frame boundary: {boundaries:?}"
+        );
+    }
+}
+
+/// Start the child three times, each killed (SIGKILL) at a random point after it passed
+/// the previous checkpoint.
+async fn kill_rounds(dir: &std::path::Path, server: &FaultServer, req: &StageRequest) {
     // ~64 KiB per 2 ms: a run takes long enough to be killed mid-write.
     server.set(Faults {
         chunk_delay: Some(Duration::from_millis(2)),
         ..Faults::default()
     });
     let exe = std::env::current_exe().unwrap();
-    let cp = dir.path().join("state/slots/b.stage.json");
+    let cp = dir.join("state/slots/b.stage.json");
     let mut rng = rand::thread_rng();
     let mut kills = 0;
     for round in 0..3 {
         let mut child = Command::new(&exe)
             .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-            .env("PATCHD_STAGE_CHILD", dir.path())
+            .env("PATCHD_STAGE_CHILD", dir)
             .env("PATCHD_STAGE_URL", server.url())
-            .env("PATCHD_STAGE_REQ", serde_json::to_string(&req).unwrap())
+            .env("PATCHD_STAGE_REQ", serde_json::to_string(req).unwrap())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -99,29 +166,30 @@ async fn kill_9_at_random_points_then_resume() {
             kills += 1;
         }
         let _ = child.wait();
-        let st = slot(dir.path()).status().unwrap();
+        let st = slot(dir).status().unwrap();
         assert!(
             kills == 0 || st.state == SlotState::Incomplete,
             "round {round}: killed slot must stay incomplete: {st:?}"
         );
     }
     assert!(kills > 0, "the child finished before it could be killed");
+}
 
-    // Final uninterrupted run in this process.
+/// The final uninterrupted run in this process: verified, with the signed hash.
+async fn finish(
+    dir: &std::path::Path,
+    server: &FaultServer,
+    req: &StageRequest,
+) -> Arc<ImageFileSlot> {
     server.set(Faults::default());
     let src = HttpSource::new(&server.url(), HttpOptions::default()).unwrap();
-    let s = slot(dir.path());
-    let st = stage_image(&req, &src, s.clone(), &opts(), None, &CancelToken::new())
+    let s = slot(dir);
+    let st = stage_image(req, &src, s.clone(), &opts(), None, &CancelToken::new())
         .await
         .unwrap();
     assert_eq!(st.state, SlotState::Verified);
-    assert_eq!(st.sha256.as_deref(), Some(req.sha256.as_str()));
-    assert_eq!(std::fs::read(s.image_path()).unwrap(), data);
-    let resumed: Vec<u64> = server.seen().iter().filter_map(|r| r.range_start).collect();
-    assert!(
-        resumed.iter().any(|&o| o > 0 && o % MIB == 0),
-        "no run resumed from a checkpoint: {resumed:?}"
-    );
+    assert_eq!(st.sha256.as_deref(), Some(req.content_sha256.as_str()));
+    s
 }
 
 fn checkpoint_offset(path: &std::path::Path) -> u64 {

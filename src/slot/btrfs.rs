@@ -22,6 +22,7 @@ use super::stage::{
     ImageFormat, Phase, ProgressFn, StageError, StageOptions, StageRequest,
 };
 use super::status::StatusStore;
+use super::tee::DownloadTee;
 use super::{Slot, SlotError, SlotState, SlotStatus};
 use crate::fetch::ByteSource;
 use crate::fsutil;
@@ -221,7 +222,8 @@ impl BtrfsSlots {
         }
         self.check_writable(name)?;
         let store = StatusStore::new(&self.state_dir, name.clone());
-        store.mark_incomplete(&req.version)?;
+        // The slot's own subvolume is untouched until the new tree is verified, so its
+        // record stays as it is until then (a failure leaves both as they were).
         let partial = Self::partial_name(name);
         let partial_path = self.root.join(&partial);
         if partial_path.exists() {
@@ -230,19 +232,23 @@ impl BtrfsSlots {
         subvol_create(&self.root, &partial).map_err(|e| Self::io(name, e))?;
 
         let result = self
-            .extract_verified(req, source, &partial_path, opts, progress, cancel)
+            .extract_verified(req, source, name, &partial_path, opts, progress, cancel)
             .await;
-        if let Err(e) = &result {
-            tracing::warn!(slot = %name, path = %req.path, error = %e, "btrfs staging failed");
+        if let Err(e) = result {
+            tracing::warn!(slot = %name, path = %req.path, error = %e, resumable = e.is_resumable(), "btrfs staging failed");
             let _ = subvol_delete(&self.root, &partial);
-            return Err(result.err().unwrap_or(StageError::Cancelled {
-                path: req.path.clone(),
-            }));
+            if !e.is_resumable() {
+                DownloadTee::remove(&self.root, name.as_str());
+            }
+            return Err(e);
         }
+        DownloadTee::remove(&self.root, name.as_str());
         // Verified: replace any older content of this slot, then publish.
         let io = |e| StageError::Slot(Self::io(name, e));
         let dst = self.subvolume_path(name);
         if dst.exists() {
+            // From here until the record says verified the old content is going away.
+            store.mark_incomplete(&req.version)?;
             subvol_delete(&self.root, name.as_str()).map_err(io)?;
         }
         std::fs::rename(&partial_path, &dst).map_err(io)?;
@@ -258,22 +264,49 @@ impl BtrfsSlots {
         Ok(st)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn extract_verified(
         &self,
         req: &StageRequest,
         source: &dyn ByteSource,
+        name: &SlotName,
         dest: &Path,
         opts: &StageOptions,
         progress: Option<ProgressFn>,
         cancel: &CancelToken,
     ) -> Result<(), StageError> {
-        let reader = source
-            .open_exact(&req.path, 0, req.length)
+        let tee_err = |e: io::Error| StageError::Io {
+            what: format!(
+                "keeping the download of {} in {}",
+                req.path,
+                self.root.display()
+            ),
+            source: e,
+        };
+        let (tee, prefix) = DownloadTee::open(
+            &self.root,
+            name.as_str(),
+            req,
+            opts.checkpoint_every.min(16 << 20),
+        )
+        .map_err(tee_err)?;
+        let remote = source
+            .open_exact(&req.path, prefix, req.length)
             .await
             .map_err(|e| StageError::Fetch {
                 path: req.path.clone(),
                 source: e,
             })?;
+        let reader: crate::fetch::ByteReader = if prefix > 0 {
+            tracing::info!(slot = %name, path = %req.path, prefix, "replaying the kept download, fetching the rest");
+            let local = tokio::fs::File::from_std(tee.prefix_reader().map_err(tee_err)?);
+            Box::new(tokio::io::AsyncReadExt::chain(
+                tokio::io::AsyncReadExt::take(local, prefix),
+                remote,
+            ))
+        } else {
+            remote
+        };
         let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize)>(opts.buffers.max(1));
         let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(opts.buffers.max(1) + 1);
         for _ in 0..opts.buffers.max(1) {
@@ -294,7 +327,10 @@ impl BtrfsSlots {
                     cur: None,
                     pos: 0,
                 };
-                extract_worker(&req, input, &dest, &policy, &opts, progress, &cancel)
+                let mut tee = tee;
+                extract_worker(
+                    &req, input, &mut tee, &dest, &policy, &opts, progress, &cancel,
+                )
             })
         };
         let pump = pump_source(req, reader, 0, full_tx, &mut empty_rx, cancel).await;
@@ -368,9 +404,11 @@ impl Read for ContentReader<'_, '_> {
 #[error("decompressed archive exceeds its declared size")]
 struct ContentTooLarge;
 
+#[allow(clippy::too_many_arguments)]
 fn extract_worker(
     req: &StageRequest,
     input: ChanRead,
+    tee: &mut DownloadTee,
     dest: &Path,
     policy: &ExtractPolicy,
     opts: &StageOptions,
@@ -388,6 +426,7 @@ fn extract_worker(
         input,
         hashes: Some(&mut hashes),
         count: 0,
+        tee: Some(tee),
     };
     let mut content = match req.compression {
         Compression::None => Content::Plain(hin),

@@ -59,7 +59,7 @@ impl SlotReader {
         Ok(Self {
             file,
             direct,
-            buf: AlignedBuf::new(1 << 20),
+            buf: AlignedBuf::new(512 << 10),
         })
     }
 

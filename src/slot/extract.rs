@@ -167,14 +167,61 @@ pub fn extract<R: Read>(
         if let Some(p) = full.parent() {
             std::fs::create_dir_all(p).map_err(|e| io(&shown, e))?;
         }
+        // The tar crate restores xattrs of files but not of directories: do those here.
+        let dir_xattrs = if kind == EntryType::Directory {
+            pax_xattrs(&mut entry).map_err(|e| io(&shown, e))?
+        } else {
+            Vec::new()
+        };
         // unpack_in re-checks containment and refuses `..`; false means it skipped.
         let done = entry.unpack_in(dest).map_err(|e| io(&shown, e))?;
         if !done {
             return Err(ExtractError::DotDot { path: shown });
         }
+        for (name, value) in &dir_xattrs {
+            set_xattr(&full, name, value).map_err(|e| io(&shown, e))?;
+        }
         count += 1;
     }
     Ok(count)
+}
+
+/// The extended attributes a PAX header carries (`SCHILY.xattr.<name>`, as GNU tar and
+/// the tar crate write them).
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(exts) = entry.pax_extensions()? {
+        for e in exts {
+            let e = e?;
+            if let Some(name) = e.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                out.push((name.to_vec(), e.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `lsetxattr(2)` (never follows a symlink).
+fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = |_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in xattr name");
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(bad)?;
+    let n = std::ffi::CString::new(name).map_err(bad)?;
+    // SAFETY: both strings are NUL-terminated and live for the call; `value` is a valid
+    // buffer of `value.len()` bytes.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

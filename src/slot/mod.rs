@@ -17,6 +17,7 @@ mod file;
 pub mod sha;
 pub mod stage;
 mod status;
+mod tee;
 
 pub use block::BlockSlot;
 pub use btrfs::{BtrfsSlot, BtrfsSlots};
@@ -25,8 +26,8 @@ pub use config::{SlotBackend, SlotEntry, SlotsConfig};
 pub use file::ImageFileSlot;
 use serde::{Deserialize, Serialize};
 pub use stage::{
-    stage_image, verify_slot_content, CancelToken, Compression, ImageFormat, Phase, Progress,
-    ProgressFn, RawSlot, StageError, StageOptions, StageRequest,
+    stage_image, supports_direct_read, verify_slot_content, CancelToken, Compression, ImageFormat,
+    Phase, Progress, ProgressFn, RawSlot, StageError, StageOptions, StageRequest,
 };
 pub use status::StatusStore;
 

@@ -767,6 +767,8 @@ pub(super) struct HashingInput<'a> {
     /// `None` when a separate hash thread already hashes the transfer.
     pub(super) hashes: Option<&'a mut Hashes>,
     pub(super) count: u64,
+    /// Keeps the downloaded bytes for a later resume (archive installs).
+    pub(super) tee: Option<&'a mut super::tee::DownloadTee>,
 }
 
 impl Read for HashingInput<'_> {
@@ -779,6 +781,9 @@ impl Read for HashingInput<'_> {
         if let Some(h) = &mut self.hashes {
             h.transfer(&out[..n]);
         }
+        if let Some(t) = &mut self.tee {
+            t.observe(self.count, &out[..n])?;
+        }
         self.count += n as u64;
         self.input.consume(n);
         Ok(n)
@@ -786,10 +791,10 @@ impl Read for HashingInput<'_> {
 }
 
 /// Content buffers between the decoder and the writer (zstd images).
-const CONTENT_BUFFERS: usize = 3;
-const CONTENT_BUFFER: usize = 512 << 10;
+const CONTENT_BUFFERS: usize = 2;
+const CONTENT_BUFFER: usize = 256 << 10;
 /// Read-back request size (aligned for O_DIRECT).
-const READ_BACK_CHUNK: usize = 1 << 20;
+const READ_BACK_CHUNK: usize = 512 << 10;
 
 /// Hashes of the content, from the slot (read-back) or from the written stream.
 #[derive(Clone)]
@@ -1386,6 +1391,12 @@ fn read_back_thread(
     }
     emit(&progress, Phase::ReadBack, pos, req.size, started);
     Ok(Some(hash.finish()))
+}
+
+/// Whether the read-back of `slot` bypasses the page cache with `O_DIRECT` (otherwise it
+/// uses buffered reads after dropping the cache, and logs why).
+pub fn supports_direct_read(slot: &dyn RawSlot) -> Result<bool, SlotError> {
+    Ok(SlotReader::open(slot)?.is_direct())
 }
 
 /// Read a slot's content back from the medium and compare it with `sha256` (for a

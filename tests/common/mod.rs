@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod http;
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible enough for tests.
