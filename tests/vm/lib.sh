@@ -361,7 +361,7 @@ vm_wait_progress() {
   deadline=$(( $(vm_now_us) + $5 * 1000000 ))
   while kill -0 "$VM_PID" 2>/dev/null; do
     [ "$(vm_now_us)" -lt "$deadline" ] || return 1
-    line=$(grep -aE 'VMTEST: (progress|report .*reboot-requested)|patchd-log: .*switching' "$log" | tail -n 1 | vm_clean)
+    line=$(grep -aE 'VMTEST: (progress|state staged|state switching|report .*reboot-requested)|patchd-log: .*switching' "$log" | tail -n 1 | vm_clean)
     case $line in
       *"VMTEST: progress "*)
         set -- ${line#*VMTEST: progress }; ph=$1; p=${2%\%}
@@ -430,6 +430,11 @@ vm_serve_stop() {
   fi
 }
 
+# A maintenance window three days from now (closed for the whole scenario).
+vm_window_closed() {
+  printf '%s 03:00-03:01' "$(date -u -d '+3 days' +%a)"
+}
+
 # A maintenance window open now and for the next three hours (UTC, the guest's zone).
 vm_window_now() {
   local h; h=$(date -u +%H)
@@ -445,7 +450,7 @@ vm_window_now() {
 vm_daemon_hook() {
   cat >"$W/onboot.sh" <<HOOK
 . /usr/lib/vm/patchd-guest.sh
-vmp_start "$VM_REPO_URL" "$(vm_window_now)"
+vmp_start "$VM_REPO_URL" "${VM_WINDOW:-$(vm_window_now)}"
 ${VM_HOOK_DEFS:-}
 vmp_run '$1' ${VM_GUEST_TIMEOUT:-900} && ${VM_HOOK_AFTER:-true} && vmp_end
 HOOK
