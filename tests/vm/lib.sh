@@ -208,7 +208,10 @@ vm_build() {
   cp "$VM_GRUB_SNIPPET" "$tmp/boot/grub/patchd-ab.cfg"
   grub-editenv "$tmp/boot/grub/grubenv" create
   grub-editenv "$tmp/boot/grub/grubenv" set patchd_order=a patchd_a_ok=1
-  vm_mkfs ext2 "$tmp/boot" "$p/boot.img" "$P1_SIZE" boot
+  # ext4, journaled: patchd replaces grubenv by rename on this partition, and a power
+  # cut right after that left an ext2 /boot inconsistent (found by daemon-power-cut;
+  # the guest runs no fsck). GRUB's save_env writes the block in place either way.
+  vm_mkfs ext4 "$tmp/boot" "$p/boot.img" "$P1_SIZE" boot
   local r
   for r in v1:good v2:good v3:good v4:noinit; do
     vm_build_root_tree "$tmp/root" "${r%%:*}" "${r##*:}" "$kdir" "$p/initrd.img"
