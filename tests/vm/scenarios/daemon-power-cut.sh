@@ -42,7 +42,7 @@ scenario() {
     log=$W/console-run$runs.log
     vm_start "$DISK" "$log"
   }
-  cut() {
+  power_cut() {
     vm_kill; VM_PID=
     echo "cut $1 (run $runs): last markers: $(grep -aE 'VMTEST: (progress|report|booted)|patchd: booting' "$log" |
       tail -n 2 | vm_clean | tr '\n' '|')"
@@ -57,7 +57,7 @@ scenario() {
     vm_wait_progress "$log" "$phases" "$ph" "$pct" 900 || fail "cut $i: no staging progress (wanted $target)"
     vm_wait_console "$log" 'VMTEST: state staged' "${extra}ms" || true
     grep -aq 'VMTEST: state staged' "$log" || in_staging=$((in_staging + 1))
-    cut "$i at $target+${extra}ms"
+    power_cut "$i at $target+${extra}ms"
   done
   echo "$in_staging of $cuts cuts landed during staging (the others right after it)"
   [ "$in_staging" -ge $(( cuts / 2 )) ] || fail "fewer than half the cuts landed during staging"
@@ -65,13 +65,13 @@ scenario() {
   vm_daemon_hook 'state=committed booted=b current=2.0.0' 0
   start_run
   vm_wait_console "$log" 'patchd-log: .*(switching|try_slot|armed)' 1200 || fail "switch cut: patchd never switched"
-  cut "at the switch"
+  power_cut "at the switch"
   # During the first boot of b: at GRUB's choice (its try is spent then).
   start_run
   vm_wait_console "$log" 'patchd: booting slot b' 1200 || fail "first-boot cut: GRUB never picked b"
   extra=$(( RANDOM % 3000 ))
   vm_wait_console "$log" 'VMTEST: booted' "${extra}ms" || true
-  cut "in b's first boot (+${extra}ms)"
+  power_cut "in b's first boot (+${extra}ms)"
 
   # No more cuts. The spent try sends the machine back to a, where patchd reports it.
   vm_daemon_hook 'state=rolled_back booted=a current=1.0.0' 0
