@@ -208,7 +208,10 @@ vm_build() {
   cp "$VM_GRUB_SNIPPET" "$tmp/boot/grub/patchd-ab.cfg"
   grub-editenv "$tmp/boot/grub/grubenv" create
   grub-editenv "$tmp/boot/grub/grubenv" set patchd_order=a patchd_a_ok=1
-  vm_mkfs ext2 "$tmp/boot" "$p/boot.img" "$P1_SIZE" boot
+  # ext4, journaled: patchd replaces grubenv by rename on this partition, and a power
+  # cut right after that left an ext2 /boot inconsistent (found by daemon-power-cut;
+  # the guest runs no fsck). GRUB's save_env writes the block in place either way.
+  vm_mkfs ext4 "$tmp/boot" "$p/boot.img" "$P1_SIZE" boot
   local r
   for r in v1:good v2:good v3:good v4:noinit; do
     vm_build_root_tree "$tmp/root" "${r%%:*}" "${r##*:}" "$kdir" "$p/initrd.img"
@@ -361,7 +364,7 @@ vm_wait_progress() {
   deadline=$(( $(vm_now_us) + $5 * 1000000 ))
   while kill -0 "$VM_PID" 2>/dev/null; do
     [ "$(vm_now_us)" -lt "$deadline" ] || return 1
-    line=$(grep -aE 'VMTEST: (progress|report .*reboot-requested)|patchd-log: .*switching' "$log" | tail -n 1 | vm_clean)
+    line=$(grep -aE 'VMTEST: (progress|state staged|state switching|report .*reboot-requested)|patchd-log: .*switching' "$log" | tail -n 1 | vm_clean)
     case $line in
       *"VMTEST: progress "*)
         set -- ${line#*VMTEST: progress }; ph=$1; p=${2%\%}
@@ -430,6 +433,11 @@ vm_serve_stop() {
   fi
 }
 
+# A maintenance window three days from now (closed for the whole scenario).
+vm_window_closed() {
+  printf '%s 03:00-03:01' "$(date -u -d '+3 days' +%a)"
+}
+
 # A maintenance window open now and for the next three hours (UTC, the guest's zone).
 vm_window_now() {
   local h; h=$(date -u +%H)
@@ -445,7 +453,7 @@ vm_window_now() {
 vm_daemon_hook() {
   cat >"$W/onboot.sh" <<HOOK
 . /usr/lib/vm/patchd-guest.sh
-vmp_start "$VM_REPO_URL" "$(vm_window_now)"
+vmp_start "$VM_REPO_URL" "${VM_WINDOW:-$(vm_window_now)}"
 ${VM_HOOK_DEFS:-}
 vmp_run '$1' ${VM_GUEST_TIMEOUT:-900} && ${VM_HOOK_AFTER:-true} && vmp_end
 HOOK

@@ -103,7 +103,10 @@ vmp_run() {
       return 2
     fi
     st=$(vmp_ctl --json status 2>/dev/null)
-    now="state=$(vmp_field "$st" state) booted=$(vmp_field "$st" booted_slot) current=$(vmp_field "$st" current_version)"
+    s1=$(vmp_field "$st" state)
+    # Each lifecycle state once on the console: the host cuts power at these markers too.
+    if [ -n "$s1" ] && [ "$s1" != "${vmp_last:-}" ]; then echo "VMTEST: state $s1"; vmp_last=$s1; fi
+    now="state=$s1 booted=$(vmp_field "$st" booted_slot) current=$(vmp_field "$st" current_version)"
     if [ "$(vmp_field "$st" progress)" = null ] && echo "$now" | grep -qE "$goal"; then
       vmp_report goal
       return 0

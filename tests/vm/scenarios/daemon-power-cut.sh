@@ -20,42 +20,58 @@ scenario() {
   vm_publish "$W" v2
   vm_serve "$W"
   echo on >"$W/flag"; vm_put "$DISK" 4 "$W/flag" /vm/progress
-  vm_daemon_hook 'state=committed booted=b current=2.0.0' 0
+  # While cutting staging, the window is closed: patchd stages (staging may run outside
+  # windows) but does not switch, so every cut lands in staging or right after it.
+  VM_WINDOW=$(vm_window_closed) vm_daemon_hook 'state=committed booted=b current=2.0.0' 0
 
-  local runs=0 log i target ph pct extra
+  local runs=0 log i target ph pct extra t
   # Phases of the staging job in the order patchd reports them (VMTEST: progress lines).
   local phases=${VM_CUT_PHASES:-resume write readback}
+  # Seeded cut points, sorted along staging: patchd resumes after each cut, so each
+  # run goes a little further (points past the end of staging cut at "staged").
+  local targets=()
+  for i in $(seq "$cuts"); do
+    set -- $phases
+    t=$(( RANDOM % $# )); shift "$t"
+    targets+=("$t $1 $(( RANDOM % 100 )) $(( RANDOM % 1000 ))")
+  done
+  mapfile -t targets < <(printf '%s\n' "${targets[@]}" | sort -n -k1,1 -k3,3)
+  printf 'cut points (phase index, phase, %%, extra ms):\n'; printf '  %s\n' "${targets[@]}"
   start_run() {
     runs=$((runs + 1)); [ "$runs" -le $((cuts + 10)) ] || fail "too many runs"
     log=$W/console-run$runs.log
     vm_start "$DISK" "$log"
   }
-  cut() {
+  power_cut() {
     vm_kill; VM_PID=
     echo "cut $1 (run $runs): last markers: $(grep -aE 'VMTEST: (progress|report|booted)|patchd: booting' "$log" |
       tail -n 2 | vm_clean | tr '\n' '|')"
   }
+  local in_staging=0
   for i in $(seq "$cuts"); do
     # A phase and a percentage within it, plus up to a second past the marker.
-    set -- $phases
-    shift $(( RANDOM % $# )); ph=$1
-    pct=$(( RANDOM % 100 )); extra=$(( RANDOM % 1000 ))
+    set -- ${targets[$((i - 1))]}
+    ph=$2 pct=$3 extra=$4
     target="$ph $pct%"
     start_run
     vm_wait_progress "$log" "$phases" "$ph" "$pct" 900 || fail "cut $i: no staging progress (wanted $target)"
-    vm_wait_console "$log" 'VMTEST: report .*reboot-requested' "${extra}ms" || true
-    cut "$i at $target+${extra}ms"
+    vm_wait_console "$log" 'VMTEST: state staged' "${extra}ms" || true
+    grep -aq 'VMTEST: state staged' "$log" || in_staging=$((in_staging + 1))
+    power_cut "$i at $target+${extra}ms"
   done
-  # At the bootloader switch: when patchd's log shows the switch.
+  echo "$in_staging of $cuts cuts landed during staging (the others right after it)"
+  [ "$in_staging" -ge $(( cuts / 2 )) ] || fail "fewer than half the cuts landed during staging"
+  # Open the window: at the bootloader switch, when patchd's log shows it.
+  vm_daemon_hook 'state=committed booted=b current=2.0.0' 0
   start_run
   vm_wait_console "$log" 'patchd-log: .*(switching|try_slot|armed)' 1200 || fail "switch cut: patchd never switched"
-  cut "at the switch"
+  power_cut "at the switch"
   # During the first boot of b: at GRUB's choice (its try is spent then).
   start_run
   vm_wait_console "$log" 'patchd: booting slot b' 1200 || fail "first-boot cut: GRUB never picked b"
   extra=$(( RANDOM % 3000 ))
   vm_wait_console "$log" 'VMTEST: booted' "${extra}ms" || true
-  cut "in b's first boot (+${extra}ms)"
+  power_cut "in b's first boot (+${extra}ms)"
 
   # No more cuts. The spent try sends the machine back to a, where patchd reports it.
   vm_daemon_hook 'state=rolled_back booted=a current=1.0.0' 0

@@ -4,6 +4,9 @@
 # verify-then-switch script (no daemon): it proves the disk/GRUB sequencing and gives
 # the runner its seeded power-cut machinery.
 # VM_SEED replays a run; VM_CUTS staging cut points (default 10).
+# daemon-power-cut does the same around patchd's own staging; this one stays for
+# debugging the disk and GRUB sequencing without the daemon.
+# vm: manual
 scenario() {
   local seed=${VM_SEED:-$(( $(date +%s) % 32768 ))} cuts=${VM_CUTS:-10}
   echo "seed=$seed cuts=$cuts (replay: VM_SEED=$seed tests/vm/vm run power-cut-staging)"
