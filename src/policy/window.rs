@@ -187,8 +187,13 @@ pub struct Schedule {
     windows: Vec<Window>,
 }
 
-/// Look up an IANA time zone name in the system tz database.
+/// Look up an IANA time zone name in the system tz database. UTC (the default) needs no
+/// database: appliances and minimal images often ship without /usr/share/zoneinfo, and
+/// the daemon must still start there.
 pub fn time_zone(name: &str) -> Result<TimeZone, PolicyError> {
+    if matches!(name, "UTC" | "Etc/UTC") {
+        return Ok(TimeZone::UTC);
+    }
     TimeZone::get(name).map_err(|e| PolicyError::BadTimeZone {
         name: name.to_string(),
         why: e.to_string(),
@@ -312,5 +317,22 @@ impl fmt::Display for Schedule {
         }
         let w: Vec<String> = self.windows.iter().map(|w| w.to_string()).collect();
         write!(f, "{} ({})", w.join(", "), self.tz_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_needs_no_tz_database() {
+        // TimeZone::UTC is jiff's built-in zone; one loaded from the database compares
+        // unequal, so this fails if the lookup goes to /usr/share/zoneinfo.
+        assert_eq!(time_zone("UTC").expect("UTC is built in"), TimeZone::UTC);
+        assert_eq!(
+            time_zone("Etc/UTC").expect("UTC is built in"),
+            TimeZone::UTC
+        );
+        assert!(time_zone("Not/AZone").is_err());
     }
 }
