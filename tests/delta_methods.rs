@@ -319,3 +319,16 @@ async fn corrupt_repository_pieces_fall_back_then_fail_cleanly() {
     let st = w.slot("b", false).status().unwrap();
     assert!(!st.state.is_bootable(), "{st:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_image_when_a_delta_would_not_be_smaller() {
+    let w = World::new();
+    w.publish("1.0.0", &v1(), &opts(&[]));
+    // Nothing in common with 1.0.0: every chunk would be fetched, plus the index.
+    let other = noise(99, SIZE);
+    w.publish("2.0.0", &other, &opts(&[]));
+    w.with_v1_in_a().await;
+    let r = w.stage("a", "2.0.0", "b").await.unwrap();
+    assert_eq!(r.method, StageMethod::Full, "{r:?}");
+    assert_eq!(std::fs::read(w.slot_image("b")).unwrap(), other);
+}

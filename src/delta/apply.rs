@@ -151,6 +151,22 @@ impl<'a> SlotWriter<'a> {
     }
 }
 
+/// Reads the target slot to find pieces already at their place.
+struct InPlace {
+    back: Option<File>,
+    scratch: Vec<u8>,
+}
+
+impl InPlace {
+    fn check(&mut self, off: u64, len: u32, want: &[u8; 32]) -> bool {
+        let Some(f) = &self.back else {
+            return false;
+        };
+        self.scratch.resize(len as usize, 0);
+        f.read_exact_at(&mut self.scratch, off).is_ok() && sha(&self.scratch) == *want
+    }
+}
+
 struct HashWriter<'a>(&'a mut Sha256);
 
 impl std::io::Write for HashWriter<'_> {
@@ -293,6 +309,20 @@ pub fn apply_dynamic(
     t: &TargetImage<'_>,
     ctl: &Control<'_>,
 ) -> Result<ApplyReport, DeltaError> {
+    apply_dynamic_within(index, fetch, locals, t, ctl, u64::MAX)
+}
+
+/// [`apply_dynamic`], but refused with [`DeltaError::NotSmaller`] before anything is
+/// written when the missing chunks add up to `limit` bytes or more (the full image is
+/// then the smaller download).
+pub fn apply_dynamic_within(
+    index: &ChunkIndex,
+    fetch: &mut FetchRange<'_>,
+    locals: &[LocalImage],
+    t: &TargetImage<'_>,
+    ctl: &Control<'_>,
+    limit: u64,
+) -> Result<ApplyReport, DeltaError> {
     if index.image_size != t.size {
         return Err(target_mismatch("chunk index", "image size"));
     }
@@ -315,20 +345,35 @@ pub fn apply_dynamic(
             have.entry(sha(&c.data)).or_insert((src, c.offset));
         }
     }
-    let mut w = SlotWriter::open(t)?;
+    // In-place pieces are found by reading the slot before it is opened for writing,
+    // so a refused run leaves the slot as it was.
+    let mut probe = InPlace {
+        back: t.slot.open_for_read().ok(),
+        scratch: Vec::new(),
+    };
     let mut plan = Vec::with_capacity(index.chunks.len());
     let mut off = 0u64;
+    let mut missing = 0u64;
     for c in &index.chunks {
-        plan.push(if w.in_place(off, c.len, &c.sha256) {
+        plan.push(if probe.check(off, c.len, &c.sha256) {
             Plan::InPlace
         } else if let Some(&(src, offset)) = have.get(&c.sha256) {
             Plan::Local { src, offset }
         } else {
+            missing += u64::from(c.stored_len);
             Plan::Fetch
         });
         off += u64::from(c.len);
     }
     drop(have);
+    drop(probe);
+    if missing >= limit {
+        return Err(DeltaError::NotSmaller {
+            fetch: missing,
+            limit,
+        });
+    }
+    let mut w = SlotWriter::open(t)?;
 
     let mut report = ApplyReport::default();
     let (mut buf, mut out) = (Vec::new(), Vec::new());

@@ -50,6 +50,9 @@ pub enum DeltaError {
     Zstd(String),
     #[error("cancelled")]
     Cancelled,
+    /// The delta would fetch as much as the full image or more.
+    #[error("the missing pieces add up to {fetch} bytes, not less than {limit}")]
+    NotSmaller { fetch: u64, limit: u64 },
 }
 
 pub(crate) fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> DeltaError {

@@ -17,7 +17,10 @@ pub mod format;
 pub mod index;
 mod sketch;
 
-pub use apply::{apply_dynamic, apply_static, ApplyReport, Control, LocalImage, TargetImage};
+pub use apply::{
+    apply_dynamic, apply_dynamic_within, apply_static, ApplyReport, Control, LocalImage,
+    TargetImage,
+};
 pub use encode::{build_chunk_store, encode_static, EncodeOptions, EncodeStats, STATIC_CDC};
 pub use error::DeltaError;
 pub use index::{CdcParams, ChunkIndex, DYNAMIC_CDC};

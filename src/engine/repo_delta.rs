@@ -227,6 +227,9 @@ impl DeltaStage<'_> {
             self.image.sha256.clone(),
         );
         let progress = self.progress_fn("dynamic delta");
+        // Smallest safe method: the full image when the missing chunks (plus the index
+        // already fetched) would not be less.
+        let limit = self.full_len.saturating_sub(bytes.len() as u64);
         let r = tokio::task::spawn_blocking(move || -> Result<delta::ApplyReport, Skip> {
             let mut fetch = |off: u64, len: u64| -> Result<Vec<u8>, DeltaError> {
                 handle.block_on(fetch_range(
@@ -247,7 +250,9 @@ impl DeltaStage<'_> {
                 progress: &progress,
                 cancelled: &|| false,
             };
-            Ok(delta::apply_dynamic(&index, &mut fetch, &files, &ti, &ctl)?)
+            Ok(delta::apply_dynamic_within(
+                &index, &mut fetch, &files, &ti, &ctl, limit,
+            )?)
         })
         .await
         .map_err(other)??;
