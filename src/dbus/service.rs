@@ -343,9 +343,11 @@ impl ManagerIface {
         ))
     }
 
-    /// Switch to the staged release now if policy allows it, else fail with `Refused`
-    /// naming why. Option `force` (b) overrides the maintenance window, rollout stage and
-    /// reboot inhibitors; holds, the security floor and failed releases always apply.
+    /// Switch to the staged release now, overriding the maintenance window, rollout stage
+    /// and reboot inhibitors (the API's contract: an admin's explicit request). Option
+    /// `force` = false asks policy first and fails with `Refused` naming why (what
+    /// `patchctl switch` sends unless `--force`). Holds, the security floor and failed
+    /// releases always apply.
     async fn switch(
         &self,
         options: HashMap<String, OwnedValue>,
@@ -353,7 +355,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
         let o = Options::new(&options, limits::SWITCH_OPTIONS, &self.limits)?;
-        let force = o.bool("force")?.unwrap_or(false);
+        let force = o.bool("force")?.unwrap_or(true);
         let detail = if force { "force" } else { "" };
         let (caller, _busy) = self
             .admit(conn, &hdr, Action::Switch, detail.into())

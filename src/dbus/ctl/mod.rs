@@ -413,10 +413,9 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             });
         }
         Cmd::Switch { force } => {
+            // Always explicit: the D-Bus default overrides the window, patchctl's asks.
             let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
-            if *force {
-                opts.insert("force", ZValue::from(true));
-            }
+            opts.insert("force", ZValue::from(*force));
             match p.switch(opts).await {
                 Ok(()) => done(json, "Switching to the staged release; rebooting."),
                 Err(e) => {
