@@ -46,6 +46,12 @@ pub struct BootConfig {
     /// Slot names, in the order they are listed in status output. Default `["a", "b"]`.
     #[serde(default = "default_slots")]
     pub slots: Vec<SlotName>,
+    /// Boots a new slot gets before the bootloader falls back (1..=9, default 1). More
+    /// than one lets a power cut during the first boot of a new release retry that boot
+    /// instead of counting as a failed one; a release that really does not boot then
+    /// costs that many boots before the fallback.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
     #[serde(default)]
     pub grub: GrubConfig,
     #[serde(default)]
@@ -64,6 +70,7 @@ impl BootConfig {
         Self {
             backend,
             slots: default_slots(),
+            attempts: default_attempts(),
             grub: GrubConfig::default(),
             uboot: UbootConfig::default(),
             systemd_boot: SystemdBootConfig::default(),
@@ -71,6 +78,10 @@ impl BootConfig {
             detect: DetectConfig::default(),
         }
     }
+}
+
+fn default_attempts() -> u32 {
+    1
 }
 
 fn default_slots() -> Vec<SlotName> {

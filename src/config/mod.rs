@@ -652,6 +652,18 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
                 .map_err(|e| invalid("boot", e.message().trim().to_string()))?,
         )
     };
+    if let Some(b) = &boot_config {
+        if !(1..=crate::boot::ab::MAX_ATTEMPTS).contains(&b.attempts) {
+            return Err(invalid(
+                "boot.attempts",
+                format!(
+                    "must be 1..={}, not {} (the GRUB snippet counts down at most that far)",
+                    crate::boot::ab::MAX_ATTEMPTS,
+                    b.attempts
+                ),
+            ));
+        }
+    }
 
     let slots = match raw.slots {
         None => None,
@@ -691,5 +703,29 @@ mod tests {
             load_strs(&[("patchd.toml", "[policy]\nwindows = [\"Sat 02:00-05:00\"]\n")]).unwrap();
         let text = CheckReport { config: windowed }.to_string();
         assert!(!text.contains("WARNING"), "{text}");
+    }
+
+    #[test]
+    fn boot_attempts_are_configurable_within_what_grub_counts() {
+        let cfg = |extra: &str| {
+            load_strs(&[(
+                "patchd.toml",
+                &format!("[boot]\nbackend = \"file\"\n{extra}"),
+            )])
+        };
+        let default = cfg("").unwrap();
+        assert_eq!(
+            crate::engine::daemon::settings_from(&default).boot_attempts,
+            1
+        );
+        let three = cfg("attempts = 3\n").unwrap();
+        assert_eq!(
+            crate::engine::daemon::settings_from(&three).boot_attempts,
+            3
+        );
+        for bad in ["attempts = 0\n", "attempts = 10\n"] {
+            let e = cfg(bad).unwrap_err().to_string();
+            assert!(e.contains("boot.attempts"), "{bad}: {e}");
+        }
     }
 }

@@ -65,6 +65,10 @@ pub fn settings_from(cfg: &Config) -> EngineSettings {
         health_deadline: cfg.health.deadline,
         probation,
         probation_check_every: cfg.health.probation_interval,
+        boot_attempts: cfg
+            .boot_config
+            .as_ref()
+            .map_or(EngineSettings::default().boot_attempts, |b| b.attempts),
         ..EngineSettings::default()
     }
 }
