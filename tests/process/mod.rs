@@ -6,7 +6,6 @@
 //! systemd_integration.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,58 +18,11 @@ use patchd::paths::Paths;
 use patchd::publish::{AddRelease, ImageInput, InitOptions, Repo};
 use patchd::slot::{SlotState, SlotStatus, StatusStore};
 use sha2::Digest;
-
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// A private session bus (anyone may own any name: the fake systemd and patchd).
-pub struct SessionBus {
-    pub address: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for SessionBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl SessionBus {
-    /// `None` (reason printed) when dbus-daemon is missing.
-    pub fn start() -> Option<SessionBus> {
-        if !have("dbus-daemon") {
-            println!("skipped: dbus-daemon not installed (apt-get install dbus)");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
-            .arg(format!(
-                "--address=unix:path={}",
-                dir.path().join("bus").display()
-            ))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn dbus-daemon");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("bus address");
-        Some(SessionBus {
-            address: line.trim().to_string(),
-            child,
-            _dir: dir,
-        })
-    }
-}
+// The private session bus and tool check are the D-Bus tests' (tests/support).
+#[path = "../support/mod.rs"]
+mod support;
+#[allow(unused_imports)] // not every test file uses both
+pub use support::{have, SessionBus};
 
 /// `org.freedesktop.systemd1.Manager` as far as patchd uses it for rebooting: records
 /// every `StartUnit(name, mode)`.
