@@ -8,20 +8,21 @@
 //! subvolume (for package upgrades applied inside a snapshot).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::extract::{extract, ExtractError, ExtractPolicy};
+use super::extract::{extract_resumable, Boundary, ExtractError, ExtractPolicy};
 use super::stage::{
-    emit, join_err, pump_source, CancelToken, ChanRead, Compression, Content, Hashes, HashingInput,
-    ImageFormat, Phase, ProgressFn, StageError, StageOptions, StageRequest,
+    check_hash, emit, join_err, pump_source, CancelToken, ChanRead, ImageFormat, Phase, ProgressFn,
+    StageError, StageOptions, StageRequest,
 };
 use super::status::StatusStore;
+use super::tarstream::{ArchiveStream, ContentTooLarge, Mark};
 use super::tee::DownloadTee;
 use super::{Slot, SlotError, SlotState, SlotStatus};
 use crate::fetch::ByteSource;
@@ -214,6 +215,31 @@ impl BtrfsSlots {
         progress: Option<ProgressFn>,
         cancel: &CancelToken,
     ) -> Result<SlotStatus, StageError> {
+        self.stage_tar_report(req, source, name, opts, progress, cancel)
+            .await
+            .map(|(st, _)| st)
+    }
+
+    /// [`BtrfsSlots::stage_tar`], also saying how much of the work this run did.
+    ///
+    /// Resume: every `checkpoint_every` bytes of archive, at the first entry boundary, the
+    /// partial subvolume is synced and snapshotted (`.<slot>.cp.<seq>`) and the place is
+    /// recorded in `.<slot>.extract.json` with the restart mark of the stream (zstd frame
+    /// start and hash states, see [`super::tarstream`]). A later run for the same request
+    /// and slot restores the partial tree from that snapshot — so whatever the
+    /// interrupted run wrote after it, including a half-written entry, is gone — and
+    /// continues the stream from the mark, replaying the kept download. Anything that
+    /// does not match (other archive, slot or policy, missing snapshot, kept download too
+    /// short) is deleted and the extraction starts over.
+    pub async fn stage_tar_report(
+        &self,
+        req: &StageRequest,
+        source: &dyn ByteSource,
+        name: &SlotName,
+        opts: &StageOptions,
+        progress: Option<ProgressFn>,
+        cancel: &CancelToken,
+    ) -> Result<(SlotStatus, TarStageReport), StageError> {
         req.validate()?;
         if req.format != ImageFormat::Tar {
             return Err(StageError::BadRequest {
@@ -226,25 +252,63 @@ impl BtrfsSlots {
         // record stays as it is until then (a failure leaves both as they were).
         let partial = Self::partial_name(name);
         let partial_path = self.root.join(&partial);
-        if partial_path.exists() {
-            subvol_delete(&self.root, &partial).map_err(|e| Self::io(name, e))?;
-        }
-        subvol_create(&self.root, &partial).map_err(|e| Self::io(name, e))?;
-
-        let result = self
-            .extract_verified(req, source, name, &partial_path, opts, progress, cancel)
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(slot = %name, path = %req.path, error = %e, resumable = e.is_resumable(), "btrfs staging failed");
-            let _ = subvol_delete(&self.root, &partial);
-            if !e.is_resumable() {
-                DownloadTee::remove(&self.root, name.as_str());
-            }
-            return Err(e);
-        }
-        DownloadTee::remove(&self.root, name.as_str());
-        // Verified: replace any older content of this slot, then publish.
+        let (tee, prefix) = DownloadTee::open(
+            &self.root,
+            name.as_str(),
+            req,
+            opts.checkpoint_every.min(16 << 20),
+        )
+        .map_err(|e| StageError::Io {
+            what: format!(
+                "keeping the download of {} in {}",
+                req.path,
+                self.root.display()
+            ),
+            source: e,
+        })?;
+        let resume = self.load_checkpoint(req, name, prefix);
         let io = |e| StageError::Slot(Self::io(name, e));
+        if partial_path.exists() {
+            subvol_delete(&self.root, &partial).map_err(io)?;
+        }
+        match &resume {
+            Some(cp) => {
+                self.clear_checkpoints(name, Some(&cp.snapshot));
+                snapshot_create(&self.root.join(&cp.snapshot), &self.root, &partial).map_err(io)?;
+                tracing::info!(slot = %name, path = %req.path, entries = cp.entries, offset = cp.boundary_offset, "resuming the extraction from its checkpoint");
+            }
+            None => {
+                self.clear_checkpoints(name, None);
+                subvol_create(&self.root, &partial).map_err(io)?;
+            }
+        }
+
+        let job = TarJob {
+            req,
+            name,
+            dest: &partial_path,
+            tee,
+            prefix,
+            resume,
+        };
+        let result = self
+            .extract_verified(job, source, opts, progress, cancel)
+            .await;
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(slot = %name, path = %req.path, error = %e, resumable = e.is_resumable(), "btrfs staging failed");
+                let _ = subvol_delete(&self.root, &partial);
+                if !e.is_resumable() {
+                    DownloadTee::remove(&self.root, name.as_str());
+                    self.clear_checkpoints(name, None);
+                }
+                return Err(e);
+            }
+        };
+        DownloadTee::remove(&self.root, name.as_str());
+        self.clear_checkpoints(name, None);
+        // Verified: replace any older content of this slot, then publish.
         let dst = self.subvolume_path(name);
         if dst.exists() {
             // From here until the record says verified the old content is going away.
@@ -261,35 +325,101 @@ impl BtrfsSlots {
         if let Err(e) = self.prune() {
             tracing::warn!(error = %e, "pruning old btrfs slots failed");
         }
-        Ok(st)
+        tracing::info!(slot = %name, path = %req.path, ?report, "btrfs slot staged");
+        Ok((st, report))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn extract_verified(
+    fn checkpoint_path(&self, name: &SlotName) -> PathBuf {
+        self.root.join(format!(".{name}.extract.json"))
+    }
+
+    fn snapshot_name(name: &SlotName, seq: u64) -> String {
+        format!(".{name}.cp.{seq}")
+    }
+
+    /// The saved checkpoint for this request and slot, if it can be resumed from.
+    fn load_checkpoint(
         &self,
         req: &StageRequest,
-        source: &dyn ByteSource,
         name: &SlotName,
-        dest: &Path,
+        kept: u64,
+    ) -> Option<ExtractCheckpoint> {
+        let bytes = std::fs::read(self.checkpoint_path(name)).ok()?;
+        let cp: ExtractCheckpoint = match serde_json::from_slice(&bytes) {
+            Ok(cp) => cp,
+            Err(e) => {
+                tracing::warn!(slot = %name, error = %e, "unreadable extraction checkpoint, starting over");
+                return None;
+            }
+        };
+        let snapshot = self.root.join(&cp.snapshot);
+        let why = if cp.version != EXTRACT_CHECKPOINT_VERSION {
+            "other version"
+        } else if cp.request != *req {
+            "other archive"
+        } else if cp.slot != name.as_str() || cp.snapshot != Self::snapshot_name(name, cp.seq) {
+            "other slot"
+        } else if cp.allow_device_nodes != self.policy.allow_device_nodes
+            || cp.preserve_owners != preserve_owners()
+        {
+            "other extraction policy"
+        } else if !cp.mark.fits(req)
+            || cp.mark.content_offset > cp.boundary_offset
+            || cp.boundary_offset > req.size
+        {
+            "inconsistent offsets or hash states"
+        } else if cp.mark.transfer_offset > kept {
+            "the kept download is shorter than the checkpoint"
+        } else if !std::fs::symlink_metadata(&snapshot).is_ok_and(|m| m.is_dir()) {
+            "its snapshot is missing"
+        } else {
+            return Some(cp);
+        };
+        tracing::warn!(slot = %name, why, "extraction checkpoint does not fit, starting over");
+        None
+    }
+
+    /// Delete the checkpoint snapshots of `name` other than `keep`; without `keep` also
+    /// the checkpoint record.
+    fn clear_checkpoints(&self, name: &SlotName, keep: Option<&str>) {
+        let prefix = format!(".{name}.cp.");
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for ent in rd.flatten() {
+                let Some(n) = ent.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let ours = n
+                    .strip_prefix(&prefix)
+                    .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()));
+                if ours && Some(n.as_str()) != keep {
+                    if let Err(e) = subvol_delete(&self.root, &n) {
+                        tracing::warn!(slot = %name, snapshot = %n, error = %e, "deleting a checkpoint snapshot failed");
+                    }
+                }
+            }
+        }
+        if keep.is_none() {
+            let _ = std::fs::remove_file(self.checkpoint_path(name));
+        }
+    }
+
+    async fn extract_verified(
+        &self,
+        job: TarJob<'_>,
+        source: &dyn ByteSource,
         opts: &StageOptions,
         progress: Option<ProgressFn>,
         cancel: &CancelToken,
-    ) -> Result<(), StageError> {
-        let tee_err = |e: io::Error| StageError::Io {
-            what: format!(
-                "keeping the download of {} in {}",
-                req.path,
-                self.root.display()
-            ),
-            source: e,
-        };
-        let (tee, prefix) = DownloadTee::open(
-            &self.root,
-            name.as_str(),
+    ) -> Result<TarStageReport, StageError> {
+        let TarJob {
             req,
-            opts.checkpoint_every.min(16 << 20),
-        )
-        .map_err(tee_err)?;
+            name,
+            dest,
+            tee,
+            prefix,
+            resume,
+        } = job;
+        let start = resume.as_ref().map_or(0, |cp| cp.mark.transfer_offset);
         let remote = source
             .open_exact(&req.path, prefix, req.length)
             .await
@@ -297,11 +427,21 @@ impl BtrfsSlots {
                 path: req.path.clone(),
                 source: e,
             })?;
-        let reader: crate::fetch::ByteReader = if prefix > 0 {
-            tracing::info!(slot = %name, path = %req.path, prefix, "replaying the kept download, fetching the rest");
-            let local = tokio::fs::File::from_std(tee.prefix_reader().map_err(tee_err)?);
+        let reader: crate::fetch::ByteReader = if prefix > start {
+            tracing::info!(slot = %name, path = %req.path, from = start, prefix, "replaying the kept download, fetching the rest");
+            let mut local = tee.prefix_reader().map_err(|e| StageError::Io {
+                what: format!("replaying the kept download of {}", req.path),
+                source: e,
+            })?;
+            local
+                .seek(SeekFrom::Start(start))
+                .map_err(|e| StageError::Io {
+                    what: format!("replaying the kept download of {}", req.path),
+                    source: e,
+                })?;
+            let local = tokio::fs::File::from_std(local);
             Box::new(tokio::io::AsyncReadExt::chain(
-                tokio::io::AsyncReadExt::take(local, prefix),
+                tokio::io::AsyncReadExt::take(local, prefix - start),
                 remote,
             ))
         } else {
@@ -313,13 +453,16 @@ impl BtrfsSlots {
             let _ = empty_tx.try_send(vec![0u8; opts.buffer_size.max(4096)]);
         }
         let worker = {
-            let (req, opts, dest, policy, cancel) = (
-                req.clone(),
-                opts.clone(),
-                dest.to_path_buf(),
-                self.policy.clone(),
-                cancel.clone(),
-            );
+            let ctx = WorkerCtx {
+                req: req.clone(),
+                name: name.clone(),
+                root: self.root.clone(),
+                dest: dest.to_path_buf(),
+                policy: self.policy.clone(),
+                opts: opts.clone(),
+                progress,
+                cancel: cancel.clone(),
+            };
             tokio::task::spawn_blocking(move || {
                 let input = ChanRead {
                     rx: full_rx,
@@ -327,13 +470,10 @@ impl BtrfsSlots {
                     cur: None,
                     pos: 0,
                 };
-                let mut tee = tee;
-                extract_worker(
-                    &req, input, &mut tee, &dest, &policy, &opts, progress, &cancel,
-                )
+                extract_worker(&ctx, input, tee, resume)
             })
         };
-        let pump = pump_source(req, reader, 0, full_tx, &mut empty_rx, cancel).await;
+        let pump = pump_source(req, reader, start, full_tx, &mut empty_rx, cancel).await;
         let worker = worker.await.map_err(join_err)?;
         match (pump, worker) {
             (Err(e), _) => Err(e),
@@ -378,80 +518,236 @@ impl BtrfsSlots {
     }
 }
 
-/// Hashes and bounds the decompressed archive bytes as the extractor reads them.
-struct ContentReader<'a, 'b> {
-    inner: &'a mut Content<'b>,
-    hash: Option<Sha256>,
-    count: u64,
-    limit: u64,
+fn preserve_owners() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
-impl Read for ContentReader<'_, '_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(out)?;
-        self.count += n as u64;
-        if self.count > self.limit {
-            return Err(io::Error::other(ContentTooLarge));
+const EXTRACT_CHECKPOINT_VERSION: u32 = 1;
+
+/// Where an interrupted extraction can continue: `<slots dir>/.<slot>.extract.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtractCheckpoint {
+    version: u32,
+    request: StageRequest,
+    slot: String,
+    allow_device_nodes: bool,
+    preserve_owners: bool,
+    /// Snapshot of the partial tree taken at the boundary (`.<slot>.cp.<seq>`).
+    snapshot: String,
+    seq: u64,
+    /// Archive offset of the next entry's first header.
+    boundary_offset: u64,
+    /// Entries extracted before the boundary.
+    entries: u64,
+    /// Where the stream restarts (at or before the boundary).
+    mark: Mark,
+}
+
+/// What one [`BtrfsSlots::stage_tar_report`] run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TarStageReport {
+    /// Archive offset this run started extracting at (0: from the beginning).
+    pub resumed_at: u64,
+    /// Entries already extracted by earlier runs.
+    pub entries_before: u64,
+    /// Entries extracted by this run.
+    pub entries_extracted: u64,
+    /// Transfer bytes this run read (replayed from the kept download or fetched).
+    pub transfer_read: u64,
+    /// Archive bytes this run decompressed (or read, when uncompressed).
+    pub content_decoded: u64,
+    /// Checkpoints this run saved.
+    pub checkpoints: u64,
+}
+
+struct TarJob<'a> {
+    req: &'a StageRequest,
+    name: &'a SlotName,
+    dest: &'a Path,
+    tee: DownloadTee,
+    prefix: u64,
+    resume: Option<ExtractCheckpoint>,
+}
+
+struct WorkerCtx {
+    req: StageRequest,
+    name: SlotName,
+    root: PathBuf,
+    dest: PathBuf,
+    policy: ExtractPolicy,
+    opts: StageOptions,
+    progress: Option<ProgressFn>,
+    cancel: CancelToken,
+}
+
+/// Crash-test hook: `PATCHD_FAILPOINT=NAME[#N]` aborts the process the Nth time NAME is
+/// reached (feature `failpoints` only, see `engine::failpoint`).
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) {
+    static FP: std::sync::OnceLock<crate::engine::failpoint::FailPoints> =
+        std::sync::OnceLock::new();
+    FP.get_or_init(crate::engine::failpoint::FailPoints::from_env)
+        .hit(name);
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_name: &str) {}
+
+fn sync_fs(path: &Path) -> io::Result<()> {
+    let d = File::open(path)?;
+    nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
+}
+
+/// Saves extraction checkpoints at entry boundaries.
+struct Checkpointer<'a, R> {
+    ctx: &'a WorkerCtx,
+    stream: ArchiveStream<R>,
+    seq: u64,
+    last: u64,
+    saved: u64,
+    started: Instant,
+    /// Why a checkpoint failed (the extractor only carries an `io::Error`).
+    failed: Option<StageError>,
+}
+
+impl<R: Read> Checkpointer<'_, R> {
+    fn at_boundary(&mut self, b: Boundary) -> io::Result<()> {
+        failpoint("tar.entry");
+        if b.offset.saturating_sub(self.last) < self.ctx.opts.checkpoint_every {
+            return Ok(());
         }
-        if let Some(h) = &mut self.hash {
-            h.update(&out[..n]);
+        let Some(mark) = self.stream.mark_at_or_before(b.offset) else {
+            return Ok(());
+        };
+        if let Err(e) = self.save(b, mark) {
+            let what = format!(
+                "checkpointing the extraction into {}",
+                self.ctx.dest.display()
+            );
+            let msg = e.to_string();
+            self.failed = Some(StageError::Io { what, source: e });
+            return Err(io::Error::other(msg));
         }
-        Ok(n)
+        emit(
+            &self.ctx.progress,
+            Phase::Write,
+            b.offset,
+            self.ctx.req.size,
+            self.started,
+        );
+        Ok(())
+    }
+
+    fn save(&mut self, b: Boundary, mark: Mark) -> io::Result<()> {
+        let ctx = self.ctx;
+        // Durable order: the transfer up to the mark, the tree, its snapshot, then the
+        // record naming them; the previous snapshot goes only once nothing refers to it.
+        self.stream.sync_download()?;
+        sync_fs(&ctx.dest)?;
+        let seq = self.seq + 1;
+        let snap = BtrfsSlots::snapshot_name(&ctx.name, seq);
+        if ctx.root.join(&snap).exists() {
+            subvol_delete(&ctx.root, &snap)?; // left by a run that died before its record
+        }
+        snapshot_create(&ctx.dest, &ctx.root, &snap)?;
+        sync_fs(&ctx.root)?;
+        failpoint("tar.checkpoint.snapshot");
+        let cp = ExtractCheckpoint {
+            version: EXTRACT_CHECKPOINT_VERSION,
+            request: ctx.req.clone(),
+            slot: ctx.name.to_string(),
+            allow_device_nodes: ctx.policy.allow_device_nodes,
+            preserve_owners: preserve_owners(),
+            snapshot: snap,
+            seq,
+            boundary_offset: b.offset,
+            entries: b.entries,
+            mark,
+        };
+        let bytes = serde_json::to_vec(&cp).map_err(io::Error::other)?;
+        fsutil::atomic_write(
+            &ctx.root.join(format!(".{}.extract.json", ctx.name)),
+            &bytes,
+        )?;
+        failpoint("tar.checkpoint.saved");
+        if self.seq > 0 {
+            let old = BtrfsSlots::snapshot_name(&ctx.name, self.seq);
+            if let Err(e) = subvol_delete(&ctx.root, &old) {
+                tracing::warn!(slot = %ctx.name, snapshot = %old, error = %e, "deleting an old checkpoint snapshot failed");
+            }
+        }
+        tracing::debug!(slot = %ctx.name, seq, offset = b.offset, entries = b.entries, "extraction checkpoint saved");
+        self.seq = seq;
+        self.last = b.offset;
+        self.saved += 1;
+        Ok(())
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("decompressed archive exceeds its declared size")]
-struct ContentTooLarge;
-
-#[allow(clippy::too_many_arguments)]
 fn extract_worker(
-    req: &StageRequest,
+    ctx: &WorkerCtx,
     input: ChanRead,
-    tee: &mut DownloadTee,
-    dest: &Path,
-    policy: &ExtractPolicy,
-    opts: &StageOptions,
-    progress: Option<ProgressFn>,
-    cancel: &CancelToken,
-) -> Result<(), StageError> {
+    tee: DownloadTee,
+    resume: Option<ExtractCheckpoint>,
+) -> Result<TarStageReport, StageError> {
+    let req = &ctx.req;
     let started = Instant::now();
-    let mut hashes = Hashes::new(req);
-    let content_hash = hashes.content.take();
     let decompress_err = |e: io::Error| StageError::Decompress {
         path: req.path.clone(),
         source: e,
     };
-    let hin = HashingInput {
-        input,
-        hashes: Some(&mut hashes),
-        count: 0,
-        tee: Some(tee),
-    };
-    let mut content = match req.compression {
-        Compression::None => Content::Plain(hin),
-        Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(hin).map_err(decompress_err)?;
-            d.window_log_max(opts.zstd_window_log_max)
-                .map_err(decompress_err)?;
-            Content::Zstd(Box::new(d))
+    let too_large = |e: &io::Error| e.get_ref().is_some_and(|i| i.is::<ContentTooLarge>());
+    let stream_err = |e: io::Error| {
+        if too_large(&e) {
+            StageError::DecompressedTooLarge {
+                path: req.path.clone(),
+                declared: req.size,
+            }
+        } else {
+            decompress_err(e)
         }
     };
-    let mut cr = ContentReader {
-        inner: &mut content,
-        hash: content_hash,
-        count: 0,
-        limit: req.size,
+    let (mark, from, seq) = match resume {
+        Some(cp) => (
+            cp.mark,
+            Boundary {
+                offset: cp.boundary_offset,
+                entries: cp.entries,
+            },
+            cp.seq,
+        ),
+        None => (Mark::start(req), Boundary::default(), 0),
     };
-    let too_large = |e: &io::Error| e.get_ref().is_some_and(|i| i.is::<ContentTooLarge>());
-    let res = extract(&mut cr, dest, policy);
-    if cancel.is_cancelled() {
+    let mut stream =
+        ArchiveStream::new(input, tee, req, ctx.opts.zstd_window_log_max, mark.clone())
+            .map_err(decompress_err)?;
+    // From the restart mark to the boundary: decoded and hashed, not extracted again.
+    stream
+        .skip(from.offset - mark.content_offset)
+        .map_err(stream_err)?;
+    let mut ck = Checkpointer {
+        ctx,
+        stream: stream.clone(),
+        seq,
+        last: from.offset,
+        saved: 0,
+        started,
+        failed: None,
+    };
+    let res = extract_resumable(stream.clone(), &ctx.dest, &ctx.policy, from, |b| {
+        ck.at_boundary(b)
+    });
+    if ctx.cancel.is_cancelled() {
         return Err(StageError::Cancelled {
             path: req.path.clone(),
         });
     }
-    match res {
-        Ok(_) => {}
+    if let Some(e) = ck.failed.take() {
+        return Err(e);
+    }
+    let extracted = match res {
+        Ok(n) => n,
         Err(ExtractError::Io { source, .. }) if too_large(&source) => {
             return Err(StageError::DecompressedTooLarge {
                 path: req.path.clone(),
@@ -464,46 +760,52 @@ fn extract_worker(
                 source: e,
             })
         }
-    }
+    };
     // Hash the archive's trailing padding too: the signed hash covers every byte.
-    io::copy(&mut cr, &mut io::sink()).map_err(|e| {
-        if too_large(&e) {
-            StageError::DecompressedTooLarge {
-                path: req.path.clone(),
-                declared: req.size,
-            }
-        } else {
-            decompress_err(e)
-        }
-    })?;
-    let (content_count, content_hash) = (cr.count, cr.hash.take());
-    let transfer_count = content.transfer_count();
-    drop(content);
-    emit(&progress, Phase::Write, content_count, req.size, started);
-    if transfer_count != req.length {
+    io::copy(&mut stream, &mut io::sink()).map_err(stream_err)?;
+    let (transfer, content) = stream.offsets();
+    emit(&ctx.progress, Phase::Write, content, req.size, started);
+    if transfer != req.length {
         return Err(StageError::Truncated {
             path: req.path.clone(),
-            got: transfer_count,
+            got: transfer,
             expected: req.length,
         });
     }
-    if content_count != req.size {
+    if stream.in_frame() {
+        return Err(decompress_err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the transfer ends inside a zstd frame",
+        )));
+    }
+    if content != req.size {
         return Err(StageError::SizeMismatch {
             path: req.path.clone(),
-            got: content_count,
+            got: content,
             declared: req.size,
         });
     }
-    hashes.verify(req, content_hash)?;
+    let (sha256, sha512, content_sha256) = stream.digests();
+    check_hash(req, "transfer sha256", &req.sha256, &sha256)?;
+    if let (Some(want), Some(got)) = (&req.sha512, &sha512) {
+        check_hash(req, "transfer sha512", want, got)?;
+    }
+    if let Some(got) = &content_sha256 {
+        check_hash(req, "content sha256", &req.content_sha256, got)?;
+    }
     // Make the extracted tree durable before it is published.
-    let d = File::open(dest).map_err(|e| StageError::Io {
-        what: format!("syncing {}", dest.display()),
+    sync_fs(&ctx.dest).map_err(|e| StageError::Io {
+        what: format!("syncing {}", ctx.dest.display()),
         source: e,
     })?;
-    nix::unistd::syncfs(d.as_raw_fd()).map_err(|e| StageError::Io {
-        what: format!("syncing {}", dest.display()),
-        source: e.into(),
-    })?;
-    emit(&progress, Phase::Done, req.size, req.size, started);
-    Ok(())
+    emit(&ctx.progress, Phase::Done, req.size, req.size, started);
+    let counts = stream.counts();
+    Ok(TarStageReport {
+        resumed_at: from.offset,
+        entries_before: from.entries,
+        entries_extracted: extracted,
+        transfer_read: counts.transfer,
+        content_decoded: counts.content,
+        checkpoints: ck.saved,
+    })
 }

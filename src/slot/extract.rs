@@ -94,6 +94,33 @@ pub fn extract<R: Read>(
     dest: &Path,
     policy: &ExtractPolicy,
 ) -> Result<u64, ExtractError> {
+    extract_resumable(archive, dest, policy, Boundary::default(), |_| Ok(()))
+}
+
+/// A place between two archive entries: everything before it is extracted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Boundary {
+    /// Offset in the archive of the next entry's first header block.
+    pub offset: u64,
+    /// Entries extracted before it.
+    pub entries: u64,
+}
+
+/// Extract `archive`, which starts at `from` of a whole archive, into `dest` (which holds
+/// exactly what the entries before `from` produced — a resumed extraction). After each
+/// extracted entry `at_boundary` is told where the next one starts, so a caller can save
+/// the tree and that place. Returns the entries extracted by this call.
+///
+/// Every check depends only on the entry and on what is in `dest`, never on what this
+/// call saw before, so an extraction resumed at a boundary decides as an uninterrupted
+/// one would.
+pub fn extract_resumable<R: Read>(
+    archive: R,
+    dest: &Path,
+    policy: &ExtractPolicy,
+    from: Boundary,
+    mut at_boundary: impl FnMut(Boundary) -> std::io::Result<()>,
+) -> Result<u64, ExtractError> {
     use tar::EntryType;
     let mut ar = tar::Archive::new(archive);
     ar.set_preserve_permissions(true);
@@ -112,6 +139,12 @@ pub fn extract<R: Read>(
         let shown = raw.display().to_string();
         let rel = clean(&raw)?;
         let kind = entry.header().entry_type();
+        // The tar reader skips the data and its padding to reach the next header there.
+        let next = entry
+            .raw_file_position()
+            .checked_add(entry.size().div_ceil(512) * 512)
+            .and_then(|o| o.checked_add(from.offset))
+            .ok_or_else(|| io(&shown, std::io::Error::other("entry size overflows")))?;
         match kind {
             EntryType::Regular
             | EntryType::Continuous
@@ -182,6 +215,11 @@ pub fn extract<R: Read>(
             set_xattr(&full, name, value).map_err(|e| io(&shown, e))?;
         }
         count += 1;
+        at_boundary(Boundary {
+            offset: next,
+            entries: from.entries + count,
+        })
+        .map_err(|e| io(&shown, e))?;
     }
     Ok(count)
 }

@@ -17,10 +17,11 @@ mod file;
 pub mod sha;
 pub mod stage;
 mod status;
+mod tarstream;
 mod tee;
 
 pub use block::BlockSlot;
-pub use btrfs::{BtrfsSlot, BtrfsSlots};
+pub use btrfs::{BtrfsSlot, BtrfsSlots, TarStageReport};
 pub use cache::{stage_image_cached, DownloadCache};
 pub use config::{SlotBackend, SlotEntry, SlotsConfig};
 pub use file::ImageFileSlot;

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256, Sha512};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify};
 
@@ -293,55 +292,6 @@ pub fn drop_page_cache(f: &File, len: u64) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
-}
-
-pub(super) struct Hashes {
-    pub(super) transfer: Sha256,
-    pub(super) transfer512: Option<Sha512>,
-    pub(super) content: Option<Sha256>,
-}
-
-impl Hashes {
-    /// Compare the finished digests with the signed ones: transfer sha256 (and sha512 when
-    /// signed), and the content sha256 computed over the decompressed stream, if any.
-    pub(super) fn verify(
-        mut self,
-        req: &StageRequest,
-        content: Option<Sha256>,
-    ) -> Result<(), StageError> {
-        check_hash(
-            req,
-            "transfer sha256",
-            &req.sha256,
-            &hex::encode(self.transfer.finalize()),
-        )?;
-        if let (Some(want), Some(h)) = (&req.sha512, self.transfer512.take()) {
-            check_hash(req, "transfer sha512", want, &hex::encode(h.finalize()))?;
-        }
-        if let Some(h) = content {
-            check_hash(
-                req,
-                "content sha256",
-                &req.content_sha256,
-                &hex::encode(h.finalize()),
-            )?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn new(req: &StageRequest) -> Self {
-        Self {
-            transfer: Sha256::new(),
-            transfer512: req.sha512.as_ref().map(|_| Sha512::new()),
-            content: (req.compression != Compression::None).then(Sha256::new),
-        }
-    }
-    fn transfer(&mut self, b: &[u8]) {
-        self.transfer.update(b);
-        if let Some(h) = &mut self.transfer512 {
-            h.update(b);
-        }
-    }
 }
 
 /// Stage `req` from `source` into a raw slot. On success the slot's status record says
@@ -761,31 +711,15 @@ impl ChanRead {
     }
 }
 
-/// Hashes the transfer bytes as the decompressor pulls them.
-pub(super) struct HashingInput<'a> {
-    pub(super) input: ChanRead,
-    /// `None` when a separate hash thread already hashes the transfer.
-    pub(super) hashes: Option<&'a mut Hashes>,
-    pub(super) count: u64,
-    /// Keeps the downloaded bytes for a later resume (archive installs).
-    pub(super) tee: Option<&'a mut super::tee::DownloadTee>,
-}
-
-impl Read for HashingInput<'_> {
+/// Archive installs read the transfer as a plain byte stream.
+impl Read for ChanRead {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let Some(s) = self.input.next_slice() else {
+        let Some(s) = self.next_slice() else {
             return Ok(0);
         };
         let n = s.len().min(out.len());
         out[..n].copy_from_slice(&s[..n]);
-        if let Some(h) = &mut self.hashes {
-            h.transfer(&out[..n]);
-        }
-        if let Some(t) = &mut self.tee {
-            t.observe(self.count, &out[..n])?;
-        }
-        self.count += n as u64;
-        self.input.consume(n);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -1444,27 +1378,6 @@ pub(super) fn emit(
             total,
             rate,
         });
-    }
-}
-
-/// The decompressed (or plain) content stream over the hashed transfer input.
-pub(super) enum Content<'a> {
-    Plain(HashingInput<'a>),
-    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<HashingInput<'a>>>>),
-}
-
-impl Content<'_> {
-    pub(super) fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Content::Plain(r) => r.read(out),
-            Content::Zstd(d) => d.read(out),
-        }
-    }
-    pub(super) fn transfer_count(&self) -> u64 {
-        match self {
-            Content::Plain(r) => r.count,
-            Content::Zstd(d) => d.get_ref().get_ref().count,
-        }
     }
 }
 

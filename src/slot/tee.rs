@@ -114,17 +114,27 @@ impl DownloadTee {
         self.file.write_all(&b[skip..])?;
         self.len = end;
         if self.len - self.recorded >= self.every {
-            self.file.sync_data()?;
-            let rec = Record {
-                path: self.path.clone(),
-                sha256: self.sha256.clone(),
-                length: self.length,
-                offset: self.len,
-            };
-            let bytes = serde_json::to_vec(&rec).map_err(io::Error::other)?;
-            fsutil::atomic_write(&self.record, &bytes)?;
-            self.recorded = self.len;
+            self.sync()?;
         }
+        Ok(())
+    }
+
+    /// Sync and record every byte kept so far (an extraction checkpoint needs the
+    /// transfer up to its restart mark on disk).
+    pub(super) fn sync(&mut self) -> io::Result<()> {
+        if self.len == self.recorded {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        let rec = Record {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            length: self.length,
+            offset: self.len,
+        };
+        let bytes = serde_json::to_vec(&rec).map_err(io::Error::other)?;
+        fsutil::atomic_write(&self.record, &bytes)?;
+        self.recorded = self.len;
         Ok(())
     }
 
