@@ -3,60 +3,24 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
+use common::disk::{mkfs, Loop, Mount};
 use common::http::FaultServer;
+use common::image::zstd_request;
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::paths::Paths;
 use patchd::slot::{
-    stage_image, BlockSlot, CancelToken, Compression, ImageFormat, Slot, SlotError, SlotState,
-    StageError, StageOptions, StageRequest,
+    stage_image, BlockSlot, CancelToken, ImageFormat, Slot, SlotError, SlotState, StageError,
+    StageOptions,
 };
-use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-
-/// A loop device detached on drop.
-struct Loop {
-    dev: PathBuf,
-}
-
-impl Loop {
-    fn new(backing: &Path, size: u64) -> Loop {
-        let f = std::fs::File::create(backing).unwrap();
-        f.set_len(size).unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(backing)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop {
-            dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
-        }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
 
 fn usable(test: &str) -> bool {
     common::require_root(test)
         && common::require_tools(test, &["losetup", "mkfs.ext4", "mount", "sfdisk"])
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 #[tokio::test]
@@ -66,24 +30,20 @@ async fn block_slot_install_refusals_and_read_back() {
     }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let a = Loop::new(&dir.path().join("a.raw"), 16 * MIB);
-    let b = Loop::new(&dir.path().join("b.raw"), 16 * MIB);
+    let a = Loop::new(dir.path(), "a.raw", 16 * MIB);
+    let b = Loop::new(dir.path(), "b.raw", 16 * MIB);
 
     // Half noise, half compressible, zstd-compressed: the production shape.
     let mut content = common::noise(6 * MIB as usize, 5);
     content.extend(std::iter::repeat_n(b'x', 6 * MIB as usize));
     let compressed = zstd::encode_all(&content[..], 3).unwrap();
-    let req = StageRequest {
-        path: "targets/os.img.zst".into(),
-        version: "5.1".into(),
-        length: compressed.len() as u64,
-        sha256: sha(&compressed),
-        sha512: None,
-        compression: Compression::Zstd,
-        format: ImageFormat::Raw,
-        size: content.len() as u64,
-        content_sha256: sha(&content),
-    };
+    let req = zstd_request(
+        "targets/os.img.zst",
+        "5.1",
+        ImageFormat::Raw,
+        &content,
+        &compressed,
+    );
     let server = FaultServer::start().await;
     server.add("targets/os.img.zst", compressed.clone());
     let src = HttpSource::new(&server.url(), HttpOptions::default()).unwrap();
@@ -164,20 +124,9 @@ async fn block_slot_install_refusals_and_read_back() {
     );
 
     // A mounted target: refused, and its file system is left alone.
-    assert!(Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&a.dev)
-        .status()
-        .unwrap()
-        .success());
+    mkfs(&a.dev, "ext4");
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(Command::new("mount")
-        .arg(&a.dev)
-        .arg(&mnt)
-        .status()
-        .unwrap()
-        .success());
+    let mounted = Mount::device(&a.dev, &mnt);
     std::fs::write(mnt.join("keep"), b"running system data").unwrap();
     let slot_a = Arc::new(BlockSlot::new(
         SlotName::new("a").unwrap(),
@@ -195,64 +144,22 @@ async fn block_slot_install_refusals_and_read_back() {
     )
     .await
     .unwrap_err();
-    let _ = Command::new("umount").arg(&mnt).status();
+    mounted.unmount();
     assert!(
         matches!(&err, StageError::Slot(SlotError::Refused { why, .. }) if why.contains("mounted")),
         "{err}"
     );
     assert_ne!(slot_a.status().unwrap().state, SlotState::Verified);
     // A whole disk one of whose partitions is mounted.
-    let disk_file = dir.path().join("disk.raw");
-    std::fs::File::create(&disk_file)
-        .unwrap()
-        .set_len(16 * MIB)
-        .unwrap();
-    let mut sf = Command::new("sfdisk")
-        .args(["-q"])
-        .arg(&disk_file)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sf.stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, type=83\n")
-        .unwrap();
-    assert!(sf.wait().unwrap().success());
-    let out = Command::new("losetup")
-        .args(["-f", "-P", "--show"])
-        .arg(&disk_file)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let disk = Loop {
-        dev: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
-    };
-    let part = PathBuf::from(format!("{}p1", disk.dev.display()));
-    // Some kernels/containers skip the partition scan at attach; ask explicitly.
-    if !part.exists() {
-        let _ = Command::new("partx").arg("-a").arg(&disk.dev).status();
-    }
-    for _ in 0..100 {
-        if part.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(part.exists(), "partition {} did not appear", part.display());
-    assert!(Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&part)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("mount")
-        .arg(&part)
-        .arg(&mnt)
-        .status()
-        .unwrap()
-        .success());
+    let disk = Loop::partitioned(
+        dir.path(),
+        "disk.raw",
+        16 * MIB,
+        "label: dos\nstart=2048, type=83\n",
+    );
+    let part = disk.partition(1);
+    mkfs(&part, "ext4");
+    let mounted = Mount::device(&part, &mnt);
     let whole = Arc::new(BlockSlot::new(
         SlotName::new("w").unwrap(),
         &disk.dev,
@@ -269,7 +176,7 @@ async fn block_slot_install_refusals_and_read_back() {
     )
     .await
     .unwrap_err();
-    let _ = Command::new("umount").arg(&mnt).status();
+    mounted.unmount();
     assert!(
         matches!(&err, StageError::Slot(SlotError::Refused { why, .. }) if why.contains("partition")),
         "{err}"

@@ -4,63 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use common::disk::Btrfs;
 use common::http::FaultServer;
+use common::image::{sha256_hex as sha, zstd_request};
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::slot::{
-    BtrfsSlots, CancelToken, Compression, ImageFormat, Slot, SlotState, StageError, StageOptions,
-    StageRequest,
+    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotState, StageError, StageOptions, StageRequest,
 };
-use sha2::{Digest, Sha256};
-
-struct Mounted {
-    dev: String,
-    mnt: PathBuf,
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
-fn btrfs(dir: &Path) -> Mounted {
-    let img = dir.join("btrfs.raw");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(256 << 20)
-        .unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(Command::new("mkfs.btrfs")
-        .args(["-q", "-f", &dev])
-        .status()
-        .unwrap()
-        .success());
-    let mnt = dir.join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let m = Mounted { dev, mnt };
-    assert!(Command::new("mount")
-        .arg(&m.dev)
-        .arg(&m.mnt)
-        .status()
-        .unwrap()
-        .success());
-    m
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn tar_of(files: &[(&str, &[u8], u32, u64)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -78,20 +29,7 @@ fn tar_of(files: &[(&str, &[u8], u32, u64)]) -> Vec<u8> {
 
 fn req_for(path: &str, version: &str, tar: &[u8]) -> (StageRequest, Vec<u8>) {
     let z = zstd::encode_all(tar, 3).unwrap();
-    (
-        StageRequest {
-            path: path.into(),
-            version: version.into(),
-            length: z.len() as u64,
-            sha256: sha(&z),
-            sha512: None,
-            compression: Compression::Zstd,
-            format: ImageFormat::Tar,
-            size: tar.len() as u64,
-            content_sha256: sha(tar),
-        },
-        z,
-    )
+    (zstd_request(path, version, ImageFormat::Tar, tar, &z), z)
 }
 
 #[tokio::test]
@@ -101,7 +39,7 @@ async fn btrfs_slots_install_refuse_snapshot_and_prune() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let fs = btrfs(dir.path());
+    let fs = Btrfs::new(dir.path());
     let state = dir.path().join("state");
     let name = |s: &str| SlotName::new(s).unwrap();
     let server = FaultServer::start().await;

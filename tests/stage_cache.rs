@@ -3,40 +3,27 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::disk::Mount;
 use common::http::{FaultServer, Faults};
+use common::image::sha256_hex as sha;
+use common::image::zstd_request;
 use patchd::fetch::{HttpOptions, HttpSource, RetryPolicy};
 use patchd::names::SlotName;
 use patchd::slot::{
-    stage_image_cached, CancelToken, Compression, DownloadCache, ImageFileSlot, ImageFormat,
-    RawSlot, Slot, SlotState, StageError, StageOptions, StageRequest,
+    stage_image_cached, CancelToken, DownloadCache, ImageFileSlot, ImageFormat, RawSlot, Slot,
+    SlotState, StageError, StageOptions, StageRequest,
 };
-use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn image() -> (StageRequest, Vec<u8>, Vec<u8>) {
     let mut content = common::noise(MIB as usize, 77);
     content.extend(std::iter::repeat_n(3u8, 2 * MIB as usize));
     let z = zstd::encode_all(&content[..], 1).unwrap();
-    let req = StageRequest {
-        path: "targets/os.img.zst".into(),
-        version: "7".into(),
-        length: z.len() as u64,
-        sha256: sha(&z),
-        sha512: None,
-        compression: Compression::Zstd,
-        format: ImageFormat::Raw,
-        size: content.len() as u64,
-        content_sha256: sha(&content),
-    };
+    let req = zstd_request("targets/os.img.zst", "7", ImageFormat::Raw, &content, &z);
     (req, content, z)
 }
 
@@ -137,20 +124,7 @@ async fn disk_full_while_caching() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("cache");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap()
-        .success());
-    struct Umount(std::path::PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Umount(mnt.clone());
+    let _tmpfs = Mount::virtual_fs("tmpfs", Some("size=2m"), &mnt);
 
     let data = common::noise(1536 << 10, 8); // 1.5 MiB fits into 2 MiB free …
     let req = StageRequest::raw("targets/img", "8", data.len() as u64, &sha(&data));

@@ -4,10 +4,10 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 use std::sync::Arc;
 
-use common::disk::Loop;
+use common::disk::{Loop, Mount};
+use common::image::sha256_hex as sha;
 use patchd::fetch::FileSource;
 use patchd::names::SlotName;
 use patchd::paths::Paths;
@@ -15,13 +15,8 @@ use patchd::slot::{
     stage_image, supports_direct_read, verify_slot_content, BlockSlot, CancelToken, ImageFileSlot,
     RawSlot, SlotState, StageError, StageOptions, StageRequest,
 };
-use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn repo(dir: &std::path::Path, data: &[u8]) -> FileSource {
     std::fs::create_dir_all(dir.join("repo/targets")).unwrap();
@@ -94,14 +89,6 @@ async fn read_back_sees_the_device_behind_a_stale_page_cache() {
     );
 }
 
-struct Ramfs(std::path::PathBuf);
-
-impl Drop for Ramfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// ramfs has no direct I/O: the read-back says so and uses buffered reads; the install
 /// still ends verified, and still fails on wrong content.
 #[tokio::test]
@@ -112,14 +99,7 @@ async fn read_back_falls_back_to_buffered_reads_without_o_direct() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("ram");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(Command::new("mount")
-        .args(["-t", "ramfs", "ramfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap()
-        .success());
-    let _ram = Ramfs(mnt.clone());
+    let _ram = Mount::virtual_fs("ramfs", None, &mnt);
     let slot: Arc<dyn RawSlot> = Arc::new(ImageFileSlot::new(
         SlotName::new("b").unwrap(),
         mnt.join("b.img"),

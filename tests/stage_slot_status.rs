@@ -8,19 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::http::{FaultServer, Faults};
+use common::image::sha256_hex as sha;
 use patchd::fetch::{HttpOptions, HttpSource, RetryPolicy};
 use patchd::names::SlotName;
 use patchd::slot::{
-    stage_image, stage_image_cached, CancelToken, Compression, DownloadCache, ImageFileSlot,
-    ImageFormat, Slot, SlotState, StageError, StageOptions, StageRequest,
+    stage_image, stage_image_cached, CancelToken, DownloadCache, ImageFileSlot, ImageFormat, Slot,
+    SlotState, StageError, StageOptions, StageRequest,
 };
-use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn http(server: &FaultServer) -> HttpSource {
     HttpSource::new(
@@ -43,20 +39,6 @@ fn opts() -> StageOptions {
     StageOptions {
         checkpoint_every: MIB,
         ..StageOptions::default()
-    }
-}
-
-fn zstd_req(path: &str, version: &str, content: &[u8], z: &[u8]) -> StageRequest {
-    StageRequest {
-        path: path.into(),
-        version: version.into(),
-        length: z.len() as u64,
-        sha256: sha(z),
-        sha512: None,
-        compression: Compression::Zstd,
-        format: ImageFormat::Raw,
-        size: content.len() as u64,
-        content_sha256: sha(content),
     }
 }
 
@@ -173,7 +155,7 @@ async fn cache_mode_record_untouched_before_the_first_write_incomplete_after() {
         truncate_times: 1000,
         ..Faults::default()
     });
-    let req = zstd_req("targets/v2.zst", "2", &v2, &z);
+    let req = common::image::zstd_request("targets/v2.zst", "2", ImageFormat::Raw, &v2, &z);
     let err = stage_image_cached(
         &req,
         &http(&rig.server),

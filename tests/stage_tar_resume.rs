@@ -18,19 +18,16 @@ use std::time::{Duration, Instant};
 
 use common::disk::{tree_listing, Btrfs};
 use common::http::{FaultServer, Faults};
+use common::image::zstd_request;
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::slot::{
-    BtrfsSlots, CancelToken, Compression, ImageFormat, Slot, SlotState, StageError, StageOptions,
-    StageRequest, TarStageReport,
+    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotState, StageError, StageOptions, StageRequest,
+    TarStageReport,
 };
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 const MIB: u64 = 1 << 20;
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn opts() -> StageOptions {
     StageOptions {
@@ -255,17 +252,9 @@ fn framed_zstd(data: &[u8], frame: usize) -> Vec<u8> {
 }
 
 fn request(tar: &[u8], z: &[u8], version: &str) -> StageRequest {
-    StageRequest {
-        path: "targets/rootfs.tar.zst".into(),
-        version: version.into(),
-        length: z.len() as u64,
-        sha256: sha(z),
-        sha512: Some(hex::encode(sha2::Sha512::digest(z))),
-        compression: Compression::Zstd,
-        format: ImageFormat::Tar,
-        size: tar.len() as u64,
-        content_sha256: sha(tar),
-    }
+    let mut r = zstd_request("targets/rootfs.tar.zst", version, ImageFormat::Tar, tar, z);
+    r.sha512 = Some(hex::encode(sha2::Sha512::digest(z)));
+    r
 }
 
 async fn stage(
@@ -574,4 +563,61 @@ async fn a_resumed_extraction_refuses_what_a_fresh_one_refuses() {
     assert_eq!(checkpoint_snapshots(&s.root), Vec::<String>::new());
     assert!(!s.root.join(".b.extract.json").exists());
     assert!(!s.root.join(".b.partial").exists());
+}
+
+/// Fail points (feature `failpoints`): the child aborts itself at exact steps — after an
+/// entry, between taking a checkpoint's snapshot and recording it, between recording it
+/// and deleting the previous snapshot — and every resume still ends in the same tree.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_at_each_checkpoint_step_then_resume_gives_the_same_tree() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(s) = setup("abort_at_each_checkpoint_step_then_resume_gives_the_same_tree") else {
+        return;
+    };
+    let tar = rootfs();
+    let z = framed_zstd(&tar, MIB as usize);
+    let req = request(&tar, &z, "6");
+    let server = FaultServer::start().await;
+    server.add("targets/rootfs.tar.zst", z);
+    let mut boundaries = Vec::new();
+    for point in [
+        "tar.entry#2",
+        "tar.checkpoint.snapshot#1",
+        "tar.checkpoint.saved#0",
+        "tar.entry#5",
+        "tar.checkpoint.snapshot#0",
+        "tar.checkpoint.saved#1",
+    ] {
+        let mut child = spawn_child(&s, &server, &req, &[("PATCHD_FAILPOINT", point)]);
+        let st = child.wait().unwrap();
+        assert_eq!(st.signal(), Some(libc::SIGABRT), "{point}: child {st}");
+        assert_not_bootable(&s);
+        let cp = json(&s.root.join(".b.extract.json"));
+        boundaries.push(cp.map_or(0, |v| v["boundary_offset"].as_u64().unwrap_or(0)));
+    }
+    println!("checkpoint boundary after each abort: {boundaries:?}");
+    assert!(
+        boundaries.windows(2).all(|w| w[0] <= w[1]),
+        "a checkpoint went backwards: {boundaries:?}"
+    );
+    let resumed = stage(&s, &server, &req, "b").await.unwrap();
+    let fresh = stage(&s, &server, &req, "c").await.unwrap();
+    assert_eq!(resumed.resumed_at, *boundaries.last().unwrap());
+    assert!(resumed.resumed_at > 0 && resumed.content_decoded < fresh.content_decoded);
+    let sl = slots(&s.root, &s.state);
+    assert_eq!(
+        tree_listing(&sl.subvolume_path(&slot_b())),
+        tree_listing(&sl.subvolume_path(&SlotName::new("c").unwrap()))
+    );
+    assert_eq!(checkpoint_snapshots(&s.root), Vec::<String>::new());
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[test]
+fn abort_at_each_checkpoint_step_then_resume_gives_the_same_tree() {
+    println!(
+        "skipped: abort_at_each_checkpoint_step_then_resume_gives_the_same_tree needs \
+         `--features failpoints` (tests/suites/tar-resume runs it)"
+    );
 }

@@ -10,16 +10,10 @@ use std::process::Command;
 
 use common::disk::Btrfs;
 use common::http::FaultServer;
+use common::image::zstd_request;
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
-use patchd::slot::{
-    BtrfsSlots, CancelToken, Compression, ImageFormat, SlotState, StageOptions, StageRequest,
-};
-use sha2::{Digest, Sha256};
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
+use patchd::slot::{BtrfsSlots, CancelToken, ImageFormat, SlotState, StageOptions};
 
 fn run(cmd: &mut Command) {
     let st = cmd.status().unwrap();
@@ -85,17 +79,7 @@ async fn xattrs_are_preserved_in_btrfs_tar_installs() {
         .args(["etc", "usr"]));
     let tar = std::fs::read(&tar_path).unwrap();
     let z = zstd::encode_all(&tar[..], 3).unwrap();
-    let req = StageRequest {
-        path: "targets/rootfs.tar.zst".into(),
-        version: "7".into(),
-        length: z.len() as u64,
-        sha256: sha(&z),
-        sha512: None,
-        compression: Compression::Zstd,
-        format: ImageFormat::Tar,
-        size: tar.len() as u64,
-        content_sha256: sha(&tar),
-    };
+    let req = zstd_request("targets/rootfs.tar.zst", "7", ImageFormat::Tar, &tar, &z);
     let server = FaultServer::start().await;
     server.add("targets/rootfs.tar.zst", z);
     let source = HttpSource::new(&server.url(), HttpOptions::default()).unwrap();

@@ -3,7 +3,9 @@
 //!
 //! The archive is extracted into `.<name>.partial`; only after the transfer and content
 //! hashes matched is it renamed to `<name>` and its status record set to `verified`, so
-//! an unverified tree can never be selected. Old slots beyond `keep` are pruned, never the
+//! an unverified tree can never be selected. An interrupted extraction resumes from its
+//! last checkpoint, a snapshot of the partial tree at an entry boundary (see
+//! [`BtrfsSlots::stage_tar_report`]). Old slots beyond `keep` are pruned, never the
 //! booted or the rollback one. A slot can also start as a writable snapshot of the running
 //! subvolume (for package upgrades applied inside a snapshot).
 

@@ -360,3 +360,137 @@ impl<R: Read> Read for ArchiveStream<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use std::io::Cursor;
+
+    fn data() -> Vec<u8> {
+        let mut x = 7u64;
+        (0..300_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 3 == 0 {
+                    b'a'
+                } else {
+                    x as u8
+                }
+            })
+            .collect()
+    }
+
+    fn req(data: &[u8], z: &[u8], compression: Compression) -> StageRequest {
+        StageRequest {
+            path: "targets/a.tar".into(),
+            version: "1".into(),
+            length: z.len() as u64,
+            sha256: hex::encode(Sha256::digest(z)),
+            sha512: Some(hex::encode(sha2::Sha512::digest(z))),
+            compression,
+            format: super::super::stage::ImageFormat::Tar,
+            size: data.len() as u64,
+            content_sha256: hex::encode(Sha256::digest(data)),
+        }
+    }
+
+    fn stream(
+        dir: &std::path::Path,
+        req: &StageRequest,
+        input: &[u8],
+        from: Mark,
+    ) -> ArchiveStream<Cursor<Vec<u8>>> {
+        let (tee, _) = DownloadTee::open(dir, "t", req, 1 << 20).unwrap();
+        ArchiveStream::new(Cursor::new(input.to_vec()), tee, req, 23, from).unwrap()
+    }
+
+    /// Read everything in odd-sized pieces, taking the mark at or before each position.
+    fn drain(s: &mut ArchiveStream<Cursor<Vec<u8>>>) -> (Vec<u8>, Vec<Mark>) {
+        let (mut out, mut marks) = (Vec::new(), Vec::new());
+        let mut buf = [0u8; 7777];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return (out, marks);
+            }
+            out.extend_from_slice(&buf[..n]);
+            let at = s.offsets().1.min(out.len() as u64);
+            if let Some(m) = s.mark_at_or_before(at) {
+                marks.push(m);
+            }
+        }
+    }
+
+    #[test]
+    fn restarting_at_any_mark_gives_the_same_bytes_and_digests() {
+        let data = data();
+        let frame = 64 << 10;
+        let mut z = Vec::new();
+        for c in data.chunks(frame) {
+            z.extend(zstd::encode_all(c, 1).unwrap());
+        }
+        for (compression, input) in [(Compression::Zstd, &z), (Compression::None, &data)] {
+            let dir = tempfile::tempdir().unwrap();
+            let r = req(&data, input, compression);
+            let mut whole = stream(dir.path(), &r, input, Mark::start(&r));
+            let (out, marks) = drain(&mut whole);
+            assert_eq!(out, data);
+            let digests = whole.digests();
+            assert_eq!(digests.0, r.sha256);
+            assert_eq!(digests.1.as_deref(), r.sha512.as_deref());
+            let mids: Vec<&Mark> = marks.iter().filter(|m| m.content_offset > 0).collect();
+            assert!(mids.len() >= 3, "{compression:?}: too few marks");
+            for m in mids.iter().step_by(mids.len() / 3) {
+                assert!(m.fits(&r), "{m:?}");
+                if compression == Compression::Zstd {
+                    assert_eq!(m.content_offset % frame as u64, 0, "not a frame start");
+                }
+                // Through JSON, as a checkpoint would carry it.
+                let m: Mark = serde_json::from_str(&serde_json::to_string(m).unwrap()).unwrap();
+                let d = tempfile::tempdir().unwrap();
+                let mut again = stream(
+                    d.path(),
+                    &r,
+                    &input[m.transfer_offset as usize..],
+                    m.clone(),
+                );
+                let (rest, _) = drain(&mut again);
+                assert_eq!(rest, data[m.content_offset as usize..], "{compression:?}");
+                assert_eq!(again.digests(), digests);
+                assert!(again.counts().content < data.len() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn marks_with_wrong_lengths_do_not_fit() {
+        let data = data();
+        let r = req(&data, &data, Compression::None);
+        let mut m = Mark::start(&r);
+        assert!(m.fits(&r));
+        m.transfer_offset = 64;
+        m.content_offset = 64;
+        assert!(!m.fits(&r), "hash state covers 0 bytes, offset says 64");
+        let mut m = Mark::start(&r);
+        m.transfer_sha512 = None;
+        assert!(!m.fits(&r), "sha512 state missing");
+    }
+
+    #[test]
+    fn content_beyond_the_declared_size_is_refused() {
+        let data = data();
+        let z = zstd::encode_all(&data[..], 1).unwrap();
+        let mut r = req(&data, &z, Compression::Zstd);
+        r.size = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = stream(dir.path(), &r, &z, Mark::start(&r));
+        let err = std::io::copy(&mut s, &mut std::io::sink()).unwrap_err();
+        assert!(
+            err.get_ref().is_some_and(|e| e.is::<ContentTooLarge>()),
+            "{err}"
+        );
+    }
+}

@@ -1,13 +1,13 @@
 //! Keeping the downloaded bytes of an archive install, so an interrupted install does
 //! not fetch them again.
 //!
-//! A tar archive is extracted while it streams in; the extraction itself cannot be
-//! checkpointed (a tar reader's and zstd decoder's state is not saveable), but the
-//! transfer can: every byte is also appended to `<slots dir>/.<slot>.download`, synced
-//! and recorded every `checkpoint_every` bytes in `.<slot>.download.json`. A later run for
-//! the same archive replays that prefix from disk and fetches only the rest with a range
-//! request; extraction and hashing start over from byte 0, so the prefix is verified like
-//! any other byte (the file holds bytes, not trust).
+//! A tar archive is extracted while it streams in. Every transfer byte is also appended
+//! to `<slots dir>/.<slot>.download`, synced and recorded every `checkpoint_every` bytes
+//! (and at every extraction checkpoint, [`DownloadTee::sync`]) in
+//! `.<slot>.download.json`. A later run for the same archive replays the kept bytes from
+//! its restart mark (byte 0, or the zstd frame an extraction checkpoint names, see
+//! `btrfs.rs`) and fetches only the rest with a range request; the replayed bytes are
+//! hashed like any other (the file holds bytes, not trust).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};

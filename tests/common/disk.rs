@@ -1,11 +1,21 @@
-//! Loop devices and a mounted btrfs for root-only staging tests (cleaned up on drop).
+//! Loop devices, file systems and mounts for root-only staging tests (each cleaned up on
+//! drop), and a listing of an installed tree to compare two installs by.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A loop device over a sparse file.
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A loop device over a sparse file, detached on drop.
 pub struct Loop {
-    pub dev: String,
+    pub dev: PathBuf,
     pub backing: PathBuf,
 }
 
@@ -16,53 +26,138 @@ impl Loop {
             .unwrap()
             .set_len(bytes)
             .unwrap();
+        Self::attach(backing, &[])
+    }
+
+    /// A loop device over a disk image partitioned by `sfdisk` with `table`; its
+    /// partitions are [`Loop::partition`].
+    pub fn partitioned(dir: &Path, name: &str, bytes: u64, table: &str) -> Loop {
+        use std::io::Write;
+        let backing = dir.join(name);
+        std::fs::File::create(&backing)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let mut sf = Command::new("sfdisk")
+            .arg("-q")
+            .arg(&backing)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        sf.stdin
+            .take()
+            .unwrap()
+            .write_all(table.as_bytes())
+            .unwrap();
+        assert!(sf.wait().unwrap().success(), "sfdisk failed");
+        let lo = Self::attach(backing, &["-P"]);
+        let part = lo.partition(1);
+        // Some kernels/containers skip the partition scan at attach; ask explicitly.
+        if !part.exists() {
+            let _ = Command::new("partx").arg("-a").arg(&lo.dev).status();
+        }
+        for _ in 0..100 {
+            if part.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(part.exists(), "partition {} did not appear", part.display());
+        lo
+    }
+
+    fn attach(backing: PathBuf, flags: &[&str]) -> Loop {
         let out = Command::new("losetup")
             .args(["-f", "--show"])
+            .args(flags)
             .arg(&backing)
             .output()
             .unwrap();
-        assert!(out.status.success(), "losetup failed");
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dev = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
         Loop { dev, backing }
+    }
+
+    /// Partition `n` (from 1) of a [`Loop::partitioned`] device.
+    pub fn partition(&self, n: u32) -> PathBuf {
+        PathBuf::from(format!("{}p{n}", self.dev.display()))
     }
 }
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }
 
-/// A fresh btrfs on a loop device, mounted at `mnt`.
+/// Make a file system of `kind` (`ext4`, `btrfs`) on `dev`, overwriting what is there.
+pub fn mkfs(dev: &Path, kind: &str) {
+    let force = if kind == "btrfs" { "-f" } else { "-F" };
+    run(Command::new(format!("mkfs.{kind}"))
+        .args(["-q", force])
+        .arg(dev));
+}
+
+/// A mount, unmounted on drop (or by [`Mount::unmount`]).
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    /// Mount the file system on `dev` at `dir` (created if missing).
+    pub fn device(dev: &Path, dir: &Path) -> Mount {
+        let _ = std::fs::create_dir_all(dir);
+        run(Command::new("mount").arg(dev).arg(dir));
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Mount a virtual file system (`ramfs`, `tmpfs`) with `options` (`-o`) at `dir`.
+    pub fn virtual_fs(kind: &str, options: Option<&str>, dir: &Path) -> Mount {
+        let _ = std::fs::create_dir_all(dir);
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", kind]);
+        if let Some(o) = options {
+            cmd.args(["-o", o]);
+        }
+        run(cmd.arg(kind).arg(dir));
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn unmount(self) {}
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// A fresh 256 MiB btrfs on a loop device, mounted at `mnt` (`<dir>/mnt`).
 pub struct Btrfs {
     pub mnt: PathBuf,
-    lo: Option<Loop>,
+    // Unmounted before the loop device is detached (fields drop in order).
+    _mount: Mount,
+    _lo: Loop,
 }
 
 impl Btrfs {
     pub fn new(dir: &Path) -> Btrfs {
         let lo = Loop::new(dir, "btrfs.raw", 256 << 20);
-        assert!(Command::new("mkfs.btrfs")
-            .args(["-q", "-f", &lo.dev])
-            .status()
-            .unwrap()
-            .success());
-        let mnt = dir.join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        assert!(Command::new("mount")
-            .arg(&lo.dev)
-            .arg(&mnt)
-            .status()
-            .unwrap()
-            .success());
-        Btrfs { mnt, lo: Some(lo) }
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        drop(self.lo.take());
+        mkfs(&lo.dev, "btrfs");
+        let mount = Mount::device(&lo.dev, &dir.join("mnt"));
+        Btrfs {
+            mnt: mount.dir.clone(),
+            _mount: mount,
+            _lo: lo,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod disk;
 pub mod http;
+pub mod image;
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible enough for tests.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
