@@ -335,3 +335,52 @@ async fn kill_9_during_a_dynamic_delta_then_resume() {
     );
     assert!(r.bytes_reused > f.bytes_reused, "{r:?} vs {f:?}");
 }
+
+/// A partial download whose bytes do not match (the medium lost or changed them) is not
+/// trusted: the finished file fails its signed hash, and the delta is fetched once more
+/// from the start; the slot still ends right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_partial_delta_is_fetched_again_not_trusted() {
+    let (size, keep) = (4 * MIB, 3 * MIB);
+    let w = World::new(
+        size,
+        keep,
+        DeltaOptions {
+            from: vec!["1.0.0".parse().unwrap()],
+            chunk_index: false,
+            level: 3,
+        },
+    )
+    .await;
+    let f = w.fresh().await;
+    assert_eq!(f.method, StageMethod::StaticDelta, "{f:?}");
+    let len = f.bytes_fetched;
+    let _ = std::fs::remove_file(w.top.join("slot-b.img"));
+    let _ = std::fs::remove_file(w.top.join("state/slots/b.json"));
+    let half = len / 2;
+    std::fs::write(
+        w.top.join("state/slots/b.delta.part"),
+        vec![0x5a; half as usize],
+    )
+    .unwrap();
+    let sha = {
+        let dir = w.top.join("repo/targets/releases/acme/2.0.0");
+        let d = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".delta"))
+            .unwrap();
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(d).unwrap()))
+    };
+    std::fs::write(
+        w.top.join("state/slots/b.delta.part.json"),
+        serde_json::json!({ "target_sha256": sha, "length": len, "synced": half }).to_string(),
+    )
+    .unwrap();
+    let r = w.resume().await;
+    assert_eq!(r.method, StageMethod::StaticDelta, "{r:?}");
+    assert_eq!(r.bytes_fetched, (len - half) + len, "{r:?}");
+    assert!(!w.top.join("state/slots/b.delta.part").exists());
+    assert!(!w.top.join("state/slots/b.delta.part.json").exists());
+}

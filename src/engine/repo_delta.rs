@@ -84,7 +84,10 @@ impl DeltaStage<'_> {
                 continue;
             };
             match self.static_delta(d, running, st).await {
-                Ok(r) => return Some(r),
+                Ok(r) => {
+                    self.drop_partial_download();
+                    return Some(r);
+                }
                 Err(e) => {
                     tracing::warn!(slot = %self.slot.name(), from = %d.from_version, error = %e, "static delta not used; trying the next method")
                 }
@@ -92,7 +95,10 @@ impl DeltaStage<'_> {
         }
         if let Some(c) = &self.image.chunks {
             match self.dynamic_delta(c, &locals).await {
-                Ok(r) => return Some(r),
+                Ok(r) => {
+                    self.drop_partial_download();
+                    return Some(r);
+                }
                 Err(e) => {
                     tracing::warn!(slot = %self.slot.name(), error = %e, "dynamic delta not used; installing the full image")
                 }
@@ -129,6 +135,15 @@ impl DeltaStage<'_> {
             .map(|p| p.to_path_buf())
             .ok_or_else(|| other("slot status record has no directory"))?;
         Ok(dir.join(format!("{}.delta", self.slot.name())))
+    }
+
+    /// A partial static delta download is kept across failures (to resume it) but not
+    /// once the slot holds the new image.
+    fn drop_partial_download(&self) {
+        if let Ok(dest) = self.delta_path() {
+            let _ = std::fs::remove_file(dest.with_extension("delta.part"));
+            let _ = std::fs::remove_file(dest.with_extension("delta.part.json"));
+        }
     }
 
     async fn static_delta(
