@@ -3,7 +3,12 @@
 //! or length before reading its body, and fails a body that goes on past the range; a
 //! server that ignores the range is skipped to the range and cut at its end (or refused).
 
+mod common;
+
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::http::{FaultServer, Faults};
 
 use patchd::fetch::ranges::{read_range, Range};
 use patchd::fetch::{ByteSource, FetchError, HttpOptions, HttpSource, RangeIgnored, RetryPolicy};
@@ -28,7 +33,6 @@ enum Answer {
 struct Server {
     url: String,
     heads: Arc<Mutex<Vec<String>>>,
-    /// Body bytes the server managed to write (it may be cut off).
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -234,4 +238,34 @@ async fn ranges_outside_the_file_are_refused_without_a_request() {
         assert!(matches!(e, FetchError::Protocol { .. }), "{e}");
     }
     assert!(s.heads.lock().unwrap().is_empty());
+}
+
+/// A connection dropped inside the range resumes with the rest of the same bounded range
+/// (`bytes=<where it stopped>-<range end>`), and the bytes still come out exactly once.
+#[tokio::test]
+async fn a_dropped_connection_resumes_inside_the_range() {
+    let d = data();
+    let server = FaultServer::start().await;
+    server.add("f", d.to_vec());
+    server.set(Faults {
+        truncate_at: Some(120_000),
+        truncate_times: 1,
+        ..Faults::default()
+    });
+    let src = HttpSource::new(
+        &server.url(),
+        HttpOptions {
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(10),
+                jitter: false,
+                ..RetryPolicy::default()
+            },
+            ..HttpOptions::default()
+        },
+    )
+    .unwrap();
+    let b = read_range(&src, "f", R, d.len() as u64).await.unwrap();
+    assert_eq!(b, want(&d));
+    let starts: Vec<Option<u64>> = server.seen().iter().map(|s| s.range_start).collect();
+    assert_eq!(starts, vec![Some(100_000), Some(120_000)]);
 }
