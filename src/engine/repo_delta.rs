@@ -4,11 +4,10 @@
 //! bad piece, a network error — falls through to the next; a failed delta leaves the
 //! slot `incomplete`, never bootable.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::ports::{Progress, ProgressSink, StageMethod, StageReport};
@@ -324,7 +323,7 @@ async fn download_resumable(
     t: &VerifiedTarget,
     dest: &Path,
 ) -> Result<u64, Skip> {
-    if file_matches(dest, t) {
+    if matches(dest, t).await {
         return Ok(0);
     }
     let part = dest.with_extension("delta.part");
@@ -338,7 +337,7 @@ async fn download_resumable(
     let mut fetched = 0;
     for start in [resume_at, 0] {
         fetched += fetch_part(src, t, &part, &cp, &sha, start).await?;
-        if file_matches(&part, t) {
+        if matches(&part, t).await {
             std::fs::rename(&part, dest).map_err(other)?;
             let _ = std::fs::remove_file(&cp);
             if let Some(dir) = dest.parent() {
@@ -362,6 +361,14 @@ async fn download_resumable(
     )))
 }
 
+/// [`file_matches`] off the async threads (it hashes the whole file).
+async fn matches(path: &Path, t: &VerifiedTarget) -> bool {
+    let (path, t) = (path.to_path_buf(), t.clone());
+    tokio::task::spawn_blocking(move || file_matches(&path, &t))
+        .await
+        .unwrap_or(false)
+}
+
 /// Write bytes `start..` of `t` into `part` (truncated to `start`), checkpointing every
 /// [`PART_SYNC_EVERY`] bytes. Returns the bytes fetched.
 async fn fetch_part(
@@ -374,14 +381,15 @@ async fn fetch_part(
 ) -> Result<u64, Skip> {
     let what = part.display().to_string();
     let io = |e: std::io::Error| other(format!("{what}: {e}"));
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(part)
+        .await
         .map_err(io)?;
-    f.set_len(start).map_err(io)?;
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start)).map_err(io)?;
+    f.set_len(start).await.map_err(io)?;
+    f.seek(std::io::SeekFrom::Start(start)).await.map_err(io)?;
     let path = t.remote_path();
     let mut r = src
         .open_exact(&path, start, t.length())
@@ -400,11 +408,11 @@ async fn fetch_part(
         if pos + n as u64 > t.length() {
             return Err(other(format!("{path}: more than the signed length")));
         }
-        f.write_all(&buf[..n]).map_err(io)?;
+        f.write_all(&buf[..n]).await.map_err(io)?;
         pos += n as u64;
         unsynced += n as u64;
         if unsynced >= PART_SYNC_EVERY {
-            f.sync_data().map_err(io)?;
+            f.sync_data().await.map_err(io)?;
             unsynced = 0;
             let c = PartCheckpoint {
                 target_sha256: sha.to_string(),
@@ -415,7 +423,7 @@ async fn fetch_part(
             crate::fsutil::atomic_write(cp, &b).map_err(io)?;
         }
     }
-    f.sync_all().map_err(io)?;
+    f.sync_all().await.map_err(io)?;
     Ok(pos - start)
 }
 
