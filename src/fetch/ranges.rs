@@ -3,7 +3,9 @@
 //!
 //! Memory stays bounded by the requests, not the file: at most `in_flight` ranges are
 //! being read or waiting to be taken, plus one in the hand-over channel and the one the
-//! consumer holds — `(in_flight + 2) × largest range` bytes.
+//! consumer holds — `(in_flight + 2) × largest range` bytes. Each request runs as its own
+//! task (it keeps going while the consumer works on an earlier range) and is aborted when
+//! the stream is dropped.
 
 use std::sync::Arc;
 
@@ -39,11 +41,24 @@ impl RangeStream {
     ) -> RangeStream {
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(async move {
-            let (src, path) = (&*src, path.as_str());
+            let path: Arc<str> = path.into();
+            // Each request is its own task, so it keeps going while the consumer is busy
+            // with an earlier range; `buffered` starts at most `in_flight` of them.
             let mut results = futures_util::stream::iter(ranges)
-                .map(|r| read_range(src, path, r, file_len))
+                .map(|r| {
+                    let (src, path) = (src.clone(), path.clone());
+                    Aborting(tokio::spawn(async move {
+                        read_range(src.as_ref(), &path, r, file_len).await
+                    }))
+                })
                 .buffered(in_flight.max(1));
             while let Some(res) = results.next().await {
+                let res = res.unwrap_or_else(|e| {
+                    Err(FetchError::Protocol {
+                        what: path.to_string(),
+                        why: format!("range request task failed: {e}"),
+                    })
+                });
                 let failed = res.is_err();
                 // The consumer went away, or the first failure ends the stream.
                 if tx.send(res).await.is_err() || failed {
@@ -68,6 +83,25 @@ impl RangeStream {
 impl Drop for RangeStream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A request task that is cancelled when nobody waits for it any more.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for Aborting<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
