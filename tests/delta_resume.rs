@@ -1,7 +1,8 @@
 //! Power cut in the middle of applying a delta (modelled by cancelling the run at a
 //! piece boundary, which leaves exactly what a cut leaves: some pieces written, the slot
 //! `incomplete`): the next run produces the right image and keeps the pieces already in
-//! place instead of decoding or fetching them again.
+//! place instead of decoding or fetching them again. The same with a real process killed
+//! by SIGKILL mid-stage: tests/delta_power_cut.rs.
 
 mod delta_support;
 

@@ -7,10 +7,11 @@
 //! redoes the run: pieces already at their place in the target slot (hash checked) are
 //! kept, so nothing verified is fetched or decoded twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -18,6 +19,8 @@ use super::codec;
 use super::error::{io, DeltaError};
 use super::format::{EntryKind, Header};
 use super::index::ChunkIndex;
+use crate::fetch::ranges::{read_range, Range, RangeStream};
+use crate::fetch::{ByteSource, FetchError};
 use crate::slot::stage::RawSlot;
 
 /// Bytes moved by one run.
@@ -60,8 +63,6 @@ impl Control<'_> {
     }
 }
 
-/// Largest run of missing chunks fetched with one range request.
-const MAX_RUN: u64 = 4 << 20;
 /// Data written between two `fdatasync`s.
 const SYNC_EVERY: u64 = 64 << 20;
 
@@ -293,10 +294,195 @@ pub fn apply_static(
 /// Fetches `len` bytes of the chunk store from `offset` (one range request).
 pub type FetchRange<'a> = dyn FnMut(u64, u64) -> Result<Vec<u8>, DeltaError> + 'a;
 
+/// Where the missing chunks come from: ranges of the chunk store. The whole list is
+/// known before the first write, so an implementation may keep several requests in
+/// flight ([`crate::fetch::ranges::RangeStream`]); it must hand the bytes back in order.
+pub trait StoreFetch {
+    /// Called once, before any [`StoreFetch::next`], with every range the run needs, in
+    /// ascending store order.
+    fn start(&mut self, ranges: Vec<Range>) -> Result<(), DeltaError>;
+    /// The bytes of the next range given to `start`.
+    fn next(&mut self) -> Result<Vec<u8>, DeltaError>;
+    /// One range outside the plan (a local chunk that changed since it was cut).
+    fn one(&mut self, r: Range) -> Result<Vec<u8>, DeltaError>;
+}
+
+/// A [`StoreFetch`] that reads one range at a time through a closure.
+pub struct Sequential<'f, 'a> {
+    fetch: &'f mut FetchRange<'a>,
+    queue: VecDeque<Range>,
+}
+
+impl<'f, 'a> Sequential<'f, 'a> {
+    pub fn new(fetch: &'f mut FetchRange<'a>) -> Self {
+        Self {
+            fetch,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl StoreFetch for Sequential<'_, '_> {
+    fn start(&mut self, ranges: Vec<Range>) -> Result<(), DeltaError> {
+        self.queue = ranges.into();
+        Ok(())
+    }
+    fn next(&mut self) -> Result<Vec<u8>, DeltaError> {
+        let r = self.queue.pop_front().ok_or_else(|| DeltaError::Format {
+            file: "chunk store",
+            field: "range".into(),
+            why: "more ranges read than planned".into(),
+        })?;
+        (self.fetch)(r.offset, r.len)
+    }
+    fn one(&mut self, r: Range) -> Result<Vec<u8>, DeltaError> {
+        (self.fetch)(r.offset, r.len)
+    }
+}
+
+/// A [`StoreFetch`] over a [`ByteSource`] with up to `in_flight` range requests at once
+/// (each bounded: nothing past a range's end is read). Used from a blocking thread; the
+/// requests run on `handle`'s runtime.
+pub struct Pipelined {
+    handle: tokio::runtime::Handle,
+    src: Arc<dyn ByteSource>,
+    path: String,
+    file_len: u64,
+    in_flight: usize,
+    stream: Option<RangeStream>,
+}
+
+impl Pipelined {
+    /// `path` of `src` is the chunk store, `file_len` its signed length.
+    pub fn new(
+        handle: tokio::runtime::Handle,
+        src: Arc<dyn ByteSource>,
+        path: String,
+        file_len: u64,
+        in_flight: usize,
+    ) -> Self {
+        Self {
+            handle,
+            src,
+            path,
+            file_len,
+            in_flight,
+            stream: None,
+        }
+    }
+
+    fn fetch_err(&self, source: FetchError) -> DeltaError {
+        DeltaError::Fetch {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl StoreFetch for Pipelined {
+    fn start(&mut self, ranges: Vec<Range>) -> Result<(), DeltaError> {
+        let _rt = self.handle.enter();
+        self.stream = Some(RangeStream::start(
+            self.src.clone(),
+            self.path.clone(),
+            self.file_len,
+            ranges,
+            self.in_flight,
+        ));
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<Vec<u8>, DeltaError> {
+        let got = self.stream.as_mut().and_then(|s| s.blocking_next());
+        match got {
+            Some(Ok(b)) => Ok(b),
+            Some(Err(e)) => Err(self.fetch_err(e)),
+            None => Err(self.fetch_err(FetchError::Protocol {
+                what: self.path.clone(),
+                why: "range stream ended before the last planned range".into(),
+            })),
+        }
+    }
+
+    fn one(&mut self, r: Range) -> Result<Vec<u8>, DeltaError> {
+        let (src, path) = (self.src.as_ref(), self.path.as_str());
+        self.handle
+            .block_on(read_range(src, path, r, self.file_len))
+            .map_err(|e| self.fetch_err(e))
+    }
+}
+
+/// How a dynamic delta groups its missing chunks into range requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynamicOptions {
+    /// Refuse with [`DeltaError::NotSmaller`], before anything is written, when the
+    /// ranges to fetch add up to this many bytes or more.
+    pub limit: u64,
+    /// Largest range of the store fetched with one request (memory per request).
+    pub max_run: u64,
+    /// Stored bytes of chunks the device already has that may lie between two missing
+    /// ones in the same range: fetched and thrown away, which costs less than a request.
+    pub max_gap: u64,
+}
+
+impl Default for DynamicOptions {
+    fn default() -> Self {
+        Self {
+            limit: u64::MAX,
+            max_run: 2 << 20,
+            max_gap: 32 << 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 enum Plan {
     InPlace,
     Local { src: usize, offset: u64 },
     Fetch,
+}
+
+/// A planned request: `range` of the store covers chunks `first..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub range: Range,
+    pub first: usize,
+    pub end: usize,
+}
+
+/// Group the chunks to fetch (`need[i]`, stored lengths `stored[i]`, adjacent in the
+/// store) into ranges: neighbours merge while the range stays within `max_run`, across
+/// at most `max_gap` stored bytes of chunks not needed. A single chunk larger than
+/// `max_run` is still one range of its own.
+pub fn coalesce(need: &[bool], stored: &[u32], max_run: u64, max_gap: u64) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut store_off = 0u64;
+    // Stored bytes not needed since the last needed chunk (the gap a merge would span).
+    let mut gap = 0u64;
+    for (i, (&n, &len)) in need.iter().zip(stored).enumerate() {
+        let len = u64::from(len);
+        if n {
+            match runs.last_mut() {
+                Some(r) if gap <= max_gap && store_off + len - r.range.offset <= max_run => {
+                    r.range.len = store_off + len - r.range.offset;
+                    r.end = i + 1;
+                }
+                _ => runs.push(Run {
+                    range: Range {
+                        offset: store_off,
+                        len,
+                    },
+                    first: i,
+                    end: i + 1,
+                }),
+            }
+            gap = 0;
+        } else {
+            gap += len;
+        }
+        store_off += len;
+    }
+    runs
 }
 
 /// Build the image `index` describes in `t`: chunks already in place are kept, chunks
@@ -309,7 +495,14 @@ pub fn apply_dynamic(
     t: &TargetImage<'_>,
     ctl: &Control<'_>,
 ) -> Result<ApplyReport, DeltaError> {
-    apply_dynamic_within(index, fetch, locals, t, ctl, u64::MAX)
+    apply_dynamic_with(
+        index,
+        &mut Sequential::new(fetch),
+        locals,
+        t,
+        ctl,
+        &DynamicOptions::default(),
+    )
 }
 
 /// [`apply_dynamic`], but refused with [`DeltaError::NotSmaller`] before anything is
@@ -322,6 +515,24 @@ pub fn apply_dynamic_within(
     t: &TargetImage<'_>,
     ctl: &Control<'_>,
     limit: u64,
+) -> Result<ApplyReport, DeltaError> {
+    let opts = DynamicOptions {
+        limit,
+        ..DynamicOptions::default()
+    };
+    apply_dynamic_with(index, &mut Sequential::new(fetch), locals, t, ctl, &opts)
+}
+
+/// The dynamic delta with any [`StoreFetch`] (e.g. several requests in flight) and
+/// explicit [`DynamicOptions`]. Chunks are written in image order; every fetched chunk
+/// is decoded to exactly its signed length and checked against its signed hash first.
+pub fn apply_dynamic_with(
+    index: &ChunkIndex,
+    fetch: &mut dyn StoreFetch,
+    locals: &[LocalImage],
+    t: &TargetImage<'_>,
+    ctl: &Control<'_>,
+    opts: &DynamicOptions,
 ) -> Result<ApplyReport, DeltaError> {
     if index.image_size != t.size {
         return Err(target_mismatch("chunk index", "image size"));
@@ -345,56 +556,76 @@ pub fn apply_dynamic_within(
             have.entry(sha(&c.data)).or_insert((src, c.offset));
         }
     }
-    // In-place pieces are found by reading the slot before it is opened for writing,
-    // so a refused run leaves the slot as it was.
+    // In-place pieces (written before a power cut) are found by reading the slot before
+    // it is opened for writing, so a refused run leaves the slot as it was.
     let mut probe = InPlace {
         back: t.slot.open_for_read().ok(),
         scratch: Vec::new(),
     };
     let mut plan = Vec::with_capacity(index.chunks.len());
     let mut off = 0u64;
-    let mut missing = 0u64;
     for c in &index.chunks {
         plan.push(if probe.check(off, c.len, &c.sha256) {
             Plan::InPlace
         } else if let Some(&(src, offset)) = have.get(&c.sha256) {
             Plan::Local { src, offset }
         } else {
-            missing += u64::from(c.stored_len);
             Plan::Fetch
         });
         off += u64::from(c.len);
     }
     drop(have);
     drop(probe);
-    if missing >= limit {
+    let need: Vec<bool> = plan.iter().map(|p| matches!(p, Plan::Fetch)).collect();
+    let stored: Vec<u32> = index.chunks.iter().map(|c| c.stored_len).collect();
+    let runs = coalesce(&need, &stored, opts.max_run, opts.max_gap);
+    drop((need, stored));
+    let missing: u64 = runs.iter().map(|r| r.range.len).sum();
+    if missing >= opts.limit {
         return Err(DeltaError::NotSmaller {
             fetch: missing,
-            limit,
+            limit: opts.limit,
         });
     }
     let mut w = SlotWriter::open(t)?;
+    fetch.start(runs.iter().map(|r| r.range).collect())?;
 
     let mut report = ApplyReport::default();
     let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let mut outs = Vec::with_capacity(index.chunks.len());
-    let (mut o, mut s) = (0u64, 0u64);
-    for c in &index.chunks {
-        outs.push((o, s));
-        o += u64::from(c.len);
-        s += u64::from(c.stored_len);
-    }
-    let mut i = 0;
-    while i < index.chunks.len() {
+    let (mut out_off, mut store_off) = (0u64, 0u64);
+    let mut next_run = 0;
+    // The range in hand: its store offset and bytes.
+    let mut cur: Option<(u64, Vec<u8>)> = None;
+    for (i, c) in index.chunks.iter().enumerate() {
         if (ctl.cancelled)() {
             return Err(DeltaError::Cancelled);
         }
-        let c = &index.chunks[i];
-        let (out_off, store_off) = outs[i];
-        match plan[i] {
+        if runs.get(next_run).is_some_and(|r| r.first == i) {
+            let r = runs[next_run].range;
+            drop(cur.take()); // the previous range's memory goes before the next arrives
+            let bytes = fetch.next()?;
+            if bytes.len() as u64 != r.len {
+                return Err(DeltaError::PieceCorrupt {
+                    index: i,
+                    offset: out_off,
+                    why: format!("range of {} bytes returned {}", r.len, bytes.len()),
+                });
+            }
+            report.bytes_fetched += r.len;
+            cur = Some((r.offset, bytes));
+            next_run += 1;
+        }
+        let frame_range = Range {
+            offset: store_off,
+            len: u64::from(c.stored_len),
+        };
+        let here = out_off;
+        out_off += u64::from(c.len);
+        store_off += u64::from(c.stored_len);
+        let from_store = match plan[i] {
             Plan::InPlace => {
                 report.bytes_reused += u64::from(c.len);
-                i += 1;
+                false
             }
             Plan::Local { src, offset } => {
                 read_at(
@@ -405,9 +636,9 @@ pub fn apply_dynamic_within(
                     "local slot",
                 )?;
                 if sha(&buf) == c.sha256 {
-                    w.write(out_off, &buf)?;
+                    w.write(here, &buf)?;
                     report.bytes_reused += u64::from(c.len);
-                    i += 1;
+                    false
                 } else {
                     // The local copy changed since it was indexed: fetch this one.
                     tracing::warn!(
@@ -415,54 +646,101 @@ pub fn apply_dynamic_within(
                         offset,
                         "local chunk does not match its hash; fetching it"
                     );
-                    plan[i] = Plan::Fetch;
+                    true
                 }
             }
-            Plan::Fetch => {
-                // A run of adjacent missing chunks is adjacent in the store too.
-                let mut j = i + 1;
-                let mut run = u64::from(c.stored_len);
-                while j < index.chunks.len()
-                    && matches!(plan[j], Plan::Fetch)
-                    && run + u64::from(index.chunks[j].stored_len) <= MAX_RUN
-                {
-                    run += u64::from(index.chunks[j].stored_len);
-                    j += 1;
-                }
-                let bytes = fetch(store_off, run)?;
-                if bytes.len() as u64 != run {
-                    return Err(DeltaError::PieceCorrupt {
-                        index: i,
-                        offset: out_off,
-                        why: format!("range of {run} bytes returned {}", bytes.len()),
-                    });
-                }
-                report.bytes_fetched += run;
-                let mut at = 0usize;
-                for (k, ck) in index.chunks.iter().enumerate().take(j).skip(i) {
-                    let frame = &bytes[at..at + ck.stored_len as usize];
-                    at += ck.stored_len as usize;
-                    let bad = |why: String| DeltaError::PieceCorrupt {
-                        index: k,
-                        offset: outs[k].0,
-                        why,
-                    };
-                    codec::decompress(None, frame, ck.len as usize, &mut out)
-                        .map_err(|e| bad(e.to_string()))?;
-                    if sha(&out) != ck.sha256 {
-                        return Err(bad("sha256 differs from the signed one".into()));
+            Plan::Fetch => true,
+        };
+        if from_store {
+            let frame = match within(&cur, frame_range) {
+                Some(f) => f,
+                None => {
+                    let b = fetch.one(frame_range)?;
+                    if b.len() as u64 != frame_range.len {
+                        return Err(DeltaError::PieceCorrupt {
+                            index: i,
+                            offset: here,
+                            why: format!("range of {} bytes returned {}", frame_range.len, b.len()),
+                        });
                     }
-                    w.write(outs[k].0, &out)?;
-                    (ctl.progress)(outs[k].0 + u64::from(ck.len), t.size);
-                    if (ctl.cancelled)() {
-                        return Err(DeltaError::Cancelled);
-                    }
+                    report.bytes_fetched += frame_range.len;
+                    buf = b;
+                    &buf[..]
                 }
-                i = j;
+            };
+            let bad = |why: String| DeltaError::PieceCorrupt {
+                index: i,
+                offset: here,
+                why,
+            };
+            codec::decompress(None, frame, c.len as usize, &mut out)
+                .map_err(|e| bad(e.to_string()))?;
+            if sha(&out) != c.sha256 {
+                return Err(bad("sha256 differs from the signed one".into()));
             }
+            w.write(here, &out)?;
         }
-        (ctl.progress)(outs.get(i).map_or(t.size, |x| x.0), t.size);
+        (ctl.progress)(out_off, t.size);
     }
+    drop(cur);
     w.finish()?;
     Ok(report)
+}
+
+/// The part of the range in hand that holds `r`, if it does.
+fn within(cur: &Option<(u64, Vec<u8>)>, r: Range) -> Option<&[u8]> {
+    let (start, bytes) = cur.as_ref()?;
+    let from = usize::try_from(r.offset.checked_sub(*start)?).ok()?;
+    let to = from.checked_add(usize::try_from(r.len).ok()?)?;
+    bytes.get(from..to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(runs: &[Run]) -> Vec<(u64, u64, usize, usize)> {
+        runs.iter()
+            .map(|r| (r.range.offset, r.range.len, r.first, r.end))
+            .collect()
+    }
+
+    #[test]
+    fn neighbours_merge_within_run_and_gap_limits() {
+        let stored = [10u32; 8];
+        // adjacent missing chunks: one range
+        let need = [false, true, true, true, false, false, false, false];
+        assert_eq!(
+            ranges(&coalesce(&need, &stored, 1000, 0)),
+            vec![(10, 30, 1, 4)]
+        );
+        // a gap of one chunk (10 bytes) is spanned when allowed, not otherwise
+        let need = [true, false, true, false, false, true, false, false];
+        assert_eq!(
+            ranges(&coalesce(&need, &stored, 1000, 10)),
+            vec![(0, 30, 0, 3), (50, 10, 5, 6)]
+        );
+        assert_eq!(
+            ranges(&coalesce(&need, &stored, 1000, 20)),
+            vec![(0, 60, 0, 6)]
+        );
+        assert_eq!(
+            ranges(&coalesce(&need, &stored, 1000, 0)),
+            vec![(0, 10, 0, 1), (20, 10, 2, 3), (50, 10, 5, 6)]
+        );
+        // the run limit splits a long stretch
+        let need = [true; 8];
+        assert_eq!(
+            ranges(&coalesce(&need, &stored, 30, 100)),
+            vec![(0, 30, 0, 3), (30, 30, 3, 6), (60, 20, 6, 8)]
+        );
+        // a chunk larger than the limit is a range of its own
+        let stored = [10u32, 50, 10];
+        assert_eq!(
+            ranges(&coalesce(&[true, true, true], &stored, 30, 0)),
+            vec![(0, 10, 0, 1), (10, 50, 1, 2), (60, 10, 2, 3)]
+        );
+        // nothing needed, nothing fetched
+        assert!(coalesce(&[false; 3], &stored, 30, 30).is_empty());
+    }
 }

@@ -18,8 +18,8 @@ pub mod index;
 mod sketch;
 
 pub use apply::{
-    apply_dynamic, apply_dynamic_within, apply_static, ApplyReport, Control, LocalImage,
-    TargetImage,
+    apply_dynamic, apply_dynamic_with, apply_dynamic_within, apply_static, ApplyReport, Control,
+    DynamicOptions, LocalImage, StoreFetch, TargetImage,
 };
 pub use encode::{build_chunk_store, encode_static, EncodeOptions, EncodeStats, STATIC_CDC};
 pub use error::DeltaError;

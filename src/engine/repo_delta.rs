@@ -4,18 +4,28 @@
 //! bad piece, a network error — falls through to the next; a failed delta leaves the
 //! slot `incomplete`, never bootable.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::ports::{Progress, ProgressSink, StageMethod, StageReport};
-use crate::delta::{self, ChunkIndex, Control, DeltaError, LocalImage, TargetImage};
+use crate::delta::apply::{DynamicOptions, Pipelined};
+use crate::delta::{self, ApplyReport, ChunkIndex, Control, DeltaError, LocalImage, TargetImage};
 use crate::fetch::{ByteSource, FetchError};
 use crate::manifest;
 use crate::slot::stage::RawSlot;
 use crate::slot::SlotStatus;
+use crate::trust::client::file_matches;
 use crate::trust::{TufClient, VerifiedTarget};
+
+/// Range requests of the chunk store in flight at once. With ranges of at most
+/// `DynamicOptions::max_run` (2 MiB) this holds at most (4 + 2) × 2 MiB of fetched
+/// bytes, far below the device's 64 MiB budget.
+const IN_FLIGHT: usize = 4;
+/// A partial static delta download is made durable (fsync + checkpoint) this often.
+const PART_SYNC_EVERY: u64 = 1 << 20;
 
 pub(super) struct DeltaStage<'a> {
     pub client: &'a Mutex<TufClient>,
@@ -73,7 +83,10 @@ impl DeltaStage<'_> {
                 continue;
             };
             match self.static_delta(d, running, st).await {
-                Ok(r) => return Some(r),
+                Ok(r) => {
+                    self.drop_partial_download();
+                    return Some(r);
+                }
                 Err(e) => {
                     tracing::warn!(slot = %self.slot.name(), from = %d.from_version, error = %e, "static delta not used; trying the next method")
                 }
@@ -81,7 +94,10 @@ impl DeltaStage<'_> {
         }
         if let Some(c) = &self.image.chunks {
             match self.dynamic_delta(c, &locals).await {
-                Ok(r) => return Some(r),
+                Ok(r) => {
+                    self.drop_partial_download();
+                    return Some(r);
+                }
                 Err(e) => {
                     tracing::warn!(slot = %self.slot.name(), error = %e, "dynamic delta not used; installing the full image")
                 }
@@ -95,15 +111,37 @@ impl DeltaStage<'_> {
         c.target(self.metadata, path).await.map_err(other)
     }
 
-    fn progress_fn(&self, phase: &'static str) -> impl Fn(u64, u64) + Sync + Send + 'static {
-        let sink = self.progress.clone();
-        move |done, total| {
-            sink.send_replace(Some(Progress {
-                phase: phase.into(),
-                done,
-                total: Some(total),
-                rate: None,
-            }));
+    /// What both delta methods build: this stage's image in its slot.
+    fn job(&self, phase: &'static str) -> Job {
+        Job {
+            slot: self.slot.clone(),
+            version: self.version.to_string(),
+            size: self.image.size,
+            sha256: self.image.sha256.clone(),
+            progress: self.progress.clone(),
+            phase,
+        }
+    }
+
+    /// Where a downloaded static delta is kept until its run ends (the slot records'
+    /// directory, so a restart finds it).
+    fn delta_path(&self) -> Result<PathBuf, Skip> {
+        let dir = self
+            .slot
+            .store()
+            .path()
+            .parent()
+            .map(|p| p.to_path_buf())
+            .ok_or_else(|| other("slot status record has no directory"))?;
+        Ok(dir.join(format!("{}.delta", self.slot.name())))
+    }
+
+    /// A partial static delta download is kept across failures (to resume it) but not
+    /// once the slot holds the new image.
+    fn drop_partial_download(&self) {
+        if let Ok(dest) = self.delta_path() {
+            let _ = std::fs::remove_file(dest.with_extension("delta.part"));
+            let _ = std::fs::remove_file(dest.with_extension("delta.part.json"));
         }
     }
 
@@ -121,65 +159,33 @@ impl DeltaStage<'_> {
                 self.full_len
             )));
         }
-        let dir = self
-            .slot
-            .store()
-            .path()
-            .parent()
-            .map(|p| p.to_path_buf())
-            .ok_or_else(|| other("slot status record has no directory"))?;
-        let dest = dir.join(format!("{}.delta", self.slot.name()));
-        let fetched = {
-            let c = self.client.lock().await;
-            c.download_target_file(self.targets.as_ref(), &t, &dest)
-                .await
-                .map_err(other)?
-        };
-        let (slot, running) = (self.slot.clone(), running.clone());
-        let (version, size, sha) = (
-            self.version.to_string(),
-            self.image.size,
-            self.image.sha256.clone(),
-        );
+        let dest = self.delta_path()?;
+        let fetched = download_resumable(self.targets.as_ref(), &t, &dest).await?;
+        let running = running.clone();
         let (base_size, base_sha) = (st.size.unwrap_or(0), st.sha256.clone());
         let want = t.sha256().map(str::to_string);
         let len = t.length();
-        let progress = self.progress_fn("static delta");
         let dest2 = dest.clone();
-        let res = tokio::task::spawn_blocking(move || -> Result<delta::ApplyReport, Skip> {
-            // Verify and consume the same bytes: hash the open descriptor we apply from.
-            let f = std::fs::File::open(&dest2).map_err(other)?;
-            let got = hash_file(&f).map_err(other)?;
-            if Some(got.as_str()) != want.as_deref() {
-                return Err(other("downloaded delta changed on disk"));
-            }
-            let base = LocalImage {
-                file: running.open_for_read().map_err(other)?,
-                size: base_size,
-                sha256: base_sha,
-            };
-            let ti = TargetImage {
-                slot: slot.as_ref(),
-                version: &version,
-                size,
-                sha256: &sha,
-            };
-            let ctl = Control {
-                progress: &progress,
-                cancelled: &|| false,
-            };
-            Ok(delta::apply_static(&f, len, &base, &ti, &ctl)?)
-        })
-        .await
-        .map_err(other)
-        .and_then(|r| r);
+        let res = self
+            .job("static delta")
+            .apply(move |ti, ctl| {
+                // Verify and consume the same bytes: hash the open descriptor we apply from.
+                let f = std::fs::File::open(&dest2).map_err(other)?;
+                let got = hash_file(&f).map_err(other)?;
+                if Some(got.as_str()) != want.as_deref() {
+                    return Err(other("downloaded delta changed on disk"));
+                }
+                let base = LocalImage {
+                    file: running.open_for_read().map_err(other)?,
+                    size: base_size,
+                    sha256: base_sha,
+                };
+                Ok(delta::apply_static(&f, len, &base, ti, ctl)?)
+            })
+            .await;
         let _ = std::fs::remove_file(&dest);
         let r = res?;
-        Ok(StageReport {
-            method: StageMethod::StaticDelta,
-            bytes_fetched: if fetched { len } else { 0 },
-            bytes_reused: r.bytes_reused,
-        })
+        Ok(report(StageMethod::StaticDelta, fetched, &r))
     }
 
     async fn dynamic_delta(
@@ -217,71 +223,208 @@ impl DeltaStage<'_> {
                 sha256: st.sha256.clone(),
             });
         }
-        let (store_path, store_len) = (stt.remote_path(), stt.length());
-        let source = self.targets.clone();
-        let handle = tokio::runtime::Handle::current();
-        let slot = self.slot.clone();
-        let (version, size, sha) = (
-            self.version.to_string(),
-            self.image.size,
-            self.image.sha256.clone(),
+        let mut store = Pipelined::new(
+            tokio::runtime::Handle::current(),
+            self.targets.clone(),
+            stt.remote_path(),
+            stt.length(),
+            IN_FLIGHT,
         );
-        let progress = self.progress_fn("dynamic delta");
         // Smallest safe method: the full image when the missing chunks (plus the index
         // already fetched) would not be less.
-        let limit = self.full_len.saturating_sub(bytes.len() as u64);
-        let r = tokio::task::spawn_blocking(move || -> Result<delta::ApplyReport, Skip> {
-            let mut fetch = |off: u64, len: u64| -> Result<Vec<u8>, DeltaError> {
-                handle.block_on(fetch_range(
-                    source.as_ref(),
-                    &store_path,
-                    store_len,
-                    off,
-                    len,
-                ))
-            };
+        let opts = DynamicOptions {
+            limit: self.full_len.saturating_sub(bytes.len() as u64),
+            ..DynamicOptions::default()
+        };
+        let r = self
+            .job("dynamic delta")
+            .apply(move |ti, ctl| {
+                Ok(delta::apply_dynamic_with(
+                    &index, &mut store, &files, ti, ctl, &opts,
+                )?)
+            })
+            .await?;
+        Ok(report(
+            StageMethod::DynamicDelta,
+            bytes.len() as u64 + r.bytes_fetched,
+            &r,
+        ))
+    }
+}
+
+/// The image a delta run builds and where its progress goes; owned, so the run can
+/// move to a blocking thread.
+struct Job {
+    slot: Arc<dyn RawSlot>,
+    version: String,
+    size: u64,
+    sha256: String,
+    progress: ProgressSink,
+    phase: &'static str,
+}
+
+impl Job {
+    /// Run `f` (the delta applier) on a blocking thread with this job's target image
+    /// and a progress reporter.
+    async fn apply<F>(self, f: F) -> Result<ApplyReport, Skip>
+    where
+        F: FnOnce(&TargetImage<'_>, &Control<'_>) -> Result<ApplyReport, Skip> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || {
             let ti = TargetImage {
-                slot: slot.as_ref(),
-                version: &version,
-                size,
-                sha256: &sha,
+                slot: self.slot.as_ref(),
+                version: &self.version,
+                size: self.size,
+                sha256: &self.sha256,
+            };
+            let (sink, phase) = (&self.progress, self.phase);
+            let progress = move |done, total| {
+                sink.send_replace(Some(Progress {
+                    phase: phase.into(),
+                    done,
+                    total: Some(total),
+                    rate: None,
+                }));
             };
             let ctl = Control {
                 progress: &progress,
                 cancelled: &|| false,
             };
-            Ok(delta::apply_dynamic_within(
-                &index, &mut fetch, &files, &ti, &ctl, limit,
-            )?)
+            f(&ti, &ctl)
         })
         .await
-        .map_err(other)??;
-        Ok(StageReport {
-            method: StageMethod::DynamicDelta,
-            bytes_fetched: bytes.len() as u64 + r.bytes_fetched,
-            bytes_reused: r.bytes_reused,
-        })
+        .map_err(other)?
     }
 }
 
-/// `len` bytes of `path` from `off` (the source bounds the whole read by `total`).
-async fn fetch_range(
+fn report(method: StageMethod, bytes_fetched: u64, r: &ApplyReport) -> StageReport {
+    StageReport {
+        method,
+        bytes_fetched,
+        bytes_reused: r.bytes_reused,
+    }
+}
+
+/// How far a partial download is known to be on the medium (fsynced), and of what.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartCheckpoint {
+    target_sha256: String,
+    length: u64,
+    synced: u64,
+}
+
+/// Download `t` to `dest` and return the bytes fetched by this call. A partial download
+/// left by an interrupted run (`dest.part` and its checkpoint) is resumed from its last
+/// synced byte with a ranged request checked against the signed length, like a full
+/// image; the finished file is checked against every signed hash before it is renamed
+/// into place (a resumed file that does not match is fetched once more from scratch).
+async fn download_resumable(
     src: &dyn ByteSource,
-    path: &str,
-    total: u64,
-    off: u64,
-    len: u64,
-) -> Result<Vec<u8>, DeltaError> {
-    let fe = |source: FetchError| DeltaError::Fetch {
-        path: path.to_string(),
-        source,
-    };
-    let mut r = src.open(path, off, total).await.map_err(fe)?;
-    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    r.read_exact(&mut buf)
+    t: &VerifiedTarget,
+    dest: &Path,
+) -> Result<u64, Skip> {
+    if matches(dest, t).await {
+        return Ok(0);
+    }
+    let part = dest.with_extension("delta.part");
+    let cp = dest.with_extension("delta.part.json");
+    let sha = t.sha256().unwrap_or_default().to_string();
+    let resume_at = std::fs::read(&cp)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<PartCheckpoint>(&b).ok())
+        .filter(|c| c.target_sha256 == sha && c.length == t.length() && c.synced < c.length)
+        .map_or(0, |c| c.synced);
+    let mut fetched = 0;
+    for start in [resume_at, 0] {
+        fetched += fetch_part(src, t, &part, &cp, &sha, start).await?;
+        if matches(&part, t).await {
+            std::fs::rename(&part, dest).map_err(other)?;
+            let _ = std::fs::remove_file(&cp);
+            if let Some(dir) = dest.parent() {
+                crate::fsutil::fsync_dir(dir).map_err(other)?;
+            }
+            if start > 0 {
+                tracing::info!(path = %t.path(), from = start, "static delta download resumed");
+            }
+            return Ok(fetched);
+        }
+        if start == 0 {
+            break;
+        }
+        tracing::warn!(path = %t.path(), from = start, "resumed delta download does not match its signed hash; fetching it again");
+    }
+    let _ = std::fs::remove_file(&part);
+    let _ = std::fs::remove_file(&cp);
+    Err(other(format!(
+        "{}: downloaded file does not match its signed length and hashes",
+        t.path()
+    )))
+}
+
+/// [`file_matches`] off the async threads (it hashes the whole file).
+async fn matches(path: &Path, t: &VerifiedTarget) -> bool {
+    let (path, t) = (path.to_path_buf(), t.clone());
+    tokio::task::spawn_blocking(move || file_matches(&path, &t))
         .await
-        .map_err(|e| fe(FetchError::from_io(path, e)))?;
-    Ok(buf)
+        .unwrap_or(false)
+}
+
+/// Write bytes `start..` of `t` into `part` (truncated to `start`), checkpointing every
+/// [`PART_SYNC_EVERY`] bytes. Returns the bytes fetched.
+async fn fetch_part(
+    src: &dyn ByteSource,
+    t: &VerifiedTarget,
+    part: &Path,
+    cp: &Path,
+    sha: &str,
+    start: u64,
+) -> Result<u64, Skip> {
+    let what = part.display().to_string();
+    let io = |e: std::io::Error| other(format!("{what}: {e}"));
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)
+        .await
+        .map_err(io)?;
+    f.set_len(start).await.map_err(io)?;
+    f.seek(std::io::SeekFrom::Start(start)).await.map_err(io)?;
+    let path = t.remote_path();
+    let mut r = src
+        .open_exact(&path, start, t.length())
+        .await
+        .map_err(other)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut pos, mut unsynced) = (start, 0u64);
+    loop {
+        let n = r
+            .read(&mut buf)
+            .await
+            .map_err(|e| other(FetchError::from_io(&path, e)))?;
+        if n == 0 {
+            break;
+        }
+        if pos + n as u64 > t.length() {
+            return Err(other(format!("{path}: more than the signed length")));
+        }
+        f.write_all(&buf[..n]).await.map_err(io)?;
+        pos += n as u64;
+        unsynced += n as u64;
+        if unsynced >= PART_SYNC_EVERY {
+            f.sync_data().await.map_err(io)?;
+            unsynced = 0;
+            let c = PartCheckpoint {
+                target_sha256: sha.to_string(),
+                length: t.length(),
+                synced: pos,
+            };
+            let b = serde_json::to_vec(&c).map_err(other)?;
+            crate::fsutil::atomic_write(cp, &b).map_err(io)?;
+        }
+    }
+    f.sync_all().await.map_err(io)?;
+    Ok(pos - start)
 }
 
 fn hash_file(f: &std::fs::File) -> std::io::Result<String> {

@@ -76,6 +76,23 @@ impl ByteSource for FileSource {
             Ok(r)
         })
     }
+
+    fn open_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        Box::pin(async move {
+            let end = super::check_range(path, offset, len, file_len)?;
+            // `open_exact` seeks to `offset` and refuses a file of another length;
+            // `take` stops at the range's end instead of the file's.
+            let r = self.open_exact(path, offset, file_len).await?;
+            let r: ByteReader = Box::new(r.take(end - offset));
+            Ok(r)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +122,27 @@ mod tests {
         assert!(matches!(
             src.open_exact("x.json", 0, 11).await,
             Err(FetchError::LengthMismatch { announced: 10, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn file_source_range_stops_at_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), b"0123456789").unwrap();
+        let src = FileSource::new(dir.path());
+        let mut b = Vec::new();
+        let mut r = src.open_range("x", 3, 4, 10).await.unwrap();
+        r.read_to_end(&mut b).await.unwrap();
+        assert_eq!(b, b"3456");
+        for (off, len, total) in [(8, 3, 10), (0, 0, 10), (u64::MAX, 2, 10)] {
+            assert!(matches!(
+                src.open_range("x", off, len, total).await,
+                Err(FetchError::Protocol { .. })
+            ));
+        }
+        assert!(matches!(
+            src.open_range("x", 0, 4, 11).await,
+            Err(FetchError::LengthMismatch { .. })
         ));
     }
 }

@@ -233,6 +233,7 @@ impl HttpSource {
         offset: u64,
         limit: u64,
         exact: bool,
+        range_of: Option<u64>,
     ) -> Result<ByteReader, FetchError> {
         let url = self.url_for(path)?;
         let what = redact(url.as_str());
@@ -249,6 +250,7 @@ impl HttpSource {
             pos: offset,
             limit,
             exact,
+            range_of,
             opts: self.opts.clone(),
         };
         if offset == limit && exact {
@@ -272,7 +274,7 @@ impl ByteSource for HttpSource {
         offset: u64,
         limit: u64,
     ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
-        Box::pin(self.open_inner(path, offset, limit, false))
+        Box::pin(self.open_inner(path, offset, limit, false, None))
     }
 
     fn open_exact<'a>(
@@ -281,7 +283,21 @@ impl ByteSource for HttpSource {
         offset: u64,
         len: u64,
     ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
-        Box::pin(self.open_inner(path, offset, len, true))
+        Box::pin(self.open_inner(path, offset, len, true, None))
+    }
+
+    fn open_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        Box::pin(async move {
+            let end = super::check_range(path, offset, len, file_len)?;
+            self.open_inner(path, offset, end, true, Some(file_len))
+                .await
+        })
     }
 }
 
@@ -289,6 +305,9 @@ impl ByteSource for HttpSource {
 struct Connected {
     resp: reqwest::Response,
     skip: u64,
+    /// The body goes on past `limit` legitimately (a whole file answering a bounded
+    /// range): stop there and drop the connection instead of failing.
+    cut_at_limit: bool,
 }
 
 /// Why one attempt failed: worth retrying or not.
@@ -305,6 +324,9 @@ struct Transfer {
     pos: u64,
     limit: u64,
     exact: bool,
+    /// A bounded range read (`limit` is the range's end) of a file of this signed length:
+    /// every request asks for `pos..limit` only.
+    range_of: Option<u64>,
     opts: HttpOptions,
 }
 
@@ -335,7 +357,9 @@ impl Transfer {
 
     async fn try_connect(&self) -> Result<Connected, Attempt> {
         let mut req = self.client.get(self.url.clone());
-        if self.pos > 0 {
+        if self.range_of.is_some() {
+            req = req.header(RANGE, format!("bytes={}-{}", self.pos, self.limit - 1));
+        } else if self.pos > 0 {
             req = req.header(RANGE, format!("bytes={}-", self.pos));
         }
         let resp = match req.send().await {
@@ -351,8 +375,8 @@ impl Transfer {
         let status = resp.status();
         let fatal = |e| Err(Attempt::Fatal(e));
         match status {
-            StatusCode::PARTIAL_CONTENT if self.pos > 0 => {
-                let (start, total) = match parse_content_range(resp.headers()) {
+            StatusCode::PARTIAL_CONTENT if self.pos > 0 || self.range_of.is_some() => {
+                let (start, end, total) = match parse_content_range(resp.headers()) {
                     Some(v) => v,
                     None => {
                         return fatal(self.protocol("206 without a valid Content-Range".into()))
@@ -364,10 +388,32 @@ impl Transfer {
                         self.pos
                     )));
                 }
+                if self.range_of.is_some() && end + 1 != self.limit {
+                    // More than asked for is refused before a byte of it is read.
+                    return fatal(self.protocol(format!(
+                        "asked for bytes {}-{}, server sent {start}-{end}",
+                        self.pos,
+                        self.limit - 1
+                    )));
+                }
+                if let (Some(_), Some(n)) =
+                    (self.range_of, header_u64(resp.headers(), CONTENT_LENGTH))
+                {
+                    if n != self.limit - self.pos {
+                        return fatal(self.protocol(format!(
+                            "range of {} bytes announced with Content-Length {n}",
+                            self.limit - self.pos
+                        )));
+                    }
+                }
                 if let Some(total) = total {
                     self.check_total(total).map_err(Attempt::Fatal)?;
                 }
-                Ok(Connected { resp, skip: 0 })
+                Ok(Connected {
+                    resp,
+                    skip: 0,
+                    cut_at_limit: false,
+                })
             }
             StatusCode::OK => {
                 if let Some(total) = header_u64(resp.headers(), CONTENT_LENGTH) {
@@ -385,6 +431,7 @@ impl Transfer {
                 Ok(Connected {
                     resp,
                     skip: self.pos,
+                    cut_at_limit: self.range_of.is_some(),
                 })
             }
             StatusCode::NOT_FOUND | StatusCode::GONE => fatal(FetchError::NotFound {
@@ -413,6 +460,16 @@ impl Transfer {
 
     /// Check a total file length announced by the server against the caller's limit.
     fn check_total(&self, total: u64) -> Result<(), FetchError> {
+        if let Some(file_len) = self.range_of {
+            if total != file_len {
+                return Err(FetchError::LengthMismatch {
+                    what: self.what.clone(),
+                    expected: file_len,
+                    announced: total,
+                });
+            }
+            return Ok(());
+        }
         if total > self.limit {
             return Err(FetchError::TooLarge {
                 what: self.what.clone(),
@@ -454,6 +511,9 @@ impl Transfer {
                             if tx.send(Ok(head)).await.is_err() {
                                 return;
                             }
+                        }
+                        if cur.cut_at_limit {
+                            return; // the range is complete; the rest is not wanted
                         }
                         let e = FetchError::TooLarge {
                             what: self.what.clone(),
@@ -560,8 +620,8 @@ impl AsyncRead for ChannelReader {
     }
 }
 
-/// `Content-Range: bytes <start>-<end>/<total|*>` → (start, total).
-fn parse_content_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
+/// `Content-Range: bytes <start>-<end>/<total|*>` → (start, end, total).
+fn parse_content_range(h: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
     let v = h.get(CONTENT_RANGE)?.to_str().ok()?;
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
@@ -581,7 +641,7 @@ fn parse_content_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
             Some(t)
         }
     };
-    Some((start, total))
+    Some((start, end, total))
 }
 
 fn header_u64(h: &HeaderMap, name: reqwest::header::HeaderName) -> Option<u64> {
@@ -623,9 +683,9 @@ mod tests {
     fn content_range_parsing() {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_RANGE, "bytes 100-199/1000".parse().unwrap());
-        assert_eq!(parse_content_range(&h), Some((100, Some(1000))));
+        assert_eq!(parse_content_range(&h), Some((100, 199, Some(1000))));
         h.insert(CONTENT_RANGE, "bytes 100-199/*".parse().unwrap());
-        assert_eq!(parse_content_range(&h), Some((100, None)));
+        assert_eq!(parse_content_range(&h), Some((100, 199, None)));
         for bad in [
             "bytes 5-1/10",
             "bytes 0-10/10",

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 mod file;
 mod http;
+pub mod ranges;
 pub use file::FileSource;
 pub use http::{HttpOptions, HttpSource, RangeIgnored, RedirectRule, RetryPolicy};
 
@@ -109,6 +110,42 @@ pub trait ByteSource: Send + Sync {
         len: u64,
     ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
         self.open(path, offset, len)
+    }
+
+    /// Exactly the bytes `offset..offset + len` of a file whose signed length is
+    /// `file_len`, and never a byte past `offset + len`: HTTP asks for that range alone
+    /// (`Range: bytes=a-b`) and checks the answer's `Content-Range` before reading; a file
+    /// source seeks and stops there. A source that has fewer bytes ends the reader early
+    /// (callers read exactly `len`), one that sends more fails the read.
+    ///
+    /// The default (for sources that cannot ask for a bounded range) opens the file at
+    /// `offset` and stops reading at `offset + len`.
+    fn open_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        Box::pin(async move {
+            let end = check_range(path, offset, len, file_len)?;
+            let r = self.open_exact(path, offset, file_len).await?;
+            let r: ByteReader = Box::new(r.take(end - offset));
+            Ok(r)
+        })
+    }
+}
+
+/// `offset + len` when the range lies inside a file of `file_len` bytes.
+pub fn check_range(path: &str, offset: u64, len: u64, file_len: u64) -> Result<u64, FetchError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= file_len && len > 0 => Ok(end),
+        _ => Err(FetchError::Protocol {
+            what: path.to_string(),
+            why: format!(
+                "range of {len} bytes from {offset} is empty or outside the file's {file_len} bytes"
+            ),
+        }),
     }
 }
 

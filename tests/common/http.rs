@@ -141,14 +141,15 @@ async fn serve(
         .trim_start_matches('/')
         .to_string();
     let mut range_start = None;
+    // `bytes=a-b`: the last byte asked for (bounded range reads).
+    let mut range_last = None;
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
             if k.trim().eq_ignore_ascii_case("range") {
-                range_start = v
-                    .trim()
-                    .strip_prefix("bytes=")
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|s| s.parse::<u64>().ok());
+                let spec = v.trim().strip_prefix("bytes=").unwrap_or_default();
+                let mut parts = spec.split('-');
+                range_start = parts.next().and_then(|s| s.parse::<u64>().ok());
+                range_last = parts.next().and_then(|s| s.parse::<u64>().ok());
             }
         }
     }
@@ -210,16 +211,20 @@ async fn serve(
         );
         return conn.write_all(resp.as_bytes()).await;
     }
-    let mut resp = if start > 0 {
+    let stop = match range_last {
+        Some(l) if !f.ignore_range => (l + 1).min(len),
+        _ => len,
+    };
+    let mut resp = if start > 0 || (range_last.is_some() && !f.ignore_range) {
         format!(
             "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{len}\r\n",
-            len - 1
+            stop - 1
         )
     } else {
         "HTTP/1.1 200 OK\r\n".to_string()
     };
     if !f.omit_content_length {
-        let cl = f.content_length.unwrap_or(len - start);
+        let cl = f.content_length.unwrap_or(stop - start);
         resp.push_str(&format!("Content-Length: {cl}\r\n"));
     }
     resp.push_str("Accept-Ranges: bytes\r\nConnection: close\r\n\r\n");
@@ -227,8 +232,8 @@ async fn serve(
 
     let mut pos = start;
     const CHUNK: u64 = 64 * 1024;
-    while pos < len {
-        let mut end = (pos + CHUNK).min(len);
+    while pos < stop {
+        let mut end = (pos + CHUNK).min(stop);
         for cut in [truncate, stall].into_iter().flatten() {
             if cut > pos && cut < end {
                 end = cut;
