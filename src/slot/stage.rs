@@ -1227,12 +1227,7 @@ fn write_thread(
         let r = write_loop(
             req,
             slot,
-            WriterState {
-                file,
-                checkpoint: Checkpoint::new(req),
-                written,
-                content_hash,
-            },
+            (file, written, content_hash),
             rx,
             recycle,
             seg_tx,
@@ -1267,7 +1262,7 @@ fn write_thread(
 fn write_loop(
     req: &StageRequest,
     slot: &dyn RawSlot,
-    st: WriterState,
+    (mut file, mut written, mut content_hash): (File, u64, Option<ContentHash>),
     mut rx: mpsc::Receiver<Msg>,
     recycle: mpsc::Sender<AlignedBuf>,
     seg_tx: std::sync::mpsc::SyncSender<Segment>,
@@ -1277,12 +1272,6 @@ fn write_loop(
     cancel: &CancelToken,
     touched: &AtomicBool,
 ) -> Result<(File, Option<ContentHash>), Stop> {
-    let WriterState {
-        mut file,
-        checkpoint: _,
-        mut written,
-        mut content_hash,
-    } = st;
     let io_err = |what: &str, e: io::Error| Stop::Failed(slot_io(slot, what, e));
     let raw = req.compression == Compression::None;
     let chunk = opts.checkpoint_every.max(1 << 20);
