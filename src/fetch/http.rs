@@ -111,7 +111,8 @@ pub struct HttpOptions {
     pub redirects: RedirectRule,
     pub max_redirects: usize,
     pub on_range_ignored: RangeIgnored,
-    /// Chunks buffered between the network task and the reader (bounded memory).
+    /// Chunks buffered between the network task and the reader (bounded memory: hyper
+    /// hands over chunks of up to ~400 KiB, so each slot can cost that much).
     pub channel_chunks: usize,
     pub user_agent: String,
 }
@@ -127,7 +128,7 @@ impl Default for HttpOptions {
             redirects: RedirectRule::HttpsOrSameOrigin,
             max_redirects: 5,
             on_range_ignored: RangeIgnored::Skip,
-            channel_chunks: 8,
+            channel_chunks: 2,
             user_agent: concat!("patchd/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }

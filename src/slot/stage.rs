@@ -3,9 +3,10 @@
 //! The async side only moves transfer bytes from the [`ByteSource`] into a small pool of
 //! fixed buffers. Three threads do the rest, so both cores of a small machine work:
 //! the decoder hashes the transfer of a compressed image (resumable sha256/sha512, see
-//! [`super::sha`]) and decompresses it; the writer writes the content to the slot and
-//! takes durable checkpoints; the read-back reads the written content from the medium
-//! (`O_DIRECT`, right behind the writer) and hashes it. The slot becomes `verified` only
+//! [`super::sha`]) and decompresses it into aligned buffers; the writer writes the
+//! content to the slot with `O_DIRECT` (no page-cache copy, nothing left for the syncs to
+//! write back) and hands checkpoints to a sync thread; the read-back reads the written
+//! content from the medium (`O_DIRECT`, right behind the writer) and hashes it. The slot becomes `verified` only
 //! when the transfer hashes and the read-back hash of every content byte matched the
 //! signed ones. Uncompressed images are hashed once, by the read-back (their content hash
 //! is the signed transfer hash); with `read_back` off the writer hashes the stream.
@@ -21,7 +22,7 @@
 //! [`super::cache`]).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify};
 
-use super::direct::SlotReader;
+use super::direct::{AlignedBuf, DirectWriter, SlotReader};
 use super::sha::{Sha256State, Sha512State};
 use super::status::StatusStore;
 use super::{Slot, SlotError, SlotStatus};
@@ -356,7 +357,7 @@ impl From<SlotError> for Stop {
 
 /// Content flowing from the decoder to the writer.
 enum Msg {
-    Data(Vec<u8>, usize),
+    Data(AlignedBuf, usize),
     /// A zstd frame ended here: a place where a checkpoint can resume decoding.
     FrameEnd(Segment),
 }
@@ -432,17 +433,11 @@ async fn stage_inner(
         let _ = empty_tx.try_send(vec![0u8; opts.buffer_size.max(4096)]);
     }
     let (content_tx, content_rx) = mpsc::channel::<Msg>(CONTENT_BUFFERS);
-    // Buffers the writer is done with: back to the pump (raw) or to the decoder (zstd).
-    let (recycle_tx, recycle_rx) = match req.compression {
-        Compression::None => (empty_tx.clone(), None),
-        Compression::Zstd => {
-            let (tx, rx) = mpsc::channel::<Vec<u8>>(CONTENT_BUFFERS + 1);
-            for _ in 0..CONTENT_BUFFERS {
-                let _ = tx.try_send(vec![0u8; CONTENT_BUFFER]);
-            }
-            (tx, Some(rx))
-        }
-    };
+    // Aligned content buffers (direct writes) that the writer hands back to the decoder.
+    let (recycle_tx, recycle_rx) = mpsc::channel::<AlignedBuf>(CONTENT_BUFFERS + 1);
+    for _ in 0..CONTENT_BUFFERS {
+        let _ = recycle_tx.try_send(AlignedBuf::new(CONTENT_BUFFER));
+    }
 
     // Three threads so that both cores work: the decoder (transfer hash + zstd), the
     // writer (page cache, syncs, checkpoints) and the read-back (O_DIRECT reads right
@@ -974,7 +969,7 @@ fn decode_thread(
     mut rx: mpsc::Receiver<(Vec<u8>, usize)>,
     transfer_pool: mpsc::Sender<Vec<u8>>,
     tx: mpsc::Sender<Msg>,
-    content_pool: Option<mpsc::Receiver<Vec<u8>>>,
+    mut pool: mpsc::Receiver<AlignedBuf>,
     hash: Option<TransferHash>,
     resume: &ResumePoint,
     cancel: &CancelToken,
@@ -984,13 +979,33 @@ fn decode_thread(
             path: req.path.clone(),
         })
     };
-    let (Some(mut pool), Some(mut hash)) = (content_pool, hash) else {
-        // Uncompressed: forward.
+    let Some(mut hash) = hash else {
+        // Uncompressed: copy into aligned buffers for the writer's direct writes (one
+        // memcpy, cheaper than the page-cache copy it saves).
+        let mut out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
+        let mut out_pos = 0usize;
         while let Some((buf, len)) = rx.blocking_recv() {
             if cancel.is_cancelled() {
                 return Err(cancelled());
             }
-            tx.blocking_send(Msg::Data(buf, len))
+            let mut rest = &buf[..len];
+            while !rest.is_empty() {
+                let o = out.as_mut_slice();
+                let n = rest.len().min(o.len() - out_pos);
+                o[out_pos..out_pos + n].copy_from_slice(&rest[..n]);
+                out_pos += n;
+                rest = &rest[n..];
+                if out_pos == o.len() {
+                    tx.blocking_send(Msg::Data(out, out_pos))
+                        .map_err(|_| Stop::PeerGone)?;
+                    out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
+                    out_pos = 0;
+                }
+            }
+            let _ = transfer_pool.try_send(buf);
+        }
+        if out_pos > 0 {
+            tx.blocking_send(Msg::Data(out, out_pos))
                 .map_err(|_| Stop::PeerGone)?;
         }
         return Ok(None);
@@ -1021,7 +1036,7 @@ fn decode_thread(
         loop {
             let before = input.pos;
             let (hint, produced) = {
-                let mut o = zstd::stream::raw::OutBuffer::around_pos(&mut out[..], out_pos);
+                let mut o = zstd::stream::raw::OutBuffer::around_pos(out.as_mut_slice(), out_pos);
                 let hint = dec.run(&mut input, &mut o).map_err(zerr)?;
                 (hint, o.pos() - out_pos)
             };
@@ -1035,7 +1050,7 @@ fn decode_thread(
                     declared: req.size,
                 }));
             }
-            let full = out_pos == out.len();
+            let full = out_pos == out.as_slice().len();
             if full {
                 tx.blocking_send(Msg::Data(out, out_pos))
                     .map_err(|_| Stop::PeerGone)?;
@@ -1101,13 +1116,16 @@ struct WriterState {
 
 /// The writer: content into the slot, a durable checkpoint every `checkpoint_every`
 /// bytes (uncompressed) or at the next zstd frame boundary after that many (compressed).
+/// The checkpoints' syncs run on a scoped helper thread, so the device flushes one
+/// segment while the next is being written (a segment is recorded only after a sync
+/// that started once all its writes had completed).
 #[allow(clippy::too_many_arguments)]
 fn write_thread(
     req: &StageRequest,
     slot: &dyn RawSlot,
     st: WriterState,
-    mut rx: mpsc::Receiver<Msg>,
-    recycle: mpsc::Sender<Vec<u8>>,
+    rx: mpsc::Receiver<Msg>,
+    recycle: mpsc::Sender<AlignedBuf>,
     to_reader: Option<std::sync::mpsc::Sender<Written>>,
     opts: &StageOptions,
     progress: Option<ProgressFn>,
@@ -1115,11 +1133,79 @@ fn write_thread(
     touched: &AtomicBool,
 ) -> Result<Option<Digests>, Stop> {
     let WriterState {
-        mut file,
-        mut checkpoint,
-        mut written,
-        mut content_hash,
+        file,
+        checkpoint,
+        written,
+        content_hash,
     } = st;
+    let io_err = |what: &str, e: io::Error| Stop::Failed(slot_io(slot, what, e));
+    let sync_file = file.try_clone().map_err(|e| io_err("reopening", e))?;
+    std::thread::scope(|sc| {
+        let (seg_tx, seg_rx) = std::sync::mpsc::sync_channel::<Segment>(2);
+        let syncer = std::thread::Builder::new()
+            .name("patchd-sync".into())
+            .spawn_scoped(sc, move || -> Result<(), Stop> {
+                let mut checkpoint = checkpoint;
+                for seg in seg_rx {
+                    // Data first, then the record that vouches for it.
+                    sync_file.sync_data().map_err(|e| io_err("syncing", e))?;
+                    let end = seg.content_end;
+                    checkpoint.segments.push(seg);
+                    checkpoint.content_offset = end;
+                    save_checkpoint(slot.store(), &checkpoint)?;
+                    failpoint("stage-after-checkpoint", end);
+                }
+                Ok(())
+            })
+            .map_err(|e| io_err("starting the sync thread of", e))?;
+        let r = write_loop(
+            req,
+            slot,
+            (file, written, content_hash),
+            rx,
+            recycle,
+            seg_tx,
+            to_reader.as_ref(),
+            opts,
+            progress,
+            cancel,
+            touched,
+        );
+        let synced = syncer.join().unwrap_or_else(|_| {
+            Err(Stop::Failed(StageError::Io {
+                what: "staging sync thread".into(),
+                source: io::Error::other("panicked"),
+            }))
+        });
+        // A failed sync is the cause when the writer only saw the syncer vanish.
+        let (file, content_hash) = match (r, synced) {
+            (Err(Stop::PeerGone), Err(e)) | (Ok(_), Err(e)) => return Err(e),
+            (r, _) => r?,
+        };
+        file.sync_all().map_err(|e| io_err("syncing", e))?;
+        if let Some(t) = &to_reader {
+            let _ = t.send(Written::Final);
+        }
+        Ok(content_hash.map(ContentHash::finish))
+    })
+}
+
+/// The writer's loop; returns the file (written, not yet finally synced) and the
+/// in-stream content hash.
+#[allow(clippy::too_many_arguments)]
+fn write_loop(
+    req: &StageRequest,
+    slot: &dyn RawSlot,
+    (mut file, mut written, mut content_hash): (File, u64, Option<ContentHash>),
+    mut rx: mpsc::Receiver<Msg>,
+    recycle: mpsc::Sender<AlignedBuf>,
+    seg_tx: std::sync::mpsc::SyncSender<Segment>,
+    to_reader: Option<&std::sync::mpsc::Sender<Written>>,
+    opts: &StageOptions,
+    progress: Option<ProgressFn>,
+    cancel: &CancelToken,
+    touched: &AtomicBool,
+) -> Result<(File, Option<ContentHash>), Stop> {
     let io_err = |what: &str, e: io::Error| Stop::Failed(slot_io(slot, what, e));
     let raw = req.compression == Compression::None;
     let chunk = opts.checkpoint_every.max(1 << 20);
@@ -1127,31 +1213,27 @@ fn write_thread(
     let mut last_emit = Instant::now();
     let mut crc = crc32fast::Hasher::new();
     let mut begun = false;
+    let mut dw = DirectWriter::new();
     // A read-back that already stopped (done, or failed: its result says why) does not
     // stop the writer.
     let notify = |n: Written| {
-        if let Some(t) = &to_reader {
+        if let Some(t) = to_reader {
             let _ = t.send(n);
         }
     };
-    let mut save = |file: &File,
-                    crc: &mut crc32fast::Hasher,
-                    written: u64,
-                    transfer_end: u64,
-                    transfer_hash: Option<TransferHash>|
+    let save = |crc: &mut crc32fast::Hasher,
+                written: u64,
+                transfer_end: u64,
+                transfer_hash: Option<TransferHash>|
      -> Result<(), Stop> {
-        // Data first, then the record that vouches for it.
-        file.sync_data().map_err(|e| io_err("syncing", e))?;
-        checkpoint.segments.push(Segment {
-            content_end: written,
-            transfer_end,
-            crc: std::mem::take(crc).finalize(),
-            transfer_hash,
-        });
-        checkpoint.content_offset = written;
-        save_checkpoint(slot.store(), &checkpoint)?;
-        failpoint("stage-after-checkpoint", written);
-        Ok(())
+        seg_tx
+            .send(Segment {
+                content_end: written,
+                transfer_end,
+                crc: std::mem::take(crc).finalize(),
+                transfer_hash,
+            })
+            .map_err(|_| Stop::PeerGone)
     };
     while let Some(msg) = rx.blocking_recv() {
         if cancel.is_cancelled() {
@@ -1178,7 +1260,7 @@ fn write_thread(
                     begin_write(req, slot, &mut file, written, touched)?;
                     begun = true;
                 }
-                let mut rest = &buf[..len];
+                let mut rest = &buf.as_slice()[..len];
                 if let Some(h) = &mut content_hash {
                     h.update(rest);
                 }
@@ -1190,13 +1272,13 @@ fn write_thread(
                     } else {
                         rest.len()
                     };
-                    file.write_all(&rest[..take])
+                    dw.write_at(&file, &rest[..take], written)
                         .map_err(|e| io_err("writing", e))?;
                     crc.update(&rest[..take]);
                     written += take as u64;
                     rest = &rest[take..];
                     if raw && written % chunk == 0 {
-                        save(&file, &mut crc, written, written, None)?;
+                        save(&mut crc, written, written, None)?;
                     }
                 }
                 notify(Written::UpTo(written));
@@ -1213,13 +1295,7 @@ fn write_thread(
                         io::Error::other("frame boundary out of step with the writer"),
                     ));
                 }
-                save(
-                    &file,
-                    &mut crc,
-                    written,
-                    seg.transfer_end,
-                    seg.transfer_hash,
-                )?;
+                save(&mut crc, written, seg.transfer_end, seg.transfer_hash)?;
             }
         }
     }
@@ -1235,9 +1311,7 @@ fn write_thread(
         // Zero-length content (or a resume that had everything): still record the write.
         begin_write(req, slot, &mut file, written, touched)?;
     }
-    file.sync_all().map_err(|e| io_err("syncing", e))?;
-    notify(Written::Final);
-    Ok(content_hash.map(ContentHash::finish))
+    Ok((file, content_hash))
 }
 
 /// Just before the first byte: the record says `incomplete` (the content is no longer
@@ -1269,6 +1343,15 @@ fn begin_write(
 /// The read-back: reads what the writer wrote from the medium (O_DIRECT, right behind
 /// the writer; without O_DIRECT only after the final sync and a page-cache drop) and
 /// hashes it.
+///
+/// Reading each window as soon as its write completed is as strong as one pass after the
+/// whole write: a window is only requested once the writer's write of it returned (a
+/// direct write returns when the device accepted it; a buffered one is written back by
+/// the kernel before a direct read of the same range), so the read returns what the
+/// device holds for those blocks — exactly what a later pass would read. The final fsync,
+/// done before the slot is recorded `verified`, only makes the device's volatile cache
+/// durable; it does not change what a read sees, and the old read-back after the fsync
+/// also could only see what the device returned.
 #[allow(clippy::too_many_arguments)]
 fn read_back_thread(
     slot: &dyn RawSlot,
