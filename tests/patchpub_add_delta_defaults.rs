@@ -62,6 +62,8 @@ fn add(dir: &Path, version: &str, img: &Path, extra: &[&str]) {
         version,
         "--image",
         img.to_str().unwrap(),
+        "--summary",
+        "test release",
     ];
     args.extend_from_slice(extra);
     patchpub(dir, &args);

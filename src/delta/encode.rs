@@ -117,7 +117,7 @@ fn par_map<T: Sync, R: Send, S>(
         vec![work()]
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads).map(|_| s.spawn(&work)).collect();
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
             handles
                 .into_iter()
                 .map(|h| {
@@ -185,18 +185,7 @@ impl OldImage {
                 let f = File::open(path).map_err(io(path.display()))?;
                 OldIndex::build(BufReader::new(f)).map_err(io(path.display()))
             });
-            let chunks = (|| -> Result<_, DeltaError> {
-                let mut chunks: HashMap<[u8; 32], (u64, u32)> = HashMap::new();
-                let mut h = Sha256::new();
-                for c in cdc(BufReader::new(&file), p) {
-                    let c = c.map_err(cdc_err(path))?;
-                    h.update(&c.data);
-                    chunks
-                        .entry(Sha256::digest(&c.data).into())
-                        .or_insert((c.offset, c.length as u32));
-                }
-                Ok((chunks, <[u8; 32]>::from(h.finalize())))
-            })();
+            let chunks = chunk_hashes(&file, path, p);
             let sketch = sketch
                 .join()
                 .unwrap_or_else(|_| Err(DeltaError::Zstd("the sketch thread panicked".into())));
@@ -211,6 +200,22 @@ impl OldImage {
             sketch: sketch?,
         })
     }
+}
+
+/// The old image's chunks by sha256 (first occurrence) and the image's sha256.
+type ChunkHashes = (HashMap<[u8; 32], (u64, u32)>, [u8; 32]);
+
+fn chunk_hashes(file: &File, path: &Path, p: CdcParams) -> Result<ChunkHashes, DeltaError> {
+    let mut chunks = HashMap::new();
+    let mut h = Sha256::new();
+    for c in cdc(BufReader::new(file), p) {
+        let c = c.map_err(cdc_err(path))?;
+        h.update(&c.data);
+        chunks
+            .entry(Sha256::digest(&c.data).into())
+            .or_insert((c.offset, c.length as u32));
+    }
+    Ok((chunks, h.finalize().into()))
 }
 
 /// One worker's reusable buffers.

@@ -196,8 +196,8 @@ impl DemoWorld {
         w.publish(&DemoRelease {
             version: "1.0.0".into(),
             security_version: 1,
-            kind: crate::policy::Kind::Feature,
-            severity: crate::policy::Severity::Low,
+            kind: crate::policy::Kind::Bugfix,
+            severity: crate::policy::Severity::Medium,
             cves: vec![],
             healthy: true,
         })?;
