@@ -6,7 +6,10 @@
 //! delta-tool apply-static DELTA OLD OUT        rebuild NEW into the image file OUT
 //! delta-tool apply-dynamic INDEX STORE OLD OUT rebuild from chunks of OLD + STORE;
 //!                                              prints fetched=BYTES (index + ranges)
+//! delta-tool levels OLD NEW L1,L2,…            per zstd level: static delta and chunk
+//!                                              store bytes and encode wall times
 //! ```
+//! LEVEL defaults to patchd's (`delta::DEFAULT_LEVEL`); encoding uses every core.
 //! The apply commands write through an image-file slot exactly as the device does
 //! (pieces verified, final read-back hash); the expected image hash is taken from the
 //! delta header or index here, where the device takes it from the signed manifest.
@@ -14,6 +17,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use patchd::delta::format::Header;
@@ -32,22 +36,36 @@ fn slot_for(out: &Path) -> Result<(ImageFileSlot, tempfile::TempDir)> {
 
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
-    let level =
-        |i: usize| -> Result<i32> { Ok(a.get(i).map(|s| s.parse()).transpose()?.unwrap_or(19)) };
+    let level = |i: usize| -> Result<i32> {
+        Ok(a.get(i)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(delta::DEFAULT_LEVEL))
+    };
     match a.get(1).map(String::as_str) {
         Some("encode") if a.len() >= 5 => {
             let opts = delta::EncodeOptions {
                 level: level(5)?,
                 ..Default::default()
             };
+            let t = Instant::now();
             let s =
                 delta::encode_static(Path::new(&a[2]), Path::new(&a[3]), Path::new(&a[4]), &opts)?;
             eprintln!(
-                "static delta: {} pieces ({} copies, {} with a base, {} plain), {} bytes",
-                s.pieces, s.copies, s.with_base, s.plain, s.len
+                "static delta: {} pieces ({} copies, {} with a base, {} plain), {} bytes, \
+                 level {}, {} threads, encoded in {:.1} s",
+                s.pieces,
+                s.copies,
+                s.with_base,
+                s.plain,
+                s.len,
+                opts.level,
+                delta::worker_threads(0),
+                t.elapsed().as_secs_f64()
             );
         }
         Some("index") if a.len() >= 5 => {
+            let t = Instant::now();
             let idx = delta::build_chunk_store(
                 Path::new(&a[2]),
                 Path::new(&a[3]),
@@ -56,9 +74,10 @@ fn main() -> Result<()> {
             )?;
             std::fs::write(&a[4], idx.encode())?;
             eprintln!(
-                "chunk index: {} chunks, store {} bytes",
+                "chunk index: {} chunks, store {} bytes, built in {:.1} s",
                 idx.chunks.len(),
-                idx.store_size
+                idx.store_size,
+                t.elapsed().as_secs_f64()
             );
         }
         Some("apply-static") if a.len() == 5 => {
@@ -113,6 +132,30 @@ fn main() -> Result<()> {
             let r = delta::apply_dynamic(&idx, &mut fetch, &locals, &t, &Control::none())?;
             println!("fetched={}", ib.len() as u64 + r.bytes_fetched);
             eprintln!("dynamic delta applied: {} bytes reused", r.bytes_reused);
+        }
+        Some("levels") if a.len() == 5 => {
+            let (old, new) = (Path::new(&a[2]), Path::new(&a[3]));
+            let dir = tempfile::tempdir_in(new.parent().unwrap_or(Path::new(".")))?;
+            println!("level static_bytes static_s store_bytes index_s");
+            for l in a[4].split(',') {
+                let level: i32 = l.parse().context("level")?;
+                let opts = delta::EncodeOptions {
+                    level,
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                let s = delta::encode_static(old, new, &dir.path().join("d"), &opts)?;
+                let st = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let idx = delta::build_chunk_store(
+                    new,
+                    &dir.path().join("s"),
+                    delta::DYNAMIC_CDC,
+                    level,
+                )?;
+                let it = t.elapsed().as_secs_f64();
+                println!("{level} {} {st:.1} {} {it:.1}", s.len, idx.store_size);
+            }
         }
         _ => bail!("usage: see the header of examples/delta-tool.rs"),
     }

@@ -42,6 +42,13 @@ fn demo_tells_the_whole_story_and_ends_with_the_summary_line() {
         });
         at += found;
     }
+    // Releases are published with static deltas from earlier ones (docs/delta.md): 2.0.0
+    // is staged by delta from the factory image, fetching a small part of it.
+    let staged = stdout
+        .lines()
+        .find(|l| l.contains("inactive slot"))
+        .unwrap_or_default();
+    assert!(staged.contains("static_delta"), "{staged}");
 }
 
 #[test]

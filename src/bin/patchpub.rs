@@ -184,11 +184,14 @@ struct AddArgs {
     /// Also publish a static delta from this earlier version's image (repeatable).
     #[arg(long = "delta-from", value_name = "VERSION")]
     delta_from: Vec<semver::Version>,
-    /// Do not publish the chunk index and chunk store (dynamic deltas) of raw images.
+    /// Do not publish the chunk index and chunk store of raw images. They are published
+    /// by default so that any device with a verified image can update by dynamic delta;
+    /// building them costs about as much as compressing the image (every core is used;
+    /// figures in docs/delta.md).
     #[arg(long)]
     no_chunk_index: bool,
-    /// zstd level of delta pieces and chunk frames.
-    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+    /// zstd level of delta pieces and chunk frames (level vs size vs time: docs/delta.md).
+    #[arg(long, default_value_t = patchd::delta::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     delta_level: i32,
     /// security, bugfix or feature.
     #[arg(long, default_value = "bugfix")]

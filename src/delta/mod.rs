@@ -21,6 +21,9 @@ pub use apply::{
     apply_dynamic, apply_dynamic_with, apply_dynamic_within, apply_static, ApplyReport, Control,
     DynamicOptions, LocalImage, StoreFetch, TargetImage,
 };
-pub use encode::{build_chunk_store, encode_static, EncodeOptions, EncodeStats, STATIC_CDC};
+pub use encode::{
+    build_chunk_store, build_chunk_store_on, encode_static, worker_threads, EncodeOptions,
+    EncodeStats, DEFAULT_LEVEL, STATIC_CDC,
+};
 pub use error::DeltaError;
 pub use index::{CdcParams, ChunkIndex, DYNAMIC_CDC};

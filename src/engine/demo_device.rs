@@ -4,9 +4,15 @@
 //! with one drop-in check, the audit log and the inventory — all under one temporary
 //! directory, without root and without a network.
 //!
-//! The "operating system" in an image is one text line per fact; on every power cycle
-//! the device copies the booted slot's first bytes to `/run/demo/booted-os` (as a real
-//! machine would have its root mounted), and the health drop-in reads it.
+//! The "operating system" in an image is one text line per fact, then a NUL and the
+//! same incompressible "rest of the system" in every release (so a delta is much smaller
+//! than the full image, as on a real device); on every power cycle the device copies the
+//! booted slot's text to `/run/demo/booted-os` (as a real machine would have its root
+//! mounted), and the health drop-in reads it.
+//!
+//! The publisher publishes every release with a static delta from each earlier release
+//! (the factory release 1.0.0 included), as `patchpub add --delta-from` does, plus the
+//! chunk index: the demo stages by static delta and shows the bytes fetched and reused.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -27,7 +33,7 @@ use crate::health::{FixedUnits, HealthPlan};
 use crate::names::SlotName;
 use crate::paths::Paths;
 use crate::policy::{DeviceFacts, Policy, Schedule};
-use crate::publish::{AddRelease, InitOptions, Repo};
+use crate::publish::{AddRelease, DeltaOptions, InitOptions, Repo};
 use crate::slot::stage::{RawSlot, StageOptions};
 use crate::slot::{ImageFileSlot, Slot, SlotState, SlotStatus};
 use crate::trust::client::Limits;
@@ -56,6 +62,8 @@ pub struct DemoWorld {
     repo: Repo,
     slots: Vec<SlotName>,
     audit: Arc<Mutex<AuditLog>>,
+    /// Releases published so far: each new one gets a static delta from every one.
+    published: Mutex<Vec<semver::Version>>,
 }
 
 fn dev_err(what: &str, e: impl std::fmt::Display) -> DemoError {
@@ -66,14 +74,23 @@ fn io(what: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
     move |e| dev_err(&what.display().to_string(), e)
 }
 
-/// The content of a release's image: a tiny "OS" whose service works or not.
+/// The content of a release's image: a tiny "OS" whose service works or not, then the
+/// rest of the system (the same pseudo-random bytes in every release).
 fn image_bytes(version: &str, healthy: bool) -> Vec<u8> {
     let mut b = format!(
-        "os=patchd-demo version={version}\nservice={}\n",
+        "os=patchd-demo version={version}\nservice={}\n\0",
         if healthy { "ok" } else { "broken" }
     )
     .into_bytes();
-    b.resize(IMAGE_SIZE, 0);
+    // xorshift64: fixed seed, so every release shares it and runs are reproducible.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while b.len() < IMAGE_SIZE {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b.truncate(IMAGE_SIZE);
     b
 }
 
@@ -172,7 +189,18 @@ impl DemoWorld {
             repo,
             slots,
             audit: Arc::new(Mutex::new(audit)),
+            published: Mutex::new(Vec::new()),
         };
+        // The factory release is in the repository too: later releases carry a static
+        // delta from it.
+        w.publish(&DemoRelease {
+            version: "1.0.0".into(),
+            security_version: 1,
+            kind: crate::policy::Kind::Bugfix,
+            severity: crate::policy::Severity::Medium,
+            cves: vec![],
+            healthy: true,
+        })?;
         w.mount_booted(&w.slots[0])?;
         Ok(w)
     }
@@ -324,9 +352,18 @@ impl DemoDevice for DemoWorld {
         rel.cves = r.cves.clone();
         rel.summary = format!("demo release {}", r.version);
         rel.published = Some(self.clock.now());
+        let mut published = self
+            .published
+            .lock()
+            .map_err(|_| dev_err("publisher", "release list poisoned"))?;
+        let opts = DeltaOptions {
+            from: published.clone(),
+            ..DeltaOptions::publisher_default()
+        };
         self.repo
-            .add_release(&rel)
+            .add_release_with(&rel, &opts)
             .map_err(|e| dev_err(&format!("publishing {}", r.version), e))?;
+        published.push(rel.version);
         Ok(())
     }
 

@@ -16,7 +16,9 @@ use crate::manifest::{
 };
 use crate::trust::metadata::TargetFile;
 
-/// What to publish besides the images.
+/// What to publish besides the images. `Default` publishes nothing extra (the library's
+/// [`Repo::add_release`](super::Repo::add_release)); [`DeltaOptions::publisher_default`]
+/// is what `patchpub add` does without options.
 #[derive(Debug, Clone)]
 pub struct DeltaOptions {
     /// Earlier versions of the same product to make static deltas from.
@@ -32,7 +34,19 @@ impl Default for DeltaOptions {
         Self {
             from: Vec::new(),
             chunk_index: false,
-            level: 19,
+            level: delta::DEFAULT_LEVEL,
+        }
+    }
+}
+
+impl DeltaOptions {
+    /// `patchpub add`'s defaults: the chunk index on (any device with a verified image
+    /// can then update by dynamic delta), [`delta::DEFAULT_LEVEL`]. Encoding runs on
+    /// every core; docs/delta.md has its cost per image size.
+    pub fn publisher_default() -> Self {
+        Self {
+            chunk_index: true,
+            ..Self::default()
         }
     }
 }
