@@ -1,12 +1,12 @@
 # Sourced by a scenario's /vm/onboot.sh (from the data partition) in the busybox guest:
 # runs the real `patchd run` and reports what it says over D-Bus (`patchctl`).
 #
-# The busybox guest has no systemd: a plain dbus-daemon serves the system bus (no polkit:
-# patchd authorizes by uid, auth uids:0). When patchd reboots, systemd's name has no
-# owner on that bus, so patchd falls back to sync + reboot(2) by itself (after it
-# persisted its state, armed GRUB, logged "rebooting" and wrote a reboot_fallback audit
-# record); nothing here helps it.
-VMP_BUS=unix:path=/run/dbus/system_bus_socket
+# The busybox guest has neither systemd nor a system bus, so a private dbus-daemon
+# carries patchd's D-Bus service (auth uids:0 instead of polkit), and this script plays
+# systemd's part in a reboot: patchd asks systemd over D-Bus (which fails here) after it
+# persisted its state, armed GRUB and logged "rebooting"; we then stop it as systemd
+# would (SIGTERM) and reboot.
+VMP_BUS=unix:path=/run/vm-bus
 VMP_LOG=/run/patchd.log
 VMP_REPORT=/var/lib/patchd/vm/report.log
 
@@ -23,7 +23,7 @@ vmp_field() {
 
 # vmp_start URL WINDOW [ATTEMPTS]: repository URL, maintenance window and (when given)
 # GRUB's boots per trial as a config drop-in, the boot partition where GRUB's
-# environment lives, the system bus, then the daemon (on the system bus, as on a device).
+# environment lives, the bus, then the daemon.
 vmp_start() {
   mount /dev/vda1 /boot/grub-part || echo "VMTEST: cannot mount the boot partition"
   cat >/etc/patchd/patchd.toml.d/50-vm.toml <<EOT
@@ -34,11 +34,10 @@ url = "$1"
 windows = ["$2"]
 EOT
   if [ -n "${3:-}" ]; then printf '\n[boot]\nattempts = %s\n' "$3" >>/etc/patchd/patchd.toml.d/50-vm.toml; fi
-  mkdir -p /run/dbus
   dbus-daemon --config-file=/usr/lib/vm/bus.conf --nofork --nopidfile >/dev/null 2>&1 &
   i=0
-  while [ ! -S /run/dbus/system_bus_socket ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-  NO_COLOR=1 PATCHD_LOG=info patchd --auth uids:0 run >"$VMP_LOG" 2>&1 &
+  while [ ! -S /run/vm-bus ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  NO_COLOR=1 PATCHD_LOG=info patchd --bus-address "$VMP_BUS" --auth uids:0 run >"$VMP_LOG" 2>&1 &
   VMP_PID=$!
   # patchd's log on the console, prefixed (the host watches for its lines).
   (tail -f "$VMP_LOG" 2>/dev/null | while IFS= read -r l; do echo "patchd-log: $l"; done) &
@@ -92,21 +91,18 @@ vmp_progress() {
   VMP_PROGRESS=$!
 }
 
-# vmp_run GOAL TIMEOUT: waits until patchd reboots the machine itself (never returns),
-# or until its status matches the extended regexp GOAL on "state=S booted=B current=V"
-# with no job running (reports it and returns 0, patchd still running), or TIMEOUT
-# seconds pass (returns 1). A patchd that said "rebooting" but did not reboot within a
-# minute is reported (reboot-not-done) and the machine powers off: the scenario's boot
-# count then fails.
+# vmp_run GOAL TIMEOUT: waits until patchd asks for a reboot (then stops it, sets
+# action=reboot and returns 2), or until its status matches the extended regexp GOAL on
+# "state=S booted=B current=V" with no job running (reports it and returns 0, patchd
+# still running), or TIMEOUT seconds pass (returns 1).
 vmp_run() {
   goal=$1 deadline=$(( $(cut -d. -f1 /proc/uptime) + $2 ))
   while :; do
     if grep -q ' rebooting' "$VMP_LOG"; then
-      echo "VMTEST: patchd said rebooting"
-      sleep 60
-      vmp_report reboot-not-done
+      vmp_report reboot-requested
       vmp_stop
-      return 1
+      action=reboot
+      return 2
     fi
     st=$(vmp_ctl --json status 2>/dev/null)
     s1=$(vmp_field "$st" state)

@@ -22,8 +22,8 @@ scenario() {
     "$(vm_cat "$DISK" 4 /vm/boots.log | tail -n +$((n + 1)) | cut -d' ' -f2-)" \
     "slot=b release=v2
 slot=b release=v2"
-  vm_assert_kernel_reboot "$LOG" $((n + 1))
-  vm_assert_report 1 "boot=$((n + 2)) slot=b release=v2 goal state=rolled_back booted=b current=2.0.0 staged=null"
+  vm_assert_report 1 "boot=$((n + 1)) slot=b release=v2 reboot-requested state=switching booted=b current=2.0.0 staged=4.0.0"
+  vm_assert_report 2 "boot=$((n + 2)) slot=b release=v2 goal state=rolled_back booted=b current=2.0.0 staged=null"
   local state; state=$(vm_cat "$DISK" 4 /state.json)
   echo "$state" | grep -q 'did not boot' || fail "RolledBack without the reason 'new slot did not boot'"
   grep -q 'VMTEST: audit verify ok' "$LOG" || fail "audit verify did not pass in the guest"

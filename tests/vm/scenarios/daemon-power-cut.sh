@@ -64,14 +64,21 @@ scenario() {
   # Open the window: at the bootloader switch, when patchd's log shows it.
   vm_daemon_hook 'state=committed booted=b current=2.0.0' 0
   start_run
-  vm_wait_console "$log" 'patchd-log: .*(switching|try_slot|armed)' 1200 || fail "switch cut: patchd never switched"
-  power_cut "at the switch"
-  # During the first boot of b: at GRUB's choice (its try is spent then).
-  start_run
-  vm_wait_console "$log" 'patchd: booting slot b' 1200 || fail "first-boot cut: GRUB never picked b"
-  extra=$(( RANDOM % 3000 ))
-  vm_wait_console "$log" 'VMTEST: booted' "${extra}ms" || true
-  power_cut "in b's first boot (+${extra}ms)"
+  # patchd reboots by itself right after the switch (reboot(2): no systemd here), so the
+  # cut may land in b's first boot instead; then it is the first-boot cut.
+  vm_wait_console "$log" 'patchd-log: .*(switching|try_slot|armed)|patchd: booting slot b' 1200 ||
+    fail "switch cut: patchd never switched"
+  if grep -aq 'patchd: booting slot b' "$log"; then
+    power_cut "at the switch, landed in b's first boot"
+  else
+    power_cut "at the switch"
+    # During the first boot of b: at GRUB's choice (its try is spent then).
+    start_run
+    vm_wait_console "$log" 'patchd: booting slot b' 1200 || fail "first-boot cut: GRUB never picked b"
+    extra=$(( RANDOM % 3000 ))
+    vm_wait_console "$log" 'VMTEST: booted' "${extra}ms" || true
+    power_cut "in b's first boot (+${extra}ms)"
+  fi
 
   # No more cuts. GRUB has one try of b left: b boots again and patchd commits 2.0.0.
   vm_cat "$DISK" 4 /vm/boots.log >"$W/boots-before"
