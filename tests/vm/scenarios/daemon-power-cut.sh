@@ -87,7 +87,7 @@ scenario() {
   vm_wait_exit "${VM_DAEMON_TIMEOUT:-1500}" || fail "final run did not power off"
   VM_PID=
   # GRUB prints the counter after spending the try: 1 left at the cut, 0 now.
-  grep -a 'patchd: booting' "$W/console-run$runs.log" | vm_clean | head -n 1 | grep -q 'booting slot b .*b_left=1)' ||
+  grep -a 'patchd: booting' "$W/console-run$runs.log" | vm_clean | tail -n 1 | grep -q 'booting slot b .*b_left=1)' ||
     fail "the cut boot was not b's first of two tries"
   grep -a 'patchd: booting' "$LOG" | vm_clean | head -n 1 | grep -q 'booting slot b .*b_left=0)' ||
     fail "the next boot was not b's second try: $(grep -a 'patchd: booting' "$LOG" | vm_clean | head -n 1)"

@@ -54,11 +54,13 @@ scenario() {
   has "$b1" 'VMTEST: patchctl release-hold rc=0' "release-hold failed as root"
   has "$b1" 'VMTEST: no holds' "the hold is still there after release-hold"
   # The reboot went through systemd: its shutdown, not patchd's kernel fallback.
-  has "$b1" 'VMTEST: state state=(staged|switching)' "patchd did not stage v2"
+  # (staged, switching and the reboot request follow within a fraction of a second: the
+  # hook's 2-second polls rarely see them, patchd's audit log does.)
   has "$b1" '(System Reboot|reboot\.target|systemd-shutdown)' "no systemd reboot on the console"
   if echo "$b1" | grep -q 'VMTEST: report .* no-reboot'; then fail "patchd did not reboot"; fi
   local events; events=$(vm_audit_events "$DISK")
-  echo "$events" | grep -qx reboot || fail "no reboot in the audit log"
+  echo "$events" | tr '\n' ' ' | grep -qE 'staging staged switching reboot booted_new_slot committed' ||
+    fail "audit log lacks staging → committed: $(echo "$events" | tr '\n' ' ')"
   if echo "$events" | grep -qx reboot_fallback; then fail "patchd fell back to reboot(2) under systemd"; fi
   # Boot 2: the verdict through systemd's boot assessment, and the commit.
   has "$b2" 'VMTEST: booted boot=2 slot=b release=sv2 pid1=systemd' "boot 2 is not sv2 on b"
