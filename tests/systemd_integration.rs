@@ -7,11 +7,12 @@
 mod process;
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchd::config::InhibitorConfig;
 use patchd::dbus::Bus;
-use patchd::engine::adapters::SystemdReboot;
+use patchd::engine::adapters::{KernelReboot, SystemdReboot};
 use patchd::engine::ports::Reboot;
 use patchd::paths::Paths;
 use process::*;
@@ -26,6 +27,19 @@ fn reboot_port(bus: &str, root: &std::path::Path) -> SystemdReboot {
         login: None,
         paths: Paths::new(root),
         bus: Bus::Address(bus.to_string()),
+        kernel: Arc::new(NoKernelReboot),
+        audit: None,
+        clock: Arc::new(patchd::clock::SystemClock),
+    }
+}
+
+/// The kernel fallback must never run here (a private bus never leads to it; if it did,
+/// this test, run as root, would restart its host).
+struct NoKernelReboot;
+
+impl KernelReboot for NoKernelReboot {
+    fn sync_and_reboot(&self) -> std::io::Error {
+        panic!("kernel reboot requested in a test");
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::adapters::{PlanHealth, SystemdReboot};
+use super::adapters::{PlanHealth, SyscallReboot, SystemdReboot};
 use super::repo::RepoUpdates;
 use super::runner::{EngineParts, EngineSettings, RunExit};
 use super::EngineError;
@@ -310,9 +310,11 @@ pub async fn start(
         )
     };
     let login = crate::policy::inhibit::Logind::system().await.ok();
+    let audit = Arc::new(Mutex::new(audit));
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
     let parts = EngineParts {
         paths: paths.clone(),
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         bootloader,
         slots: slots.list.iter().map(DaemonSlot::slot).collect(),
         updates: updates.map(|u| Arc::new(u) as Arc<dyn super::ports::Updates>),
@@ -322,12 +324,15 @@ pub async fn start(
             plan: HealthPlan::from_config(&cfg.health, paths),
             units,
         }),
-        audit: Arc::new(Mutex::new(audit)),
+        audit: audit.clone(),
         reboot: Arc::new(SystemdReboot {
             inhibitors: cfg.policy.inhibitors.clone(),
             login: login.map(|l| Arc::new(l) as Arc<dyn crate::policy::inhibit::LoginQuery>),
             paths: paths.clone(),
             bus: bus.clone(),
+            kernel: Arc::new(SyscallReboot),
+            audit: Some(audit),
+            clock,
         }),
         device_config: cfg.device.clone(),
         settings: settings_from(&cfg),

@@ -19,8 +19,10 @@ VM_GRUB_SNIPPET=${VM_GRUB_SNIPPET:-$VM_TOP/packaging/grub/patchd-ab.cfg}
 # Disk layout (MBR, 512-byte sectors). The first MiB holds GRUB's boot.img and core.img.
 SECTOR=512
 P1_START=2048;   P1_SIZE=$((16 * 2048))   # boot: ext2, /grub/grub.cfg + grubenv
-P2_START=$((P1_START + P1_SIZE)); P2_SIZE=$((160 * 2048)) # root a
-P3_START=$((P2_START + P2_SIZE)); P3_SIZE=$((160 * 2048)) # root b
+# The slots fit the systemd-based release (a minimal Debian); the busybox releases use a
+# fraction (a filesystem is sized to its content, and the disk image is sparse).
+P2_START=$((P1_START + P1_SIZE)); P2_SIZE=$((320 * 2048)) # root a
+P3_START=$((P2_START + P2_SIZE)); P3_SIZE=$((320 * 2048)) # root b
 P4_START=$((P3_START + P3_SIZE)); P4_SIZE=$((128 * 2048)) # data: /var/lib/patchd
 DISK_SECTORS=$((P4_START + P4_SIZE))
 
@@ -235,9 +237,10 @@ vm_build() {
   echo "$key" >"$stamp"
 }
 
-# Assembles a disk image: $1 path, $2 release in slot a, $3 release in slot b (or "-").
+# Assembles a disk image: $1 path, $2 release in slot a, $3 release in slot b (or "-"),
+# $4 the data partition's image (default data: the busybox releases' factory state).
 vm_assemble() {
-  local disk=$1 a=$2 b=$3 p=$VM_CACHE/parts
+  local disk=$1 a=$2 b=$3 data=${4:-data} p=$VM_CACHE/parts
   rm -f "$disk"
   truncate -s $((DISK_SECTORS * SECTOR)) "$disk"
   sfdisk -q "$disk" >/dev/null <<EOF || vm_die "sfdisk failed"
@@ -253,7 +256,7 @@ EOF
   vm_put_part "$disk" 1 "$p/boot.img" sparse
   vm_put_part "$disk" 2 "$p/root-$a.img" sparse
   if [ "$b" != - ]; then vm_put_part "$disk" 3 "$p/root-$b.img" sparse; fi
-  vm_put_part "$disk" 4 "$p/data.img" sparse
+  vm_put_part "$disk" 4 "$p/$data.img" sparse
 }
 
 # vm_put_part DISK N IMAGE [sparse]: "sparse" skips zero blocks, only right on a fresh disk.
@@ -267,6 +270,133 @@ vm_put_part() {
 vm_get_part() {
   dd if="$1" of="$3" bs=1M iflag=skip_bytes,count_bytes skip=$(( $(part_start "$2") * SECTOR )) \
     count=$(( $(part_size "$2") * SECTOR )) conv=sparse status=none || vm_die "reading partition $2 failed"
+}
+
+# --- the systemd-based release --------------------------------------------------------
+
+# A minimal Debian (debootstrap --variant=minbase) with systemd as PID 1, dbus, polkit
+# and udev, plus our Debian package: patchd runs as the packaged patchd.service, next to
+# the packaged patchd-boot-check.service, D-Bus policy and polkit actions. Needs root
+# (debootstrap, chroot) and the Debian archive.
+VM_SD_SUITE=${VM_SD_SUITE:-bookworm}
+VM_SD_MIRROR=${VM_SD_MIRROR:-http://deb.debian.org/debian}
+VM_SD_PACKAGES=systemd,systemd-sysv,dbus,polkitd,libpam-systemd,udev
+
+# vm_debootstrap: the cached base tree (keyed by suite and package list); prints its path.
+vm_debootstrap() {
+  local key dir
+  key=$(echo "$VM_SD_SUITE $VM_SD_PACKAGES" | sha256sum | cut -c1-12)
+  dir=$VM_CACHE/debootstrap-$key
+  if [ ! -f "$dir/.done" ]; then
+    rm -rf "$dir" "$VM_CACHE"/debootstrap-*
+    vm_log "debootstrap $VM_SD_SUITE ($VM_SD_PACKAGES)"
+    local t=$SECONDS
+    debootstrap --variant=minbase --include="$VM_SD_PACKAGES" --exclude=apt \
+      "$VM_SD_SUITE" "$dir/root" "$VM_SD_MIRROR" >"$VM_CACHE/debootstrap.log" 2>&1 ||
+      { tail -n 20 "$VM_CACHE/debootstrap.log" >&2; tail -n 20 "$dir/root/debootstrap/debootstrap.log" >&2 2>/dev/null
+        vm_die "debootstrap failed (log: $VM_CACHE/debootstrap.log)"; }
+    # Lean: no documentation, manuals or translations, now or from later installs.
+    cat >"$dir/root/etc/dpkg/dpkg.cfg.d/01-vm-nodoc" <<EOT
+path-exclude /usr/share/doc/*
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/bash-completion/*
+path-exclude /usr/share/zsh/*
+path-exclude /usr/share/fish/*
+EOT
+    rm -rf "$dir/root"/usr/share/{doc,man,info,locale}/* "$dir/root"/var/cache/apt/* \
+      "$dir/root"/var/lib/apt/lists/* "$dir/root"/var/log/*.log
+    touch "$dir/.done"
+    vm_log "debootstrap done in $((SECONDS - t))s ($(du -sm "$dir/root" | cut -f1) MiB)"
+  fi
+  echo "$dir/root"
+}
+
+# vm_deb: our Debian package, built as tests/suites/deb builds it (cargo-deb from the
+# release binaries); reused while it is newer than the release binaries. Prints its path.
+vm_deb() {
+  local deb
+  deb=$(ls -t "$VM_TOP"/target/debian/patchd_*.deb 2>/dev/null | head -n 1)
+  if [ -z "$deb" ] || [ "$VM_TOP/target/release/patchd" -nt "$deb" ] ||
+    [ "$VM_TOP/target/release/patchctl" -nt "$deb" ]; then
+    vm_log "building the Debian package (cargo deb)"
+    (cd "$VM_TOP" && export PATH="$HOME/.cargo/bin:$PATH" &&
+      packaging/gen-docs target/release target/assets >/dev/null &&
+      rm -f target/debian/patchd_*.deb && cargo deb --no-build --quiet >/dev/null) >&2 ||
+      vm_die "cargo deb failed (is cargo-deb installed? tests/suites/deb installs it)"
+    deb=$(ls -t "$VM_TOP"/target/debian/patchd_*.deb | head -n 1)
+  fi
+  echo "$deb"
+}
+
+# vm_build_systemd: root images sv1 and sv2 (the same tree, /etc/vm-release differs) and
+# their data partition (slot a holds sv1, good), cached like the other parts.
+vm_build_systemd() {
+  vm_have_patchd || vm_die "release binaries missing"
+  local base deb key stamp p=$VM_CACHE/parts sd=$VM_DIR/guest-systemd
+  base=$(vm_debootstrap)
+  deb=$(vm_deb)
+  key=$( { cat "$sd"/* "$VM_DIR/guest/patchd.toml" "$p/repo-base/metadata/1.root.json" \
+    "$p/initrd.img"; sha256sum "$deb"; echo "$base $VM_KVER"; } | sha256sum | cut -c1-16)
+  stamp=$p/.sd-key
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then return 0; fi
+  vm_log "building the systemd releases (key $key)"
+  local t=$SECONDS tmp tree kdir
+  kdir=$(vm_kernel)
+  tmp=$(mktemp -d); tree=$tmp/root
+  cp -a "$base" "$tree"
+  cp "$deb" "$tree/tmp/patchd.deb"
+  chroot "$tree" dpkg -i /tmp/patchd.deb >"$tmp/dpkg.log" 2>&1 ||
+    { cat "$tmp/dpkg.log" >&2; vm_die "dpkg -i of our package failed in the systemd root"; }
+  rm -f "$tree/tmp/patchd.deb"
+  # The device's configuration (as an admin would write it), the publisher's root, the
+  # health check, a fixed machine id, the data and boot partitions, the network.
+  cp "$VM_DIR/guest/patchd.toml" "$tree/etc/patchd/patchd.toml"
+  mkdir -p "$tree/etc/patchd/patchd.toml.d" "$tree/etc/patchd/health.d" "$tree/usr/share/patchd" \
+    "$tree/boot/grub-part" "$tree/var/lib/patchd" "$tree/usr/lib/vm"
+  cp "$p/repo-base/metadata/1.root.json" "$tree/usr/share/patchd/root.json"
+  printf '#!/bin/sh\necho "vm-service: all good"\n' >"$tree/etc/patchd/health.d/10-vm-service"
+  chmod 755 "$tree/etc/patchd/health.d/10-vm-service"
+  echo 5f1c0d2e7a9b4c3d8e6f0a1b2c3d4e60 >"$tree/etc/machine-id"
+  echo patchd-vm >"$tree/etc/hostname"
+  cp "$sd/fstab" "$tree/etc/fstab"
+  mkdir -p "$tree/etc/systemd/network"
+  cp "$sd/10-eth0.network" "$tree/etc/systemd/network/"
+  cp "$sd/vm-config.service" "$sd/vm-test.service" "$tree/etc/systemd/system/"
+  install -m 755 "$sd/hook.sh" "$tree/usr/lib/vm/hook.sh"
+  ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
+  # An unprivileged user for the polkit refusal.
+  chroot "$tree" useradd -u 1000 -M -s /usr/sbin/nologin tester ||
+    vm_die "useradd in the systemd root failed"
+  # The package leaves patchd.service disabled until configured; configured, an admin
+  # enables it. Nothing pulls boot-complete.target without systemd-boot's boot counting,
+  # so this machine asks for it (patchd-boot-check.service is RequiredBy it).
+  chroot "$tree" systemctl enable patchd.service vm-config.service vm-test.service \
+    systemd-networkd.service >/dev/null 2>&1 || vm_die "systemctl enable in the systemd root failed"
+  chroot "$tree" systemctl add-wants multi-user.target boot-complete.target >/dev/null 2>&1 ||
+    vm_die "systemctl add-wants boot-complete.target failed"
+  # Nothing logs in on the console; timers are noise in a minute-long boot.
+  chroot "$tree" systemctl mask serial-getty@ttyS0.service getty@tty1.service \
+    e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-timesyncd.service \
+    >/dev/null 2>&1 || true
+  cp "$kdir/boot/vmlinuz-$VM_KVER" "$tree/boot/vmlinuz"
+  cp "$p/initrd.img" "$tree/boot/initrd.img"
+  local r mib
+  for r in sv1 sv2; do
+    echo "$r" >"$tree/etc/vm-release"
+    mib=$(( ($(du -sm "$tree" | cut -f1) * 11 / 10 + 16 + 3) / 4 * 4 ))
+    [ "$mib" -le $((P2_SIZE / 2048)) ] || vm_die "systemd root of ${mib} MiB exceeds the slot"
+    vm_mkfs ext4 "$tree" "$p/root-$r.img" $((mib * 2048)) root
+  done
+  mkdir -p "$tmp/data/vm" "$tmp/data/slots"
+  printf '{"slot":"a","state":"good","version":"1.0.0","sha256":"%s","size":%s,"installed_at":null}\n' \
+    "$(sha256sum <"$p/root-sv1.img" | cut -d' ' -f1)" "$(stat -c %s "$p/root-sv1.img")" \
+    >"$tmp/data/slots/a.json"
+  vm_mkfs ext4 "$tmp/data" "$p/data-sd.img" "$P4_SIZE" data
+  rm -rf "$tmp"
+  echo "$key" >"$stamp"
+  vm_log "systemd releases built in $((SECONDS - t))s (root image $(( $(stat -c %s "$p/root-sv1.img") / 1048576 )) MiB)"
 }
 
 # --- observing and changing the guest's disks from the host (qemu stopped) ----------
@@ -449,13 +579,14 @@ vm_window_now() {
 # --- daemon scenarios ----------------------------------------------------------------
 
 # vm_daemon_hook GOAL EXTRA_REBOOTS: the guest's hook starts `patchd run` against the
-# served repository and runs until it asks for a reboot or its status matches GOAL
+# served repository (GRUB boots per trial: $VM_BOOT_ATTEMPTS, default patchd's) and runs
+# until patchd reboots the machine or its status matches GOAL
 # (see tests/vm/guest/patchd-guest.sh); after GOAL it runs $VM_HOOK_AFTER (a function
 # $VM_HOOK_DEFS may define), then reboots EXTRA_REBOOTS more times.
 vm_daemon_hook() {
   cat >"$W/onboot.sh" <<HOOK
 . /usr/lib/vm/patchd-guest.sh
-vmp_start "$VM_REPO_URL" "${VM_WINDOW:-$(vm_window_now)}"
+vmp_start "$VM_REPO_URL" "${VM_WINDOW:-$(vm_window_now)}" "${VM_BOOT_ATTEMPTS:-}"
 ${VM_HOOK_DEFS:-}
 vmp_run '$1' ${VM_GUEST_TIMEOUT:-900} && ${VM_HOOK_AFTER:-true} && vmp_end
 HOOK
@@ -470,6 +601,21 @@ vm_show_results() {
   echo "--- report.log"; vm_cat "$DISK" 4 /vm/report.log
   echo "--- state.json"; vm_cat "$DISK" 4 /state.json; echo
   echo "--- grubenv"; vm_grubenv "$DISK" list
+}
+
+# vm_audit_events DISK: the event names of patchd's audit log on the data partition,
+# one a line, oldest first.
+vm_audit_events() {
+  vm_cat "$1" 4 /audit.log | sed -n 's/.*"event": *"\([^"]*\)".*/\1/p'
+}
+
+# vm_boot_console LOG N: the console of the guest's boot number N (from the init's
+# "VMTEST: booted boot=N" to GRUB's next choice).
+vm_boot_console() {
+  vm_clean <"$1" | awk -v n="$2" '
+    /VMTEST: booted boot=/ { split($0, f, "boot="); split(f[2], g, " "); on = (g[1] == n) }
+    on && /^patchd: booting slot/ { on = 0 }
+    on { print }'
 }
 
 # vm_assert_report N LINE: line N of the guest's report.log.

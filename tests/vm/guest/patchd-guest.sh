@@ -21,8 +21,9 @@ vmp_field() {
     sed -e 's/^[^:]*: *//' -e 's/,$//' -e 's/^"//' -e 's/"$//'
 }
 
-# vmp_start URL WINDOW: repository URL and maintenance window as a config drop-in, the
-# boot partition where GRUB's environment lives, the bus, then the daemon.
+# vmp_start URL WINDOW [ATTEMPTS]: repository URL, maintenance window and (when given)
+# GRUB's boots per trial as a config drop-in, the boot partition where GRUB's
+# environment lives, the bus, then the daemon.
 vmp_start() {
   mount /dev/vda1 /boot/grub-part || echo "VMTEST: cannot mount the boot partition"
   cat >/etc/patchd/patchd.toml.d/50-vm.toml <<EOT
@@ -32,6 +33,7 @@ url = "$1"
 [policy]
 windows = ["$2"]
 EOT
+  if [ -n "${3:-}" ]; then printf '\n[boot]\nattempts = %s\n' "$3" >>/etc/patchd/patchd.toml.d/50-vm.toml; fi
   dbus-daemon --config-file=/usr/lib/vm/bus.conf --nofork --nopidfile >/dev/null 2>&1 &
   i=0
   while [ ! -S /run/vm-bus ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done

@@ -1,0 +1,121 @@
+#!/bin/sh
+# Guest side of the systemd scenario (run by vm-test.service after patchd.service, as
+# root; its output is on the serial console). Boot 1 (v1 on a): patchd.service's state
+# and watchdog as systemd reports them, patchctl over the system bus with polkit (root
+# allowed, an unprivileged user refused), then the update: the host publishes v2 when it
+# reads "dbus checks done"; patchd stages it and asks systemd to reboot. Later boots:
+# wait for the commit, patchd-boot-check.service and boot-complete.target, report, power
+# off. Every VMTEST line is for the host (tests/vm/scenarios/systemd-update.sh).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+D=/var/lib/patchd/vm
+say() { echo "VMTEST: $*"; }
+up() { cut -d. -f1 /proc/uptime; }
+# field JSON NAME: a top-level field of patchctl's pretty JSON, unquoted.
+field() {
+  printf '%s\n' "$1" | grep "^  \"$2\": " | head -n 1 |
+    sed -e 's/^[^:]*: *//' -e 's/,$//' -e 's/^"//' -e 's/"$//'
+}
+
+slot=unknown
+for arg in $(cat /proc/cmdline); do
+  case $arg in patchd.slot=*) slot=${arg#patchd.slot=};; esac
+done
+release=$(cat /etc/vm-release)
+mkdir -p "$D"
+n=$(( $(cat "$D/boots.log" 2>/dev/null | wc -l) + 1 ))
+echo "boot=$n slot=$slot release=$release" >>"$D/boots.log"
+sync
+say "booted boot=$n slot=$slot release=$release pid1=$(cat /proc/1/comm)"
+
+# patchd.service as systemd sees it, and how long it has been up (the watchdog is proven
+# once it ran past WatchdogSec without a restart).
+unit() {
+  s=$(systemctl show -p Type,ActiveState,SubState,WatchdogUSec,NRestarts,MainPID patchd.service | sort | tr '\n' ' ')
+  since=$(systemctl show -p ActiveEnterTimestampMonotonic --value patchd.service)
+  now=$(awk '{ printf "%d", $1 * 1000000 }' /proc/uptime)
+  say "unit patchd $s up=$(( (now - since) / 1000000 ))s"
+}
+
+report() {
+  st=$(patchctl --json status 2>/dev/null)
+  line="boot=$n slot=$slot release=$release $1 state=$(field "$st" state)"
+  line="$line booted=$(field "$st" booted_slot) current=$(field "$st" current_version)"
+  say "report $line"
+  echo "$line" >>"$D/report.log"
+}
+
+# wait_state REGEXP TIMEOUT: until "state=S current=V" matches, each new state once on
+# the console.
+wait_state() {
+  deadline=$(( $(up) + $2 )) last=
+  while :; do
+    st=$(patchctl --json status 2>/dev/null)
+    s="state=$(field "$st" state) current=$(field "$st" current_version)"
+    if [ "$s" != "$last" ]; then say "state $s"; last=$s; fi
+    if echo "$s" | grep -qE "$1" && [ "$(field "$st" progress)" = null ]; then return 0; fi
+    [ "$(up)" -lt "$deadline" ] || return 1
+    sleep 2
+  done
+}
+
+# The unprivileged user's calls: setpriv drops to uid 1000 with no groups, no PAM.
+as_user() { setpriv --reuid=1000 --regid=1000 --clear-groups -- "$@"; }
+
+dbus_checks() {
+  patchctl status >/dev/null 2>&1; say "patchctl status rc=$?"
+  patchctl history 2>&1 | sed 's/^/VMTEST: history /'
+  patchctl history >/dev/null 2>&1; say "patchctl history rc=$?"
+  patchctl hold --reason "vm test hold" >/dev/null 2>&1; say "patchctl hold rc=$?"
+  if patchctl --json status 2>/dev/null | grep -q '"reason": "vm test hold"'; then say "hold listed"; fi
+  as_user patchctl status >/dev/null 2>&1; say "user status rc=$?"
+  as_user patchctl hold --reason "not allowed" >/dev/null 2>&1; say "user hold rc=$?"
+  as_user patchctl release-hold >/dev/null 2>&1; say "user release-hold rc=$?"
+  if patchctl --json status 2>/dev/null | grep -q '"reason": "vm test hold"'; then say "hold still listed"; fi
+  patchctl release-hold >/dev/null 2>&1; say "patchctl release-hold rc=$?"
+  if ! patchctl --json status 2>/dev/null | grep -q 'vm test hold'; then say "no holds"; fi
+}
+
+finish() {
+  sync
+  say "poweroff"
+  systemctl poweroff
+  exit 0
+}
+
+unit
+if [ "$n" = 1 ]; then
+  report start
+  dbus_checks
+  say "dbus checks done"
+  # The host publishes v2 now; patchd checks every minute. systemd stops this service
+  # when patchd's reboot starts.
+  patchctl check >/dev/null 2>&1
+  if wait_state 'state=(staged|switching)' 1500; then
+    unit
+    # Give patchd's reboot time to happen; if it does not, say so and power off.
+    sleep 300
+  fi
+  report no-reboot
+  finish
+fi
+
+if wait_state 'state=committed current=2\.0\.0' 900; then
+  # patchd-boot-check.service waits for patchd's verdict; boot-complete.target needs it.
+  i=0
+  while [ "$(systemctl is-active patchd-boot-check.service)" = activating ] && [ $i -lt 120 ]; do
+    sleep 1; i=$((i + 1))
+  done
+  say "boot-check $(systemctl show -p ActiveState,SubState,Result patchd-boot-check.service | sort | tr '\n' ' ')"
+  say "boot-complete $(systemctl is-active boot-complete.target)"
+  # Past the watchdog's 60 s with no restart.
+  while [ "$(systemctl show -p ActiveEnterTimestampMonotonic --value patchd.service)" -gt \
+    "$(awk '{ printf "%d", ($1 - 75) * 1000000 }' /proc/uptime)" ]; do sleep 5; done
+  unit
+  report goal
+  if patchctl audit verify >/dev/null 2>&1; then say "audit verify ok"; else say "audit verify FAILED"; fi
+  patchctl history 2>&1 | tail -n 8 | sed 's/^/VMTEST: history /'
+else
+  report timeout
+  unit
+fi
+finish
