@@ -64,6 +64,12 @@ pub fn engine_reasons(c: &Candidate, doc: &StateDoc, current: Option<&str>) -> V
     why
 }
 
+/// A release not newer than the running one is never installed, so the policy's
+/// window or rollout answer for it would only read as a promise ("waiting until …").
+fn never_installed(why: &[WhyNot]) -> bool {
+    why.iter().any(|w| matches!(w, WhyNot::NotNewer { .. }))
+}
+
 /// Everything the categorization needs besides the candidates.
 pub struct Context<'a> {
     pub doc: &'a StateDoc,
@@ -79,6 +85,9 @@ impl Context<'_> {
     pub fn switch_reasons(&self, c: &Candidate, force: bool) -> Vec<WhyNot> {
         let mut why = c.manifest_reasons.clone();
         why.extend(engine_reasons(c, self.doc, self.current));
+        if never_installed(&why) {
+            return why;
+        }
         let approved = force || self.doc.approved.contains(&c.facts.version);
         let d = self
             .policy
@@ -94,6 +103,9 @@ impl Context<'_> {
     pub fn stage_reasons(&self, c: &Candidate) -> Vec<WhyNot> {
         let mut why: Vec<WhyNot> = c.manifest_reasons.clone();
         why.extend(engine_reasons(c, self.doc, self.current));
+        if never_installed(&why) {
+            return why;
+        }
         let d = self
             .policy
             .may_stage(self.now, self.device, &c.facts, &self.doc.holds);
@@ -227,6 +239,38 @@ mod tests {
         assert!(get("2.4.0").install_now, "{:?}", get("2.4.0"));
         assert_eq!(av[0].version, "3.0.0", "newest first");
         assert_eq!(stage_target(&av).unwrap().version, "2.4.0");
+    }
+
+    #[test]
+    fn an_older_release_shows_no_window_wait() {
+        let doc = StateDoc::default();
+        let policy = Policy {
+            schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap(),
+            ..Policy::default()
+        };
+        let dev = device();
+        let ctx = Context {
+            doc: &doc,
+            current: Some("2.0.0"),
+            policy: &policy,
+            device: &dev,
+            now: now(),
+        };
+        let av = ctx.categorize(&[cand("1.0.0", 5), cand("3.0.0", 5)]);
+        let get = |v: &str| av.iter().find(|a| a.version == v).unwrap();
+        assert!(
+            matches!(get("1.0.0").why_not[..], [WhyNot::NotNewer { .. }]),
+            "{:?}",
+            get("1.0.0").why_not
+        );
+        assert!(
+            get("3.0.0")
+                .why_not
+                .iter()
+                .any(|w| w.to_string().starts_with("waiting until")),
+            "a newer release still shows the window: {:?}",
+            get("3.0.0").why_not
+        );
     }
 
     #[test]
