@@ -251,16 +251,7 @@ fn synced_part(top: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_static_delta_download_then_resume() {
     let (size, keep) = (8 * MIB, 3 * MIB);
-    let w = World::new(
-        size,
-        keep,
-        DeltaOptions {
-            from: vec!["1.0.0".parse().unwrap()],
-            chunk_index: false,
-            level: 3,
-        },
-    )
-    .await;
+    let w = World::new(size, keep, static_from_v1()).await;
     let top = w.top.clone();
     w.kill_child_when(15, "a synced part of the delta", || {
         synced_part(&top) >= MIB as u64
@@ -343,16 +334,7 @@ async fn kill_9_during_a_dynamic_delta_then_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_partial_delta_is_fetched_again_not_trusted() {
     let (size, keep) = (4 * MIB, 3 * MIB);
-    let w = World::new(
-        size,
-        keep,
-        DeltaOptions {
-            from: vec!["1.0.0".parse().unwrap()],
-            chunk_index: false,
-            level: 3,
-        },
-    )
-    .await;
+    let w = World::new(size, keep, static_from_v1()).await;
     let f = w.fresh().await;
     assert_eq!(f.method, StageMethod::StaticDelta, "{f:?}");
     let len = f.bytes_fetched;
@@ -384,4 +366,13 @@ async fn a_damaged_partial_delta_is_fetched_again_not_trusted() {
     assert_eq!(r.bytes_fetched, (len - half) + len, "{r:?}");
     assert!(!w.top.join("state/slots/b.delta.part").exists());
     assert!(!w.top.join("state/slots/b.delta.part.json").exists());
+}
+
+/// Releases with a static delta from 1.0.0 and no chunk index (fast to publish).
+fn static_from_v1() -> DeltaOptions {
+    DeltaOptions {
+        from: vec!["1.0.0".parse().unwrap()],
+        chunk_index: false,
+        level: 3,
+    }
 }

@@ -175,6 +175,13 @@ mod tests {
     fn now() -> Timestamp {
         "2026-11-25T12:00:00Z".parse().unwrap()
     }
+    /// Maintenance window on weekend nights: closed at `now()` (a Wednesday noon).
+    fn weekend_window() -> Policy {
+        Policy {
+            schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap(),
+            ..Policy::default()
+        }
+    }
     fn device() -> DeviceFacts {
         DeviceFacts {
             machine_id: "m1".into(),
@@ -244,10 +251,7 @@ mod tests {
     #[test]
     fn an_older_release_shows_no_window_wait() {
         let doc = StateDoc::default();
-        let policy = Policy {
-            schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap(),
-            ..Policy::default()
-        };
+        let policy = weekend_window();
         let dev = device();
         let ctx = Context {
             doc: &doc,
@@ -276,11 +280,7 @@ mod tests {
     #[test]
     fn window_blocks_switch_not_staging_and_force_overrides_it() {
         let doc = StateDoc::default();
-        // Closed at noon UTC.
-        let policy = Policy {
-            schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap(),
-            ..Policy::default()
-        };
+        let policy = weekend_window();
         let dev = device();
         let ctx = Context {
             doc: &doc,
