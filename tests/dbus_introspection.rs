@@ -60,6 +60,9 @@ async fn introspection_matches_checked_in_xml() {
     };
     assert!(out.status.success(), "introspect failed: {out:?}");
     let live_xml = String::from_utf8_lossy(&out.stdout);
+    // Clients such as dbus-python and xml.dom parse the introspection with a real XML
+    // parser: a `--` inside a doc comment made both the bus answer and the file unusable.
+    assert_well_formed("live introspection", &live_xml);
     let live = manager_interface(&live_xml)
         .unwrap_or_else(|| panic!("no {INTERFACE} in introspection:\n{live_xml}"));
     // Sanity: the API the issue asks for is there.
@@ -136,9 +139,55 @@ async fn introspection_matches_checked_in_xml() {
             path.display()
         )
     });
+    assert_well_formed(INTROSPECTION_XML_PATH, &checked_in);
     let expected = manager_interface(&checked_in).expect("interface in checked-in XML");
     assert_eq!(
         live, expected,
         "exported interface differs from {INTROSPECTION_XML_PATH}; if intended, run PATCHD_BLESS=1 cargo test --test dbus_introspection and update docs/admin.md"
     );
+}
+
+/// Parses `xml` with Python's `xml.dom.minidom` (a strict, real XML parser); panics with
+/// the parser's message when the document is not well-formed.
+fn assert_well_formed(what: &str, xml: &str) {
+    use std::io::Write;
+    let Some(python) = python3() else {
+        println!("skipped: XML parse of {what}: no python3");
+        return;
+    };
+    let mut child = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parseString(sys.stdin.buffer.read())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(xml.as_bytes())
+        .expect("write XML to python3");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "{what} is not well-formed XML: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn python3() -> Option<String> {
+    if let Some(p) = std::env::var_os("PATCHD_TEST_PYTHON") {
+        return Some(p.to_string_lossy().into_owned());
+    }
+    have("python3").then(|| "python3".to_string())
+}
+
+#[test]
+fn shipped_introspection_xml_is_well_formed() {
+    let path = repo_root().join(INTROSPECTION_XML_PATH);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_well_formed(INTROSPECTION_XML_PATH, &text);
 }

@@ -346,7 +346,7 @@ impl ManagerIface {
     /// Switch to the staged release now, overriding the maintenance window, rollout stage
     /// and reboot inhibitors (the API's contract: an admin's explicit request). Option
     /// `force` = false asks policy first and fails with `Refused` naming why (what
-    /// `patchctl switch` sends unless `--force`). Holds, the security floor and failed
+    /// `patchctl switch` sends unless given its force flag). Holds, the security floor and failed
     /// releases always apply.
     async fn switch(
         &self,
