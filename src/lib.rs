@@ -22,5 +22,6 @@ pub mod names;
 pub mod paths;
 pub mod policy;
 pub mod publish;
+pub mod sigpipe;
 pub mod slot;
 pub mod trust;

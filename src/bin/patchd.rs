@@ -77,6 +77,12 @@ fn command() -> clap::Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let daemon = !cli.check_config
+        && cli.generate_docs.is_none()
+        && matches!(cli.command, None | Some(Command::Run));
+    if !daemon {
+        patchd::sigpipe::restore_default();
+    }
     if let Some(dir) = &cli.generate_docs {
         return match patchd::dbus::docgen::generate(command(), dir) {
             Ok(_) => ExitCode::SUCCESS,

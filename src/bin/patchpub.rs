@@ -236,6 +236,7 @@ fn release(s: &str) -> Result<(String, semver::Version)> {
 }
 
 fn main() {
+    patchd::sigpipe::restore_default();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PATCHPUB_LOG")

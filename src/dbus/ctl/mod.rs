@@ -178,6 +178,7 @@ pub fn command() -> clap::Command {
 
 /// Entry point of the `patchctl` binary.
 pub fn main() -> ExitCode {
+    crate::sigpipe::restore_default();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
