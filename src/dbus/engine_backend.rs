@@ -20,10 +20,15 @@ fn actor(c: &Caller) -> Actor {
 fn map_err(e: EngineError) -> BackendError {
     let msg = e.to_string();
     match e {
-        EngineError::Busy { .. } => BackendError::Busy(msg),
-        EngineError::NoSuchRelease { .. } | EngineError::NothingToInstall { .. } => {
-            BackendError::NotFound(msg)
+        // The D-Bus error name already says Busy and patchctl prefixes "busy: ": the
+        // message carries only what runs.
+        EngineError::Busy { running } => {
+            BackendError::Busy(format!("{running} is running; try again when it finished"))
         }
+        EngineError::NoSuchRelease { .. }
+        | EngineError::NothingToInstall { .. }
+        | EngineError::NothingToCancel { .. }
+        | EngineError::NoHold => BackendError::NotFound(msg),
         EngineError::BadVersion { .. } => BackendError::InvalidArgument(msg),
         EngineError::SwitchRefused { .. } | EngineError::Refused { .. } => {
             BackendError::Refused(msg)

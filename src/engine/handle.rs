@@ -140,6 +140,12 @@ pub enum EngineError {
     BadVersion { version: String, why: String },
     #[error("the engine task has stopped")]
     Stopped,
+    /// `cancel` when no job runs and nothing waits to be switched.
+    #[error("nothing to cancel: no job is running and no release is staged ({state})")]
+    NothingToCancel { state: &'static str },
+    /// `release-hold` when no hold is set.
+    #[error("no hold to release")]
+    NoHold,
 }
 
 fn join_reasons(w: &[WhyNot]) -> String {

@@ -1361,7 +1361,18 @@ impl Runner {
     }
 
     async fn cancel(&mut self, actor: &Actor) -> Step {
-        let next = self.doc.lifecycle.cancel()?;
+        let next = match self.doc.lifecycle.cancel() {
+            Ok(next) => next,
+            // Nothing runs and nothing waits: the admin's target does not exist (NotFound,
+            // exit 6), unlike a cancel refused mid-switch.
+            Err(_) if self.job.is_none() && self.doc.lifecycle.is_settled() => {
+                return Err(EngineError::NothingToCancel {
+                    state: self.doc.lifecycle.kind().as_str(),
+                }
+                .into())
+            }
+            Err(e) => return Err(EngineError::from(e).into()),
+        };
         if let Some(j) = self.job.take() {
             if matches!(j.kind, JobKind::Stage { .. }) {
                 j.handle.0.abort();
@@ -1421,6 +1432,9 @@ impl Runner {
     }
 
     fn release_holds(&mut self, actor: &Actor, why: &str) -> Step {
+        if self.doc.holds.is_empty() {
+            return Err(EngineError::NoHold.into());
+        }
         let mut doc = self.doc.clone();
         doc.holds.clear();
         self.file.save(&doc)?;
