@@ -86,6 +86,23 @@ async fn busy_cancel_and_not_found_against_the_running_daemon() {
     .await;
     assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
 
+    // The cancelled job leaves no line behind in status, also after the staging threads
+    // that were still writing have noticed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, out, err) = patchctl(&bus.address, &["status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with("Job")),
+        "stale job line after cancel:\n{out}"
+    );
+    let (code, out, err) = patchctl(&bus.address, &["--json", "status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    assert!(
+        v["progress"].is_null(),
+        "stale progress after cancel: {out}"
+    );
+
     let (code, out, err) = patchctl(&bus.address, &["cancel"]).await;
     assert_eq!(code, 6, "cancel with no job is NotFound: {out}{err}");
     let (code, out, err) = patchctl(&bus.address, &["release-hold"]).await;

@@ -747,10 +747,33 @@ impl Runner {
         let Some(updates) = self.p.updates.clone() else {
             return;
         };
-        let progress = self.progress_tx.clone();
+        let shared = self.progress_tx.clone();
         let v = version.clone();
-        let handle =
-            tokio::spawn(async move { JobOut::Stage(updates.stage(&v, &slot, progress).await) });
+        let handle = tokio::spawn(async move {
+            // The staging pipeline writes on blocking threads that outlive an aborted job
+            // (cancel): it gets a channel of its own, forwarded only while this task lives,
+            // so a cancelled staging cannot bring its job line back into status.
+            let (job_tx, mut job_rx) = watch::channel(None);
+            let stage = updates.stage(&v, &slot, job_tx);
+            tokio::pin!(stage);
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    out = &mut stage => {
+                        if job_rx.has_changed().unwrap_or(false) {
+                            shared.send_replace(job_rx.borrow_and_update().clone());
+                        }
+                        break JobOut::Stage(out);
+                    }
+                    changed = job_rx.changed(), if open => match changed {
+                        Ok(()) => {
+                            shared.send_replace(job_rx.borrow_and_update().clone());
+                        }
+                        Err(_) => open = false,
+                    },
+                }
+            }
+        });
         self.job = Some(Job {
             kind: JobKind::Stage {
                 actor,
