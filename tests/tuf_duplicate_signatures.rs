@@ -60,7 +60,7 @@ async fn same_key_under_two_keyids_counts_once() {
     sig2["keyid"] = Value::String(alias.keyid().unwrap());
     v["signatures"].as_array_mut().unwrap().push(sig2);
     repo.write_meta("targets.json", &serde_json::to_vec(&v).unwrap());
-    // Refresh is all-or-nothing: the (valid) root v2 is not kept either.
+    // The (valid) root v2 is kept; the targets file is not.
     assert_rejected(
         dev.refresh(&repo).await.map(|_| ()),
         |e| matches!(e, TrustError::Metadata { role, .. } if role == "targets"),
