@@ -3,9 +3,9 @@
 //! Trusted metadata lives in one directory as the exact bytes once received and
 //! verified: `root.json`, `timestamp.json`, `snapshot.json`, `targets.json` and
 //! delegated roles as `<encoded name>.json`. Nothing is written there before it
-//! verified; every write is atomic. The only other file kept there is
-//! `last-refresh.time` (not `*.json`): the clock reading at the last successful refresh,
-//! used to notice a clock that went backwards.
+//! verified; every write is atomic. The only other file kept there, with
+//! [`Limits::clock_sanity`] on, is `last-refresh.time` (not `*.json`): the clock reading
+//! at the last successful refresh, used to notice a clock that went backwards.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -48,7 +48,14 @@ pub struct Limits {
     pub metadata_timeout: Duration,
     /// Time a target download may go without receiving a byte.
     pub stall_timeout: Duration,
-    /// A clock reading before this is obviously wrong (the build time).
+    /// Clock-sanity safeguard (a daemon policy, not part of the TUF workflow): refuse
+    /// to judge expiry when the clock reads before `not_before` or before the last
+    /// successful refresh (kept in `last-refresh.time`). On in `patchd`; off, the
+    /// clock is taken as it is, as the specification does, and no `last-refresh.time`
+    /// is written (the `tuf-client` conformance example).
+    pub clock_sanity: bool,
+    /// With `clock_sanity`: a clock reading before this is obviously wrong (the build
+    /// time).
     pub not_before: Timestamp,
 }
 
@@ -64,6 +71,7 @@ impl Default for Limits {
             max_json_depth: 32,
             metadata_timeout: Duration::from_secs(120),
             stall_timeout: Duration::from_secs(60),
+            clock_sanity: true,
             not_before: build_time(),
         }
     }
@@ -306,6 +314,9 @@ impl TufClient {
 
     fn check_clock(&self) -> Result<Timestamp, TrustError> {
         let now = self.clock.now();
+        if !self.limits.clock_sanity {
+            return Ok(now);
+        }
         if now < self.limits.not_before {
             return Err(TrustError::ClockWrong {
                 now: now.to_string(),
@@ -408,7 +419,10 @@ impl TufClient {
         self.load_snapshot(src, now).await?;
         let top = self.top_targets()?;
         self.load_targets_role(src, &top, "root", now).await?;
-        self.persist(CLOCK_FILE, now.to_string().as_bytes())
+        if self.limits.clock_sanity {
+            self.persist(CLOCK_FILE, now.to_string().as_bytes())?;
+        }
+        Ok(())
     }
 
     /// The top-level targets role with the keys and threshold root gives it.
