@@ -183,3 +183,60 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The example follows the system clock as the TUF specification does (the conformance
+/// suite runs it under `faketime`, sometimes in the past): no clock-sanity safeguard,
+/// and the metadata directory holds only trusted role files.
+#[test]
+fn system_clock_before_the_build_time_is_taken_as_it_is() {
+    let Some(bin) = tuf_client() else {
+        println!("skipped: examples/tuf-client not built (cargo build --example tuf-client)");
+        return;
+    };
+    let faketime_works = Command::new("faketime")
+        .args(["2024-01-01 00:00:00", "true"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !faketime_works {
+        println!("skipped: faketime not installed (tests/deps/apt-packages.txt)");
+        return;
+    }
+    let repo = Repo::new(false);
+    let dev = tempfile::tempdir().unwrap();
+    let md = dev.path().join("meta");
+    let md_s = md.to_str().unwrap();
+    let root_file = repo.meta_dir().join("1.root.json");
+    let url = format!("file://{}", repo.meta_dir().display());
+    let at = |when: &str, args: &[&str]| {
+        Command::new("faketime")
+            .arg(when)
+            .arg(&bin)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_exit(
+        &run(
+            &bin,
+            &["--metadata-dir", md_s, "init", root_file.to_str().unwrap()],
+        ),
+        0,
+    );
+    let refresh = ["--metadata-dir", md_s, "--metadata-url", &url, "refresh"];
+    // Before the build time, and then further back: both judged by that clock.
+    assert_exit(&at("2024-01-01 00:00:00", &refresh), 0);
+    assert_exit(&at("2023-06-01 00:00:00", &refresh), 0);
+    let names: Vec<String> = files_in(&md).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "root.json",
+            "snapshot.json",
+            "targets.json",
+            "timestamp.json"
+        ]
+    );
+    // After the metadata expired (2028-06-01): refused.
+    assert_exit(&at("2029-01-01 00:00:00", &refresh), 1);
+}

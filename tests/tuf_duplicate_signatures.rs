@@ -1,4 +1,5 @@
-//! Duplicate signatures and duplicate keys never reach a threshold of 2 with one key.
+//! Duplicate signatures and duplicate keys never reach a threshold of 2 with one key;
+//! two signatures under one key id reject the file as a whole.
 mod tuf_support;
 use patchd::trust::keys::{KeyScheme, SigningKey};
 use patchd::trust::metadata::RoleType;
@@ -7,7 +8,7 @@ use serde_json::Value;
 use tuf_support::*;
 
 #[tokio::test]
-async fn same_signature_twice_counts_once() {
+async fn same_signature_twice_never_reaches_a_threshold_of_two() {
     let mut repo = Repo::new(false);
     repo.targets_keys
         .push(SigningKey::generate(KeyScheme::Ed25519));
@@ -67,4 +68,47 @@ async fn same_key_under_two_keyids_counts_once() {
         &dev,
         &before,
     );
+}
+
+/// python-tuf refuses metadata carrying two signatures under one key id, whatever the
+/// threshold: the file is malformed, not merely over-counted.
+#[tokio::test]
+async fn two_signatures_under_one_keyid_reject_the_metadata() {
+    for file in ["timestamp.json", "snapshot.json", "targets.json"] {
+        let mut repo = Repo::new(false);
+        repo.with_hashes = false;
+        let dev = Device::new(&repo);
+        dev.refresh(&repo).await.unwrap();
+        repo.publish();
+        let mut v: Value = serde_json::from_slice(&repo.read_meta(file)).unwrap();
+        let sig = v["signatures"][0].clone();
+        v["signatures"] = Value::Array(vec![sig.clone(), sig]);
+        repo.write_meta(file, &serde_json::to_vec(&v).unwrap());
+        let role = file.trim_end_matches(".json");
+        let r = dev.refresh(&repo).await;
+        assert!(
+            matches!(&r, Err(TrustError::Metadata { role: r, .. }) if r == role),
+            "{file}: {:?}",
+            r.err()
+        );
+        assert_eq!(versions_in(dev.path())[role], 1, "{file}");
+    }
+}
+
+#[tokio::test]
+async fn a_root_with_two_signatures_under_one_keyid_is_refused() {
+    let mut repo = Repo::new(false);
+    let dev = Device::new(&repo);
+    repo.rotate_root(None);
+    let mut v: Value = serde_json::from_slice(&repo.root_bytes(2)).unwrap();
+    let sig = v["signatures"][0].clone();
+    v["signatures"].as_array_mut().unwrap().push(sig);
+    repo.write_meta("2.root.json", &serde_json::to_vec(&v).unwrap());
+    let r = dev.refresh(&repo).await;
+    assert!(
+        matches!(&r, Err(TrustError::Metadata { role, .. }) if role == "root"),
+        "{:?}",
+        r.err()
+    );
+    assert_eq!(versions_in(dev.path())["root"], 1);
 }

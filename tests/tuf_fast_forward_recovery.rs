@@ -1,5 +1,6 @@
-//! Fast-forward attack recovery: after a stolen timestamp key pushed the version to
-//! 1000, rotating the timestamp key lets the client accept small versions again.
+//! Fast-forward attack recovery: after a stolen key pushed a version up (timestamp to
+//! 1000, snapshot to 1000, targets to 100), rotating the keys lets the client accept
+//! small versions again (TUF 1.0 §5.3.11, 5.6.4).
 mod tuf_support;
 use patchd::trust::keys::{KeyScheme, SigningKey};
 use patchd::trust::TrustError;
@@ -56,4 +57,50 @@ async fn fast_forwarded_snapshot_recovered_by_key_rotation() {
     repo.publish();
     let c = dev.refresh(&repo).await.unwrap();
     assert_eq!(c.snapshot_version(), Some(2));
+}
+
+/// TUF 1.0 §5.3.11 and 5.6.4: an attacker pushed targets to version 100; the publisher
+/// rotates the snapshot keys, so the trusted snapshot (which lists targets 100) is
+/// dropped and the legitimate targets version 1 listed by the new snapshot is accepted.
+/// The targets version is checked against the snapshot's `meta`, never against the
+/// old trusted targets file.
+#[tokio::test]
+async fn fast_forwarded_targets_recovered_by_snapshot_key_rotation() {
+    let mut repo = Repo::new(false);
+    let dev = Device::new(&repo);
+    dev.refresh(&repo).await.unwrap();
+    repo.targets.common.version = 99;
+    repo.publish();
+    dev.refresh(&repo).await.unwrap();
+    assert_eq!(versions_in(dev.path())["targets"], 100);
+
+    repo.snapshot_keys = vec![SigningKey::generate(KeyScheme::Ed25519)];
+    repo.rotate_root(None);
+    repo.targets.common.version = 0;
+    repo.add_target("recovered", b"ok");
+    repo.publish();
+    let mut c = dev.refresh(&repo).await.unwrap();
+    assert_eq!(versions_in(dev.path())["targets"], 1);
+    assert_eq!(versions_in(dev.path())["snapshot"], repo.snapshot_version);
+    c.target(&repo.meta_source(), "recovered").await.unwrap();
+}
+
+/// Without a snapshot key rotation, the same lower targets version is a rollback: the
+/// new snapshot lists targets below what the trusted snapshot lists.
+#[tokio::test]
+async fn fast_forwarded_targets_without_rotation_stays_a_rollback() {
+    let mut repo = Repo::new(false);
+    let dev = Device::new(&repo);
+    repo.targets.common.version = 99;
+    repo.publish();
+    dev.refresh(&repo).await.unwrap();
+    repo.targets.common.version = 0;
+    repo.publish();
+    let r = dev.refresh(&repo).await;
+    assert!(
+        matches!(&r, Err(TrustError::Rollback { role, .. }) if role == "targets"),
+        "{:?}",
+        r.err()
+    );
+    assert_eq!(versions_in(dev.path())["targets"], 100);
 }

@@ -102,3 +102,35 @@ async fn far_future_clock_reports_expiry_and_keeps_metadata() {
         &before,
     );
 }
+
+/// With the clock-sanity safeguard off (the conformance CLI), the clock is taken as it
+/// is: a reading before the build time judges expiry like any other, and no
+/// `last-refresh.time` is kept, so a later reading further back is fine too.
+#[tokio::test]
+async fn clock_sanity_off_takes_the_clock_as_it_is() {
+    let repo = Repo::new(false);
+    let dev = Device::new(&repo);
+    let limits = Limits {
+        clock_sanity: false,
+        ..Limits::default()
+    };
+    dev.clock.set(ts("2024-01-01T00:00:00Z"));
+    assert!(ts("2024-01-01T00:00:00Z") < limits.not_before);
+    let mut c = dev.client_with(limits.clone());
+    c.refresh(&repo.meta_source()).await.unwrap();
+    dev.clock.set(ts("2023-01-01T00:00:00Z"));
+    let mut c = dev.client_with(limits.clone());
+    c.refresh(&repo.meta_source()).await.unwrap();
+    let names: Vec<String> = dev.snapshot_files().into_keys().collect();
+    assert!(names.iter().all(|n| n.ends_with(".json")), "{names:?}");
+    // Expiry is still judged, by that clock.
+    dev.clock.set(ts("2099-01-01T00:00:00Z"));
+    let mut c = dev.client_with(limits);
+    let r = c.refresh(&repo.meta_source()).await;
+    assert!(matches!(r, Err(TrustError::Expired { .. })), "{r:?}");
+}
+
+#[test]
+fn clock_sanity_is_on_by_default() {
+    assert!(Limits::default().clock_sanity);
+}

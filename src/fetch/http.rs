@@ -213,18 +213,19 @@ impl HttpSource {
 
     fn url_for(&self, path: &str) -> Result<Url, FetchError> {
         validate_repo_path(path)?;
-        let mut url = self.base.clone();
-        {
-            let mut segs = url.path_segments_mut().map_err(|_| FetchError::Config {
+        if self.base.cannot_be_a_base() {
+            return Err(FetchError::Config {
                 what: redact(self.base.as_str()),
                 why: "not a base URL".into(),
-            })?;
-            segs.pop_if_empty();
-            // Pushing segment by segment percent-encodes `?`, `#` and friends.
-            for s in path.split('/') {
-                segs.push(s);
-            }
+            });
         }
+        let mut url = self.base.clone();
+        let mut full = self.base.path().trim_end_matches('/').to_string();
+        for s in path.split('/') {
+            full.push('/');
+            full.push_str(&encode_segment(s));
+        }
+        url.set_path(&full);
         Ok(url)
     }
 
@@ -676,6 +677,29 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// One path segment for the URL: ASCII letters, digits and `-._~` as they are, a `%XX`
+/// escape as it is (the TUF client hands over role names already percent-encoded once,
+/// `1.%3F.json`, which must reach the server exactly so), everything else `%XX`.
+fn encode_segment(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let escape = c == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit();
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') || escape {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,6 +749,21 @@ mod tests {
             "http://u:p@127.0.0.1:1/repo/targets/a%3Fb%23c"
         );
         assert!(s.url_for("../x").is_err());
+        // Already-encoded role names go out encoded once; a stray '%' is escaped.
+        assert_eq!(
+            s.url_for("metadata/1.%3F.json").unwrap().path(),
+            "/repo/metadata/1.%3F.json"
+        );
+        assert_eq!(
+            s.url_for("metadata/1...%2Fdelegatedrole.json")
+                .unwrap()
+                .path(),
+            "/repo/metadata/1...%2Fdelegatedrole.json"
+        );
+        assert_eq!(
+            s.url_for("a%zz b%4").unwrap().path(),
+            "/repo/a%25zz%20b%254"
+        );
         assert_eq!(s.describe(), "http://127.0.0.1:1/repo");
         assert!(HttpSource::new("ftp://x/", HttpOptions::default()).is_err());
     }

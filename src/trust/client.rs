@@ -3,11 +3,11 @@
 //! Trusted metadata lives in one directory as the exact bytes once received and
 //! verified: `root.json`, `timestamp.json`, `snapshot.json`, `targets.json` and
 //! delegated roles as `<encoded name>.json`. Nothing is written there before it
-//! verified; every write is atomic. The only other file kept there is
-//! `last-refresh.time` (not `*.json`): the clock reading at the last successful refresh,
-//! used to notice a clock that went backwards.
+//! verified; every write is atomic. The only other file kept there, with
+//! [`Limits::clock_sanity`] on, is `last-refresh.time` (not `*.json`): the clock reading
+//! at the last successful refresh, used to notice a clock that went backwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ const TOP_LEVEL: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
 pub struct Limits {
     /// New root versions accepted in one refresh.
     pub max_root_rotations: u64,
-    /// Targets roles visited in one target search.
+    /// Delegated targets roles visited in one target search (after the top-level one).
     pub max_delegations: usize,
     /// Size limits for metadata whose length is not signed.
     pub root_max_len: u64,
@@ -48,7 +48,14 @@ pub struct Limits {
     pub metadata_timeout: Duration,
     /// Time a target download may go without receiving a byte.
     pub stall_timeout: Duration,
-    /// A clock reading before this is obviously wrong (the build time).
+    /// Clock-sanity safeguard (a daemon policy, not part of the TUF workflow): refuse
+    /// to judge expiry when the clock reads before `not_before` or before the last
+    /// successful refresh (kept in `last-refresh.time`). On in `patchd`; off, the
+    /// clock is taken as it is, as the specification does, and no `last-refresh.time`
+    /// is written (the `tuf-client` conformance example).
+    pub clock_sanity: bool,
+    /// With `clock_sanity`: a clock reading before this is obviously wrong (the build
+    /// time).
     pub not_before: Timestamp,
 }
 
@@ -64,6 +71,7 @@ impl Default for Limits {
             max_json_depth: 32,
             metadata_timeout: Duration::from_secs(120),
             stall_timeout: Duration::from_secs(60),
+            clock_sanity: true,
             not_before: build_time(),
         }
     }
@@ -132,10 +140,9 @@ impl VerifiedTarget {
     }
 }
 
-#[derive(Clone)]
+/// A role that verified (the bytes are on disk under its file name).
 struct Trusted<T> {
     meta: T,
-    bytes: Vec<u8>,
 }
 
 /// A targets role still to visit in a delegation search, with the keys its delegator
@@ -147,13 +154,13 @@ struct ToVisit {
     threshold: u64,
 }
 
-/// A change to the trusted directory, held back until a refresh has fully succeeded.
-enum DiskOp {
-    Write(String, Vec<u8>),
-    Remove(String),
-}
-
 /// The device's TUF client.
+///
+/// The workflow follows TUF 1.0 §5 as python-tuf's `ngclient` implements it: every
+/// refresh starts from the trusted root and re-reads the other roles from the trusted
+/// directory, verifying each against the (possibly just rotated) root; each role is
+/// written to disk the moment it verified, so a refresh that fails half-way keeps
+/// everything verified before the failure.
 pub struct TufClient {
     dir: PathBuf,
     clock: Arc<dyn Clock>,
@@ -161,11 +168,14 @@ pub struct TufClient {
     root: Trusted<Root>,
     timestamp: Option<Trusted<TimestampMeta>>,
     snapshot: Option<Trusted<Snapshot>>,
-    /// "targets" and delegated roles verified during this process's life.
+    /// "targets" and delegated roles trusted in the current refresh.
     targets: BTreeMap<String, Trusted<Targets>>,
+    /// (delegator, role) pairs verified in the current refresh: a role reached through
+    /// another delegator is verified again with that delegator's keys.
+    delegations: BTreeSet<(String, String)>,
+    /// The clock reading the current refresh judges expiry by.
+    now: Option<Timestamp>,
     refreshed: bool,
-    /// During a refresh: disk changes to apply only if the whole refresh succeeds.
-    pending: Option<Vec<DiskOp>>,
 }
 
 fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TrustError {
@@ -212,22 +222,28 @@ impl TufClient {
             dir: dir.to_path_buf(),
             clock,
             limits,
-            root: Trusted {
-                meta: root,
-                bytes: root_bytes,
-            },
+            root: Trusted { meta: root },
             timestamp: None,
             snapshot: None,
             targets: BTreeMap::new(),
+            delegations: BTreeSet::new(),
+            now: None,
             refreshed: false,
-            pending: None,
         };
-        client.timestamp = client.load_local_top::<TimestampMeta>("timestamp");
-        client.snapshot = client.load_local_top::<Snapshot>("snapshot");
-        if let Some(t) = client.load_local_top::<Targets>("targets") {
-            client.targets.insert("targets".into(), t);
-        }
+        client.load_local_view();
         Ok(client)
+    }
+
+    /// What the trusted directory holds beyond the root, for callers that look before
+    /// (or after a failed) refresh. A refresh verifies these files again itself.
+    fn load_local_view(&mut self) {
+        self.timestamp = self.load_local_top::<TimestampMeta>("timestamp");
+        self.snapshot = self.load_local_top::<Snapshot>("snapshot");
+        self.targets.clear();
+        self.delegations.clear();
+        if let Some(t) = self.load_local_top::<Targets>("targets") {
+            self.targets.insert("targets".into(), t);
+        }
     }
 
     /// The trusted root.
@@ -253,11 +269,15 @@ impl TufClient {
         self.targets.get("targets").map(|t| &t.meta)
     }
 
+    fn read_local(&self, file: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(file)).ok()
+    }
+
     fn load_local_top<T: RoleMetadata>(&self, role: &str) -> Option<Trusted<T>> {
         let file = format!("{role}.json");
-        let bytes = std::fs::read(self.dir.join(&file)).ok()?;
+        let bytes = self.read_local(&file)?;
         match self.verify_top::<T>(role, &file, &bytes) {
-            Ok(meta) => Some(Trusted { meta, bytes }),
+            Ok(meta) => Some(Trusted { meta }),
             Err(e) => {
                 tracing::warn!(role, file, error = %e, "trusted metadata on disk no longer verifies; ignored");
                 None
@@ -294,6 +314,9 @@ impl TufClient {
 
     fn check_clock(&self) -> Result<Timestamp, TrustError> {
         let now = self.clock.now();
+        if !self.limits.clock_sanity {
+            return Ok(now);
+        }
         if now < self.limits.not_before {
             return Err(TrustError::ClockWrong {
                 now: now.to_string(),
@@ -316,12 +339,7 @@ impl TufClient {
         Ok(now)
     }
 
-    fn check_expiry(
-        &self,
-        role: &str,
-        expires: Timestamp,
-        now: Timestamp,
-    ) -> Result<(), TrustError> {
+    fn check_expiry(role: &str, expires: Timestamp, now: Timestamp) -> Result<(), TrustError> {
         if now >= expires {
             return Err(TrustError::Expired {
                 role: role.to_string(),
@@ -332,34 +350,11 @@ impl TufClient {
         Ok(())
     }
 
-    fn persist(&mut self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
-        if let Some(p) = &mut self.pending {
-            p.push(DiskOp::Write(file.to_string(), bytes.to_vec()));
-            return Ok(());
-        }
-        self.write_now(file, bytes)
-    }
-
-    fn write_now(&self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
+    /// Write a verified role file at once (atomically: temporary file, fsync, rename,
+    /// fsync of the directory).
+    fn persist(&self, file: &str, bytes: &[u8]) -> Result<(), TrustError> {
         let path = self.dir.join(file);
         crate::fsutil::atomic_write_mode(&path, bytes, 0o644).map_err(io_err(path.display()))
-    }
-
-    fn remove_trusted(&mut self, file: &str) -> Result<(), TrustError> {
-        if let Some(p) = &mut self.pending {
-            p.push(DiskOp::Remove(file.to_string()));
-            return Ok(());
-        }
-        self.remove_now(file)
-    }
-
-    fn remove_now(&self, file: &str) -> Result<(), TrustError> {
-        let path = self.dir.join(file);
-        match std::fs::remove_file(&path) {
-            Ok(()) => crate::fsutil::fsync_dir(&self.dir).map_err(io_err(self.dir.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(path.display())(e)),
-        }
     }
 
     async fn fetch(
@@ -385,24 +380,13 @@ impl TufClient {
 
     /// Update all top-level metadata from `src` (which serves the metadata directory).
     ///
-    /// All or nothing: if any step fails, neither the trusted directory nor this
-    /// client's state changes (a rotated root included; it is fetched again next time).
+    /// Each role is persisted the moment it verified (TUF 1.0 §5.3.8, 5.4.5, 5.5.7,
+    /// 5.6.6): when a later step fails, the roots, timestamp and snapshot verified before
+    /// it stay trusted, on disk and here. Metadata that failed verification is never
+    /// written.
     pub async fn refresh(&mut self, src: &dyn ByteSource) -> Result<(), TrustError> {
         self.refreshed = false;
-        let saved = (
-            self.root.clone(),
-            self.timestamp.clone(),
-            self.snapshot.clone(),
-            self.targets.clone(),
-        );
-        self.pending = Some(Vec::new());
-        let result = self.refresh_inner(src).await;
-        let ops = self.pending.take().unwrap_or_default();
-        let result = match result {
-            Ok(now) => self.apply(ops, now),
-            Err(e) => Err(e),
-        };
-        match result {
+        match self.refresh_inner(src).await {
             Ok(()) => {
                 self.refreshed = true;
                 tracing::info!(
@@ -414,31 +398,31 @@ impl TufClient {
                 Ok(())
             }
             Err(e) => {
-                (self.root, self.timestamp, self.snapshot, self.targets) = saved;
+                // What stays trusted is what the directory holds now.
+                self.load_local_view();
                 Err(e)
             }
         }
     }
 
-    fn apply(&mut self, ops: Vec<DiskOp>, now: Timestamp) -> Result<(), TrustError> {
-        for op in ops {
-            match op {
-                DiskOp::Write(file, bytes) => self.write_now(&file, &bytes)?,
-                DiskOp::Remove(file) => self.remove_now(&file)?,
-            }
-        }
-        self.write_now(CLOCK_FILE, now.to_string().as_bytes())
-    }
-
-    async fn refresh_inner(&mut self, src: &dyn ByteSource) -> Result<Timestamp, TrustError> {
+    async fn refresh_inner(&mut self, src: &dyn ByteSource) -> Result<(), TrustError> {
         let now = self.check_clock()?;
-        self.update_root(src, now).await?;
-        self.update_timestamp(src, now).await?;
-        self.update_snapshot(src, now).await?;
+        self.now = Some(now);
+        // Start from the root alone; the other roles are read back from the directory
+        // and verified again against the root this refresh ends up with.
+        self.timestamp = None;
+        self.snapshot = None;
+        self.targets.clear();
+        self.delegations.clear();
+        self.update_root(src).await?;
+        self.load_timestamp(src, now).await?;
+        self.load_snapshot(src, now).await?;
         let top = self.top_targets()?;
-        self.load_targets_role(src, &top.role, &top.keys, &top.keyids, top.threshold, now)
-            .await?;
-        Ok(now)
+        self.load_targets_role(src, &top, "root", now).await?;
+        if self.limits.clock_sanity {
+            self.persist(CLOCK_FILE, now.to_string().as_bytes())?;
+        }
+        Ok(())
     }
 
     /// The top-level targets role with the keys and threshold root gives it.
@@ -460,12 +444,10 @@ impl TufClient {
         })
     }
 
-    async fn update_root(
-        &mut self,
-        src: &dyn ByteSource,
-        now: Timestamp,
-    ) -> Result<(), TrustError> {
-        let start = self.root.meta.common.version;
+    /// §5.3: rotate through `N+1.root.json` … until the repository has no next version.
+    /// Each new root is persisted as soon as it verified (§5.3.8); expiry of the final
+    /// root is judged afterwards (§5.3.10, in [`Self::check_root_fresh`]).
+    async fn update_root(&mut self, src: &dyn ByteSource) -> Result<(), TrustError> {
         for _ in 0..self.limits.max_root_rotations {
             let next = self.root.meta.common.version + 1;
             let file = format!("{next}.root.json");
@@ -496,6 +478,14 @@ impl TufClient {
                 old.threshold,
                 &self.limits,
             )?;
+            if new.common.version != next {
+                return Err(TrustError::VersionMismatch {
+                    role: "root".into(),
+                    file,
+                    found: new.common.version,
+                    expected: next,
+                });
+            }
             // … and by its own.
             let new: Root = {
                 let own = new
@@ -515,78 +505,38 @@ impl TufClient {
                     &self.limits,
                 )?
             };
-            if new.common.version != next {
-                return Err(TrustError::VersionMismatch {
-                    role: "root".into(),
-                    file,
-                    found: new.common.version,
-                    expected: next,
-                });
-            }
             self.persist("root.json", &bytes)?;
             tracing::info!(version = next, "root rotated");
-            self.root = Trusted { meta: new, bytes };
-        }
-        self.check_expiry("root", self.root.meta.common.expires, now)?;
-        if self.root.meta.common.version != start {
-            self.reverify_after_rotation()?;
+            self.root = Trusted { meta: new };
         }
         Ok(())
     }
 
-    /// Fast-forward attack recovery: trusted metadata whose role keys were rotated no
-    /// longer verifies under the new root; drop it (memory and disk) so versions signed
-    /// by the new keys are accepted again. Snapshot goes whenever timestamp goes.
-    fn reverify_after_rotation(&mut self) -> Result<(), TrustError> {
-        let ts_ok = self
-            .timestamp
-            .as_ref()
-            .map(|t| {
-                self.verify_top::<TimestampMeta>("timestamp", "timestamp.json", &t.bytes)
-                    .is_ok()
-            })
-            .unwrap_or(true);
-        let snap_ok = self
-            .snapshot
-            .as_ref()
-            .map(|t| {
-                self.verify_top::<Snapshot>("snapshot", "snapshot.json", &t.bytes)
-                    .is_ok()
-            })
-            .unwrap_or(true);
-        let targets_ok = self
-            .targets
-            .get("targets")
-            .map(|t| {
-                self.verify_top::<Targets>("targets", "targets.json", &t.bytes)
-                    .is_ok()
-            })
-            .unwrap_or(true);
-        if !ts_ok || !snap_ok {
-            // The trusted timestamp pins the snapshot version, so both go together.
-            tracing::warn!(
-                "timestamp or snapshot keys rotated: dropping trusted timestamp and snapshot"
-            );
-            self.timestamp = None;
-            self.snapshot = None;
-            self.remove_trusted("timestamp.json")?;
-            self.remove_trusted("snapshot.json")?;
-        }
-        if !targets_ok {
-            tracing::warn!("targets keys rotated: dropping trusted targets");
-            self.targets.remove("targets");
-            self.remove_trusted("targets.json")?;
-        }
-        Ok(())
+    /// §5.3.10: the final root must not have expired; checked before any timestamp is
+    /// accepted.
+    fn check_root_fresh(&self, now: Timestamp) -> Result<(), TrustError> {
+        Self::check_expiry("root", self.root.meta.common.expires, now)
     }
 
-    async fn update_timestamp(
+    /// §5.4. The trusted timestamp (from the directory, verified by the current root;
+    /// possibly expired) guards against rollback of the new one; a new timestamp with the
+    /// same version is discarded and the trusted one kept.
+    async fn load_timestamp(
         &mut self,
         src: &dyn ByteSource,
         now: Timestamp,
     ) -> Result<(), TrustError> {
         let file = "timestamp.json";
+        if self.check_root_fresh(now).is_ok() && !self.snapshot_keys_rotated() {
+            if let Some(bytes) = self.read_local(file) {
+                match self.verify_top::<TimestampMeta>("timestamp", file, &bytes) {
+                    Ok(meta) => self.timestamp = Some(Trusted { meta }),
+                    Err(e) => tracing::debug!(error = %e, "trusted timestamp not usable"),
+                }
+            }
+        }
         let bytes = self.fetch(src, file, self.limits.timestamp_max_len).await?;
+        self.check_root_fresh(now)?;
         let new: TimestampMeta = self.verify_top("timestamp", file, &bytes)?;
         let new_snap = snapshot_meta(&new, file)?;
         if let Some(trusted) = &self.timestamp {
@@ -598,6 +548,11 @@ impl TufClient {
                     trusted: tv,
                 });
             }
+            if nv == tv {
+                // Same version: keep the copy we trust (its expiry is judged with the
+                // snapshot step).
+                return Ok(());
+            }
             let trusted_snap = snapshot_meta(&trusted.meta, file)?;
             if new_snap.version < trusted_snap.version {
                 return Err(TrustError::Rollback {
@@ -606,45 +561,82 @@ impl TufClient {
                     trusted: trusted_snap.version,
                 });
             }
-            if nv == tv {
-                // Same version: keep the copy we trust; it must still be fresh.
-                return self.check_expiry("timestamp", trusted.meta.common.expires, now);
-            }
         }
-        self.check_expiry("timestamp", new.common.expires, now)?;
+        Self::check_expiry("timestamp", new.common.expires, now)?;
         self.persist(file, &bytes)?;
-        self.timestamp = Some(Trusted { meta: new, bytes });
+        self.timestamp = Some(Trusted { meta: new });
         Ok(())
     }
 
-    async fn update_snapshot(
+    /// §5.3.11 (fast-forward recovery): when the trusted snapshot no longer verifies
+    /// under the current root, its keys were rotated, and the trusted timestamp, which
+    /// pins the snapshot version the attacker may have pushed up, is not used either.
+    /// The files stay until replaced (as python-tuf keeps them); they are just not
+    /// trusted.
+    fn snapshot_keys_rotated(&self) -> bool {
+        let Some(bytes) = self.read_local("snapshot.json") else {
+            return false;
+        };
+        let rotated = self
+            .verify_top::<Snapshot>("snapshot", "snapshot.json", &bytes)
+            .is_err();
+        if rotated {
+            tracing::warn!("trusted snapshot no longer verifies (snapshot keys rotated): trusted timestamp and snapshot dropped");
+        }
+        rotated
+    }
+
+    fn final_timestamp(&self, now: Timestamp) -> Result<&Trusted<TimestampMeta>, TrustError> {
+        let ts = self.timestamp.as_ref().ok_or(TrustError::NotRefreshed)?;
+        Self::check_expiry("timestamp", ts.meta.common.expires, now)?;
+        Ok(ts)
+    }
+
+    /// The snapshot is final when it is fresh and has the version the timestamp names.
+    fn check_final_snapshot(&self, now: Timestamp) -> Result<(), TrustError> {
+        let ts = self.timestamp.as_ref().ok_or(TrustError::NotRefreshed)?;
+        let snap = self.snapshot.as_ref().ok_or(TrustError::NotRefreshed)?;
+        Self::check_expiry("snapshot", snap.meta.common.expires, now)?;
+        let want = snapshot_meta(&ts.meta, "timestamp.json")?.version;
+        if snap.meta.common.version != want {
+            return Err(TrustError::VersionMismatch {
+                role: "snapshot".into(),
+                file: "snapshot.json".into(),
+                found: snap.meta.common.version,
+                expected: want,
+            });
+        }
+        Ok(())
+    }
+
+    /// §5.5. The snapshot kept in the directory is used as is when it is still the one
+    /// the timestamp names; otherwise it (if it still verifies) guards the new one
+    /// against rollback of any role it lists.
+    async fn load_snapshot(
         &mut self,
         src: &dyn ByteSource,
         now: Timestamp,
     ) -> Result<(), TrustError> {
-        let ts = self.timestamp.as_ref().ok_or(TrustError::NotRefreshed)?;
-        let want = snapshot_meta(&ts.meta, "timestamp.json")?.clone();
-        if let Some(trusted) = &self.snapshot {
-            let tv = trusted.meta.common.version;
-            if tv > want.version {
-                return Err(TrustError::Rollback {
-                    role: "snapshot".into(),
-                    new: want.version,
-                    trusted: tv,
-                });
-            }
-            if tv == want.version
-                && check_bytes(
-                    "snapshot.json",
-                    &trusted.bytes,
-                    want.length,
-                    want.hashes.as_ref(),
-                )
-                .is_ok()
-            {
-                return self.check_expiry("snapshot", trusted.meta.common.expires, now);
+        let local = match self.final_timestamp(now) {
+            Ok(_) => self.read_local("snapshot.json").and_then(|bytes| {
+                match self.verify_top::<Snapshot>("snapshot", "snapshot.json", &bytes) {
+                    Ok(meta) => Some(Trusted { meta }),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "trusted snapshot not usable");
+                        None
+                    }
+                }
+            }),
+            Err(_) => None,
+        };
+        if let Some(local) = local {
+            self.snapshot = Some(local);
+            if self.check_final_snapshot(now).is_ok() {
+                return Ok(());
             }
         }
+        let ts = self.timestamp.as_ref().ok_or(TrustError::NotRefreshed)?;
+        let want = snapshot_meta(&ts.meta, "timestamp.json")?.clone();
         let file = if self.root.meta.consistent_snapshot {
             format!("{}.snapshot.json", want.version)
         } else {
@@ -652,21 +644,14 @@ impl TufClient {
         };
         let limit = want.length.unwrap_or(self.limits.snapshot_max_len);
         let bytes = self.fetch(src, &file, limit).await?;
+        self.final_timestamp(now)?;
         check_bytes(&file, &bytes, want.length, want.hashes.as_ref())?;
         let new: Snapshot = self.verify_top("snapshot", &file, &bytes)?;
-        if new.common.version != want.version {
-            return Err(TrustError::VersionMismatch {
-                role: "snapshot".into(),
-                file,
-                found: new.common.version,
-                expected: want.version,
-            });
-        }
         if let Some(trusted) = &self.snapshot {
             for (name, old) in &trusted.meta.meta {
                 let Some(n) = new.meta.get(name) else {
                     return Err(TrustError::NotListed {
-                        role: name.clone(),
+                        role: name.trim_end_matches(".json").to_string(),
                         listed_in: file.clone(),
                     });
                 };
@@ -684,25 +669,70 @@ impl TufClient {
                 MultiHasher::new(name, h)?;
             }
         }
-        self.check_expiry("snapshot", new.common.expires, now)?;
+        if new.common.version != want.version {
+            return Err(TrustError::VersionMismatch {
+                role: "snapshot".into(),
+                file,
+                found: new.common.version,
+                expected: want.version,
+            });
+        }
+        Self::check_expiry("snapshot", new.common.expires, now)?;
         self.persist("snapshot.json", &bytes)?;
-        self.snapshot = Some(Trusted { meta: new, bytes });
+        self.snapshot = Some(Trusted { meta: new });
         Ok(())
     }
 
-    /// Make `role` trusted (memory, else disk, else `src`), as listed in the trusted
-    /// snapshot and signed by `keyids`/`threshold` of its delegator.
+    /// Check `bytes` as version `want` of targets role `role` signed for `delegator`.
+    fn verify_targets(
+        &self,
+        v: &ToVisit,
+        file: &str,
+        bytes: &[u8],
+        want: &MetaFile,
+        now: Timestamp,
+    ) -> Result<Targets, TrustError> {
+        check_bytes(file, bytes, want.length, want.hashes.as_ref())?;
+        let meta: Targets = verify_bytes(
+            bytes,
+            &v.role,
+            file,
+            &v.keys,
+            &v.keyids,
+            v.threshold,
+            &self.limits,
+        )?;
+        if meta.common.version != want.version {
+            return Err(TrustError::VersionMismatch {
+                role: v.role.clone(),
+                file: file.to_string(),
+                found: meta.common.version,
+                expected: want.version,
+            });
+        }
+        Self::check_expiry(&v.role, meta.common.expires, now)?;
+        Ok(meta)
+    }
+
+    /// §5.6 for the top-level targets and each delegated role: make `v.role` trusted
+    /// (already verified for this delegator in this refresh, else the copy in the
+    /// directory, else `src`), exactly the version the trusted snapshot lists, signed by
+    /// the keys and threshold its delegator gives it. A role fetched from `src` is
+    /// persisted at once.
     async fn load_targets_role(
         &mut self,
         src: &dyn ByteSource,
-        role: &str,
-        keys: &BTreeMap<String, PublicKey>,
-        keyids: &[String],
-        threshold: u64,
+        v: &ToVisit,
+        delegator: &str,
         now: Timestamp,
     ) -> Result<(), TrustError> {
+        let key = (delegator.to_string(), v.role.clone());
+        if self.delegations.contains(&key) && self.targets.contains_key(&v.role) {
+            return Ok(());
+        }
+        self.check_final_snapshot(now)?;
         let snapshot = self.snapshot.as_ref().ok_or(TrustError::NotRefreshed)?;
-        let listed = format!("{role}.json");
+        let listed = format!("{}.json", v.role);
         let want =
             snapshot
                 .meta
@@ -710,118 +740,65 @@ impl TufClient {
                 .get(&listed)
                 .cloned()
                 .ok_or_else(|| TrustError::NotListed {
-                    role: role.to_string(),
+                    role: v.role.clone(),
                     listed_in: "snapshot".into(),
                 })?;
-        let local_file = format!("{}.json", encode_name(role));
-        if let Some(t) = self.targets.get(role) {
-            let tv = t.meta.common.version;
-            if tv > want.version {
-                return Err(TrustError::Rollback {
-                    role: role.to_string(),
-                    new: want.version,
-                    trusted: tv,
-                });
-            }
-            if tv == want.version
-                && verify_bytes::<Targets>(
-                    &t.bytes,
-                    role,
-                    &local_file,
-                    keys,
-                    keyids,
-                    threshold,
-                    &self.limits,
-                )
-                .is_ok()
-            {
-                return self.check_expiry(role, t.meta.common.expires, now);
-            }
-        }
-        // A copy kept from an earlier run, if it is exactly what snapshot lists now.
-        if let Ok(bytes) = std::fs::read(self.dir.join(&local_file)) {
-            if check_bytes(&local_file, &bytes, want.length, want.hashes.as_ref()).is_ok() {
-                if let Ok(meta) = verify_bytes::<Targets>(
-                    &bytes,
-                    role,
-                    &local_file,
-                    keys,
-                    keyids,
-                    threshold,
-                    &self.limits,
-                ) {
-                    if meta.common.version == want.version {
-                        self.check_expiry(role, meta.common.expires, now)?;
-                        self.targets
-                            .insert(role.to_string(), Trusted { meta, bytes });
-                        return Ok(());
-                    }
+        let local_file = format!("{}.json", encode_name(&v.role));
+        if let Some(bytes) = self.read_local(&local_file) {
+            match self.verify_targets(v, &local_file, &bytes, &want, now) {
+                Ok(meta) => {
+                    self.targets.insert(v.role.clone(), Trusted { meta });
+                    self.delegations.insert(key);
+                    return Ok(());
                 }
+                Err(e) => tracing::debug!(role = %v.role, error = %e, "trusted copy not usable"),
             }
         }
         let file = if self.root.meta.consistent_snapshot {
-            format!("{}.{}.json", want.version, encode_name(role))
+            format!("{}.{}.json", want.version, encode_name(&v.role))
         } else {
             local_file.clone()
         };
         let limit = want.length.unwrap_or(self.limits.targets_max_len);
         let bytes = self.fetch(src, &file, limit).await?;
-        check_bytes(&file, &bytes, want.length, want.hashes.as_ref())?;
-        let meta: Targets =
-            verify_bytes(&bytes, role, &file, keys, keyids, threshold, &self.limits)?;
-        if meta.common.version != want.version {
-            return Err(TrustError::VersionMismatch {
-                role: role.to_string(),
-                file,
-                found: meta.common.version,
-                expected: want.version,
-            });
-        }
-        self.check_expiry(role, meta.common.expires, now)?;
+        self.check_final_snapshot(now)?;
+        let meta = self.verify_targets(v, &file, &bytes, &want, now)?;
         self.persist(&local_file, &bytes)?;
-        self.targets
-            .insert(role.to_string(), Trusted { meta, bytes });
+        self.targets.insert(v.role.clone(), Trusted { meta });
+        self.delegations.insert(key);
         Ok(())
     }
 
     /// Find `path` in the trusted targets metadata, following delegations (pre-order
-    /// depth-first, at most `max_delegations` roles, delegated roles fetched lazily from
-    /// `src`, the metadata directory). Call after a successful [`TufClient::refresh`].
+    /// depth-first as python-tuf walks them, at most `max_delegations` roles after the
+    /// top-level one, delegated roles fetched lazily from `src`, the metadata
+    /// directory). Call after a successful [`TufClient::refresh`].
     pub async fn target(
         &mut self,
         src: &dyn ByteSource,
         path: &str,
     ) -> Result<VerifiedTarget, TrustError> {
-        if !self.refreshed {
+        let (true, Some(now)) = (self.refreshed, self.now) else {
             return Err(TrustError::NotRefreshed);
-        }
+        };
         validate_target_path(path)?;
-        let now = self.check_clock()?;
-        let mut stack = vec![self.top_targets()?];
+        let mut stack = vec![(self.top_targets()?, "root".to_string())];
         let mut visited = std::collections::BTreeSet::new();
-        let mut budget = self.limits.max_delegations;
-        while budget > 0 {
-            let Some(ToVisit {
-                role,
-                keys,
-                keyids,
-                threshold,
-            }) = stack.pop()
-            else {
+        while visited.len() <= self.limits.max_delegations {
+            let Some((v, delegator)) = stack.pop() else {
                 break;
             };
-            if !visited.insert(role.clone()) {
+            if visited.contains(&v.role) {
                 continue;
             }
-            budget -= 1;
-            self.load_targets_role(src, &role, &keys, &keyids, threshold, now)
-                .await?;
-            let Some(t) = self.targets.get(&role) else {
+            self.load_targets_role(src, &v, &delegator, now).await?;
+            let Some(t) = self.targets.get(&v.role) else {
                 return Err(TrustError::NotRefreshed);
             };
             if let Some(tf) = t.meta.targets.get(path) {
-                return self.verified(path, tf, &role);
+                return self.verified(path, tf, &v.role);
             }
+            visited.insert(v.role.clone());
             let Some(d) = &t.meta.delegations else {
                 continue;
             };
@@ -857,7 +834,7 @@ impl TufClient {
                 }
             }
             children.reverse();
-            stack.extend(children);
+            stack.extend(children.into_iter().map(|c| (c, v.role.clone())));
         }
         Err(TrustError::TargetNotFound {
             path: path.to_string(),

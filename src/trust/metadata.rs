@@ -304,6 +304,15 @@ impl Envelope {
             .ok_or_else(|| MetadataError::Envelope("no \"signatures\"".into()))?;
         let signatures: Vec<Signature> = serde_json::from_value(sigs)
             .map_err(|e| MetadataError::Envelope(format!("signatures: {e}")))?;
+        // Two signatures under one key id make the file malformed as a whole (python-tuf
+        // refuses it too), whatever the threshold.
+        let mut keyids = HashSet::new();
+        if let Some(dup) = signatures.iter().find(|s| !keyids.insert(s.keyid.as_str())) {
+            return Err(MetadataError::Envelope(format!(
+                "two signatures with key id {}",
+                dup.keyid
+            )));
+        }
         let canonical_signed = canonical::encode(&signed)?;
         Ok(Self {
             signed,
@@ -319,8 +328,9 @@ impl Envelope {
 
     /// Check that at least `threshold` distinct keys among `keyids` (looked up in
     /// `keys`) signed. Key ids not in `keyids`, unknown or malformed keys, bad
-    /// signatures, and a second signature by the same key (under any key id) count
-    /// nothing.
+    /// signatures, and a second signature by the same key (under another key id) count
+    /// nothing. (Two signatures under one key id never get here: [`Envelope::parse`]
+    /// refuses the file.)
     pub fn verify(
         &self,
         keys: &BTreeMap<String, PublicKey>,
@@ -408,7 +418,13 @@ pub fn sign_envelope<T: RoleMetadata>(
 /// with this; the publisher uses the typed form).
 pub fn sign_value(value: Value, keys: &[&SigningKey]) -> Result<Vec<u8>, MetadataError> {
     let msg = canonical::encode(&value)?;
-    let signatures: Vec<Signature> = keys.iter().map(|k| k.sign(&msg)).collect();
+    // A key given twice signs once: clients refuse two signatures under one key id.
+    let mut seen = HashSet::new();
+    let signatures: Vec<Signature> = keys
+        .iter()
+        .filter(|k| seen.insert(k.keyid().to_string()))
+        .map(|k| k.sign(&msg))
+        .collect();
     let env = serde_json::json!({ "signatures": signatures, "signed": value });
     let mut out =
         serde_json::to_vec_pretty(&env).map_err(|e| MetadataError::Content(e.to_string()))?;
@@ -616,10 +632,21 @@ mod tests {
         assert_eq!(parsed, root);
         assert!(parse_signed::<Targets>(&env.signed).is_err());
 
-        // One key signing twice counts once.
-        let one = sign_envelope(&root, &[&k1, &k1]).unwrap();
-        let env = Envelope::parse(&one, 32).unwrap();
-        assert!(env.verify(&root.keys, &rk.keyids, 2).is_err());
+        // One key signing twice: the file is refused as a whole; checked on its own,
+        // the same signature twice still counts once.
+        let sig = k1.sign(&env.canonical_signed);
+        let one = serde_json::json!({ "signatures": [sig, sig], "signed": env.signed });
+        assert!(matches!(
+            Envelope::parse(&serde_json::to_vec(&one).unwrap(), 32),
+            Err(MetadataError::Envelope(_))
+        ));
+        // The publisher never writes such a file.
+        let once = sign_envelope(&root, &[&k1, &k1]).unwrap();
+        assert_eq!(Envelope::parse(&once, 32).unwrap().signatures.len(), 1);
+        let twice = [sig.clone(), sig];
+        assert!(
+            verify_signatures(&env.canonical_signed, &twice, &root.keys, &rk.keyids, 2).is_err()
+        );
     }
 
     #[test]
