@@ -212,8 +212,20 @@ fn broken_crc_falls_back_to_the_other_copy_and_both_broken_is_an_error() {
         bytes,
         "written over bad copies"
     );
-    // Only an explicit reset writes over them.
-    bl.reset(&s("a")).unwrap();
+    // A plain reset refuses too (the board's variables would be lost, see
+    // boot_uboot_reset_corrupt.rs); only a forced one writes over them.
+    let err = bl.reset(&s("a")).unwrap_err().to_string();
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&fx.file).unwrap(), bytes);
+    let backups = tempfile::tempdir().unwrap();
+    patchd::boot::uboot_reset::reset(
+        &bl,
+        &s("a"),
+        &patchd::boot::uboot_reset::ResetBase::Nothing,
+        backups.path(),
+        jiff::Timestamp::now(),
+    )
+    .unwrap();
     assert_eq!(fx.printenv()["BOOT_ORDER"], "A");
 }
 
@@ -305,8 +317,23 @@ fn bad_environments_are_refused_and_left_alone() {
     // Too short a device for the configured size.
     std::fs::write(&fx.file, b"short").unwrap();
     assert!(bl.slots().unwrap_err().to_string().contains("uboot.env"));
+    // A plain reset over that non-blank, unreadable copy refuses (the board's variables
+    // would go); a forced one rewrites it.
+    assert!(bl
+        .reset(&s("a"))
+        .unwrap_err()
+        .to_string()
+        .contains("corrupt"));
+    let backups = tempfile::tempdir().unwrap();
+    patchd::boot::uboot_reset::reset(
+        &bl,
+        &s("a"),
+        &patchd::boot::uboot_reset::ResetBase::Nothing,
+        backups.path(),
+        jiff::Timestamp::now(),
+    )
+    .unwrap();
     // Variables too long for the environment: refused, nothing written.
-    bl.reset(&s("a")).unwrap();
     let before = std::fs::read(&fx.file).unwrap();
     let mut vars = env.load().unwrap().vars;
     vars.insert("huge".into(), "x".repeat(SIZE as usize));

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{open, BootConfig, BootError, SlotBootInfo};
+use super::config::BackendKind;
+use super::uboot_reset::{self, ResetBase, ResetReport};
+use super::{open, BootConfig, BootError, SlotBootInfo, UbootBootloader, UbootEnv};
 use crate::names::SlotName;
 use crate::paths::Paths;
 
@@ -42,9 +44,21 @@ pub enum BootCommand {
     MarkBad { slot: SlotName },
     /// Rewrite the bootloader state from scratch (also over an unreadable environment):
     /// PRIMARY good, every other slot bad.
+    ///
+    /// U-Boot: the board's other variables are kept; both raw copies are saved under
+    /// /var/lib/patchd/uboot-env-backup/ first. When every copy is corrupt the reset is
+    /// refused unless --from-defaults or --force says what the rest of the environment is.
     Reset {
         #[arg(long)]
         primary: SlotName,
+        /// U-Boot: take every variable but the A/B ones from this default environment
+        /// (`name=value` lines, as `u-boot-initial-env`).
+        #[arg(long, value_name = "FILE", conflicts_with = "force")]
+        from_defaults: Option<PathBuf>,
+        /// U-Boot: over corrupt copies, write only the A/B variables (the rest is lost;
+        /// the backup keeps the raw copies).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -75,6 +89,9 @@ pub struct BootReport {
     pub booted_error: Option<String>,
     pub primary: Option<SlotName>,
     pub slots: Vec<SlotBootInfo>,
+    /// What a U-Boot reset kept, lost and backed up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetReport>,
 }
 
 /// Read just the `[boot]` table of a patchd config file.
@@ -107,6 +124,7 @@ pub fn run(args: &BootArgs, paths: &Paths) -> Result<BootReport, BootCliError> {
     let cfg_path = args.config.clone().unwrap_or_else(|| paths.config_file());
     let cfg = load_boot_config(&cfg_path)?;
     let bl = open(&cfg, paths)?;
+    let mut reset = None;
     let action = match &args.command {
         BootCommand::Status => None,
         BootCommand::Try { slot, attempts } => {
@@ -123,8 +141,41 @@ pub fn run(args: &BootArgs, paths: &Paths) -> Result<BootReport, BootCliError> {
             bl.mark_bad(slot)?;
             Some(format!("mark-bad {slot}"))
         }
-        BootCommand::Reset { primary } => {
-            bl.reset(primary)?;
+        BootCommand::Reset {
+            primary,
+            from_defaults,
+            force,
+        } => {
+            if cfg.backend == BackendKind::Uboot {
+                let ub = UbootBootloader::new(
+                    UbootEnv::from_config(&cfg.uboot, paths)?,
+                    cfg.slots.clone(),
+                )?;
+                let base = match (from_defaults, force) {
+                    (Some(f), _) => ResetBase::Defaults {
+                        file: f.clone(),
+                        vars: uboot_reset::read_defaults(f)?,
+                    },
+                    (None, true) => ResetBase::Nothing,
+                    (None, false) => ResetBase::Current,
+                };
+                let backups = paths.state_dir().join("uboot-env-backup");
+                reset = Some(uboot_reset::reset(
+                    &ub,
+                    primary,
+                    &base,
+                    &backups,
+                    jiff::Timestamp::now(),
+                )?);
+            } else if from_defaults.is_some() || *force {
+                return Err(BootError::Refused(format!(
+                    "--from-defaults and --force apply to the U-Boot backend only (this is {})",
+                    cfg.backend.as_str()
+                ))
+                .into());
+            } else {
+                bl.reset(primary)?;
+            }
             Some(format!("reset (primary {primary})"))
         }
     };
@@ -142,6 +193,7 @@ pub fn run(args: &BootArgs, paths: &Paths) -> Result<BootReport, BootCliError> {
         booted_error,
         primary: bl.primary_slot().ok(),
         slots: bl.slots()?,
+        reset,
     })
 }
 
@@ -156,6 +208,9 @@ pub fn render_text(r: &BootReport) -> String {
         (Some(b), _) => out.push_str(&format!("booted:   {b}\n")),
         (None, Some(e)) => out.push_str(&format!("booted:   unknown ({e})\n")),
         (None, None) => out.push_str("booted:   unknown\n"),
+    }
+    if let Some(z) = &r.reset {
+        out.push_str(&render_reset(z));
     }
     let primary = r.primary.as_ref().map_or("none", SlotName::as_str);
     out.push_str(&format!("primary:  {primary}\n\n"));
@@ -182,6 +237,37 @@ pub fn render_text(r: &BootReport) -> String {
             tries
         ));
     }
+    out
+}
+
+fn render_reset(z: &ResetReport) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut out = String::new();
+    for c in &z.copies {
+        out.push_str(&format!(
+            "backup:   {} ({}) -> {}\n",
+            c.copy,
+            c.state,
+            c.backup.display()
+        ));
+    }
+    out.push_str(&format!(
+        "kept:     {} (from {})\n",
+        list(&z.kept),
+        z.source
+    ));
+    let note = if z.lost_unverified {
+        " (read from copies without a valid CRC; the backup holds them)"
+    } else {
+        ""
+    };
+    out.push_str(&format!("lost:     {}{note}\n", list(&z.lost)));
     out
 }
 

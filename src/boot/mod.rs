@@ -12,6 +12,7 @@ pub mod detect;
 pub mod file;
 pub mod grubenv;
 pub mod uboot;
+pub mod uboot_reset;
 
 use serde::{Deserialize, Serialize};
 

@@ -71,7 +71,7 @@ pub fn parse_fw_env_config(what: &str, text: &str) -> Result<Vec<UbootCopy>, Boo
 }
 
 /// Decode one copy. `Err` carries the reason it is unusable.
-fn decode_copy(buf: &[u8], redundant: bool) -> Result<(Option<u8>, UbootVars), String> {
+pub(super) fn decode_copy(buf: &[u8], redundant: bool) -> Result<(Option<u8>, UbootVars), String> {
     let hdr = if redundant { 5 } else { 4 };
     if buf.len() <= hdr + 1 {
         return Err(format!("copy of {} bytes is too small", buf.len()));
@@ -227,16 +227,20 @@ impl UbootEnv {
         self.copies.len() == 2
     }
 
-    fn describe(&self, i: usize) -> String {
+    pub fn copies(&self) -> &[UbootCopy] {
+        &self.copies
+    }
+
+    pub(super) fn describe(&self, i: usize) -> String {
         let c = &self.copies[i];
         format!("{} at offset {:#x}", c.device.display(), c.offset)
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         self.copies[0].device.display().to_string()
     }
 
-    fn read_copy(&self, i: usize) -> Result<Vec<u8>, BootError> {
+    pub(super) fn read_copy(&self, i: usize) -> Result<Vec<u8>, BootError> {
         let c = &self.copies[i];
         let io = |source| BootError::Io {
             path: c.device.display().to_string(),
@@ -426,6 +430,10 @@ impl UbootBootloader {
         &self.env
     }
 
+    pub fn slot_names(&self) -> &[SlotName] {
+        &self.slots
+    }
+
     pub fn load(&self) -> Result<(LoadedEnv, AbState), BootError> {
         let cur = self.env.load()?;
         let st = state_from_vars(&self.env.name(), &cur.vars, &self.slots)?;
@@ -466,11 +474,15 @@ impl AbStore for UbootBootloader {
         Ok(())
     }
 
+    /// Keeps every other variable of the current environment. Over a blank (never
+    /// written) environment it starts empty; over corrupt copies it refuses, because the
+    /// board's own variables (`bootcmd`, `ethaddr`, `serial#`) would be lost without a
+    /// word: [`super::uboot_reset`] is the explicit way (defaults file or force, backup).
     fn reset_state(&self, primary: &SlotName) -> Result<(), BootError> {
-        let mut vars = match self.env.load() {
-            Ok(cur) => cur.vars,
-            Err(e) => {
-                tracing::warn!(env = %self.env.name(), error = %e, "resetting unreadable U-Boot environment");
+        let mut vars = match super::uboot_reset::base_for_plain_reset(&self.env)? {
+            Some(v) => v,
+            None => {
+                tracing::info!(env = %self.env.name(), "initialising a blank U-Boot environment");
                 UbootVars::new()
             }
         };
