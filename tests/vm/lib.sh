@@ -543,9 +543,11 @@ vm_publish() {
 
 # vm_serve DIR: serves DIR/repo on 127.0.0.1 (an ephemeral port); sets VM_SERVER_PID
 # and VM_REPO_URL (as the guest reaches it through qemu's user-mode networking).
+# VM_SERVE_RATE (bytes/s) throttles files past their first MiB (0 or unset: no limit).
 vm_serve() {
   local log=$1/http.log port="" i
-  python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$1/repo" >"$log" 2>&1 &
+  python3 -u "$VM_TOP/tests/vm/serve.py" --bind 127.0.0.1 --directory "$1/repo" \
+    --rate "${VM_SERVE_RATE:-0}" >"$log" 2>&1 &
   VM_SERVER_PID=$!
   for i in $(seq 100); do
     port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$log" | head -n 1)

@@ -15,6 +15,10 @@ scenario() {
   vm_log "daemon-power-cut: seed $seed"
   RANDOM=$seed
   export VM_NET=1 VM_BOOT_ATTEMPTS=2
+  # The image (23 MB compressed) is served at 3 MB/s so its write phase lasts several
+  # of the guest's one-second progress markers on any host; unthrottled, a fast host
+  # writes and reads it back in under a second and the cuts land after staging.
+  export VM_SERVE_RATE=${VM_SERVE_RATE:-3000000}
   vm_assemble "$DISK" v1 -
   vm_repo_setup "$W"
   vm_publish "$W" v2
@@ -28,11 +32,13 @@ scenario() {
   # Phases of the staging job in the order patchd reports them (VMTEST: progress lines).
   local phases=${VM_CUT_PHASES:-resume write readback}
   # Seeded cut points, sorted along staging: patchd resumes after each cut, so each
-  # run goes a little further (points past the end of staging cut at "staged").
-  local targets=()
+  # run goes a little further (points past the end of staging cut at "staged"). The
+  # write phase (the only one the throttle stretches) gets half of the points.
+  local targets=() nph
   for i in $(seq "$cuts"); do
-    set -- $phases
-    t=$(( RANDOM % $# )); shift "$t"
+    set -- $phases; nph=$#
+    t=$(( RANDOM % (nph + 1) )); [ "$t" -lt "$nph" ] || t=$(( nph > 1 ? 1 : 0 ))
+    shift "$t"
     targets+=("$t $1 $(( RANDOM % 100 )) $(( RANDOM % 1000 ))")
   done
   mapfile -t targets < <(printf '%s\n' "${targets[@]}" | sort -n -k1,1 -k3,3)
@@ -60,7 +66,10 @@ scenario() {
     power_cut "$i at $target+${extra}ms"
   done
   echo "$in_staging of $cuts cuts landed during staging (the others right after it)"
-  [ "$in_staging" -ge $(( cuts / 2 )) ] || fail "fewer than half the cuts landed during staging"
+  # Readback is not throttled (local disk): its points may all land after staging.
+  # The write points cannot, so fewer than three in staging means the cuts missed.
+  local want=$(( cuts < 3 ? cuts : 3 ))
+  [ "$in_staging" -ge "$want" ] || fail "only $in_staging of $cuts cuts landed during staging (want $want)"
   # Open the window: at the bootloader switch, when patchd's log shows it.
   vm_daemon_hook 'state=committed booted=b current=2.0.0' 0
   start_run
