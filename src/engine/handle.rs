@@ -146,6 +146,18 @@ pub enum EngineError {
     /// `release-hold` when no hold is set.
     #[error("no hold to release")]
     NoHold,
+    /// The staging target could not be made unbootable first: staging does not start.
+    #[error(
+        "slot {slot} could not be marked unbootable in the {kind} bootloader before writing it, \
+         so staging did not start: {source} (commit the running slot first, or see \
+         `patchd boot status`)"
+    )]
+    Unfenced {
+        slot: SlotName,
+        kind: &'static str,
+        #[source]
+        source: BootError,
+    },
 }
 
 fn join_reasons(w: &[WhyNot]) -> String {

@@ -25,7 +25,7 @@ use super::ports::{
 use super::state::{Lifecycle, ReleaseRef};
 use super::statefile::{Pending, StateDoc, StateFile};
 use crate::audit::{AuditLog, Entry};
-use crate::boot::Bootloader;
+use crate::boot::{BootError, Bootloader};
 use crate::clock::Clock;
 use crate::names::SlotName;
 use crate::paths::Paths;
@@ -1038,8 +1038,45 @@ impl Runner {
         });
         self.commit(doc, "staging", actor, None)?;
         self.failpoint("staging.started")?;
+        if let Err(e) = self.fence_for_write(&slot, actor) {
+            let why = e.to_string();
+            let mut doc = self.doc.clone();
+            doc.pending = None;
+            doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
+            doc.last_error = Some(why.clone());
+            self.stage_failed = Some(release.version.clone());
+            self.commit(doc, "staging_failed", actor, Some(&why))?;
+            return Err(e.into());
+        }
         self.start_stage(*actor, release.version, slot.clone(), switch_after);
         Ok(slot)
+    }
+
+    /// Before the first byte of `slot` is written, the bootloader must no longer see it
+    /// as a fallback: an interrupted or failed write leaves a half-written slot, and a
+    /// boot-counter fallback (or a rollback) would boot it. RAUC marks the target bad
+    /// before writing for the same reason. The slot becomes bootable again only through
+    /// `try_slot` after a verified staging, or an explicit `patchd boot reset`.
+    /// Idempotent: a slot the bootloader already lists as bad is left as it is.
+    fn fence_for_write(&mut self, slot: &SlotName, actor: &Actor) -> Result<(), EngineError> {
+        let bl = &self.p.bootloader;
+        let unfenced = |source: BootError| EngineError::Unfenced {
+            slot: slot.clone(),
+            kind: bl.kind(),
+            source,
+        };
+        let info = bl.slots().map_err(unfenced)?;
+        if info.iter().any(|i| i.slot == *slot && i.bad) {
+            return Ok(());
+        }
+        bl.mark_bad(slot).map_err(unfenced)?;
+        let why = format!(
+            "slot {slot} marked unbootable in the {} bootloader before it is written",
+            bl.kind()
+        );
+        tracing::info!(slot = %slot, bootloader = bl.kind(), "target slot fenced before staging");
+        self.audit("slot_fenced", actor, Some(&why), None, None);
+        Ok(())
     }
 
     async fn after_stage(
@@ -1131,6 +1168,12 @@ impl Runner {
                 }
             }
         };
+        // A restart can land between the `staging` record and the fence: fence again.
+        let why = why.or_else(|| {
+            self.fence_for_write(&slot, &Actor::Policy)
+                .err()
+                .map(|e| e.to_string())
+        });
         match why {
             None => {
                 self.start_stage(Actor::Policy, release.version, slot, false);
