@@ -34,10 +34,7 @@ fn count(dev: &Device, event: &str) -> usize {
 
 /// A daemon whose every staging fails (the mirror flips one byte of the image), after the
 /// policy's own first staging attempt has failed and the engine is idle again.
-async fn failing_device(
-    bus: &SessionBus,
-    top: &std::path::Path,
-) -> (Daemon, Device, FaultServer) {
+async fn failing_device(bus: &SessionBus, top: &std::path::Path) -> (Daemon, Device, FaultServer) {
     let server = FaultServer::start().await;
     let dev = Device::new(
         top,
@@ -82,14 +79,22 @@ async fn the_same_failing_install_three_times_fails_three_times() {
     for round in 1..=3 {
         let before = count(&dev, "staging_failed");
         let (code, out, err) = patchctl(&bus.address, &["install"]).await;
-        assert_eq!(count(&dev, "staging_failed"), before + 1, "round {round}: audit");
+        assert_eq!(
+            count(&dev, "staging_failed"),
+            before + 1,
+            "round {round}: audit"
+        );
         assert_eq!(code, 9, "round {round}: failed install exits 9: {out}{err}");
         assert!(out.contains("failed"), "round {round}: {out}{err}");
         assert!(!out.contains("Installed"), "round {round}: {out}{err}");
 
         let before = count(&dev, "staging_failed");
         let (code, out, err) = patchctl(&bus.address, &["--json", "install"]).await;
-        assert_eq!(count(&dev, "staging_failed"), before + 1, "round {round}: audit");
+        assert_eq!(
+            count(&dev, "staging_failed"),
+            before + 1,
+            "round {round}: audit"
+        );
         assert_eq!(code, 9, "round {round}: --json exits 9 too: {out}{err}");
         let v: serde_json::Value = serde_json::from_str(&out).expect("install JSON");
         assert!(
@@ -120,10 +125,16 @@ async fn a_job_that_failed_before_the_client_looked_is_reported_failed() {
     let (code, out, err) = patchctl(&bus.address, &["--json", "install", "--no-wait"]).await;
     assert_eq!(code, 0, "started: {out}{err}");
     let started: serde_json::Value = serde_json::from_str(&out).expect("install JSON");
-    let id = started["job"].as_u64().expect("job id in the Install answer");
-    let e = wait_until(&mut d, &dev, Duration::from_secs(60), "the job to fail", |dev| {
-        count(dev, "staging_failed") > before && dev.state_kind() == "update_available"
-    })
+    let id = started["job"]
+        .as_u64()
+        .expect("job id in the Install answer");
+    let e = wait_until(
+        &mut d,
+        &dev,
+        Duration::from_secs(60),
+        "the job to fail",
+        |dev| count(dev, "staging_failed") > before && dev.state_kind() == "update_available",
+    )
     .await;
     assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
 
@@ -135,7 +146,10 @@ async fn a_job_that_failed_before_the_client_looked_is_reported_failed() {
     assert_eq!(job["id"].as_u64(), Some(id), "{out}");
     assert_eq!(job["kind"], "staging", "{out}");
     assert_eq!(job["outcome"], "failed", "{out}");
-    assert!(job["error"].as_str().is_some_and(|e| !e.is_empty()), "{out}");
+    assert!(
+        job["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{out}"
+    );
     assert!(job["finished"].is_string(), "{out}");
 
     // `watch` that finds no job running reports the last one, the same way each time.
@@ -143,8 +157,7 @@ async fn a_job_that_failed_before_the_client_looked_is_reported_failed() {
         let (code, out, err) = patchctl(&bus.address, &["watch", "--exit-if-idle"]).await;
         assert_eq!(code, 9, "watch after the failed job: {out}{err}");
         assert!(out.contains("failed"), "{out}{err}");
-        let (code, out, err) =
-            patchctl(&bus.address, &["--json", "watch", "--exit-if-idle"]).await;
+        let (code, out, err) = patchctl(&bus.address, &["--json", "watch", "--exit-if-idle"]).await;
         assert_eq!(code, 9, "{out}{err}");
         let last: serde_json::Value =
             serde_json::from_str(out.lines().last().unwrap_or_default()).expect("JSON line");

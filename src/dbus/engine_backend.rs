@@ -248,7 +248,10 @@ impl ManagerBackend for EngineHandle {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "JobFinished signals lost (LastJob still tells)");
+                        tracing::warn!(
+                            missed = n,
+                            "JobFinished signals lost (LastJob still tells)"
+                        );
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }

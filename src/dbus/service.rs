@@ -357,6 +357,8 @@ impl ManagerIface {
     }
 
     /// Stage `release` ("" = newest allowed); option `switch_now` (b) switches right after.
+    /// Returns JSON `{job, version, slot, switch_after}`; how job `job` ends is announced
+    /// by `JobFinished` and recorded in `LastJob`.
     async fn install(
         &self,
         release: String,

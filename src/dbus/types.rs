@@ -167,6 +167,11 @@ impl JobView {
     pub fn failed(&self) -> bool {
         self.outcome == "failed"
     }
+
+    /// Failed or cancelled: the job's work was not done.
+    pub fn unsuccessful(&self) -> bool {
+        self.failed() || self.outcome == "cancelled"
+    }
 }
 
 impl ProgressView {

@@ -397,18 +397,18 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             pb.finish_and_clear();
             let job = job?;
             let state = watch::fresh(&p).await?.state().await?;
-            let failed = job.failed();
-            let error = job.error.clone().filter(|_| failed);
+            let failed = job.unsuccessful();
+            let error = job.error.clone().filter(|_| job.failed());
             if json {
                 v["state"] = Value::from(state.clone());
                 v["outcome"] = Value::from(job.outcome.clone());
                 v["error"] = error.clone().map(Value::from).unwrap_or(Value::Null);
                 print_json(&v);
+            } else if job.outcome == "cancelled" {
+                println!("Installing {ver} was cancelled (job {id}): {state}.");
             } else if failed {
                 let e = error.as_deref().unwrap_or("no reason given");
                 println!("Installing {ver} failed (job {id}, {state}): {e}");
-            } else if job.outcome == "cancelled" {
-                println!("Installing {ver} was cancelled (job {id}): {state}.");
             } else {
                 println!("Installed {ver} into slot {slot}: {state}.");
             }
