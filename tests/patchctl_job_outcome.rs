@@ -121,6 +121,15 @@ async fn a_job_that_failed_before_the_client_looked_is_reported_failed() {
     let top = tempfile::tempdir().unwrap();
     let (mut d, dev, _server) = failing_device(&bus, top.path()).await;
 
+    // Any client may listen for JobFinished; this one subscribes before the install.
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .build()
+        .await
+        .expect("connect to the private bus");
+    let mgr = patchd::dbus::proxy::ManagerProxy::new(&conn).await.unwrap();
+    let mut finished = mgr.receive_job_finished().await.unwrap();
+
     let before = count(&dev, "staging_failed");
     let (code, out, err) = patchctl(&bus.address, &["--json", "install", "--no-wait"]).await;
     assert_eq!(code, 0, "started: {out}{err}");
@@ -137,6 +146,20 @@ async fn a_job_that_failed_before_the_client_looked_is_reported_failed() {
     )
     .await;
     assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
+    let sig = tokio::time::timeout(Duration::from_secs(30), async {
+        use futures_util::StreamExt;
+        loop {
+            let s = finished.next().await.expect("signal stream");
+            let a = s.args().expect("JobFinished arguments");
+            if a.id == id {
+                break (a.outcome.clone(), a.error.clone());
+            }
+        }
+    })
+    .await
+    .expect("JobFinished for the install's job");
+    assert_eq!(sig.0, "failed", "{sig:?}");
+    assert!(!sig.1.is_empty(), "{sig:?}");
 
     // The job ended before anyone followed it: status still names it and its outcome.
     let (code, out, err) = patchctl(&bus.address, &["--json", "status"]).await;
