@@ -7,7 +7,7 @@ use std::pin::Pin;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::types::{Caller, HistoryFilter, StatusView};
+use super::types::{Caller, HistoryFilter, JobView, StatusView};
 
 /// Boxed future so the trait stays object-safe (`Arc<dyn ManagerBackend>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -71,6 +71,11 @@ pub trait ManagerBackend: Send + Sync + 'static {
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>>;
     /// Live status; every change is turned into `PropertiesChanged` signals.
     fn subscribe(&self) -> watch::Receiver<StatusView>;
+    /// Every job that finishes from now on, in order (each becomes a `JobFinished`
+    /// signal). The default never yields: a backend without jobs.
+    fn job_finished(&self) -> tokio::sync::mpsc::UnboundedReceiver<JobView> {
+        tokio::sync::mpsc::unbounded_channel().1
+    }
     fn history(&self, filter: HistoryFilter) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
     fn inventory(&self) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
     /// Verify the audit chain; the value has at least `{"ok": bool}`.

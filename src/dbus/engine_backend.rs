@@ -4,14 +4,14 @@
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
 use super::types::{
-    AvailableView, Caller, HistoryFilter, HoldView, ProgressView, SlotView, StatusView,
+    AvailableView, Caller, HistoryFilter, HoldView, JobView, ProgressView, SlotView, StatusView,
 };
 use crate::audit::{Actor, Filter};
-use crate::engine::{EngineError, EngineHandle, StatusSnapshot};
+use crate::engine::{EngineError, EngineHandle, JobRecord, StatusSnapshot};
 
 fn actor(c: &Caller) -> Actor {
     Actor::Uid(c.uid)
@@ -86,6 +86,7 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         last_check: s.last_check,
         last_error: s.last_error.clone(),
         last_stage: s.last_stage.map(|r| r.to_string()),
+        last_job: s.last_job.as_ref().map(job_view),
         holds: s
             .holds
             .iter()
@@ -97,6 +98,18 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
                 max_version: h.max_version.as_ref().map(|v| v.to_string()),
             })
             .collect(),
+    }
+}
+
+pub fn job_view(j: &JobRecord) -> JobView {
+    JobView {
+        id: j.id,
+        kind: j.kind.clone(),
+        release: j.release.clone(),
+        outcome: j.outcome.as_str().to_owned(),
+        error: j.error.clone(),
+        started: Some(j.started),
+        finished: j.finished,
     }
 }
 
@@ -216,6 +229,31 @@ impl ManagerBackend for EngineHandle {
                         });
                     }
                     _ = tx.closed() => break,
+                }
+            }
+        });
+        rx
+    }
+
+    /// Must be called inside the tokio runtime: forwards every finished job in order.
+    fn job_finished(&self) -> mpsc::UnboundedReceiver<JobView> {
+        let mut src = EngineHandle::job_finished(self);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match src.recv().await {
+                    Ok(j) => {
+                        if tx.send(job_view(&j)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "JobFinished signals lost (LastJob still tells)"
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
         });

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use zbus::zvariant::Value;
 
 use super::error::ERROR_PREFIX;
-use super::types::{AvailableTuple, HoldTuple, ProgressTuple, SlotTuple};
+use super::types::{AvailableTuple, HoldTuple, JobTuple, ProgressTuple, SlotTuple};
 
 #[zbus::proxy(
     interface = "org.patchd.Patchd1.Manager",
@@ -51,6 +51,12 @@ pub trait Manager {
     fn last_error(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn holds(&self) -> zbus::Result<Vec<HoldTuple>>;
+    #[zbus(property)]
+    fn last_job(&self) -> zbus::Result<JobTuple>;
+
+    /// A job ended: (id, outcome, error).
+    #[zbus(signal)]
+    fn job_finished(&self, id: u64, outcome: String, error: String) -> zbus::Result<()>;
 }
 
 /// Kinds of `org.patchd.Patchd1.Error.*`, plus the ways a call can fail before reaching

@@ -18,7 +18,8 @@ use super::error::Error;
 use super::limits::{self, ArgError, Limits, Options};
 use super::redact::{redact_json, redact_text};
 use super::types::{
-    ts_str, AvailableTuple, Caller, HoldTuple, ProgressTuple, ProgressView, SlotTuple, StatusView,
+    ts_str, AvailableTuple, Caller, HoldTuple, JobTuple, JobView, ProgressTuple, ProgressView,
+    SlotTuple, StatusView,
 };
 use super::{BUS_NAME, OBJECT_PATH};
 
@@ -75,6 +76,7 @@ pub enum ServiceError {
 pub struct Service {
     conn: Connection,
     forwarder: JoinHandle<()>,
+    jobs: JoinHandle<()>,
 }
 
 impl Service {
@@ -89,12 +91,14 @@ impl Service {
             tracing::warn!(error = %e, "cannot release bus name");
         }
         self.forwarder.abort();
+        self.jobs.abort();
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         self.forwarder.abort();
+        self.jobs.abort();
     }
 }
 
@@ -118,6 +122,8 @@ pub async fn serve(
         Bus::Address(a) => zbus::connection::Builder::address(a.as_str()).map_err(bus_err)?,
     };
     let snapshot = backend.subscribe();
+    // Subscribed before the name is owned: no job can finish unseen by the bus.
+    let finished = backend.job_finished();
     let iface = ManagerIface {
         backend,
         auth: opts.auth.clone(),
@@ -136,7 +142,12 @@ pub async fn serve(
         .map_err(bus_err)?;
     tracing::info!(bus = %opts.bus, name = BUS_NAME, "D-Bus service ready");
     let forwarder = tokio::spawn(forward_changes(conn.clone(), snapshot));
-    Ok(Service { conn, forwarder })
+    let jobs = tokio::spawn(forward_jobs(conn.clone(), finished));
+    Ok(Service {
+        conn,
+        forwarder,
+        jobs,
+    })
 }
 
 /// Emit `PropertiesChanged` for each property whose value changed.
@@ -161,6 +172,23 @@ async fn forward_changes(conn: Connection, mut rx: watch::Receiver<StatusView>) 
             tracing::warn!(error = %e, "cannot emit PropertiesChanged");
         }
         last = new;
+    }
+}
+
+/// Emit `JobFinished` for every finished job, in order.
+async fn forward_jobs(conn: Connection, mut rx: tokio::sync::mpsc::UnboundedReceiver<JobView>) {
+    let em = match SignalEmitter::new(&conn, OBJECT_PATH) {
+        Ok(em) => em,
+        Err(e) => {
+            tracing::error!(error = %e, "no JobFinished signals");
+            return;
+        }
+    };
+    while let Some(j) = rx.recv().await {
+        let error = j.error.as_deref().map(redact_text).unwrap_or_default();
+        if let Err(e) = ManagerIface::job_finished(&em, j.id, &j.outcome, &error).await {
+            tracing::warn!(error = %e, job = j.id, "cannot emit JobFinished");
+        }
     }
 }
 
@@ -202,6 +230,9 @@ async fn emit_diff(
     }
     if a.holds != b.holds {
         iface.holds_changed(em).await?;
+    }
+    if a.last_job != b.last_job {
+        iface.last_job_changed(em).await?;
     }
     Ok(())
 }
@@ -326,6 +357,8 @@ impl ManagerIface {
     }
 
     /// Stage `release` ("" = newest allowed); option `switch_now` (b) switches right after.
+    /// Returns JSON `{job, version, slot, switch_after}`; how job `job` ends is announced
+    /// by `JobFinished` and recorded in `LastJob`.
     async fn install(
         &self,
         release: String,
@@ -535,6 +568,26 @@ impl ManagerIface {
     fn last_error(&self) -> String {
         opt_str(&self.snapshot.borrow().last_error)
     }
+
+    /// (id, kind, release, outcome, error, started, finished) of the job started most
+    /// recently; outcome `running`, `succeeded`, `failed` or `cancelled`; id 0 = no job
+    /// since the daemon started (kept in memory only).
+    #[zbus(property)]
+    fn last_job(&self) -> JobTuple {
+        let mut t = JobView::to_tuple(self.snapshot.borrow().last_job.as_ref());
+        t.4 = redact_text(&t.4);
+        t
+    }
+
+    /// A job ended: its id (as `Install` returned it), outcome (`succeeded`, `failed`,
+    /// `cancelled`) and error ("" unless failed).
+    #[zbus(signal)]
+    async fn job_finished(
+        em: &SignalEmitter<'_>,
+        id: u64,
+        outcome: &str,
+        error: &str,
+    ) -> zbus::Result<()>;
 
     /// (reason, by, since, until, max_version) per hold.
     #[zbus(property)]

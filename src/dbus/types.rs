@@ -34,6 +34,25 @@ pub struct StatusView {
     /// fetched, M bytes reused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stage: Option<String>,
+    /// The job started most recently, with its outcome once it ended (`null` before the
+    /// first job of this daemon run).
+    #[serde(default)]
+    pub last_job: Option<JobView>,
+}
+
+/// One job and how it ended: the `LastJob` property and the `JobFinished` signal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Unique within one run of the daemon, increasing from 1 (0 on the wire: no job).
+    pub id: u64,
+    /// `check`, `staging`, `health checks`.
+    pub kind: String,
+    pub release: Option<String>,
+    /// `running`, `succeeded`, `failed`, `cancelled`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub started: Option<Timestamp>,
+    pub finished: Option<Timestamp>,
 }
 
 /// Progress of the running job.
@@ -102,8 +121,57 @@ pub type AvailableTuple = (String, String, String, Vec<String>, String);
 /// Wire shape of one `Holds` entry: (reason, by, since, until, max_version).
 pub type HoldTuple = (String, String, String, String, String);
 
+/// Wire shape of `LastJob`: (id, kind, release, outcome, error, started, finished).
+pub type JobTuple = (u64, String, String, String, String, String, String);
+
 pub(crate) fn ts_str(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_string()).unwrap_or_default()
+}
+
+impl JobView {
+    pub fn to_tuple(j: Option<&JobView>) -> JobTuple {
+        match j {
+            Some(j) => (
+                j.id,
+                j.kind.clone(),
+                j.release.clone().unwrap_or_default(),
+                j.outcome.clone(),
+                j.error.clone().unwrap_or_default(),
+                ts_str(j.started),
+                ts_str(j.finished),
+            ),
+            None => Default::default(),
+        }
+    }
+
+    /// Id 0 on the wire means "no job yet".
+    pub fn from_tuple(t: JobTuple) -> Option<JobView> {
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        let ts = |s: String| s.parse::<Timestamp>().ok();
+        (t.0 != 0).then(|| JobView {
+            id: t.0,
+            kind: t.1,
+            release: opt(t.2),
+            outcome: t.3,
+            error: opt(t.4),
+            started: ts(t.5),
+            finished: ts(t.6),
+        })
+    }
+
+    /// The job ended (in whatever way).
+    pub fn is_finished(&self) -> bool {
+        self.outcome != "running"
+    }
+
+    pub fn failed(&self) -> bool {
+        self.outcome == "failed"
+    }
+
+    /// Failed or cancelled: the job's work was not done.
+    pub fn unsuccessful(&self) -> bool {
+        self.failed() || self.outcome == "cancelled"
+    }
 }
 
 impl ProgressView {

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::ports::{Actor, Progress, StageReport, WhyNot};
 use super::state::{IllegalTransition, Lifecycle, StateKind};
@@ -71,6 +71,47 @@ pub struct StatusSnapshot {
     pub reboot_waiting: Vec<String>,
     /// The long step running now (`check`, `stage`, `health`), if any.
     pub busy: Option<String>,
+    /// The job started most recently (running or finished), so a client that looks
+    /// after a job ended still learns how it ended. Kept in memory only: after a restart
+    /// it is `None` until the next job starts.
+    #[serde(default)]
+    pub last_job: Option<JobRecord>,
+}
+
+/// How a job ended (or that it still runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Running => "running",
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One job of the engine (`check`, `staging`, `health checks`) and its recorded outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Unique within one run of the daemon, increasing from 1.
+    pub id: u64,
+    pub kind: String,
+    /// The release a staging job writes.
+    pub release: Option<String>,
+    pub outcome: JobOutcome,
+    /// Why it failed (for `failed`).
+    pub error: Option<String>,
+    pub started: Timestamp,
+    pub finished: Option<Timestamp>,
 }
 
 impl StatusSnapshot {
@@ -93,6 +134,7 @@ impl StatusSnapshot {
             last_stage: None,
             reboot_waiting: Vec::new(),
             busy: None,
+            last_job: None,
         }
     }
 }
@@ -100,6 +142,8 @@ impl StatusSnapshot {
 /// What `install` started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallStarted {
+    /// Id of the staging job; its outcome arrives as `JobFinished` / `LastJob`.
+    pub job: u64,
     pub version: String,
     pub slot: SlotName,
     pub switch_after: bool,
@@ -247,11 +291,27 @@ pub(crate) enum Command {
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     status: watch::Receiver<StatusSnapshot>,
+    /// Every finished job, in order; unlike the status snapshot it never coalesces, so
+    /// no `JobFinished` is lost when one job follows another at once.
+    finished: broadcast::Sender<JobRecord>,
 }
 
 impl EngineHandle {
-    pub(crate) fn new(tx: mpsc::Sender<Command>, status: watch::Receiver<StatusSnapshot>) -> Self {
-        Self { tx, status }
+    pub(crate) fn new(
+        tx: mpsc::Sender<Command>,
+        status: watch::Receiver<StatusSnapshot>,
+        finished: broadcast::Sender<JobRecord>,
+    ) -> Self {
+        Self {
+            tx,
+            status,
+            finished,
+        }
+    }
+
+    /// A receiver of every job that finishes from now on.
+    pub fn job_finished(&self) -> broadcast::Receiver<JobRecord> {
+        self.finished.subscribe()
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {

@@ -27,7 +27,8 @@ pub mod statefile;
 pub mod testkit;
 
 pub use handle::{
-    AvailableRelease, EngineError, EngineHandle, InstallStarted, SlotView, StatusSnapshot,
+    AvailableRelease, EngineError, EngineHandle, InstallStarted, JobOutcome, JobRecord, SlotView,
+    StatusSnapshot,
 };
 pub use ports::{Actor, StageMethod, StageReport};
 pub use runner::{start, EngineParts, EngineSettings, RunExit};

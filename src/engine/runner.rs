@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::check::{stage_target, Context};
 use super::handle::{
-    AvailableRelease, Command, EngineError, EngineHandle, InstallStarted, Reply, SlotView,
-    StatusSnapshot,
+    AvailableRelease, Command, EngineError, EngineHandle, InstallStarted, JobOutcome, JobRecord,
+    Reply, SlotView, StatusSnapshot,
 };
 use super::ports::{
     active_holds, Actor, Candidate, HealthCheck, HealthVerdict, PortError, Progress, Reboot,
@@ -132,6 +132,8 @@ enum JobOut {
 }
 
 struct Job {
+    /// The job as `LastJob` shows it while it runs.
+    rec: JobRecord,
     kind: JobKind,
     handle: AbortOnDrop,
 }
@@ -182,6 +184,14 @@ pub(crate) struct Runner {
     stage_failed: Option<String>,
     /// How the last successful staging in this run got its bytes.
     last_stage: Option<StageReport>,
+    /// Id of the last job started in this run (ids are not persisted).
+    job_seq: u64,
+    /// The job started most recently, with its outcome once it ended.
+    last_job: Option<JobRecord>,
+    /// Set by a job's completion step when the job failed although the step itself
+    /// succeeded (a staging failure is recorded and audited, not returned as an error).
+    job_failure: Option<String>,
+    finished_tx: broadcast::Sender<JobRecord>,
 }
 
 /// Start the engine: load (or create) the state, reconcile it with what booted, then
@@ -213,6 +223,10 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         reboot_waiting: Vec::new(),
         stage_failed: None,
         last_stage: None,
+        job_seq: 0,
+        last_job: None,
+        job_failure: None,
+        finished_tx: broadcast::channel(64).0,
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -222,7 +236,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
             // whose every call answers `Stopped`, and a task that already ended.
             let (tx, rx) = mpsc::channel(1);
             drop(rx);
-            let handle = EngineHandle::new(tx, r.status_tx.subscribe());
+            let handle = EngineHandle::new(tx, r.status_tx.subscribe(), r.finished_tx.clone());
             return Ok((
                 handle,
                 tokio::spawn(async move { RunExit::PowerCut { at } }),
@@ -231,7 +245,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
     };
     r.publish();
     let (tx, rx) = mpsc::channel(16);
-    let handle = EngineHandle::new(tx, r.status_tx.subscribe());
+    let handle = EngineHandle::new(tx, r.status_tx.subscribe(), r.finished_tx.clone());
     let task = tokio::spawn(r.run(rx, followup));
     Ok((handle, task))
 }
@@ -315,6 +329,8 @@ impl Runner {
                 Event::Job(out) => {
                     let Some(job) = self.job.take() else { continue };
                     self.progress_tx.send_replace(None);
+                    self.job_failure = None;
+                    let rec = job.rec.clone();
                     let res = match out {
                         Ok(out) => self.on_job(job.kind, out).await,
                         Err(e) => Err(StepError::Err(EngineError::Port(PortError::new(
@@ -322,8 +338,21 @@ impl Runner {
                             format!("task ended abnormally: {e}"),
                         )))),
                     };
+                    let failure = match &res {
+                        Err(StepError::Err(e)) => Some(e.to_string()),
+                        _ => self.job_failure.take(),
+                    };
                     if let Err(e) = res {
                         self.note_error(e);
+                    }
+                    // A power cut ends the task before the outcome is known.
+                    if self.exit.is_none() {
+                        let outcome = if failure.is_some() {
+                            JobOutcome::Failed
+                        } else {
+                            JobOutcome::Succeeded
+                        };
+                        self.end_job(rec, outcome, failure);
                     }
                     if self.exit.is_none() && self.job.is_none() {
                         let r = self.evaluate().await;
@@ -540,7 +569,41 @@ impl Runner {
             last_stage: self.last_stage,
             reboot_waiting: self.reboot_waiting.clone(),
             busy: self.job.as_ref().map(|j| j.kind.name().to_string()),
+            last_job: self.last_job.clone(),
         }
+    }
+
+    // ---- jobs ---------------------------------------------------------------------------
+
+    /// Give the job about to start its id and make it the last job.
+    fn begin_job(&mut self, kind: &str, release: Option<&str>) -> JobRecord {
+        self.job_seq += 1;
+        let rec = JobRecord {
+            id: self.job_seq,
+            kind: kind.to_owned(),
+            release: release.map(str::to_owned),
+            outcome: JobOutcome::Running,
+            error: None,
+            started: self.p.clock.now(),
+            finished: None,
+        };
+        self.last_job = Some(rec.clone());
+        rec
+    }
+
+    /// Record how job `rec` ended and announce it (`JobFinished`). `last_job` takes the
+    /// outcome only while it still describes this job: finishing one job may already
+    /// have started the next, which then is the last job.
+    fn end_job(&mut self, mut rec: JobRecord, outcome: JobOutcome, error: Option<String>) {
+        rec.outcome = outcome;
+        rec.error = error;
+        rec.finished = Some(self.p.clock.now());
+        if self.last_job.as_ref().is_some_and(|j| j.id == rec.id) {
+            self.last_job = Some(rec.clone());
+        }
+        tracing::info!(job = rec.id, kind = %rec.kind, outcome = rec.outcome.as_str(), error = rec.error.as_deref().unwrap_or(""), "job finished");
+        // No receiver (no D-Bus service, the demo) is fine.
+        let _ = self.finished_tx.send(rec);
     }
 
     /// The version running now: under verification the new one, else the committed one,
@@ -734,6 +797,7 @@ impl Runner {
         }));
         let handle = tokio::spawn(async move { JobOut::Check(updates.discover().await) });
         self.job = Some(Job {
+            rec: self.begin_job("check", None),
             kind: JobKind::Check {
                 actor,
                 reply,
@@ -775,6 +839,7 @@ impl Runner {
             }
         });
         self.job = Some(Job {
+            rec: self.begin_job("staging", Some(&version)),
             kind: JobKind::Stage {
                 actor,
                 version,
@@ -821,6 +886,7 @@ impl Runner {
             }
         });
         self.job = Some(Job {
+            rec: self.begin_job("health checks", None),
             kind: JobKind::Health,
             handle: AbortOnDrop(handle),
         });
@@ -1015,7 +1081,9 @@ impl Runner {
             self.commit(doc, "update_available", actor, Some("chosen by an admin"))?;
         }
         let slot = self.begin_staging(actor, switch_now)?;
+        let job = self.job.as_ref().map(|j| j.rec.id).unwrap_or_default();
         Ok(InstallStarted {
+            job,
             version: target.version,
             slot,
             switch_after: switch_now,
@@ -1133,6 +1201,7 @@ impl Runner {
                 }
                 doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
                 doc.last_error = Some(e.to_string());
+                self.job_failure = Some(e.to_string());
                 self.stage_failed = Some(version.to_string());
                 self.commit(doc, "staging_failed", actor, Some(&e.to_string()))?;
                 Ok(())
@@ -1314,6 +1383,7 @@ impl Runner {
                     self.mark_good(&Actor::Policy, "health checks passed").await
                 } else {
                     let reason = format!("health checks failed: {}", v.failures.join("; "));
+                    self.job_failure = Some(reason.clone());
                     self.roll_back(&Actor::Policy, &reason).await
                 }
             }
@@ -1325,6 +1395,7 @@ impl Runner {
                     "health checks failed during probation: {}",
                     v.failures.join("; ")
                 );
+                self.job_failure = Some(reason.clone());
                 self.roll_back(&Actor::Policy, &reason).await
             }
             _ => Ok(()),
@@ -1443,6 +1514,7 @@ impl Runner {
             if matches!(j.kind, JobKind::Stage { .. }) {
                 j.handle.0.abort();
                 self.progress_tx.send_replace(None);
+                self.end_job(j.rec, JobOutcome::Cancelled, None);
             } else {
                 let running = j.kind.name().to_string();
                 self.job = Some(j);

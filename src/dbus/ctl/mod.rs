@@ -32,7 +32,7 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 7;
     /// `audit verify` found the audit chain broken.
     pub const AUDIT_BROKEN: u8 = 8;
-    /// `watch` (or `install`) saw the job end with an error.
+    /// `install` or `watch`: the job ended with an error (`LastJob`/`JobFinished` say so).
     pub const JOB_FAILED: u8 = 9;
     /// Policy does not allow it now (`switch` outside the maintenance window, a hold…);
     /// the message says why.
@@ -50,7 +50,7 @@ Exit status:
   6  not found (no such release, nothing staged, no hold)
   7  patchd or the bus not reachable
   8  audit verify: the audit chain is broken
-  9  watch: the job ended with an error
+  9  install/watch: the job ended with an error (also when it ended before patchctl looked)
   10 refused by policy now (switch outside the maintenance window, a hold, …)";
 
 /// Control the patchd update daemon.
@@ -373,15 +373,18 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 opts.insert("switch_now", ZValue::from(true));
             }
             let release = release.clone().unwrap_or_default();
+            // Subscribed before the call: a job that ends before the reply is still seen.
+            let jobs = p.receive_job_finished().await?;
             let call = p.install(&release, opts);
             let mut v = parse_json(&watch::with_progress(&p, call, json).await?)?;
             let ver = v["version"].as_str().unwrap_or("release").to_owned();
             let slot = v["slot"].as_str().unwrap_or("?").to_owned();
+            let id = v["job"].as_u64().unwrap_or(0);
             if *no_wait {
                 if json {
                     print_json(&v);
                 } else {
-                    println!("Installing {ver} into slot {slot}.");
+                    println!("Installing {ver} into slot {slot} (job {id}).");
                 }
                 return Ok(exit::OK);
             }
@@ -390,28 +393,26 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             } else {
                 watch::bar()
             };
-            let out = watch::follow(&p, false, |_, pv| {
-                if let Some(pv) = pv {
-                    watch::show(&pb, pv);
-                }
-            })
-            .await;
+            let job = watch::wait_job(&p, id, jobs, |pv| watch::show(&pb, pv)).await;
             pb.finish_and_clear();
-            let out = out?;
+            let job = job?;
+            let state = watch::fresh(&p).await?.state().await?;
+            let failed = job.unsuccessful();
+            let error = job.error.clone().filter(|_| job.failed());
             if json {
-                v["state"] = Value::from(out.state.clone());
-                v["error"] = out.error.clone().map(Value::from).unwrap_or(Value::Null);
+                v["state"] = Value::from(state.clone());
+                v["outcome"] = Value::from(job.outcome.clone());
+                v["error"] = error.clone().map(Value::from).unwrap_or(Value::Null);
                 print_json(&v);
-            } else if let Some(e) = &out.error {
-                println!("Installing {ver} failed ({}): {e}", out.state);
+            } else if job.outcome == "cancelled" {
+                println!("Installing {ver} was cancelled (job {id}): {state}.");
+            } else if failed {
+                let e = error.as_deref().unwrap_or("no reason given");
+                println!("Installing {ver} failed (job {id}, {state}): {e}");
             } else {
-                println!("Installed {ver} into slot {slot}: {}.", out.state);
+                println!("Installed {ver} into slot {slot}: {state}.");
             }
-            return Ok(if out.error.is_some() {
-                exit::JOB_FAILED
-            } else {
-                exit::OK
-            });
+            return Ok(if failed { exit::JOB_FAILED } else { exit::OK });
         }
         Cmd::Switch { force } => {
             // Always explicit: the D-Bus default overrides the window, patchctl's asks.

@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{exit, CtlError};
-use crate::dbus::proxy::ManagerProxy;
-use crate::dbus::types::ProgressView;
+use crate::dbus::proxy::{JobFinishedStream, ManagerProxy};
+use crate::dbus::types::{JobView, ProgressView};
 
 /// States in which a job runs even before it reports progress.
 const BUSY_STATES: &[&str] = &["staging", "switching"];
@@ -61,38 +61,149 @@ pub async fn with_progress<T>(
     Ok(r?)
 }
 
-/// How a followed job ended.
+/// How following ended.
 pub struct Outcome {
     pub state: String,
-    /// Set when `LastError` changed while following: the job failed.
-    pub error: Option<String>,
+    /// The job that decides the result: the first followed job that failed, else the
+    /// last one followed (or, when none ran, the last job the daemon finished).
+    pub job: Option<JobView>,
 }
 
-/// Follow the running job until it ends; if none runs, wait for one when `wait_for_job`,
-/// else return at once. `on_update` sees every state/progress change.
+impl Outcome {
+    /// The job failed or was cancelled: either way the work did not get done.
+    pub fn failed(&self) -> bool {
+        self.job.as_ref().is_some_and(JobView::unsuccessful)
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        if self.failed() {
+            exit::JOB_FAILED
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// A proxy that reads past the property cache (a signal may still be in flight).
+pub async fn fresh(p: &ManagerProxy<'_>) -> Result<ManagerProxy<'static>, CtlError> {
+    Ok(ManagerProxy::builder(p.inner().connection())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?)
+}
+
+/// The daemon's `LastJob`, read fresh.
+pub async fn last_job(p: &ManagerProxy<'_>) -> Result<Option<JobView>, CtlError> {
+    Ok(JobView::from_tuple(fresh(p).await?.last_job().await?))
+}
+
+/// Wait for job `id` (from `Install`) to end; `jobs` was subscribed before the call, so
+/// the outcome is known even when the job ended before the reply arrived.
+pub async fn wait_job(
+    p: &ManagerProxy<'_>,
+    id: u64,
+    mut jobs: JobFinishedStream,
+    mut on_progress: impl FnMut(&ProgressView),
+) -> Result<JobView, CtlError> {
+    if let Some(j) = last_job(p).await?.filter(|j| j.id == id && j.is_finished()) {
+        return Ok(j);
+    }
+    if id == 0 {
+        // A backend without job ids (a simulation) answers `Install` when the work is
+        // done and failures as method errors: nothing is left to wait for.
+        return Ok(JobView {
+            outcome: "succeeded".into(),
+            ..JobView::default()
+        });
+    }
+    let mut prog_changes = p.receive_progress_changed().await;
+    loop {
+        tokio::select! {
+            Some(sig) = jobs.next() => {
+                let a = sig.args()?;
+                if a.id == id {
+                    // The full record (kind, release, times) from LastJob when it still
+                    // is this job; the signal's fields otherwise.
+                    let last = last_job(p).await?.filter(|j| j.id == id && j.is_finished());
+                    return Ok(last.unwrap_or_else(|| JobView {
+                        id,
+                        outcome: a.outcome.clone(),
+                        error: (!a.error.is_empty()).then(|| a.error.clone()),
+                        ..JobView::default()
+                    }));
+                }
+            }
+            Some(c) = prog_changes.next() => {
+                if let Some(pv) = ProgressView::from_tuple(c.get().await?) {
+                    on_progress(&pv);
+                }
+            }
+            else => {
+                return Err(CtlError::new(
+                    exit::FAILED,
+                    format!("lost the daemon while job {id} was running"),
+                ))
+            }
+        }
+    }
+}
+
+/// Follow the running job (and any it leads to) until none runs; if none runs, wait for
+/// one when `wait_for_job`, else report the last finished job at once. `on_update` sees
+/// every state/progress change.
 pub async fn follow(
     p: &ManagerProxy<'_>,
     wait_for_job: bool,
     mut on_update: impl FnMut(&str, Option<&ProgressView>),
 ) -> Result<Outcome, CtlError> {
+    // Subscribed before anything is read: no job can end unseen.
+    let mut jobs = p.receive_job_finished().await?;
     let mut prog_changes = p.receive_progress_changed().await;
     let mut state_changes = p.receive_state_changed().await;
-    let mut state = fresh_string(p, "State").await?;
-    let mut progress = ProgressView::from_tuple(p.progress().await?);
-    let error_before = fresh_string(p, "LastError").await?;
+    let f = fresh(p).await?;
+    let mut state = f.state().await?;
+    let mut progress = ProgressView::from_tuple(f.progress().await?);
+    let last = JobView::from_tuple(f.last_job().await?);
+    // Only for a backend without job records (a simulation): the old inference.
+    let error_before = f.last_error().await?;
+    let running = |j: &Option<JobView>| j.as_ref().is_some_and(|j| !j.is_finished());
     let active = |state: &str, progress: &Option<ProgressView>| {
         progress.is_some() || BUSY_STATES.contains(&state)
     };
-    let mut seen_job = active(&state, &progress);
+    let mut seen_job = active(&state, &progress) || running(&last);
     if !seen_job && !wait_for_job {
-        return Ok(Outcome { state, error: None });
+        return Ok(Outcome { state, job: last });
     }
+    // Jobs from this id on are the ones followed.
+    let first = match &last {
+        Some(j) if !j.is_finished() => j.id,
+        Some(j) => j.id + 1,
+        None => 1,
+    };
+    let mut failed: Option<JobView> = None;
     loop {
         on_update(&state, progress.as_ref());
         if seen_job && !active(&state, &progress) {
-            break;
+            let now = last_job(p).await?;
+            if !running(&now) {
+                break;
+            }
         }
         tokio::select! {
+            Some(sig) = jobs.next() => {
+                let a = sig.args()?;
+                if a.id >= first {
+                    seen_job = true;
+                    if a.outcome != "succeeded" && failed.is_none() {
+                        failed = Some(JobView {
+                            id: a.id,
+                            outcome: a.outcome.clone(),
+                            error: (!a.error.is_empty()).then(|| a.error.clone()),
+                            ..JobView::default()
+                        });
+                    }
+                }
+            }
             Some(c) = prog_changes.next() => {
                 progress = ProgressView::from_tuple(c.get().await?);
             }
@@ -105,14 +216,25 @@ pub async fn follow(
             seen_job = true;
         }
     }
-    // Read past the proxy's cache: the LastError signal may still be in flight.
-    let err = fresh_string(p, "LastError").await?;
-    let state = fresh_string(p, "State").await?;
-    let failed = !err.is_empty() && err != error_before;
-    Ok(Outcome {
-        state,
-        error: failed.then_some(err),
-    })
+    let f = fresh(p).await?;
+    let state = f.state().await?;
+    let last = JobView::from_tuple(f.last_job().await?).filter(|j| j.id >= first);
+    let job = match (failed, last) {
+        // The full record when LastJob is the failed job itself.
+        (Some(fj), Some(l)) if l.id == fj.id => Some(l),
+        (Some(fj), _) => Some(fj),
+        (None, Some(l)) => Some(l),
+        (None, None) => {
+            // No job records at all (id 0 throughout): a backend without them.
+            let err = f.last_error().await?;
+            (!err.is_empty() && err != error_before).then(|| JobView {
+                outcome: "failed".into(),
+                error: Some(err),
+                ..JobView::default()
+            })
+        }
+    };
+    Ok(Outcome { state, job })
 }
 
 /// `patchctl watch`: follow the running job (or wait for the next) with a progress bar or
@@ -137,36 +259,37 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
     .await;
     pb.finish_and_clear();
     let out = out?;
-    report(json, &out.state, out.error.as_deref());
-    Ok(if out.error.is_some() {
-        exit::JOB_FAILED
-    } else {
-        exit::OK
-    })
+    report(json, &out);
+    Ok(out.exit_code())
 }
 
-async fn fresh_string(p: &ManagerProxy<'_>, name: &str) -> Result<String, CtlError> {
-    let props = zbus::fdo::PropertiesProxy::builder(p.inner().connection())
-        .destination(p.inner().destination().to_owned())?
-        .path(p.inner().path().to_owned())?
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await?;
-    let iface = zbus::names::InterfaceName::from_static_str_unchecked(crate::dbus::INTERFACE);
-    let v = props.get(iface, name).await.map_err(zbus::Error::from)?;
-    String::try_from(v).map_err(|e| CtlError::new(exit::FAILED, format!("property {name}: {e}")))
-}
-
-fn report(json: bool, state: &str, error: Option<&str>) {
+fn report(json: bool, out: &Outcome) {
+    let error = out.job.as_ref().and_then(|j| j.error.as_deref());
+    let error = if out.failed() { error } else { None };
     if json {
+        let j = out.job.as_ref();
         println!(
             "{}",
-            serde_json::json!({ "result": { "state": state, "error": error } })
+            serde_json::json!({ "result": {
+                "state": out.state,
+                "job": j.map(|j| j.id),
+                "kind": j.map(|j| j.kind.as_str()),
+                "release": j.and_then(|j| j.release.as_deref()),
+                "outcome": j.map(|j| j.outcome.as_str()),
+                "error": error,
+            } })
         );
     } else {
-        match error {
-            Some(e) => println!("{state}: {e}"),
-            None => println!("{state}"),
+        match (&out.job, error) {
+            (Some(j), Some(e)) if j.id == 0 => println!("{}: {e}", out.state),
+            (Some(j), Some(e)) => println!(
+                "{}: job {} ({}) {}: {e}",
+                out.state, j.id, j.kind, j.outcome
+            ),
+            (Some(j), None) if out.failed() => {
+                println!("{}: job {} ({}) {}", out.state, j.id, j.kind, j.outcome)
+            }
+            _ => println!("{}", out.state),
         }
     }
 }
