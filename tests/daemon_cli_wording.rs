@@ -14,23 +14,6 @@ use process::*;
 
 const SIZE: usize = 8 << 20;
 
-async fn patchctl(bus: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchctl"))
-        .arg("--bus-address")
-        .arg(bus)
-        .args(args)
-        .env_remove("PATCHCTL_BUS_ADDRESS")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run patchctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_cancel_and_not_found_against_the_running_daemon() {
     let Some(bus) = SessionBus::start() else {

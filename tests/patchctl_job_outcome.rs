@@ -11,23 +11,6 @@ use std::time::Duration;
 use common::http::{FaultServer, Faults};
 use process::*;
 
-async fn patchctl(bus: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchctl"))
-        .arg("--bus-address")
-        .arg(bus)
-        .args(args)
-        .env_remove("PATCHCTL_BUS_ADDRESS")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run patchctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn count(dev: &Device, event: &str) -> usize {
     dev.audit_events().iter().filter(|e| *e == event).count()
 }

@@ -59,6 +59,24 @@ impl FakeSystemd {
     }
 }
 
+/// Run patchctl against `bus`: exit code, stdout, stderr.
+pub async fn patchctl(bus: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchctl"))
+        .arg("--bus-address")
+        .arg(bus)
+        .args(args)
+        .env_remove("PATCHCTL_BUS_ADDRESS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run patchctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// How the slots are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotsKind {
