@@ -78,7 +78,12 @@ pub fn init(identifier: &str, default_filter: &str) -> Result<LogTarget, Logging
     );
     let journald = match target {
         LogTarget::Journald => match tracing_journald::layer() {
-            Ok(l) => Some(l.with_syslog_identifier(identifier.to_owned())),
+            // PATCHD_<FIELD>: the audit log's journal copy (PATCHD_AUDIT_SEQ,
+            // PATCHD_AUDIT_HASH) is looked up by these names.
+            Ok(l) => Some(
+                l.with_syslog_identifier(identifier.to_owned())
+                    .with_field_prefix(Some("PATCHD".to_owned())),
+            ),
             // The journal socket is gone (e.g. in a container): stderr still reaches it
             // or the console, and systemd stamps the lines.
             Err(_) => {

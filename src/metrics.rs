@@ -43,6 +43,10 @@ pub struct MetricsSnapshot {
     pub failures: BTreeMap<String, u64>,
     /// Rollbacks by reason (`health`, `boot`, `deadline`, `manual`).
     pub rollbacks: BTreeMap<String, u64>,
+    /// `seq` and hash of the audit chain's last record, for a fleet collector to pin.
+    pub audit_head: Option<(u64, String)>,
+    /// Records the audit head file did not vouch for when the daemon started.
+    pub audit_head_lag: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +172,33 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
     for (r, n) in &m.rollbacks {
         let _ = writeln!(o, "patchd_rollbacks_total{{reason=\"{}\"}} {n}", esc(r));
     }
+    if let Some((seq, hash)) = &m.audit_head {
+        header(
+            &mut o,
+            "patchd_audit_head_info",
+            "gauge",
+            "Last record of the audit hash chain (seq and sha256 of its line).",
+        );
+        let _ = writeln!(
+            o,
+            "patchd_audit_head_info{{seq=\"{seq}\",hash=\"{}\"}} 1",
+            esc(hash)
+        );
+        header(
+            &mut o,
+            "patchd_audit_head_seq",
+            "gauge",
+            "seq of the last audit record.",
+        );
+        let _ = writeln!(o, "patchd_audit_head_seq {seq}");
+    }
+    header(
+        &mut o,
+        "patchd_audit_head_lag_records",
+        "gauge",
+        "Audit records the head file did not vouch for when the daemon started (audit_head_lag).",
+    );
+    let _ = writeln!(o, "patchd_audit_head_lag_records {}", m.audit_head_lag);
     o
 }
 
@@ -204,6 +235,21 @@ mod tests {
             staged_bytes: 1 << 33,
             failures: BTreeMap::from([("download".to_owned(), 2)]),
             rollbacks: BTreeMap::from([("health \"x\"".to_owned(), 1)]),
+            audit_head: Some((41, "ab".repeat(32))),
+            audit_head_lag: 1,
+        }
+    }
+
+    #[test]
+    fn audit_head_is_exported_for_pinning() {
+        let t = render(&sample(), Timestamp::now());
+        let hash = "ab".repeat(32);
+        for line in [
+            format!("patchd_audit_head_info{{seq=\"41\",hash=\"{hash}\"}} 1"),
+            "patchd_audit_head_seq 41".to_string(),
+            "patchd_audit_head_lag_records 1".to_string(),
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
     }
 

@@ -57,6 +57,11 @@ fn engine() -> EngineFacts {
             state: "available".into(),
             decision: Some(Decision::blocked("hold by uid:1000: audit week")),
         }],
+        audit_head: Some(patchd::inventory::AuditHead {
+            seq: Some(41),
+            hash: "cd".repeat(32),
+            lag_at_start: 0,
+        }),
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::record::{line_hash, Actor, Entry, Record, GENESIS_PREV, TORN_RECORD_EVENT};
+use super::record::{
+    line_hash, Actor, Entry, Record, GENESIS_PREV, HEAD_LAG_EVENT, TORN_RECORD_EVENT,
+};
 use super::AuditError;
 use crate::fsutil;
 
@@ -91,6 +93,44 @@ pub(crate) struct Anchor {
     pub prev: String,
 }
 
+/// Records in the live file after the record the head file names. A power cut between
+/// an append and the head update leaves exactly one; anything else means records were
+/// appended by someone other than this log's writer. Either way the head does not vouch
+/// for them, so they are always named (never silently tolerated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeadLag {
+    pub head_seq: u64,
+    pub head_hash: String,
+    pub records: Vec<LaggingRecord>,
+}
+
+/// One record the head file does not vouch for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaggingRecord {
+    /// `seq` of the record (`None`: the line does not parse).
+    pub seq: Option<u64>,
+    /// sha256 of the record's line.
+    pub hash: String,
+    /// 1-based line number in the live file.
+    pub line: u64,
+}
+
+impl std::fmt::Display for HeadLag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the audit log has {} record(s) after the one its head file names (seq {}):",
+            self.records.len(),
+            self.head_seq
+        )?;
+        for r in &self.records {
+            let seq = r.seq.map_or("?".to_string(), |s| s.to_string());
+            write!(f, " seq {seq} (line {}, sha256 {})", r.line, r.hash)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Torn {
     line: u64,
@@ -108,6 +148,8 @@ pub struct AuditLog {
     size: u64,
     torn: Option<Torn>,
     anchor: Option<Anchor>,
+    /// What [`AuditLog::record_head_lag`] found when the daemon started.
+    startup_lag: Option<HeadLag>,
 }
 
 /// Lines of a file: complete ones (newline-terminated, newline stripped) and a torn tail.
@@ -130,6 +172,7 @@ impl AuditLog {
             size: 0,
             torn: None,
             anchor: None,
+            startup_lag: None,
         };
         log.anchor = log.read_head()?.and_then(|h| h.anchor);
         log.scan()?;
@@ -143,6 +186,123 @@ impl AuditLog {
     /// `seq` the next record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// `seq` of the last complete record (`None`: the log is empty).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.next_seq.checked_sub(1)
+    }
+
+    /// sha256 of the last complete record's line: the head of the chain, which the next
+    /// record's `prev` will name (the zero hash for an empty log).
+    pub fn last_hash(&self) -> &str {
+        &self.last_hash
+    }
+
+    /// The lag [`AuditLog::record_head_lag`] found and recorded, if any.
+    pub fn startup_lag(&self) -> Option<&HeadLag> {
+        self.startup_lag.as_ref()
+    }
+
+    /// Compare the live file with the head file: the records after the one the head
+    /// names. `None` when the head names the last record, when there is no head file,
+    /// or when the head names no record of the live file or the end of the newest
+    /// rotated one (that is a [`super::ProblemKind::HeadMismatch`] for verify).
+    pub fn head_lag(&self) -> Result<Option<HeadLag>, AuditError> {
+        let Some(head) = self.read_head()? else {
+            return Ok(None);
+        };
+        let live = self.read_file(&self.path)?;
+        let (lines, _) = split_lines(&live);
+        let hashes: Vec<String> = lines.iter().map(|l| line_hash(l)).collect();
+        let after = match hashes.iter().rposition(|h| *h == head.hash) {
+            Some(i) => i + 1,
+            None => {
+                // A rotation, then an append whose head update was lost.
+                let prev = self.read_file(&self.rotated(1))?;
+                let (plines, _) = split_lines(&prev);
+                if lines.is_empty()
+                    || plines.last().map(|l| line_hash(l)) != Some(head.hash.clone())
+                {
+                    return Ok(None);
+                }
+                0
+            }
+        };
+        if after >= lines.len() {
+            return Ok(None);
+        }
+        let records = lines[after..]
+            .iter()
+            .zip(&hashes[after..])
+            .enumerate()
+            .map(|(k, (l, h))| LaggingRecord {
+                seq: serde_json::from_slice::<Record>(l).ok().map(|r| r.seq),
+                hash: h.clone(),
+                line: (after + k) as u64 + 1,
+            })
+            .collect();
+        Ok(Some(HeadLag {
+            head_seq: head.seq,
+            head_hash: head.hash,
+            records,
+        }))
+    }
+
+    /// At start-up: when the log is longer than its head, append an
+    /// [`HEAD_LAG_EVENT`] record naming each extra record's `seq` and hash (which also
+    /// brings the head up to date, so the lag is documented in the chain itself) and
+    /// remember it for [`AuditLog::startup_lag`].
+    pub fn record_head_lag(&mut self, now: Timestamp) -> Result<Option<HeadLag>, AuditError> {
+        let Some(lag) = self.head_lag()? else {
+            return Ok(None);
+        };
+        let seqs: Vec<serde_json::Value> = lag
+            .records
+            .iter()
+            .map(|r| {
+                r.seq
+                    .map_or(serde_json::Value::Null, serde_json::Value::from)
+            })
+            .collect();
+        let hashes: Vec<serde_json::Value> = lag
+            .records
+            .iter()
+            .map(|r| serde_json::Value::from(r.hash.clone()))
+            .collect();
+        let reason = if lag.records.len() == 1 {
+            "the log has one record after the one its head file names: a power cut between an append and the head update, or a record appended by someone else"
+        } else {
+            "the log has several records after the one its head file names: records appended by someone else (a power cut leaves at most one)"
+        };
+        tracing::warn!(target: "patchd::audit", head_seq = lag.head_seq,
+            lagging = lag.records.len(), "audit: {lag}");
+        self.append(
+            Entry::new(HEAD_LAG_EVENT, Actor::Daemon, reason)
+                .field("head_seq", lag.head_seq)
+                .field("head_hash", lag.head_hash.clone())
+                .field("lag_seqs", seqs)
+                .field("lag_hashes", hashes),
+            now,
+        )?;
+        self.startup_lag = Some(lag.clone());
+        Ok(Some(lag))
+    }
+
+    /// `seq` and line hash of every complete record that parses, oldest first, across
+    /// rotated files (for comparing with the journal).
+    pub fn chain(&self) -> Result<Vec<(u64, String)>, AuditError> {
+        let mut out = Vec::new();
+        for f in self.files() {
+            let bytes = self.read_file(&f)?;
+            let (lines, _) = split_lines(&bytes);
+            for l in lines {
+                if let Ok(r) = serde_json::from_slice::<Record>(l) {
+                    out.push((r.seq, line_hash(l)));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the live file ends in an incomplete line (documented on the next append).
@@ -266,8 +426,9 @@ impl AuditLog {
             bytes.push(b'\n');
             self.write(&bytes, &rec, &line)?;
             self.torn = None;
-            tracing::warn!(target: "patchd::audit", seq = rec.seq, torn_line = torn.line,
-                torn_bytes = torn.len, "audit: documented a torn record");
+            tracing::warn!(target: "patchd::audit", audit_seq = rec.seq,
+                audit_hash = %self.last_hash, audit_prev = %rec.prev, event = %rec.event,
+                torn_line = torn.line, torn_bytes = torn.len, "audit: documented a torn record");
         }
         let (rec, line) = self.encode(entry, now)?;
         if self.size > 0 && self.size + line.len() as u64 + 1 > self.limits.max_bytes {
@@ -276,9 +437,14 @@ impl AuditLog {
         let mut bytes = line.clone();
         bytes.push(b'\n');
         self.write(&bytes, &rec, &line)?;
+        // `audit_seq`/`audit_hash` reach the journal as PATCHD_AUDIT_SEQ and
+        // PATCHD_AUDIT_HASH: journald's copy is what `patchd audit verify --journal`
+        // compares the log with.
         tracing::info!(
             target: "patchd::audit",
-            seq = rec.seq,
+            audit_seq = rec.seq,
+            audit_hash = %self.last_hash,
+            audit_prev = %rec.prev,
             event = %rec.event,
             release = rec.release.as_deref().unwrap_or(""),
             slot = rec.slot.as_deref().unwrap_or(""),

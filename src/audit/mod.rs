@@ -30,9 +30,18 @@
 //! - every later record has `prev` = sha256 of the previous record's line bytes (without the
 //!   newline) and `seq` = previous `seq` + 1;
 //! - a head file (`audit.log.head`, replaced atomically after each append) holds the last
-//!   `seq` and hash, so a removed or edited *last* record is found too. A power cut between
-//!   the append and the head update leaves the head one record behind, which verify accepts
-//!   (the chain up to the head still checks out).
+//!   `seq` and hash, so a removed or edited *last* record is found too. A log longer than
+//!   its head is never tolerated silently: each record after the one the head names is a
+//!   [`ProblemKind::HeadLag`]. A power cut between the append and the head update leaves
+//!   exactly one; a well-chained record appended by anyone who can write the log looks the
+//!   same, so only an admin's `--allow-power-cut-lag` accepts it (and it is still named).
+//!   At start-up the daemon appends an `audit_head_lag` record ([`HEAD_LAG_EVENT`]) naming
+//!   each extra record's `seq` and hash ([`AuditLog::record_head_lag`]); verify keeps
+//!   naming those records after the head has caught up;
+//! - a record whose time is before the previous record's is a warning
+//!   ([`ProblemKind::TimeBackwards`]);
+//! - every record's `seq` and hash also go to the journal (fields `PATCHD_AUDIT_SEQ`,
+//!   `PATCHD_AUDIT_HASH`), and [`journal::cross_check`] compares the log with them.
 //!
 //! Rotation: when appending would grow `audit.log` past [`AuditLimits::max_bytes`], it is
 //! renamed to `audit.log.1` (older ones shift to `.2` … up to [`AuditLimits::keep`], the
@@ -49,12 +58,14 @@
 //! Verify accepts a torn line only when the next record documents exactly those bytes;
 //! a torn line still at the end of the log is reported as [`ProblemKind::TornTail`].
 
+pub mod cli;
+pub mod journal;
 mod log;
 mod record;
 mod verify;
 
-pub use log::{AuditLimits, AuditLog, Filter};
-pub use record::{Actor, Entry, Record, GENESIS_PREV, TORN_RECORD_EVENT};
+pub use log::{AuditLimits, AuditLog, Filter, HeadLag, LaggingRecord};
+pub use record::{Actor, Entry, Record, GENESIS_PREV, HEAD_LAG_EVENT, TORN_RECORD_EVENT};
 pub use verify::{Problem, ProblemKind, VerifyReport};
 
 use std::path::PathBuf;

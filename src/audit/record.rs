@@ -13,6 +13,11 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 /// Event name of the record written after a torn (incomplete) line.
 pub const TORN_RECORD_EVENT: &str = "audit.torn-record";
 
+/// Event name of the record the daemon writes at start-up when the log holds records
+/// after the one its head file names (fields `head_seq`, `head_hash`, `lag_seqs`,
+/// `lag_hashes`).
+pub const HEAD_LAG_EVENT: &str = "audit_head_lag";
+
 /// Who caused the event: an admin (their uid, from D-Bus credentials), the policy engine
 /// acting by itself, or the daemon's own bookkeeping. Serialized as `"uid:1000"`,
 /// `"policy"`, `"daemon"`.

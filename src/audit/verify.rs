@@ -1,10 +1,13 @@
 //! Chain verification across the live and rotated files.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use jiff::Timestamp;
+
 use super::log::{split_lines, AuditLog};
-use super::record::{line_hash, Record, GENESIS_PREV, TORN_RECORD_EVENT};
+use super::record::{line_hash, Record, GENESIS_PREV, HEAD_LAG_EVENT, TORN_RECORD_EVENT};
 use super::AuditError;
 
 /// What is wrong at one line.
@@ -33,6 +36,25 @@ pub enum ProblemKind {
     /// The live file ends in an incomplete line (power cut during an append). Not a
     /// tampering sign; reported as a warning and documented by the next append.
     TornTail,
+    /// The record was appended after the last head update: the head file does not vouch
+    /// for it. One such record is what a power cut between an append and the head update
+    /// leaves; a well-chained record appended by anyone who can write the log looks the
+    /// same. `documented_by`: the `audit_head_lag` record the daemon wrote at start-up.
+    HeadLag {
+        seq: Option<u64>,
+        hash: String,
+        documented_by: Option<u64>,
+    },
+    /// The log has records but no head file: the head was removed, so trailing records
+    /// cannot be checked.
+    HeadMissing { last_seq: Option<u64> },
+    /// The record's time is before the previous record's (a warning: a clock stepped
+    /// back, or records written with a forged time).
+    TimeBackwards {
+        previous_line: Option<u64>,
+        previous: Timestamp,
+        time: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +100,37 @@ impl fmt::Display for Problem {
                 f,
                 "incomplete last line (power cut during an append?); the next append documents it"
             ),
+            ProblemKind::HeadLag {
+                seq,
+                hash,
+                documented_by,
+            } => {
+                let seq = seq.map_or("?".to_string(), |s| s.to_string());
+                write!(
+                    f,
+                    "record seq {seq} (sha256 {hash}) was appended after the last head update: a power cut between the append and the head update, or a record appended by someone else"
+                )?;
+                if let Some(d) = documented_by {
+                    write!(f, " (found at start-up, audit_head_lag seq {d})")?;
+                }
+                Ok(())
+            }
+            ProblemKind::HeadMissing { last_seq } => write!(
+                f,
+                "no head file although the log ends at seq {}: the head was removed, trailing records cannot be checked",
+                last_seq.map_or("?".to_string(), |s| s.to_string())
+            ),
+            ProblemKind::TimeBackwards {
+                previous_line,
+                previous,
+                time,
+            } => {
+                write!(f, "time {time} is before the previous record's {previous}")?;
+                if let Some(p) = previous_line {
+                    write!(f, " (line {p})")?;
+                }
+                write!(f, ": the clock stepped back, or the record's time was forged")
+            }
         }
     }
 }
@@ -97,8 +150,28 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// No problem at all, not even a record the head does not vouch for.
     pub fn is_intact(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Records appended after the last head update ([`ProblemKind::HeadLag`]).
+    pub fn lagging(&self) -> impl Iterator<Item = &Problem> {
+        self.problems
+            .iter()
+            .filter(|p| matches!(p.kind, ProblemKind::HeadLag { .. }))
+    }
+
+    /// The only problem is exactly one record appended after the last head update: what
+    /// a single power cut leaves. Accepted only when an admin says so
+    /// (`--allow-power-cut-lag`); the record is still named.
+    pub fn only_power_cut_lag(&self) -> bool {
+        self.problems.len() == 1 && self.lagging().count() == 1
+    }
+
+    /// The verdict: intact, or (with `allow_power_cut_lag`) intact but for one record.
+    pub fn passes(&self, allow_power_cut_lag: bool) -> bool {
+        self.is_intact() || (allow_power_cut_lag && self.only_power_cut_lag())
     }
 }
 
@@ -150,11 +223,17 @@ impl AuditLog {
         // The line number of the last record in the current file, for BrokenChain.
         let mut last_line_in_file: Option<u64>;
         let mut pending: Option<Pending> = None;
-        // (seq, hash) of the last two records, for the head check.
+        // (seq, hash) of the last record, for the head check.
         let mut last: Option<(u64, String)> = None;
-        let mut before_last: Option<(u64, String)> = None;
         let nfiles = rep.files.len();
-        let head_anchor = self.read_head()?.and_then(|h| h.anchor);
+        let head = self.read_head()?;
+        let head_anchor = head.as_ref().and_then(|h| h.anchor.clone());
+        // Every record seen, in order, and where, to name records an `audit_head_lag`
+        // record or the head file points at.
+        let mut seen: Vec<(Option<u64>, String, PathBuf, u64)> = Vec::new();
+        let mut by_hash: HashMap<String, usize> = HashMap::new();
+        let mut documented: Vec<String> = Vec::new();
+        let mut last_time: Option<(Timestamp, PathBuf, u64)> = None;
 
         for (fi, file) in rep.files.clone().into_iter().enumerate() {
             let bytes = self.read_file(&file)?;
@@ -163,7 +242,15 @@ impl AuditLog {
             for (i, line) in lines.iter().enumerate() {
                 let lineno = i as u64 + 1;
                 let hash = line_hash(line);
-                let rec = match serde_json::from_slice::<Record>(line) {
+                by_hash.insert(hash.clone(), seen.len());
+                let parsed = serde_json::from_slice::<Record>(line);
+                seen.push((
+                    parsed.as_ref().ok().map(|r| r.seq),
+                    hash.clone(),
+                    file.clone(),
+                    lineno,
+                ));
+                let rec = match parsed {
                     Ok(r) => r,
                     Err(e) => {
                         if let Some(p) = pending.take() {
@@ -194,6 +281,50 @@ impl AuditLog {
                     }
                 }
                 rep.records += 1;
+                if let Some((prev_time, prev_file, prev_line)) = &last_time {
+                    if rec.time < *prev_time {
+                        rep.warnings.push(Problem {
+                            file: file.clone(),
+                            line: lineno,
+                            kind: ProblemKind::TimeBackwards {
+                                previous_line: (*prev_file == file).then_some(*prev_line),
+                                previous: *prev_time,
+                                time: rec.time,
+                            },
+                        });
+                    }
+                }
+                last_time = Some((rec.time, file.clone(), lineno));
+                if rec.event == HEAD_LAG_EVENT {
+                    let named = rec
+                        .extra
+                        .get("lag_hashes")
+                        .and_then(|v| v.as_array())
+                        .cloned()
+                        .unwrap_or_default();
+                    for h in named.iter().filter_map(|v| v.as_str()) {
+                        match by_hash.get(h).map(|&i| &seen[i]) {
+                            Some((lseq, lhash, lfile, lline)) => {
+                                documented.push(lhash.clone());
+                                rep.problems.push(Problem {
+                                    file: lfile.clone(),
+                                    line: *lline,
+                                    kind: ProblemKind::HeadLag {
+                                        seq: *lseq,
+                                        hash: lhash.clone(),
+                                        documented_by: Some(rec.seq),
+                                    },
+                                });
+                            }
+                            None => rep.notes.push(format!(
+                                "{} line {}: audit_head_lag seq {} names record sha256 {h}, which is not in the log",
+                                file.display(),
+                                lineno,
+                                rec.seq
+                            )),
+                        }
+                    }
+                }
                 match (&expected_prev, expected_seq) {
                     (Some(prev), Some(seq)) => {
                         if rec.seq != seq {
@@ -247,7 +378,6 @@ impl AuditLog {
                 expected_prev = Some(hash.clone());
                 expected_seq = Some(rec.seq + 1);
                 last_line_in_file = Some(lineno);
-                before_last = last.take();
                 last = Some((rec.seq, hash));
             }
             if let Some(t) = tail {
@@ -275,34 +405,58 @@ impl AuditLog {
             rep.problems.push(unparsable(p));
         }
 
-        match self.read_head()? {
+        match head {
             Some(head) => {
-                let matches = |x: &Option<(u64, String)>| {
-                    x.as_ref()
-                        .is_some_and(|(s, h)| *s == head.seq && *h == head.hash)
-                };
-                // The head may lag one record behind after a power cut between the append
-                // and the head update.
-                if !matches(&last) && !matches(&before_last) {
-                    let file = rep
-                        .files
-                        .last()
-                        .cloned()
-                        .unwrap_or_else(|| self.path().to_path_buf());
-                    let line = last_line_in_file_of(self, &file)?;
-                    rep.problems.push(Problem {
-                        file,
-                        line,
-                        kind: ProblemKind::HeadMismatch {
-                            head_seq: head.seq,
-                            last_seq: last.as_ref().map(|(s, _)| *s),
-                        },
-                    });
+                let pos = seen.iter().rposition(|(_, h, _, _)| *h == head.hash);
+                let named = pos.is_some_and(|i| seen[i].0 == Some(head.seq));
+                match pos {
+                    Some(i) if named => {
+                        for (seq, hash, file, line) in &seen[i + 1..] {
+                            if documented.contains(hash) {
+                                continue;
+                            }
+                            rep.problems.push(Problem {
+                                file: file.clone(),
+                                line: *line,
+                                kind: ProblemKind::HeadLag {
+                                    seq: *seq,
+                                    hash: hash.clone(),
+                                    documented_by: None,
+                                },
+                            });
+                        }
+                    }
+                    _ => {
+                        let file = rep
+                            .files
+                            .last()
+                            .cloned()
+                            .unwrap_or_else(|| self.path().to_path_buf());
+                        let line = last_line_in_file_of(self, &file)?;
+                        rep.problems.push(Problem {
+                            file,
+                            line,
+                            kind: ProblemKind::HeadMismatch {
+                                head_seq: head.seq,
+                                last_seq: last.as_ref().map(|(s, _)| *s),
+                            },
+                        });
+                    }
                 }
             }
-            None if rep.records > 0 => rep
-                .notes
-                .push("no head file: the last record cannot be checked".to_string()),
+            None if !seen.is_empty() => {
+                let (file, line) = seen
+                    .last()
+                    .map(|(_, _, f, l)| (f.clone(), *l))
+                    .unwrap_or_else(|| (self.path().to_path_buf(), 0));
+                rep.problems.push(Problem {
+                    file,
+                    line,
+                    kind: ProblemKind::HeadMissing {
+                        last_seq: last.as_ref().map(|(s, _)| *s),
+                    },
+                });
+            }
             None => {}
         }
         Ok(rep)

@@ -57,6 +57,9 @@ enum Command {
     /// patchd rolls back from the booted slot. Ordered before boot-complete.target, so
     /// systemd-bless-boot only blesses boots patchd accepted.
     BootCheck(patchd::dbus::bootcheck::BootCheckArgs),
+    /// Audit log: `verify` checks the hash chain, the head file and (with --journal)
+    /// the journal's copy, reading the files directly (no daemon needed).
+    Audit(patchd::audit::cli::AuditArgs),
 }
 
 fn init_logging(default: &str) {
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             ));
             ExitCode::from(code)
         }
+        Some(Command::Audit(args)) => audit(&args, &paths),
         Some(Command::Demo(args)) => {
             init_logging(if args.verbose { "info" } else { "warn" });
             match runtime().map(|rt| rt.block_on(patchd::engine::demo::run(args))) {
@@ -176,6 +180,33 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn audit(args: &patchd::audit::cli::AuditArgs, paths: &Paths) -> ExitCode {
+    use patchd::audit::cli::{exit, AuditCmd};
+    let AuditCmd::Verify(v) = &args.cmd;
+    let opened = match &v.log {
+        Some(p) => patchd::audit::AuditLog::open(p, patchd::audit::AuditLimits::default())
+            .map_err(anyhow::Error::from),
+        None => patchd::config::load(paths)
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| {
+                patchd::audit::AuditLog::open(paths.resolve(&cfg.audit.path), cfg.audit.limits)
+                    .map_err(anyhow::Error::from)
+            }),
+    };
+    match opened {
+        Ok(log) => ExitCode::from(patchd::audit::cli::run(
+            v,
+            &log,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        Err(e) => {
+            eprintln!("patchd audit verify: {e:#}");
+            ExitCode::from(exit::FAILED)
         }
     }
 }

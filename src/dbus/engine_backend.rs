@@ -87,6 +87,7 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         last_error: s.last_error.clone(),
         last_stage: s.last_stage.map(|r| r.to_string()),
         last_job: s.last_job.as_ref().map(job_view),
+        warnings: s.warnings.clone(),
         holds: s
             .holds
             .iter()
@@ -284,6 +285,8 @@ impl ManagerBackend for EngineHandle {
             let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
             Ok(json!({
                 "ok": r.is_intact(),
+                "power_cut_lag_only": r.only_power_cut_lag(),
+                "lagging": r.lagging().map(|p| p.to_string()).collect::<Vec<_>>(),
                 "records": r.records,
                 "files": r.files,
                 "error": problems.first(),

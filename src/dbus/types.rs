@@ -38,6 +38,10 @@ pub struct StatusView {
     /// first job of this daemon run).
     #[serde(default)]
     pub last_job: Option<JobView>,
+    /// Conditions an admin should look at (an audit log longer than its head file at
+    /// start-up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One job and how it ended: the `LastJob` property and the `JobFinished` signal.

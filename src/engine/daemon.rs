@@ -307,7 +307,11 @@ pub async fn start(
         source,
     })?;
     let updates = build_updates(&cfg, paths, &slots)?;
-    let audit = AuditLog::open(paths.resolve(&cfg.audit.path), cfg.audit.limits)?;
+    let mut audit = AuditLog::open(paths.resolve(&cfg.audit.path), cfg.audit.limits)?;
+    // The head file is written after every append; a log longer than its head holds
+    // records nobody vouched for (one after a power cut, or forged ones). Record that
+    // before anything else is appended, so the head catching up does not hide it.
+    audit.record_head_lag(crate::clock::Clock::now(&SystemClock))?;
     // Without configured unit checks systemd is never asked: a missing system bus
     // (containers, tests) must not keep the daemon from starting.
     let units: Arc<dyn UnitQuery> = if cfg.health.units.is_empty() {

@@ -76,6 +76,10 @@ pub struct StatusSnapshot {
     /// it is `None` until the next job starts.
     #[serde(default)]
     pub last_job: Option<JobRecord>,
+    /// Conditions an admin should look at, found at start-up (an audit log longer than
+    /// its head file).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// How a job ended (or that it still runs).
@@ -135,6 +139,7 @@ impl StatusSnapshot {
             reboot_waiting: Vec::new(),
             busy: None,
             last_job: None,
+            warnings: Vec::new(),
         }
     }
 }

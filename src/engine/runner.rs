@@ -192,6 +192,22 @@ pub(crate) struct Runner {
     /// succeeded (a staging failure is recorded and audited, not returned as an error).
     job_failure: Option<String>,
     finished_tx: broadcast::Sender<JobRecord>,
+    /// Conditions found at start-up that status keeps showing for this run.
+    warnings: Vec<String>,
+}
+
+/// What status warns about for the whole run: records the audit head file did not vouch
+/// for when the daemon started (recorded as `audit_head_lag`).
+fn startup_warnings(parts: &EngineParts) -> Vec<String> {
+    let log = parts.audit.lock().unwrap_or_else(|e| e.into_inner());
+    log.startup_lag()
+        .map(|lag| {
+            vec![format!(
+                "{lag}; recorded as {}: a power cut between an append and the head update leaves one such record, otherwise they were appended by someone else; see `patchd audit verify`",
+                crate::audit::HEAD_LAG_EVENT
+            )]
+        })
+        .unwrap_or_default()
 }
 
 /// Start the engine: load (or create) the state, reconcile it with what booted, then
@@ -202,6 +218,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
     let doc: StateDoc = file.load(now)?.unwrap_or_default();
     let (status_tx, _status_rx) = watch::channel(StatusSnapshot::initial());
     let (progress_tx, progress_rx) = watch::channel(None);
+    let warnings = startup_warnings(&parts);
     let first_check = parts
         .settings
         .check_interval
@@ -227,6 +244,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         last_job: None,
         job_failure: None,
         finished_tx: broadcast::channel(64).0,
+        warnings,
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -570,6 +588,7 @@ impl Runner {
             reboot_waiting: self.reboot_waiting.clone(),
             busy: self.job.as_ref().map(|j| j.kind.name().to_string()),
             last_job: self.last_job.clone(),
+            warnings: self.warnings.clone(),
         }
     }
 
@@ -1705,11 +1724,22 @@ impl Runner {
             security_floor: Some(self.doc.security_floor),
             holds: active_holds(&self.doc.holds, now).cloned().collect(),
             patches,
+            audit_head: Some(self.audit_head()),
         };
         let inv = collect(&self.p.paths, &self.p.device_config, facts, now);
         serde_json::to_value(&inv).unwrap_or_else(
             |e| serde_json::json!({ "error": format!("inventory serialization: {e}") }),
         )
+    }
+
+    /// The audit chain's head as inventory and metrics show it.
+    fn audit_head(&self) -> crate::inventory::AuditHead {
+        let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+        crate::inventory::AuditHead {
+            seq: log.last_seq(),
+            hash: log.last_hash().to_string(),
+            lag_at_start: log.startup_lag().map_or(0, |l| l.records.len() as u64),
+        }
     }
 
     /// Test hook: with the `failpoints` feature, a named point can simulate a power cut.

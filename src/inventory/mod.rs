@@ -69,6 +69,19 @@ pub struct SlotEntry {
     pub status: SlotStatus,
 }
 
+/// The audit chain's head, so a fleet collector can pin it: a later inventory whose
+/// chain does not contain this hash at this `seq` means the log was rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// `seq` of the last record (`None`: the log is empty).
+    pub seq: Option<u64>,
+    /// sha256 of the last record's line (the zero hash for an empty log).
+    pub hash: String,
+    /// Records the head file did not vouch for when the daemon started (recorded as
+    /// `audit_head_lag`); 0 normally.
+    pub lag_at_start: u64,
+}
+
 /// What the engine owns, passed in as values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineFacts {
@@ -82,6 +95,7 @@ pub struct EngineFacts {
     pub security_floor: Option<u64>,
     pub holds: Vec<Hold>,
     pub patches: Vec<PatchInfo>,
+    pub audit_head: Option<AuditHead>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +140,9 @@ pub struct Inventory {
     pub holds: Vec<Hold>,
     /// Releases not installed yet (available or staged).
     pub patches: Vec<PatchInfo>,
+    /// Head of the audit hash chain.
+    #[serde(default)]
+    pub audit_head: Option<AuditHead>,
     /// Facts that exist but could not be read or were malformed.
     pub problems: Vec<String>,
 }
@@ -252,6 +269,7 @@ pub fn collect(
         security_floor: engine.security_floor,
         holds: engine.holds,
         patches: engine.patches,
+        audit_head: engine.audit_head,
         problems,
     }
 }

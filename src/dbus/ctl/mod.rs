@@ -167,8 +167,13 @@ pub enum Cmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Verify the audit log's hash chain.
-    Verify,
+    /// Verify the audit log's hash chain and head file (exit 8 when broken).
+    Verify {
+        /// Accept exactly one record appended after the last head update (what a power
+        /// cut between an append and the head update leaves); it is still named.
+        #[arg(long)]
+        allow_power_cut_lag: bool,
+    },
 }
 
 /// The clap definition (man pages, completions).
@@ -501,19 +506,50 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             }
         }
         Cmd::Audit {
-            cmd: AuditCmd::Verify,
+            cmd: AuditCmd::Verify {
+                allow_power_cut_lag,
+            },
         } => {
             let v = parse_json(&p.verify_audit().await?)?;
-            let ok = v["ok"].as_bool() == Some(true);
+            let intact = v["ok"].as_bool() == Some(true);
+            let lag_only = v["power_cut_lag_only"].as_bool() == Some(true);
+            let ok = intact || (*allow_power_cut_lag && lag_only);
+            let list = |key: &str| -> Vec<String> {
+                v[key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
             if json {
                 print_json(&v);
-            } else if ok {
-                println!("Audit log intact ({} records).", v["records"]);
             } else {
-                println!(
-                    "Audit log BROKEN: {}",
-                    v["error"].as_str().unwrap_or("verification failed")
-                );
+                if intact {
+                    println!("Audit log intact ({} records).", v["records"]);
+                } else if ok {
+                    println!(
+                        "Audit log intact but for one record the head file does not vouch for (accepted by --allow-power-cut-lag; {} records).",
+                        v["records"]
+                    );
+                } else {
+                    println!(
+                        "Audit log BROKEN: {}",
+                        v["error"].as_str().unwrap_or("verification failed")
+                    );
+                }
+                let lagging = list("lagging");
+                for p in list("problems").iter().filter(|p| !lagging.contains(p)) {
+                    println!("  problem: {p}");
+                }
+                for l in &lagging {
+                    println!("  lagging: {l}");
+                }
+                for w in list("warnings") {
+                    println!("  warning: {w}");
+                }
             }
             return Ok(if ok { exit::OK } else { exit::AUDIT_BROKEN });
         }

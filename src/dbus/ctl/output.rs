@@ -125,6 +125,9 @@ pub fn status(s: &StatusView) -> String {
     if let Some(e) = &s.last_error {
         kv.push(("Last error", e.clone()));
     }
+    for warning in &s.warnings {
+        kv.push(("WARNING", warning.clone()));
+    }
     let w = kv.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (k, v) in kv {
