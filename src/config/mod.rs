@@ -96,6 +96,9 @@ pub struct DeviceConfig {
     pub channel: String,
     pub tags: Vec<String>,
     pub machine_id_path: PathBuf,
+    /// Hardware-compatibility id matched against a release's `hardware` list; `None`:
+    /// read from the device tree or DMI ([`crate::inventory::hardware_id`]).
+    pub hardware: Option<String>,
 }
 
 /// Where releases come from.
@@ -302,6 +305,7 @@ fn unreachable_default() -> Config {
             channel: "stable".into(),
             tags: vec![],
             machine_id_path: "/etc/machine-id".into(),
+            hardware: None,
         },
         repository: RepositoryConfig {
             source: None,
@@ -503,7 +507,19 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         machine_id_path: d
             .machine_id_path
             .unwrap_or_else(|| "/etc/machine-id".into()),
+        hardware: d.hardware,
     };
+    if let Some(h) = &device.hardware {
+        // The publisher's rule for the same string, so any id that can be configured
+        // can also be published (`patchpub add --hardware`).
+        match crate::manifest::check_name("device.hardware", h) {
+            Ok(()) => {}
+            Err(crate::manifest::ManifestError::Field { why, .. }) => {
+                return Err(invalid("device.hardware", why));
+            }
+            Err(e) => return Err(invalid("device.hardware", e.to_string())),
+        }
+    }
     if let Some(p) = &device.product {
         if !name_ok(p) {
             return Err(invalid(

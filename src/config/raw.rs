@@ -64,6 +64,7 @@ pub struct RawDevice {
     pub channel: Option<String>,
     pub tags: Option<Vec<String>>,
     pub machine_id_path: Option<PathBuf>,
+    pub hardware: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -171,6 +172,7 @@ impl RawConfig {
             pick(&mut a.channel, b.channel);
             pick(&mut a.tags, b.tags);
             pick(&mut a.machine_id_path, b.machine_id_path);
+            pick(&mut a.hardware, b.hardware);
         });
         merge_section(&mut self.repository, later.repository, |a, b| {
             pick(&mut a.url, b.url);

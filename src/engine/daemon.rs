@@ -203,6 +203,16 @@ fn build_updates(
     let product = cfg.device.product.clone().ok_or(DaemonError::Repository(
         "device.product must be set when a repository is configured".into(),
     ))?;
+    let hardware = crate::inventory::hardware_id::resolve(cfg.device.hardware.as_deref(), paths);
+    match &hardware {
+        Some(h) => {
+            tracing::info!(hardware = %h.id, source = %h.source, "hardware compatibility id")
+        }
+        None => tracing::info!(
+            "no hardware compatibility id ([device] hardware unset, no device tree or DMI name): \
+             only releases published without --hardware fit this device"
+        ),
+    }
     let tuf_dir = paths.state_dir().join("tuf");
     let limits = Limits::default();
     if !tuf_dir.join("root.json").exists() {
@@ -257,7 +267,7 @@ fn build_updates(
         metadata,
         targets,
         product,
-        None,
+        hardware.map(|h| h.id),
         cfg.device.channel.clone(),
         slots.list.iter().filter_map(DaemonSlot::raw).collect(),
         opts,

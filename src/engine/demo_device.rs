@@ -314,6 +314,7 @@ impl DemoDevice for DemoWorld {
                 channel: "stable".into(),
                 tags: vec![],
                 machine_id_path: "/etc/machine-id".into(),
+                hardware: None,
             },
             settings: EngineSettings {
                 check_interval: None,

@@ -478,6 +478,7 @@ impl Harness {
                 channel: "stable".into(),
                 tags: vec![],
                 machine_id_path: "/etc/machine-id".into(),
+                hardware: None,
             },
             settings: self.settings.clone(),
             #[cfg(feature = "failpoints")]

@@ -24,6 +24,9 @@ mod osrelease;
 
 pub use osrelease::parse_os_release;
 
+pub mod hardware_id;
+pub use hardware_id::{HardwareId, HardwareSource};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -95,6 +98,10 @@ pub struct Hardware {
     pub board_vendor: Option<String>,
     pub board_name: Option<String>,
     pub bios_version: Option<String>,
+    /// The hardware-compatibility id releases are matched against, and where it came
+    /// from (`[device] hardware`, the device tree, DMI); `None`: the device has none and
+    /// takes only releases published without `--hardware`.
+    pub compatibility: Option<HardwareId>,
 }
 
 /// The inventory document.
@@ -217,6 +224,7 @@ pub fn collect(
         board_vendor: dmi("board_vendor", &mut problems),
         board_name: dmi("board_name", &mut problems),
         bios_version: dmi("bios_version", &mut problems),
+        compatibility: hardware_id::resolve(device.hardware.as_deref(), paths),
     };
     let slots = engine
         .slots

@@ -24,7 +24,7 @@ pub struct DeviceFacts {
 pub enum Ineligible {
     #[error("release is for product {release:?}, device is {device:?}")]
     WrongProduct { release: String, device: String },
-    #[error("release supports hardware {supported:?}, device is {device:?}")]
+    #[error("{}", hardware_words(supported, device.as_deref()))]
     Hardware {
         supported: Vec<String>,
         device: Option<String>,
@@ -45,6 +45,17 @@ pub enum Ineligible {
     },
     #[error("release {release} is not newer than the running {running}")]
     NotNewer { release: Version, running: Version },
+}
+
+fn hardware_words(supported: &[String], device: Option<&str>) -> String {
+    let list = supported.join(", ");
+    match device {
+        Some(d) => format!("release is for hardware {list}; this device is {d}"),
+        None => format!(
+            "release is for hardware {list}; this device has no hardware id \
+             (set [device] hardware)"
+        ),
+    }
 }
 
 /// Every reason `s` is not for `dev`; empty means eligible on the manifest side.
@@ -155,6 +166,25 @@ mod tests {
             release: 4,
             floor: 5
         }));
+    }
+
+    #[test]
+    fn hardware_mismatch_is_worded_for_people() {
+        let mut s = summary();
+        s.hardware = vec!["rev9".into(), "rev10".into()];
+        let mut d = dev();
+        let why = check(&s, &d)[0].to_string();
+        assert_eq!(
+            why,
+            "release is for hardware rev9, rev10; this device is rev2"
+        );
+        d.hardware = None;
+        let why = check(&s, &d)[0].to_string();
+        assert!(
+            why.contains("has no hardware id (set [device] hardware)"),
+            "{why}"
+        );
+        assert!(!why.contains("None") && !why.contains('"'), "{why}");
     }
 
     #[test]

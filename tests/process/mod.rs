@@ -96,6 +96,10 @@ pub struct DeviceSpec {
     pub checkpoint_every: Option<u64>,
     /// Extra lines for `[policy]`.
     pub policy: String,
+    /// Extra lines for `[device]`.
+    pub device: String,
+    /// The release's hardware list (`patchpub add --hardware`).
+    pub hardware: Vec<String>,
 }
 
 impl Default for DeviceSpec {
@@ -107,6 +111,8 @@ impl Default for DeviceSpec {
             url: None,
             checkpoint_every: None,
             policy: String::new(),
+            device: String::new(),
+            hardware: Vec::new(),
         }
     }
 }
@@ -206,6 +212,7 @@ impl Device {
         };
         let mut rel = AddRelease::new("test-box", "2.0.0".parse().unwrap(), input.file.clone());
         rel.images = vec![input];
+        rel.hardware = spec.hardware.clone();
         rel.security_version = 2;
         rel.kind = patchd::manifest::Kind::Security;
         rel.severity = patchd::manifest::Severity::High;
@@ -251,10 +258,10 @@ impl Device {
         std::fs::write(
             paths.resolve("/etc/patchd/patchd.toml"),
             format!(
-                "[device]\nproduct = \"test-box\"\n\n[policy]\n{}\n\n[repository]\n{repository}\n\
+                "[device]\nproduct = \"test-box\"\n{}\n\n[policy]\n{}\n\n[repository]\n{repository}\n\
                  trusted_root = \"/etc/patchd/root.json\"\ncheck_interval = \"24h\"\n\
                  check_jitter = \"0s\"\n\n[boot]\nbackend = \"file\"\n\n[slots]\n{checkpoint}{slots_toml}",
-                spec.policy
+                spec.device, spec.policy
             ),
         )
         .unwrap();
