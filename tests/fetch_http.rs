@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use common::http::{FaultServer, Faults};
 use patchd::fetch::{
-    fetch_all, ByteSource, FetchError, HttpOptions, HttpSource, RangeIgnored, RetryPolicy,
+    fetch_all, ByteSource, FetchError, HttpOptions, HttpSource, RangeIgnored, RateRule,
+    RetryPolicy, SlowRetrieval,
 };
 use tokio::io::AsyncReadExt;
 
@@ -306,4 +307,162 @@ async fn tls_failure_is_a_clear_error() {
         },
     );
     assert!(matches!(bad, Err(FetchError::Config { .. })));
+}
+
+/// A small window and minimum rate so the slow-retrieval rule decides within seconds.
+fn rate_rule(min_rate: u64, window_ms: u64, floor_ms: u64) -> HttpOptions {
+    HttpOptions {
+        min_rate: RateRule {
+            min_rate,
+            window: Duration::from_millis(window_ms),
+            deadline_floor: Duration::from_millis(floor_ms),
+        },
+        ..fast()
+    }
+}
+
+#[tokio::test]
+async fn trickling_mirror_is_abandoned_as_slow_retrieval_after_one_window() {
+    let data = common::noise(262_159, 21);
+    let s = server_with(&data).await;
+    // 20 bytes every 100 ms = 200 B/s: never silent long enough to look stalled.
+    s.set(Faults {
+        trickle: Some((20, Duration::from_millis(100))),
+        ..Faults::default()
+    });
+    let src = HttpSource::new(&s.url(), rate_rule(1000, 1000, 30_000)).unwrap();
+    let t0 = std::time::Instant::now();
+    let err = read_exact_file(&src, "targets/img", 0, data.len() as u64)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}: {err}");
+    let FetchError::SlowRetrieval { why, .. } = &err else {
+        panic!("not a slow retrieval: {err:?}");
+    };
+    match why {
+        SlowRetrieval::BelowMinRate {
+            rate,
+            min_rate,
+            received,
+            expected,
+            ..
+        } => {
+            assert!(*rate < 400.0, "{rate}");
+            assert_eq!((*min_rate, *expected), (1000, 262_159));
+            assert!(*received > 0 && *received < 1000, "{received}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("slow retrieval: average rate"), "{msg}");
+    assert!(msg.contains("below the minimum 1000 B/s"), "{msg}");
+    assert!(msg.contains("of 262159 bytes received"), "{msg}");
+    // Abandoned, not resumed over and over on the same slow mirror.
+    assert_eq!(s.seen().len(), 1, "{:?}", s.seen());
+}
+
+#[tokio::test]
+async fn silence_after_some_bytes_is_reported_as_no_data_with_what_arrived() {
+    let data = common::noise(200_000, 22);
+    let s = server_with(&data).await;
+    s.set(Faults {
+        stall_at: Some(5000),
+        stall_times: 100,
+        ..Faults::default()
+    });
+    // The stall timer is longer than the window: the rate rule speaks first.
+    let opts = HttpOptions {
+        stall_timeout: Duration::from_secs(20),
+        ..rate_rule(1000, 1000, 30_000)
+    };
+    let src = HttpSource::new(&s.url(), opts).unwrap();
+    let err = read_exact_file(&src, "targets/img", 0, data.len() as u64)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.slow_retrieval(),
+            Some(SlowRetrieval::NoData {
+                received: 5000,
+                expected: 200_000,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no byte at all for 1 s (5000 of 200000 bytes received)"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn download_still_running_at_its_size_derived_deadline_is_abandoned() {
+    let data = common::noise(2000, 23);
+    let s = server_with(&data).await;
+    // 500 B/s; the window (10 s) never fills, the deadline is 1 s + 2000 B / 1000 B/s.
+    s.set(Faults {
+        trickle: Some((50, Duration::from_millis(100))),
+        ..Faults::default()
+    });
+    let src = HttpSource::new(&s.url(), rate_rule(1000, 10_000, 1000)).unwrap();
+    let t0 = std::time::Instant::now();
+    let err = read_exact_file(&src, "targets/img", 0, data.len() as u64)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
+        "took {took:?}: {err}"
+    );
+    assert!(
+        matches!(err.slow_retrieval(), Some(SlowRetrieval::Deadline { .. })),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("slow retrieval: deadline of 3 s"), "{msg}");
+    assert!(msg.contains("of 2000 bytes received (average"), "{msg}");
+}
+
+#[tokio::test]
+async fn resumed_download_gets_a_deadline_for_the_bytes_left_only() {
+    let data = common::noise(300_000, 24);
+    let s = server_with(&data).await;
+    // 10 KB/s. Resumed at 250 000, the 50 000 bytes left get 1 s + 50 000 / 50 000 B/s
+    // = 2 s (the whole file would get 7 s, enough to finish in 5 s).
+    s.set(Faults {
+        trickle: Some((1000, Duration::from_millis(100))),
+        ..Faults::default()
+    });
+    let src = HttpSource::new(&s.url(), rate_rule(50_000, 10_000, 1000)).unwrap();
+    let err = read_exact_file(&src, "targets/img", 250_000, data.len() as u64)
+        .await
+        .unwrap_err();
+    match err.slow_retrieval() {
+        Some(SlowRetrieval::Deadline { secs, received, .. }) => {
+            assert_eq!(*secs, 2, "{err}");
+            assert!((250_000..300_000).contains(received), "{err}");
+        }
+        _ => panic!("{err:?}"),
+    }
+    assert_eq!(s.seen()[0].range_start, Some(250_000));
+}
+
+#[tokio::test]
+async fn a_mirror_above_the_minimum_rate_is_left_alone() {
+    let data = common::noise(600_000, 25);
+    let s = server_with(&data).await;
+    // About 1.3 MB/s against a minimum of 100 kB/s over 1 s windows.
+    s.set(Faults {
+        chunk_delay: Some(Duration::from_millis(50)),
+        ..Faults::default()
+    });
+    let src = HttpSource::new(&s.url(), rate_rule(100_000, 1000, 1000)).unwrap();
+    let got = read_exact_file(&src, "targets/img", 0, data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(got, data);
+    assert_eq!(s.seen().len(), 1);
 }

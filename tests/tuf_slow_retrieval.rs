@@ -83,7 +83,14 @@ async fn stalled_metadata_times_out() {
     let mut c = dev.client_with(limits());
     assert_rejected(
         c.refresh(&src).await,
-        |e| matches!(e, TrustError::Timeout { .. }),
+        // Bytes did arrive, slowly: the message must not claim that none did.
+        |e| {
+            let msg = e.to_string();
+            matches!(e, TrustError::Timeout { received: 10, .. })
+                && e.is_slow_retrieval()
+                && msg.contains("slow retrieval: not complete within 2 s (10 bytes received")
+                && !msg.contains("no data")
+        },
         &dev,
         &before,
     );
@@ -109,7 +116,12 @@ async fn stalled_target_times_out_without_partial_file() {
         .await;
     assert_rejected(
         r,
-        |e| matches!(e, TrustError::Timeout { .. }),
+        |e| {
+            matches!(e, TrustError::Timeout { received: 500, .. })
+                && e.is_slow_retrieval()
+                && e.to_string()
+                    .contains("slow retrieval: no byte at all for 2 s (500 of 1000 bytes received)")
+        },
         &dev,
         &before,
     );

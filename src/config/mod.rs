@@ -218,6 +218,57 @@ pub struct MetricsConfig {
     pub textfile: Option<PathBuf>,
 }
 
+/// `[fetch]`: bounds on downloads from an HTTP(S) repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FetchConfig {
+    /// Bytes per second a download must average over `min_rate_window` (0 = off).
+    pub min_rate: u64,
+    #[serde(with = "duration")]
+    pub min_rate_window: Duration,
+    /// A download of N bytes must be done within `deadline_floor + N / min_rate`.
+    #[serde(with = "duration")]
+    pub deadline_floor: Duration,
+    /// No byte for this long: drop the connection and resume it.
+    #[serde(with = "duration")]
+    pub stall_timeout: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        let r = crate::fetch::RateRule::default();
+        Self {
+            min_rate: r.min_rate,
+            min_rate_window: r.window,
+            deadline_floor: r.deadline_floor,
+            stall_timeout: crate::fetch::HttpOptions::default().stall_timeout,
+        }
+    }
+}
+
+impl FetchConfig {
+    /// The rule the fetch room enforces.
+    pub fn rate_rule(&self) -> crate::fetch::RateRule {
+        crate::fetch::RateRule {
+            min_rate: self.min_rate,
+            window: self.min_rate_window,
+            deadline_floor: self.deadline_floor,
+        }
+    }
+
+    /// Production HTTP options with these bounds.
+    pub fn http_options(&self) -> crate::fetch::HttpOptions {
+        crate::fetch::HttpOptions {
+            stall_timeout: self.stall_timeout,
+            min_rate: self.rate_rule(),
+            ..crate::fetch::HttpOptions::default()
+        }
+    }
+}
+
+/// What `min_rate = 0` means, said where admins look.
+pub const NO_MIN_RATE: &str = "[fetch] min_rate = 0: the minimum-rate rule is off, so a slow \
+     or hostile mirror can keep a download (and the device busy) running indefinitely";
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
@@ -234,6 +285,7 @@ pub struct Config {
     pub slots: Option<crate::slot::SlotsConfig>,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
+    pub fetch: FetchConfig,
     /// Files read, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -279,6 +331,7 @@ fn unreachable_default() -> Config {
             limits: AuditLimits::default(),
         },
         metrics: MetricsConfig::default(),
+        fetch: FetchConfig::default(),
         sources: vec![],
     }
 }
@@ -414,6 +467,9 @@ impl fmt::Display for CheckReport {
         }
         if self.config.policy.windows.is_empty() {
             writeln!(f, "WARNING: {NO_WINDOWS}")?;
+        }
+        if self.config.fetch.min_rate == 0 {
+            writeln!(f, "WARNING: {NO_MIN_RATE}")?;
         }
         let json = serde_json::to_string_pretty(&self.config).map_err(|_| fmt::Error)?;
         write!(f, "effective settings:\n{json}")
@@ -659,6 +715,51 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         abs("metrics.textfile", t)?;
     }
 
+    let fr = raw.fetch.unwrap_or_default();
+    let df = FetchConfig::default();
+    let fetch = FetchConfig {
+        min_rate: fr.min_rate.unwrap_or(df.min_rate),
+        min_rate_window: fr.min_rate_window.unwrap_or(df.min_rate_window),
+        deadline_floor: fr.deadline_floor.unwrap_or(df.deadline_floor),
+        stall_timeout: fr.stall_timeout.unwrap_or(df.stall_timeout),
+    };
+    if fetch.min_rate > 1 << 30 {
+        return Err(invalid(
+            "fetch.min_rate",
+            format!(
+                "{} bytes/s is more than 1G per second; use e.g. \"8K\" (0 turns the rule off)",
+                fetch.min_rate
+            ),
+        ));
+    }
+    let (lo, hi) = (Duration::from_secs(1), Duration::from_secs(3600));
+    if !(lo..=hi).contains(&fetch.min_rate_window) {
+        return Err(invalid(
+            "fetch.min_rate_window",
+            format!(
+                "{} is outside 1s..=1h",
+                duration::format(&fetch.min_rate_window)
+            ),
+        ));
+    }
+    if fetch.deadline_floor < fetch.min_rate_window {
+        return Err(invalid(
+            "fetch.deadline_floor",
+            format!(
+                "{} is shorter than fetch.min_rate_window ({}): small downloads would hit \
+                 the deadline before their rate is ever judged",
+                duration::format(&fetch.deadline_floor),
+                duration::format(&fetch.min_rate_window)
+            ),
+        ));
+    }
+    if fetch.stall_timeout < lo {
+        return Err(invalid(
+            "fetch.stall_timeout",
+            "must be at least 1s".to_string(),
+        ));
+    }
+
     let boot = raw.boot.unwrap_or_default();
     let boot_config = if boot.is_empty() {
         None
@@ -701,6 +802,7 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         slots,
         audit,
         metrics,
+        fetch,
         sources,
     })
 }
@@ -719,6 +821,60 @@ mod tests {
             load_strs(&[("patchd.toml", "[policy]\nwindows = [\"Sat 02:00-05:00\"]\n")]).unwrap();
         let text = CheckReport { config: windowed }.to_string();
         assert!(!text.contains("WARNING"), "{text}");
+    }
+
+    #[test]
+    fn fetch_rate_rule_defaults_suffixes_and_refusals() {
+        let cfg = |text: &str| load_strs(&[("patchd.toml", text)]);
+        let d = cfg("").unwrap().fetch;
+        assert_eq!(d.min_rate, 8192);
+        assert_eq!(d.min_rate_window, Duration::from_secs(60));
+        assert_eq!(d.deadline_floor, Duration::from_secs(300));
+        assert_eq!(d.stall_timeout, Duration::from_secs(30));
+        let set = cfg("[fetch]\nmin_rate = \"16K\"\nmin_rate_window = \"3s\"\n\
+             deadline_floor = \"10s\"\nstall_timeout = \"2s\"\n")
+        .unwrap()
+        .fetch;
+        assert_eq!(set.min_rate, 16384);
+        let rule = set.http_options();
+        assert_eq!(rule.min_rate.window, Duration::from_secs(3));
+        assert_eq!(rule.min_rate.deadline_floor, Duration::from_secs(10));
+        assert_eq!(rule.stall_timeout, Duration::from_secs(2));
+        assert_eq!(
+            cfg("[fetch]\nmin_rate = 1000\n").unwrap().fetch.min_rate,
+            1000
+        );
+        // A drop-in changes one key and keeps the others.
+        let merged = load_strs(&[
+            ("patchd.toml", "[fetch]\nmin_rate = \"1M\"\n"),
+            (
+                "patchd.toml.d/10.toml",
+                "[fetch]\nmin_rate_window = \"2m\"\n",
+            ),
+        ])
+        .unwrap()
+        .fetch;
+        assert_eq!(
+            (merged.min_rate, merged.min_rate_window),
+            (1 << 20, Duration::from_secs(120))
+        );
+        let off = cfg("[fetch]\nmin_rate = 0\n").unwrap();
+        let text = CheckReport { config: off }.to_string();
+        assert!(text.contains("WARNING: [fetch] min_rate = 0"), "{text}");
+        for (bad, key) in [
+            ("min_rate = \"fast\"", "invalid rate"),
+            ("min_rate = -5", "must not be negative"),
+            ("min_rate = \"2G\"", "fetch.min_rate"),
+            ("min_rate_window = \"0s\"", "fetch.min_rate_window"),
+            ("min_rate_window = \"2h\"", "fetch.min_rate_window"),
+            ("min_rate_window = \"10m\"", "fetch.deadline_floor"),
+            ("deadline_floor = \"10s\"", "fetch.deadline_floor"),
+            ("stall_timeout = \"0s\"", "fetch.stall_timeout"),
+            ("min_rat = 5", "unknown field"),
+        ] {
+            let e = cfg(&format!("[fetch]\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

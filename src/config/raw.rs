@@ -21,6 +21,40 @@ pub struct RawConfig {
     pub slots: Option<toml::Table>,
     pub audit: Option<RawAudit>,
     pub metrics: Option<RawMetrics>,
+    pub fetch: Option<RawFetch>,
+}
+
+/// `[fetch]`: how downloads from an HTTP(S) repository are bounded.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetch {
+    #[serde(default, deserialize_with = "rate")]
+    pub min_rate: Option<u64>,
+    #[serde(default, with = "super::duration::option")]
+    pub min_rate_window: Option<Duration>,
+    #[serde(default, with = "super::duration::option")]
+    pub deadline_floor: Option<Duration>,
+    #[serde(default, with = "super::duration::option")]
+    pub stall_timeout: Option<Duration>,
+}
+
+/// A rate: a plain integer (bytes/s) or a string with a K/M/G suffix.
+fn rate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rate {
+        Int(i64),
+        Text(String),
+    }
+    let bad = |m: String| serde::de::Error::custom(m);
+    match Rate::deserialize(d).map_err(|_: D::Error| {
+        bad("invalid rate (use bytes per second, e.g. 8192, \"8K\", \"1M\")".into())
+    })? {
+        Rate::Int(i) => u64::try_from(i)
+            .map(Some)
+            .map_err(|_| bad(format!("rate {i} must not be negative"))),
+        Rate::Text(s) => crate::fetch::rate::parse_rate(&s).map(Some).map_err(bad),
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -180,6 +214,12 @@ impl RawConfig {
         });
         merge_section(&mut self.metrics, later.metrics, |a, b| {
             pick(&mut a.textfile, b.textfile);
+        });
+        merge_section(&mut self.fetch, later.fetch, |a, b| {
+            pick(&mut a.min_rate, b.min_rate);
+            pick(&mut a.min_rate_window, b.min_rate_window);
+            pick(&mut a.deadline_floor, b.deadline_floor);
+            pick(&mut a.stall_timeout, b.stall_timeout);
         });
     }
 }

@@ -16,7 +16,7 @@ use crate::clock::SystemClock;
 use crate::config::RepoSource;
 use crate::config::{Config, ConfigError};
 use crate::dbus::{Bus, ManagerBackend, ServiceOptions};
-use crate::fetch::{ByteSource, FileSource, HttpOptions, HttpSource};
+use crate::fetch::{ByteSource, FileSource, HttpSource};
 use crate::health::{FixedUnits, UnitQuery};
 use crate::health::{HealthPlan, SystemdUnits};
 use crate::names::SlotName;
@@ -238,7 +238,10 @@ fn build_updates(
             )
         }
         RepoSource::Url(u) => {
-            let mut opts = HttpOptions::default();
+            let mut opts = cfg.fetch.http_options();
+            if !opts.min_rate.is_on() {
+                tracing::warn!("{}", crate::config::NO_MIN_RATE);
+            }
             if let Some(ca) = &cfg.repository.ca_bundle {
                 let p = paths.resolve(ca);
                 opts.extra_ca_pem = Some(std::fs::read(&p).map_err(|source| DaemonError::Io {

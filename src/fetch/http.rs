@@ -23,7 +23,9 @@ use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::rate::{RateGuard, RateRule};
 use super::{validate_repo_path, BoxFuture, ByteReader, ByteSource, FetchError};
 
 /// When and how often to retry a failed request or a dropped transfer.
@@ -101,8 +103,12 @@ pub enum RedirectRule {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub connect_timeout: Duration,
-    /// A transfer that receives no byte for this long is dropped and resumed.
+    /// A transfer that receives no byte for this long is dropped and resumed (within
+    /// the same read; reconnects count against `retry` and `min_rate`).
     pub stall_timeout: Duration,
+    /// Minimum average rate and per-transfer deadline: a transfer that breaks it ends
+    /// with [`FetchError::SlowRetrieval`] instead of being resumed.
+    pub min_rate: RateRule,
     pub retry: RetryPolicy,
     /// Extra trusted CAs (PEM bundle) on top of the system roots.
     pub extra_ca_pem: Option<Vec<u8>>,
@@ -121,7 +127,8 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(15),
-            stall_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
+            min_rate: RateRule::default(),
             retry: RetryPolicy::default(),
             extra_ca_pem: None,
             disable_system_roots: false,
@@ -488,14 +495,32 @@ impl Transfer {
         Ok(())
     }
 
-    /// Move the body into the channel, reconnecting on drops and stalls.
+    /// Move the body into the channel, reconnecting on drops and stalls; abandon the
+    /// transfer when it breaks the minimum-rate rule.
     async fn pump(mut self, first: Connected, tx: mpsc::Sender<io::Result<Bytes>>) {
         let mut cur = first;
         let mut failures = 0u32;
+        let mut guard = RateGuard::new(self.opts.min_rate, Instant::now(), self.pos, self.limit);
+        let mut last_data = Instant::now();
         loop {
-            let next = tokio::time::timeout(self.opts.stall_timeout, cur.resp.chunk()).await;
+            let now = Instant::now();
+            if let Err(why) = guard.check(now, self.pos) {
+                tracing::warn!(url = %self.what, pos = self.pos, limit = self.limit, error = %why, "slow retrieval: transfer abandoned");
+                let e = FetchError::SlowRetrieval {
+                    what: self.what.clone(),
+                    why,
+                };
+                let _ = tx.send(Err(io::Error::other(e))).await;
+                return;
+            }
+            let stall_at = last_data + self.opts.stall_timeout;
+            let wake = guard.next_check(now).map_or(stall_at, |c| c.min(stall_at));
+            // Waking only to look at the rate drops the pending `chunk()` future; reqwest
+            // hands out a chunk only when it completes, so nothing is lost.
+            let next = tokio::time::timeout_at(wake, cur.resp.chunk()).await;
             let why = match next {
                 Ok(Ok(Some(mut chunk))) => {
+                    last_data = Instant::now();
                     if cur.skip > 0 {
                         let n = (chunk.len() as u64).min(cur.skip);
                         cur.skip -= n;
@@ -525,9 +550,15 @@ impl Transfer {
                         return;
                     }
                     self.pos += chunk.len() as u64;
+                    let sent = Instant::now();
                     if tx.send(Ok(chunk)).await.is_err() {
                         return; // reader dropped: cancelled
                     }
+                    // Time the reader (disk, decompression) kept us waiting is not the
+                    // server's: it counts neither as a stall nor against the rate.
+                    let waited = sent.elapsed();
+                    guard.exclude(waited);
+                    last_data = Instant::now();
                     continue;
                 }
                 Ok(Ok(None)) => {
@@ -538,12 +569,16 @@ impl Transfer {
                     }
                 }
                 Ok(Err(e)) if e.is_timeout() => format!(
-                    "stalled: no data for {:?}: {}",
-                    self.opts.stall_timeout,
+                    "stalled: no byte at all for {} s: {}",
+                    self.opts.stall_timeout.as_secs(),
                     chain(&e)
                 ),
                 Ok(Err(e)) => chain(&e),
-                Err(_) => format!("stalled: no data for {:?}", self.opts.stall_timeout),
+                Err(_) if Instant::now() < stall_at => continue, // time for a rate check
+                Err(_) => format!(
+                    "stalled: no byte at all for {} s",
+                    self.opts.stall_timeout.as_secs()
+                ),
             };
             failures += 1;
             if failures >= self.opts.retry.max_attempts {
@@ -557,13 +592,27 @@ impl Transfer {
             }
             let delay = self.opts.retry.delay(failures);
             tracing::warn!(url = %self.what, pos = self.pos, error = %why, ?delay, "transfer interrupted, resuming");
-            tokio::time::sleep(delay).await;
-            match self.connect().await {
-                Ok(c) => cur = c,
-                Err(e) => {
+            // Backoff and reconnects count against the rate rule too: a server that
+            // drops every connection after a few bytes is as slow as one that trickles.
+            let reconnect = async {
+                tokio::time::sleep(delay).await;
+                self.connect().await
+            };
+            let connected = match guard.deadline() {
+                Some(d) => tokio::time::timeout_at(d, reconnect).await.ok(),
+                None => Some(reconnect.await),
+            };
+            match connected {
+                Some(Ok(c)) => {
+                    cur = c;
+                    last_data = Instant::now();
+                }
+                Some(Err(e)) => {
                     let _ = tx.send(Err(io::Error::other(e))).await;
                     return;
                 }
+                // The deadline passed while reconnecting: the check at the top says so.
+                None => {}
             }
         }
     }

@@ -13,8 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 mod file;
 mod http;
 pub mod ranges;
+pub mod rate;
 pub use file::FileSource;
 pub use http::{HttpOptions, HttpSource, RangeIgnored, RedirectRule, RetryPolicy};
+pub use rate::{RateRule, SlowRetrieval};
 
 /// A boxed future, so [`ByteSource`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -58,9 +60,21 @@ pub enum FetchError {
     },
     #[error("source configuration {what}: {why}")]
     Config { what: String, why: String },
+    /// The source delivered too slowly (TUF's slow retrieval attack): abandoned so the
+    /// download can resume from its checkpoint later instead of blocking updates.
+    #[error("{what}: slow retrieval: {why}")]
+    SlowRetrieval { what: String, why: SlowRetrieval },
 }
 
 impl FetchError {
+    /// The slow-retrieval verdict, if this is one.
+    pub fn slow_retrieval(&self) -> Option<&SlowRetrieval> {
+        match self {
+            FetchError::SlowRetrieval { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+
     /// Recover a `FetchError` that travelled through a reader as an `io::Error`.
     pub fn from_io(what: &str, e: std::io::Error) -> FetchError {
         if !e.get_ref().is_some_and(|i| i.is::<FetchError>()) {
@@ -155,24 +169,43 @@ pub async fn fetch_all(
     path: &str,
     limit: u64,
 ) -> Result<Vec<u8>, FetchError> {
-    let reader = src.open(path, 0, limit).await?;
     let mut buf = Vec::new();
+    fetch_all_into(src, path, limit, &mut buf).await?;
+    Ok(buf)
+}
+
+/// [`fetch_all`] into `buf`, so a caller that gives up on time (a deadline around this
+/// future) can still tell how many bytes had arrived.
+pub async fn fetch_all_into(
+    src: &dyn ByteSource,
+    path: &str,
+    limit: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), FetchError> {
+    let reader = src.open(path, 0, limit).await?;
     // Read one byte past the limit to tell "exactly limit" from "more than limit".
     let mut limited = reader.take(limit.saturating_add(1));
-    limited
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| match FetchError::from_io(path, e) {
-            FetchError::TooLarge { what, .. } => FetchError::TooLarge { what, limit },
-            other => other,
-        })?;
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = limited
+            .read(&mut chunk)
+            .await
+            .map_err(|e| match FetchError::from_io(path, e) {
+                FetchError::TooLarge { what, .. } => FetchError::TooLarge { what, limit },
+                other => other,
+            })?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
     if buf.len() as u64 > limit {
         return Err(FetchError::TooLarge {
             what: path.to_string(),
             limit,
         });
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// Check a repository-relative path before it touches a file system or a URL.

@@ -25,7 +25,7 @@ use super::metadata::{
 use super::pattern::encode_name;
 use super::TrustError;
 use crate::clock::Clock;
-use crate::fetch::{fetch_all, ByteSource, FetchError};
+use crate::fetch::{fetch_all_into, ByteSource, FetchError};
 
 const CLOCK_FILE: &str = "last-refresh.time";
 const TOP_LEVEL: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
@@ -364,9 +364,14 @@ impl TufClient {
         limit: u64,
     ) -> Result<Vec<u8>, TrustError> {
         let secs = self.limits.metadata_timeout.as_secs();
-        match tokio::time::timeout(self.limits.metadata_timeout, fetch_all(src, file, limit)).await
-        {
-            Ok(Ok(b)) => Ok(b),
+        let mut buf = Vec::new();
+        let res = tokio::time::timeout(
+            self.limits.metadata_timeout,
+            fetch_all_into(src, file, limit, &mut buf),
+        )
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(buf),
             Ok(Err(source)) => Err(TrustError::Fetch {
                 file: file.to_string(),
                 source,
@@ -374,6 +379,9 @@ impl TufClient {
             Err(_) => Err(TrustError::Timeout {
                 file: file.to_string(),
                 secs,
+                received: buf.len() as u64,
+                expected: None,
+                stalled: false,
             }),
         }
     }
@@ -878,9 +886,13 @@ impl TufClient {
         let remote = target.remote_path();
         let mut hasher = MultiHasher::new(&remote, &target.hashes)?;
         let secs = self.limits.stall_timeout.as_secs();
-        let timeout = |file: &str| TrustError::Timeout {
+        let expected = target.length;
+        let timeout = |file: &str, received: u64| TrustError::Timeout {
             file: file.to_string(),
             secs,
+            received,
+            expected: Some(expected),
+            stalled: true,
         };
         let mut reader = match tokio::time::timeout(
             self.limits.stall_timeout,
@@ -895,7 +907,7 @@ impl TufClient {
                     source,
                 })
             }
-            Err(_) => return Err(timeout(&remote)),
+            Err(_) => return Err(timeout(&remote, 0)),
         };
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -906,13 +918,10 @@ impl TufClient {
                 Ok(Err(e)) => {
                     return Err(TrustError::Fetch {
                         file: remote.clone(),
-                        source: FetchError::Io {
-                            what: remote.clone(),
-                            source: e,
-                        },
+                        source: FetchError::from_io(&remote, e),
                     })
                 }
-                Err(_) => return Err(timeout(&remote)),
+                Err(_) => return Err(timeout(&remote, hasher.len)),
             };
             if n == 0 {
                 break;

@@ -20,8 +20,18 @@ pub enum TrustError {
         #[source]
         source: FetchError,
     },
-    #[error("{file}: no data within {secs} s (slow retrieval)")]
-    Timeout { file: String, secs: u64 },
+    /// Slow retrieval (TUF 5.x "slow retrieval attack"): `stalled` when not one byte came
+    /// for `secs`, else the whole file was not complete within its budget of `secs`.
+    #[error("{file}: slow retrieval: {}", timeout_why(*stalled, *secs, *received, *expected))]
+    Timeout {
+        file: String,
+        secs: u64,
+        /// Bytes that had arrived when the client gave up.
+        received: u64,
+        /// The signed length, when known.
+        expected: Option<u64>,
+        stalled: bool,
+    },
     #[error("{role} metadata ({file}) rejected: {source}")]
     Metadata {
         role: String,
@@ -86,4 +96,28 @@ pub enum TrustError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn timeout_why(stalled: bool, secs: u64, received: u64, expected: Option<u64>) -> String {
+    let of = match expected {
+        Some(e) => format!("{received} of {e} bytes received"),
+        None => format!("{received} bytes received"),
+    };
+    if stalled {
+        format!("no byte at all for {secs} s ({of})")
+    } else {
+        let rate = crate::fetch::rate::human_rate(received as f64 / (secs.max(1) as f64));
+        format!("not complete within {secs} s ({of}, average {rate})")
+    }
+}
+
+impl TrustError {
+    /// Whether the source was too slow (a timeout here, or the fetch room's rate rule).
+    pub fn is_slow_retrieval(&self) -> bool {
+        match self {
+            TrustError::Timeout { .. } => true,
+            TrustError::Fetch { source, .. } => source.slow_retrieval().is_some(),
+            _ => false,
+        }
+    }
 }

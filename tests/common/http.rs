@@ -35,6 +35,9 @@ pub struct Faults {
     pub redirects: HashMap<String, String>,
     /// Throttle: sleep this long after every 64 KiB.
     pub chunk_delay: Option<Duration>,
+    /// Trickle: send this many bytes, then sleep this long, over and over (a mirror
+    /// that is slow but never silent long enough to look stalled).
+    pub trickle: Option<(u64, Duration)>,
 }
 
 /// One request as the server saw it.
@@ -246,6 +249,9 @@ async fn serve(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Ok(());
         }
+        if let Some((n, _)) = f.trickle {
+            end = end.min(pos + n.max(1));
+        }
         let mut buf = file[pos as usize..end as usize].to_vec();
         for &c in &f.corrupt {
             if c >= pos && c < end {
@@ -255,6 +261,10 @@ async fn serve(
         conn.write_all(&buf).await?;
         pos = end;
         if let Some(d) = f.chunk_delay {
+            tokio::time::sleep(d).await;
+        }
+        if let Some((_, d)) = f.trickle {
+            conn.flush().await?;
             tokio::time::sleep(d).await;
         }
     }

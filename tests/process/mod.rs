@@ -98,6 +98,8 @@ pub struct DeviceSpec {
     pub policy: String,
     /// Extra lines for `[device]`.
     pub device: String,
+    /// Extra sections at the end of patchd.toml (e.g. `[fetch]`).
+    pub extra: String,
     /// The release's hardware list (`patchpub add --hardware`).
     pub hardware: Vec<String>,
 }
@@ -112,6 +114,7 @@ impl Default for DeviceSpec {
             checkpoint_every: None,
             policy: String::new(),
             device: String::new(),
+            extra: String::new(),
             hardware: Vec::new(),
         }
     }
@@ -260,8 +263,8 @@ impl Device {
             format!(
                 "[device]\nproduct = \"test-box\"\n{}\n\n[policy]\n{}\n\n[repository]\n{repository}\n\
                  trusted_root = \"/etc/patchd/root.json\"\ncheck_interval = \"24h\"\n\
-                 check_jitter = \"0s\"\n\n[boot]\nbackend = \"file\"\n\n[slots]\n{checkpoint}{slots_toml}",
-                spec.device, spec.policy
+                 check_jitter = \"0s\"\n\n[boot]\nbackend = \"file\"\n\n[slots]\n{checkpoint}{slots_toml}\n{}",
+                spec.device, spec.policy, spec.extra
             ),
         )
         .unwrap();
