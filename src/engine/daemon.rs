@@ -289,10 +289,16 @@ pub struct DaemonOptions {
 /// Build every backend from the configuration and start the engine. `bus` is where
 /// systemd is asked to reboot: the system bus, or the private bus of `--bus-address`
 /// (tests serve a fake systemd there).
-pub async fn start(
-    paths: &Paths,
-    bus: &Bus,
-) -> Result<(EngineHandle, tokio::task::JoinHandle<RunExit>), DaemonError> {
+/// The running engine and the tasks around it.
+struct Started {
+    handle: EngineHandle,
+    task: tokio::task::JoinHandle<RunExit>,
+    /// Keeps `[metrics] textfile` current; it holds an engine handle, so it is stopped
+    /// before the engine is asked to stop.
+    metrics: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn start(paths: &Paths, bus: &Bus) -> Result<Started, DaemonError> {
     let cfg = crate::config::load(paths)?;
     let policy = cfg.policy.to_policy()?;
     if cfg.policy.windows.is_empty() {
@@ -329,6 +335,11 @@ pub async fn start(
     let login = crate::policy::inhibit::Logind::system().await.ok();
     let audit = Arc::new(Mutex::new(audit));
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
+    let metrics = cfg
+        .metrics
+        .textfile
+        .as_ref()
+        .map(|t| (paths.resolve(t), audit.clone(), clock.clone()));
     let parts = EngineParts {
         paths: paths.clone(),
         clock: clock.clone(),
@@ -356,13 +367,24 @@ pub async fn start(
         #[cfg(feature = "failpoints")]
         failpoints: super::failpoint::FailPoints::from_env(),
     };
-    Ok(super::start(parts).await?)
+    let (handle, task) = super::start(parts).await?;
+    let metrics = metrics
+        .map(|(path, audit, clock)| super::metrics_feed::spawn(path, audit, clock, handle.clone()));
+    Ok(Started {
+        handle,
+        task,
+        metrics,
+    })
 }
 
 /// Run the daemon until SIGTERM/SIGINT or until the engine stops (reboot requested):
 /// engine, D-Bus service, sd-notify readiness and watchdog.
 pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
-    let (handle, mut task) = start(&paths, &opts.service.bus).await?;
+    let Started {
+        handle,
+        mut task,
+        metrics,
+    } = start(&paths, &opts.service.bus).await?;
     let backend: Arc<dyn ManagerBackend> = Arc::new(handle.clone());
     let backend_keep = backend.clone();
     let service = crate::dbus::serve(backend, opts.service)
@@ -390,6 +412,9 @@ pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonErr
         Some(r) => r,
         None => {
             tracing::info!("stopping on signal");
+            if let Some(m) = &metrics {
+                m.abort();
+            }
             // The engine stops when its last handle is gone; it persists each state
             // change atomically, so an interrupted step resumes on the next start.
             drop(handle);

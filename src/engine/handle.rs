@@ -289,6 +289,13 @@ pub(crate) enum Command {
         entry: Box<Entry>,
         reply: Reply<()>,
     },
+    /// Set (`Some`) or clear (`None`) a warning status shows for a part of the daemon
+    /// outside the engine (the metrics writer); each change is audited once.
+    SetWarning {
+        key: &'static str,
+        text: Option<String>,
+        reply: Reply<()>,
+    },
 }
 
 /// Cloneable handle to the running engine.
@@ -430,6 +437,16 @@ impl EngineHandle {
     }
 
     /// The current snapshot.
+    /// Show `text` as a status warning under `key` until it is cleared with `None`.
+    pub async fn set_warning(
+        &self,
+        key: &'static str,
+        text: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.call(|reply| Command::SetWarning { key, text, reply })
+            .await
+    }
+
     pub fn status(&self) -> StatusSnapshot {
         self.status.borrow().clone()
     }

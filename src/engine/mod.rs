@@ -16,6 +16,7 @@ pub mod demo_device;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod handle;
+pub mod metrics_feed;
 pub mod ports;
 mod reconcile;
 pub mod repo;

@@ -96,6 +96,10 @@ pub type ProgressSink = watch::Sender<Option<Progress>>;
 pub struct PortError {
     pub what: String,
     pub detail: String,
+    /// The kind of failure for the audit record's `cause` field and the metrics'
+    /// `reason` label (`slow_retrieval`, `download`, `verify`, …); `None`: the step's
+    /// own name is the cause.
+    pub cause: Option<&'static str>,
 }
 
 impl PortError {
@@ -103,7 +107,14 @@ impl PortError {
         Self {
             what: what.into(),
             detail: detail.to_string(),
+            cause: None,
         }
+    }
+
+    /// Name the kind of failure (see [`PortError::cause`]).
+    pub fn with_cause(mut self, cause: &'static str) -> Self {
+        self.cause = Some(cause);
+        self
     }
 }
 

@@ -246,7 +246,8 @@ impl Runner {
         let Lifecycle::RolledBack { back_to, .. } = doc.lifecycle.clone() else {
             return Ok(());
         };
-        self.commit(doc, "rolled_back", &Actor::Policy, Some(reason))?;
+        let c = super::runner::cause("boot");
+        self.commit_with(doc, "rolled_back", &Actor::Policy, Some(reason), &[c])?;
         self.undo_slot(bad, &back_to)?;
         self.clear_pending()
     }

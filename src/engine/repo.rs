@@ -78,10 +78,14 @@ impl RepoUpdates {
 
     async fn discover_inner(&self) -> Result<Vec<Candidate>, PortError> {
         let mut client = self.client.lock().await;
-        client
-            .refresh(self.metadata.as_ref())
-            .await
-            .map_err(|e| PortError::new("repository refresh", e))?;
+        client.refresh(self.metadata.as_ref()).await.map_err(|e| {
+            let cause = if e.is_slow_retrieval() {
+                "slow_retrieval"
+            } else {
+                "check"
+            };
+            PortError::new("repository refresh", &e).with_cause(cause)
+        })?;
         let dev = manifest::DeviceFacts {
             product: self.product.clone(),
             hardware: self.hardware.clone(),
@@ -249,7 +253,7 @@ impl RepoUpdates {
                     &cancel,
                 )
                 .await
-                .map_err(|e| PortError::new(&what, e))?,
+                .map_err(|e| PortError::new(&what, &e).with_cause(e.cause()))?,
             (None, Some(raw)) => stage_image(
                 &req,
                 self.targets.as_ref(),
@@ -259,7 +263,7 @@ impl RepoUpdates {
                 &cancel,
             )
             .await
-            .map_err(|e| PortError::new(&what, e))?,
+            .map_err(|e| PortError::new(&what, &e).with_cause(e.cause()))?,
             (None, None) => return Err(PortError::new(&what, "slot not configured")),
         };
         Ok(StageReport::full(target.length()))

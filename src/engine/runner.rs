@@ -194,6 +194,8 @@ pub(crate) struct Runner {
     finished_tx: broadcast::Sender<JobRecord>,
     /// Conditions found at start-up that status keeps showing for this run.
     warnings: Vec<String>,
+    /// Warnings other parts of the daemon set and clear (the metrics writer).
+    part_warnings: std::collections::BTreeMap<&'static str, String>,
 }
 
 /// What status warns about for the whole run: records the audit head file did not vouch
@@ -245,6 +247,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         job_failure: None,
         finished_tx: broadcast::channel(64).0,
         warnings,
+        part_warnings: Default::default(),
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -266,6 +269,20 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
     let handle = EngineHandle::new(tx, r.status_tx.subscribe(), r.finished_tx.clone());
     let task = tokio::spawn(r.run(rx, followup));
     Ok((handle, task))
+}
+
+/// The `cause` field of a failure's audit record (counted by the metrics).
+pub(crate) fn cause(c: &str) -> (&'static str, serde_json::Value) {
+    ("cause", serde_json::Value::from(c))
+}
+
+/// A health verdict's cause: the deadline verdicts are made by `start_health_with`.
+fn health_cause(v: &HealthVerdict) -> &'static str {
+    if v.failures.iter().any(|f| f.contains("deadline")) {
+        "deadline"
+    } else {
+        "health"
+    }
 }
 
 fn jitter(max: Duration) -> Duration {
@@ -588,7 +605,42 @@ impl Runner {
             reboot_waiting: self.reboot_waiting.clone(),
             busy: self.job.as_ref().map(|j| j.kind.name().to_string()),
             last_job: self.last_job.clone(),
-            warnings: self.warnings.clone(),
+            warnings: self
+                .warnings
+                .iter()
+                .chain(self.part_warnings.values())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Set or clear the warning of daemon part `key`; audited when it changes.
+    fn set_warning(&mut self, key: &'static str, text: Option<String>) {
+        let old = match &text {
+            Some(t) => self.part_warnings.insert(key, t.clone()),
+            None => self.part_warnings.remove(key),
+        };
+        if old == text {
+            return;
+        }
+        let part = serde_json::Value::from(key);
+        match &text {
+            Some(t) => self.audit_with(
+                "warning",
+                &Actor::Daemon,
+                Some(t),
+                None,
+                None,
+                &[("part", part)],
+            ),
+            None => self.audit_with(
+                "warning_cleared",
+                &Actor::Daemon,
+                None,
+                None,
+                None,
+                &[("part", part)],
+            ),
         }
     }
 
@@ -679,6 +731,10 @@ impl Runner {
                 let r = log.append(*entry, now).map(|_| ());
                 let _ = reply.send(r.map_err(EngineError::from));
             }
+            Command::SetWarning { key, text, reply } => {
+                self.set_warning(key, text);
+                let _ = reply.send(Ok(()));
+            }
             Command::Cancel { actor, reply } => {
                 let r = self.cancel(&actor).await;
                 let _ = reply.send(self.finish(r));
@@ -743,7 +799,7 @@ impl Runner {
                 reason,
                 reply,
             } => {
-                let r = self.roll_back(&actor, &reason).await;
+                let r = self.roll_back(&actor, "manual", &reason).await;
                 let _ = reply.send(self.finish(r));
             }
             Command::MarkGood { actor, reply } => {
@@ -755,7 +811,7 @@ impl Runner {
                 reason,
                 reply,
             } => {
-                let r = self.roll_back(&actor, &reason).await;
+                let r = self.roll_back(&actor, "manual", &reason).await;
                 let _ = reply.send(self.finish(r));
             }
             Command::Hold {
@@ -790,6 +846,7 @@ impl Runner {
             | Command::Inventory { .. }
             | Command::VerifyAudit { .. }
             | Command::RecordDenial { .. }
+            | Command::SetWarning { .. }
             | Command::Cancel { .. } => {}
         }
     }
@@ -957,7 +1014,15 @@ impl Runner {
         let cands = match res {
             Ok(c) => c,
             Err(e) => {
-                self.audit("check_failed", actor, Some(&e.to_string()), None, None);
+                let cause = serde_json::Value::from(e.cause.unwrap_or("check"));
+                self.audit_with(
+                    "check_failed",
+                    actor,
+                    Some(&e.to_string()),
+                    None,
+                    None,
+                    &[("cause", cause)],
+                );
                 return Err(e.into());
             }
         };
@@ -1132,7 +1197,7 @@ impl Runner {
             doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
             doc.last_error = Some(why.clone());
             self.stage_failed = Some(release.version.clone());
-            self.commit(doc, "staging_failed", actor, Some(&why))?;
+            self.commit_with(doc, "staging_failed", actor, Some(&why), &[cause("fence")])?;
             return Err(e.into());
         }
         self.start_stage(*actor, release.version, slot.clone(), switch_after);
@@ -1222,7 +1287,8 @@ impl Runner {
                 doc.last_error = Some(e.to_string());
                 self.job_failure = Some(e.to_string());
                 self.stage_failed = Some(version.to_string());
-                self.commit(doc, "staging_failed", actor, Some(&e.to_string()))?;
+                let c = cause(e.cause.unwrap_or("staging"));
+                self.commit_with(doc, "staging_failed", actor, Some(&e.to_string()), &[c])?;
                 Ok(())
             }
         }
@@ -1279,7 +1345,13 @@ impl Runner {
                 doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
                 doc.pending = None;
                 doc.last_error = Some(reason.clone());
-                self.commit(doc, "staging_failed", &Actor::Policy, Some(&reason))
+                self.commit_with(
+                    doc,
+                    "staging_failed",
+                    &Actor::Policy,
+                    Some(&reason),
+                    &[cause("staging")],
+                )
             }
         }
     }
@@ -1368,7 +1440,8 @@ impl Runner {
             let mut doc = self.doc.clone();
             doc.lifecycle = self.doc.lifecycle.switch_not_armed()?;
             doc.pending = None;
-            self.commit(doc, "switch_failed", actor, Some(&e.to_string()))?;
+            let c = cause("switch");
+            self.commit_with(doc, "switch_failed", actor, Some(&e.to_string()), &[c])?;
             return Err(e.into());
         }
         self.failpoint("switch.after_arm")?;
@@ -1403,7 +1476,8 @@ impl Runner {
                 } else {
                     let reason = format!("health checks failed: {}", v.failures.join("; "));
                     self.job_failure = Some(reason.clone());
-                    self.roll_back(&Actor::Policy, &reason).await
+                    self.roll_back(&Actor::Policy, health_cause(&v), &reason)
+                        .await
                 }
             }
             Lifecycle::Committed {
@@ -1415,7 +1489,8 @@ impl Runner {
                     v.failures.join("; ")
                 );
                 self.job_failure = Some(reason.clone());
-                self.roll_back(&Actor::Policy, &reason).await
+                self.roll_back(&Actor::Policy, health_cause(&v), &reason)
+                    .await
             }
             _ => Ok(()),
         }
@@ -1464,7 +1539,9 @@ impl Runner {
         Ok(())
     }
 
-    pub(crate) async fn roll_back(&mut self, actor: &Actor, reason: &str) -> Step {
+    /// Roll back the release on trial (or in probation). `cause` names the kind for the
+    /// audit record and the metrics: `health`, `deadline`, `manual`, `boot`.
+    pub(crate) async fn roll_back(&mut self, actor: &Actor, cause_: &str, reason: &str) -> Step {
         let next = self.doc.lifecycle.roll_back(reason)?;
         let Lifecycle::RolledBack {
             release,
@@ -1490,7 +1567,7 @@ impl Runner {
         if let Some(prev) = previous_release {
             doc.committed = prev;
         }
-        self.commit(doc, "rolled_back", actor, Some(reason))?;
+        self.commit_with(doc, "rolled_back", actor, Some(reason), &[cause(cause_)])?;
         self.failpoint("rollback.before_mark_bad")?;
         self.undo_slot(&bad_slot, &back_to)?;
         self.failpoint("rollback.after_mark_bad")?;
@@ -1793,6 +1870,8 @@ fn reply_err(cmd: Command, e: EngineError) {
         Command::History { reply, .. } => drop(reply.send(Err(e))),
         Command::Inventory { reply } => drop(reply.send(Err(e))),
         Command::VerifyAudit { reply } => drop(reply.send(Err(e))),
-        Command::RecordDenial { reply, .. } => drop(reply.send(Err(e))),
+        Command::RecordDenial { reply, .. } | Command::SetWarning { reply, .. } => {
+            drop(reply.send(Err(e)))
+        }
     }
 }

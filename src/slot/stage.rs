@@ -255,6 +255,28 @@ pub enum StageError {
 }
 
 impl StageError {
+    /// What kind of failure this is, as the audit record's `cause` and the metrics'
+    /// `reason` label name it: `slow_retrieval`, `download`, `verify`, `write`, `space`,
+    /// `cancelled` or `staging`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            StageError::Fetch { source, .. } if source.slow_retrieval().is_some() => {
+                "slow_retrieval"
+            }
+            StageError::Fetch { .. } | StageError::Truncated { .. } => "download",
+            StageError::TooLong { .. }
+            | StageError::HashMismatch { .. }
+            | StageError::DecompressedTooLarge { .. }
+            | StageError::SizeMismatch { .. }
+            | StageError::Decompress { .. }
+            | StageError::Extract { .. } => "verify",
+            StageError::Slot(_) | StageError::Io { .. } => "write",
+            StageError::CacheFull { .. } => "space",
+            StageError::Cancelled { .. } => "cancelled",
+            StageError::BadRequest { .. } => "staging",
+        }
+    }
+
     /// Whether a later attempt may resume from the checkpoint (network trouble,
     /// cancellation) rather than having to start over (wrong content).
     pub fn is_resumable(&self) -> bool {

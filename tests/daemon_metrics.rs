@@ -1,0 +1,203 @@
+//! `[metrics] textfile` against a real `patchd run`: the file is written at start-up and
+//! after each change, carries the failure counters (a slow mirror counts as
+//! `slow_retrieval`), the state and the audit head the log really ends with; the counters
+//! survive a restart because they are counted from the audit log; a file that cannot be
+//! written is a status warning and an audit record, cleared once it can be written again.
+
+mod common;
+mod process;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::http::{FaultServer, Faults};
+use process::*;
+
+const PROM: &str = "/var/lib/node-exporter/patchd.prom";
+
+fn metrics_section() -> String {
+    format!("[metrics]\ntextfile = \"{PROM}\"\n")
+}
+
+/// Poll the textfile until it has `line`; panics with the file's text after `limit`.
+async fn wait_for_line(file: &Path, line: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.lines().any(|l| l == line) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never had {line:?}; it has:\n{text}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `seq` and sha256 of the audit log's last line, as the head metrics must name them.
+fn audit_tail(dev: &Device) -> (u64, String) {
+    use sha2::Digest;
+    let log = std::fs::read_to_string(dev.audit_path()).unwrap();
+    let last = log.lines().last().expect("audit log is empty");
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    (
+        v["seq"].as_u64().unwrap(),
+        hex::encode(sha2::Sha256::digest(last.as_bytes())),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_slow_mirror_and_pin_the_audit_head_across_restarts() {
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
+    let systemd = FakeSystemd::default();
+    let _sd = systemd.serve(&bus.address).await;
+    let server = FaultServer::start().await;
+    let top = tempfile::tempdir().unwrap();
+    let dev = Device::new(
+        top.path(),
+        &DeviceSpec {
+            image_size: 1 << 20,
+            uncompressed: true,
+            url: Some(server.url()),
+            extra: format!(
+                "[fetch]\nmin_rate = \"64K\"\nmin_rate_window = \"2s\"\n\
+                 deadline_floor = \"2s\"\nstall_timeout = \"1s\"\n\n{}",
+                metrics_section()
+            ),
+            ..DeviceSpec::default()
+        },
+    );
+    let prom = dev.paths.resolve(PROM);
+    std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    for (path, bytes) in dev.repo_files() {
+        server.add(&path, bytes);
+    }
+    server.set(Faults {
+        trickle: Some((4096, Duration::from_millis(500))),
+        ..Faults::default()
+    });
+    let mut d = dev.spawn(&bus.address, &[]);
+    let e = wait_until(&mut d, &dev, Duration::from_secs(60), "staging", |dev| {
+        dev.state_kind() == "staging"
+    })
+    .await;
+    assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
+    wait_for_line(
+        &prom,
+        "patchd_state{state=\"staging\"} 1",
+        Duration::from_secs(10),
+    )
+    .await;
+    let text = wait_for_line(
+        &prom,
+        "patchd_failures_total{reason=\"slow_retrieval\"} 1",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        text.lines()
+            .any(|l| l == "patchd_current_version_info{version=\"1.0.0\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("patchd_last_successful_check_timestamp_seconds ")),
+        "{text}"
+    );
+    // The engine appends, then publishes; the file follows within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (seq, hash) = audit_tail(&dev);
+    wait_for_line(
+        &prom,
+        &format!("patchd_audit_head_info{{seq=\"{seq}\",hash=\"{hash}\"}} 1"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let st = d.stop(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", dev.log());
+
+    // A restart counts the same failure again from the log, not from zero. The mirror
+    // is still slow, so the retried staging adds a second one.
+    let d = dev.spawn(&bus.address, &[]);
+    let text = wait_for_line(
+        &prom,
+        "patchd_failures_total{reason=\"slow_retrieval\"} 2",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        text.contains("# TYPE patchd_failures_total counter"),
+        "{text}"
+    );
+    d.stop(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_metrics_file_is_a_status_warning_until_it_can_be_written() {
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
+    let systemd = FakeSystemd::default();
+    let _sd = systemd.serve(&bus.address).await;
+    let top = tempfile::tempdir().unwrap();
+    let dev = Device::new(
+        top.path(),
+        &DeviceSpec {
+            extra: metrics_section(),
+            // Stay up: no window and no staging outside one.
+            policy: "windows = [\"Mon 03:00-03:01\"]\nstage_outside_windows = false\n\
+                     time_zone = \"Pacific/Kiritimati\""
+                .into(),
+            ..DeviceSpec::default()
+        },
+    );
+    // The collector's directory does not exist yet.
+    let prom = dev.paths.resolve(PROM);
+    let mut d = dev.spawn(&bus.address, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (code, out, err) = patchctl(&bus.address, &["status"]).await;
+        if code == 0 && out.contains("WARNING") && out.contains("metrics") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics warning in status: {out}{err}\n{}",
+            dev.log()
+        );
+        if let Some(st) = d.try_wait() {
+            panic!("daemon exited {st:?}:\n{}", dev.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.contains(&prom.display().to_string()), "{status}");
+    let events = dev.audit_events();
+    assert_eq!(
+        events.iter().filter(|e| *e == "warning").count(),
+        1,
+        "one warning record, not one per retry: {events:?}"
+    );
+
+    std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    // Any status change writes the file again; a check is one.
+    let (code, out, err) = patchctl(&bus.address, &["check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !prom.exists() || !dev.audit_events().iter().any(|e| e == "warning_cleared") {
+        assert!(
+            Instant::now() < deadline,
+            "metrics never written after the directory appeared: {:?}\n{}",
+            dev.audit_events(),
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, err) = patchctl(&bus.address, &["status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("WARNING"), "warning not cleared: {out}");
+    d.stop(Duration::from_secs(10));
+}
