@@ -1,6 +1,7 @@
 //! Mutating calls never interleave: while one runs, a second gets
-//! `org.patchd.Patchd1.Error.Busy` at once (patchctl exit 4); read-only calls and Cancel
-//! still work, and Cancel stops the running job.
+//! `org.patchd.Patchd1.Error.Busy` at once (patchctl exit 4); read-only calls, Check
+//! (a metadata refresh, which the engine answers beside a running job) and Cancel still
+//! work, and Cancel stops the running job.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -42,7 +43,6 @@ async fn second_mutating_call_gets_busy() {
 
     for args in [
         &["install"][..],
-        &["check"],
         &["hold", "--reason", "x"],
         &["switch"],
         &["mark-good"],
@@ -51,6 +51,10 @@ async fn second_mutating_call_gets_busy() {
         assert_eq!(r.code, 4, "{args:?} during staging must be Busy: {r:?}");
         assert!(r.stderr.contains("busy"), "{r:?}");
     }
+    // A check is answered, not Busy: a slow staging must not keep a newer release
+    // from being seen.
+    let r = patchctl(&bus, &["check"]).await;
+    assert_eq!(r.code, 0, "check during staging: {r:?}");
     // Read-only calls are not blocked.
     let r = patchctl(&bus, &["status", "--json"]).await;
     assert_eq!(r.code, 0, "{r:?}");

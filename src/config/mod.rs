@@ -231,6 +231,13 @@ pub struct FetchConfig {
     /// No byte for this long: drop the connection and resume it.
     #[serde(with = "duration")]
     pub stall_timeout: Duration,
+    /// After a staging ended by the network (slow retrieval, a download error), stage
+    /// again from the checkpoint this long after the first failure, doubling with each
+    /// further failure of the same release up to `retry_after_max`.
+    #[serde(with = "duration")]
+    pub retry_after: Duration,
+    #[serde(with = "duration")]
+    pub retry_after_max: Duration,
 }
 
 impl Default for FetchConfig {
@@ -241,6 +248,8 @@ impl Default for FetchConfig {
             min_rate_window: r.window,
             deadline_floor: r.deadline_floor,
             stall_timeout: crate::fetch::HttpOptions::default().stall_timeout,
+            retry_after: Duration::from_secs(5 * 60),
+            retry_after_max: Duration::from_secs(3600),
         }
     }
 }
@@ -722,6 +731,8 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         min_rate_window: fr.min_rate_window.unwrap_or(df.min_rate_window),
         deadline_floor: fr.deadline_floor.unwrap_or(df.deadline_floor),
         stall_timeout: fr.stall_timeout.unwrap_or(df.stall_timeout),
+        retry_after: fr.retry_after.unwrap_or(df.retry_after),
+        retry_after_max: fr.retry_after_max.unwrap_or(df.retry_after_max),
     };
     if fetch.min_rate > 1 << 30 {
         return Err(invalid(
@@ -757,6 +768,22 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         return Err(invalid(
             "fetch.stall_timeout",
             "must be at least 1s".to_string(),
+        ));
+    }
+    if fetch.retry_after < lo {
+        return Err(invalid(
+            "fetch.retry_after",
+            "must be at least 1s (a failed download is retried after it)".to_string(),
+        ));
+    }
+    if fetch.retry_after_max < fetch.retry_after {
+        return Err(invalid(
+            "fetch.retry_after_max",
+            format!(
+                "{} is shorter than fetch.retry_after ({})",
+                duration::format(&fetch.retry_after_max),
+                duration::format(&fetch.retry_after)
+            ),
         ));
     }
 
@@ -831,6 +858,17 @@ mod tests {
         assert_eq!(d.min_rate_window, Duration::from_secs(60));
         assert_eq!(d.deadline_floor, Duration::from_secs(300));
         assert_eq!(d.stall_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (d.retry_after, d.retry_after_max),
+            (Duration::from_secs(300), Duration::from_secs(3600))
+        );
+        let retry = cfg("[fetch]\nretry_after = \"1m\"\nretry_after_max = \"10m\"\n")
+            .unwrap()
+            .fetch;
+        assert_eq!(
+            (retry.retry_after, retry.retry_after_max),
+            (Duration::from_secs(60), Duration::from_secs(600))
+        );
         let set = cfg("[fetch]\nmin_rate = \"16K\"\nmin_rate_window = \"3s\"\n\
              deadline_floor = \"10s\"\nstall_timeout = \"2s\"\n")
         .unwrap()
@@ -870,6 +908,8 @@ mod tests {
             ("min_rate_window = \"10m\"", "fetch.deadline_floor"),
             ("deadline_floor = \"10s\"", "fetch.deadline_floor"),
             ("stall_timeout = \"0s\"", "fetch.stall_timeout"),
+            ("retry_after = \"0s\"", "fetch.retry_after"),
+            ("retry_after = \"2h\"", "fetch.retry_after_max"),
             ("min_rat = 5", "unknown field"),
         ] {
             let e = cfg(&format!("[fetch]\n{bad}\n")).unwrap_err().to_string();

@@ -36,6 +36,10 @@ pub struct RawFetch {
     pub deadline_floor: Option<Duration>,
     #[serde(default, with = "super::duration::option")]
     pub stall_timeout: Option<Duration>,
+    #[serde(default, with = "super::duration::option")]
+    pub retry_after: Option<Duration>,
+    #[serde(default, with = "super::duration::option")]
+    pub retry_after_max: Option<Duration>,
 }
 
 /// A rate: a plain integer (bytes/s) or a string with a K/M/G suffix.
@@ -220,6 +224,8 @@ impl RawConfig {
             pick(&mut a.min_rate_window, b.min_rate_window);
             pick(&mut a.deadline_floor, b.deadline_floor);
             pick(&mut a.stall_timeout, b.stall_timeout);
+            pick(&mut a.retry_after, b.retry_after);
+            pick(&mut a.retry_after_max, b.retry_after_max);
         });
     }
 }

@@ -276,6 +276,25 @@ impl ManagerIface {
         action: Action,
         detail: String,
     ) -> Result<(Caller, OwnedMutexGuard<()>), Error> {
+        let caller = self.authorize(conn, hdr, action, detail).await?;
+        let guard = self
+            .mutating
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| Error::Busy("another request is in progress; retry later".into()))?;
+        Ok((caller, guard))
+    }
+
+    /// Identify and authorize the caller (auditing a refusal) without taking the
+    /// mutating-call slot: for `Check`, which the engine answers even while a job runs
+    /// (joining a check already running).
+    async fn authorize(
+        &self,
+        conn: &Connection,
+        hdr: &Header<'_>,
+        action: Action,
+        detail: String,
+    ) -> Result<Caller, Error> {
         let caller = authz::caller_of(conn, hdr)
             .await
             .map_err(|e| Error::Failed(format!("cannot identify caller: {e}")))?;
@@ -285,13 +304,8 @@ impl ManagerIface {
             self.deny(hdr, &caller, action, &why, &detail).await;
             return Err(Error::NotAuthorized(why));
         }
-        let guard = self
-            .mutating
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| Error::Busy("another request is in progress; retry later".into()))?;
         tracing::info!(uid = caller.uid, action = action.id(), "request authorized");
-        Ok((caller, guard))
+        Ok(caller)
     }
 
     /// Log a refusal to the journal, and to the audit log within the denial budget.
@@ -352,7 +366,9 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Error> {
-        let (caller, _busy) = self.admit(conn, &hdr, Action::Check, String::new()).await?;
+        let caller = self
+            .authorize(conn, &hdr, Action::Check, String::new())
+            .await?;
         Ok(json_out(self.backend.check(caller).await?))
     }
 

@@ -69,6 +69,8 @@ pub fn settings_from(cfg: &Config) -> EngineSettings {
             .boot_config
             .as_ref()
             .map_or(EngineSettings::default().boot_attempts, |b| b.attempts),
+        retry_after: cfg.fetch.retry_after,
+        retry_after_max: cfg.fetch.retry_after_max,
         ..EngineSettings::default()
     }
 }

@@ -324,6 +324,7 @@ impl DemoDevice for DemoWorld {
                 probation: None,
                 probation_check_every: std::time::Duration::from_secs(3600),
                 boot_attempts: 1,
+                ..Default::default()
             },
             #[cfg(feature = "failpoints")]
             failpoints: Default::default(),

@@ -49,6 +49,9 @@ pub struct EngineSettings {
     pub probation_check_every: Duration,
     /// Boot attempts the bootloader gives a slot on trial.
     pub boot_attempts: u32,
+    /// First wait before staging again after a network failure; doubles per failure.
+    pub retry_after: Duration,
+    pub retry_after_max: Duration,
 }
 
 impl Default for EngineSettings {
@@ -61,6 +64,8 @@ impl Default for EngineSettings {
             probation: None,
             probation_check_every: Duration::from_secs(900),
             boot_attempts: 1,
+            retry_after: Duration::from_secs(5 * 60),
+            retry_after_max: Duration::from_secs(3600),
         }
     }
 }
@@ -100,12 +105,38 @@ pub enum RunExit {
     PowerCut { at: String },
 }
 
+/// Backoff state of a release whose staging the network ended.
+struct StageRetry {
+    version: String,
+    /// Network failures of this release's staging in this run.
+    failures: u32,
+    /// When to stage again; `None` once that attempt was started.
+    at: Option<Instant>,
+}
+
+/// Wait before the next attempt after `failures` network failures in a row: `first`,
+/// doubling per failure, never above `max`.
+fn retry_delay(first: Duration, max: Duration, failures: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(max)
+}
+
+/// Failure causes after which staging is tried again by itself: the bytes were fine
+/// (or not yet seen), the way they came was not.
+const RETRIED_CAUSES: &[&str] = &["slow_retrieval", "download"];
+
 enum JobKind {
     Check {
         actor: Actor,
-        reply: Option<Reply<Vec<AvailableRelease>>>,
+        /// Callers waiting for this check's result (a `check` asked for while one runs
+        /// joins it instead of getting Busy).
+        replies: Vec<Reply<Vec<AvailableRelease>>>,
         /// The check that precedes resuming an interrupted staging (after a restart).
         resume: bool,
+        /// Runs beside a staging or health job: it only refreshes the list of releases
+        /// and never changes the lifecycle, which the other job owns.
+        side: bool,
     },
     Stage {
         actor: Actor,
@@ -174,6 +205,9 @@ pub(crate) struct Runner {
     progress_tx: watch::Sender<Option<Progress>>,
     progress_rx: watch::Receiver<Option<Progress>>,
     job: Option<Job>,
+    /// A check asked for while `job` runs, so a slow download cannot keep the device
+    /// from learning about (and showing) a newer release.
+    side_check: Option<Job>,
     exit: Option<RunExit>,
     next_check: Option<Instant>,
     next_eval: Instant,
@@ -182,6 +216,9 @@ pub(crate) struct Runner {
     /// A version whose staging failed in this run: not restaged automatically before
     /// the next check, so a broken image does not loop.
     stage_failed: Option<String>,
+    /// A staging the network ended (slow retrieval, download error), to be tried again
+    /// from its checkpoint with backoff.
+    stage_retry: Option<StageRetry>,
     /// How the last successful staging in this run got its bytes.
     last_stage: Option<StageReport>,
     /// Id of the last job started in this run (ids are not persisted).
@@ -235,12 +272,14 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         progress_tx,
         progress_rx,
         job: None,
+        side_check: None,
         exit: None,
         next_check: first_check,
         next_eval: Instant::now(),
         next_probation_check: Instant::now(),
         reboot_waiting: Vec::new(),
         stage_failed: None,
+        stage_retry: None,
         last_stage: None,
         job_seq: 0,
         last_job: None,
@@ -308,6 +347,7 @@ pub(crate) enum Followup {
 enum Event {
     Cmd(Option<Command>),
     Job(Result<JobOut, tokio::task::JoinError>),
+    SideCheck(Result<JobOut, tokio::task::JoinError>),
     Progress,
     Timer,
 }
@@ -335,11 +375,13 @@ impl Runner {
                 if let Some(j) = self.job.take() {
                     j.handle.0.abort();
                 }
+                self.side_check = None;
                 return exit;
             }
             let wait = self.time_to_next_timer();
             let event = {
                 let job = self.job.as_mut().map(|j| &mut j.handle.0);
+                let side = self.side_check.as_mut().map(|j| &mut j.handle.0);
                 let progress = &mut self.progress_rx;
                 tokio::select! {
                     cmd = rx.recv() => Event::Cmd(cmd),
@@ -349,6 +391,12 @@ impl Runner {
                             None => std::future::pending().await,
                         }
                     } => Event::Job(out),
+                    out = async move {
+                        match side {
+                            Some(h) => h.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::SideCheck(out),
                     _ = progress.changed() => Event::Progress,
                     _ = tokio::time::sleep(wait) => Event::Timer,
                 }
@@ -361,6 +409,35 @@ impl Runner {
                     return RunExit::Shutdown;
                 }
                 Event::Cmd(Some(cmd)) => self.on_command(cmd).await,
+                Event::SideCheck(out) => {
+                    let Some(job) = self.side_check.take() else {
+                        continue;
+                    };
+                    let rec = job.rec.clone();
+                    self.job_failure = None;
+                    let res = match out {
+                        Ok(out) => self.on_job(job.kind, out).await,
+                        Err(e) => Err(StepError::Err(EngineError::Port(PortError::new(
+                            "check",
+                            format!("task ended abnormally: {e}"),
+                        )))),
+                    };
+                    let failure = match &res {
+                        Err(StepError::Err(e)) => Some(e.to_string()),
+                        _ => self.job_failure.take(),
+                    };
+                    if let Err(e) = res {
+                        self.note_error(e);
+                    }
+                    if self.exit.is_none() {
+                        let outcome = if failure.is_some() {
+                            JobOutcome::Failed
+                        } else {
+                            JobOutcome::Succeeded
+                        };
+                        self.end_job(rec, outcome, failure);
+                    }
+                }
                 Event::Job(out) => {
                     let Some(job) = self.job.take() else { continue };
                     self.progress_tx.send_replace(None);
@@ -413,6 +490,9 @@ impl Runner {
         if let Some(c) = self.next_check {
             next = next.min(c);
         }
+        if let Some(at) = self.stage_retry.as_ref().and_then(|r| r.at) {
+            next = next.min(at);
+        }
         next.saturating_duration_since(Instant::now())
     }
 
@@ -428,6 +508,21 @@ impl Runner {
                 self.start_check(Actor::Policy, None);
             }
         }
+        let retry_due = self
+            .stage_retry
+            .as_ref()
+            .and_then(|r| r.at)
+            .is_some_and(|at| at <= now);
+        if retry_due && self.job.is_none() {
+            if let Some(r) = self.stage_retry.as_mut() {
+                r.at = None;
+                if self.stage_failed.as_deref() == Some(r.version.as_str()) {
+                    tracing::info!(version = %r.version, failures = r.failures, "staging again after a network failure");
+                    self.stage_failed = None;
+                }
+            }
+            self.next_eval = now;
+        }
         if self.next_eval <= now {
             self.next_eval = now + self.p.settings.evaluate_every;
             if self.job.is_none() {
@@ -435,6 +530,35 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Schedule staging `version` again after a network failure; the wall-clock time
+    /// of the attempt, or `None` when `cause` is not retried by itself.
+    fn schedule_stage_retry(&mut self, version: &str, cause: &str) -> Option<Timestamp> {
+        if !RETRIED_CAUSES.contains(&cause) {
+            self.stage_retry = None;
+            return None;
+        }
+        let failures = match &self.stage_retry {
+            Some(r) if r.version == version => r.failures + 1,
+            _ => 1,
+        };
+        let s = &self.p.settings;
+        let base = retry_delay(s.retry_after, s.retry_after_max, failures);
+        // A fleet behind one slow mirror must not come back in lockstep.
+        let delay = base + jitter(base / 10);
+        self.stage_retry = Some(StageRetry {
+            version: version.to_owned(),
+            failures,
+            at: Some(Instant::now() + delay),
+        });
+        let wall = self
+            .p
+            .clock
+            .now()
+            .checked_add(SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO))
+            .unwrap_or_else(|_| self.p.clock.now());
+        Some(wall)
     }
 
     /// Record an error: a power cut stops the task; anything else shows in status.
@@ -662,6 +786,22 @@ impl Runner {
         rec
     }
 
+    /// A job that runs beside the main one (a check during staging): it gets an id and
+    /// a `JobFinished`, but `last_job` keeps describing the main job, which is what a
+    /// client following an install looks at.
+    fn begin_side_job(&mut self, kind: &str) -> JobRecord {
+        self.job_seq += 1;
+        JobRecord {
+            id: self.job_seq,
+            kind: kind.to_owned(),
+            release: None,
+            outcome: JobOutcome::Running,
+            error: None,
+            started: self.p.clock.now(),
+            finished: None,
+        }
+    }
+
     /// Record how job `rec` ended and announce it (`JobFinished`). `last_job` takes the
     /// outcome only while it still describes this job: finishing one job may already
     /// have started the next, which then is the last job.
@@ -738,6 +878,11 @@ impl Runner {
             Command::Cancel { actor, reply } => {
                 let r = self.cancel(&actor).await;
                 let _ = reply.send(self.finish(r));
+            }
+            // A check is read-only as far as a running job is concerned: it is answered
+            // instead of Busy (joining a check that already runs).
+            Command::Check { actor, reply } if self.job.is_some() || self.side_check.is_some() => {
+                self.check_beside_job(actor, reply);
             }
             other => {
                 if let Some(j) = &self.job {
@@ -855,6 +1000,34 @@ impl Runner {
         self.start_check_with(actor, reply, false);
     }
 
+    /// `check` while a job runs: join the running check, or run one beside the job.
+    fn check_beside_job(&mut self, actor: Actor, reply: Reply<Vec<AvailableRelease>>) {
+        let Some(updates) = self.p.updates.clone() else {
+            let _ = reply.send(Err(no_repository()));
+            return;
+        };
+        for job in [self.job.as_mut(), self.side_check.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let JobKind::Check { replies, .. } = &mut job.kind {
+                replies.push(reply);
+                return;
+            }
+        }
+        let handle = tokio::spawn(async move { JobOut::Check(updates.discover().await) });
+        self.side_check = Some(Job {
+            rec: self.begin_side_job("check"),
+            kind: JobKind::Check {
+                actor,
+                replies: vec![reply],
+                resume: false,
+                side: true,
+            },
+            handle: AbortOnDrop(handle),
+        });
+    }
+
     fn start_check_with(
         &mut self,
         actor: Actor,
@@ -876,8 +1049,9 @@ impl Runner {
             rec: self.begin_job("check", None),
             kind: JobKind::Check {
                 actor,
-                reply,
+                replies: reply.into_iter().collect(),
                 resume,
+                side: false,
             },
             handle: AbortOnDrop(handle),
         });
@@ -982,19 +1156,40 @@ impl Runner {
                 let r = self.after_check(&actor, res);
                 self.resume_staging(r)
             }
-            (JobKind::Check { actor, reply, .. }, JobOut::Check(res)) => {
-                let r = self.after_check(&actor, res);
+            (
+                JobKind::Check {
+                    actor,
+                    replies,
+                    side,
+                    ..
+                },
+                JobOut::Check(res),
+            ) => {
+                let r = if side {
+                    self.after_side_check(&actor, res)
+                } else {
+                    self.after_check(&actor, res)
+                };
                 let r = match r {
                     Ok(()) => Ok(self.available.clone()),
                     Err(e) => Err(e),
                 };
-                match (reply, r) {
-                    (Some(reply), r) => {
-                        let _ = reply.send(self.finish(r));
-                        Ok(())
-                    }
-                    (None, r) => r.map(|_| ()),
+                if replies.is_empty() {
+                    return r.map(|_| ());
                 }
+                let r = self.finish(r);
+                let failed = r.as_ref().err().map(|e| e.to_string());
+                for reply in replies {
+                    let _ = reply.send(match &r {
+                        Ok(v) => Ok(v.clone()),
+                        Err(e) => Err(clone_error(e)),
+                    });
+                }
+                // The callers got the error; the job record still says the check failed.
+                if let Some(f) = failed {
+                    self.job_failure = Some(f);
+                }
+                Ok(())
             }
             (
                 JobKind::Stage {
@@ -1007,6 +1202,45 @@ impl Runner {
             (JobKind::Health, JobOut::Health(v)) => self.after_health(v).await,
             _ => Ok(()),
         }
+    }
+
+    /// A check that ran beside a staging or health job: record what it found (list,
+    /// last check time, audit), leave the lifecycle to the job.
+    fn after_side_check(&mut self, actor: &Actor, res: Result<Vec<Candidate>, PortError>) -> Step {
+        let cands = match res {
+            Ok(c) => c,
+            Err(e) => {
+                let cause = serde_json::Value::from(e.cause.unwrap_or("check"));
+                self.audit_with(
+                    "check_failed",
+                    actor,
+                    Some(&e.to_string()),
+                    None,
+                    None,
+                    &[("cause", cause)],
+                );
+                return Err(e.into());
+            }
+        };
+        self.candidates = cands;
+        self.recategorize();
+        let now = self.p.clock.now();
+        let mut doc = self.doc.clone();
+        doc.last_check = Some(now);
+        self.file.save(&doc)?;
+        self.doc = doc;
+        let summary = format!(
+            "{} release(s) found while {} ran: {}",
+            self.available.len(),
+            self.job.as_ref().map_or("a job", |j| j.kind.name()),
+            self.available
+                .iter()
+                .map(|a| a.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.audit("check", actor, Some(&summary), None, None);
+        Ok(())
     }
 
     fn after_check(&mut self, actor: &Actor, res: Result<Vec<Candidate>, PortError>) -> Step {
@@ -1266,6 +1500,7 @@ impl Runner {
                 doc.lifecycle = self.doc.lifecycle.staged()?;
                 doc.last_error = None;
                 self.last_stage = Some(report);
+                self.stage_retry = None;
                 let fields = [
                     ("method", serde_json::Value::from(report.method.as_str())),
                     ("bytes_fetched", report.bytes_fetched.into()),
@@ -1284,11 +1519,22 @@ impl Runner {
                     let _ = s.set_state(SlotState::Incomplete);
                 }
                 doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
-                doc.last_error = Some(e.to_string());
                 self.job_failure = Some(e.to_string());
                 self.stage_failed = Some(version.to_string());
-                let c = cause(e.cause.unwrap_or("staging"));
-                self.commit_with(doc, "staging_failed", actor, Some(&e.to_string()), &[c])?;
+                let why = e.cause.unwrap_or("staging");
+                let mut fields = vec![cause(why)];
+                let mut shown = e.to_string();
+                if let Some(at) = self.schedule_stage_retry(version, why) {
+                    let n = self.stage_retry.as_ref().map_or(1, |r| r.failures);
+                    shown.push_str(&format!(
+                        "; staging is tried again from its checkpoint at {} (after {n} \
+                         network failure(s); `patchctl check` or `install` tries at once)",
+                        at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    ));
+                    fields.push(("retry_at", serde_json::Value::from(at.to_string())));
+                }
+                doc.last_error = Some(shown.clone());
+                self.commit_with(doc, "staging_failed", actor, Some(&e.to_string()), &fields)?;
                 Ok(())
             }
         }
@@ -1855,6 +2101,15 @@ fn no_repository() -> EngineError {
     }
 }
 
+/// The same error again, for the second and later callers that joined one check.
+fn clone_error(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Port(p) => EngineError::Port(p.clone()),
+        EngineError::Stopped => EngineError::Stopped,
+        other => EngineError::Port(PortError::new("check", other)),
+    }
+}
+
 fn reply_err(cmd: Command, e: EngineError) {
     match cmd {
         Command::Check { reply, .. } => drop(reply.send(Err(e))),
@@ -1873,5 +2128,19 @@ fn reply_err(cmd: Command, e: EngineError) {
         Command::RecordDenial { reply, .. } | Command::SetWarning { reply, .. } => {
             drop(reply.send(Err(e)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_maximum() {
+        let m = |s| Duration::from_secs(s);
+        let got: Vec<_> = (1..=6).map(|n| retry_delay(m(300), m(3600), n)).collect();
+        assert_eq!(got, [m(300), m(600), m(1200), m(2400), m(3600), m(3600)]);
+        assert_eq!(retry_delay(m(300), m(3600), 0), m(300));
+        assert_eq!(retry_delay(m(300), m(3600), u32::MAX), m(3600));
     }
 }

@@ -441,6 +441,7 @@ impl Harness {
                 probation: None,
                 probation_check_every: Duration::from_secs(3600),
                 boot_attempts: 1,
+                ..Default::default()
             },
             #[cfg(feature = "failpoints")]
             failpoints: super::failpoint::FailPoints::default(),
