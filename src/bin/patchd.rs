@@ -173,7 +173,8 @@ fn main() -> ExitCode {
                 }
                 Ok(Err(e)) => {
                     eprintln!("patchd: {e}");
-                    ExitCode::FAILURE
+                    tracing::error!(error = %e, exit = e.exit_code(), "patchd cannot run");
+                    ExitCode::from(e.exit_code())
                 }
                 Err(e) => {
                     eprintln!("patchd: {e}");

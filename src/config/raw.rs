@@ -50,7 +50,8 @@ fn rate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
         Int(i64),
         Text(String),
     }
-    let bad = |m: String| serde::de::Error::custom(m);
+    // Only `[fetch] min_rate` is a rate; toml's error points at the line, not the key.
+    let bad = |m: String| serde::de::Error::custom(format!("[fetch] min_rate: {m}"));
     match Rate::deserialize(d).map_err(|_: D::Error| {
         bad("invalid rate (use bytes per second, e.g. 8192, \"8K\", \"1M\")".into())
     })? {

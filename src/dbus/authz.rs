@@ -54,6 +54,7 @@ pub enum Action {
     Rollback,
     Hold,
     Mark,
+    Repair,
 }
 
 impl Action {
@@ -65,16 +66,18 @@ impl Action {
             Action::Rollback => "org.patchd.patchd1.rollback",
             Action::Hold => "org.patchd.patchd1.hold",
             Action::Mark => "org.patchd.patchd1.mark",
+            Action::Repair => "org.patchd.patchd1.repair",
         }
     }
 
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Check,
         Action::Install,
         Action::Switch,
         Action::Rollback,
         Action::Hold,
         Action::Mark,
+        Action::Repair,
     ];
 }
 

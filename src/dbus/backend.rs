@@ -81,6 +81,18 @@ pub trait ManagerBackend: Send + Sync + 'static {
     /// Verify the audit chain; the value has at least `{"ok": bool}`.
     fn verify_audit(&self) -> BoxFuture<'_, BackendResult<serde_json::Value>>;
 
+    /// Repair what keeps the daemon in degraded mode (a damaged state file or trusted
+    /// metadata): move it aside, rebuild, restart normally. Returns the report. A daemon
+    /// that runs normally has nothing to repair.
+    fn repair(&self, caller: Caller) -> BoxFuture<'_, BackendResult<serde_json::Value>> {
+        let _ = caller;
+        Box::pin(async {
+            Err(BackendError::NotFound(
+                "nothing to repair: patchd is not in degraded mode".into(),
+            ))
+        })
+    }
+
     /// Record a refused mutating call in the audit trail (`action` is the polkit action
     /// id, `method` the D-Bus member, `detail` why it was refused and what was asked).
     fn record_denial(

@@ -31,6 +31,7 @@ pub const METHOD_SIGNATURES: &[(&str, &str)] = &[
     ("MarkBad", "s"),
     ("Hold", "sss"),
     ("ReleaseHold", ""),
+    ("Repair", ""),
     ("GetStatus", ""),
     ("GetHistory", "a{sv}"),
     ("GetInventory", ""),

@@ -102,6 +102,22 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
     }
 }
 
+/// The `VerifyAudit` reply.
+pub fn verify_json(r: &crate::audit::VerifyReport) -> Value {
+    let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    json!({
+        "ok": r.is_intact(),
+        "power_cut_lag_only": r.only_power_cut_lag(),
+        "lagging": r.lagging().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "records": r.records,
+        "files": r.files,
+        "error": problems.first(),
+        "problems": problems,
+        "warnings": r.warnings.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "notes": r.notes,
+    })
+}
+
 pub fn job_view(j: &JobRecord) -> JobView {
     JobView {
         id: j.id,
@@ -282,18 +298,7 @@ impl ManagerBackend for EngineHandle {
     fn verify_audit(&self) -> BoxFuture<'_, BackendResult<Value>> {
         Box::pin(async move {
             let r = EngineHandle::verify_audit(self).await.map_err(map_err)?;
-            let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
-            Ok(json!({
-                "ok": r.is_intact(),
-                "power_cut_lag_only": r.only_power_cut_lag(),
-                "lagging": r.lagging().map(|p| p.to_string()).collect::<Vec<_>>(),
-                "records": r.records,
-                "files": r.files,
-                "error": problems.first(),
-                "problems": problems,
-                "warnings": r.warnings.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                "notes": r.notes,
-            }))
+            Ok(verify_json(&r))
         })
     }
 

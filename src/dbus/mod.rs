@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bootcheck;
 pub mod checked;
 pub mod ctl;
+pub mod degraded;
 pub mod docgen;
 pub mod engine_backend;
 pub mod error;

@@ -24,6 +24,7 @@ pub trait Manager {
     fn mark_bad(&self, reason: &str) -> zbus::Result<()>;
     fn hold(&self, reason: &str, until: &str, max_version: &str) -> zbus::Result<()>;
     fn release_hold(&self) -> zbus::Result<()>;
+    fn repair(&self) -> zbus::Result<String>;
     fn get_status(&self) -> zbus::Result<String>;
     fn get_history(&self, filter: HashMap<&str, Value<'_>>) -> zbus::Result<String>;
     fn get_inventory(&self) -> zbus::Result<String>;

@@ -497,6 +497,20 @@ impl ManagerIface {
         Ok(self.backend.release_hold(caller).await?)
     }
 
+    /// Leave degraded mode: move the damaged state file or trusted metadata aside (kept),
+    /// rebuild it, start normally. Returns the report as JSON (`damage`, `moved_to`,
+    /// `rebuilt`, `lost`). NotFound when the daemon is not in degraded mode.
+    async fn repair(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let (caller, _busy) = self
+            .admit(conn, &hdr, Action::Repair, String::new())
+            .await?;
+        Ok(json_out(self.backend.repair(caller).await?))
+    }
+
     /// Full status as JSON (same fields as the properties, plus nothing secret).
     async fn get_status(&self) -> Result<String, Error> {
         let status = self.backend.status().await?;

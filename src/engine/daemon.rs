@@ -55,6 +55,27 @@ pub enum DaemonError {
     Dbus(String),
 }
 
+/// Exit status for a configuration patchd cannot run with (sysexits' `EX_CONFIG`): the
+/// unit's `RestartPreventExitStatus=78` keeps systemd from restarting into it every few
+/// seconds; fixing the configuration and `systemctl restart patchd` starts it again.
+pub const EXIT_CONFIG: u8 = 78;
+
+impl DaemonError {
+    /// The process exit status for this error: [`EXIT_CONFIG`] when only a changed
+    /// configuration can help, 1 when a restart may (the bus was not up yet, a device
+    /// was busy).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_)
+            | DaemonError::Policy(_)
+            | DaemonError::BootConfig(_)
+            | DaemonError::NoSlots(_)
+            | DaemonError::Repository(_) => EXIT_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
 /// Engine tunables from the validated configuration.
 pub fn settings_from(cfg: &Config) -> EngineSettings {
     let probation = (!cfg.health.probation.is_zero()).then_some(cfg.health.probation);
@@ -382,6 +403,93 @@ async fn start(paths: &Paths, bus: &Bus) -> Result<Started, DaemonError> {
 /// Run the daemon until SIGTERM/SIGINT or until the engine stops (reboot requested):
 /// engine, D-Bus service, sd-notify readiness and watchdog.
 pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
+    // The watchdog is pinged in degraded mode too: the daemon is alive and answering.
+    let watchdog = watchdog_timeout().map(|timeout| {
+        // Ping at half the timeout, as systemd recommends.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(timeout / 2);
+            loop {
+                tick.tick().await;
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        })
+    });
+    let r = run_until_stopped(paths, opts).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    r
+}
+
+/// How a run in degraded mode ended.
+enum DegradedExit {
+    /// `patchctl repair` fixed the damage: start normally.
+    Repaired,
+    /// SIGTERM/SIGINT.
+    Stopped,
+}
+
+async fn run_until_stopped(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
+    loop {
+        let cfg = crate::config::load(&paths)?;
+        let now = crate::clock::Clock::now(&SystemClock);
+        if let Some(damage) = super::repair::diagnose(&cfg, &paths, now) {
+            match run_degraded(&paths, &cfg, damage, &opts).await? {
+                DegradedExit::Repaired => continue,
+                DegradedExit::Stopped => return Ok(RunExit::Shutdown),
+            }
+        }
+        return run_engine(paths, opts).await;
+    }
+}
+
+/// Serve D-Bus without an engine: status names `damage`, reads are answered, writes are
+/// refused, `Repair` fixes it. Never exits by itself on the damage (no restart loop).
+async fn run_degraded(
+    paths: &Paths,
+    cfg: &Config,
+    damage: super::repair::Damage,
+    opts: &DaemonOptions,
+) -> Result<DegradedExit, DaemonError> {
+    let bootloader: Option<Arc<dyn Bootloader>> = cfg.boot_config.as_ref().and_then(|b| {
+        crate::boot::open(b, paths)
+            .map(Arc::from)
+            .map_err(|e| tracing::warn!(error = %e, "degraded mode: bootloader not readable"))
+            .ok()
+    });
+    let audit = AuditLog::open(paths.resolve(&cfg.audit.path), cfg.audit.limits)
+        .map_err(|e| tracing::error!(error = %e, "degraded mode: audit log cannot be opened"))
+        .ok();
+    let repaired = Arc::new(tokio::sync::Notify::new());
+    let backend = Arc::new(crate::dbus::degraded::DegradedBackend::new(
+        damage,
+        paths.clone(),
+        bootloader,
+        audit,
+        repaired.clone(),
+    ));
+    tracing::error!(problem = %backend.problem(), "starting in degraded mode");
+    backend.record_start();
+    let service = crate::dbus::serve(backend.clone(), opts.service.clone())
+        .await
+        .map_err(|e| DaemonError::Dbus(e.to_string()))?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("degraded: see patchctl status"),
+    ]);
+    let exit = tokio::select! {
+        _ = repaired.notified() => DegradedExit::Repaired,
+        _ = shutdown_signal() => DegradedExit::Stopped,
+    };
+    if matches!(exit, DegradedExit::Repaired) {
+        // Let the Repair reply reach the caller before the name is released.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    service.shutdown().await;
+    Ok(exit)
+}
+
+async fn run_engine(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
     let Started {
         handle,
         mut task,
@@ -393,16 +501,6 @@ pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonErr
         .await
         .map_err(|e| DaemonError::Dbus(e.to_string()))?;
     notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = watchdog_timeout().map(|timeout| {
-        // Ping at half the timeout, as systemd recommends.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(timeout / 2);
-            loop {
-                tick.tick().await;
-                notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-        })
-    });
     tracing::info!("patchd running");
     let exit = tokio::select! {
         r = &mut task => Some(r),
@@ -435,9 +533,6 @@ pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonErr
         what: "engine task".into(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    if let Some(w) = watchdog {
-        w.abort();
-    }
     Ok(exit)
 }
 

@@ -19,6 +19,7 @@ pub mod handle;
 pub mod metrics_feed;
 pub mod ports;
 mod reconcile;
+pub mod repair;
 pub mod repo;
 mod repo_delta;
 pub mod runner;

@@ -1061,6 +1061,12 @@ fn verify_bytes<T: RoleMetadata>(
     parse_signed::<T>(&env.signed).map_err(wrap)
 }
 
+/// Whether `bytes` are a root signed by its own threshold, as [`TufClient::init`] needs
+/// (nothing is stored).
+pub fn verify_root_bytes(bytes: &[u8], limits: &Limits) -> Result<(), TrustError> {
+    verify_self_signed(bytes, "root.json", limits).map(|_| ())
+}
+
 fn verify_self_signed(bytes: &[u8], file: &str, limits: &Limits) -> Result<Root, TrustError> {
     let wrap = |source: MetadataError| TrustError::Metadata {
         role: "root".into(),

@@ -135,6 +135,17 @@ pub enum Cmd {
     },
     /// Remove the hold.
     ReleaseHold,
+    /// Leave degraded mode after a damaged state file or trusted metadata.
+    ///
+    /// When patchd found its state file (/var/lib/patchd/state.json) or its trusted TUF
+    /// metadata (/var/lib/patchd/tuf) damaged at start-up, it runs in degraded mode:
+    /// `status` names the file and what is wrong, reads are answered, everything else is
+    /// refused. `repair` moves the damaged file aside (kept as NAME.corrupt-TIME, never
+    /// deleted), rebuilds the state from the bootloader and the slot status records (or
+    /// trusts the shipped root again), prints what was rebuilt and what was lost, records
+    /// it in the audit log, and patchd starts normally. Exit 6 when there is nothing to
+    /// repair.
+    Repair,
     /// Show the audit history.
     History {
         /// Only the last N records.
@@ -443,6 +454,14 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
         Cmd::Rollback { reason } => {
             p.rollback(reason).await?;
             done(json, "Rolled back.");
+        }
+        Cmd::Repair => {
+            let v = parse_json(&p.repair().await?)?;
+            if json {
+                print_json(&v);
+            } else {
+                print!("{}", output::repair_report(&v));
+            }
         }
         Cmd::MarkGood => {
             p.mark_good().await?;

@@ -259,6 +259,35 @@ pub fn tree(v: &Value) -> String {
     out
 }
 
+/// `patchctl repair`'s report for people.
+pub fn repair_report(v: &serde_json::Value) -> String {
+    let mut o = String::new();
+    let list = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(d) = v["moved"].as_str() {
+        o.push_str(&format!(
+            "Moved {d} aside to {}.\n",
+            v["moved_to"].as_str().unwrap_or("?")
+        ));
+    }
+    for r in list("rebuilt") {
+        o.push_str(&format!("Rebuilt: {r}\n"));
+    }
+    for l in list("lost") {
+        o.push_str(&format!("Lost: {l}\n"));
+    }
+    o.push_str("patchd now starts normally; see `patchctl status`.\n");
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
