@@ -1,0 +1,210 @@
+//! Health checks run under the reaper (the real `patchd __health-exec`): a check is judged
+//! by its exit status, not by when its output pipes close, and its whole process tree —
+//! children that stayed in its process group, left it with `setsid`, or were double-forked
+//! away — is gone once the verdict is in, on pass, fail and timeout alike. Without a
+//! reaper (the fallback) the verdict still comes from the exit status.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use patchd::config::HealthConfig;
+use patchd::health::{ExecSettings, FixedUnits, HealthPlan, HealthReport, Verdict};
+use patchd::paths::Paths;
+
+fn script(path: &Path, body: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn plan(root: &Path, reaper: bool) -> HealthPlan {
+    let paths = Paths::new(root);
+    let mut p = HealthPlan::from_config(&HealthConfig::default(), &paths);
+    p.trusted_uid = nix::unistd::geteuid().as_raw();
+    p.check_timeout = Duration::from_secs(20);
+    if reaper {
+        p.exec = ExecSettings {
+            reaper: Some(PathBuf::from(env!("CARGO_BIN_EXE_patchd"))),
+            systemd_run: None,
+        };
+    }
+    p
+}
+
+/// A `sleep` argument no other test (or process) uses: `300.<pid><n>`.
+fn marker(n: u32) -> String {
+    format!("300.{}{n:02}", std::process::id())
+}
+
+/// Live (non-zombie) processes whose command line is `sleep MARKER`.
+fn with_marker(marker: &str) -> Vec<i32> {
+    let want = format!("sleep\0{marker}\0");
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.ends_with(want.as_bytes()) {
+            continue;
+        }
+        let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Processes carrying one of `markers` that are still alive after a short settling time;
+/// they are killed (by pid) so a failing test leaves nothing behind.
+async fn survivors(markers: &[&str]) -> Vec<(String, i32)> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut left = Vec::new();
+    for m in markers {
+        for pid in with_marker(m) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            left.push((m.to_string(), pid));
+        }
+    }
+    left
+}
+
+fn units() -> FixedUnits {
+    FixedUnits(BTreeMap::new())
+}
+
+async fn run_one(p: &HealthPlan) -> (HealthReport, Duration) {
+    let t = Instant::now();
+    let r = p.run(Duration::from_secs(60), &units()).await;
+    (r, t.elapsed())
+}
+
+#[tokio::test]
+async fn a_check_that_exits_0_passes_at_once_and_its_background_child_is_killed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = plan(d.path(), true);
+    let m = marker(1);
+    script(
+        &p.health_dir.join("10-detach"),
+        &format!("echo ok\nsleep {m} &\nexit 0"),
+    );
+    let (r, took) = run_one(&p).await;
+    let left = survivors(&[&m]).await;
+    assert_eq!(r.checks[0].verdict, Verdict::Pass, "{r}");
+    assert!(took < Duration::from_secs(3), "took {took:?}:\n{r}");
+    assert!(r.checks[0].output.starts_with("ok"), "{r}");
+    assert!(
+        r.checks[0].output.contains("killed 1 leftover process"),
+        "{}",
+        r.checks[0].output
+    );
+    assert!(left.is_empty(), "survived the check: {left:?}");
+    // The reaping happened in the reaper, not in the caller.
+    assert!(!nix::sys::prctl::get_child_subreaper().unwrap());
+}
+
+#[tokio::test]
+async fn children_that_left_the_process_group_are_killed_too() {
+    let d = tempfile::tempdir().unwrap();
+    let p = plan(d.path(), true);
+    let (m1, m2) = (marker(2), marker(3));
+    script(
+        &p.health_dir.join("10-escape"),
+        &format!("echo ok\nsetsid sleep {m1} &\n(sleep {m2} &)\nexit 0"),
+    );
+    let (r, took) = run_one(&p).await;
+    let left = survivors(&[&m1, &m2]).await;
+    assert_eq!(r.checks[0].verdict, Verdict::Pass, "{r}");
+    assert!(took < Duration::from_secs(3), "took {took:?}:\n{r}");
+    assert!(left.is_empty(), "survived the check: {left:?}");
+}
+
+#[tokio::test]
+async fn a_failing_check_reports_its_exit_status_and_its_children_are_killed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = plan(d.path(), true);
+    let (m1, m2) = (marker(4), marker(5));
+    script(
+        &p.health_dir.join("20-bad"),
+        &format!("sleep {m1} &\nsetsid sleep {m2} &\necho disk full >&2\nexit 3"),
+    );
+    let (r, took) = run_one(&p).await;
+    let left = survivors(&[&m1, &m2]).await;
+    assert_eq!(r.checks[0].verdict, Verdict::Fail, "{r}");
+    assert!(took < Duration::from_secs(3), "took {took:?}:\n{r}");
+    let out = &r.checks[0].output;
+    assert!(out.starts_with("exit status: 3"), "{out}");
+    assert!(out.contains("disk full"), "{out}");
+    assert!(left.is_empty(), "survived the check: {left:?}");
+    assert!(
+        r.summary().contains("20-bad (drop-in): exit status: 3"),
+        "{}",
+        r.summary()
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_check_times_out_and_its_whole_tree_is_killed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut p = plan(d.path(), true);
+    p.check_timeout = Duration::from_secs(1);
+    let (m1, m2) = (marker(6), marker(7));
+    script(
+        &p.health_dir.join("10-hang"),
+        &format!("setsid sleep {m1} &\nsleep {m2}"),
+    );
+    let (r, took) = run_one(&p).await;
+    let left = survivors(&[&m1, &m2]).await;
+    assert_eq!(r.checks[0].verdict, Verdict::Fail, "{r}");
+    assert!(took < Duration::from_secs(4), "took {took:?}:\n{r}");
+    let out = &r.checks[0].output;
+    // sh, its sleep, and the setsid'd sleep.
+    assert!(
+        out.starts_with("timed out after 1s; killed (3 processes)"),
+        "{out}"
+    );
+    assert!(left.is_empty(), "survived the timeout: {left:?}");
+}
+
+#[tokio::test]
+async fn a_check_killed_by_a_signal_fails_and_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let p = plan(d.path(), true);
+    script(&p.health_dir.join("10-signal"), "kill -USR1 $$");
+    let (r, _) = run_one(&p).await;
+    assert_eq!(r.checks[0].verdict, Verdict::Fail, "{r}");
+    let out = &r.checks[0].output;
+    assert!(out.starts_with("exit status: 138"), "{out}");
+    assert!(out.contains("killed by signal 10 (SIGUSR1)"), "{out}");
+}
+
+#[tokio::test]
+async fn without_a_reaper_the_exit_status_still_decides_within_the_grace() {
+    let d = tempfile::tempdir().unwrap();
+    let p = plan(d.path(), false);
+    let m = marker(8);
+    script(
+        &p.health_dir.join("10-detach"),
+        &format!("echo ok\nsleep {m} &\nexit 0"),
+    );
+    let (r, took) = run_one(&p).await;
+    let left = survivors(&[&m]).await;
+    assert_eq!(r.checks[0].verdict, Verdict::Pass, "{r}");
+    assert_eq!(r.checks[0].output, "ok", "{r}");
+    assert!(took < Duration::from_secs(3), "took {took:?}:\n{r}");
+    // Same process group: the fallback's group kill reaches it.
+    assert!(left.is_empty(), "survived the check: {left:?}");
+}
