@@ -134,7 +134,7 @@ async fn a_passing_check_with_detached_children_commits_and_leaves_nothing_behin
             .map(|s| !s.contains(") Z "))
             .unwrap_or(false)
             && std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(b"sleep\0300."))
+                .map(|c| c.starts_with(b"sleep\x00300."))
                 .unwrap_or(false);
         assert!(!alive, "child {pid} of the check survived");
     }
