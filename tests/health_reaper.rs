@@ -208,3 +208,71 @@ async fn without_a_reaper_the_exit_status_still_decides_within_the_grace() {
     // Same process group: the fallback's group kill reaches it.
     assert!(left.is_empty(), "survived the check: {left:?}");
 }
+
+#[tokio::test]
+async fn the_reaper_ends_a_check_by_itself_when_nobody_stops_it() {
+    // As if the daemon had died: nobody sends SIGTERM, the reaper's own deadline acts.
+    let (m1, m2) = (marker(9), marker(10));
+    let t = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .args(["__health-exec", "--timeout", "1", "--", "/bin/sh", "-c"])
+        .arg(format!("setsid sleep {m1} & sleep {m2}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let left = survivors(&[&m1, &m2]).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(128 + 14), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("killed 3 processes of the check (timed out)"),
+        "{err}"
+    );
+    assert!(left.is_empty(), "survived: {left:?}");
+}
+
+#[test]
+fn the_reaper_mode_is_not_in_the_help() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("boot-check"), "{help}");
+    assert!(!help.contains("health-exec"), "{help}");
+}
+
+#[tokio::test]
+async fn a_check_abandoned_by_the_daemon_is_stopped_with_its_tree() {
+    // The health run's future is dropped mid-check (the daemon shutting down).
+    let d = tempfile::tempdir().unwrap();
+    let p = plan(d.path(), true);
+    let (m1, m2) = (marker(11), marker(12));
+    let started = d.path().join("started");
+    script(
+        &p.health_dir.join("10-hang"),
+        &format!(
+            "setsid sleep {m1} &\ntouch {}\nsleep {m2}",
+            started.display()
+        ),
+    );
+    let run = tokio::spawn(async move { p.run(Duration::from_secs(60), &units()).await });
+    let t = Instant::now();
+    while !started.exists() && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.exists(), "the check never started");
+    run.abort();
+    let _ = run.await;
+    // The reaper gets SIGTERM and needs a moment to kill and reap the tree.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3)
+        && !(with_marker(&m1).is_empty() && with_marker(&m2).is_empty())
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = survivors(&[&m1, &m2]).await;
+    assert!(left.is_empty(), "survived the abandoned check: {left:?}");
+}

@@ -277,6 +277,38 @@ fn tail_text(mut b: Vec<u8>) -> String {
     String::from_utf8_lossy(&b).trim_end().to_string()
 }
 
+/// The reaper's own deadline: later than ours, so it only acts when the daemon died.
+fn reaper_timeout(timeout: Duration) -> u64 {
+    (timeout + TERM_GRACE).as_secs() + 5
+}
+
+/// What is still to be stopped if the check's future is dropped before it ended (daemon
+/// shutdown): the reaper is asked to kill the tree (SIGKILL would leave it orphaned), or,
+/// without one, the check's process group is killed.
+struct StopOnDrop {
+    pid: Option<nix::unistd::Pid>,
+    reaped: bool,
+}
+
+impl StopOnDrop {
+    fn stop(&mut self) {
+        use nix::sys::signal::{kill, killpg, Signal};
+        if let Some(p) = self.pid.take() {
+            let _ = if self.reaped {
+                kill(p, Signal::SIGTERM)
+            } else {
+                killpg(p, Signal::SIGKILL)
+            };
+        }
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// How the process the daemon started ended.
 enum Ended {
     Exited(std::io::Result<std::process::ExitStatus>),
@@ -306,12 +338,14 @@ pub(crate) async fn run_exec(
     };
     let mut cmd = match (&exec.reaper, &exec.systemd_run, &scope) {
         (Some(reaper), Some(run), Some(unit)) => {
-            super::scope::command(run, unit, reaper, path, args)
+            super::scope::command(run, unit, reaper, reaper_timeout(timeout), path, args)
         }
         (Some(reaper), _, _) => {
             let mut c = tokio::process::Command::new(reaper);
             c.arg0("patchd-health-exec")
                 .arg(super::reaper::SUBCOMMAND)
+                .arg("--timeout")
+                .arg(reaper_timeout(timeout).to_string())
                 .arg("--")
                 .arg(path)
                 .args(args);
@@ -333,7 +367,8 @@ pub(crate) async fn run_exec(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
+        // The reaper is stopped by SIGTERM (see StopOnDrop), so it can clean up.
+        .kill_on_drop(exec.reaper.is_none());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -346,6 +381,7 @@ pub(crate) async fn run_exec(
         .and_then(|p| i32::try_from(p).ok())
         .map(nix::unistd::Pid::from_raw);
     let reaped = exec.reaper.is_some();
+    let mut stop_on_drop = StopOnDrop { pid, reaped };
     let (mut out_tail, mut err_tail) = (Vec::new(), Vec::new());
     let ended = {
         let out = child.stdout.take();
@@ -385,18 +421,10 @@ pub(crate) async fn run_exec(
                 Ended::Exited(st)
             }
             None => {
-                match (reaped, pid) {
-                    // The reaper kills the tree, counts it, and exits.
-                    (true, Some(p)) => {
-                        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-                    }
-                    // No reaper: at least the check's process group (a shell script's
-                    // children would otherwise keep running and keep the pipes open).
-                    (false, Some(p)) => {
-                        let _ = nix::sys::signal::killpg(p, nix::sys::signal::Signal::SIGKILL);
-                    }
-                    (_, None) => {}
-                }
+                // The reaper kills the tree, counts it, and exits; without one, at least
+                // the check's process group is killed (a shell script's children would
+                // otherwise keep running and keep the pipes open).
+                stop_on_drop.stop();
                 let stopped = tokio::time::timeout(TERM_GRACE, async {
                     let _ = (&mut wait).await;
                     if !read_done {
@@ -409,11 +437,12 @@ pub(crate) async fn run_exec(
             }
         }
     };
-    if !reaped {
+    if reaped {
+        // The reaper has exited (or is killed below): nothing left to signal.
+        stop_on_drop.pid = None;
+    } else {
         // The check's main process is gone; anything left in its group is a leftover.
-        if let Some(p) = pid {
-            let _ = nix::sys::signal::killpg(p, nix::sys::signal::Signal::SIGKILL);
-        }
+        stop_on_drop.stop();
     }
     if let Some(unit) = &scope {
         super::scope::stop(unit).await;

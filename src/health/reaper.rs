@@ -1,7 +1,7 @@
 //! The health-check reaper: a small process between the daemon and one check, so that
 //! everything the check started dies with it.
 //!
-//! `patchd __health-exec -- PATH ARGS...` (hidden, not in `--help` or the man page) makes
+//! `patchd __health-exec [--timeout SECS] -- PATH ARGS...` (hidden, not in `--help` or the man page) makes
 //! itself a child subreaper, runs the check in its own process group with the stdout and
 //! stderr it was given, and waits for the check's main process. Then it SIGKILLs the
 //! check's process group and every process it adopted (orphans of the check reparent to
@@ -14,8 +14,9 @@
 //! Exit status convention (what the daemon reads):
 //! - the check exited with code N: the reaper exits with N;
 //! - the check was killed by signal S: the reaper exits with 128 + S and says so on stderr;
-//! - the reaper got SIGTERM, SIGINT or SIGHUP (the daemon's timeout): it kills the whole
-//!   tree, the check included, and exits with 128 + that signal;
+//! - the reaper got SIGTERM, SIGINT or SIGHUP (the daemon's timeout), or its own
+//!   `--timeout` ran out (SIGALRM; only if the daemon died): it kills the whole tree, the
+//!   check included, and exits with 128 + that signal;
 //! - the check could not be started: 127 (not found) or 126, with the reason on stderr;
 //! - bad arguments or no subreaper support: 125.
 //!
@@ -62,12 +63,10 @@ fn say(msg: std::fmt::Arguments<'_>) {
 /// Run the reaper with the arguments after [`SUBCOMMAND`]; returns the exit code. Must be
 /// called before any other thread exists (it blocks signals for the whole process).
 pub fn main(args: &[OsString]) -> i32 {
-    let args = match args.first() {
-        Some(a) if a == "--" => &args[1..],
-        _ => args,
-    };
-    let Some((path, rest)) = args.split_first() else {
-        say(format_args!("usage: patchd {SUBCOMMAND} -- PATH [ARGS...]"));
+    let Some((own_timeout, path, rest)) = parse_args(args) else {
+        say(format_args!(
+            "usage: patchd {SUBCOMMAND} [--timeout SECS] -- PATH [ARGS...]"
+        ));
         return EXIT_USAGE;
     };
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
@@ -84,6 +83,7 @@ pub fn main(args: &[OsString]) -> i32 {
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
+        Signal::SIGALRM,
     ] {
         set.add(s);
     }
@@ -111,6 +111,11 @@ pub fn main(args: &[OsString]) -> i32 {
             };
         }
     };
+    // Our own deadline, in case the daemon dies and never sends SIGTERM (an alarm is not
+    // inherited by the check).
+    if let Some(secs) = own_timeout {
+        nix::unistd::alarm::set(secs);
+    }
     let Ok(raw) = i32::try_from(child.id()) else {
         return EXIT_USAGE;
     };
@@ -151,6 +156,22 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(sig) => 128 + sig as i32,
         None => code.unwrap_or(EXIT_USAGE),
     }
+}
+
+/// `[--timeout SECS] [--] PATH ARGS...`
+fn parse_args(args: &[OsString]) -> Option<(Option<u32>, &OsString, &[OsString])> {
+    let mut args = args;
+    let mut timeout = None;
+    if args.first().is_some_and(|a| a == "--timeout") {
+        let secs = args.get(1)?.to_str()?.parse::<u32>().ok()?;
+        timeout = Some(secs).filter(|&s| s > 0);
+        args = &args[2..];
+    }
+    if args.first().is_some_and(|a| a == "--") {
+        args = &args[1..];
+    }
+    let (path, rest) = args.split_first()?;
+    Some((timeout, path, rest))
 }
 
 /// Reap every child that has ended; the check's exit code once it is among them.
@@ -258,6 +279,21 @@ fn kill_tree(check: Pid) -> (usize, Option<i32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_take_an_optional_timeout() {
+        let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let args = a(&["--timeout", "65", "--", "/x", "--timeout"]);
+        let (t, p, rest) = parse_args(&args).unwrap();
+        assert_eq!(
+            (t, p.as_os_str(), rest),
+            (Some(65), "/x".as_ref(), &args[4..])
+        );
+        let args = a(&["/x"]);
+        assert_eq!(parse_args(&args).unwrap().0, None);
+        assert!(parse_args(&a(&["--timeout", "soon", "--", "/x"])).is_none());
+        assert!(parse_args(&a(&["--"])).is_none());
+    }
 
     #[test]
     fn the_killed_line_is_found_and_parsed() {

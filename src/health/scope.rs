@@ -45,6 +45,7 @@ pub(crate) fn command(
     systemd_run: &Path,
     unit: &str,
     reaper: &Path,
+    reaper_timeout: u64,
     path: &Path,
     args: &[String],
 ) -> tokio::process::Command {
@@ -54,6 +55,8 @@ pub(crate) fn command(
         .arg("--")
         .arg(reaper)
         .arg(super::reaper::SUBCOMMAND)
+        .arg("--timeout")
+        .arg(reaper_timeout.to_string())
         .arg("--")
         .arg(path)
         .args(args);
@@ -114,6 +117,7 @@ mod tests {
             Path::new("/usr/bin/systemd-run"),
             "patchd-health-1-x.scope",
             Path::new("/proc/1/exe"),
+            67,
             Path::new("/etc/patchd/health.d/x"),
             &["--quick".to_string()],
         );
@@ -132,6 +136,8 @@ mod tests {
                 "--",
                 "/proc/1/exe",
                 "__health-exec",
+                "--timeout",
+                "67",
                 "--",
                 "/etc/patchd/health.d/x",
                 "--quick"
