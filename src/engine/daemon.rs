@@ -344,7 +344,7 @@ pub async fn start(
         device: device_facts(&cfg, paths)?,
         health: Arc::new(PlanHealth {
             plan: HealthPlan {
-                exec: ExecSettings::detect(health_reaper),
+                exec: ExecSettings::detect(health_reaper).await,
                 ..HealthPlan::from_config(&cfg.health, paths)
             },
             units,

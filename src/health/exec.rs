@@ -240,14 +240,23 @@ pub struct ExecSettings {
 
 impl ExecSettings {
     /// `reaper` as given, with a transient scope per check when systemd is PID 1
-    /// (`/run/systemd/system` exists) and `systemd-run` is on PATH.
-    pub fn detect(reaper: Option<PathBuf>) -> Self {
-        let systemd_run = match &reaper {
-            Some(_) if Path::new("/run/systemd/system").is_dir() => {
-                super::scope::find_tool("systemd-run")
+    /// (`/run/systemd/system` exists), `systemd-run` is installed, and a trial scope
+    /// works from where the daemon runs (else a scope failure would fail every check).
+    pub async fn detect(reaper: Option<PathBuf>) -> Self {
+        let mut systemd_run = None;
+        if let Some(r) = &reaper {
+            if Path::new("/run/systemd/system").is_dir() {
+                if let Some(run) = super::scope::find_tool("systemd-run") {
+                    if super::scope::works(&run, r).await {
+                        systemd_run = Some(run);
+                    }
+                }
             }
-            _ => None,
-        };
+        }
+        tracing::info!(
+            reaper = ?reaper, systemd_scope = systemd_run.is_some(),
+            "how health checks run"
+        );
         Self {
             reaper,
             systemd_run,
@@ -437,8 +446,13 @@ pub(crate) async fn run_exec(
             }
         }
     };
+    if let Ended::TimedOut { stopped: false } = ended {
+        // It did not stop when asked: no count, no cleanup by the reaper; at least the
+        // reaper (or the check) itself goes.
+        let _ = child.kill().await;
+    }
     if reaped {
-        // The reaper has exited (or is killed below): nothing left to signal.
+        // The reaper has exited: nothing left to signal.
         stop_on_drop.pid = None;
     } else {
         // The check's main process is gone; anything left in its group is a leftover.
@@ -460,10 +474,7 @@ pub(crate) async fn run_exec(
             (false, why)
         }
         Ended::Exited(Err(e)) => (false, format!("waiting for {}: {e}", path.display())),
-        Ended::TimedOut { stopped } => {
-            if !stopped {
-                let _ = child.kill().await;
-            }
+        Ended::TimedOut { .. } => {
             let killed = match super::reaper::killed_count(&text) {
                 Some(1) => " (1 process)".to_string(),
                 Some(n) => format!(" ({n} processes)"),

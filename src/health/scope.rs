@@ -63,6 +63,43 @@ pub(crate) fn command(
     c
 }
 
+/// Whether a trial scope can be started (`REAPER --version` in it): systemd-run needs the
+/// system bus and systemd's permission, which a sandbox may deny.
+pub(crate) async fn works(systemd_run: &Path, reaper: &Path) -> bool {
+    let unit = unit_name("probe");
+    let run = tokio::process::Command::new(systemd_run)
+        .args(["--scope", "--quiet", "--collect"])
+        .arg(format!("--unit={unit}"))
+        .arg("--")
+        .arg(reaper)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let ok = match tokio::time::timeout(STOP_TIMEOUT, run).await {
+        Ok(Ok(out)) if out.status.success() => true,
+        Ok(Ok(out)) => {
+            tracing::warn!(
+                status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+                "systemd-run cannot start a scope; health checks run without one"
+            );
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot run systemd-run; health checks run without a scope");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("systemd-run timed out; health checks run without a scope");
+            false
+        }
+    };
+    stop(&unit).await;
+    ok
+}
+
 /// Make sure the scope is gone: SIGKILL whatever is still in its cgroup, then stop it.
 /// Normally the reaper has emptied it and `--collect` has unloaded it already, so
 /// "not loaded" is the expected answer and not logged as a problem.
