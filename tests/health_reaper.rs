@@ -276,3 +276,39 @@ async fn a_check_abandoned_by_the_daemon_is_stopped_with_its_tree() {
     let left = survivors(&[&m1, &m2]).await;
     assert!(left.is_empty(), "survived the abandoned check: {left:?}");
 }
+
+#[tokio::test]
+async fn the_scope_path_runs_the_reaper_in_place_of_systemd_run() {
+    // Only the command line and the exec-in-place contract can be checked without
+    // systemd as PID 1: a stand-in systemd-run records its arguments and execs what
+    // follows the first `--`, as `systemd-run --scope` does once the scope exists.
+    let d = tempfile::tempdir().unwrap();
+    let mut p = plan(d.path(), true);
+    let fake = d.path().join("bin/systemd-run");
+    let argv = d.path().join("systemd-run.args");
+    script(
+        &fake,
+        &format!(
+            "echo \"$@\" > {}\nwhile [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"",
+            argv.display()
+        ),
+    );
+    p.exec.systemd_run = Some(fake);
+    let m = marker(13);
+    script(
+        &p.health_dir.join("10-detach"),
+        &format!("echo ok\nsetsid sleep {m} &\nexit 0"),
+    );
+    let (r, took) = run_one(&p).await;
+    let left = survivors(&[&m]).await;
+    assert_eq!(r.checks[0].verdict, Verdict::Pass, "{r}");
+    assert!(took < Duration::from_secs(3), "took {took:?}:\n{r}");
+    assert!(left.is_empty(), "survived the check: {left:?}");
+    let args = fs::read_to_string(&argv).unwrap();
+    assert!(
+        args.starts_with("--scope --quiet --collect --unit=patchd-health-")
+            && args.contains("-10-detach.scope -- ")
+            && args.contains(" __health-exec --timeout "),
+        "{args}"
+    );
+}
