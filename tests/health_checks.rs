@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use patchd::config::HealthConfig;
 use patchd::health::{
-    CheckKind, CommandCheck, Deadline, FixedUnits, HealthPlan, HttpProbe, HttpUrl, Verdict,
+    CheckKind, CommandCheck, Deadline, ExecSettings, FixedUnits, HealthPlan, HttpProbe, HttpUrl,
+    Verdict,
 };
 use patchd::paths::Paths;
 
@@ -24,6 +25,11 @@ fn plan(root: &Path) -> HealthPlan {
     let mut p = HealthPlan::from_config(&HealthConfig::default(), &paths);
     p.trusted_uid = nix::unistd::geteuid().as_raw();
     p.check_timeout = Duration::from_secs(10);
+    // As the daemon runs them: under the reaper (tests/health_reaper.rs has the rest).
+    p.exec = ExecSettings {
+        reaper: Some(env!("CARGO_BIN_EXE_patchd").into()),
+        systemd_run: None,
+    };
     p
 }
 

@@ -79,6 +79,16 @@ fn command() -> clap::Command {
 }
 
 fn main() -> ExitCode {
+    // The health-check reaper: dispatched before anything else runs (it must stay single
+    // threaded) and kept out of clap, so it is in neither --help nor the man page.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == patchd::health::reaper::SUBCOMMAND)
+    {
+        let code = patchd::health::reaper::main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
     let cli = Cli::parse();
     let daemon = !cli.check_config
         && cli.generate_docs.is_none()
@@ -165,6 +175,10 @@ fn main() -> ExitCode {
                     auth: cli.auth,
                     ..ServiceOptions::default()
                 },
+                // Our own binary through /proc: still there after a package upgrade
+                // replaced /usr/bin/patchd (current_exe() would then name a deleted file),
+                // and a path systemd-run can exec too.
+                health_reaper: Some(PathBuf::from(format!("/proc/{}/exe", std::process::id()))),
             };
             match runtime().map(|rt| rt.block_on(patchd::engine::daemon::run(paths, opts))) {
                 Ok(Ok(exit)) => {

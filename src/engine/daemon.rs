@@ -3,6 +3,7 @@
 //! The binary only parses arguments and calls [`run`]. There is no "unverified mode":
 //! without a trusted root the daemon refuses to start rather than install anything.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::adapters::{PlanHealth, SyscallReboot, SystemdReboot};
@@ -17,8 +18,8 @@ use crate::config::RepoSource;
 use crate::config::{Config, ConfigError};
 use crate::dbus::{Bus, ManagerBackend, ServiceOptions};
 use crate::fetch::{ByteSource, FileSource, HttpSource};
+use crate::health::{ExecSettings, HealthPlan, SystemdUnits};
 use crate::health::{FixedUnits, UnitQuery};
-use crate::health::{HealthPlan, SystemdUnits};
 use crate::names::SlotName;
 use crate::paths::Paths;
 use crate::policy::{DeviceFacts, PolicyError};
@@ -307,6 +308,9 @@ fn build_updates(
 /// How the daemon is reached and watched.
 pub struct DaemonOptions {
     pub service: ServiceOptions,
+    /// The `patchd` binary that runs health checks under the reaper
+    /// (`patchd __health-exec`); `None` runs them directly (process-group kill only).
+    pub health_reaper: Option<PathBuf>,
 }
 
 /// Build every backend from the configuration and start the engine. `bus` is where
@@ -321,7 +325,11 @@ struct Started {
     metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
-async fn start(paths: &Paths, bus: &Bus) -> Result<Started, DaemonError> {
+async fn start(
+    paths: &Paths,
+    bus: &Bus,
+    health_reaper: Option<PathBuf>,
+) -> Result<Started, DaemonError> {
     let cfg = crate::config::load(paths)?;
     let policy = cfg.policy.to_policy()?;
     if cfg.policy.windows.is_empty() {
@@ -372,7 +380,10 @@ async fn start(paths: &Paths, bus: &Bus) -> Result<Started, DaemonError> {
         policy,
         device: device_facts(&cfg, paths)?,
         health: Arc::new(PlanHealth {
-            plan: HealthPlan::from_config(&cfg.health, paths),
+            plan: HealthPlan {
+                exec: ExecSettings::detect(health_reaper).await,
+                ..HealthPlan::from_config(&cfg.health, paths)
+            },
             units,
         }),
         audit: audit.clone(),
@@ -494,7 +505,7 @@ async fn run_engine(paths: Paths, opts: DaemonOptions) -> Result<RunExit, Daemon
         handle,
         mut task,
         metrics,
-    } = start(&paths, &opts.service.bus).await?;
+    } = start(&paths, &opts.service.bus, opts.health_reaper.clone()).await?;
     let backend: Arc<dyn ManagerBackend> = Arc::new(handle.clone());
     let backend_keep = backend.clone();
     let service = crate::dbus::serve(backend, opts.service)

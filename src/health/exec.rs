@@ -1,5 +1,5 @@
-//! Running one check: executables (with ownership rules and process-group kill), units,
-//! HTTP probes.
+//! Running one check: executables (with ownership rules, judged by exit status, their
+//! whole process tree killed at the end), units, HTTP probes.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -88,6 +88,7 @@ impl Task {
         left: Duration,
         units: &dyn UnitQuery,
         trusted_uid: u32,
+        exec: &ExecSettings,
     ) -> CheckResult {
         let started = Instant::now();
         let (name, kind, required) = self.ident();
@@ -103,6 +104,8 @@ impl Task {
                     argv.get(1..).unwrap_or(&[]),
                     (*timeout).min(left),
                     trusted_uid,
+                    exec,
+                    &name,
                 )
                 .await
             }
@@ -217,8 +220,51 @@ pub(crate) fn dropins(dir: &Path, timeout: Duration, _uid: u32) -> (Vec<Task>, V
     (tasks, problems)
 }
 
-async fn read_tail<R: AsyncRead + Unpin>(mut r: R) -> Vec<u8> {
-    let mut tail = Vec::new();
+/// How long output is still read after the check's main process exited: a leftover
+/// child holding the pipe must not hold up the verdict.
+pub(crate) const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+/// After SIGTERM on timeout, how long the reaper gets to kill the tree and exit.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How executables are started. The daemon's composition root fills it in; the default
+/// (no reaper) runs checks directly and kills only their process group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSettings {
+    /// The `patchd` binary, run as `patchd __health-exec -- PATH ARGS...` between the
+    /// daemon and each check (see [`super::reaper`]).
+    pub reaper: Option<PathBuf>,
+    /// `systemd-run`, to start each reaper in its own transient scope (only with a
+    /// reaper; chosen by [`ExecSettings::detect`] when systemd runs the machine).
+    pub systemd_run: Option<PathBuf>,
+}
+
+impl ExecSettings {
+    /// `reaper` as given, with a transient scope per check when systemd is PID 1
+    /// (`/run/systemd/system` exists), `systemd-run` is installed, and a trial scope
+    /// works from where the daemon runs (else a scope failure would fail every check).
+    pub async fn detect(reaper: Option<PathBuf>) -> Self {
+        let mut systemd_run = None;
+        if let Some(r) = &reaper {
+            if Path::new("/run/systemd/system").is_dir() {
+                if let Some(run) = super::scope::find_tool("systemd-run") {
+                    if super::scope::works(&run, r).await {
+                        systemd_run = Some(run);
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            reaper = ?reaper, systemd_scope = systemd_run.is_some(),
+            "how health checks run"
+        );
+        Self {
+            reaper,
+            systemd_run,
+        }
+    }
+}
+
+async fn read_tail<R: AsyncRead + Unpin>(mut r: R, tail: &mut Vec<u8>) {
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf).await {
@@ -231,7 +277,6 @@ async fn read_tail<R: AsyncRead + Unpin>(mut r: R) -> Vec<u8> {
             }
         }
     }
-    tail
 }
 
 fn tail_text(mut b: Vec<u8>) -> String {
@@ -241,18 +286,87 @@ fn tail_text(mut b: Vec<u8>) -> String {
     String::from_utf8_lossy(&b).trim_end().to_string()
 }
 
+/// The reaper's own deadline: later than ours, so it only acts when the daemon died.
+fn reaper_timeout(timeout: Duration) -> u64 {
+    (timeout + TERM_GRACE).as_secs() + 5
+}
+
+/// What is still to be stopped if the check's future is dropped before it ended (daemon
+/// shutdown): the reaper is asked to kill the tree (SIGKILL would leave it orphaned), or,
+/// without one, the check's process group is killed.
+struct StopOnDrop {
+    pid: Option<nix::unistd::Pid>,
+    reaped: bool,
+}
+
+impl StopOnDrop {
+    fn stop(&mut self) {
+        use nix::sys::signal::{kill, killpg, Signal};
+        if let Some(p) = self.pid.take() {
+            let _ = if self.reaped {
+                kill(p, Signal::SIGTERM)
+            } else {
+                killpg(p, Signal::SIGKILL)
+            };
+        }
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How the process the daemon started ended.
+enum Ended {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// Timed out; `stopped`: it exited within the grace after being told to stop.
+    TimedOut {
+        stopped: bool,
+    },
+}
+
+/// Run one executable check: pass when it exits 0. Output is read until a short grace
+/// after the main process exited; then its whole process tree is killed (through the
+/// reaper, or the process group without one), on timeout too.
 pub(crate) async fn run_exec(
     path: &Path,
     args: &[String],
     timeout: Duration,
     uid: u32,
+    exec: &ExecSettings,
+    name: &str,
 ) -> (bool, String) {
     if let Some(why) = ownership_problem(path, uid) {
         return (false, why);
     }
-    let mut cmd = tokio::process::Command::new(path);
-    cmd.args(args)
-        .env_clear()
+    let scope = match (&exec.reaper, &exec.systemd_run) {
+        (Some(_), Some(_)) => Some(super::scope::unit_name(name)),
+        _ => None,
+    };
+    let mut cmd = match (&exec.reaper, &exec.systemd_run, &scope) {
+        (Some(reaper), Some(run), Some(unit)) => {
+            super::scope::command(run, unit, reaper, reaper_timeout(timeout), path, args)
+        }
+        (Some(reaper), _, _) => {
+            let mut c = tokio::process::Command::new(reaper);
+            c.arg0("patchd-health-exec")
+                .arg(super::reaper::SUBCOMMAND)
+                .arg("--timeout")
+                .arg(reaper_timeout(timeout).to_string())
+                .arg("--")
+                .arg(path)
+                .args(args);
+            c
+        }
+        (None, _, _) => {
+            let mut c = tokio::process::Command::new(path);
+            c.args(args);
+            c
+        }
+    };
+    cmd.env_clear()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -262,61 +376,116 @@ pub(crate) async fn run_exec(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
+        // The reaper is stopped by SIGTERM (see StopOnDrop), so it can clean up.
+        .kill_on_drop(exec.reaper.is_none());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return (false, format!("cannot run {}: {e}", path.display())),
+        Err(e) => {
+            let what = exec.reaper.as_deref().unwrap_or(path);
+            return (false, format!("cannot run {}: {e}", what.display()));
+        }
     };
-    let pid = child.id();
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    // Both streams into one tail buffer: stdout first, then stderr (each bounded).
-    let reader = async move {
-        let (a, b) = tokio::join!(
-            async {
-                match out {
-                    Some(o) => read_tail(o).await,
-                    None => Vec::new(),
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(nix::unistd::Pid::from_raw);
+    let reaped = exec.reaper.is_some();
+    let mut stop_on_drop = StopOnDrop { pid, reaped };
+    let (mut out_tail, mut err_tail) = (Vec::new(), Vec::new());
+    let ended = {
+        let out = child.stdout.take();
+        let err = child.stderr.take();
+        let read = async {
+            tokio::join!(
+                async {
+                    if let Some(o) = out {
+                        read_tail(o, &mut out_tail).await
+                    }
+                },
+                async {
+                    if let Some(e) = err {
+                        read_tail(e, &mut err_tail).await
+                    }
                 }
-            },
-            async {
-                match err {
-                    Some(e) => read_tail(e).await,
-                    None => Vec::new(),
-                }
+            )
+        };
+        tokio::pin!(read);
+        let wait = child.wait();
+        tokio::pin!(wait);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut read_done = false;
+        let first = loop {
+            tokio::select! {
+                st = &mut wait => break Some(st),
+                _ = &mut read, if !read_done => read_done = true,
+                _ = &mut deadline => break None,
             }
-        );
-        let mut v = a;
-        v.extend_from_slice(&b);
-        v
-    };
-    let both = async { tokio::join!(child.wait(), reader) };
-    match tokio::time::timeout(timeout, both).await {
-        Ok((Ok(status), output)) => {
-            let text = tail_text(output);
-            if status.success() {
-                (true, text)
-            } else {
-                let mut why = format!("{status}");
-                if !text.is_empty() {
-                    why.push('\n');
-                    why.push_str(&text);
+        };
+        match first {
+            Some(st) => {
+                if !read_done {
+                    let _ = tokio::time::timeout(OUTPUT_GRACE, &mut read).await;
                 }
-                (false, why)
+                Ended::Exited(st)
+            }
+            None => {
+                // The reaper kills the tree, counts it, and exits; without one, at least
+                // the check's process group is killed (a shell script's children would
+                // otherwise keep running and keep the pipes open).
+                stop_on_drop.stop();
+                let stopped = tokio::time::timeout(TERM_GRACE, async {
+                    let _ = (&mut wait).await;
+                    if !read_done {
+                        let _ = tokio::time::timeout(OUTPUT_GRACE, &mut read).await;
+                    }
+                })
+                .await
+                .is_ok();
+                Ended::TimedOut { stopped }
             }
         }
-        Ok((Err(e), _)) => (false, format!("waiting for {}: {e}", path.display())),
-        Err(_) => {
-            // Kill the whole process group: a shell script's children would otherwise keep
-            // running (and keep the pipes open).
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+    };
+    if let Ended::TimedOut { stopped: false } = ended {
+        // It did not stop when asked: no count, no cleanup by the reaper; at least the
+        // reaper (or the check) itself goes.
+        let _ = child.kill().await;
+    }
+    if reaped {
+        // The reaper has exited: nothing left to signal.
+        stop_on_drop.pid = None;
+    } else {
+        // The check's main process is gone; anything left in its group is a leftover.
+        stop_on_drop.stop();
+    }
+    if let Some(unit) = &scope {
+        super::scope::stop(unit).await;
+    }
+    out_tail.extend_from_slice(&err_tail);
+    let text = tail_text(out_tail);
+    match ended {
+        Ended::Exited(Ok(status)) if status.success() => (true, text),
+        Ended::Exited(Ok(status)) => {
+            let mut why = format!("{status}");
+            if !text.is_empty() {
+                why.push('\n');
+                why.push_str(&text);
             }
-            let _ = child.kill().await;
-            (false, format!("timed out after {timeout:?}; killed"))
+            (false, why)
+        }
+        Ended::Exited(Err(e)) => (false, format!("waiting for {}: {e}", path.display())),
+        Ended::TimedOut { .. } => {
+            let killed = match super::reaper::killed_count(&text) {
+                Some(1) => " (1 process)".to_string(),
+                Some(n) => format!(" ({n} processes)"),
+                None => String::new(),
+            };
+            let mut why = format!("timed out after {timeout:?}; killed{killed}");
+            if !text.is_empty() {
+                why.push('\n');
+                why.push_str(&text);
+            }
+            (false, why)
         }
     }
 }

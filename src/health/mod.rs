@@ -20,9 +20,14 @@
 //! `/etc/patchd/health.d/` (required) and `/etc/patchd/health.d/wanted/` (warnings only),
 //! lexical order, hidden files skipped; `health.units` must be `active` (asked over D-Bus,
 //! [`UnitQuery`]); `[[health.http]]` probes. Each check has a timeout (its own or
-//! `check_timeout`), capped by what is left of the overall deadline; a check that times
-//! out is killed with its whole process group. Once the deadline is used up, the checks
-//! not yet run fail with "deadline reached".
+//! `check_timeout`), capped by what is left of the overall deadline. An executable is
+//! judged by its exit status (0 = pass): once its main process exits, its output is read
+//! for half a second more, then its whole process tree is killed — on pass, fail and
+//! timeout alike, including children that left its process group (`setsid`, double
+//! fork). The daemon runs each executable under the reaper ([`reaper`], `patchd
+//! __health-exec`), inside a transient systemd scope when systemd runs the machine
+//! ([`ExecSettings`]). Once the deadline is used up, the checks not yet run fail with
+//! "deadline reached".
 //!
 //! Executables (drop-ins and configured commands, resolved under the injected
 //! [`crate::paths::Paths`] root) run only if they and their directory are owned by
@@ -31,9 +36,13 @@
 //! `PATH` and `LANG`, stdin from /dev/null, and the last 4 KiB of stdout+stderr kept.
 
 pub(crate) mod exec;
+pub mod reaper;
 mod report;
+mod scope;
 pub mod spec;
 mod systemd;
+
+pub use exec::ExecSettings;
 
 pub use report::{CheckKind, CheckResult, HealthReport, Verdict};
 pub use spec::{valid_unit_name, CommandCheck, HttpProbe, HttpUrl};
@@ -87,6 +96,9 @@ pub struct HealthPlan {
     pub paths: Paths,
     /// Owner required of executables (0 on devices; the unprivileged demo uses its euid).
     pub trusted_uid: u32,
+    /// How executables are started: through the reaper (and a systemd scope) in the
+    /// daemon; directly, with only a process-group kill, when no reaper is set.
+    pub exec: ExecSettings,
 }
 
 impl HealthPlan {
@@ -99,6 +111,7 @@ impl HealthPlan {
             health_dir: paths.health_dir(),
             paths: paths.clone(),
             trusted_uid: 0,
+            exec: ExecSettings::default(),
         }
     }
 
@@ -146,7 +159,7 @@ impl HealthPlan {
                 checks.push(t.not_run("overall health deadline reached before this check ran"));
                 continue;
             }
-            let r = t.run(l, units, self.trusted_uid).await;
+            let r = t.run(l, units, self.trusted_uid, &self.exec).await;
             tracing::info!(
                 check = %r.name, kind = %r.kind, verdict = %r.verdict,
                 duration_ms = r.duration_ms, "health check"

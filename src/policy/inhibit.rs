@@ -214,6 +214,8 @@ pub async fn reboot_blockers(
             argv.get(1..).unwrap_or(&[]),
             cfg.command_timeout,
             0,
+            &crate::health::ExecSettings::default(),
+            "inhibitor",
         )
         .await;
         if !ok {
