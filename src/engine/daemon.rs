@@ -414,22 +414,42 @@ async fn start(
 /// Run the daemon until SIGTERM/SIGINT or until the engine stops (reboot requested):
 /// engine, D-Bus service, sd-notify readiness and watchdog.
 pub async fn run(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
-    // The watchdog is pinged in degraded mode too: the daemon is alive and answering.
-    let watchdog = watchdog_timeout().map(|timeout| {
-        // Ping at half the timeout, as systemd recommends.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(timeout / 2);
-            loop {
-                tick.tick().await;
-                notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-        })
-    });
-    let r = run_until_stopped(paths, opts).await;
-    if let Some(w) = watchdog {
-        w.abort();
-    }
+    let watchdog = Watchdog::default();
+    let r = run_until_stopped(paths, opts, &watchdog).await;
+    watchdog.stop();
     r
+}
+
+/// Pings systemd's watchdog from the first `READY=1` on, in degraded mode too (the
+/// daemon is alive and answering), until the process ends.
+#[derive(Default)]
+struct Watchdog(std::sync::OnceLock<Option<tokio::task::JoinHandle<()>>>);
+
+impl Watchdog {
+    /// Say `READY=1` (with `extra`) and start pinging if systemd asked for it.
+    fn ready(&self, extra: &[sd_notify::NotifyState]) {
+        let mut states = vec![sd_notify::NotifyState::Ready];
+        states.extend_from_slice(extra);
+        notify(&states);
+        self.0.get_or_init(|| {
+            watchdog_timeout().map(|timeout| {
+                // Ping at half the timeout, as systemd recommends.
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(timeout / 2);
+                    loop {
+                        tick.tick().await;
+                        notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                })
+            })
+        });
+    }
+
+    fn stop(&self) {
+        if let Some(Some(h)) = self.0.get() {
+            h.abort();
+        }
+    }
 }
 
 /// How a run in degraded mode ended.
@@ -440,17 +460,21 @@ enum DegradedExit {
     Stopped,
 }
 
-async fn run_until_stopped(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
+async fn run_until_stopped(
+    paths: Paths,
+    opts: DaemonOptions,
+    watchdog: &Watchdog,
+) -> Result<RunExit, DaemonError> {
     loop {
         let cfg = crate::config::load(&paths)?;
         let now = crate::clock::Clock::now(&SystemClock);
         if let Some(damage) = super::repair::diagnose(&cfg, &paths, now) {
-            match run_degraded(&paths, &cfg, damage, &opts).await? {
+            match run_degraded(&paths, &cfg, damage, &opts, watchdog).await? {
                 DegradedExit::Repaired => continue,
                 DegradedExit::Stopped => return Ok(RunExit::Shutdown),
             }
         }
-        return run_engine(paths, opts).await;
+        return run_engine(paths, opts, watchdog).await;
     }
 }
 
@@ -461,6 +485,7 @@ async fn run_degraded(
     cfg: &Config,
     damage: super::repair::Damage,
     opts: &DaemonOptions,
+    watchdog: &Watchdog,
 ) -> Result<DegradedExit, DaemonError> {
     let bootloader: Option<Arc<dyn Bootloader>> = cfg.boot_config.as_ref().and_then(|b| {
         crate::boot::open(b, paths)
@@ -484,10 +509,9 @@ async fn run_degraded(
     let service = crate::dbus::serve(backend.clone(), opts.service.clone())
         .await
         .map_err(|e| DaemonError::Dbus(e.to_string()))?;
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("degraded: see patchctl status"),
-    ]);
+    watchdog.ready(&[sd_notify::NotifyState::Status(
+        "degraded: see patchctl status",
+    )]);
     let exit = tokio::select! {
         _ = repaired.notified() => DegradedExit::Repaired,
         _ = shutdown_signal() => DegradedExit::Stopped,
@@ -500,7 +524,11 @@ async fn run_degraded(
     Ok(exit)
 }
 
-async fn run_engine(paths: Paths, opts: DaemonOptions) -> Result<RunExit, DaemonError> {
+async fn run_engine(
+    paths: Paths,
+    opts: DaemonOptions,
+    watchdog: &Watchdog,
+) -> Result<RunExit, DaemonError> {
     let Started {
         handle,
         mut task,
@@ -511,7 +539,7 @@ async fn run_engine(paths: Paths, opts: DaemonOptions) -> Result<RunExit, Daemon
     let service = crate::dbus::serve(backend, opts.service)
         .await
         .map_err(|e| DaemonError::Dbus(e.to_string()))?;
-    notify(&[sd_notify::NotifyState::Ready]);
+    watchdog.ready(&[]);
     tracing::info!("patchd running");
     let exit = tokio::select! {
         r = &mut task => Some(r),
