@@ -1059,8 +1059,15 @@ fn decode_thread(
             let before = input.pos;
             let (hint, produced) = {
                 let mut o = zstd::stream::raw::OutBuffer::around_pos(out.as_mut_slice(), out_pos);
-                let hint = dec.run(&mut input, &mut o).map_err(zerr)?;
-                (hint, o.pos() - out_pos)
+                match dec.run(&mut input, &mut o) {
+                    Ok(hint) => (hint, o.pos() - out_pos),
+                    Err(e) => {
+                        hash.update(&buf[before..len]);
+                        let got = transfer_off + (len - before) as u64;
+                        let _ = transfer_pool.try_send(buf);
+                        return Err(undecodable(req, e, hash, got, rx, transfer_pool, cancel));
+                    }
+                }
             };
             hash.update(&buf[before..input.pos]);
             transfer_off += (input.pos - before) as u64;
@@ -1126,6 +1133,53 @@ fn decode_thread(
         )));
     }
     Ok(Some(hash.finish()))
+}
+
+/// The decompressor refused the stream. Unverified bytes must not be judged by how they
+/// parse: most often they are simply not the signed bytes (a resumed download whose
+/// second part differs, a corrupting mirror), and the admin should read "hash mismatch",
+/// not a zstd framing error. So the rest of the transfer (bounded by the signed length)
+/// is hashed, and a transfer hash that differs from the signed one is the error; only a
+/// signed, matching stream that still does not decode is reported as zstd's error.
+fn undecodable(
+    req: &StageRequest,
+    e: io::Error,
+    mut hash: TransferHash,
+    mut got: u64,
+    mut rx: mpsc::Receiver<(Vec<u8>, usize)>,
+    transfer_pool: mpsc::Sender<Vec<u8>>,
+    cancel: &CancelToken,
+) -> Stop {
+    let zstd = || {
+        Stop::Failed(StageError::Decompress {
+            path: req.path.clone(),
+            source: io::Error::new(e.kind(), e.to_string()),
+        })
+    };
+    tracing::info!(path = %req.path, error = %e, at = got, "zstd refused the stream; hashing the rest of the transfer to tell a wrong download from a bad image");
+    while let Some((buf, len)) = rx.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Stop::Failed(StageError::Cancelled {
+                path: req.path.clone(),
+            });
+        }
+        hash.update(&buf[..len]);
+        got += len as u64;
+        let _ = transfer_pool.try_send(buf);
+    }
+    if got != req.length {
+        return zstd();
+    }
+    let (h256, h512) = hash.finish();
+    if let Err(mismatch) = check_hash(req, "transfer sha256", &req.sha256, &h256) {
+        return Stop::Failed(mismatch);
+    }
+    if let (Some(want), Some(got)) = (&req.sha512, h512) {
+        if let Err(mismatch) = check_hash(req, "transfer sha512", want, &got) {
+            return Stop::Failed(mismatch);
+        }
+    }
+    zstd()
 }
 
 struct WriterState {
