@@ -30,9 +30,21 @@ pub struct AvailableMetric {
     pub severity: String,
 }
 
+/// The running job, as far as the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobMetric {
+    /// `check`, `staging`, `health checks`.
+    pub kind: String,
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
 /// Values the engine reports.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
+    /// `[device] product` and `channel`, labels of the release series.
+    pub product: String,
+    pub channel: String,
     pub state: String,
     pub current_version: Option<String>,
     pub staged_version: Option<String>,
@@ -47,6 +59,18 @@ pub struct MetricsSnapshot {
     pub audit_head: Option<(u64, String)>,
     /// Records the audit head file did not vouch for when the daemon started.
     pub audit_head_lag: u64,
+    /// Whether the most recent check succeeded, and when it ended.
+    pub last_check_result: Option<(bool, Timestamp)>,
+    /// Checks by result (`success`, `failure`), counted since install.
+    pub checks: BTreeMap<String, u64>,
+    /// Releases committed on this device.
+    pub updates: u64,
+    /// Bytes downloaded and bytes reused from local slots by successful stagings.
+    pub fetched_bytes: u64,
+    pub reused_bytes: u64,
+    /// Active holds.
+    pub holds: u64,
+    pub job: Option<JobMetric>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,34 +110,47 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         let v = u8::from(s == m.state);
         let _ = writeln!(o, "patchd_state{{state=\"{}\"}} {v}", esc(s));
     }
+    let device = format!(
+        "channel=\"{}\",product=\"{}\"",
+        esc(&m.channel),
+        esc(&m.product)
+    );
     header(
         &mut o,
-        "patchd_current_version_info",
+        "patchd_current_release_info",
         "gauge",
         "Release the device runs.",
     );
     if let Some(v) = &m.current_version {
-        let _ = writeln!(o, "patchd_current_version_info{{version=\"{}\"}} 1", esc(v));
+        let _ = writeln!(
+            o,
+            "patchd_current_release_info{{release=\"{}\",{device}}} 1",
+            esc(v)
+        );
     }
     header(
         &mut o,
-        "patchd_staged_version_info",
+        "patchd_staged_release_info",
         "gauge",
         "Release staged in the inactive slot.",
     );
     if let Some(v) = &m.staged_version {
-        let _ = writeln!(o, "patchd_staged_version_info{{version=\"{}\"}} 1", esc(v));
+        let _ = writeln!(
+            o,
+            "patchd_staged_release_info{{release=\"{}\",{device}}} 1",
+            esc(v)
+        );
     }
     header(
         &mut o,
-        "patchd_available_version_info",
+        "patchd_available_release_info",
         "gauge",
         "Releases available to install, categorized.",
     );
     for a in &m.available {
         let _ = writeln!(
             o,
-            "patchd_available_version_info{{version=\"{}\",kind=\"{}\",severity=\"{}\"}} 1",
+            "patchd_available_release_info{{release=\"{}\",kind=\"{}\",severity=\"{}\",{device}}} 1",
             esc(&a.version),
             esc(&a.kind),
             esc(&a.severity)
@@ -146,6 +183,80 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         );
         let age = now.duration_since(t).as_secs_f64().max(0.0);
         let _ = writeln!(o, "patchd_seconds_since_last_successful_check {age:.0}");
+    }
+    if let Some((ok, at)) = m.last_check_result {
+        header(
+            &mut o,
+            "patchd_last_check_success",
+            "gauge",
+            "1 when the most recent check succeeded, 0 when it failed.",
+        );
+        let _ = writeln!(o, "patchd_last_check_success {}", u8::from(ok));
+        header(
+            &mut o,
+            "patchd_last_check_timestamp_seconds",
+            "gauge",
+            "Unix time the most recent check (successful or not) ended.",
+        );
+        let _ = writeln!(o, "patchd_last_check_timestamp_seconds {}", at.as_second());
+    }
+    header(
+        &mut o,
+        "patchd_checks_total",
+        "counter",
+        "Checks for releases by result.",
+    );
+    for r in ["success", "failure"] {
+        let n = m.checks.get(r).copied().unwrap_or(0);
+        let _ = writeln!(o, "patchd_checks_total{{result=\"{r}\"}} {n}");
+    }
+    header(
+        &mut o,
+        "patchd_updates_total",
+        "counter",
+        "Releases committed on this device.",
+    );
+    let _ = writeln!(o, "patchd_updates_total {}", m.updates);
+    header(
+        &mut o,
+        "patchd_fetched_bytes_total",
+        "counter",
+        "Bytes downloaded by successful stagings.",
+    );
+    let _ = writeln!(o, "patchd_fetched_bytes_total {}", m.fetched_bytes);
+    header(
+        &mut o,
+        "patchd_reused_bytes_total",
+        "counter",
+        "Bytes of new images taken from local slots instead of the network.",
+    );
+    let _ = writeln!(o, "patchd_reused_bytes_total {}", m.reused_bytes);
+    header(&mut o, "patchd_holds", "gauge", "Active holds.");
+    let _ = writeln!(o, "patchd_holds {}", m.holds);
+    header(
+        &mut o,
+        "patchd_job_running",
+        "gauge",
+        "1 for the kind of job running now (none: no sample).",
+    );
+    if let Some(j) = &m.job {
+        let _ = writeln!(o, "patchd_job_running{{kind=\"{}\"}} 1", esc(&j.kind));
+        header(
+            &mut o,
+            "patchd_job_done_bytes",
+            "gauge",
+            "Progress of the running job.",
+        );
+        let _ = writeln!(o, "patchd_job_done_bytes {}", j.done);
+        if let Some(t) = j.total {
+            header(
+                &mut o,
+                "patchd_job_total_bytes",
+                "gauge",
+                "Size of the running job's work, when known.",
+            );
+            let _ = writeln!(o, "patchd_job_total_bytes {t}");
+        }
     }
     header(
         &mut o,
@@ -237,6 +348,19 @@ mod tests {
             rollbacks: BTreeMap::from([("health \"x\"".to_owned(), 1)]),
             audit_head: Some((41, "ab".repeat(32))),
             audit_head_lag: 1,
+            product: "box".into(),
+            channel: "stable".into(),
+            last_check_result: Some((false, "2026-01-01T00:01:00Z".parse().unwrap())),
+            checks: BTreeMap::from([("success".to_owned(), 3), ("failure".to_owned(), 1)]),
+            updates: 2,
+            fetched_bytes: 100,
+            reused_bytes: 50,
+            holds: 1,
+            job: Some(JobMetric {
+                kind: "staging".into(),
+                done: 10,
+                total: Some(20),
+            }),
         }
     }
 
@@ -260,8 +384,16 @@ mod tests {
         for line in [
             "patchd_state{state=\"staged\"} 1",
             "patchd_state{state=\"idle\"} 0",
-            "patchd_current_version_info{version=\"1.0.0\"} 1",
-            "patchd_available_version_info{version=\"1.1.0\",kind=\"security\",severity=\"high\"} 1",
+            "patchd_current_release_info{release=\"1.0.0\",channel=\"stable\",product=\"box\"} 1",
+            "patchd_available_release_info{release=\"1.1.0\",kind=\"security\",severity=\"high\",channel=\"stable\",product=\"box\"} 1",
+            "patchd_last_check_success 0",
+            "patchd_checks_total{result=\"failure\"} 1",
+            "patchd_updates_total 2",
+            "patchd_fetched_bytes_total 100",
+            "patchd_reused_bytes_total 50",
+            "patchd_holds 1",
+            "patchd_job_running{kind=\"staging\"} 1",
+            "patchd_job_total_bytes 20",
             "patchd_seconds_since_last_successful_check 100",
             "patchd_staged_bytes 8589934592",
             "patchd_failures_total{reason=\"download\"} 2",

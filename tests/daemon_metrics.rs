@@ -100,7 +100,7 @@ async fn metrics_count_a_slow_mirror_and_pin_the_audit_head_across_restarts() {
     .await;
     assert!(
         text.lines()
-            .any(|l| l == "patchd_current_version_info{version=\"1.0.0\"} 1"),
+            .any(|l| l == "patchd_current_release_info{release=\"1.0.0\",channel=\"stable\",product=\"test-box\"} 1"),
         "{text}"
     );
     assert!(
@@ -200,4 +200,141 @@ async fn an_unwritable_metrics_file_is_a_status_warning_until_it_can_be_written(
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("WARNING"), "warning not cleared: {out}");
     d.stop(Duration::from_secs(10));
+}
+
+/// `promtool check metrics` on `text`: `Err` with its complaint when it refuses it.
+fn promtool(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool: {e}"))?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn line_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Every version of the file a whole update writes (check, staging, switch, reboot,
+/// health checks, commit) is valid Prometheus text format by Prometheus' own parser,
+/// and the file ends saying what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_of_an_update_writes_metrics_promtool_accepts() {
+    if !have("promtool") {
+        println!("skipped: promtool not installed (apt-get install prometheus)");
+        return;
+    }
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
+    let systemd = FakeSystemd::default();
+    let _sd = systemd.serve(&bus.address).await;
+    let top = tempfile::tempdir().unwrap();
+    let dev = Device::new(
+        top.path(),
+        &DeviceSpec {
+            extra: metrics_section(),
+            ..DeviceSpec::default()
+        },
+    );
+    let prom = dev.paths.resolve(PROM);
+    std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    // Every distinct file content, and the states they showed.
+    let mut seen: Vec<String> = Vec::new();
+    let watch = |seen: &mut Vec<String>| {
+        if let Ok(t) = std::fs::read_to_string(&prom) {
+            if seen.last() != Some(&t) {
+                seen.push(t);
+            }
+        }
+    };
+    let mut d = dev.spawn(&bus.address, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while d.try_wait().is_none() {
+        watch(&mut seen);
+        assert!(
+            Instant::now() < deadline,
+            "no reboot request\n{}",
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watch(&mut seen);
+    d.0 = None;
+    assert_eq!(dev.power_cycle().as_str(), "b");
+    let d = dev.spawn(&bus.address, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        watch(&mut seen);
+        if seen
+            .last()
+            .is_some_and(|t| t.contains("patchd_state{state=\"committed\"} 1"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never committed\n{}", dev.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.stop(Duration::from_secs(10));
+    watch(&mut seen);
+
+    let states: Vec<&str> = seen
+        .iter()
+        .filter_map(|t| {
+            t.lines()
+                .find(|l| l.starts_with("patchd_state{") && l.ends_with(" 1"))
+                .and_then(|l| l.split('"').nth(1))
+        })
+        .collect();
+    for want in ["switching", "committed"] {
+        assert!(states.contains(&want), "no file showed {want}: {states:?}");
+    }
+    for t in &seen {
+        if let Err(e) = promtool(t) {
+            panic!("promtool refused the metrics:\n{e}\n--- file ---\n{t}");
+        }
+    }
+    let last = seen.last().unwrap();
+    assert!(
+        last.lines().any(|l| l
+            == "patchd_current_release_info{release=\"2.0.0\",channel=\"stable\",product=\"test-box\"} 1"),
+        "{last}"
+    );
+    assert_eq!(
+        line_value(last, "patchd_updates_total"),
+        Some(1.0),
+        "{last}"
+    );
+    assert_eq!(
+        line_value(last, "patchd_last_check_success"),
+        Some(1.0),
+        "{last}"
+    );
+    assert!(
+        line_value(last, "patchd_fetched_bytes_total").is_some_and(|b| b > 0.0),
+        "{last}"
+    );
+    assert_eq!(line_value(last, "patchd_holds"), Some(0.0), "{last}");
 }

@@ -322,7 +322,7 @@ struct Started {
     task: tokio::task::JoinHandle<RunExit>,
     /// Keeps `[metrics] textfile` current; it holds an engine handle, so it is stopped
     /// before the engine is asked to stop.
-    metrics: Option<tokio::task::JoinHandle<()>>,
+    metrics: Option<super::metrics_feed::MetricsTask>,
 }
 
 async fn start(
@@ -371,6 +371,10 @@ async fn start(
         .textfile
         .as_ref()
         .map(|t| (paths.resolve(t), audit.clone(), clock.clone()));
+    let labels = super::metrics_feed::Labels {
+        product: cfg.device.product.clone().unwrap_or_default(),
+        channel: cfg.device.channel.clone(),
+    };
     let parts = EngineParts {
         paths: paths.clone(),
         clock: clock.clone(),
@@ -402,8 +406,9 @@ async fn start(
         failpoints: super::failpoint::FailPoints::from_env(),
     };
     let (handle, task) = super::start(parts).await?;
-    let metrics = metrics
-        .map(|(path, audit, clock)| super::metrics_feed::spawn(path, audit, clock, handle.clone()));
+    let metrics = metrics.map(|(path, audit, clock)| {
+        super::metrics_feed::spawn(path, labels, audit, clock, handle.clone())
+    });
     Ok(Started {
         handle,
         task,
@@ -548,11 +553,18 @@ async fn run_engine(
     notify(&[sd_notify::NotifyState::Stopping]);
     service.shutdown().await;
     let exit = match exit {
-        Some(r) => r,
+        Some(r) => {
+            // The engine ended (a reboot was asked for): its last state reaches the file
+            // before the process exits.
+            if let Some(m) = metrics {
+                m.finish(std::time::Duration::from_secs(5)).await;
+            }
+            r
+        }
         None => {
             tracing::info!("stopping on signal");
-            if let Some(m) = &metrics {
-                m.abort();
+            if let Some(m) = metrics {
+                m.finish(std::time::Duration::from_secs(5)).await;
             }
             // The engine stops when its last handle is gone; it persists each state
             // change atomically, so an interrupted step resumes on the next start.

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::handle::{EngineHandle, StatusSnapshot};
 use crate::audit::{Actor, AuditLog, Filter, Record};
 use crate::clock::Clock;
-use crate::metrics::{AvailableMetric, MetricsSnapshot};
+use crate::metrics::{AvailableMetric, JobMetric, MetricsSnapshot};
 
 /// Events that count as a failed job, and the cause used when a record has no `cause`
 /// field (records written before the field existed).
@@ -36,11 +36,27 @@ const REFRESH: Duration = Duration::from_secs(60);
 /// often.
 const MIN_GAP: Duration = Duration::from_secs(1);
 
-/// Failures and rollbacks by cause, counted from audit records.
+/// What the audit records say, counted.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
     pub failures: BTreeMap<String, u64>,
     pub rollbacks: BTreeMap<String, u64>,
+    /// Checks by result, and the most recent one's result and time.
+    pub checks: BTreeMap<String, u64>,
+    pub last_check: Option<(bool, jiff::Timestamp)>,
+    pub updates: u64,
+    pub fetched_bytes: u64,
+    pub reused_bytes: u64,
+}
+
+/// Records that end a successful check.
+const CHECK_EVENTS: &[&str] = &["check", "update_available", "nothing_available"];
+
+/// The device's labels for the release series.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    pub product: String,
+    pub channel: String,
 }
 
 fn cause_of(r: &Record) -> Option<&str> {
@@ -51,6 +67,27 @@ fn cause_of(r: &Record) -> Option<&str> {
 pub fn count(records: &[Record]) -> Counters {
     let mut c = Counters::default();
     for r in records {
+        let check = if CHECK_EVENTS.contains(&r.event.as_str()) {
+            Some(true)
+        } else if r.event == "check_failed" {
+            Some(false)
+        } else {
+            None
+        };
+        if let Some(ok) = check {
+            let key = if ok { "success" } else { "failure" };
+            *c.checks.entry(key.to_owned()).or_default() += 1;
+            c.last_check = Some((ok, r.time));
+        }
+        let field = |k: &str| r.extra.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        match r.event.as_str() {
+            "committed" => c.updates += 1,
+            "staged" => {
+                c.fetched_bytes += field("bytes_fetched");
+                c.reused_bytes += field("bytes_reused");
+            }
+            _ => {}
+        }
         if let Some((_, default)) = FAILURE_EVENTS.iter().find(|(e, _)| *e == r.event) {
             let cause = cause_of(r).unwrap_or(default);
             *c.failures.entry(cause.to_owned()).or_default() += 1;
@@ -73,6 +110,7 @@ pub fn count(records: &[Record]) -> Counters {
 /// The metrics as of `status` and `counters`.
 pub fn snapshot(
     status: &StatusSnapshot,
+    labels: &Labels,
     counters: &Counters,
     head: Option<(u64, String)>,
     lag: u64,
@@ -101,11 +139,25 @@ pub fn snapshot(
         rollbacks: counters.rollbacks.clone(),
         audit_head: head,
         audit_head_lag: lag,
+        product: labels.product.clone(),
+        channel: labels.channel.clone(),
+        last_check_result: counters.last_check,
+        checks: counters.checks.clone(),
+        updates: counters.updates,
+        fetched_bytes: counters.fetched_bytes,
+        reused_bytes: counters.reused_bytes,
+        holds: status.holds.len() as u64,
+        job: status.busy.as_ref().map(|kind| JobMetric {
+            kind: kind.clone(),
+            done: status.progress.as_ref().map_or(0, |p| p.done),
+            total: status.progress.as_ref().and_then(|p| p.total),
+        }),
     }
 }
 
 struct Feed {
     path: PathBuf,
+    labels: Labels,
     audit: Arc<Mutex<AuditLog>>,
     clock: Arc<dyn Clock>,
     engine: EngineHandle,
@@ -138,7 +190,7 @@ impl Feed {
 
     async fn write(&mut self, status: &StatusSnapshot) {
         let (head, lag) = self.audit_view();
-        let snap = snapshot(status, &self.counters, head, lag);
+        let snap = snapshot(status, &self.labels, &self.counters, head, lag);
         let res = crate::metrics::write_textfile(&self.path, &snap, self.clock.now());
         let now_failing = res.err().map(|e| e.to_string());
         if now_failing == self.failing {
@@ -160,17 +212,52 @@ impl Feed {
     }
 }
 
-/// Write `path` now and after every status change (at most once a second, and at least
-/// once a minute) until the engine stops.
+/// The running writer: [`MetricsTask::finish`] writes once more and ends it.
+pub struct MetricsTask {
+    handle: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MetricsTask {
+    /// Write the file a last time, release the engine handle the writer holds (so the
+    /// engine can stop) and wait for it, at most `limit`.
+    pub async fn finish(mut self, limit: Duration) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if tokio::time::timeout(limit, &mut self.handle).await.is_err() {
+            tracing::warn!("metrics writer did not finish; leaving it");
+            self.handle.abort();
+        }
+    }
+}
+
+/// Whether `b` differs from `a` in more than download progress: such changes are
+/// written at once, progress alone at most once per [`MIN_GAP`].
+fn significant(a: &StatusSnapshot, b: &StatusSnapshot) -> bool {
+    let strip = |s: &StatusSnapshot| {
+        let mut s = s.clone();
+        s.progress = None;
+        s
+    };
+    strip(a) != strip(b)
+}
+
+/// Write `path` now and after every change of the status: lifecycle steps and job ends
+/// at once, progress at most once a second, and at least once a minute; once more when
+/// the engine stops or [`MetricsTask::finish`] is called.
 pub fn spawn(
     path: PathBuf,
+    labels: Labels,
     audit: Arc<Mutex<AuditLog>>,
     clock: Arc<dyn Clock>,
     engine: EngineHandle,
-) -> tokio::task::JoinHandle<()> {
+) -> MetricsTask {
     let mut rx: watch::Receiver<StatusSnapshot> = engine.subscribe();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut feed = Feed {
         path,
+        labels,
         audit,
         clock,
         engine,
@@ -178,19 +265,50 @@ pub fn spawn(
         counters: Counters::default(),
         failing: None,
     };
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
+        let mut written: Option<(StatusSnapshot, tokio::time::Instant)> = None;
+        let mut force = true;
         loop {
             let status = rx.borrow_and_update().clone();
-            feed.write(&status).await;
-            tokio::time::sleep(MIN_GAP).await;
-            if let Ok(Err(_)) = tokio::time::timeout(REFRESH, rx.changed()).await {
-                // The engine stopped: one last write with its final state.
-                let status = rx.borrow().clone();
+            let due = force
+                || match &written {
+                    None => true,
+                    Some((last, at)) => significant(last, &status) || at.elapsed() >= MIN_GAP,
+                };
+            force = false;
+            let wait = if due {
                 feed.write(&status).await;
-                return;
+                written = Some((status, tokio::time::Instant::now()));
+                REFRESH
+            } else {
+                // Progress only: flush it when the gap has passed.
+                written
+                    .as_ref()
+                    .map_or(MIN_GAP, |(_, at)| MIN_GAP.saturating_sub(at.elapsed()))
+            };
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        // The engine stopped: one last write with its final state.
+                        let status = rx.borrow().clone();
+                        feed.write(&status).await;
+                        return;
+                    }
+                }
+                _ = &mut stop_rx => {
+                    let status = rx.borrow().clone();
+                    feed.write(&status).await;
+                    return;
+                }
+                // Refresh (ages) or flush progress.
+                _ = tokio::time::sleep(wait) => force = true,
             }
         }
-    })
+    });
+    MetricsTask {
+        handle,
+        stop: Some(stop_tx),
+    }
 }
 
 #[cfg(test)]
