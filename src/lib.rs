@@ -8,9 +8,13 @@ pub mod audit;
 pub mod boot;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod dbus;
 pub mod delta;
+pub mod duration;
 pub mod engine;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod fetch;
 pub mod fsutil;
 pub mod health;

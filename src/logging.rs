@@ -119,6 +119,20 @@ pub fn init(identifier: &str, default_filter: &str) -> Result<LogTarget, Logging
     Ok(target)
 }
 
+/// Logging of a one-shot command (`patchpub`, `patchd demo`): plain lines on stderr,
+/// no timestamps (a person reads them as they come), filter from the environment
+/// variable `env_var`, else `default_filter`. A second call, or a bad filter, leaves
+/// logging as it is: a command must not fail over its log set-up.
+pub fn init_command(env_var: &str, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_env(env_var).unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

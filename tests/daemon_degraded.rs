@@ -16,9 +16,7 @@ use process::*;
 /// No window and no staging outside one: the daemon stays up with nothing to do.
 fn quiet() -> DeviceSpec {
     DeviceSpec {
-        policy: "windows = [\"Mon 03:00-03:01\"]\nstage_outside_windows = false\n\
-                 time_zone = \"Pacific/Kiritimati\""
-            .into(),
+        policy: QUIET.into(),
         ..DeviceSpec::default()
     }
 }
@@ -68,13 +66,10 @@ fn corrupt_files(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_state_file_means_degraded_mode_until_repair() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
-    let top = tempfile::tempdir().unwrap();
-    let dev = Device::new(top.path(), &quiet());
+    let dev = Device::new(rig.top.path(), &quiet());
     let state_dir = dev.paths.state_dir();
     let state = state_dir.join("state.json");
     // JSON, but not a state this patchd can read: the floor is still there to salvage.
@@ -82,8 +77,8 @@ async fn a_damaged_state_file_means_degraded_mode_until_repair() {
         br#"{"version": 2, "lifecycle": {"state": "exploded"}, "security_floor": 5, "holds": []}"#;
     std::fs::write(&state, damaged).unwrap();
 
-    let mut d = dev.spawn(&bus.address, &[]);
-    let v = wait_status(&bus.address, &mut d, &dev, "degraded status", |v| {
+    let mut d = dev.spawn(rig.addr(), &[]);
+    let v = wait_status(rig.addr(), &mut d, &dev, "degraded status", |v| {
         v["state"] == "failed"
     })
     .await;
@@ -93,7 +88,7 @@ async fn a_damaged_state_file_means_degraded_mode_until_repair() {
         err.contains("exploded") || err.contains("unknown variant"),
         "{v}"
     );
-    let (code, text, _) = patchctl(&bus.address, &["status"]).await;
+    let (code, text, _) = patchctl(rig.addr(), &["status"]).await;
     assert_eq!(code, 0);
     assert!(
         text.contains("degraded mode") && text.contains("patchctl repair"),
@@ -102,21 +97,21 @@ async fn a_damaged_state_file_means_degraded_mode_until_repair() {
 
     // Writes are refused, naming the way out; reads work.
     for args in [&["check"][..], &["install"], &["hold", "--reason", "x"]] {
-        let (code, out, err) = patchctl(&bus.address, args).await;
+        let (code, out, err) = patchctl(rig.addr(), args).await;
         assert_eq!(code, 10, "{args:?} in degraded mode: {out}{err}");
         assert!(err.contains("patchctl repair"), "{args:?}: {err}");
     }
-    let (code, hist, err) = patchctl(&bus.address, &["--json", "history"]).await;
+    let (code, hist, err) = patchctl(rig.addr(), &["--json", "history"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(hist.contains("\"degraded\""), "{hist}");
-    let (code, _, err) = patchctl(&bus.address, &["inventory"]).await;
+    let (code, _, err) = patchctl(rig.addr(), &["inventory"]).await;
     assert_eq!(code, 0, "{err}");
     // Not a restart loop: still the same process a while later, file untouched.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(d.try_wait().is_none(), "daemon exited:\n{}", dev.log());
     assert_eq!(std::fs::read(&state).unwrap(), damaged);
 
-    let (code, out, err) = patchctl(&bus.address, &["repair"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["repair"]).await;
     assert_eq!(code, 0, "repair: {out}{err}\n{}", dev.log());
     assert!(out.contains("Moved") && out.contains("state.json"), "{out}");
     assert!(out.contains("committed release 1.0.0"), "{out}");
@@ -127,12 +122,12 @@ async fn a_damaged_state_file_means_degraded_mode_until_repair() {
     assert_eq!(std::fs::read(&kept[0]).unwrap(), damaged);
 
     // The engine runs now: a check is answered and the state is a real one.
-    let v = wait_status(&bus.address, &mut d, &dev, "engine status", |v| {
+    let v = wait_status(rig.addr(), &mut d, &dev, "engine status", |v| {
         v["state"] != "failed"
     })
     .await;
     assert_eq!(v["current_version"], "1.0.0", "{v}");
-    let (code, out, err) = patchctl(&bus.address, &["check"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["check"]).await;
     assert_eq!(code, 0, "check after repair: {out}{err}");
     let doc = dev.state().unwrap().expect("state written");
     assert_eq!(doc.security_floor, 5);
@@ -141,26 +136,23 @@ async fn a_damaged_state_file_means_degraded_mode_until_repair() {
     let rep = events.iter().position(|e| e == "repaired");
     let deg = events.iter().position(|e| e == "degraded");
     assert!(deg.is_some() && rep > deg, "{events:?}");
-    let (code, _, _) = patchctl(&bus.address, &["repair"]).await;
+    let (code, _, _) = patchctl(rig.addr(), &["repair"]).await;
     assert_eq!(code, 6, "nothing left to repair");
     d.stop(Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_trusted_metadata_is_repaired_from_the_shipped_root() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
-    let top = tempfile::tempdir().unwrap();
-    let dev = Device::new(top.path(), &quiet());
+    let dev = Device::new(rig.top.path(), &quiet());
     let tuf = dev.paths.state_dir().join("tuf");
     std::fs::create_dir_all(&tuf).unwrap();
     std::fs::write(tuf.join("root.json"), b"{\"signed\": tru").unwrap();
 
-    let mut d = dev.spawn(&bus.address, &[]);
-    let v = wait_status(&bus.address, &mut d, &dev, "degraded status", |v| {
+    let mut d = dev.spawn(rig.addr(), &[]);
+    let v = wait_status(rig.addr(), &mut d, &dev, "degraded status", |v| {
         v["state"] == "failed"
     })
     .await;
@@ -170,15 +162,15 @@ async fn damaged_trusted_metadata_is_repaired_from_the_shipped_root() {
         ),
         "{v}"
     );
-    let (code, out, err) = patchctl(&bus.address, &["repair"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["repair"]).await;
     assert_eq!(code, 0, "repair: {out}{err}\n{}", dev.log());
     assert!(out.contains("shipped trusted root"), "{out}");
     assert_eq!(corrupt_files(&dev.paths.state_dir(), "tuf").len(), 1);
-    wait_status(&bus.address, &mut d, &dev, "engine status", |v| {
+    wait_status(rig.addr(), &mut d, &dev, "engine status", |v| {
         v["state"] != "failed"
     })
     .await;
-    let (code, out, err) = patchctl(&bus.address, &["--json", "check"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["--json", "check"]).await;
     assert_eq!(code, 0, "check after repair: {out}{err}");
     assert!(out.contains("2.0.0"), "{out}");
     d.stop(Duration::from_secs(10));
@@ -186,18 +178,17 @@ async fn damaged_trusted_metadata_is_repaired_from_the_shipped_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_error_exits_78_not_into_a_restart_loop() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             extra: "[fetch]\nmin_rate = \"fast\"\n".into(),
             ..quiet()
         },
     );
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     let e = wait_until(&mut d, &dev, Duration::from_secs(30), "exit", |_| false).await;
     match e {
         Ended::Exited(st) => assert_eq!(st.code(), Some(78), "{}", dev.log()),

@@ -50,15 +50,12 @@ fn audit_tail(dev: &Device) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_slow_mirror_and_pin_the_audit_head_across_restarts() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
     let server = FaultServer::start().await;
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             image_size: 1 << 20,
             uncompressed: true,
@@ -80,7 +77,7 @@ async fn metrics_count_a_slow_mirror_and_pin_the_audit_head_across_restarts() {
         trickle: Some((4096, Duration::from_millis(500))),
         ..Faults::default()
     });
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     let e = wait_until(&mut d, &dev, Duration::from_secs(60), "staging", |dev| {
         dev.state_kind() == "staging"
     })
@@ -122,7 +119,7 @@ async fn metrics_count_a_slow_mirror_and_pin_the_audit_head_across_restarts() {
 
     // A restart counts the same failure again from the log, not from zero. The mirror
     // is still slow, so the retried staging adds a second one.
-    let d = dev.spawn(&bus.address, &[]);
+    let d = dev.spawn(rig.addr(), &[]);
     let text = wait_for_line(
         &prom,
         "patchd_failures_total{reason=\"slow_retrieval\"} 2",
@@ -138,29 +135,24 @@ async fn metrics_count_a_slow_mirror_and_pin_the_audit_head_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_metrics_file_is_a_status_warning_until_it_can_be_written() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             extra: metrics_section(),
             // Stay up: no window and no staging outside one.
-            policy: "windows = [\"Mon 03:00-03:01\"]\nstage_outside_windows = false\n\
-                     time_zone = \"Pacific/Kiritimati\""
-                .into(),
+            policy: QUIET.into(),
             ..DeviceSpec::default()
         },
     );
     // The collector's directory does not exist yet.
     let prom = dev.paths.resolve(PROM);
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let (code, out, err) = patchctl(&bus.address, &["status"]).await;
+        let (code, out, err) = patchctl(rig.addr(), &["status"]).await;
         if code == 0 && out.contains("WARNING") && out.contains("metrics") {
             break out;
         }
@@ -184,7 +176,7 @@ async fn an_unwritable_metrics_file_is_a_status_warning_until_it_can_be_written(
 
     std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
     // Any status change writes the file again; a check is one.
-    let (code, out, err) = patchctl(&bus.address, &["check"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["check"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !prom.exists() || !dev.audit_events().iter().any(|e| e == "warning_cleared") {
@@ -196,7 +188,7 @@ async fn an_unwritable_metrics_file_is_a_status_warning_until_it_can_be_written(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (code, out, err) = patchctl(&bus.address, &["status"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["status"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("WARNING"), "warning not cleared: {out}");
     d.stop(Duration::from_secs(10));
@@ -246,14 +238,11 @@ async fn every_step_of_an_update_writes_metrics_promtool_accepts() {
         println!("skipped: promtool not installed (apt-get install prometheus)");
         return;
     }
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             extra: metrics_section(),
             ..DeviceSpec::default()
@@ -270,7 +259,7 @@ async fn every_step_of_an_update_writes_metrics_promtool_accepts() {
             }
         }
     };
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     let deadline = Instant::now() + Duration::from_secs(120);
     while d.try_wait().is_none() {
         watch(&mut seen);
@@ -284,7 +273,7 @@ async fn every_step_of_an_update_writes_metrics_promtool_accepts() {
     watch(&mut seen);
     d.0 = None;
     assert_eq!(dev.power_cycle().as_str(), "b");
-    let d = dev.spawn(&bus.address, &[]);
+    let d = dev.spawn(rig.addr(), &[]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         watch(&mut seen);

@@ -13,20 +13,17 @@ use process::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_body_that_differs_is_a_hash_mismatch_not_a_zstd_error() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
     let server = FaultServer::start().await;
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             // zstd-compressed (the default).
             image_size: 1 << 20,
             url: Some(server.url()),
-            policy: "windows = [\"Mon 03:00-03:01\"]\ntime_zone = \"Pacific/Kiritimati\"".into(),
+            policy: NO_WINDOW.into(),
             extra: "[fetch]\nstall_timeout = \"1s\"\n".into(),
             ..DeviceSpec::default()
         },
@@ -48,7 +45,7 @@ async fn a_resumed_body_that_differs_is_a_hash_mismatch_not_a_zstd_error() {
         stall_times: 100,
         ..Faults::default()
     });
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     // The first image request stalls at `at`; before patchd resumes it, the mirror starts
     // serving other bytes after that point.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -101,7 +98,7 @@ async fn a_resumed_body_that_differs_is_a_hash_mismatch_not_a_zstd_error() {
         "reported as a zstd error: {failed}"
     );
     assert!(failed.contains("\"cause\":\"verify\""), "{failed}");
-    let (code, status, err) = patchctl(&bus.address, &["status"]).await;
+    let (code, status, err) = patchctl(rig.addr(), &["status"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(status.contains("mismatch"), "{status}");
     d.stop(Duration::from_secs(10));

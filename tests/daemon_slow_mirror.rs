@@ -15,15 +15,12 @@ use process::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_mirror_ends_staging_as_slow_retrieval() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
     let server = FaultServer::start().await;
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             image_size: 1 << 20,
             uncompressed: true,
@@ -44,7 +41,7 @@ async fn a_trickling_mirror_ends_staging_as_slow_retrieval() {
         ..Faults::default()
     });
     let started = Instant::now();
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     let e = wait_until(&mut d, &dev, Duration::from_secs(60), "staging", |dev| {
         dev.state_kind() == "staging"
     })
@@ -65,10 +62,10 @@ async fn a_trickling_mirror_ends_staging_as_slow_retrieval() {
         started.elapsed()
     );
 
-    let (code, status, err) = patchctl(&bus.address, &["status"]).await;
+    let (code, status, err) = patchctl(rig.addr(), &["status"]).await;
     assert_eq!(code, 0, "{status}{err}");
     assert!(status.contains("slow retrieval"), "status: {status}");
-    let (code, out, err) = patchctl(&bus.address, &["--json", "status"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["--json", "status"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["last_job"]["outcome"], "failed", "{out}");
@@ -90,15 +87,12 @@ async fn a_trickling_mirror_ends_staging_as_slow_retrieval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_is_answered_while_a_slow_staging_runs() {
     use patchd::publish::{AddRelease, ImageInput, Repo};
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
     let server = FaultServer::start().await;
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             image_size: 1 << 20,
             uncompressed: true,
@@ -117,7 +111,7 @@ async fn check_is_answered_while_a_slow_staging_runs() {
         trickle: Some((1024, Duration::from_millis(300))),
         ..Faults::default()
     });
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     let e = wait_until(&mut d, &dev, Duration::from_secs(60), "staging", |dev| {
         dev.state_kind() == "staging"
     })
@@ -125,8 +119,8 @@ async fn check_is_answered_while_a_slow_staging_runs() {
     assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
 
     // The publisher ships 3.0.0 while the device is stuck downloading 2.0.0.
-    let repo = Repo::open(&dev.repo_dir, top.path().join("keys")).unwrap();
-    let img = top.path().join("3.0.0.img");
+    let repo = Repo::open(&dev.repo_dir, rig.top.path().join("keys")).unwrap();
+    let img = rig.top.path().join("3.0.0.img");
     std::fs::write(&img, image("3.0.0", 4096)).unwrap();
     let mut rel = AddRelease::new("test-box", "3.0.0".parse().unwrap(), &img);
     rel.images = vec![ImageInput::rootfs(&img)];
@@ -139,14 +133,14 @@ async fn check_is_answered_while_a_slow_staging_runs() {
     }
 
     let (a, b) = tokio::join!(
-        patchctl(&bus.address, &["--json", "check"]),
-        patchctl(&bus.address, &["--json", "check"])
+        patchctl(rig.addr(), &["--json", "check"]),
+        patchctl(rig.addr(), &["--json", "check"])
     );
     for (code, out, err) in [&a, &b] {
         assert_eq!(*code, 0, "check during staging: {out}{err}");
         assert!(out.contains("3.0.0"), "3.0.0 not found by the check: {out}");
     }
-    let (code, status, err) = patchctl(&bus.address, &["status"]).await;
+    let (code, status, err) = patchctl(rig.addr(), &["status"]).await;
     assert_eq!(code, 0, "{status}{err}");
     assert!(
         status.contains("3.0.0"),
@@ -160,7 +154,7 @@ async fn check_is_answered_while_a_slow_staging_runs() {
         .count();
     assert_eq!(checks, 1, "two concurrent checks should share one refresh");
 
-    let (code, out, err) = patchctl(&bus.address, &["cancel"]).await;
+    let (code, out, err) = patchctl(rig.addr(), &["cancel"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let e = wait_until(&mut d, &dev, Duration::from_secs(20), "cancelled", |dev| {
         dev.state_kind() != "staging"
@@ -175,22 +169,19 @@ async fn check_is_answered_while_a_slow_staging_runs() {
 /// checkpoint, and status says when the retry comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_retrieval_is_retried_with_backoff_from_the_checkpoint() {
-    let Some(bus) = SessionBus::start() else {
+    let Some(rig) = Rig::start().await else {
         return;
     };
-    let systemd = FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
     let server = FaultServer::start().await;
-    let top = tempfile::tempdir().unwrap();
     let dev = Device::new(
-        top.path(),
+        rig.top.path(),
         &DeviceSpec {
             image_size: 4 << 20,
             uncompressed: true,
             url: Some(server.url()),
             checkpoint_every: Some(1 << 20),
             // Stay staged: no window, so no reboot ends the daemon.
-            policy: "windows = [\"Mon 03:00-03:01\"]\ntime_zone = \"Pacific/Kiritimati\"".into(),
+            policy: NO_WINDOW.into(),
             extra: "[fetch]\nmin_rate = \"512K\"\nmin_rate_window = \"6s\"\n\
                     deadline_floor = \"6s\"\nstall_timeout = \"2s\"\nretry_after = \"3s\"\n"
                 .into(),
@@ -206,7 +197,7 @@ async fn a_slow_retrieval_is_retried_with_backoff_from_the_checkpoint() {
         chunk_delay: Some(Duration::from_millis(250)),
         ..Faults::default()
     });
-    let mut d = dev.spawn(&bus.address, &[]);
+    let mut d = dev.spawn(rig.addr(), &[]);
     let e = wait_until(
         &mut d,
         &dev,
@@ -216,7 +207,7 @@ async fn a_slow_retrieval_is_retried_with_backoff_from_the_checkpoint() {
     )
     .await;
     assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
-    let (code, status, err) = patchctl(&bus.address, &["status"]).await;
+    let (code, status, err) = patchctl(rig.addr(), &["status"]).await;
     assert_eq!(code, 0, "{status}{err}");
     assert!(
         status.contains("tried again from its checkpoint at"),

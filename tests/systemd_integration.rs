@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchd::config::InhibitorConfig;
+use patchd::daemon::reboot::{KernelReboot, SystemdReboot};
 use patchd::dbus::Bus;
-use patchd::engine::adapters::{KernelReboot, SystemdReboot};
 use patchd::engine::ports::Reboot;
 use patchd::paths::Paths;
 use process::*;

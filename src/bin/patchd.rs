@@ -63,14 +63,7 @@ enum Command {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // journald adds timestamps; stderr under systemd goes to the journal too.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .try_init();
+    patchd::logging::init_command("PATCHD_LOG", default);
 }
 
 /// The command line, for documentation generation.
@@ -149,7 +142,7 @@ fn main() -> ExitCode {
         Some(Command::Audit(args)) => audit(&args, &paths),
         Some(Command::Demo(args)) => {
             init_logging(if args.verbose { "info" } else { "warn" });
-            match runtime().map(|rt| rt.block_on(patchd::engine::demo::run(args))) {
+            match runtime().map(|rt| rt.block_on(patchd::engine::demo_device::run(args))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => {
                     eprintln!("demo: FAILED: {e}");
@@ -169,7 +162,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let opts = patchd::engine::daemon::DaemonOptions {
+            let opts = patchd::daemon::DaemonOptions {
                 service: ServiceOptions {
                     bus: cli.bus_address.map_or(Bus::System, Bus::Address),
                     auth: cli.auth,
@@ -180,7 +173,7 @@ fn main() -> ExitCode {
                 // and a path systemd-run can exec too.
                 health_reaper: Some(PathBuf::from(format!("/proc/{}/exe", std::process::id()))),
             };
-            match runtime().map(|rt| rt.block_on(patchd::engine::daemon::run(paths, opts))) {
+            match runtime().map(|rt| rt.block_on(patchd::daemon::run(paths, opts))) {
                 Ok(Ok(exit)) => {
                     tracing::info!(?exit, "engine stopped");
                     ExitCode::SUCCESS

@@ -237,13 +237,7 @@ fn release(s: &str) -> Result<(String, semver::Version)> {
 
 fn main() {
     patchd::sigpipe::restore_default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PATCHPUB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    patchd::logging::init_command("PATCHPUB_LOG", "warn");
     if let Err(e) = run(Cli::parse()) {
         eprintln!("patchpub: {e:#}");
         std::process::exit(1);

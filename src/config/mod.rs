@@ -34,7 +34,9 @@
 //! `[slots]` is validated as [`crate::slot::SlotsConfig`] (merged the same way).
 //! All keys with defaults: `docs/configuration.md`.
 
-pub mod duration;
+pub use crate::duration;
+pub use crate::health::HealthConfig;
+pub use crate::policy::InhibitorConfig;
 pub mod raw;
 
 use std::fmt;
@@ -47,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditLimits;
 use crate::boot::BootConfig;
-use crate::health::{valid_unit_name, CommandCheck, HttpProbe, HttpUrl};
+use crate::health::{valid_unit_name, HttpUrl};
 use crate::paths::Paths;
 use crate::policy::{self, Policy, PolicyError, Schedule, UrgencyRule, Window};
 use raw::RawConfig;
@@ -123,34 +125,6 @@ pub struct RepositoryConfig {
     pub allow_http: bool,
 }
 
-/// `[policy.inhibitors]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InhibitorConfig {
-    /// Wait while users are logged in (logind sessions of class `user`).
-    pub sessions: bool,
-    /// Wait while a systemd inhibitor lock blocks shutdown.
-    pub inhibitor_locks: bool,
-    /// Wait while this command exits non-zero.
-    pub command: Option<Vec<String>>,
-    #[serde(with = "duration")]
-    pub command_timeout: Duration,
-    /// How long to wait before asking again.
-    #[serde(with = "duration")]
-    pub recheck: Duration,
-}
-
-impl Default for InhibitorConfig {
-    fn default() -> Self {
-        Self {
-            sessions: true,
-            inhibitor_locks: true,
-            command: None,
-            command_timeout: Duration::from_secs(30),
-            recheck: Duration::from_secs(300),
-        }
-    }
-}
-
 /// `[policy]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyConfig {
@@ -168,39 +142,6 @@ impl PolicyConfig {
             urgency: self.urgency.clone(),
             stage_outside_windows: self.stage_outside_windows,
         })
-    }
-}
-
-/// `[health]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HealthConfig {
-    pub commands: Vec<CommandCheck>,
-    pub units: Vec<String>,
-    pub http: Vec<HttpProbe>,
-    /// Timeout of each check that does not set its own.
-    #[serde(with = "duration")]
-    pub check_timeout: Duration,
-    /// All checks must pass within this time after boot, else roll back.
-    #[serde(with = "duration")]
-    pub deadline: Duration,
-    /// Keep checking this long after commit (0 = off); a failure rolls back.
-    #[serde(with = "duration")]
-    pub probation: Duration,
-    #[serde(with = "duration")]
-    pub probation_interval: Duration,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        Self {
-            commands: Vec::new(),
-            units: Vec::new(),
-            http: Vec::new(),
-            check_timeout: Duration::from_secs(60),
-            deadline: Duration::from_secs(600),
-            probation: Duration::ZERO,
-            probation_interval: Duration::from_secs(3600),
-        }
     }
 }
 
@@ -926,15 +867,9 @@ mod tests {
             )])
         };
         let default = cfg("").unwrap();
-        assert_eq!(
-            crate::engine::daemon::settings_from(&default).boot_attempts,
-            1
-        );
+        assert_eq!(default.boot_config.as_ref().map(|b| b.attempts), Some(1));
         let three = cfg("attempts = 3\n").unwrap();
-        assert_eq!(
-            crate::engine::daemon::settings_from(&three).boot_attempts,
-            3
-        );
+        assert_eq!(three.boot_config.as_ref().map(|b| b.attempts), Some(3));
         for bad in ["attempts = 0\n", "attempts = 10\n"] {
             let e = cfg(bad).unwrap_err().to_string();
             assert!(e.contains("boot.attempts"), "{bad}: {e}");

@@ -47,7 +47,7 @@ Exit status:
 pub struct BootCheckArgs {
     /// Give up after this long without a verdict (e.g. 90s, 10m, 1h). Keep it below the
     /// unit's TimeoutStartSec so the reason is printed.
-    #[arg(long, value_name = "DURATION", default_value = "25m", value_parser = crate::config::duration::parse)]
+    #[arg(long, value_name = "DURATION", default_value = "25m", value_parser = crate::duration::parse)]
     pub timeout: Duration,
 }
 
@@ -165,7 +165,7 @@ fn timed_out(err: &mut (dyn Write + Send), timeout: Duration, last: &str) -> u8 
     let _ = writeln!(
         err,
         "boot-check: no verdict from patchd within {}; last: {last}",
-        crate::config::duration::format(&timeout)
+        crate::duration::format(&timeout)
     );
     exit::TIMEOUT
 }

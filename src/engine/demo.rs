@@ -498,32 +498,6 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
     })
 }
 
-/// `patchd demo`.
-pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let tmp;
-    let top = match &args.keep {
-        Some(dir) => dir.clone(),
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("patchd-demo-")
-                .tempdir()
-                .map_err(DemoError::Output)?;
-            tmp.path().to_path_buf()
-        }
-    };
-    let start: Timestamp = "2026-11-25T12:00:00Z"
-        .parse()
-        .map_err(|e| story_err("clock", format!("{e}")))?;
-    let world = super::demo_device::DemoWorld::create(&top, start)?;
-    let stdout = std::io::stdout();
-    let outcome = story(&world, stdout.lock()).await?;
-    println!(
-        "demo: committed={} rolled_back={} audit=verified",
-        outcome.committed, outcome.rolled_back
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

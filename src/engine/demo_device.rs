@@ -384,3 +384,32 @@ impl DemoDevice for DemoWorld {
         Ok(slot)
     }
 }
+
+/// `patchd demo`: the story of [`super::demo::story`] told on a [`DemoWorld`].
+pub async fn run(args: super::demo::DemoArgs) -> Result<(), DemoError> {
+    let tmp;
+    let top = match &args.keep {
+        Some(dir) => dir.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("patchd-demo-")
+                .tempdir()
+                .map_err(DemoError::Output)?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let start: jiff::Timestamp = "2026-11-25T12:00:00Z"
+        .parse()
+        .map_err(|e| DemoError::Story {
+            step: "clock".into(),
+            why: format!("{e}"),
+        })?;
+    let world = DemoWorld::create(&top, start)?;
+    let stdout = std::io::stdout();
+    let outcome = super::demo::story(&world, stdout.lock()).await?;
+    println!(
+        "demo: committed={} rolled_back={} audit=verified",
+        outcome.committed, outcome.rolled_back
+    );
+    Ok(())
+}

@@ -10,13 +10,9 @@
 
 pub mod adapters;
 pub mod check;
-pub mod daemon;
 pub mod demo;
 pub mod demo_device;
-#[cfg(feature = "failpoints")]
-pub mod failpoint;
 pub mod handle;
-pub mod metrics_feed;
 pub mod ports;
 mod reconcile;
 pub mod repair;

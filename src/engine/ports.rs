@@ -1,9 +1,10 @@
 //! What the engine needs from the other rooms, as small object-safe traits.
 //!
 //! The engine sees only these traits plus `slot::Slot`, `boot::Bootloader` and
-//! `clock::Clock`. Adapters in `engine::adapters` implement them over the real rooms
-//! (TUF client + manifest discovery + staging pipeline, policy, health runner, audit log,
-//! systemd); tests and the simulated device implement them directly.
+//! `clock::Clock`. `engine::repo` (TUF client + manifest discovery + staging pipeline)
+//! and `engine::adapters` (health runner) implement them over the real rooms, the daemon
+//! room the reboot through systemd (`daemon::reboot`); tests and the simulated device
+//! implement them directly.
 
 use std::fmt;
 use std::time::Duration;

@@ -91,7 +91,7 @@ pub struct EngineParts {
     pub settings: EngineSettings,
     /// Crash-test hook (cargo feature `failpoints` only).
     #[cfg(feature = "failpoints")]
-    pub failpoints: super::failpoint::FailPoints,
+    pub failpoints: crate::failpoint::FailPoints,
 }
 
 /// Why the engine task ended.
@@ -413,59 +413,12 @@ impl Runner {
                     let Some(job) = self.side_check.take() else {
                         continue;
                     };
-                    let rec = job.rec.clone();
-                    self.job_failure = None;
-                    let res = match out {
-                        Ok(out) => self.on_job(job.kind, out).await,
-                        Err(e) => Err(StepError::Err(EngineError::Port(PortError::new(
-                            "check",
-                            format!("task ended abnormally: {e}"),
-                        )))),
-                    };
-                    let failure = match &res {
-                        Err(StepError::Err(e)) => Some(e.to_string()),
-                        _ => self.job_failure.take(),
-                    };
-                    if let Err(e) = res {
-                        self.note_error(e);
-                    }
-                    if self.exit.is_none() {
-                        let outcome = if failure.is_some() {
-                            JobOutcome::Failed
-                        } else {
-                            JobOutcome::Succeeded
-                        };
-                        self.end_job(rec, outcome, failure);
-                    }
+                    self.job_ended(job, out).await;
                 }
                 Event::Job(out) => {
                     let Some(job) = self.job.take() else { continue };
                     self.progress_tx.send_replace(None);
-                    self.job_failure = None;
-                    let rec = job.rec.clone();
-                    let res = match out {
-                        Ok(out) => self.on_job(job.kind, out).await,
-                        Err(e) => Err(StepError::Err(EngineError::Port(PortError::new(
-                            job.kind.name(),
-                            format!("task ended abnormally: {e}"),
-                        )))),
-                    };
-                    let failure = match &res {
-                        Err(StepError::Err(e)) => Some(e.to_string()),
-                        _ => self.job_failure.take(),
-                    };
-                    if let Err(e) = res {
-                        self.note_error(e);
-                    }
-                    // A power cut ends the task before the outcome is known.
-                    if self.exit.is_none() {
-                        let outcome = if failure.is_some() {
-                            JobOutcome::Failed
-                        } else {
-                            JobOutcome::Succeeded
-                        };
-                        self.end_job(rec, outcome, failure);
-                    }
+                    self.job_ended(job, out).await;
                     if self.exit.is_none() && self.job.is_none() {
                         let r = self.evaluate().await;
                         if let Err(e) = r {
@@ -482,6 +435,35 @@ impl Runner {
                 }
             }
             self.publish();
+        }
+    }
+
+    /// Act on how `job` ended and record its outcome (`JobFinished`, `LastJob`).
+    async fn job_ended(&mut self, job: Job, out: Result<JobOut, tokio::task::JoinError>) {
+        self.job_failure = None;
+        let rec = job.rec.clone();
+        let res = match out {
+            Ok(out) => self.on_job(job.kind, out).await,
+            Err(e) => Err(StepError::Err(EngineError::Port(PortError::new(
+                job.kind.name(),
+                format!("task ended abnormally: {e}"),
+            )))),
+        };
+        let failure = match &res {
+            Err(StepError::Err(e)) => Some(e.to_string()),
+            _ => self.job_failure.take(),
+        };
+        if let Err(e) = res {
+            self.note_error(e);
+        }
+        // A power cut ends the task before the outcome is known.
+        if self.exit.is_none() {
+            let outcome = if failure.is_some() {
+                JobOutcome::Failed
+            } else {
+                JobOutcome::Succeeded
+            };
+            self.end_job(rec, outcome, failure);
         }
     }
 

@@ -421,7 +421,7 @@ pub struct Harness {
     pub policy: crate::policy::Policy,
     pub settings: super::runner::EngineSettings,
     #[cfg(feature = "failpoints")]
-    pub failpoints: super::failpoint::FailPoints,
+    pub failpoints: crate::failpoint::FailPoints,
 }
 
 impl Harness {
@@ -444,7 +444,7 @@ impl Harness {
                 ..Default::default()
             },
             #[cfg(feature = "failpoints")]
-            failpoints: super::failpoint::FailPoints::default(),
+            failpoints: crate::failpoint::FailPoints::default(),
         }
     }
 

@@ -35,8 +35,10 @@
 //! otherwise the check fails with that reason. They run with an empty environment except
 //! `PATH` and `LANG`, stdin from /dev/null, and the last 4 KiB of stdout+stderr kept.
 
+mod config;
 pub(crate) mod exec;
 pub mod reaper;
+pub use config::HealthConfig;
 mod report;
 mod scope;
 pub mod spec;
@@ -53,7 +55,6 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::config::HealthConfig;
 use crate::paths::Paths;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,7 @@ pub enum HealthError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Deadline {
     pub started: Timestamp,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::duration")]
     pub total: Duration,
 }
 

@@ -54,7 +54,7 @@ pub struct CommandCheck {
     /// argv; `run[0]` must be an absolute path (no shell, no PATH lookup).
     pub run: Vec<String>,
     /// Overrides `health.check_timeout`.
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::duration::option")]
     pub timeout: Option<Duration>,
     /// A failing non-required check is a warning only.
     #[serde(default = "yes")]
@@ -69,7 +69,7 @@ pub struct HttpProbe {
     pub url: HttpUrl,
     #[serde(default = "default_status")]
     pub status: u16,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::duration::option")]
     pub timeout: Option<Duration>,
     #[serde(default = "yes")]
     pub required: bool,

@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::Decision;
-use crate::config::InhibitorConfig;
+use super::InhibitorConfig;
 use crate::paths::Paths;
 
 /// A logind session (only what the reason needs).

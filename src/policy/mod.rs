@@ -33,6 +33,8 @@
 //! but ignores approval and, when `stage_outside_windows` (default), the window.
 //! Reboot inhibitors are asked separately, right before the reboot ([`inhibit`]).
 
+mod config;
+pub use config::InhibitorConfig;
 pub mod decision;
 pub mod holds;
 pub mod inhibit;

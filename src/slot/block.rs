@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::stage::{drop_page_cache, RawSlot};
+use super::raw::{drop_page_cache, RawSlot};
 use super::status::StatusStore;
 use super::{Slot, SlotError, SlotState, SlotStatus};
 use crate::names::SlotName;

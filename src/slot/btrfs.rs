@@ -584,12 +584,11 @@ struct WorkerCtx {
 }
 
 /// Crash-test hook: `PATCHD_FAILPOINT=NAME[#N]` aborts the process the Nth time NAME is
-/// reached (feature `failpoints` only, see `engine::failpoint`).
+/// reached (feature `failpoints` only, see `crate::failpoint`).
 #[cfg(feature = "failpoints")]
 fn failpoint(name: &str) {
-    static FP: std::sync::OnceLock<crate::engine::failpoint::FailPoints> =
-        std::sync::OnceLock::new();
-    FP.get_or_init(crate::engine::failpoint::FailPoints::from_env)
+    static FP: std::sync::OnceLock<crate::failpoint::FailPoints> = std::sync::OnceLock::new();
+    FP.get_or_init(crate::failpoint::FailPoints::from_env)
         .hit(name);
 }
 

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use super::stage::RawSlot;
+use super::raw::RawSlot;
 use super::SlotError;
 
 /// Alignment for `O_DIRECT` buffers, offsets and lengths (covers 512 and 4096-byte

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::stage::RawSlot;
+use super::raw::RawSlot;
 use super::status::StatusStore;
 use super::{Slot, SlotError, SlotState, SlotStatus};
 use crate::names::SlotName;

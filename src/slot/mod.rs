@@ -14,6 +14,7 @@ mod config;
 mod direct;
 pub mod extract;
 mod file;
+mod raw;
 pub mod sha;
 pub mod stage;
 mod status;

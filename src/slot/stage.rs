@@ -21,6 +21,7 @@
 //! A zstd stream without frame boundaries resumes from 0 (or through the download cache,
 //! [`super::cache`]).
 
+pub use super::raw::{drop_page_cache, RawSlot};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, Notify};
 use super::direct::{AlignedBuf, DirectWriter, SlotReader};
 use super::sha::{Sha256State, Sha512State};
 use super::status::StatusStore;
-use super::{Slot, SlotError, SlotStatus};
+use super::{SlotError, SlotStatus};
 use crate::fetch::{ByteSource, FetchError};
 use crate::fsutil;
 
@@ -288,33 +289,6 @@ impl StageError {
                 | StageError::Io { .. }
         )
     }
-}
-
-/// A slot whose content is one contiguous byte range: a block device or an image file.
-pub trait RawSlot: Slot {
-    fn store(&self) -> &StatusStore;
-    /// Open for writing an image of `size` bytes, after the backend's safety checks
-    /// (not the booted slot, not mounted, large enough).
-    fn open_for_write(&self, size: u64) -> Result<File, SlotError>;
-    /// Open for reading the written content back.
-    fn open_for_read(&self) -> Result<File, SlotError>;
-    /// Make the next reads of `0..len` come from the medium, not the page cache.
-    fn drop_cache(&self, f: &File, len: u64) -> io::Result<()> {
-        drop_page_cache(f, len)
-    }
-}
-
-/// `posix_fadvise(DONTNEED)` after an fsync: the clean pages are dropped, so reads go to
-/// the medium.
-pub fn drop_page_cache(f: &File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = i64::try_from(len).unwrap_or(i64::MAX);
-    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, len, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok(())
 }
 
 /// Stage `req` from `source` into a raw slot. On success the slot's status record says

@@ -2,8 +2,8 @@
 //! file bootloader, two slots (image files, or btrfs subvolumes), a repository signed by
 //! the publisher library (served from a directory or over HTTP), a private session bus
 //! with a fake systemd that records the reboot request, and helpers to start, kill and
-//! "power-cycle" the daemon. Shared by daemon_resume, daemon_btrfs, power_cut_process and
-//! systemd_integration.
+//! "power-cycle" the daemon ([`Rig`] sets up the bus, fake systemd and directory). Shared
+//! by the tests/daemon_*.rs, power_cut_process and systemd_integration.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -58,6 +58,47 @@ impl FakeSystemd {
         self.calls.lock().unwrap().clone()
     }
 }
+
+/// What a `patchd run` test starts from: a private bus with the fake systemd on it, and
+/// a temporary directory for the device. `None` (the reason printed) without dbus-daemon.
+pub struct Rig {
+    pub bus: SessionBus,
+    pub systemd: FakeSystemd,
+    _systemd_conn: zbus::Connection,
+    pub top: tempfile::TempDir,
+}
+
+impl Rig {
+    pub async fn start() -> Option<Rig> {
+        let bus = SessionBus::start()?;
+        let systemd = FakeSystemd::default();
+        let conn = systemd.serve(&bus.address).await;
+        Some(Rig {
+            bus,
+            systemd,
+            _systemd_conn: conn,
+            top: tempfile::tempdir().expect("tempdir"),
+        })
+    }
+
+    /// The bus address, for `Device::spawn` and `patchctl`.
+    pub fn addr(&self) -> &str {
+        &self.bus.address
+    }
+
+    pub fn device(&self, spec: &DeviceSpec) -> Device {
+        Device::new(self.top.path(), spec)
+    }
+}
+
+/// `[policy]` lines that keep a daemon up with nothing to switch to: the only window is
+/// one minute on Mondays in a far time zone. Staging still runs.
+pub const NO_WINDOW: &str = "windows = [\"Mon 03:00-03:01\"]\ntime_zone = \"Pacific/Kiritimati\"\n";
+
+/// [`NO_WINDOW`], and no staging outside a window either: the daemon does nothing but
+/// answer.
+pub const QUIET: &str = "windows = [\"Mon 03:00-03:01\"]\nstage_outside_windows = false\n\
+                         time_zone = \"Pacific/Kiritimati\"\n";
 
 /// Run patchctl against `bus`: exit code, stdout, stderr.
 pub async fn patchctl(bus: &str, args: &[&str]) -> (i32, String, String) {

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::handle::{EngineHandle, StatusSnapshot};
 use crate::audit::{Actor, AuditLog, Filter, Record};
 use crate::clock::Clock;
+use crate::engine::{EngineHandle, StatusSnapshot};
 use crate::metrics::{AvailableMetric, JobMetric, MetricsSnapshot};
 
 /// Events that count as a failed job, and the cause used when a record has no `cause`

@@ -1,22 +1,27 @@
-//! `patchd` as a system daemon: configuration → backends → engine → wait for signals.
+//! The daemon's composition root (DESIGN layer 8): configuration → backends → engine →
+//! D-Bus → wait for signals. It stands above `engine` and `dbus` so that neither has to
+//! know the other's wiring.
 //!
 //! The binary only parses arguments and calls [`run`]. There is no "unverified mode":
 //! without a trusted root the daemon refuses to start rather than install anything.
 
+pub mod metrics_feed;
+pub mod reboot;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::adapters::{PlanHealth, SyscallReboot, SystemdReboot};
-use super::repo::RepoUpdates;
-use super::runner::{EngineParts, EngineSettings, RunExit};
-use super::EngineError;
-use super::EngineHandle;
 use crate::audit::{AuditError, AuditLog};
 use crate::boot::{BootError, Bootloader};
 use crate::clock::SystemClock;
 use crate::config::RepoSource;
 use crate::config::{Config, ConfigError};
 use crate::dbus::{Bus, ManagerBackend, ServiceOptions};
+use crate::engine::adapters::PlanHealth;
+use crate::engine::repo::RepoUpdates;
+use crate::engine::runner::{EngineParts, EngineSettings, RunExit};
+use crate::engine::EngineError;
+use crate::engine::EngineHandle;
 use crate::fetch::{ByteSource, FileSource, HttpSource};
 use crate::health::{ExecSettings, HealthPlan, SystemdUnits};
 use crate::health::{FixedUnits, UnitQuery};
@@ -27,6 +32,7 @@ use crate::slot::stage::{RawSlot, StageOptions};
 use crate::slot::{BlockSlot, BtrfsSlot, BtrfsSlots, ImageFileSlot, Slot, SlotBackend};
 use crate::trust::client::Limits;
 use crate::trust::TufClient;
+use reboot::{SyscallReboot, SystemdReboot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -322,7 +328,7 @@ struct Started {
     task: tokio::task::JoinHandle<RunExit>,
     /// Keeps `[metrics] textfile` current; it holds an engine handle, so it is stopped
     /// before the engine is asked to stop.
-    metrics: Option<super::metrics_feed::MetricsTask>,
+    metrics: Option<metrics_feed::MetricsTask>,
 }
 
 async fn start(
@@ -371,7 +377,7 @@ async fn start(
         .textfile
         .as_ref()
         .map(|t| (paths.resolve(t), audit.clone(), clock.clone()));
-    let labels = super::metrics_feed::Labels {
+    let labels = metrics_feed::Labels {
         product: cfg.device.product.clone().unwrap_or_default(),
         channel: cfg.device.channel.clone(),
     };
@@ -380,7 +386,7 @@ async fn start(
         clock: clock.clone(),
         bootloader,
         slots: slots.list.iter().map(DaemonSlot::slot).collect(),
-        updates: updates.map(|u| Arc::new(u) as Arc<dyn super::ports::Updates>),
+        updates: updates.map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>),
         policy,
         device: device_facts(&cfg, paths)?,
         health: Arc::new(PlanHealth {
@@ -403,11 +409,11 @@ async fn start(
         device_config: cfg.device.clone(),
         settings: settings_from(&cfg),
         #[cfg(feature = "failpoints")]
-        failpoints: super::failpoint::FailPoints::from_env(),
+        failpoints: crate::failpoint::FailPoints::from_env(),
     };
-    let (handle, task) = super::start(parts).await?;
+    let (handle, task) = crate::engine::start(parts).await?;
     let metrics = metrics.map(|(path, audit, clock)| {
-        super::metrics_feed::spawn(path, labels, audit, clock, handle.clone())
+        metrics_feed::spawn(path, labels, audit, clock, handle.clone())
     });
     Ok(Started {
         handle,
@@ -473,7 +479,7 @@ async fn run_until_stopped(
     loop {
         let cfg = crate::config::load(&paths)?;
         let now = crate::clock::Clock::now(&SystemClock);
-        if let Some(damage) = super::repair::diagnose(&cfg, &paths, now) {
+        if let Some(damage) = crate::engine::repair::diagnose(&cfg, &paths, now) {
             match run_degraded(&paths, &cfg, damage, &opts, watchdog).await? {
                 DegradedExit::Repaired => continue,
                 DegradedExit::Stopped => return Ok(RunExit::Shutdown),
@@ -488,7 +494,7 @@ async fn run_until_stopped(
 async fn run_degraded(
     paths: &Paths,
     cfg: &Config,
-    damage: super::repair::Damage,
+    damage: crate::engine::repair::Damage,
     opts: &DaemonOptions,
     watchdog: &Watchdog,
 ) -> Result<DegradedExit, DaemonError> {
@@ -632,6 +638,16 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_settings_take_the_configured_boot_attempts() {
+        let cfg = crate::config::load_strs(&[(
+            "patchd.toml",
+            "[boot]\nbackend = \"file\"\nattempts = 3\n",
+        )])
+        .unwrap();
+        assert_eq!(settings_from(&cfg).boot_attempts, 3);
+    }
 
     #[test]
     fn daemon_without_trusted_root_fails_closed() {
