@@ -15,7 +15,7 @@ use super::ports::{Candidate, PortError, Progress, ProgressSink, StageReport, Up
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::manifest::{self, VerifiedManifest};
 use crate::names::SlotName;
-use crate::policy::{self, ReleaseFacts, RolloutPlan, RolloutState};
+use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
 use crate::slot::stage::{
     stage_image, CancelToken, Compression, ImageFormat, ProgressFn, RawSlot, StageOptions,
     StageRequest,
@@ -131,8 +131,8 @@ impl RepoUpdates {
                 facts: ReleaseFacts {
                     id: format!("{}/{}", c.summary.product, version),
                     version,
-                    kind: kind(c.summary.kind),
-                    severity: severity(c.summary.severity),
+                    kind: c.summary.kind,
+                    severity: c.summary.severity,
                     channels: c.summary.channels.clone(),
                     rollout,
                 },
@@ -286,23 +286,6 @@ async fn fetch_manifest(
         .map_err(|e| PortError::new(format!("release {path}"), e))?;
     VerifiedManifest::verify(&target, &bytes)
         .map_err(|e| PortError::new(format!("release {path}"), e))
-}
-
-fn kind(k: manifest::Kind) -> policy::Kind {
-    match k {
-        manifest::Kind::Security => policy::Kind::Security,
-        manifest::Kind::Bugfix => policy::Kind::Bugfix,
-        manifest::Kind::Feature => policy::Kind::Feature,
-    }
-}
-
-fn severity(s: manifest::Severity) -> policy::Severity {
-    match s {
-        manifest::Severity::Low => policy::Severity::Low,
-        manifest::Severity::Medium => policy::Severity::Medium,
-        manifest::Severity::High => policy::Severity::High,
-        manifest::Severity::Critical => policy::Severity::Critical,
-    }
 }
 
 /// The manifest's rollout section as the policy's plan; a withdrawal in the signed
