@@ -1,5 +1,5 @@
-//! Durations in config files: `"30s"`, `"6h"`, `"1h 30m"`, `"PT90M"` (jiff's friendly or
-//! ISO 8601 format); negative durations are refused. Use with `#[serde(with = ...)]`.
+//! Durations in config files: `"30s"`, `"6h"`, `"1h 30m"`, `"2d"` (a day is 24 h),
+//! `"PT90M"` (jiff's friendly or ISO 8601 format); negative durations are refused. Use with `#[serde(with = ...)]`.
 
 use std::time::Duration;
 
@@ -7,9 +7,21 @@ use jiff::SignedDuration;
 use serde::{Deserialize, Deserializer, Serializer};
 
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let d: SignedDuration = s
-        .parse()
-        .map_err(|e| format!("invalid duration {s:?} (use e.g. \"30s\", \"10m\", \"6h\"): {e}"))?;
+    let d: SignedDuration = match s.parse() {
+        Ok(d) => d,
+        // Days ("2d", "1d 12h") are calendar units to jiff; for timers and expiry
+        // windows a day is 24 hours.
+        Err(e) => s
+            .parse::<jiff::Span>()
+            .ok()
+            .and_then(|span| {
+                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
+            .ok_or_else(|| {
+                format!("invalid duration {s:?} (use e.g. \"30s\", \"10m\", \"6h\", \"2d\"): {e}")
+            })?,
+    };
     Duration::try_from(d).map_err(|_| format!("duration {s:?} must not be negative"))
 }
 

@@ -322,6 +322,82 @@ async fn bundle_is_self_contained() {
     assert!(!names.iter().any(|n| n.contains("1.4.0")));
 }
 
+/// The metadata files, by name, with their bytes.
+fn metadata(p: &Pub) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(p.repo().join("metadata"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The role files `before` and `after` differ in (new or changed), by role name.
+fn changed_roles(
+    before: &std::collections::BTreeMap<String, Vec<u8>>,
+    after: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let mut roles: Vec<String> = after
+        .iter()
+        .filter(|(n, b)| before.get(*n) != Some(*b))
+        .map(|(n, _)| {
+            n.trim_end_matches(".json")
+                .rsplit('.')
+                .next()
+                .unwrap_or(n)
+                .to_owned()
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+#[test]
+fn refresh_if_expiring_within_resigns_only_what_expires() {
+    let p = Pub::new();
+    p.run(&["init"]);
+    // Defaults: timestamp 24 h, snapshot 7 d, targets 90 d, root 365 d.
+    let m0 = metadata(&p);
+    let out = p.run(&["refresh", "--if-expiring-within", "1h"]);
+    assert!(out.contains("nothing to re-sign"), "{out}");
+    assert!(out.contains("timestamp expires"), "{out}");
+    assert_eq!(metadata(&p), m0, "nothing may change");
+
+    let out = p.run(&["refresh", "--if-expiring-within", "2d"]);
+    assert!(out.contains("re-signed timestamp"), "{out}");
+    let m1 = metadata(&p);
+    assert_eq!(changed_roles(&m0, &m1), ["timestamp"], "{out}");
+
+    let out = p.run(&["refresh", "--timestamp-only", "--if-expiring-within", "8d"]);
+    assert!(out.contains("re-signed timestamp"), "{out}");
+    let m2 = metadata(&p);
+    assert_eq!(changed_roles(&m1, &m2), ["timestamp"], "{out}");
+
+    let out = p.run(&["refresh", "--if-expiring-within", "8d"]);
+    assert!(out.contains("re-signed snapshot and timestamp"), "{out}");
+    let m3 = metadata(&p);
+    assert_eq!(changed_roles(&m2, &m3), ["snapshot", "timestamp"], "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
+
+    let out = p.run(&["refresh", "--if-expiring-within", "100d"]);
+    assert!(
+        out.contains("WARNING: targets expires") && !out.contains("WARNING: root"),
+        "{out}"
+    );
+    let bad = p.try_run(&["refresh", "--if-expiring-within", "soon"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--if-expiring-within"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
 #[test]
 fn help_documents_every_command() {
     let out = Command::new(env!("CARGO_BIN_EXE_patchpub"))

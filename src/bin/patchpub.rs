@@ -83,10 +83,18 @@ enum Cmd {
     /// Withdraw RELEASE: devices stop offering or installing it.
     Withdraw { release: String },
     /// Re-sign snapshot and timestamp with fresh expiries (run from a timer).
+    ///
+    /// With --if-expiring-within, only what expires within that time is re-signed (the
+    /// snapshot with the timestamp, or the timestamp alone), so a timer may run it every
+    /// hour; it prints what it did and exits 0 either way. Targets or root expiring within
+    /// the window are named too: they need other keys.
     Refresh {
         /// Re-sign only the timestamp.
         #[arg(long)]
         timestamp_only: bool,
+        /// Re-sign only what expires within DURATION (e.g. 12h, 2d); otherwise nothing.
+        #[arg(long, value_name = "DURATION", value_parser = patchd::duration::parse)]
+        if_expiring_within: Option<std::time::Duration>,
     },
     /// Replace ROLE's keys (root, targets, snapshot or timestamp); publishes root N+1
     /// signed by the old and the new root keys. Needs the root keys in --keys.
@@ -366,7 +374,40 @@ fn run(cli: Cli) -> Result<()> {
             let (p, v) = release(r)?;
             open()?.withdraw(&p, &v)?;
         }
-        Cmd::Refresh { timestamp_only } => {
+        Cmd::Refresh {
+            timestamp_only,
+            if_expiring_within: Some(within),
+        } => {
+            let r = open()?.refresh_if_expiring(*within, *timestamp_only)?;
+            let window = patchd::duration::format(within);
+            let when = |t: &jiff::Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
+            if r.resigned.is_empty() {
+                println!("nothing to re-sign: no role patchpub refreshes expires within {window}");
+            } else {
+                println!(
+                    "re-signed {} (expiring within {window})",
+                    r.resigned.join(" and ")
+                );
+            }
+            for (role, t) in &r.expires {
+                println!("  {role} expires {}", when(t));
+            }
+            for (role, t) in &r.needs_keys {
+                let how = if role == "root" {
+                    "`patchpub root export` with the root keys"
+                } else {
+                    "a command that re-signs targets, e.g. `patchpub promote`"
+                };
+                println!(
+                    "WARNING: {role} expires {} (within {window}); renew it with {how}",
+                    when(t)
+                );
+            }
+        }
+        Cmd::Refresh {
+            timestamp_only,
+            if_expiring_within: None,
+        } => {
             let repo = open()?;
             if *timestamp_only {
                 repo.refresh_timestamp()?

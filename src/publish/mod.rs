@@ -24,7 +24,9 @@ mod verify;
 
 pub use delta::DeltaOptions;
 pub use error::PublishError;
-pub use repo::{parse_release_name, AddRelease, ImageInput, InitOptions, Repo, RoleSpec};
+pub use repo::{
+    parse_release_name, AddRelease, ImageInput, InitOptions, RefreshReport, Repo, RoleSpec,
+};
 pub use root::{role_keyids, sign_root, RootChanges};
 pub use spec::{parse_duration_secs, parse_image_spec, parse_role_assignment, parse_stage};
 pub use state::Expiries;

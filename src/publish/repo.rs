@@ -558,6 +558,64 @@ impl Repo {
         Ok(())
     }
 
+    /// Re-sign what expires within `within` from now: snapshot and timestamp when the
+    /// snapshot does (the timestamp names the snapshot), else the timestamp alone when it
+    /// does, else nothing. `timestamp_only` looks at the timestamp alone. For a timer: it
+    /// is safe to run as often as wanted. Roles it cannot re-sign (targets, root) are
+    /// reported when they expire within `within` too.
+    pub fn refresh_if_expiring(
+        &self,
+        within: std::time::Duration,
+        timestamp_only: bool,
+    ) -> Result<RefreshReport, PublishError> {
+        let now = self.clock.now();
+        let horizon = now
+            .checked_add(
+                jiff::SignedDuration::try_from(within).unwrap_or(jiff::SignedDuration::MAX),
+            )
+            .unwrap_or(Timestamp::MAX);
+        let st = {
+            let _lock = state::lock(&self.dir)?;
+            state::load(&self.dir)?
+        };
+        let expires = [
+            ("root", st.root.common.expires),
+            ("targets", st.targets.common.expires),
+            ("snapshot", st.snapshot.common.expires),
+            ("timestamp", st.timestamp.common.expires),
+        ];
+        let soon = |t: Timestamp| t <= horizon;
+        let resigned: Vec<&'static str> = if !timestamp_only && soon(st.snapshot.common.expires) {
+            self.refresh()?;
+            vec!["snapshot", "timestamp"]
+        } else if soon(st.timestamp.common.expires) {
+            self.refresh_timestamp()?;
+            vec!["timestamp"]
+        } else {
+            Vec::new()
+        };
+        let needs_keys = expires
+            .iter()
+            .filter(|(role, t)| matches!(*role, "root" | "targets") && soon(*t))
+            .map(|(role, t)| (role.to_string(), *t))
+            .collect();
+        let after = if resigned.is_empty() {
+            st
+        } else {
+            state::load(&self.dir)?
+        };
+        Ok(RefreshReport {
+            resigned: resigned.into_iter().map(str::to_owned).collect(),
+            expires: vec![
+                ("root".into(), after.root.common.expires),
+                ("targets".into(), after.targets.common.expires),
+                ("snapshot".into(), after.snapshot.common.expires),
+                ("timestamp".into(), after.timestamp.common.expires),
+            ],
+            needs_keys,
+        })
+    }
+
     /// Re-sign only the timestamp (cheapest; enough when snapshot is far from expiry).
     pub fn refresh_timestamp(&self) -> Result<(), PublishError> {
         let _lock = state::lock(&self.dir)?;
@@ -576,4 +634,16 @@ impl Repo {
     pub(crate) fn expiries(&self) -> &Expiries {
         &self.expiries
     }
+}
+
+/// What [`Repo::refresh_if_expiring`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshReport {
+    /// Roles re-signed (empty: nothing expired within the window).
+    pub resigned: Vec<String>,
+    /// Every role's expiry after the refresh.
+    pub expires: Vec<(String, Timestamp)>,
+    /// Roles that expire within the window but need other keys (`targets`: any command
+    /// that re-signs targets, e.g. `add`; `root`: `root export` with the root keys).
+    pub needs_keys: Vec<(String, Timestamp)>,
 }
