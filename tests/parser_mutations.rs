@@ -109,12 +109,13 @@ fn metadata_properties(bytes: &[u8], original_root: &[u8]) {
     }
     if let Ok(v) = parse_strict(bytes, 64) {
         if let Ok(enc) = encode(&v) {
-            let back = parse_strict(&enc, 64).expect("canonical output parses");
-            assert_eq!(
-                encode(&back).unwrap(),
-                enc,
-                "canonical encoding is not a fixed point"
-            );
+            // OLPC canonical JSON escapes only `"` and `\`: a string holding a control
+            // character (written escaped in the input) comes out raw, which strict JSON
+            // refuses; that output is hashed and signed, never parsed again. Whatever
+            // does parse back must be a fixed point.
+            if let Ok(back) = parse_strict(&enc, 64) {
+                assert_eq!(encode(&back).unwrap(), enc, "not a fixed point");
+            }
         }
     }
 }
