@@ -69,13 +69,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TUF_CLIENT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
+    patchd::logging::init_command("TUF_CLIENT_LOG", "warn");
     // A panic is a failure like any other: exit status 1, message on stderr (printed by
     // the default hook).
     match std::panic::catch_unwind(|| run(cli)) {
@@ -92,6 +86,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Lets tests/tuf_cli.rs prove that a panic anywhere in a run still exits 1.
+    if std::env::var_os("TUF_CLIENT_PANIC_FOR_TEST").is_some() {
+        panic!("panic asked for by TUF_CLIENT_PANIC_FOR_TEST");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -171,6 +171,32 @@ fn argument_errors_exit_1() {
     assert_exit(&o, 1);
 }
 
+/// A panic inside a run is a failure like any other: exit status 1 (never 101, the
+/// conformance harness knows only 0 and 1) and a reason on stderr.
+#[test]
+fn a_panic_exits_1_with_a_reason() {
+    let Some(bin) = tuf_client() else {
+        println!("skipped: examples/tuf-client not built (cargo build --example tuf-client)");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let ds = d.path().to_str().unwrap();
+    let o = Command::new(&bin)
+        .args([
+            "--metadata-dir",
+            ds,
+            "--metadata-url",
+            "http://127.0.0.1:9/",
+            "refresh",
+        ])
+        .env("TUF_CLIENT_PANIC_FOR_TEST", "1")
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("internal panic"), "{err}");
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
