@@ -414,3 +414,79 @@ async fn uboot_with_fw_printenv() {
 async fn systemd_boot_with_bootctl() {
     interrupted_staging_leaves_no_fallback_into_garbage(Backend::SystemdBoot).await;
 }
+
+/// When the bootloader cannot be told that the target is unbootable (its environment
+/// cannot be written), staging does not start: no byte of the slot is written, the job
+/// fails naming the reason, the audit record says `cause: fence`, and the slot — still
+/// the bootloader's fallback — keeps its content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_that_cannot_be_written_refuses_to_stage() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: needs root (a read-only bind mount of the bootloader file)");
+        return;
+    }
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let dev = rig.device(&DeviceSpec {
+        image_size: SIZE,
+        policy: NO_WINDOW.into(),
+        ..DeviceSpec::default()
+    });
+    let Some(boot) = Boot::setup(Backend::File, &dev, rig.top.path()) else {
+        return;
+    };
+    boot.assert_b_bootable(&dev, rig.top.path());
+    let b_before = std::fs::read(dev.paths.resolve("/var/lib/slots/b.img")).unwrap();
+    // The environment stays readable but every write (temp file + rename onto it) fails.
+    let env = dev.boot_file();
+    let env_s = env.to_str().unwrap();
+    run(Command::new("mount").args(["--bind", env_s, env_s]));
+    let _unmount = Unmount(env.clone());
+    run(Command::new("mount").args(["-o", "remount,bind,ro", env_s]));
+
+    let mut d = dev.spawn(rig.addr(), &[]);
+    let e = wait_until(
+        &mut d,
+        &dev,
+        Duration::from_secs(60),
+        "staging_failed",
+        |dev| dev.audit_events().iter().any(|e| e == "staging_failed"),
+    )
+    .await;
+    assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
+    let audit = std::fs::read_to_string(dev.audit_path()).unwrap();
+    let failed = audit
+        .lines()
+        .find(|l| l.contains("\"staging_failed\""))
+        .unwrap();
+    assert!(failed.contains("\"cause\":\"fence\""), "{failed}");
+    assert!(
+        failed.contains("could not be marked unbootable"),
+        "{failed}"
+    );
+    let (code, status, err) = patchctl(rig.addr(), &["status"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        status.contains("could not be marked unbootable"),
+        "{status}"
+    );
+    assert_ne!(dev.state_kind(), "staging");
+    assert_eq!(
+        std::fs::read(dev.paths.resolve("/var/lib/slots/b.img")).unwrap(),
+        b_before,
+        "slot b was written although it could not be fenced"
+    );
+    assert_ne!(dev.slot_status("b").state, SlotState::Incomplete);
+    boot.assert_b_bootable(&dev, rig.top.path());
+    d.stop(Duration::from_secs(10));
+}
+
+/// Undo a bind mount when the test ends, failed or not.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
