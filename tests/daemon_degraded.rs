@@ -206,3 +206,52 @@ async fn a_configuration_error_exits_78_not_into_a_restart_loop() {
         "the unit would restart into the same configuration error"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_bootloader_environment_waits_for_boot_reset_then_repair() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let dev = Device::new(rig.top.path(), &quiet());
+    std::fs::write(dev.boot_file(), b"{\"version\": 1, \"order\": [\"a\"").unwrap();
+
+    let mut d = dev.spawn(rig.addr(), &[]);
+    let v = wait_status(rig.addr(), &mut d, &dev, "degraded status", |v| {
+        v["state"] == "failed"
+    })
+    .await;
+    let err = v["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("bootloader environment") && err.contains("boot.json"),
+        "{v}"
+    );
+    // patchd cannot know what the environment should hold: repair sends the admin to
+    // the bootloader tool and changes nothing.
+    let (code, out, err) = patchctl(rig.addr(), &["repair"]).await;
+    assert_eq!(code, 10, "{out}{err}");
+    assert!(err.contains("patchd boot reset"), "{err}");
+    assert!(corrupt_files(&dev.paths.state_dir(), "boot.json").is_empty());
+
+    let reset = std::process::Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .arg("--root")
+        .arg(dev.paths.resolve("/"))
+        .args(["boot", "reset", "--primary", "a"])
+        .output()
+        .unwrap();
+    assert!(
+        reset.status.success(),
+        "patchd boot reset: {}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let (code, out, err) = patchctl(rig.addr(), &["repair"]).await;
+    assert_eq!(code, 0, "repair after the reset: {out}{err}\n{}", dev.log());
+    assert!(out.contains("readable again"), "{out}");
+    let v = wait_status(rig.addr(), &mut d, &dev, "engine status", |v| {
+        v["state"] != "failed"
+    })
+    .await;
+    assert_eq!(v["booted_slot"], "a", "{v}");
+    let events = dev.audit_events();
+    assert!(events.iter().any(|e| e == "repaired"), "{events:?}");
+    d.stop(Duration::from_secs(10));
+}

@@ -514,6 +514,16 @@ async fn run_degraded(
         bootloader,
         audit,
         repaired.clone(),
+        {
+            let (cfg, paths) = (cfg.clone(), paths.clone());
+            Box::new(move || {
+                crate::engine::repair::diagnose(
+                    &cfg,
+                    &paths,
+                    crate::clock::Clock::now(&SystemClock),
+                )
+            })
+        },
     ));
     tracing::error!(problem = %backend.problem(), "starting in degraded mode");
     backend.record_start();

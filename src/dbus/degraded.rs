@@ -34,6 +34,8 @@ pub struct DegradedBackend {
     status: watch::Sender<StatusView>,
     repaired: Arc<Notify>,
     done: Mutex<bool>,
+    /// Looks for the damage again: `None` once it is gone.
+    rediagnose: Box<dyn Fn() -> Option<Damage> + Send + Sync>,
 }
 
 impl DegradedBackend {
@@ -45,6 +47,7 @@ impl DegradedBackend {
         bootloader: Option<Arc<dyn Bootloader>>,
         audit: Option<AuditLog>,
         repaired: Arc<Notify>,
+        rediagnose: Box<dyn Fn() -> Option<Damage> + Send + Sync>,
     ) -> Self {
         let status = watch::channel(StatusView::default()).0;
         let b = Self {
@@ -55,6 +58,7 @@ impl DegradedBackend {
             status,
             repaired,
             done: Mutex::new(false),
+            rediagnose,
         };
         b.status.send_replace(b.view());
         b
@@ -143,16 +147,26 @@ impl DegradedBackend {
             ));
         }
         let now = Timestamp::now();
-        let report = repair::repair(&self.damage, &self.paths, self.bootloader.as_deref(), now)
-            .map_err(|e| BackendError::Refused(e.to_string()))?;
-        let moved_to: PathBuf = report.moved_to.clone();
+        // Damage fixed outside patchd (a reset bootloader environment, a reinstalled
+        // root) needs nothing more than a normal start.
+        let report = if (self.rediagnose)().is_none() {
+            repair::already_fixed(&self.damage)
+        } else {
+            repair::repair(&self.damage, &self.paths, self.bootloader.as_deref(), now)
+                .map_err(|e| BackendError::Refused(e.to_string()))?
+        };
+        let shown = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into())
+        };
         let entry = Entry::new(
             REPAIRED_EVENT,
             Actor::Uid(caller.uid),
             self.damage.describe(),
         )
-        .field("moved", report.moved.display().to_string())
-        .field("moved_to", moved_to.display().to_string())
+        .field("moved", shown(&report.moved))
+        .field("moved_to", shown(&report.moved_to))
         .field("rebuilt", report.rebuilt.clone())
         .field("lost", report.lost.clone());
         // The repair is done on disk; a lost audit record is loud but must not undo it.
@@ -160,8 +174,8 @@ impl DegradedBackend {
             tracing::error!(error = %e, "repair not audited");
         }
         tracing::warn!(
-            moved = %report.moved.display(),
-            moved_to = %moved_to.display(),
+            moved = %shown(&report.moved),
+            moved_to = %shown(&report.moved_to),
             lost = ?report.lost,
             "repaired; starting normally"
         );

@@ -35,13 +35,18 @@ pub enum Damage {
     /// The shipped trust anchor (`[repository] trusted_root`) does not verify and there
     /// is no trusted metadata yet: nothing on the device can stand in for it.
     ShippedRoot { path: PathBuf, why: String },
+    /// The bootloader's environment does not parse (GRUB env block, U-Boot environment,
+    /// file bootloader): only the bootloader tools can say what to keep.
+    Bootloader { path: PathBuf, why: String },
 }
 
 impl Damage {
     /// The damaged file or directory.
     pub fn path(&self) -> &Path {
         match self {
-            Damage::StateFile { path, .. } | Damage::ShippedRoot { path, .. } => path,
+            Damage::StateFile { path, .. }
+            | Damage::ShippedRoot { path, .. }
+            | Damage::Bootloader { path, .. } => path,
             Damage::TrustedMetadata { dir, .. } => dir,
         }
     }
@@ -62,6 +67,10 @@ impl Damage {
                 "the trusted root {} ([repository] trusted_root) does not verify: {why}",
                 path.display()
             ),
+            Damage::Bootloader { path, why } => format!(
+                "the bootloader environment {} is damaged: {why}",
+                path.display()
+            ),
         }
     }
 
@@ -79,6 +88,10 @@ impl Damage {
                 "reinstall the trusted root (it comes with the OS image or package), then run \
                  `patchctl repair`; patchd cannot rebuild a trust anchor"
             }
+            Damage::Bootloader { .. } => {
+                "see `patchd boot status`, rewrite it with `patchd boot reset` (it keeps a backup \
+                 and says what it keeps), then run `patchctl repair`"
+            }
         }
     }
 }
@@ -95,6 +108,9 @@ pub fn diagnose(cfg: &Config, paths: &Paths, now: Timestamp) -> Option<Damage> {
                 why: error_detail(&e),
             })
         }
+    }
+    if let Some(d) = bootloader_damage(cfg, paths) {
+        return Some(d);
     }
     cfg.repository.source.as_ref()?;
     let tuf = tuf_dir(paths);
@@ -123,6 +139,24 @@ pub fn diagnose(cfg: &Config, paths: &Paths, now: Timestamp) -> Option<Damage> {
     None
 }
 
+/// A bootloader environment that exists but does not parse. Read errors (an ESP not
+/// mounted yet) are left to the normal start, whose restart may well succeed.
+fn bootloader_damage(cfg: &Config, paths: &Paths) -> Option<Damage> {
+    let boot = cfg.boot_config.as_ref()?;
+    let format = |e: crate::boot::BootError| match e {
+        crate::boot::BootError::Format { path, why } => Some(Damage::Bootloader {
+            path: PathBuf::from(path),
+            why,
+        }),
+        _ => None,
+    };
+    let bl = match crate::boot::open(boot, paths) {
+        Ok(bl) => bl,
+        Err(e) => return format(e),
+    };
+    bl.slots().err().and_then(format)
+}
+
 fn tuf_dir(paths: &Paths) -> PathBuf {
     paths.state_dir().join("tuf")
 }
@@ -141,10 +175,11 @@ fn error_detail(e: &StateFileError) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RepairReport {
     pub damage: Damage,
-    /// The damaged file or directory.
-    pub moved: PathBuf,
+    /// The damaged file or directory (`None`: it was fixed outside patchd and nothing
+    /// had to be moved).
+    pub moved: Option<PathBuf>,
     /// Where the damaged file or directory now is.
-    pub moved_to: PathBuf,
+    pub moved_to: Option<PathBuf>,
     /// What the new state was rebuilt from, or what will stand in for the moved file.
     pub rebuilt: Vec<String>,
     /// What was in the damaged file and could not be recovered.
@@ -165,6 +200,21 @@ pub enum RepairError {
     State(#[from] StateFileError),
 }
 
+/// The report when the damage was fixed outside patchd (`patchd boot reset`, a
+/// reinstalled root): nothing to move, start normally.
+pub fn already_fixed(damage: &Damage) -> RepairReport {
+    RepairReport {
+        damage: damage.clone(),
+        moved: None,
+        moved_to: None,
+        rebuilt: vec![format!(
+            "nothing: {} is readable again",
+            damage.path().display()
+        )],
+        lost: Vec::new(),
+    }
+}
+
 /// Repair `damage`: move it aside, rebuild what can be rebuilt. The caller audits the
 /// report (the audit log stays the engine's, or the degraded daemon's, to write).
 pub fn repair(
@@ -174,17 +224,15 @@ pub fn repair(
     now: Timestamp,
 ) -> Result<RepairReport, RepairError> {
     match damage {
-        Damage::ShippedRoot { .. } => Err(RepairError::NotRepairable(format!(
-            "{}; {}",
-            damage.describe(),
-            damage.remedy()
-        ))),
+        Damage::ShippedRoot { .. } | Damage::Bootloader { .. } => Err(RepairError::NotRepairable(
+            format!("{}; {}", damage.describe(), damage.remedy()),
+        )),
         Damage::TrustedMetadata { dir, .. } => {
             let moved_to = move_aside(dir, now)?;
             Ok(RepairReport {
                 damage: damage.clone(),
-                moved: dir.clone(),
-                moved_to,
+                moved: Some(dir.clone()),
+                moved_to: Some(moved_to),
                 rebuilt: vec![
                     "the shipped trusted root ([repository] trusted_root) is trusted again; \
                      root rotations since are verified again from the repository at the next \
@@ -273,8 +321,8 @@ fn repair_state(
     let _ = now;
     Ok(RepairReport {
         damage: damage.clone(),
-        moved: path.to_path_buf(),
-        moved_to,
+        moved: Some(path.to_path_buf()),
+        moved_to: Some(moved_to),
         rebuilt,
         lost,
     })

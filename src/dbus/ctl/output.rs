@@ -272,7 +272,7 @@ pub fn repair_report(v: &serde_json::Value) -> String {
             })
             .unwrap_or_default()
     };
-    if let Some(d) = v["moved"].as_str() {
+    if let Some(d) = v["moved"].as_str().filter(|d| !d.is_empty()) {
         o.push_str(&format!(
             "Moved {d} aside to {}.\n",
             v["moved_to"].as_str().unwrap_or("?")
