@@ -12,6 +12,8 @@ pub mod detect;
 pub mod file;
 pub mod grubenv;
 pub mod uboot;
+mod uboot_env;
+mod uboot_inspect;
 pub mod uboot_reset;
 
 use serde::{Deserialize, Serialize};

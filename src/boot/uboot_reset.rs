@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::ab::AbState;
-use super::uboot::{decode_copy, state_into_vars, UbootBootloader, UbootEnv, UbootVars};
+use super::uboot::{state_into_vars, UbootBootloader, UbootEnv, UbootVars};
+use super::uboot_inspect::{corrupt_refusal, current, is_blank, read_all, salvage, Seen};
 use super::BootError;
 use crate::fsutil;
 use crate::names::SlotName;
@@ -91,133 +92,6 @@ pub fn read_defaults(file: &Path) -> Result<UbootVars, BootError> {
         });
     }
     Ok(vars)
-}
-
-/// A copy that was never written: erased flash (`0xff`) or zeroed storage.
-fn is_blank(buf: &[u8]) -> bool {
-    buf.iter().all(|b| *b == 0) || buf.iter().all(|b| *b == 0xff)
-}
-
-/// Variables still readable in a copy whose CRC failed: records up to the first one that
-/// does not parse. Only shown to the admin, never written back.
-fn salvage(buf: &[u8], redundant: bool) -> UbootVars {
-    let hdr = if redundant { 5 } else { 4 };
-    let mut vars = UbootVars::new();
-    let Some(data) = buf.get(hdr..) else {
-        return vars;
-    };
-    for rec in data.split(|b| *b == 0) {
-        if rec.is_empty() {
-            break;
-        }
-        let Ok(text) = std::str::from_utf8(rec) else {
-            break;
-        };
-        let Some((name, value)) = text.split_once('=') else {
-            break;
-        };
-        if name.is_empty() || name.chars().any(|c| c.is_control()) {
-            break;
-        }
-        vars.insert(name.to_string(), value.to_string());
-    }
-    vars
-}
-
-struct Seen {
-    raw: Vec<u8>,
-    /// `Ok` with the flag and variables, or why the copy is unusable.
-    decoded: Result<(Option<u8>, UbootVars), String>,
-}
-
-/// Every copy's bytes; a device shorter than its configured copy gives what it has (a
-/// truncated copy is corrupt, not a reason to stop).
-fn read_all(env: &UbootEnv) -> Result<Vec<Seen>, BootError> {
-    (0..env.copies().len())
-        .map(|i| {
-            let raw = match env.read_copy(i) {
-                Ok(r) => r,
-                Err(BootError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
-                {
-                    read_short(&env.copies()[i])?
-                }
-                Err(e) => return Err(e),
-            };
-            let decoded = decode_copy(&raw, env.redundant());
-            Ok(Seen { raw, decoded })
-        })
-        .collect()
-}
-
-fn read_short(c: &super::config::UbootCopy) -> Result<Vec<u8>, BootError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let io = |source| BootError::Io {
-        path: c.device.display().to_string(),
-        source,
-    };
-    let mut f = std::fs::File::open(&c.device).map_err(io)?;
-    f.seek(SeekFrom::Start(c.offset)).map_err(io)?;
-    let mut buf = Vec::new();
-    f.take(c.size).read_to_end(&mut buf).map_err(io)?;
-    Ok(buf)
-}
-
-/// The newest valid copy's variables, as [`UbootEnv::load`] picks them.
-fn current(env: &UbootEnv) -> Result<Option<UbootVars>, BootError> {
-    match env.load() {
-        Ok(cur) => Ok(Some(cur.vars)),
-        Err(BootError::Format { .. }) => Ok(None),
-        Err(BootError::Io { source, .. }) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The variables a plain [`super::Bootloader::reset`] keeps: the current environment's,
-/// `None` when every copy is blank, and an error when a copy is corrupt and no copy valid.
-pub(super) fn base_for_plain_reset(env: &UbootEnv) -> Result<Option<UbootVars>, BootError> {
-    if let Some(vars) = current(env)? {
-        return Ok(Some(vars));
-    }
-    let seen = read_all(env)?;
-    if seen.iter().all(|s| is_blank(&s.raw)) {
-        return Ok(None);
-    }
-    Err(corrupt_refusal(env, &seen))
-}
-
-fn corrupt_refusal(env: &UbootEnv, seen: &[Seen]) -> BootError {
-    let why: Vec<String> = seen
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let state = match &s.decoded {
-                Ok(_) => "valid".to_string(),
-                Err(e) => e.clone(),
-            };
-            format!("{}: {state}", env.describe(i))
-        })
-        .collect();
-    let mut at_risk: Vec<String> = seen
-        .iter()
-        .flat_map(|s| salvage(&s.raw, env.redundant()).into_keys())
-        .collect();
-    at_risk.sort();
-    at_risk.dedup();
-    let risk = if at_risk.is_empty() {
-        "the board's own variables (bootcmd, ethaddr, serial#, …)".to_string()
-    } else {
-        format!("variables such as {}", at_risk.join(", "))
-    };
-    BootError::Refused(format!(
-        "{}: every copy of the U-Boot environment is corrupt ({}); a reset would drop {risk}. \
-         Give the board's default environment with --from-defaults FILE, or --force to \
-         write only the A/B variables (both raw copies are backed up first either way)",
-        env.name(),
-        why.join("; ")
-    ))
 }
 
 /// Reset `bl`'s environment with `primary` good and first, keeping what `base` says.
@@ -331,7 +205,7 @@ fn backup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::uboot::encode_copy;
+    use crate::boot::uboot::{decode_copy, encode_copy};
 
     #[test]
     fn salvage_reads_records_until_garbage() {
