@@ -1,0 +1,163 @@
+//! Admin commands that need no job (cancel, holds) and the inventory.
+
+use super::*;
+
+impl Runner {
+    pub(super) async fn cancel(&mut self, actor: &Actor) -> Step {
+        let next = match self.doc.lifecycle.cancel() {
+            Ok(next) => next,
+            // Nothing runs and nothing waits: the admin's target does not exist (NotFound,
+            // exit 6), unlike a cancel refused mid-switch.
+            Err(_) if self.job.is_none() && self.doc.lifecycle.is_settled() => {
+                return Err(EngineError::NothingToCancel {
+                    state: self.doc.lifecycle.kind().as_str(),
+                }
+                .into())
+            }
+            Err(e) => return Err(EngineError::from(e).into()),
+        };
+        if let Some(j) = self.job.take() {
+            if matches!(j.kind, JobKind::Stage { .. }) {
+                j.handle.0.abort();
+                self.progress_tx.send_replace(None);
+                self.end_job(j.rec, JobOutcome::Cancelled, None);
+            } else {
+                let running = j.kind.name().to_string();
+                self.job = Some(j);
+                return Err(EngineError::Busy { running }.into());
+            }
+        }
+        if let Lifecycle::Staging { slot, .. } | Lifecycle::Staged { slot, .. } =
+            &self.doc.lifecycle
+        {
+            // The half-written or unused slot must not be booted by accident.
+            if let Some(s) = self.slot(slot) {
+                let _ = s.set_state(SlotState::Incomplete);
+            }
+        }
+        let mut doc = self.doc.clone();
+        doc.lifecycle = next;
+        doc.pending = None;
+        self.commit(doc, "cancelled", actor, None)
+    }
+
+    pub(super) fn hold(
+        &mut self,
+        actor: &Actor,
+        reason: String,
+        until: Option<Timestamp>,
+        max_version: Option<String>,
+    ) -> Step {
+        let now = self.p.clock.now();
+        let max_version = match max_version {
+            None => None,
+            Some(v) => Some(
+                semver::Version::parse(&v).map_err(|e| EngineError::BadVersion {
+                    version: v.clone(),
+                    why: e.to_string(),
+                })?,
+            ),
+        };
+        let hold = Hold {
+            reason,
+            by: actor.to_string(),
+            created: now,
+            until,
+            max_version,
+        };
+        let detail = hold.describe();
+        let mut doc = self.doc.clone();
+        doc.holds.push(hold);
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.audit("hold", actor, Some(&detail), None, None);
+        self.recategorize();
+        Ok(())
+    }
+
+    pub(super) fn release_holds(&mut self, actor: &Actor, why: &str) -> Step {
+        if self.doc.holds.is_empty() {
+            return Err(EngineError::NoHold.into());
+        }
+        let mut doc = self.doc.clone();
+        doc.holds.clear();
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.audit("hold_released", actor, Some(why), None, None);
+        self.recategorize();
+        Ok(())
+    }
+
+    pub(super) fn inventory(&self) -> serde_json::Value {
+        use crate::inventory::{collect, EngineFacts, PatchInfo};
+        let now = self.p.clock.now();
+        let staged = match &self.doc.lifecycle {
+            Lifecycle::Staging { release, .. }
+            | Lifecycle::Staged { release, .. }
+            | Lifecycle::Switching { release, .. }
+            | Lifecycle::Verifying { release, .. } => Some(release.version.clone()),
+            _ => None,
+        };
+        let patches = self
+            .available
+            .iter()
+            .map(|a| {
+                let state = if self.doc.is_blocked(&a.version) {
+                    "failed"
+                } else if staged.as_deref() == Some(a.version.as_str()) {
+                    "pending"
+                } else {
+                    "available"
+                };
+                let reasons: Vec<String> = a.why_not.iter().map(|w| w.to_string()).collect();
+                PatchInfo {
+                    release: self
+                        .candidates
+                        .iter()
+                        .find(|c| c.facts.version == a.version)
+                        .map_or_else(|| a.version.clone(), |c| c.facts.id.clone()),
+                    version: a.version.clone(),
+                    kind: a.kind,
+                    severity: a.severity,
+                    cves: a.cves.clone(),
+                    size: Some(a.size),
+                    state: state.to_string(),
+                    decision: Some(if reasons.is_empty() {
+                        crate::policy::Decision::allowed("nothing stops it")
+                    } else {
+                        crate::policy::Decision::wait(reasons.join("; "), None)
+                    }),
+                }
+            })
+            .collect();
+        let facts = EngineFacts {
+            bootloader: Some(self.p.bootloader.kind().to_string()),
+            slot_backend: self.p.slots.first().map(|s| s.kind().to_string()),
+            slots: self
+                .p
+                .slots
+                .iter()
+                .filter_map(|s| s.status().ok())
+                .collect(),
+            booted: self.p.bootloader.booted_slot().ok(),
+            security_floor: Some(self.doc.security_floor),
+            holds: active_holds(&self.doc.holds, now).cloned().collect(),
+            patches,
+            audit_head: Some(self.audit_head()),
+        };
+        let inv = collect(&self.p.paths, &self.p.device_config, facts, now);
+        serde_json::to_value(&inv).unwrap_or_else(
+            |e| serde_json::json!({ "error": format!("inventory serialization: {e}") }),
+        )
+    }
+
+    /// The audit chain's head as inventory and metrics show it.
+    pub(super) fn audit_head(&self) -> crate::inventory::AuditHead {
+        let log = self.p.audit.lock().unwrap_or_else(|e| e.into_inner());
+        crate::inventory::AuditHead {
+            seq: log.last_seq(),
+            hash: log.last_hash().to_string(),
+            lag_at_start: log.startup_lag().map_or(0, |l| l.records.len() as u64),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Checking for releases: the job, a check beside a running job, and what a result changes.
+
+use super::*;
+
+impl Runner {
+    pub(super) fn start_check(
+        &mut self,
+        actor: Actor,
+        reply: Option<Reply<Vec<AvailableRelease>>>,
+    ) {
+        self.start_check_with(actor, reply, false);
+    }
+
+    /// `check` while a job runs: join the running check, or run one beside the job.
+    pub(super) fn check_beside_job(&mut self, actor: Actor, reply: Reply<Vec<AvailableRelease>>) {
+        let Some(updates) = self.p.updates.clone() else {
+            let _ = reply.send(Err(no_repository()));
+            return;
+        };
+        for job in [self.job.as_mut(), self.side_check.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let JobKind::Check { replies, .. } = &mut job.kind {
+                replies.push(reply);
+                return;
+            }
+        }
+        let handle = tokio::spawn(async move { JobOut::Check(updates.discover().await) });
+        self.side_check = Some(Job {
+            rec: self.begin_side_job("check"),
+            kind: JobKind::Check {
+                actor,
+                replies: vec![reply],
+                resume: false,
+                side: true,
+            },
+            handle: AbortOnDrop(handle),
+        });
+    }
+
+    pub(super) fn start_check_with(
+        &mut self,
+        actor: Actor,
+        reply: Option<Reply<Vec<AvailableRelease>>>,
+        resume: bool,
+    ) {
+        let Some(updates) = self.p.updates.clone() else {
+            if let Some(r) = reply {
+                let _ = r.send(Err(no_repository()));
+            }
+            return;
+        };
+        self.progress_tx.send_replace(Some(Progress {
+            phase: "checking".into(),
+            ..Progress::default()
+        }));
+        let handle = tokio::spawn(async move { JobOut::Check(updates.discover().await) });
+        self.job = Some(Job {
+            rec: self.begin_job("check", None),
+            kind: JobKind::Check {
+                actor,
+                replies: reply.into_iter().collect(),
+                resume,
+                side: false,
+            },
+            handle: AbortOnDrop(handle),
+        });
+    }
+
+    /// A check that ran beside a staging or health job: record what it found (list,
+    /// last check time, audit), leave the lifecycle to the job.
+    pub(super) fn after_side_check(
+        &mut self,
+        actor: &Actor,
+        res: Result<Vec<Candidate>, PortError>,
+    ) -> Step {
+        let cands = match res {
+            Ok(c) => c,
+            Err(e) => {
+                let cause = serde_json::Value::from(e.cause.unwrap_or("check"));
+                self.audit_with(
+                    "check_failed",
+                    actor,
+                    Some(&e.to_string()),
+                    None,
+                    None,
+                    &[("cause", cause)],
+                );
+                return Err(e.into());
+            }
+        };
+        self.candidates = cands;
+        self.recategorize();
+        let now = self.p.clock.now();
+        let mut doc = self.doc.clone();
+        doc.last_check = Some(now);
+        self.file.save(&doc)?;
+        self.doc = doc;
+        let summary = format!(
+            "{} release(s) found while {} ran: {}",
+            self.available.len(),
+            self.job.as_ref().map_or("a job", |j| j.kind.name()),
+            self.available
+                .iter()
+                .map(|a| a.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.audit("check", actor, Some(&summary), None, None);
+        Ok(())
+    }
+
+    pub(super) fn after_check(
+        &mut self,
+        actor: &Actor,
+        res: Result<Vec<Candidate>, PortError>,
+    ) -> Step {
+        let now = self.p.clock.now();
+        let cands = match res {
+            Ok(c) => c,
+            Err(e) => {
+                let cause = serde_json::Value::from(e.cause.unwrap_or("check"));
+                self.audit_with(
+                    "check_failed",
+                    actor,
+                    Some(&e.to_string()),
+                    None,
+                    None,
+                    &[("cause", cause)],
+                );
+                return Err(e.into());
+            }
+        };
+        self.candidates = cands;
+        self.stage_failed = None;
+        let mut doc = self.doc.clone();
+        doc.last_check = Some(now);
+        doc.last_error = None;
+        self.doc.last_check = Some(now);
+        self.recategorize();
+        let target =
+            stage_target(&self.available).map(|a| ReleaseRef::new(&a.version, a.security_version));
+        let summary = format!(
+            "{} release(s) found: {}",
+            self.available.len(),
+            self.available
+                .iter()
+                .map(|a| format!(
+                    "{} ({:?}/{:?}{})",
+                    a.version,
+                    a.kind,
+                    a.severity,
+                    if a.install_now { ", eligible" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let same_target =
+            self.doc.lifecycle.release().map(|r| &r.version) == target.as_ref().map(|t| &t.version);
+        match (&self.doc.lifecycle, target) {
+            // Staging or later: a check only refreshes the list.
+            (l, _) if !l.is_settled() => {
+                self.file.save(&doc)?;
+                self.doc = doc;
+                self.audit("check", actor, Some(&summary), None, None);
+            }
+            (Lifecycle::UpdateAvailable { .. }, Some(_)) if same_target => {
+                self.file.save(&doc)?;
+                self.doc = doc;
+                self.audit("check", actor, Some(&summary), None, None);
+            }
+            (_, Some(t)) => {
+                doc.lifecycle = self.doc.lifecycle.found(t)?;
+                self.commit(doc, "update_available", actor, Some(&summary))?;
+            }
+            (_, None) => {
+                doc.lifecycle = self.doc.lifecycle.nothing_found()?;
+                if doc.lifecycle != self.doc.lifecycle {
+                    self.commit(doc, "nothing_available", actor, Some(&summary))?;
+                } else {
+                    self.file.save(&doc)?;
+                    self.doc = doc;
+                    self.audit("check", actor, Some(&summary), None, None);
+                }
+            }
+        }
+        Ok(())
+    }
+}

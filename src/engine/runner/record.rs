@@ -1,0 +1,211 @@
+//! Persist, audit, publish: every change goes to the state file first, then the audit
+//! log, then the status snapshot.
+
+use super::*;
+
+impl Runner {
+    /// Record an error: a power cut stops the task; anything else shows in status.
+    pub(super) fn note_error(&mut self, e: StepError) {
+        match e {
+            StepError::PowerCut(at) => self.exit = Some(RunExit::PowerCut { at }),
+            StepError::Err(e) => {
+                tracing::warn!(error = %e, state = %self.doc.lifecycle.kind(), "engine step failed");
+                let mut doc = self.doc.clone();
+                doc.last_error = Some(e.to_string());
+                if self.file.save(&doc).is_ok() {
+                    self.doc = doc;
+                } else {
+                    self.doc.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Persist `doc` and adopt it; a transition of the lifecycle is audited as `event`.
+    pub(crate) fn commit(
+        &mut self,
+        doc: StateDoc,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Step {
+        self.commit_with(doc, event, actor, reason, &[])
+    }
+
+    /// [`Self::commit`] with extra audit fields (e.g. the staging method and bytes).
+    pub(crate) fn commit_with(
+        &mut self,
+        doc: StateDoc,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        fields: &[(&str, serde_json::Value)],
+    ) -> Step {
+        let from = self.doc.lifecycle.kind();
+        let to = doc.lifecycle.kind();
+        self.failpoint(&format!("before:{event}"))?;
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.failpoint(&format!("saved:{event}"))?;
+        self.audit_with(event, actor, reason, Some(from), Some(to), fields);
+        self.failpoint(&format!("audited:{event}"))?;
+        Ok(())
+    }
+
+    pub(crate) fn audit(
+        &mut self,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        from: Option<crate::engine::state::StateKind>,
+        to: Option<crate::engine::state::StateKind>,
+    ) {
+        self.audit_with(event, actor, reason, from, to, &[])
+    }
+
+    pub(crate) fn audit_with(
+        &mut self,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        from: Option<crate::engine::state::StateKind>,
+        to: Option<crate::engine::state::StateKind>,
+        fields: &[(&str, serde_json::Value)],
+    ) {
+        let now = self.p.clock.now();
+        let release = self.doc.lifecycle.release().map(|r| r.version.clone());
+        let slot = lifecycle_slot(&self.doc.lifecycle);
+        let mut entry = Entry::new(event, *actor, reason.unwrap_or(""));
+        if let Some(r) = &release {
+            entry = entry.release(r.as_str());
+        }
+        if let Some(s) = &slot {
+            entry = entry.slot(s);
+        }
+        if let Some(f) = from {
+            entry = entry.field("from", f.as_str());
+        }
+        if let Some(t) = to {
+            entry = entry.field("to", t.as_str());
+        }
+        for (k, v) in fields {
+            entry = entry.field(*k, v.clone());
+        }
+        tracing::info!(
+            event,
+            release = release.as_deref().unwrap_or("-"),
+            slot = slot.as_ref().map(|s| s.as_str()).unwrap_or("-"),
+            actor = %actor,
+            reason = reason.unwrap_or("-"),
+            from = from.map(|f| f.as_str()).unwrap_or("-"),
+            to = to.map(|t| t.as_str()).unwrap_or("-"),
+            "lifecycle"
+        );
+        let res = self
+            .p
+            .audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(entry, now);
+        if let Err(e) = res {
+            // The state file stays the source of truth; a lost audit record is loud.
+            tracing::error!(error = %e, event, "audit record not written");
+            self.doc.last_error = Some(format!("audit log: {e}"));
+        }
+    }
+
+    pub(super) fn publish(&mut self) {
+        let snap = self.snapshot();
+        self.status_tx.send_replace(snap);
+    }
+
+    pub(super) fn snapshot(&self) -> StatusSnapshot {
+        let now = self.p.clock.now();
+        let bl = &self.p.bootloader;
+        let booted = bl.booted_slot().ok();
+        let boot_info = bl.slots().unwrap_or_default();
+        let slots = self
+            .p
+            .slots
+            .iter()
+            .map(|s| {
+                let st = s.status().ok();
+                let bi = boot_info.iter().find(|b| &b.slot == s.name());
+                SlotView {
+                    name: s.name().clone(),
+                    backend: s.kind().to_string(),
+                    state: st.as_ref().map(|x| x.state),
+                    version: st.as_ref().and_then(|x| x.version.clone()),
+                    size: st.as_ref().and_then(|x| x.size),
+                    booted: booted.as_ref() == Some(s.name()),
+                    primary: bi.is_some_and(|b| b.primary),
+                    tries_left: bi.and_then(|b| b.tries_left),
+                    good: bi.is_some_and(|b| b.good),
+                    bad: bi.is_some_and(|b| b.bad),
+                }
+            })
+            .collect();
+        let staged_version = match &self.doc.lifecycle {
+            Lifecycle::Staged { release, .. } | Lifecycle::Switching { release, .. } => {
+                Some(release.version.clone())
+            }
+            _ => None,
+        };
+        StatusSnapshot {
+            state: self.doc.lifecycle.kind(),
+            lifecycle: self.doc.lifecycle.clone(),
+            booted_slot: booted,
+            slots,
+            current_version: self.current_version(),
+            staged_version,
+            security_floor: self.doc.security_floor,
+            available: self.available.clone(),
+            next_window: self.p.policy.schedule.next_open(now),
+            last_check: self.doc.last_check,
+            last_error: self.doc.last_error.clone(),
+            holds: active_holds(&self.doc.holds, now).cloned().collect(),
+            blocked: self.doc.blocked.clone(),
+            progress: self.progress_rx.borrow().clone(),
+            last_stage: self.last_stage,
+            reboot_waiting: self.reboot_waiting.clone(),
+            busy: self.job.as_ref().map(|j| j.kind.name().to_string()),
+            last_job: self.last_job.clone(),
+            warnings: self
+                .warnings
+                .iter()
+                .chain(self.part_warnings.values())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Set or clear the warning of daemon part `key`; audited when it changes.
+    pub(super) fn set_warning(&mut self, key: &'static str, text: Option<String>) {
+        let old = match &text {
+            Some(t) => self.part_warnings.insert(key, t.clone()),
+            None => self.part_warnings.remove(key),
+        };
+        if old == text {
+            return;
+        }
+        let part = serde_json::Value::from(key);
+        match &text {
+            Some(t) => self.audit_with(
+                "warning",
+                &Actor::Daemon,
+                Some(t),
+                None,
+                None,
+                &[("part", part)],
+            ),
+            None => self.audit_with(
+                "warning_cleared",
+                &Actor::Daemon,
+                None,
+                None,
+                None,
+                &[("part", part)],
+            ),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Switching: what holds a switch back, arming the bootloader, the reboot.
+
+use super::*;
+
+impl Runner {
+    /// Reasons not to switch to the staged release now (policy + engine + inhibitors).
+    pub(super) async fn switch_blockers(&mut self, force: bool) -> Vec<WhyNot> {
+        let Some(release) = self.doc.lifecycle.release().cloned() else {
+            return vec![];
+        };
+        let cur = self.current_version();
+        let mut why = match self
+            .candidates
+            .iter()
+            .find(|c| c.facts.version == release.version)
+        {
+            Some(c) => self.context(cur.as_deref()).switch_reasons(c, force),
+            // Not seen since start (a restart while staged): a check must confirm the
+            // release is still signed, not withdrawn and allowed before switching.
+            None => vec![WhyNot::Manifest {
+                detail: "release not confirmed by a check since start".into(),
+            }],
+        };
+        if !force {
+            let inh = self.p.reboot.inhibitors().await;
+            self.reboot_waiting = inh.clone();
+            why.extend(inh.into_iter().map(|by| WhyNot::RebootInhibited { by }));
+        }
+        why
+    }
+
+    pub(super) async fn switch(&mut self, actor: &Actor, force: bool) -> Step {
+        let Lifecycle::Staged { release, slot } = self.doc.lifecycle.clone() else {
+            return Err(
+                EngineError::Illegal(crate::engine::state::IllegalTransition {
+                    from: self.doc.lifecycle.kind(),
+                    action: "switch",
+                })
+                .into(),
+            );
+        };
+        let why = self.switch_blockers(force).await;
+        if !why.is_empty() {
+            return Err(EngineError::SwitchRefused { why }.into());
+        }
+        let booted = self.p.bootloader.booted_slot()?;
+        if booted == slot {
+            let mut doc = self.doc.clone();
+            doc.lifecycle = self.doc.lifecycle.fail(format!(
+                "staged slot {slot} is the booted slot; refusing to switch"
+            ));
+            self.commit(doc, "failed", actor, Some("staged slot is the booted slot"))?;
+            return Ok(());
+        }
+        let st = self
+            .slot(&slot)
+            .ok_or_else(|| EngineError::NoInactiveSlot(format!("slot {slot} is not configured")))?
+            .status()?;
+        if !st.state.is_bootable() || st.version.as_deref() != Some(release.version.as_str()) {
+            let mut doc = self.doc.clone();
+            let why = format!(
+                "slot {slot} is {:?} with version {:?}, not verified {}",
+                st.state, st.version, release.version
+            );
+            doc.lifecycle = Lifecycle::UpdateAvailable { release };
+            self.commit(doc, "staged_slot_invalid", actor, Some(&why))?;
+            return Ok(());
+        }
+        let reason = format!("switch to {} in slot {slot}", release.version);
+        let mut doc = self.doc.clone();
+        doc.lifecycle = self.doc.lifecycle.begin_switch(booted)?;
+        doc.pending = Some(Pending::ArmTrial { slot: slot.clone() });
+        self.commit(
+            doc,
+            "switching",
+            actor,
+            Some(if force {
+                "admin override"
+            } else {
+                "window, rollout and holds allow it"
+            }),
+        )?;
+        self.failpoint("switch.before_arm")?;
+        if let Err(e) = self
+            .p
+            .bootloader
+            .try_slot(&slot, self.p.settings.boot_attempts)
+        {
+            let mut doc = self.doc.clone();
+            doc.lifecycle = self.doc.lifecycle.switch_not_armed()?;
+            doc.pending = None;
+            let c = cause("switch");
+            self.commit_with(doc, "switch_failed", actor, Some(&e.to_string()), &[c])?;
+            return Err(e.into());
+        }
+        self.failpoint("switch.after_arm")?;
+        self.reboot(&reason).await
+    }
+
+    /// Record the reboot intent, ask for it, and stop acting.
+    pub(crate) async fn reboot(&mut self, reason: &str) -> Step {
+        let mut doc = self.doc.clone();
+        doc.pending = Some(Pending::Reboot {
+            reason: reason.to_string(),
+        });
+        self.file.save(&doc)?;
+        self.doc = doc;
+        self.audit("reboot", &Actor::Policy, Some(reason), None, None);
+        self.failpoint("reboot.before")?;
+        self.p.reboot.reboot(reason).await?;
+        self.exit = Some(RunExit::Rebooting {
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+}
