@@ -540,13 +540,14 @@ vm_repo_setup() {
   cp -a "$VM_CACHE/parts/repo-keys" "$1/keys"
 }
 
-# vm_publish DIR vN [VERSION]: publishes release vN's root filesystem image as version
-# N.0.0 (or VERSION: the same content republished under a new version). Full images
-# only: these scenarios prove boot and rollback; delta methods have their own tests.
+# vm_publish DIR vN [VERSION [IMAGE]]: publishes release vN's root filesystem image as
+# version N.0.0 (or VERSION: the same content republished under a new version; IMAGE:
+# another image than the cached root-vN.img). Full images only: these scenarios prove
+# boot and rollback; delta methods have their own tests.
 vm_publish() {
   local n=${2#v}
   "$VM_TOP/target/release/patchpub" --repo "$1/repo" --keys "$1/keys" add \
-    --product vm-box --version "${3:-$n.0.0}" --image "$VM_CACHE/parts/root-$2.img" \
+    --product vm-box --version "${3:-$n.0.0}" --image "${4:-$VM_CACHE/parts/root-$2.img}" \
     --kind bugfix --severity medium --summary "VM test release $2" \
     --no-chunk-index >/dev/null ||
     vm_die "patchpub add $2 failed"
