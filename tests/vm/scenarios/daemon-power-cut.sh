@@ -122,9 +122,10 @@ scenario() {
 # does not run: staging (the write and its read-back), the switch (patchd arming GRUB),
 # GRUB's own environment write (its save_env spending a try, cut at the snippet's
 # "patchd: trying slot" line printed right before it), the first boot (kernel, init),
-# the health checks and the commit. After every cut the next boot must reach userspace
-# on a slot holding a release it is known to hold (never a half-written one), and each
-# update must end committed (or rolled back, also a known-good end). Releases after v2
+# the health checks and the commit. After every cut the machine must boot on: every boot
+# that reaches userspace runs the release its slot is known to hold (never a half-written
+# one), no run may hang at GRUB (its wait fails), and each update must end committed (or
+# rolled back, also a known-good end). Releases after v2
 # are v2's image with another name in /etc/vm-release (r3, r4, …), so every boot says
 # which release it runs. A table at the end says where the cuts landed; the landing is
 # read from what the cut left on the disk (GRUB's counters as GRUB reads them, patchd's
