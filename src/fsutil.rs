@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -46,6 +47,16 @@ pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
 /// fsync a directory so that a rename or a new entry in it survives a power cut.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Write back what the kernel caches for the filesystem holding `dir`, journaled
+/// metadata included. After an fsync'd rename a journaling filesystem has the new entry
+/// only in its journal until writeback puts the blocks home (seconds later); a reader
+/// that does not replay the journal, as GRUB reads `/boot`, still finds the old file
+/// until then.
+pub fn syncfs_dir(dir: &Path) -> io::Result<()> {
+    let f = File::open(dir)?;
+    nix::unistd::syncfs(f.as_raw_fd()).map_err(io::Error::from)
 }
 
 /// Append one record and fsync it (used by the audit log).

@@ -270,3 +270,81 @@ fn bad_environments_are_refused_and_left_alone() {
     bl.reset(&s("a")).unwrap();
     assert_eq!(bl.primary_slot().unwrap(), s("a"));
 }
+
+/// An ext4 image loop-mounted at a directory, unmounted on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// GRUB reads `/boot` without replaying the journal. A write of the environment must
+/// reach the filesystem's home blocks before patchd goes on (say, to overwrite the slot
+/// it just fenced), not only the journal: read back here as GRUB would, with `debugfs`
+/// on a copy of the image taken while it is still mounted.
+#[test]
+fn a_write_is_visible_to_a_reader_that_does_not_replay_the_journal() {
+    if !tool("grub-editenv") || !tool("debugfs") || !tool("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("boot.img");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    assert!(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&img)
+        .status()
+        .unwrap()
+        .success());
+    let mounted = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        println!("skipped: cannot loop-mount an ext4 /boot (needs root and loop devices)");
+        return;
+    }
+    let _m = Mounted(mnt.clone());
+    let env = mnt.join("grubenv");
+    editenv(&env, &["create"]);
+    let bl = GrubBootloader::new(&env, slots()).unwrap();
+    bl.reset(&s("a")).unwrap();
+    bl.try_slot(&s("b"), 1).unwrap();
+    bl.mark_good(&s("b")).unwrap();
+    // What the bootloader sees right now: a copy of the mounted image, journal ignored.
+    let copy = dir.path().join("seen.img");
+    std::fs::copy(&img, &copy).unwrap();
+    let out = Command::new("debugfs")
+        .args(["-R", "cat /grubenv"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        seen.lines().any(|l| l == "patchd_order=b a") && seen.lines().any(|l| l == "patchd_b_ok=1"),
+        "GRUB would read a stale environment:\n{seen}"
+    );
+    // Fencing a (the next staging's target) must be visible the same way.
+    bl.mark_bad(&s("a")).unwrap();
+    std::fs::copy(&img, &copy).unwrap();
+    let out = Command::new("debugfs")
+        .args(["-R", "cat /grubenv"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        seen.lines().any(|l| l == "patchd_order=b") && seen.lines().any(|l| l == "patchd_a_ok=0"),
+        "GRUB would still find the fenced slot a:\n{seen}"
+    );
+}

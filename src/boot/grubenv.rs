@@ -10,7 +10,10 @@
 //! ([`crate::fsutil::atomic_write`]); GRUB finds the file's blocks anew at each boot, so
 //! its in-place `save_env` keeps working on the new inode. An in-place rewrite (what
 //! `grub-editenv` does) can tear across the block's two sectors on a power cut; a rename
-//! on a journaling filesystem cannot.
+//! on a journaling filesystem cannot. GRUB does not replay the journal, though: until
+//! writeback puts the renamed entry's metadata home, GRUB reads the old block, so each
+//! write ends with a `syncfs` of `/boot` (a fence written only to the journal let GRUB
+//! fall back to a half-written slot after a power cut: tests/vm daemon-fallback-fence).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -335,10 +338,16 @@ impl GrubBootloader {
         let mode = std::fs::metadata(&self.path)
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644);
-        fsutil::atomic_write_mode(&self.path, &bytes, mode).map_err(|source| BootError::Io {
+        let io = |source| BootError::Io {
             path: self.disp(),
             source,
-        })
+        };
+        fsutil::atomic_write_mode(&self.path, &bytes, mode).map_err(io)?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fsutil::syncfs_dir(dir).map_err(io)
     }
 
     pub fn load(&self) -> Result<(GrubEnv, AbState), BootError> {

@@ -401,18 +401,30 @@ vm_build_systemd() {
 
 # --- observing and changing the guest's disks from the host (qemu stopped) ----------
 
-# vm_cat DISK PART PATH: prints a file of an ext2/4 partition.
+# After a power cut a partition's last changes may be in its ext4 journal only: Linux
+# replays the journal when it mounts the partition, GRUB (and debugfs) read without it.
+# vm_replay IMAGE replays it on a copy taken from the disk, as a mount would.
+vm_replay() {
+  e2fsck -E journal_only -y "$1" >/dev/null 2>&1 || true
+}
+
+# vm_cat DISK PART PATH: prints a file of an ext2/4 partition: the boot partition (1) as
+# GRUB reads it (no journal replay), the others as Linux mounts them (journal replayed).
 vm_cat() {
   local tmp; tmp=$(mktemp)
   vm_get_part "$1" "$2" "$tmp"
+  [ "$2" = 1 ] || vm_replay "$tmp"
   debugfs -R "cat $3" "$tmp" 2>/dev/null
   rm -f "$tmp"
 }
 
-# vm_put DISK PART LOCAL PATH: writes a file into an ext2/4 partition (replacing it).
+# vm_put DISK PART LOCAL PATH: writes a file into an ext2/4 partition (replacing it),
+# as a Linux host would: journal replayed first (a write on top of unreplayed journal
+# entries would be undone, or worse, when the guest replays them).
 vm_put() {
   local tmp; tmp=$(mktemp)
   vm_get_part "$1" "$2" "$tmp"
+  vm_replay "$tmp"
   debugfs -w -f - "$tmp" >/dev/null 2>&1 <<EOF
 rm $4
 write $3 $4
@@ -528,13 +540,14 @@ vm_repo_setup() {
   cp -a "$VM_CACHE/parts/repo-keys" "$1/keys"
 }
 
-# vm_publish DIR vN [VERSION]: publishes release vN's root filesystem image as version
-# N.0.0 (or VERSION: the same content republished under a new version). Full images
-# only: these scenarios prove boot and rollback; delta methods have their own tests.
+# vm_publish DIR vN [VERSION [IMAGE]]: publishes release vN's root filesystem image as
+# version N.0.0 (or VERSION: the same content republished under a new version; IMAGE:
+# another image than the cached root-vN.img). Full images only: these scenarios prove
+# boot and rollback; delta methods have their own tests.
 vm_publish() {
   local n=${2#v}
   "$VM_TOP/target/release/patchpub" --repo "$1/repo" --keys "$1/keys" add \
-    --product vm-box --version "${3:-$n.0.0}" --image "$VM_CACHE/parts/root-$2.img" \
+    --product vm-box --version "${3:-$n.0.0}" --image "${4:-$VM_CACHE/parts/root-$2.img}" \
     --kind bugfix --severity medium --summary "VM test release $2" \
     --no-chunk-index >/dev/null ||
     vm_die "patchpub add $2 failed"

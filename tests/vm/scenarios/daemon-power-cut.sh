@@ -7,9 +7,11 @@
 # spends one of GRUB's two tries, the next boot tries b again, the health checks pass
 # and the same release (2.0.0) commits, with no republishing. (With patchd's default of
 # one try, such a cut rolls the release back for good.)
-# VM_SEED replays a run (it is printed first).
+# VM_SEED replays a run (it is printed first). `tests/vm/vm run --cuts N --seed S
+# daemon-power-cut` (VM_SOAK=1) is the soak mode below instead.
 scenario() {
   vm_have_patchd || fail "release binaries missing (cargo build --release)"
+  if [ "${VM_SOAK:-0}" = 1 ]; then soak; return; fi
   local seed=${VM_SEED:-$(( $(date +%s) % 32768 ))} cuts=${VM_CUTS:-10}
   echo "seed=$seed cuts=$cuts (replay: VM_SEED=$seed tests/vm/vm run daemon-power-cut)"
   vm_log "daemon-power-cut: seed $seed"
@@ -112,4 +114,208 @@ scenario() {
   if vm_cat "$DISK" 4 /state.json | grep -q rolled_back; then fail "2.0.0 was rolled back"; fi
   grep -q 'VMTEST: audit verify ok' "$LOG" || fail "audit verify did not pass in the guest"
   vm_grubenv "$DISK" list | grep -qx 'patchd_b_ok=1' || fail "b not committed in GRUB's environment"
+}
+
+# --- soak mode -----------------------------------------------------------------------
+# `tests/vm/vm run --cuts N --seed S daemon-power-cut` (VM_SOAK=1): N power cuts spread
+# over every phase of repeated updates, each release staged into the slot the machine
+# does not run: staging (the write and its read-back), the switch (patchd arming GRUB),
+# GRUB's own environment write (its save_env spending a try, cut at the snippet's
+# "patchd: trying slot" line printed right before it), the first boot (kernel, init),
+# the health checks and the commit. After every cut the machine must boot on: every boot
+# that reaches userspace runs the release its slot is known to hold (never a half-written
+# one), no run may hang at GRUB (its wait fails), and each update must end committed (or
+# rolled back, also a known-good end). Releases after v2
+# are v2's image with another name in /etc/vm-release (r3, r4, …), so every boot says
+# which release it runs. A table at the end says where the cuts landed; the landing is
+# read from what the cut left on the disk (GRUB's counters as GRUB reads them, patchd's
+# state.json as Linux mounts it), not from the intent.
+soak() {
+  local seed=${VM_SEED:-$(( $(date +%s) % 32768 ))} cuts=${VM_CUTS:-50}
+  echo "soak: seed=$seed cuts=$cuts (replay: tests/vm/vm run --cuts $cuts --seed $seed daemon-power-cut)"
+  vm_log "daemon-power-cut soak: seed $seed, $cuts cuts"
+  RANDOM=$seed
+  # Every cut after GRUB took a try spends one; six leave room for the four a cycle may
+  # spend (GRUB's write, first boot, health checks, commit) and a boot that commits.
+  export VM_NET=1 VM_BOOT_ATTEMPTS=6
+  export VM_SERVE_RATE=${VM_SERVE_RATE:-3000000}
+  local p=$VM_CACHE/parts
+  vm_assemble "$DISK" v1 -
+  vm_repo_setup "$W"
+  vm_serve "$W"
+  echo on >"$W/flag"; vm_put "$DISK" 4 "$W/flag" /vm/progress
+  declare -A content=([a]=v1 [b]=none)
+  local committed=a cycle=0 ncut=0 runs=0 seen=0 T rel ver img i k log
+  : >"$W/tally"
+  soak_start() {
+    runs=$((runs + 1))
+    log=$W/console-run$runs.log
+    vm_start "$DISK" "$log"
+  }
+  # soak_env VAR: a variable of GRUB's environment as GRUB will read it.
+  soak_env() { vm_grubenv "$DISK" list | sed -n "s/^$1=//p"; }
+  soak_state() {
+    vm_cat "$DISK" 4 /state.json | tr -d ' \n' | sed -n 's/.*"lifecycle":{"state":"\([a-z_]*\)".*/\1/p'
+  }
+  # soak_check: the boots since the last check ran what their slot holds.
+  soak_check() {
+    local b s r n=0
+    while read -r b s r; do
+      n=$((n + 1))
+      [ "$n" -gt "$seen" ] || continue
+      s=${s#slot=} r=${r#release=}
+      [ "$r" = "${content[$s]}" ] || fail "boot $b ran '$r' from slot $s, which holds ${content[$s]} (run $runs)"
+    done < <(vm_cat "$DISK" 4 /vm/boots.log)
+    seen=$n
+  }
+  # soak_cut PHASE DETAIL: power off now, record where the cut landed.
+  soak_cut() {
+    vm_kill; VM_PID=
+    ncut=$((ncut + 1))
+    local st; st=$(soak_state)
+    printf '%s\t%s\tstate=%s\n' "$1" "$2" "$st" >>"$W/tally"
+    echo "cut $ncut/$cuts (run $runs, cycle $cycle): $1 ($2), patchd state $st"
+  }
+  # soak_wait PATTERN [TIMEOUT]: the pattern on this run's console; 1 when the guest
+  # finished (powered off) first.
+  soak_wait() {
+    vm_wait_console "$log" "$1" "${2:-900}" && return 0
+    kill -0 "$VM_PID" 2>/dev/null && [ -z "${2:-}" ] && fail "run $runs: no '$1' on the console after 900 s"
+    return 1
+  }
+  # soak_done: after a run that got no cut (the guest reached its goal and powered off).
+  soak_done() { if [ -n "${VM_PID:-}" ]; then wait "$VM_PID" 2>/dev/null || true; VM_PID=; fi; }
+
+  while [ "$ncut" -lt "$cuts" ]; do
+    cycle=$((cycle + 1))
+    if [ "$committed" = a ]; then T=b; else T=a; fi
+    ver=$((cycle + 1)).0.0
+    if [ "$cycle" = 1 ]; then
+      rel=v2 img=$p/root-v2.img
+    else
+      rel=r$((cycle + 1)) img=$W/root-$rel.img
+      cp --sparse=always "$p/root-v2.img" "$img"
+      echo "$rel" >"$W/release"
+      debugfs -w -f - "$img" >/dev/null 2>&1 <<EOF
+rm /etc/vm-release
+write $W/release /etc/vm-release
+EOF
+      debugfs -R 'cat /etc/vm-release' "$img" 2>/dev/null | grep -qx "$rel" || fail "could not name the image $rel"
+    fi
+    vm_publish "$W" "$rel" "$ver" "$img"
+    # From now on T holds the new release or a half-written copy of it: a boot of T may
+    # only ever show the new release.
+    content[$T]=$rel
+    echo "cycle $cycle: $rel ($ver) into slot $T, slot $committed committed"
+
+    # Staging, window closed (patchd stages but does not switch): 1 to 3 cuts.
+    VM_WINDOW=$(vm_window_closed) vm_daemon_hook 'state=staged' 0
+    k=$(( 1 + RANDOM % 3 ))
+    for i in $(seq "$k"); do
+      [ "$ncut" -lt "$cuts" ] || break
+      local pct=$(( RANDOM % 100 )) extra=$(( RANDOM % 1000 )) ph
+      soak_start
+      vm_wait_progress "$log" "resume write readback" write "$pct" 900 || true
+      if ! kill -0 "$VM_PID" 2>/dev/null; then VM_PID=; soak_check; break; fi
+      vm_wait_console "$log" 'VMTEST: state staged' "${extra}ms" || true
+      ph=$(grep -aE 'VMTEST: (progress|state staged)' "$log" | tail -n 1 | vm_clean | sed 's/.*VMTEST: //; s/ state=.*//' || true)
+      vm_kill; VM_PID=
+      soak_cut staging "${ph:-before the first marker}"
+      soak_check
+    done
+
+    # The switch: window open; cut when patchd logs it (try_slot is next). From here on a
+    # run that gets no cut ends with the update (its goal).
+    vm_daemon_hook 'state=(committed|rolled_back) ' 0
+    local left_before
+    if [ "$ncut" -lt "$cuts" ]; then
+      soak_start
+      if soak_wait 'patchd-log: .*event="switching"|patchd: trying slot'; then
+        if grep -aq 'patchd: trying slot' "$log"; then
+          soak_cut switch "landed at GRUB's next choice"
+        else
+          vm_kill; VM_PID=
+          soak_cut switch "$T armed: $(soak_env "patchd_${T}_left") tries"
+        fi
+      fi
+      soak_done; soak_check
+    fi
+
+    # GRUB's environment write: cut at the line printed right before its save_env.
+    if [ "$ncut" -lt "$cuts" ]; then
+      left_before=$(soak_env "patchd_${T}_left")
+      soak_start
+      if soak_wait "patchd: trying slot $T"; then
+        local left; vm_kill; VM_PID=
+        left=$(soak_env "patchd_${T}_left")
+        if [ "$left" = "$left_before" ]; then
+          soak_cut grub-env "before save_env completed (${T}_left still $left)"
+        else
+          soak_cut grub-env "after save_env (${T}_left $left_before -> $left)"
+        fi
+      fi
+      soak_done; soak_check
+    fi
+
+    # First boot: GRUB chose a slot; up to 3 s later (kernel, initramfs, init).
+    if [ "$ncut" -lt "$cuts" ]; then
+      soak_start
+      if soak_wait "patchd: booting slot [ab]"; then
+        local ms=$(( RANDOM % 3000 )) on
+        on=$(grep -ao 'patchd: booting slot [ab]' "$log" | tail -n 1 | sed 's/.* //')
+        soak_wait 'VMTEST: patchd started' "${ms}ms" || true
+        if grep -aq 'VMTEST: booted' "$log"; then
+          soak_cut first-boot "+${ms}ms, slot $on, in userspace"
+        else
+          soak_cut first-boot "+${ms}ms, slot $on, kernel or initramfs"
+        fi
+      fi
+      soak_done; soak_check
+    fi
+
+    # Health checks and commit: up to 2 s after patchd started on T (its checks and the
+    # commit take well under a second there; its log reaches the console late).
+    if [ "$ncut" -lt "$cuts" ]; then
+      soak_start
+      if soak_wait 'VMTEST: patchd started'; then
+        local ms=$(( RANDOM % 2000 )) ok
+        soak_wait 'VMTEST: report' "${ms}ms" || true
+        vm_kill; VM_PID=
+        ok=$(soak_env "patchd_${T}_ok")
+        case $(soak_state) in
+          switching) soak_cut health "+${ms}ms, before patchd recorded the boot" ;;
+          verifying) if [ "$ok" = 1 ]; then soak_cut commit "+${ms}ms, GRUB committed, state not yet"
+                     else soak_cut health "+${ms}ms, checks running"; fi ;;
+          *) soak_cut commit "+${ms}ms, after the commit (GRUB ${T}_ok=$ok)" ;;
+        esac
+      fi
+      soak_done; soak_check
+    fi
+
+    # No cut: the update ends. Committed on T, or rolled back to the committed slot.
+    soak_start
+    vm_wait_exit "${VM_DAEMON_TIMEOUT:-1500}" || fail "cycle $cycle: the last run did not power off"
+    VM_PID=; soak_check
+    local st; st=$(soak_state)
+    case $st in
+      committed)
+        [ "$(soak_env "patchd_${T}_ok")" = 1 ] || fail "cycle $cycle: patchd committed but GRUB has not"
+        committed=$T ;;
+      rolled_back) echo "cycle $cycle: $ver rolled back (a known-good end)" ;;
+      *) fail "cycle $cycle: the update ended in state '$st'" ;;
+    esac
+    echo "cycle $cycle: $ver ended $st; slot $committed committed"
+  done
+
+  echo
+  echo "where the $ncut cuts landed (seed $seed, $cycle update cycles, $runs runs):"
+  printf '%-11s %5s  %s\n' phase cuts "landed (what the cut left on the disk)"
+  local ph
+  for ph in staging switch grub-env first-boot health commit; do
+    printf '%-11s %5s  %s\n' "$ph" "$(awk -F'\t' -v p="$ph" '$1 == p' "$W/tally" | wc -l)" \
+      "$(awk -F'\t' -v p="$ph" '$1 == p { sub(/^[+][0-9]+ms, /, "", $2); sub(/ [0-9]+%$/, "", $2); print $2 }' "$W/tally" |
+        sort | uniq -c | sed 's/^ *\([0-9]*\) /\1x /' | paste -sd ';' -)"
+  done
+  echo "every cut ended on a bootable slot running the release it holds; $cycle updates ended committed or rolled back"
+  grep -q 'VMTEST: audit verify ok' "$log" || fail "audit verify did not pass in the guest"
 }
