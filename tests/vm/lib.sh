@@ -356,7 +356,10 @@ vm_build_systemd() {
   mkdir -p "$tree/etc/patchd/patchd.toml.d" "$tree/etc/patchd/health.d" "$tree/usr/share/patchd" \
     "$tree/boot/grub-part" "$tree/var/lib/patchd" "$tree/usr/lib/vm"
   cp "$p/repo-base/metadata/1.root.json" "$tree/usr/share/patchd/root.json"
-  printf '#!/bin/sh\necho "vm-service: all good"\n' >"$tree/etc/patchd/health.d/10-vm-service"
+  # It passes, leaving a child behind and one that left its process group: both must die
+  # with the check's systemd scope.
+  printf '#!/bin/sh\necho "vm-service: all good"\nsleep 600 &\nsetsid sleep 601 &\nexit 0\n' \
+    >"$tree/etc/patchd/health.d/10-vm-service"
   chmod 755 "$tree/etc/patchd/health.d/10-vm-service"
   echo 5f1c0d2e7a9b4c3d8e6f0a1b2c3d4e60 >"$tree/etc/machine-id"
   echo patchd-vm >"$tree/etc/hostname"
@@ -559,8 +562,11 @@ vm_publish() {
 # VM_SERVE_RATE (bytes/s) throttles files past their first MiB (0 or unset: no limit).
 vm_serve() {
   local log=$1/http.log port="" i
+  # The file exists before the server's shell opens it: otherwise the first read below
+  # can come first and fail (under pipefail that ended the scenario without a word).
+  : >"$log"
   python3 -u "$VM_TOP/tests/vm/serve.py" --bind 127.0.0.1 --directory "$1/repo" \
-    --rate "${VM_SERVE_RATE:-0}" >"$log" 2>&1 &
+    --rate "${VM_SERVE_RATE:-0}" >>"$log" 2>&1 &
   VM_SERVER_PID=$!
   for i in $(seq 100); do
     port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$log" | head -n 1)

@@ -110,6 +110,16 @@ if wait_state 'state=committed current=2\.0\.0' 900; then
   # Past the watchdog's 60 s with no restart.
   while [ "$(systemctl show -p ActiveEnterTimestampMonotonic --value patchd.service)" -gt \
     "$(awk '{ printf "%d", ($1 - 75) * 1000000 }' /proc/uptime)" ]; do sleep 5; done
+  # The health checks ran in transient scopes of their own (systemd logs each start),
+  # none is left, and nothing the check left behind survived it.
+  say "health scopes started $(journalctl -b --no-pager -o cat | grep -c '^Started patchd-health-.*scope')"
+  say "health scope fallbacks $(journalctl -b --no-pager -o cat -u patchd.service | grep -c 'without a scope')"
+  say "health scopes left $(systemctl list-units --all --no-legend 'patchd-health-*' | wc -l)"
+  left=0
+  for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in "sleep 600 "*|"sleep 601 "*) left=$((left + 1));; esac
+  done
+  say "health leftovers $left"
   unit
   report goal
   if patchctl audit verify >/dev/null 2>&1; then say "audit verify ok"; else say "audit verify FAILED"; fi

@@ -69,6 +69,11 @@ scenario() {
   has "$b2" 'VMTEST: unit patchd .*NRestarts=0 .*up=([6-9][0-9]|[1-9][0-9]{2,})s' \
     "patchd.service restarted or did not run past WatchdogSec"
   has "$b2" 'VMTEST: audit verify ok' "audit verify did not pass in the guest"
+  # Health checks in transient systemd scopes: started, gone, and their leftovers killed.
+  has "$b2" 'VMTEST: health scopes started [1-9]' "no health check ran in a systemd scope"
+  has "$b2" 'VMTEST: health scope fallbacks 0' "patchd ran health checks without a scope under systemd"
+  has "$b2" 'VMTEST: health scopes left 0' "a health check scope is still there"
+  has "$b2" 'VMTEST: health leftovers 0' "a process the health check left survived it"
   assert_eq "boots" "$(vm_cat "$DISK" 4 /vm/boots.log)" "boot=1 slot=a release=sv1
 boot=2 slot=b release=sv2"
   vm_cat "$DISK" 4 /vm/report.log | tail -n 1 | grep -q 'boot=2 slot=b release=sv2 goal state=committed booted=b current=2.0.0' ||
