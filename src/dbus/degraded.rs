@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
 use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
-use super::engine_backend::verify_json;
+use super::engine_backend::{audit_filter, verify_json};
 use super::types::{Caller, HistoryFilter, SlotView, StatusView};
-use crate::audit::{Actor, AuditLog, Entry, Filter};
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::boot::Bootloader;
 use crate::engine::repair::{self, Damage};
 use crate::paths::Paths;
@@ -246,13 +246,7 @@ impl ManagerBackend for DegradedBackend {
                 "the audit log cannot be opened (see `patchctl status`)".into(),
             )),
             Some(log) => {
-                let f = Filter {
-                    event: filter.event,
-                    release: filter.release,
-                    since: filter.since,
-                    limit: filter.limit.map(|n| n as usize),
-                    ..Filter::default()
-                };
+                let f = audit_filter(filter);
                 log.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .query(&f)

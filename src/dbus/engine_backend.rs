@@ -102,6 +102,17 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
     }
 }
 
+/// The audit log's filter for a `GetHistory` call.
+pub fn audit_filter(filter: HistoryFilter) -> Filter {
+    Filter {
+        event: filter.event,
+        release: filter.release,
+        since: filter.since,
+        limit: filter.limit.map(|n| n as usize),
+        ..Filter::default()
+    }
+}
+
 /// The `VerifyAudit` reply.
 pub fn verify_json(r: &crate::audit::VerifyReport) -> Value {
     let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
@@ -279,14 +290,9 @@ impl ManagerBackend for EngineHandle {
 
     fn history(&self, filter: HistoryFilter) -> BoxFuture<'_, BackendResult<Value>> {
         Box::pin(async move {
-            let f = Filter {
-                event: filter.event,
-                release: filter.release,
-                since: filter.since,
-                limit: filter.limit.map(|n| n as usize),
-                ..Filter::default()
-            };
-            let recs = EngineHandle::history(self, f).await.map_err(map_err)?;
+            let recs = EngineHandle::history(self, audit_filter(filter))
+                .await
+                .map_err(map_err)?;
             to_json(&recs)
         })
     }

@@ -68,6 +68,26 @@ impl Runner {
         });
     }
 
+    /// The candidates a check found, or its failure, audited as `check_failed`.
+    fn check_result(
+        &mut self,
+        actor: &Actor,
+        res: Result<Vec<Candidate>, PortError>,
+    ) -> Step<Vec<Candidate>> {
+        res.map_err(|e| {
+            let c = cause(e.cause.unwrap_or("check"));
+            self.audit_with(
+                "check_failed",
+                actor,
+                Some(&e.to_string()),
+                None,
+                None,
+                &[c],
+            );
+            e.into()
+        })
+    }
+
     /// A check that ran beside a staging or health job: record what it found (list,
     /// last check time, audit), leave the lifecycle to the job.
     pub(super) fn after_side_check(
@@ -75,21 +95,7 @@ impl Runner {
         actor: &Actor,
         res: Result<Vec<Candidate>, PortError>,
     ) -> Step {
-        let cands = match res {
-            Ok(c) => c,
-            Err(e) => {
-                let cause = serde_json::Value::from(e.cause.unwrap_or("check"));
-                self.audit_with(
-                    "check_failed",
-                    actor,
-                    Some(&e.to_string()),
-                    None,
-                    None,
-                    &[("cause", cause)],
-                );
-                return Err(e.into());
-            }
-        };
+        let cands = self.check_result(actor, res)?;
         self.candidates = cands;
         self.recategorize();
         let now = self.p.clock.now();
@@ -117,21 +123,7 @@ impl Runner {
         res: Result<Vec<Candidate>, PortError>,
     ) -> Step {
         let now = self.p.clock.now();
-        let cands = match res {
-            Ok(c) => c,
-            Err(e) => {
-                let cause = serde_json::Value::from(e.cause.unwrap_or("check"));
-                self.audit_with(
-                    "check_failed",
-                    actor,
-                    Some(&e.to_string()),
-                    None,
-                    None,
-                    &[("cause", cause)],
-                );
-                return Err(e.into());
-            }
-        };
+        let cands = self.check_result(actor, res)?;
         self.candidates = cands;
         self.stage_failed = None;
         let mut doc = self.doc.clone();
