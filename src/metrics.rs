@@ -328,6 +328,31 @@ pub fn write_textfile(
     })
 }
 
+/// `[metrics]` as written.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub textfile: Option<PathBuf>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
+pub struct MetricsConfig {
+    /// Prometheus node-exporter textfile to write (none = off).
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsConfig {
+    pub fn from_raw(m: RawMetrics) -> Result<Self, crate::setting::InvalidSetting> {
+        if let Some(t) = &m.textfile {
+            crate::setting::absolute("metrics.textfile", t)?;
+        }
+        Ok(Self {
+            textfile: m.textfile,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,7 +123,7 @@ fn full_example_is_understood() {
         patchd::boot::BackendKind::Grub
     );
     assert_eq!(c.audit.limits.keep, 2);
-    let pol = c.policy.to_policy().unwrap();
+    let pol = c.policy.to_policy();
     assert_eq!(pol.schedule.time_zone_name(), "Europe/Berlin");
     let report = config::check(&p).unwrap().to_string();
     assert!(

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "logging",
         "duration",
         "sigpipe",
+        "setting",
     ],
     &["fetch"],
     &["trust", "slot", "boot", "audit", "health", "metrics"],

@@ -59,11 +59,13 @@
 //! a torn line still at the end of the log is reported as [`ProblemKind::TornTail`].
 
 pub mod cli;
+mod config;
 pub mod journal;
 mod log;
 mod record;
 mod verify;
 
+pub use config::{AuditConfig, RawAudit, DEFAULT_AUDIT_PATH};
 pub use log::{AuditLimits, AuditLog, Filter, HeadLag, LaggingRecord};
 pub use record::{Actor, Entry, Record, GENESIS_PREV, HEAD_LAG_EVENT, TORN_RECORD_EVENT};
 pub use verify::{Problem, ProblemKind, VerifyReport};

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::names::SlotName;
+use crate::setting::InvalidSetting;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,6 +78,26 @@ impl BootConfig {
             file: FileConfig::default(),
             detect: DetectConfig::default(),
         }
+    }
+
+    /// The merged `[boot]` table, validated; `None` when the section is absent.
+    pub fn from_table(t: &toml::Table) -> Result<Option<Self>, InvalidSetting> {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let c = Self::deserialize(toml::Value::Table(t.clone()))
+            .map_err(|e| InvalidSetting::new("boot", e.message().trim()))?;
+        if !(1..=super::ab::MAX_ATTEMPTS).contains(&c.attempts) {
+            return Err(InvalidSetting::new(
+                "boot.attempts",
+                format!(
+                    "must be 1..={}, not {} (the GRUB snippet counts down at most that far)",
+                    super::ab::MAX_ATTEMPTS,
+                    c.attempts
+                ),
+            ));
+        }
+        Ok(Some(c))
     }
 }
 

@@ -4,7 +4,7 @@
 //! # fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! let paths = patchd::paths::Paths::default();
 //! let cfg: patchd::config::Config = patchd::config::load(&paths)?;
-//! let policy = cfg.policy.to_policy()?;         // policy::Policy for decisions
+//! let policy = cfg.policy.to_policy();          // policy::Policy, built at validation
 //! let audit_path = paths.resolve(&cfg.audit.path);  // config paths are device paths
 //! println!("{}", patchd::config::check(&paths)?);  // `patchd --check-config`
 //! # let _ = (policy, audit_path); Ok(()) }
@@ -15,11 +15,18 @@
 //!    refused; values that can be checked alone (windows, URLs, durations, enums) are
 //!    checked here so errors carry the file and line;
 //! 2. merged: the main file, then every `*.toml` in `patchd.toml.d/` in lexical order of
-//!    file name; a later file wins per key (arrays are replaced whole, not appended);
-//!    the `[boot]` and `[slots]` tables merge key by key;
-//! 3. validated ([`Config`]): defaults filled in, cross-key rules checked (time zone
-//!    exists, URL or directory but not both, plain http only with `allow_http`, absolute
-//!    paths, unit names).
+//!    file name; a later file wins per key, tables merge key by key at every depth
+//!    (`[boot.grub]` in a drop-in keeps `[boot.detect]` from the main file), arrays are
+//!    replaced whole, not appended;
+//! 3. validated ([`Config`]): each section is handed to the room that owns it, which fills
+//!    in its defaults, checks its rules and returns a ready value —
+//!    [`crate::policy::PolicyConfig`] (with the policy's schedule built),
+//!    [`crate::health::HealthConfig`], [`crate::fetch::FetchConfig`],
+//!    [`crate::audit::AuditConfig`], [`crate::metrics::MetricsConfig`],
+//!    [`crate::boot::BootConfig`], [`crate::slot::SlotsConfig`]. This module checks
+//!    only `[device]` and `[repository]` and the rules across sections (a repository
+//!    needs `device.product`). A room's [`InvalidSetting`] becomes
+//!    [`ConfigError::Invalid`] naming the files the value came from.
 //!
 //! A missing main file means all defaults; a file that does not parse is an error naming
 //! the file and line, never skipped. Files in the drop-in directory not ending in `.toml`
@@ -27,16 +34,14 @@
 //!
 //! Paths in the config are device paths; callers resolve them with
 //! [`crate::paths::Paths::resolve`] so tests and the demo run under a temporary root.
-//!
-//! `[boot]` is validated as [`crate::boot::BootConfig`] ([`Config::boot_config`]; `None`
-//! when the section is absent). Its tables merge key by key at every depth across
-//! drop-ins (`[boot.grub]` in a drop-in keeps `[boot.detect]` from the main file).
-//! `[slots]` is validated as [`crate::slot::SlotsConfig`] (merged the same way).
 //! All keys with defaults: `docs/configuration.md`.
 
+pub use crate::audit::{AuditConfig, DEFAULT_AUDIT_PATH};
 pub use crate::duration;
+pub use crate::fetch::{FetchConfig, NO_MIN_RATE};
 pub use crate::health::HealthConfig;
-pub use crate::policy::InhibitorConfig;
+pub use crate::metrics::MetricsConfig;
+pub use crate::policy::{InhibitorConfig, PolicyConfig};
 pub mod raw;
 
 use std::fmt;
@@ -47,11 +52,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditLimits;
 use crate::boot::BootConfig;
-use crate::health::{valid_unit_name, HttpUrl};
+use crate::health::HttpUrl;
 use crate::paths::Paths;
-use crate::policy::{self, Policy, PolicyError, Schedule, UrgencyRule, Window};
+use crate::setting::{absolute, InvalidSetting};
 use raw::RawConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,18 @@ pub struct DeviceConfig {
     pub hardware: Option<String>,
 }
 
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            product: None,
+            channel: "stable".into(),
+            tags: Vec::new(),
+            machine_id_path: "/etc/machine-id".into(),
+            hardware: None,
+        }
+    }
+}
+
 /// Where releases come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,102 +141,21 @@ pub struct RepositoryConfig {
     pub allow_http: bool,
 }
 
-/// `[policy]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicyConfig {
-    pub time_zone: String,
-    pub windows: Vec<Window>,
-    pub stage_outside_windows: bool,
-    pub urgency: Vec<UrgencyRule>,
-    pub inhibitors: InhibitorConfig,
-}
-
-impl PolicyConfig {
-    pub fn to_policy(&self) -> Result<Policy, PolicyError> {
-        Ok(Policy {
-            schedule: Schedule::new(&self.time_zone, self.windows.clone())?,
-            urgency: self.urgency.clone(),
-            stage_outside_windows: self.stage_outside_windows,
-        })
-    }
-}
-
-/// `[audit]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuditConfig {
-    pub path: PathBuf,
-    pub limits: AuditLimits,
-}
-
-/// `[metrics]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
-pub struct MetricsConfig {
-    /// Prometheus node-exporter textfile to write (none = off).
-    pub textfile: Option<PathBuf>,
-}
-
-/// `[fetch]`: bounds on downloads from an HTTP(S) repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FetchConfig {
-    /// Bytes per second a download must average over `min_rate_window` (0 = off).
-    pub min_rate: u64,
-    #[serde(with = "duration")]
-    pub min_rate_window: Duration,
-    /// A download of N bytes must be done within `deadline_floor + N / min_rate`.
-    #[serde(with = "duration")]
-    pub deadline_floor: Duration,
-    /// No byte for this long: drop the connection and resume it.
-    #[serde(with = "duration")]
-    pub stall_timeout: Duration,
-    /// After a staging ended by the network (slow retrieval, a download error), stage
-    /// again from the checkpoint this long after the first failure, doubling with each
-    /// further failure of the same release up to `retry_after_max`.
-    #[serde(with = "duration")]
-    pub retry_after: Duration,
-    #[serde(with = "duration")]
-    pub retry_after_max: Duration,
-}
-
-impl Default for FetchConfig {
+impl Default for RepositoryConfig {
     fn default() -> Self {
-        let r = crate::fetch::RateRule::default();
         Self {
-            min_rate: r.min_rate,
-            min_rate_window: r.window,
-            deadline_floor: r.deadline_floor,
-            stall_timeout: crate::fetch::HttpOptions::default().stall_timeout,
-            retry_after: Duration::from_secs(5 * 60),
-            retry_after_max: Duration::from_secs(3600),
+            source: None,
+            trusted_root: DEFAULT_TRUSTED_ROOT.into(),
+            ca_bundle: None,
+            check_interval: Duration::from_secs(6 * 3600),
+            check_jitter: Duration::from_secs(1800),
+            allow_http: false,
         }
     }
 }
-
-impl FetchConfig {
-    /// The rule the fetch room enforces.
-    pub fn rate_rule(&self) -> crate::fetch::RateRule {
-        crate::fetch::RateRule {
-            min_rate: self.min_rate,
-            window: self.min_rate_window,
-            deadline_floor: self.deadline_floor,
-        }
-    }
-
-    /// Production HTTP options with these bounds.
-    pub fn http_options(&self) -> crate::fetch::HttpOptions {
-        crate::fetch::HttpOptions {
-            stall_timeout: self.stall_timeout,
-            min_rate: self.rate_rule(),
-            ..crate::fetch::HttpOptions::default()
-        }
-    }
-}
-
-/// What `min_rate = 0` means, said where admins look.
-pub const NO_MIN_RATE: &str = "[fetch] min_rate = 0: the minimum-rate rule is off, so a slow \
-     or hostile mirror can keep a download (and the device busy) running indefinitely";
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
     pub device: DeviceConfig,
     pub repository: RepositoryConfig,
@@ -240,54 +175,7 @@ pub struct Config {
     pub sources: Vec<PathBuf>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        // Validating the empty configuration cannot fail (all defaults are valid); fall
-        // back to a hand-built value anyway rather than panicking.
-        validate(RawConfig::default(), Vec::new()).unwrap_or_else(|_| unreachable_default())
-    }
-}
-
-fn unreachable_default() -> Config {
-    Config {
-        device: DeviceConfig {
-            product: None,
-            channel: "stable".into(),
-            tags: vec![],
-            machine_id_path: "/etc/machine-id".into(),
-            hardware: None,
-        },
-        repository: RepositoryConfig {
-            source: None,
-            trusted_root: DEFAULT_TRUSTED_ROOT.into(),
-            ca_bundle: None,
-            check_interval: Duration::from_secs(6 * 3600),
-            check_jitter: Duration::from_secs(1800),
-            allow_http: false,
-        },
-        policy: PolicyConfig {
-            time_zone: "UTC".into(),
-            windows: vec![],
-            stage_outside_windows: true,
-            urgency: policy::default_rules(),
-            inhibitors: InhibitorConfig::default(),
-        },
-        health: HealthConfig::default(),
-        boot_config: None,
-        boot: toml::Table::new(),
-        slots: None,
-        audit: AuditConfig {
-            path: DEFAULT_AUDIT_PATH.into(),
-            limits: AuditLimits::default(),
-        },
-        metrics: MetricsConfig::default(),
-        fetch: FetchConfig::default(),
-        sources: vec![],
-    }
-}
-
 pub const DEFAULT_TRUSTED_ROOT: &str = "/usr/share/patchd/root.json";
-pub const DEFAULT_AUDIT_PATH: &str = "/var/lib/patchd/audit.log";
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
@@ -296,9 +184,10 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Parse one file's text (layer 1). `path` is only used in errors.
-pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str::<RawConfig>(text).map_err(|e| {
+/// Parse one file's text (layer 1) and return its table for merging. `path` is only
+/// used in errors.
+pub fn parse_str(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    let parse_error = |e: toml::de::Error| {
         let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
         ConfigError::Parse {
             path: path.to_path_buf(),
@@ -306,7 +195,11 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
             column,
             message: e.message().trim().to_string(),
         }
-    })
+    };
+    // The typed parse finds unknown keys and bad values with their line; the table is
+    // what merges.
+    toml::from_str::<RawConfig>(text).map_err(parse_error)?;
+    toml::from_str::<toml::Table>(text).map_err(parse_error)
 }
 
 fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
@@ -358,14 +251,14 @@ pub fn dropin_files(paths: &Paths) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Read, merge and validate the configuration under `paths`.
 pub fn load(paths: &Paths) -> Result<Config, ConfigError> {
-    let mut merged = RawConfig::default();
+    let mut merged = toml::Table::new();
     let mut sources = Vec::new();
     let main = paths.config_file();
     let mut files = vec![main];
     files.extend(dropin_files(paths)?);
     for f in files {
         if let Some(text) = read_file(&f)? {
-            merged.merge(parse_str(&f, &text)?);
+            raw::deep_merge(&mut merged, parse_str(&f, &text)?);
             sources.push(f);
         }
     }
@@ -374,11 +267,11 @@ pub fn load(paths: &Paths) -> Result<Config, ConfigError> {
 
 /// Load from explicit texts (tests, the demo): `(name, toml)` in merge order.
 pub fn load_strs(files: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    let mut merged = RawConfig::default();
+    let mut merged = toml::Table::new();
     let mut sources = Vec::new();
     for (name, text) in files {
         let p = PathBuf::from(name);
-        merged.merge(parse_str(&p, text)?);
+        raw::deep_merge(&mut merged, parse_str(&p, text)?);
         sources.push(p);
     }
     validate(merged, sources)
@@ -426,38 +319,72 @@ impl fmt::Display for CheckReport {
     }
 }
 
-fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError> {
-    let invalid = |key: &str, why: String| ConfigError::Invalid {
-        key: key.to_string(),
-        why,
+/// Layer 3: the merged table read once more as [`RawConfig`], each section validated by
+/// its room.
+fn validate(merged: toml::Table, sources: Vec<PathBuf>) -> Result<Config, ConfigError> {
+    let invalid = |e: InvalidSetting| ConfigError::Invalid {
+        key: e.key,
+        why: e.why,
         files: sources.clone(),
     };
-    let abs = |key: &str, p: &Path| -> Result<(), ConfigError> {
-        if p.is_absolute() {
-            Ok(())
-        } else {
-            Err(invalid(
-                key,
-                format!("{} is not an absolute path", p.display()),
-            ))
+    // Each file parsed alone as RawConfig, so the merge of them does too; an error here
+    // would still be reported, not unwrapped.
+    let raw = RawConfig::deserialize(toml::Value::Table(merged))
+        .map_err(|e| invalid(InvalidSetting::new("configuration", e.message().trim())))?;
+    let device = device(raw.device.unwrap_or_default()).map_err(invalid)?;
+    let repository = repository(raw.repository.unwrap_or_default()).map_err(invalid)?;
+    if repository.source.is_some() && device.product.is_none() {
+        return Err(invalid(InvalidSetting::new(
+            "device.product",
+            "required when a repository is configured",
+        )));
+    }
+    let boot = raw.boot.unwrap_or_default();
+    let slots = match raw.slots {
+        None => None,
+        Some(t) => {
+            let c = crate::slot::SlotsConfig::deserialize(toml::Value::Table(t))
+                .map_err(|e| invalid(InvalidSetting::new("slots", e.message().trim())))?;
+            c.validate()
+                .map_err(|why| invalid(InvalidSetting::new("slots", why)))?;
+            Some(c)
         }
     };
-    let name_ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    };
+    Ok(Config {
+        boot_config: BootConfig::from_table(&boot).map_err(invalid)?,
+        device,
+        repository,
+        policy: PolicyConfig::from_raw(raw.policy.unwrap_or_default()).map_err(invalid)?,
+        health: HealthConfig::from_raw(raw.health.unwrap_or_default()).map_err(invalid)?,
+        boot,
+        slots,
+        audit: AuditConfig::from_raw(raw.audit.unwrap_or_default()).map_err(invalid)?,
+        metrics: MetricsConfig::from_raw(raw.metrics.unwrap_or_default()).map_err(invalid)?,
+        fetch: FetchConfig::from_raw(raw.fetch.unwrap_or_default()).map_err(invalid)?,
+        sources,
+    })
+}
 
-    let d = raw.device.unwrap_or_default();
+/// Product, channel and tags are matched against what publishers write, so they follow
+/// the publisher's name rule.
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn device(d: raw::RawDevice) -> Result<DeviceConfig, InvalidSetting> {
+    let def = DeviceConfig::default();
     let device = DeviceConfig {
         product: d.product,
-        channel: d.channel.unwrap_or_else(|| "stable".into()),
+        channel: d.channel.unwrap_or(def.channel),
         tags: d.tags.unwrap_or_default(),
-        machine_id_path: d
-            .machine_id_path
-            .unwrap_or_else(|| "/etc/machine-id".into()),
+        machine_id_path: d.machine_id_path.unwrap_or(def.machine_id_path),
         hardware: d.hardware,
+    };
+    let bad_name = |key: &str, v: &str| {
+        InvalidSetting::new(key, format!("{v:?}: use 1-64 of a-z A-Z 0-9 - _ ."))
     };
     if let Some(h) = &device.hardware {
         // The publisher's rule for the same string, so any id that can be configured
@@ -465,45 +392,37 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         match crate::manifest::check_name("device.hardware", h) {
             Ok(()) => {}
             Err(crate::manifest::ManifestError::Field { why, .. }) => {
-                return Err(invalid("device.hardware", why));
+                return Err(InvalidSetting::new("device.hardware", why));
             }
-            Err(e) => return Err(invalid("device.hardware", e.to_string())),
+            Err(e) => return Err(InvalidSetting::new("device.hardware", e.to_string())),
         }
     }
-    if let Some(p) = &device.product {
-        if !name_ok(p) {
-            return Err(invalid(
-                "device.product",
-                format!("{p:?}: use 1-64 of a-z A-Z 0-9 - _ ."),
-            ));
-        }
+    if let Some(p) = device.product.as_deref().filter(|p| !name_ok(p)) {
+        return Err(bad_name("device.product", p));
     }
     if !name_ok(&device.channel) {
-        return Err(invalid(
-            "device.channel",
-            format!("{:?}: use 1-64 of a-z A-Z 0-9 - _ .", device.channel),
-        ));
+        return Err(bad_name("device.channel", &device.channel));
     }
     if let Some(t) = device.tags.iter().find(|t| !name_ok(t)) {
-        return Err(invalid(
-            "device.tags",
-            format!("{t:?}: use 1-64 of a-z A-Z 0-9 - _ ."),
-        ));
+        return Err(bad_name("device.tags", t));
     }
-    abs("device.machine_id_path", &device.machine_id_path)?;
+    absolute("device.machine_id_path", &device.machine_id_path)?;
+    Ok(device)
+}
 
-    let r = raw.repository.unwrap_or_default();
+fn repository(r: raw::RawRepository) -> Result<RepositoryConfig, InvalidSetting> {
+    let def = RepositoryConfig::default();
     let allow_http = r.allow_http.unwrap_or(false);
     let source = match (r.url, r.dir) {
         (Some(_), Some(_)) => {
-            return Err(invalid(
+            return Err(InvalidSetting::new(
                 "repository",
-                "set either url or dir, not both".to_string(),
+                "set either url or dir, not both",
             ))
         }
         (Some(u), None) => {
             if u.is_plain_http() && !allow_http {
-                return Err(invalid(
+                return Err(InvalidSetting::new(
                     "repository.url",
                     format!("{u} is plain http; use https, or set allow_http = true on a trusted network"),
                 ));
@@ -511,268 +430,30 @@ fn validate(raw: RawConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
             Some(RepoSource::Url(u))
         }
         (None, Some(d)) => {
-            abs("repository.dir", &d)?;
+            absolute("repository.dir", &d)?;
             Some(RepoSource::Dir(d))
         }
         (None, None) => None,
     };
     let repository = RepositoryConfig {
         source,
-        trusted_root: r
-            .trusted_root
-            .unwrap_or_else(|| DEFAULT_TRUSTED_ROOT.into()),
+        trusted_root: r.trusted_root.unwrap_or(def.trusted_root),
         ca_bundle: r.ca_bundle,
-        check_interval: r.check_interval.unwrap_or(Duration::from_secs(6 * 3600)),
-        check_jitter: r.check_jitter.unwrap_or(Duration::from_secs(1800)),
+        check_interval: r.check_interval.unwrap_or(def.check_interval),
+        check_jitter: r.check_jitter.unwrap_or(def.check_jitter),
         allow_http,
     };
-    abs("repository.trusted_root", &repository.trusted_root)?;
+    absolute("repository.trusted_root", &repository.trusted_root)?;
     if let Some(c) = &repository.ca_bundle {
-        abs("repository.ca_bundle", c)?;
+        absolute("repository.ca_bundle", c)?;
     }
     if repository.check_interval < Duration::from_secs(60) {
-        return Err(invalid(
+        return Err(InvalidSetting::new(
             "repository.check_interval",
-            "must be at least 1m".to_string(),
+            "must be at least 1m",
         ));
     }
-    if repository.source.is_some() && device.product.is_none() {
-        return Err(invalid(
-            "device.product",
-            "required when a repository is configured".to_string(),
-        ));
-    }
-
-    let p = raw.policy.unwrap_or_default();
-    let i = p.inhibitors.unwrap_or_default();
-    let di = InhibitorConfig::default();
-    let inhibitors = InhibitorConfig {
-        sessions: i.sessions.unwrap_or(di.sessions),
-        inhibitor_locks: i.inhibitor_locks.unwrap_or(di.inhibitor_locks),
-        command: i.command,
-        command_timeout: i.command_timeout.unwrap_or(di.command_timeout),
-        recheck: i.recheck.unwrap_or(di.recheck),
-    };
-    if let Some(c) = &inhibitors.command {
-        match c.first() {
-            Some(p) if Path::new(p).is_absolute() => {}
-            _ => {
-                return Err(invalid(
-                    "policy.inhibitors.command",
-                    "must be a non-empty argv whose first element is an absolute path".to_string(),
-                ))
-            }
-        }
-    }
-    if inhibitors.recheck < Duration::from_secs(1) {
-        return Err(invalid(
-            "policy.inhibitors.recheck",
-            "must be at least 1s".to_string(),
-        ));
-    }
-    let policy = PolicyConfig {
-        time_zone: p.time_zone.unwrap_or_else(|| "UTC".into()),
-        windows: p.windows.unwrap_or_default(),
-        stage_outside_windows: p.stage_outside_windows.unwrap_or(true),
-        urgency: p.urgency.unwrap_or_else(policy::default_rules),
-        inhibitors,
-    };
-    policy::time_zone(&policy.time_zone).map_err(|e| invalid("policy.time_zone", e.to_string()))?;
-
-    let h = raw.health.unwrap_or_default();
-    let dh = HealthConfig::default();
-    let health = HealthConfig {
-        commands: h.command.unwrap_or_default(),
-        units: h.units.unwrap_or_default(),
-        http: h.http.unwrap_or_default(),
-        check_timeout: h.check_timeout.unwrap_or(dh.check_timeout),
-        deadline: h.deadline.unwrap_or(dh.deadline),
-        probation: h.probation.unwrap_or(dh.probation),
-        probation_interval: h.probation_interval.unwrap_or(dh.probation_interval),
-    };
-    let mut names = std::collections::BTreeSet::new();
-    for c in &health.commands {
-        if !names.insert(c.name.as_str()) || c.name.is_empty() {
-            return Err(invalid(
-                "health.command",
-                format!("check name {:?} empty or used twice", c.name),
-            ));
-        }
-        match c.run.first() {
-            Some(p) if Path::new(p).is_absolute() => {}
-            _ => {
-                return Err(invalid(
-                    "health.command",
-                    format!("check {:?}: run must start with an absolute path", c.name),
-                ))
-            }
-        }
-    }
-    for p in &health.http {
-        if !names.insert(p.name.as_str()) || p.name.is_empty() {
-            return Err(invalid(
-                "health.http",
-                format!("check name {:?} empty or used twice", p.name),
-            ));
-        }
-        if !(100..=599).contains(&p.status) {
-            return Err(invalid(
-                "health.http",
-                format!(
-                    "check {:?}: status {} is not an HTTP status",
-                    p.name, p.status
-                ),
-            ));
-        }
-    }
-    if let Some(u) = health.units.iter().find(|u| !valid_unit_name(u)) {
-        return Err(invalid(
-            "health.units",
-            format!("{u:?} is not a systemd unit name (e.g. nginx.service)"),
-        ));
-    }
-    for (key, d) in [
-        ("health.check_timeout", health.check_timeout),
-        ("health.deadline", health.deadline),
-    ] {
-        if d.is_zero() {
-            return Err(invalid(key, "must be longer than 0s".to_string()));
-        }
-    }
-    if !health.probation.is_zero() && health.probation_interval < Duration::from_secs(1) {
-        return Err(invalid(
-            "health.probation_interval",
-            "must be at least 1s".to_string(),
-        ));
-    }
-
-    let a = raw.audit.unwrap_or_default();
-    let da = AuditLimits::default();
-    let audit = AuditConfig {
-        path: a.path.unwrap_or_else(|| DEFAULT_AUDIT_PATH.into()),
-        limits: AuditLimits {
-            max_bytes: a.max_size.unwrap_or(da.max_bytes),
-            keep: a.keep.unwrap_or(da.keep),
-        },
-    };
-    abs("audit.path", &audit.path)?;
-    audit.limits.validate().map_err(|e| invalid("audit", e))?;
-
-    let metrics = MetricsConfig {
-        textfile: raw.metrics.and_then(|m| m.textfile),
-    };
-    if let Some(t) = &metrics.textfile {
-        abs("metrics.textfile", t)?;
-    }
-
-    let fr = raw.fetch.unwrap_or_default();
-    let df = FetchConfig::default();
-    let fetch = FetchConfig {
-        min_rate: fr.min_rate.unwrap_or(df.min_rate),
-        min_rate_window: fr.min_rate_window.unwrap_or(df.min_rate_window),
-        deadline_floor: fr.deadline_floor.unwrap_or(df.deadline_floor),
-        stall_timeout: fr.stall_timeout.unwrap_or(df.stall_timeout),
-        retry_after: fr.retry_after.unwrap_or(df.retry_after),
-        retry_after_max: fr.retry_after_max.unwrap_or(df.retry_after_max),
-    };
-    if fetch.min_rate > 1 << 30 {
-        return Err(invalid(
-            "fetch.min_rate",
-            format!(
-                "{} bytes/s is more than 1G per second; use e.g. \"8K\" (0 turns the rule off)",
-                fetch.min_rate
-            ),
-        ));
-    }
-    let (lo, hi) = (Duration::from_secs(1), Duration::from_secs(3600));
-    if !(lo..=hi).contains(&fetch.min_rate_window) {
-        return Err(invalid(
-            "fetch.min_rate_window",
-            format!(
-                "{} is outside 1s..=1h",
-                duration::format(&fetch.min_rate_window)
-            ),
-        ));
-    }
-    if fetch.deadline_floor < fetch.min_rate_window {
-        return Err(invalid(
-            "fetch.deadline_floor",
-            format!(
-                "{} is shorter than fetch.min_rate_window ({}): small downloads would hit \
-                 the deadline before their rate is ever judged",
-                duration::format(&fetch.deadline_floor),
-                duration::format(&fetch.min_rate_window)
-            ),
-        ));
-    }
-    if fetch.stall_timeout < lo {
-        return Err(invalid(
-            "fetch.stall_timeout",
-            "must be at least 1s".to_string(),
-        ));
-    }
-    if fetch.retry_after < lo {
-        return Err(invalid(
-            "fetch.retry_after",
-            "must be at least 1s (a failed download is retried after it)".to_string(),
-        ));
-    }
-    if fetch.retry_after_max < fetch.retry_after {
-        return Err(invalid(
-            "fetch.retry_after_max",
-            format!(
-                "{} is shorter than fetch.retry_after ({})",
-                duration::format(&fetch.retry_after_max),
-                duration::format(&fetch.retry_after)
-            ),
-        ));
-    }
-
-    let boot = raw.boot.unwrap_or_default();
-    let boot_config = if boot.is_empty() {
-        None
-    } else {
-        Some(
-            BootConfig::deserialize(toml::Value::Table(boot.clone()))
-                .map_err(|e| invalid("boot", e.message().trim().to_string()))?,
-        )
-    };
-    if let Some(b) = &boot_config {
-        if !(1..=crate::boot::ab::MAX_ATTEMPTS).contains(&b.attempts) {
-            return Err(invalid(
-                "boot.attempts",
-                format!(
-                    "must be 1..={}, not {} (the GRUB snippet counts down at most that far)",
-                    crate::boot::ab::MAX_ATTEMPTS,
-                    b.attempts
-                ),
-            ));
-        }
-    }
-
-    let slots = match raw.slots {
-        None => None,
-        Some(t) => {
-            let c = crate::slot::SlotsConfig::deserialize(toml::Value::Table(t))
-                .map_err(|e| invalid("slots", e.message().trim().to_string()))?;
-            c.validate().map_err(|why| invalid("slots", why))?;
-            Some(c)
-        }
-    };
-
-    Ok(Config {
-        boot_config,
-        device,
-        repository,
-        policy,
-        health,
-        boot,
-        slots,
-        audit,
-        metrics,
-        fetch,
-        sources,
-    })
+    Ok(repository)
 }
 
 #[cfg(test)]

@@ -337,7 +337,7 @@ async fn start(
     health_reaper: Option<PathBuf>,
 ) -> Result<Started, DaemonError> {
     let cfg = crate::config::load(paths)?;
-    let policy = cfg.policy.to_policy()?;
+    let policy = cfg.policy.to_policy();
     if cfg.policy.windows.is_empty() {
         tracing::warn!("{}", crate::config::NO_WINDOWS);
     }

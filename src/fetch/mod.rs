@@ -10,10 +10,12 @@ use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+mod config;
 mod file;
 mod http;
 pub mod ranges;
 pub mod rate;
+pub use config::{FetchConfig, RawFetch, NO_MIN_RATE};
 pub use file::FileSource;
 pub use http::{HttpOptions, HttpSource, RangeIgnored, RedirectRule, RetryPolicy};
 pub use rate::{RateRule, SlowRetrieval};

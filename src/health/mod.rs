@@ -38,7 +38,7 @@
 mod config;
 pub(crate) mod exec;
 pub mod reaper;
-pub use config::HealthConfig;
+pub use config::{HealthConfig, RawHealth};
 mod report;
 mod scope;
 pub mod spec;

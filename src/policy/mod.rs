@@ -34,7 +34,7 @@
 //! Reboot inhibitors are asked separately, right before the reboot ([`inhibit`]).
 
 mod config;
-pub use config::InhibitorConfig;
+pub use config::{InhibitorConfig, PolicyConfig, RawInhibitors, RawPolicy};
 pub mod decision;
 pub mod holds;
 pub mod inhibit;
