@@ -29,18 +29,24 @@ impl Detector {
         }
     }
 
+    /// A file under /proc (resolved under the root); `None` where it does not exist, as
+    /// in a test root or a container without it.
+    fn read_proc(&self, file: &str) -> Result<Option<String>, BootError> {
+        let path = self.paths.resolve(file);
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(BootError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
     /// The slot named on the kernel command line, if any configured key is present.
     pub fn from_cmdline(&self) -> Result<Option<(String, SlotName)>, BootError> {
-        let path = self.paths.resolve("/proc/cmdline");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(BootError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })
-            }
+        let Some(text) = self.read_proc("/proc/cmdline")? else {
+            return Ok(None);
         };
         let mut found: Option<(String, SlotName)> = None;
         for word in text.split_whitespace() {
@@ -76,16 +82,8 @@ impl Detector {
         if self.root_devices.is_empty() {
             return Ok(None);
         }
-        let path = self.paths.resolve("/proc/self/mountinfo");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(BootError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })
-            }
+        let Some(text) = self.read_proc("/proc/self/mountinfo")? else {
+            return Ok(None);
         };
         // Later lines mount over earlier ones: the last `/` entry is the visible root.
         let Some((majmin, source)) = text.lines().filter_map(parse_root_line).next_back() else {

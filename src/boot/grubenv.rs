@@ -18,7 +18,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::ab::{parse_counter, parse_order, AbSlot, AbState, AbStore};
+use super::ab::{AbState, AbStore};
+use super::ab_vars::VarScheme;
 use super::detect::Detector;
 use super::BootError;
 use crate::fsutil;
@@ -237,61 +238,26 @@ pub fn ok_var(slot: &SlotName) -> String {
     format!("patchd_{slot}_ok")
 }
 
+/// How GRUB's environment spells the A/B state (the shipped snippet reads these names).
+pub const GRUB_VARS: VarScheme = VarScheme {
+    kind: "GRUB",
+    order_var: ORDER_VAR,
+    set_up_for: "patchd",
+    left_var,
+    ok_var,
+    order_word: |s| s.as_str().to_string(),
+    slot_of_word: |w| w.to_string(),
+    good_left: None,
+};
+
 /// Read the A/B state from an environment.
 pub fn state_from_env(what: &str, env: &GrubEnv, all: &[SlotName]) -> Result<AbState, BootError> {
-    let Some(order) = env.get(ORDER_VAR) else {
-        return Err(BootError::Format {
-            path: what.to_string(),
-            why: format!(
-                "no {ORDER_VAR} variable: not set up for patchd (an admin can run `patchd boot reset --primary SLOT`)"
-            ),
-        });
-    };
-    let order = parse_order(what, ORDER_VAR, order, all, |w| w.to_string())?;
-    let mut st = AbState {
-        order,
-        slots: Default::default(),
-    };
-    for s in all {
-        let left = match env.get(&left_var(s)) {
-            Some(v) => parse_counter(what, &left_var(s), v)?,
-            None => 0,
-        };
-        let good = match env.get(&ok_var(s)) {
-            None | Some("0") => false,
-            Some("1") => true,
-            Some(v) => {
-                return Err(BootError::Format {
-                    path: what.to_string(),
-                    why: format!("{}={v:?} is not 0 or 1", ok_var(s)),
-                })
-            }
-        };
-        st.slots.insert(s.clone(), AbSlot { left, good });
-    }
-    Ok(st)
+    GRUB_VARS.read(what, |k| env.get(k), all)
 }
 
 /// Write the A/B state into an environment, leaving other variables where they are.
 pub fn state_into_env(st: &AbState, env: &mut GrubEnv) {
-    let order: Vec<&str> = st.order.iter().map(SlotName::as_str).collect();
-    env.set(ORDER_VAR, &order.join(" "));
-    for (s, i) in &st.slots {
-        env.set(&left_var(s), &i.left.to_string());
-        env.set(&ok_var(s), if i.good { "1" } else { "0" });
-    }
-}
-
-/// Slot names must be usable inside GRUB variable names.
-pub fn check_slot_names(kind: &str, slots: &[SlotName]) -> Result<(), BootError> {
-    for s in slots {
-        if s.as_str().contains('-') {
-            return Err(BootError::Refused(format!(
-                "slot name {s} cannot be part of a {kind} variable name (use a-z, 0-9, _)"
-            )));
-        }
-    }
-    Ok(())
+    GRUB_VARS.write(st, |k, v| env.set(&k, &v));
 }
 
 #[derive(Debug, Clone)]
@@ -304,7 +270,7 @@ pub struct GrubBootloader {
 impl GrubBootloader {
     /// `path`: the grubenv file, already resolved under the root.
     pub fn new(path: impl Into<PathBuf>, slots: Vec<SlotName>) -> Result<Self, BootError> {
-        check_slot_names("GRUB", &slots)?;
+        GRUB_VARS.check_slot_names(&slots)?;
         Ok(Self {
             path: path.into(),
             slots,

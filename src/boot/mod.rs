@@ -5,6 +5,7 @@
 //! either the old or the new environment.
 
 pub mod ab;
+pub mod ab_vars;
 pub mod bls;
 pub mod cli;
 pub mod config;

@@ -10,9 +10,9 @@
 //! `BOOT_B_LEFT`; patchd adds `BOOT_<S>_OK=1` for a committed slot, which the shipped
 //! `packaging/u-boot/boot.cmd` boots without using up attempts.
 
-use super::ab::{parse_counter, parse_order, AbSlot, AbState, AbStore};
+use super::ab::{AbState, AbStore};
+use super::ab_vars::VarScheme;
 use super::detect::Detector;
-use super::grubenv::check_slot_names;
 #[cfg(test)]
 pub(super) use super::uboot_env::decode_copy;
 pub use super::uboot_env::{
@@ -36,52 +36,30 @@ pub fn ok_var(slot: &SlotName) -> String {
     format!("BOOT_{}_OK", upper(slot))
 }
 
+/// How the U-Boot environment spells the A/B state (the common A/B convention).
+pub const UBOOT_VARS: VarScheme = VarScheme {
+    kind: "U-Boot",
+    order_var: ORDER_VAR,
+    set_up_for: "A/B boot",
+    left_var,
+    ok_var,
+    order_word: upper,
+    slot_of_word: |w| w.to_ascii_lowercase(),
+    good_left: Some(GOOD_LEFT),
+};
+
 pub fn state_from_vars(
     what: &str,
     vars: &UbootVars,
     all: &[SlotName],
 ) -> Result<AbState, BootError> {
-    let Some(order) = vars.get(ORDER_VAR) else {
-        return Err(BootError::Format {
-            path: what.to_string(),
-            why: format!(
-                "no {ORDER_VAR} variable: not set up for A/B boot (an admin can run `patchd boot reset --primary SLOT`)"
-            ),
-        });
-    };
-    let order = parse_order(what, ORDER_VAR, order, all, |w| w.to_ascii_lowercase())?;
-    let mut st = AbState {
-        order,
-        slots: Default::default(),
-    };
-    for s in all {
-        let left = match vars.get(&left_var(s)) {
-            Some(v) => parse_counter(what, &left_var(s), v)?,
-            None => 0,
-        };
-        let good = match vars.get(&ok_var(s)).map(String::as_str) {
-            None | Some("0") => false,
-            Some("1") => true,
-            Some(v) => {
-                return Err(BootError::Format {
-                    path: what.to_string(),
-                    why: format!("{}={v:?} is not 0 or 1", ok_var(s)),
-                })
-            }
-        };
-        st.slots.insert(s.clone(), AbSlot { left, good });
-    }
-    Ok(st)
+    UBOOT_VARS.read(what, |k| vars.get(k).map(String::as_str), all)
 }
 
 pub fn state_into_vars(st: &AbState, vars: &mut UbootVars) {
-    let order: Vec<String> = st.order.iter().map(upper).collect();
-    vars.insert(ORDER_VAR.to_string(), order.join(" "));
-    for (s, i) in &st.slots {
-        let left = if i.good { GOOD_LEFT } else { i.left };
-        vars.insert(left_var(s), left.to_string());
-        vars.insert(ok_var(s), if i.good { "1" } else { "0" }.to_string());
-    }
+    UBOOT_VARS.write(st, |k, v| {
+        vars.insert(k, v);
+    });
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +71,7 @@ pub struct UbootBootloader {
 
 impl UbootBootloader {
     pub fn new(env: UbootEnv, slots: Vec<SlotName>) -> Result<Self, BootError> {
-        check_slot_names("U-Boot", &slots)?;
+        UBOOT_VARS.check_slot_names(&slots)?;
         Ok(Self {
             env,
             slots,

@@ -76,23 +76,8 @@ impl ByteSource for FileSource {
             Ok(r)
         })
     }
-
-    fn open_range<'a>(
-        &'a self,
-        path: &'a str,
-        offset: u64,
-        len: u64,
-        file_len: u64,
-    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
-        Box::pin(async move {
-            let end = super::check_range(path, offset, len, file_len)?;
-            // `open_exact` seeks to `offset` and refuses a file of another length;
-            // `take` stops at the range's end instead of the file's.
-            let r = self.open_exact(path, offset, file_len).await?;
-            let r: ByteReader = Box::new(r.take(end - offset));
-            Ok(r)
-        })
-    }
+    // open_range: the trait default (open_exact at the offset, stopped at the range end)
+    // is exactly what a file needs.
 }
 
 #[cfg(test)]
