@@ -94,6 +94,9 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Render the snapshot as of `now`.
+///
+/// Long on purpose: one series after another in the order the file shows them, so the
+/// exported text can be read against this function top to bottom.
 pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
     let mut o = String::new();
     header(

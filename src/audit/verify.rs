@@ -213,6 +213,10 @@ struct Pending {
 
 impl AuditLog {
     /// Check the whole chain (all files, oldest first) and the head file.
+    ///
+    /// Long on purpose: one pass over every line of every file carries the chain state
+    /// (expected seq and hash, a pending torn line, what head-lag records named) from line
+    /// to line; the head check at the end needs all of it.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
         let mut rep = VerifyReport {
             files: self.files(),

@@ -526,6 +526,9 @@ pub fn apply_dynamic_within(
 /// The dynamic delta with any [`StoreFetch`] (e.g. several requests in flight) and
 /// explicit [`DynamicOptions`]. Chunks are written in image order; every fetched chunk
 /// is decoded to exactly its signed length and checked against its signed hash first.
+///
+/// Long on purpose: the write loop keeps the image-order invariant (local copy, fetched
+/// chunk, checkpoint) in one body, where splitting it would pass the cursor state around.
 pub fn apply_dynamic_with(
     index: &ChunkIndex,
     fetch: &mut dyn StoreFetch,

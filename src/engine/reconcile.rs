@@ -11,6 +11,9 @@ use super::statefile::Pending;
 use crate::slot::SlotState;
 
 impl Runner {
+    /// Long on purpose: one match over every persisted state against what booted, so the
+    /// whole recovery table (docs/lifecycle.md, "Crash safety and start-up reconciliation") is
+    /// read in one place.
     pub(crate) async fn reconcile(&mut self) -> Step<Followup> {
         let booted = self.p.bootloader.booted_slot()?;
         let info = self.p.bootloader.slots()?;

@@ -330,6 +330,9 @@ enum Ended {
 /// Run one executable check: pass when it exits 0. Output is read until a short grace
 /// after the main process exited; then its whole process tree is killed (through the
 /// reaper, or the process group without one), on timeout too.
+///
+/// Long on purpose: spawning, reading output, the grace after exit and the kill of the
+/// tree share the child and its deadlines; one body keeps every path to the kill visible.
 pub(crate) async fn run_exec(
     path: &Path,
     args: &[String],
