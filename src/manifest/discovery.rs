@@ -4,7 +4,7 @@
 
 use semver::Version;
 
-use super::eligibility::{self, DeviceFacts, Ineligible};
+use super::eligibility::{self, DeviceProfile, Ineligible};
 use super::parse::ManifestError;
 use super::summary::ReleaseSummary;
 use super::types::{parse_release_target_path, Kind, Severity};
@@ -74,7 +74,7 @@ pub enum DiscoveryError {
 /// Rank the releases listed in `targets` for `dev`, newest first. Targets that are not
 /// release manifests are ignored; release targets whose signed summary is malformed or
 /// names another product/version than their path are skipped with a warning.
-pub fn candidates(targets: &Targets, dev: &DeviceFacts) -> Vec<Candidate> {
+pub fn candidates(targets: &Targets, dev: &DeviceProfile) -> Vec<Candidate> {
     let mut out = Vec::new();
     for (path, file) in &targets.targets {
         let Some((product, version)) = parse_release_target_path(path) else {
@@ -117,7 +117,7 @@ pub async fn discover(
     client: &mut TufClient,
     metadata: &dyn ByteSource,
     targets_src: &dyn ByteSource,
-    dev: &DeviceFacts,
+    dev: &DeviceProfile,
 ) -> Result<Discovery, DiscoveryError> {
     let top = client
         .trusted_targets()

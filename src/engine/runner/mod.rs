@@ -32,7 +32,7 @@ use super::handle::{
     Reply, SlotView, StatusSnapshot,
 };
 use super::ports::{
-    active_holds, Actor, Candidate, HealthCheck, HealthVerdict, PortError, Progress, Reboot,
+    active_holds, Actor, HealthCheck, HealthVerdict, Offered, PortError, Progress, Reboot,
     StageReport, Updates, WhyNot,
 };
 use super::state::{Lifecycle, ReleaseRef};
@@ -42,7 +42,7 @@ use crate::boot::{BootError, Bootloader};
 use crate::clock::Clock;
 use crate::names::SlotName;
 use crate::paths::Paths;
-use crate::policy::{DeviceFacts, Hold, Policy};
+use crate::policy::{DeviceFacts, Hold, LockState, Policy};
 use crate::slot::{Slot, SlotState};
 
 /// Tunables the engine takes from the validated configuration.
@@ -170,7 +170,7 @@ impl JobKind {
 }
 
 enum JobOut {
-    Check(Result<Vec<Candidate>, PortError>),
+    Check(Result<Vec<Offered>, PortError>),
     Stage(Result<StageReport, PortError>),
     Health(HealthVerdict),
 }
@@ -212,7 +212,7 @@ pub(crate) struct Runner {
     pub(crate) p: EngineParts,
     pub(crate) file: StateFile,
     pub(crate) doc: StateDoc,
-    candidates: Vec<Candidate>,
+    candidates: Vec<Offered>,
     available: Vec<AvailableRelease>,
     status_tx: watch::Sender<StatusSnapshot>,
     progress_tx: watch::Sender<Option<Progress>>,
@@ -226,6 +226,9 @@ pub(crate) struct Runner {
     next_eval: Instant,
     next_probation_check: Instant,
     reboot_waiting: Vec<String>,
+    /// The external reboot lock, an input of every switch decision. No lock client
+    /// exists yet, so it stays `NotConfigured`; a FleetLock/etcd client sets it.
+    reboot_lock: LockState,
     /// A version whose staging failed in this run: not restaged automatically before
     /// the next check, so a broken image does not loop.
     stage_failed: Option<String>,
@@ -291,6 +294,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         next_eval: Instant::now(),
         next_probation_check: Instant::now(),
         reboot_waiting: Vec::new(),
+        reboot_lock: LockState::NotConfigured,
         stage_failed: None,
         stage_retry: None,
         last_stage: None,
@@ -515,19 +519,36 @@ impl Runner {
         self.p.slots.iter().find(|s| s.name() == name)
     }
 
-    fn recategorize(&mut self) {
-        let cur = self.current_version();
-        self.available = self.context(cur.as_deref()).categorize(&self.candidates);
+    /// The running version, parsed once for the switch decision. Versions come from
+    /// signed (semver) manifests; one that does not parse (a hand-edited state or slot)
+    /// counts as unknown, as on a first provisioning.
+    fn running_version(&self) -> Option<semver::Version> {
+        let v = self.current_version()?;
+        semver::Version::parse(&v)
+            .inspect_err(|e| tracing::warn!(version = %v, error = %e, "running version is not semver"))
+            .ok()
     }
 
-    fn context<'a>(&'a self, current: Option<&'a str>) -> Context<'a> {
+    fn recategorize(&mut self) {
+        let running = self.running_version();
+        self.available = self.context(running.as_ref()).categorize(&self.candidates);
+    }
+
+    /// The inputs of the switch decision the engine holds, for [`Context::decide`].
+    fn context<'a>(&'a self, running: Option<&'a semver::Version>) -> Context<'a> {
         Context {
             doc: &self.doc,
-            current,
+            running,
             policy: &self.p.policy,
             device: &self.p.device,
+            lock: &self.reboot_lock,
             now: self.p.clock.now(),
         }
+    }
+
+    /// The release a check offered under `version` (as the lifecycle names it).
+    fn offered(&self, version: &str) -> Option<&Offered> {
+        self.candidates.iter().find(|c| c.is(version))
     }
 
     /// Automatic progress: expire holds, stage what policy allows, switch when the
@@ -560,10 +581,7 @@ impl Runner {
                 }
             }
             Lifecycle::Staged { release, .. } => {
-                let known = self
-                    .candidates
-                    .iter()
-                    .any(|c| c.facts.version == release.version);
+                let known = self.offered(&release.version).is_some();
                 if !known && self.p.updates.is_some() {
                     self.start_check(Actor::Policy, None);
                     return Ok(());
