@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use patchd::manifest::ReleaseSummary;
 use patchd::policy::{
     bucket, holds, stage_includes, Decision, DeviceFacts, Facts, Hold, Kind, LockState, Policy,
-    ReleaseFacts,
-    RolloutPlan, RolloutStage, RolloutState, Schedule, Severity, Urgency, UrgencyRule,
+    ReleaseFacts, RolloutPlan, RolloutStage, RolloutState, Schedule, Severity, Urgency,
+    UrgencyRule,
 };
 
 fn utc(s: &str) -> Timestamp {
@@ -164,7 +164,7 @@ fn plan_from_a_manifest() {
     .unwrap();
     let f = ReleaseFacts::from_manifest(&m);
     assert_eq!(f.id, "appliance/2.0.0");
-    assert_eq!(f.kind(), Kind::Security);
+    assert_eq!(f.summary.kind, Kind::Security);
     let plan = f.rollout.unwrap();
     assert_eq!(plan.state, RolloutState::Paused);
     assert_eq!(plan.device_start(&[], 5), Some(utc("2026-11-02T00:00:00Z")));
@@ -228,7 +228,9 @@ fn holds_block_wait_and_expire() {
         }
         d => panic!("{d}"),
     }
-    assert!(holds::decide(std::slice::from_ref(&temp), &v("2.0.0"),
+    assert!(holds::decide(
+        std::slice::from_ref(&temp),
+        &v("2.0.0"),
         utc("2026-11-15T00:00:00Z")
     )
     .is_allowed());
@@ -405,7 +407,13 @@ fn channel_hold_and_withdrawal_win_over_urgency() {
         why.len() == 1 && why[0].contains("staging"),
         "the channel is the one reason: {why:?}"
     );
-    assert!(switch_reasons(&p, now, &device(&[]), &release(Kind::Security, Severity::Critical)).is_empty());
+    assert!(switch_reasons(
+        &p,
+        now,
+        &device(&[]),
+        &release(Kind::Security, Severity::Critical)
+    )
+    .is_empty());
 
     let r = release(Kind::Security, Severity::Critical);
     let d = p.may_switch(now, &device(&[]), &r, &[hold(None, None)], false);

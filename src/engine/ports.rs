@@ -16,9 +16,9 @@ use tokio::sync::watch;
 pub use crate::audit::Actor;
 use crate::fetch::BoxFuture;
 use crate::names::SlotName;
-use crate::policy::{Hold, ReleaseFacts};
 /// The reasons are the switch decision's (`policy`); named here for the engine's users.
 pub use crate::policy::WhyNot;
+use crate::policy::{Hold, ReleaseFacts};
 
 /// One release the repository offers, as a check found it: its signed summary and,
 /// once its manifest verified, its rollout plan (the facts policy decides on).

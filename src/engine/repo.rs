@@ -260,16 +260,14 @@ async fn fetch_manifest(
     targets: &dyn ByteSource,
     path: &str,
 ) -> Result<VerifiedManifest, PortError> {
-    let target = client
-        .target(metadata, path)
+    manifest::fetch_verified(client, metadata, targets, path)
         .await
-        .map_err(|e| PortError::new(format!("release {path}"), e))?;
-    let bytes = client
-        .fetch_target_bytes(targets, &target)
-        .await
-        .map_err(|e| PortError::new(format!("release {path}"), e))?;
-    VerifiedManifest::verify(&target, &bytes)
-        .map_err(|e| PortError::new(format!("release {path}"), e))
+        .map_err(|e| {
+            // The error names the release already; the port error puts it in `what`.
+            let detail =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            PortError::new(format!("release {path}"), detail)
+        })
 }
 
 /// Reasons that depend on what the device runs, not on what it is: a release with

@@ -19,8 +19,8 @@ use super::ports::{
 };
 use crate::boot::{BootError, Bootloader, SlotBootInfo};
 use crate::fetch::BoxFuture;
-use crate::names::SlotName;
 use crate::manifest::ReleaseSummary;
+use crate::names::SlotName;
 use crate::policy::{Kind, ReleaseFacts, Severity};
 use crate::slot::{Slot, SlotError, SlotState, SlotStatus};
 

@@ -76,22 +76,18 @@ impl Policy {
             stage.push(WhyNot::Policy { decision: d });
         }
         let mut switch = fit;
-        let d = self.may_switch(
-            f.now,
-            f.device,
-            f.release,
-            f.holds,
-            f.approved || f.force,
-        );
+        let d = self.may_switch(f.now, f.device, f.release, f.holds, f.approved || f.force);
         let held = !holds::decide(f.holds, f.release.version(), f.now).is_allowed();
         let overridable = f.force && matches!(d, super::Decision::Wait { .. }) && !held;
         if !d.is_allowed() && !overridable {
             switch.push(WhyNot::Policy { decision: d });
         }
         if !f.force {
-            switch.extend(f.inhibitors.iter().map(|by| WhyNot::RebootInhibited {
-                by: by.clone(),
-            }));
+            switch.extend(
+                f.inhibitors
+                    .iter()
+                    .map(|by| WhyNot::RebootInhibited { by: by.clone() }),
+            );
             if let Some(detail) = f.lock.blocker() {
                 switch.push(WhyNot::RebootLock { detail });
             }
@@ -198,7 +194,12 @@ mod tests {
                 inhibitors: vec![],
             }
         }
-        fn facts<'a>(&'a self, dev: &'a DeviceFacts, r: &'a ReleaseFacts, force: bool) -> Facts<'a> {
+        fn facts<'a>(
+            &'a self,
+            dev: &'a DeviceFacts,
+            r: &'a ReleaseFacts,
+            force: bool,
+        ) -> Facts<'a> {
             Facts {
                 now: now(),
                 device: dev,
@@ -254,7 +255,11 @@ mod tests {
         let i = In::new();
         let v = p.decide(&i.facts(&dev, &r, false));
         assert_eq!(v.switch.len(), 1, "{:?}", v.switch);
-        assert!(v.switch[0].to_string().contains("not on channel"), "{:?}", v.switch);
+        assert!(
+            v.switch[0].to_string().contains("not on channel"),
+            "{:?}",
+            v.switch
+        );
         assert!(!v.may_stage());
     }
 
@@ -272,7 +277,10 @@ mod tests {
         let new = release("2.0.0");
         let v = p.decide(&i.facts(&dev, &new, false));
         assert!(v.may_stage());
-        assert!(v.switch[0].to_string().starts_with("waiting until"), "{v:?}");
+        assert!(
+            v.switch[0].to_string().starts_with("waiting until"),
+            "{v:?}"
+        );
         assert!(p.decide(&i.facts(&dev, &new, true)).may_switch());
     }
 
@@ -297,6 +305,9 @@ mod tests {
             state: RolloutState::Withdrawn,
         });
         let f = i.facts(&dev, &w, true);
-        assert!(!p.decide(&f).may_switch(), "force never overrides a withdrawal");
+        assert!(
+            !p.decide(&f).may_switch(),
+            "force never overrides a withdrawal"
+        );
     }
 }

@@ -157,20 +157,11 @@ impl ReleaseFacts {
 
     /// The policy view of a verified manifest.
     pub fn from_manifest(m: &Manifest) -> Self {
-        Self::new(
-            ReleaseSummary::of(m),
-            Some(RolloutPlan::from_manifest(m)),
-        )
+        Self::new(ReleaseSummary::of(m), Some(RolloutPlan::from_manifest(m)))
     }
 
     pub fn version(&self) -> &Version {
         &self.summary.version
-    }
-    pub fn kind(&self) -> Kind {
-        self.summary.kind
-    }
-    pub fn severity(&self) -> Severity {
-        self.summary.severity
     }
 }
 
@@ -236,8 +227,9 @@ impl Policy {
             Ok(r) => r,
             Err(d) => return d,
         };
-        let urgency = urgency_for(&self.urgency, release.kind(), release.severity());
-        let what = format!("{} {}", release.severity(), release.kind());
+        let (kind, severity) = (release.summary.kind, release.summary.severity);
+        let urgency = urgency_for(&self.urgency, kind, severity);
+        let what = format!("{severity} {kind}");
         match urgency {
             Urgency::Immediate => {
                 return Decision::allowed(format!(

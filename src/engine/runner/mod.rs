@@ -525,7 +525,9 @@ impl Runner {
     fn running_version(&self) -> Option<semver::Version> {
         let v = self.current_version()?;
         semver::Version::parse(&v)
-            .inspect_err(|e| tracing::warn!(version = %v, error = %e, "running version is not semver"))
+            .inspect_err(
+                |e| tracing::warn!(version = %v, error = %e, "running version is not semver"),
+            )
             .ok()
     }
 
