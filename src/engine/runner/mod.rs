@@ -135,6 +135,26 @@ fn retry_delay(first: Duration, max: Duration, failures: u32) -> Duration {
         .min(max)
 }
 
+/// The running version as semver. Releases are semver (signed manifests), but a slot
+/// provisioned by hand may name its content `1.0` or `3`: those are read as `1.0.0` and
+/// `3.0.0`, so "not newer" still holds older releases back. Anything else counts as
+/// unknown (as on a first provisioning), with a warning; the floor still applies.
+fn running_semver(v: &str) -> Option<semver::Version> {
+    if let Ok(parsed) = semver::Version::parse(v) {
+        return Some(parsed);
+    }
+    let parts: Vec<&str> = v.split('.').collect();
+    let numeric = parts.len() < 3 && parts.iter().all(|p| p.parse::<u64>().is_ok());
+    let padded = format!("{v}{}", ".0".repeat(3 - parts.len().min(3)));
+    match semver::Version::parse(&padded) {
+        Ok(parsed) if numeric => Some(parsed),
+        _ => {
+            tracing::warn!(version = %v, "running version is not semver; taken as unknown");
+            None
+        }
+    }
+}
+
 /// Failure causes after which staging is tried again by itself: the bytes were fine
 /// (or not yet seen), the way they came was not.
 const RETRIED_CAUSES: &[&str] = &["slow_retrieval", "download"];
@@ -519,16 +539,9 @@ impl Runner {
         self.p.slots.iter().find(|s| s.name() == name)
     }
 
-    /// The running version, parsed once for the switch decision. Versions come from
-    /// signed (semver) manifests; one that does not parse (a hand-edited state or slot)
-    /// counts as unknown, as on a first provisioning.
+    /// The running version, parsed once for the switch decision (see [`running_semver`]).
     fn running_version(&self) -> Option<semver::Version> {
-        let v = self.current_version()?;
-        semver::Version::parse(&v)
-            .inspect_err(
-                |e| tracing::warn!(version = %v, error = %e, "running version is not semver"),
-            )
-            .ok()
+        running_semver(&self.current_version()?)
     }
 
     fn recategorize(&mut self) {
@@ -695,5 +708,16 @@ mod tests {
         assert_eq!(got, [m(300), m(600), m(1200), m(2400), m(3600), m(3600)]);
         assert_eq!(retry_delay(m(300), m(3600), 0), m(300));
         assert_eq!(retry_delay(m(300), m(3600), u32::MAX), m(3600));
+    }
+
+    #[test]
+    fn running_versions_are_read_as_semver() {
+        let v = |s: &str| running_semver(s).map(|v| v.to_string());
+        assert_eq!(v("2.0.0-rc1").as_deref(), Some("2.0.0-rc1"));
+        assert_eq!(v("1.10").as_deref(), Some("1.10.0"));
+        assert_eq!(v("3").as_deref(), Some("3.0.0"));
+        assert_eq!(v("banana"), None);
+        assert_eq!(v("1.x"), None);
+        assert_eq!(v(""), None);
     }
 }
