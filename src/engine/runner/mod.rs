@@ -93,7 +93,7 @@ pub struct EngineParts {
     pub updates: Option<Arc<dyn Updates>>,
     /// Windows, rollout, urgency (from the validated config).
     pub policy: Policy,
-    /// Machine id, channel and tags for rollout bucketing.
+    /// Product, hardware id and channel for eligibility; machine id and tags for rollout.
     pub device: DeviceFacts,
     pub health: Arc<dyn HealthCheck>,
     /// The hash-chained audit log (shared with nobody else in the daemon).
