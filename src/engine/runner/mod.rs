@@ -149,7 +149,12 @@ fn running_semver(v: &str) -> Option<semver::Version> {
     match semver::Version::parse(&padded) {
         Ok(parsed) if numeric => Some(parsed),
         _ => {
-            tracing::warn!(version = %v, "running version is not semver; taken as unknown");
+            // Asked at every evaluation: say it once per run, not once a minute.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(version = %v, "running version is not semver; taken as unknown");
+            }
             None
         }
     }
