@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use patchd::clock::SystemClock;
 use patchd::fetch::FileSource;
-use patchd::manifest::{discover, DeviceFacts, Kind, Severity};
+use patchd::manifest::{discover, DeviceProfile, Kind, Severity};
 use patchd::trust::source::Subdir;
 use patchd::trust::{Limits, TufClient};
 
@@ -74,7 +74,7 @@ async fn device_finds(
     let src = FileSource::new(repo);
     let (m, t) = (Subdir::new(&src, "metadata"), Subdir::new(&src, "targets"));
     c.refresh(&m).await.unwrap();
-    let dev = DeviceFacts {
+    let dev = DeviceProfile {
         product: product.into(),
         hardware: Some("rev2".into()),
         channel: channel.into(),

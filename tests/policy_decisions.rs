@@ -2,9 +2,11 @@
 //! channels, clock sanity, and how they combine into stage/switch decisions.
 
 use jiff::Timestamp;
+use patchd::manifest::ReleaseSummary;
 use patchd::policy::{
-    bucket, holds, stage_includes, Decision, DeviceFacts, Hold, Kind, Policy, ReleaseFacts,
-    RolloutPlan, RolloutStage, RolloutState, Schedule, Severity, Urgency, UrgencyRule,
+    bucket, holds, stage_includes, Decision, DeviceFacts, Facts, Hold, Kind, LockState, Policy,
+    ReleaseFacts, RolloutPlan, RolloutStage, RolloutState, Schedule, Severity, Urgency,
+    UrgencyRule,
 };
 
 fn utc(s: &str) -> Timestamp {
@@ -162,7 +164,7 @@ fn plan_from_a_manifest() {
     .unwrap();
     let f = ReleaseFacts::from_manifest(&m);
     assert_eq!(f.id, "appliance/2.0.0");
-    assert_eq!(f.kind, Kind::Security);
+    assert_eq!(f.summary.kind, Kind::Security);
     let plan = f.rollout.unwrap();
     assert_eq!(plan.state, RolloutState::Paused);
     assert_eq!(plan.device_start(&[], 5), Some(utc("2026-11-02T00:00:00Z")));
@@ -212,11 +214,11 @@ fn holds_block_wait_and_expire() {
     let now = utc("2026-11-10T00:00:00Z");
     let forever = hold(None, None);
     assert!(matches!(
-        holds::decide(std::slice::from_ref(&forever), "2.0.0", now),
+        holds::decide(std::slice::from_ref(&forever), &v("2.0.0"), now),
         Decision::Blocked { .. }
     ));
     let temp = hold(Some("2026-11-15T00:00:00Z"), None);
-    match holds::decide(std::slice::from_ref(&temp), "2.0.0", now) {
+    match holds::decide(std::slice::from_ref(&temp), &v("2.0.0"), now) {
         Decision::Wait { until, reason } => {
             assert_eq!(until, Some(utc("2026-11-15T00:00:00Z")));
             assert!(
@@ -228,7 +230,7 @@ fn holds_block_wait_and_expire() {
     }
     assert!(holds::decide(
         std::slice::from_ref(&temp),
-        "2.0.0",
+        &v("2.0.0"),
         utc("2026-11-15T00:00:00Z")
     )
     .is_allowed());
@@ -244,30 +246,67 @@ fn holds_block_wait_and_expire() {
 fn pinned_hold_allows_up_to_its_version() {
     let now = utc("2026-11-10T00:00:00Z");
     let pin = hold(None, Some("2.1.0"));
-    assert!(holds::decide(std::slice::from_ref(&pin), "2.0.5", now).is_allowed());
-    assert!(holds::decide(std::slice::from_ref(&pin), "2.1.0", now).is_allowed());
-    assert!(!holds::decide(std::slice::from_ref(&pin), "2.1.1", now).is_allowed());
-    // Unparseable versions are held back (fail closed).
-    assert!(!holds::decide(&[pin], "banana", now).is_allowed());
+    assert!(holds::decide(std::slice::from_ref(&pin), &v("2.0.5"), now).is_allowed());
+    assert!(holds::decide(std::slice::from_ref(&pin), &v("2.1.0"), now).is_allowed());
+    assert!(!holds::decide(std::slice::from_ref(&pin), &v("2.1.1"), now).is_allowed());
+}
+
+fn v(s: &str) -> semver::Version {
+    s.parse().unwrap()
 }
 
 fn device(tags: &[&str]) -> DeviceFacts {
     DeviceFacts {
         machine_id: "4f8c2a7e0d8b4c0e9f1a2b3c4d5e6f70".into(),
+        product: "appliance".into(),
+        hardware: None,
         channel: "stable".into(),
         tags: tags.iter().map(|s| s.to_string()).collect(),
     }
 }
 
 fn release(kind: Kind, severity: Severity) -> ReleaseFacts {
-    ReleaseFacts {
-        id: "appliance/2.0.0".into(),
-        version: "2.0.0".into(),
-        kind,
-        severity,
-        channels: vec!["stable".into()],
-        rollout: None,
-    }
+    ReleaseFacts::new(
+        ReleaseSummary {
+            product: "appliance".into(),
+            hardware: vec![],
+            version: v("2.0.0"),
+            security_version: 1,
+            min_version: None,
+            kind,
+            severity,
+            cves: vec![],
+            channels: vec!["stable".into()],
+            withdrawn: false,
+            paused: false,
+            size: 1,
+        },
+        None,
+    )
+}
+
+/// The switch decision's reasons for `r` on `dev` at `now`, running 1.0.0, nothing held.
+fn switch_reasons(p: &Policy, now: Timestamp, dev: &DeviceFacts, r: &ReleaseFacts) -> Vec<String> {
+    let running = v("1.0.0");
+    p.decide(&Facts {
+        now,
+        device: dev,
+        release: r,
+        running: Some(&running),
+        security_floor: 0,
+        floor_overridden: false,
+        failed_here: None,
+        manifest_problem: None,
+        holds: &[],
+        approved: false,
+        force: false,
+        inhibitors: &[],
+        lock: &LockState::NotConfigured,
+    })
+    .switch
+    .iter()
+    .map(|w| w.to_string())
+    .collect()
 }
 
 fn policy(rules: Vec<UrgencyRule>) -> Policy {
@@ -362,12 +401,19 @@ fn channel_hold_and_withdrawal_win_over_urgency() {
     }]);
     let now = utc(WEEKDAY);
     let mut r = release(Kind::Security, Severity::Critical);
-    r.channels = vec!["staging".into()];
-    let d = p.may_switch(now, &device(&[]), &r, &[], false);
+    r.summary.channels = vec!["staging".into()];
+    let why = switch_reasons(&p, now, &device(&[]), &r);
     assert!(
-        matches!(&d, Decision::Blocked { reason } if reason.contains("staging")),
-        "{d}"
+        why.len() == 1 && why[0].contains("staging"),
+        "the channel is the one reason: {why:?}"
     );
+    assert!(switch_reasons(
+        &p,
+        now,
+        &device(&[]),
+        &release(Kind::Security, Severity::Critical)
+    )
+    .is_empty());
 
     let r = release(Kind::Security, Severity::Critical);
     let d = p.may_switch(now, &device(&[]), &r, &[hold(None, None)], false);

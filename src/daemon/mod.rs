@@ -103,7 +103,9 @@ pub fn settings_from(cfg: &Config) -> EngineSettings {
     }
 }
 
-/// Device facts for rollout bucketing: machine id from the configured file.
+/// Device facts for the switch decision: product, channel and the hardware id (the same
+/// resolution the repository port uses) for eligibility; machine id from the configured
+/// file and tags for rollout bucketing.
 pub fn device_facts(cfg: &Config, paths: &Paths) -> Result<DeviceFacts, DaemonError> {
     let p = paths.resolve(&cfg.device.machine_id_path);
     let machine_id = std::fs::read_to_string(&p)
@@ -115,6 +117,9 @@ pub fn device_facts(cfg: &Config, paths: &Paths) -> Result<DeviceFacts, DaemonEr
         .to_string();
     Ok(DeviceFacts {
         machine_id,
+        product: cfg.device.product.clone().unwrap_or_default(),
+        hardware: crate::inventory::hardware_id::resolve(cfg.device.hardware.as_deref(), paths)
+            .map(|h| h.id),
         channel: cfg.device.channel.clone(),
         tags: cfg.device.tags.clone(),
     })

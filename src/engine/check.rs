@@ -1,147 +1,79 @@
 //! Categorization: every release a check found, with why it is or is not going in now.
 //!
-//! Reasons come from three places: the signed manifest (withdrawn, paused, channel,
-//! rollout — reported by discovery), the device's policy (window, rollout bucket, urgency)
-//! and the engine's own memory (floor, failed here, holds, not newer).
-
-use std::cmp::Ordering;
+//! The reasons are the switch decision's ([`Policy::decide`]); this file gathers its
+//! inputs from the engine's memory (state file: floor and its overrides, failures here,
+//! holds, approvals) and turns its verdicts into what status and `list` show.
 
 use jiff::Timestamp;
+use semver::Version;
 
 use super::handle::AvailableRelease;
-use super::ports::{Candidate, WhyNot};
+use super::ports::Offered;
 use super::statefile::StateDoc;
-use crate::policy::{Decision, DeviceFacts, Policy};
+use crate::policy::{DeviceFacts, Facts, LockState, Policy, Verdict};
 
-/// Compare release versions: semver when both parse, else dot-separated numeric parts
-/// (non-numeric parts compared as text), so `1.10` sorts after `1.9` either way.
-pub fn cmp_versions(a: &str, b: &str) -> Ordering {
-    if let (Ok(x), Ok(y)) = (semver::Version::parse(a), semver::Version::parse(b)) {
-        return x.cmp(&y);
-    }
-    let mut pa = a.split(['.', '-', '+']);
-    let mut pb = b.split(['.', '-', '+']);
-    loop {
-        match (pa.next(), pb.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => {
-                let o = match (x.parse::<u64>(), y.parse::<u64>()) {
-                    (Ok(n), Ok(m)) => n.cmp(&m),
-                    _ => x.cmp(y),
-                };
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-        }
-    }
-}
-
-/// The engine-side reasons (floor, failed here, not newer) for one release.
-pub fn engine_reasons(c: &Candidate, doc: &StateDoc, current: Option<&str>) -> Vec<WhyNot> {
-    let mut why = Vec::new();
-    let version = &c.facts.version;
-    if let Some(cur) = current {
-        if cmp_versions(version, cur) != Ordering::Greater {
-            why.push(WhyNot::NotNewer {
-                current: cur.to_string(),
-            });
-        }
-    }
-    if let Some(b) = doc.blocked.iter().find(|b| &b.version == version) {
-        why.push(WhyNot::FailedHere {
-            reason: b.reason.clone(),
-        });
-    }
-    if c.security_version < doc.security_floor && !doc.floor_overrides.contains(version) {
-        why.push(WhyNot::BelowSecurityFloor {
-            security_version: c.security_version,
-            floor: doc.security_floor,
-        });
-    }
-    why
-}
-
-/// A release not newer than the running one is never installed, so the policy's
-/// window or rollout answer for it would only read as a promise ("waiting until …").
-fn never_installed(why: &[WhyNot]) -> bool {
-    why.iter().any(|w| matches!(w, WhyNot::NotNewer { .. }))
-}
-
-/// Everything the categorization needs besides the candidates.
+/// Everything the decision needs besides the release.
 pub struct Context<'a> {
     pub doc: &'a StateDoc,
-    pub current: Option<&'a str>,
+    /// The release running now, parsed once.
+    pub running: Option<&'a Version>,
     pub policy: &'a Policy,
     pub device: &'a DeviceFacts,
+    pub lock: &'a LockState,
     pub now: Timestamp,
 }
 
 impl Context<'_> {
-    /// All reasons not to switch to `c` now; `force` (admin override) skips the policy's
-    /// window, rollout and approval answers but never a hold, withdrawal or channel.
-    pub fn switch_reasons(&self, c: &Candidate, force: bool) -> Vec<WhyNot> {
-        let mut why = c.manifest_reasons.clone();
-        why.extend(engine_reasons(c, self.doc, self.current));
-        if never_installed(&why) {
-            return why;
-        }
-        let approved = force || self.doc.approved.contains(&c.facts.version);
-        let d = self
-            .policy
-            .may_switch(self.now, self.device, &c.facts, &self.doc.holds, approved);
-        let overridable = force && matches!(d, Decision::Wait { .. }) && !self.held(c);
-        if !d.is_allowed() && !overridable {
-            why.push(WhyNot::Policy { decision: d });
-        }
-        why
+    /// The decision for `c`. `force` (admin override) skips the window, rollout and
+    /// approval answers but never a hold, withdrawal or eligibility; `inhibitors` are
+    /// the reboot inhibitors active now (empty when not asked).
+    pub fn decide(&self, c: &Offered, force: bool, inhibitors: &[String]) -> Verdict {
+        let version = c.version().to_string();
+        let doc = self.doc;
+        self.policy.decide(&Facts {
+            now: self.now,
+            device: self.device,
+            release: &c.facts,
+            running: self.running,
+            security_floor: doc.security_floor,
+            floor_overridden: doc.floor_overrides.contains(&version),
+            failed_here: doc
+                .blocked
+                .iter()
+                .find(|b| b.version == version)
+                .map(|b| b.reason.as_str()),
+            manifest_problem: c.manifest_problem.as_deref(),
+            holds: &doc.holds,
+            approved: doc.approved.contains(&version),
+            force,
+            inhibitors,
+            lock: self.lock,
+        })
     }
 
-    /// May `c` be staged now (engine reasons, then the policy's `may_stage`)?
-    pub fn stage_reasons(&self, c: &Candidate) -> Vec<WhyNot> {
-        let mut why: Vec<WhyNot> = c.manifest_reasons.clone();
-        why.extend(engine_reasons(c, self.doc, self.current));
-        if never_installed(&why) {
-            return why;
-        }
-        let d = self
-            .policy
-            .may_stage(self.now, self.device, &c.facts, &self.doc.holds);
-        if !d.is_allowed() {
-            why.push(WhyNot::Policy { decision: d });
-        }
-        why
-    }
-
-    fn held(&self, c: &Candidate) -> bool {
-        !crate::policy::holds::decide(&self.doc.holds, &c.facts.version, self.now).is_allowed()
-    }
-
-    /// Categorize every candidate, newest first.
-    pub fn categorize(&self, candidates: &[Candidate]) -> Vec<AvailableRelease> {
-        let mut out: Vec<AvailableRelease> = candidates
-            .iter()
+    /// Categorize every release, newest first.
+    pub fn categorize(&self, offered: &[Offered]) -> Vec<AvailableRelease> {
+        let mut sorted: Vec<&Offered> = offered.iter().collect();
+        sorted.sort_by(|a, b| b.version().cmp(a.version()));
+        sorted
+            .into_iter()
             .map(|c| {
-                let why = self.switch_reasons(c, false);
-                let stage = self.stage_reasons(c);
+                let v = self.decide(c, false, &[]);
+                let s = &c.facts.summary;
                 AvailableRelease {
-                    version: c.facts.version.clone(),
-                    security_version: c.security_version,
-                    kind: c.facts.kind,
-                    severity: c.facts.severity,
-                    cves: c.cves.clone(),
-                    size: c.size,
+                    version: s.version.to_string(),
+                    security_version: s.security_version,
+                    kind: s.kind,
+                    severity: s.severity,
+                    cves: s.cves.clone(),
+                    size: s.size,
                     published: c.published,
-                    install_now: why.is_empty(),
-                    may_stage: stage.is_empty(),
-                    why_not: why,
+                    install_now: v.may_switch(),
+                    may_stage: v.may_stage(),
+                    why_not: v.switch,
                 }
             })
-            .collect();
-        out.sort_by(|a, b| cmp_versions(&b.version, &a.version));
-        out
+            .collect()
     }
 }
 
@@ -153,23 +85,30 @@ pub fn stage_target(available: &[AvailableRelease]) -> Option<&AvailableRelease>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Hold, Kind, ReleaseFacts, Schedule, Severity};
+    use crate::manifest::ReleaseSummary;
+    use crate::policy::{Hold, Kind, ReleaseFacts, Schedule, Severity, WhyNot};
 
-    fn cand(v: &str, sv: u64) -> Candidate {
-        Candidate {
-            facts: ReleaseFacts {
-                id: format!("demo/{v}"),
-                version: v.into(),
-                kind: Kind::Security,
-                severity: Severity::High,
-                channels: vec![],
-                rollout: None,
-            },
-            security_version: sv,
-            cves: vec!["CVE-2026-0001".into()],
-            size: 10,
+    fn cand(v: &str, sv: u64) -> Offered {
+        Offered {
+            facts: ReleaseFacts::new(
+                ReleaseSummary {
+                    product: "demo".into(),
+                    hardware: vec![],
+                    version: v.parse().unwrap(),
+                    security_version: sv,
+                    min_version: None,
+                    kind: Kind::Security,
+                    severity: Severity::High,
+                    cves: vec!["CVE-2026-0001".into()],
+                    channels: vec!["stable".into()],
+                    withdrawn: false,
+                    paused: false,
+                    size: 10,
+                },
+                None,
+            ),
             published: None,
-            manifest_reasons: vec![],
+            manifest_problem: None,
         }
     }
     fn now() -> Timestamp {
@@ -182,52 +121,67 @@ mod tests {
             ..Policy::default()
         }
     }
-    fn device() -> DeviceFacts {
-        DeviceFacts {
-            machine_id: "m1".into(),
-            channel: "stable".into(),
-            tags: vec![],
+
+    /// The inputs of one categorization (owned, so each test states only what differs).
+    struct World {
+        doc: StateDoc,
+        running: Version,
+        policy: Policy,
+        device: DeviceFacts,
+        lock: LockState,
+    }
+
+    impl World {
+        fn new(running: &str, policy: Policy) -> Self {
+            World {
+                doc: StateDoc::default(),
+                running: running.parse().unwrap(),
+                policy,
+                device: DeviceFacts {
+                    machine_id: "m1".into(),
+                    product: "demo".into(),
+                    hardware: None,
+                    channel: "stable".into(),
+                    tags: vec![],
+                },
+                lock: LockState::NotConfigured,
+            }
+        }
+        fn ctx(&self) -> Context<'_> {
+            Context {
+                doc: &self.doc,
+                running: Some(&self.running),
+                policy: &self.policy,
+                device: &self.device,
+                lock: &self.lock,
+                now: now(),
+            }
+        }
+    }
+
+    fn hold(reason: &str, max: Option<&str>) -> Hold {
+        Hold {
+            reason: reason.into(),
+            by: "uid:1000".into(),
+            created: now(),
+            until: None,
+            max_version: max.map(|m| m.parse().unwrap()),
         }
     }
 
     #[test]
-    fn versions_compare_numerically() {
-        assert_eq!(cmp_versions("1.10.0", "1.9.0"), Ordering::Greater);
-        assert_eq!(cmp_versions("1.10", "1.9"), Ordering::Greater);
-        assert_eq!(cmp_versions("2", "2"), Ordering::Equal);
-        assert_eq!(cmp_versions("2.0.0-rc1", "2.0.0"), Ordering::Less);
-    }
-
-    #[test]
     fn every_engine_and_policy_reason_shows() {
-        let mut doc = StateDoc {
-            security_floor: 5,
-            ..StateDoc::default()
-        };
-        doc.block("3.0.0", "health check failed", now());
-        doc.holds.push(Hold {
-            reason: "quarter close".into(),
-            by: "uid:1000".into(),
-            created: now(),
-            until: None,
-            max_version: Some("2.5.0".parse().unwrap()),
-        });
-        let policy = Policy::default();
-        let dev = device();
-        let ctx = Context {
-            doc: &doc,
-            current: Some("1.0.0"),
-            policy: &policy,
-            device: &dev,
-            now: now(),
-        };
+        let mut w = World::new("1.0.0", Policy::default());
+        w.doc.security_floor = 5;
+        w.doc.block("3.0.0", "health check failed", now());
+        w.doc.holds.push(hold("quarter close", Some("2.5.0")));
         let cands = [
             cand("1.0.0", 5),
             cand("2.0.0", 4),
             cand("3.0.0", 6),
             cand("2.4.0", 5),
         ];
-        let av = ctx.categorize(&cands);
+        let av = w.ctx().categorize(&cands);
         let get = |v: &str| av.iter().find(|a| a.version == v).unwrap();
         assert!(matches!(
             get("1.0.0").why_not[..],
@@ -250,17 +204,8 @@ mod tests {
 
     #[test]
     fn an_older_release_shows_no_window_wait() {
-        let doc = StateDoc::default();
-        let policy = weekend_window();
-        let dev = device();
-        let ctx = Context {
-            doc: &doc,
-            current: Some("2.0.0"),
-            policy: &policy,
-            device: &dev,
-            now: now(),
-        };
-        let av = ctx.categorize(&[cand("1.0.0", 5), cand("3.0.0", 5)]);
+        let w = World::new("2.0.0", weekend_window());
+        let av = w.ctx().categorize(&[cand("1.0.0", 5), cand("3.0.0", 5)]);
         let get = |v: &str| av.iter().find(|a| a.version == v).unwrap();
         assert!(
             matches!(get("1.0.0").why_not[..], [WhyNot::NotNewer { .. }]),
@@ -278,17 +223,16 @@ mod tests {
     }
 
     #[test]
+    fn versions_sort_numerically() {
+        let w = World::new("1.0.0", Policy::default());
+        let av = w.ctx().categorize(&[cand("1.9.0", 1), cand("1.10.0", 1)]);
+        assert_eq!(av[0].version, "1.10.0");
+    }
+
+    #[test]
     fn window_blocks_switch_not_staging_and_force_overrides_it() {
-        let doc = StateDoc::default();
-        let policy = weekend_window();
-        let dev = device();
-        let ctx = Context {
-            doc: &doc,
-            current: Some("1.0.0"),
-            policy: &policy,
-            device: &dev,
-            now: now(),
-        };
+        let w = World::new("1.0.0", weekend_window());
+        let ctx = w.ctx();
         let av = ctx.categorize(&[cand("2.0.0", 1)]);
         assert!(!av[0].install_now);
         assert!(
@@ -297,35 +241,18 @@ mod tests {
             av[0].why_not
         );
         assert_eq!(stage_target(&av).unwrap().version, "2.0.0");
-        assert!(ctx.switch_reasons(&cand("2.0.0", 1), true).is_empty());
+        assert!(ctx.decide(&cand("2.0.0", 1), true, &[]).may_switch());
 
-        let mut w = cand("2.0.0", 1);
-        w.manifest_reasons.push(WhyNot::Manifest {
-            detail: "not for this hardware".into(),
-        });
-        let av = ctx.categorize(&[w]);
+        let mut c = cand("2.0.0", 1);
+        c.manifest_problem = Some("manifest hash mismatch".into());
+        let av = ctx.categorize(&[c]);
         assert!(stage_target(&av).is_none());
     }
 
     #[test]
     fn holds_are_not_overridden_by_force() {
-        let mut doc = StateDoc::default();
-        doc.holds.push(Hold {
-            reason: "freeze".into(),
-            by: "uid:0".into(),
-            created: now(),
-            until: None,
-            max_version: None,
-        });
-        let policy = Policy::default();
-        let dev = device();
-        let ctx = Context {
-            doc: &doc,
-            current: Some("1.0.0"),
-            policy: &policy,
-            device: &dev,
-            now: now(),
-        };
-        assert!(!ctx.switch_reasons(&cand("2.0.0", 1), true).is_empty());
+        let mut w = World::new("1.0.0", Policy::default());
+        w.doc.holds.push(hold("freeze", None));
+        assert!(!w.ctx().decide(&cand("2.0.0", 1), true, &[]).may_switch());
     }
 }

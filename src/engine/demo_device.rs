@@ -300,6 +300,8 @@ impl DemoDevice for DemoWorld {
             policy: Self::policy()?,
             device: DeviceFacts {
                 machine_id: "5e1f0c0ffee5e1f0c0ffee5e1f0c0ffe".into(),
+                product: PRODUCT.into(),
+                hardware: None,
                 channel: "stable".into(),
                 tags: vec![],
             },

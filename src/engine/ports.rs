@@ -16,66 +16,30 @@ use tokio::sync::watch;
 pub use crate::audit::Actor;
 use crate::fetch::BoxFuture;
 use crate::names::SlotName;
-use crate::policy::{Decision, Hold, ReleaseFacts};
+/// The reasons are the switch decision's (`policy`); named here for the engine's users.
+pub use crate::policy::WhyNot;
+use crate::policy::{Hold, ReleaseFacts};
 
-/// Why a release is not going to be installed (or switched to) now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "why", rename_all = "snake_case")]
-pub enum WhyNot {
-    /// The device policy's answer (window, rollout stage, pause/withdrawal, channel,
-    /// hold, urgency/approval, clock sanity), with its reason.
-    Policy { decision: Decision },
-    /// Below the device's anti-rollback floor.
-    BelowSecurityFloor { security_version: u64, floor: u64 },
-    /// Failed on this device before; never retried automatically.
-    FailedHere { reason: String },
-    /// Not newer than what runs now.
-    NotNewer { current: String },
-    /// A reboot inhibitor is active.
-    RebootInhibited { by: String },
-    /// Something discovery reported from the manifest (e.g. not for this hardware).
-    Manifest { detail: String },
-}
-
-impl WhyNot {
-    /// Engine-side reasons that also stop staging (policy reasons are asked separately
-    /// with `may_stage`).
-    pub fn blocks_staging(&self) -> bool {
-        !matches!(self, WhyNot::Policy { .. } | WhyNot::RebootInhibited { .. })
-    }
-}
-
-impl fmt::Display for WhyNot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WhyNot::Policy { decision } => write!(f, "{decision}"),
-            WhyNot::BelowSecurityFloor {
-                security_version,
-                floor,
-            } => write!(
-                f,
-                "security version {security_version} is below the device floor {floor}"
-            ),
-            WhyNot::FailedHere { reason } => write!(f, "failed on this device before: {reason}"),
-            WhyNot::NotNewer { current } => write!(f, "not newer than the running {current}"),
-            WhyNot::RebootInhibited { by } => write!(f, "reboot inhibited by {by}"),
-            WhyNot::Manifest { detail } => f.write_str(detail),
-        }
-    }
-}
-
-/// One release found by a check, with what the signed manifest says about it and the
-/// manifest-side reasons (withdrawn, paused, channel, rollout) not to take it.
+/// One release the repository offers, as a check found it: its signed summary and,
+/// once its manifest verified, its rollout plan (the facts policy decides on).
+/// (`manifest::Candidate` is the listing entry with the manifest's own verdict.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// Version, kind, severity, release id, channels and rollout plan.
+pub struct Offered {
+    /// Release id, signed summary (version, categorization, CVEs, size) and rollout plan.
     pub facts: ReleaseFacts,
-    pub security_version: u64,
-    pub cves: Vec<String>,
-    /// Bytes to download/write.
-    pub size: u64,
     pub published: Option<Timestamp>,
-    pub manifest_reasons: Vec<WhyNot>,
+    /// Why the release's manifest could not be downloaded or verified, if so.
+    pub manifest_problem: Option<String>,
+}
+
+impl Offered {
+    pub fn version(&self) -> &semver::Version {
+        self.facts.version()
+    }
+    /// Is this the release `version` (as the lifecycle and the state file name it)?
+    pub fn is(&self, version: &str) -> bool {
+        self.version().to_string() == version
+    }
 }
 
 /// Progress of a long step, published in the status snapshot.
@@ -182,7 +146,7 @@ impl fmt::Display for StageReport {
 /// trusted metadata and lists releases for this device; `stage` writes one of the
 /// releases the last `discover` returned into `slot`, verifying every byte.
 pub trait Updates: Send + Sync {
-    fn discover(&self) -> BoxFuture<'_, Result<Vec<Candidate>, PortError>>;
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Offered>, PortError>>;
     fn stage<'a>(
         &'a self,
         version: &'a str,

@@ -2,18 +2,18 @@
 //! the signed metadata, `manifest` ranks the releases and verifies their manifests, and
 //! the staging pipeline (`slot::stage`) streams the signed image into the inactive slot.
 //!
-//! The floor and "not newer" are left to the engine (it knows the committed state), so
-//! discovery is asked with no running version and floor 0; every other manifest-side
-//! reason (product, hardware, channel, withdrawn, minimum version) is passed on.
+//! Discovery here decides nothing: it lists the product's releases with their signed
+//! summaries and verifies the manifests worth having; whether a release fits and when it
+//! may go in is the switch decision's (`policy::Policy::decide`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::ports::{Candidate, PortError, Progress, ProgressSink, StageReport, Updates, WhyNot};
+use super::ports::{Offered, PortError, Progress, ProgressSink, StageReport, Updates};
 use crate::fetch::{BoxFuture, ByteSource};
-use crate::manifest::{self, VerifiedManifest};
+use crate::manifest::{self, Ineligible, VerifiedManifest};
 use crate::names::SlotName;
 use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
 use crate::slot::stage::{
@@ -76,7 +76,7 @@ impl RepoUpdates {
         self
     }
 
-    async fn discover_inner(&self) -> Result<Vec<Candidate>, PortError> {
+    async fn discover_inner(&self) -> Result<Vec<Offered>, PortError> {
         let mut client = self.client.lock().await;
         client.refresh(self.metadata.as_ref()).await.map_err(|e| {
             let cause = if e.is_slow_retrieval() {
@@ -86,7 +86,9 @@ impl RepoUpdates {
             };
             PortError::new("repository refresh", &e).with_cause(cause)
         })?;
-        let dev = manifest::DeviceFacts {
+        // Only to pick which manifests to download (the verdict is the decision's):
+        // what this device is, not what it runs.
+        let dev = manifest::DeviceProfile {
             product: self.product.clone(),
             hardware: self.hardware.clone(),
             channel: self.channel.clone(),
@@ -100,19 +102,13 @@ impl RepoUpdates {
         let mut out = Vec::new();
         let mut verified = BTreeMap::new();
         for c in found {
-            let version = c.summary.version.to_string();
-            let mut reasons: Vec<WhyNot> = c
-                .ineligible
-                .iter()
-                .map(|i| WhyNot::Manifest {
-                    detail: i.to_string(),
-                })
-                .collect();
-            // Verify the manifest of every eligible release: its rollout plan decides
-            // when this device may take it, and staging needs its image list.
+            // Verify the manifest of every release that could fit this device: its
+            // rollout plan decides when this device may take it, and staging needs its
+            // image list.
             let mut published = None;
             let mut rollout = None;
-            if c.is_eligible() {
+            let mut manifest_problem = None;
+            if c.ineligible.iter().all(depends_on_running) {
                 match fetch_manifest(&mut client, &*self.metadata, &*self.targets, &c.target_path)
                     .await
                 {
@@ -120,27 +116,15 @@ impl RepoUpdates {
                         let m = vm.manifest();
                         published = Some(m.published);
                         rollout = Some(rollout_plan(m, c.summary.withdrawn));
-                        verified.insert(version.clone(), vm);
+                        verified.insert(c.summary.version.to_string(), vm);
                     }
-                    Err(e) => reasons.push(WhyNot::Manifest {
-                        detail: e.to_string(),
-                    }),
+                    Err(e) => manifest_problem = Some(e.to_string()),
                 }
             }
-            out.push(Candidate {
-                facts: ReleaseFacts {
-                    id: format!("{}/{}", c.summary.product, version),
-                    version,
-                    kind: c.summary.kind,
-                    severity: c.summary.severity,
-                    channels: c.summary.channels.clone(),
-                    rollout,
-                },
-                security_version: c.summary.security_version,
-                cves: c.summary.cves.clone(),
-                size: c.summary.size,
+            out.push(Offered {
+                facts: ReleaseFacts::new(c.summary, rollout),
                 published,
-                manifest_reasons: reasons,
+                manifest_problem,
             });
         }
         *self.manifests.lock().await = verified;
@@ -276,16 +260,25 @@ async fn fetch_manifest(
     targets: &dyn ByteSource,
     path: &str,
 ) -> Result<VerifiedManifest, PortError> {
-    let target = client
-        .target(metadata, path)
+    manifest::fetch_verified(client, metadata, targets, path)
         .await
-        .map_err(|e| PortError::new(format!("release {path}"), e))?;
-    let bytes = client
-        .fetch_target_bytes(targets, &target)
-        .await
-        .map_err(|e| PortError::new(format!("release {path}"), e))?;
-    VerifiedManifest::verify(&target, &bytes)
-        .map_err(|e| PortError::new(format!("release {path}"), e))
+        .map_err(|e| {
+            // The error names the release already; the port error puts it in `what`.
+            let detail =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            PortError::new(format!("release {path}"), detail)
+        })
+}
+
+/// Reasons that depend on what the device runs, not on what it is: a release with
+/// only these may still be for it (the decision knows the running version).
+fn depends_on_running(i: &Ineligible) -> bool {
+    matches!(
+        i,
+        Ineligible::BelowMinVersion { .. }
+            | Ineligible::NotNewer { .. }
+            | Ineligible::BelowSecurityFloor { .. }
+    )
 }
 
 /// The manifest's rollout section as the policy's plan; a withdrawal in the signed
@@ -299,7 +292,7 @@ fn rollout_plan(m: &manifest::Manifest, withdrawn: bool) -> RolloutPlan {
 }
 
 impl Updates for RepoUpdates {
-    fn discover(&self) -> BoxFuture<'_, Result<Vec<Candidate>, PortError>> {
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Offered>, PortError>> {
         Box::pin(self.discover_inner())
     }
 

@@ -14,11 +14,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::ports::{
-    Candidate, HealthCheck, HealthVerdict, PortError, Progress, ProgressSink, Reboot, StageReport,
+    HealthCheck, HealthVerdict, Offered, PortError, Progress, ProgressSink, Reboot, StageReport,
     Updates,
 };
 use crate::boot::{BootError, Bootloader, SlotBootInfo};
 use crate::fetch::BoxFuture;
+use crate::manifest::ReleaseSummary;
 use crate::names::SlotName;
 use crate::policy::{Kind, ReleaseFacts, Severity};
 use crate::slot::{Slot, SlotError, SlotState, SlotStatus};
@@ -33,7 +34,7 @@ struct Dev {
     slots: BTreeMap<SlotName, SlotStatus>,
     /// Slots whose current content was fully verified.
     verified: BTreeSet<SlotName>,
-    releases: Vec<Candidate>,
+    releases: Vec<Offered>,
     /// Versions whose health checks fail.
     unhealthy: BTreeSet<String>,
     /// Versions that do not boot.
@@ -56,26 +57,39 @@ pub fn slot_name(s: &str) -> SlotName {
     SlotName::new(s).unwrap_or_else(|e| unreachable!("test slot name {s}: {e}"))
 }
 
-/// A release candidate as discovery would report it.
-pub fn release(version: &str, security_version: u64, kind: Kind, severity: Severity) -> Candidate {
-    Candidate {
-        facts: ReleaseFacts {
-            id: format!("demo/{version}"),
-            version: version.to_string(),
-            kind,
-            severity,
-            channels: vec![],
-            rollout: None,
-        },
-        security_version,
-        cves: if kind == Kind::Security {
-            vec![format!("CVE-2026-{:04}", security_version)]
-        } else {
-            vec![]
-        },
-        size: 4096,
+/// Product of the simulated device and its releases.
+pub const PRODUCT: &str = "demo";
+
+/// A release as discovery would report it (for [`PRODUCT`], on channel `stable`).
+/// Test versions are semver literals.
+pub fn release(version: &str, security_version: u64, kind: Kind, severity: Severity) -> Offered {
+    let version: semver::Version = version
+        .parse()
+        .unwrap_or_else(|e| unreachable!("test release version {version}: {e}"));
+    Offered {
+        facts: ReleaseFacts::new(
+            ReleaseSummary {
+                product: PRODUCT.into(),
+                hardware: vec![],
+                version,
+                security_version,
+                min_version: None,
+                kind,
+                severity,
+                cves: if kind == Kind::Security {
+                    vec![format!("CVE-2026-{:04}", security_version)]
+                } else {
+                    vec![]
+                },
+                channels: vec!["stable".into()],
+                withdrawn: false,
+                paused: false,
+                size: 4096,
+            },
+            None,
+        ),
         published: None,
-        manifest_reasons: vec![],
+        manifest_problem: None,
     }
 }
 
@@ -115,10 +129,10 @@ impl MemDevice {
         self.dev.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn publish(&self, c: Candidate) {
+    pub fn publish(&self, c: Offered) {
         self.lock().releases.push(c);
     }
-    pub fn set_releases(&self, c: Vec<Candidate>) {
+    pub fn set_releases(&self, c: Vec<Offered>) {
         self.lock().releases = c;
     }
     pub fn set_unhealthy(&self, version: &str) {
@@ -313,7 +327,7 @@ impl Slot for MemSlot {
 struct MemUpdates(MemDevice);
 
 impl Updates for MemUpdates {
-    fn discover(&self) -> BoxFuture<'_, Result<Vec<Candidate>, PortError>> {
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Offered>, PortError>> {
         Box::pin(async move { Ok(self.0.lock().releases.clone()) })
     }
 
@@ -353,12 +367,7 @@ impl Updates for MemUpdates {
                     "sha256 mismatch after writing",
                 ));
             }
-            let Some(c) = d
-                .releases
-                .iter()
-                .find(|c| c.facts.version == version)
-                .cloned()
-            else {
+            let Some(c) = d.releases.iter().find(|c| c.is(version)).cloned() else {
                 return Err(PortError::new(
                     version,
                     "release vanished from the repository",
@@ -370,10 +379,11 @@ impl Updates for MemUpdates {
                 .entry(slot.clone())
                 .or_insert_with(|| SlotStatus::empty(slot.clone()));
             st.state = SlotState::Verified;
-            st.version = Some(c.facts.version);
-            st.size = Some(c.size);
+            let size = c.facts.summary.size;
+            st.version = Some(c.version().to_string());
+            st.size = Some(size);
             st.installed_at = Some(Timestamp::UNIX_EPOCH);
-            Ok(StageReport::full(c.size))
+            Ok(StageReport::full(size))
         })
     }
 }
@@ -468,6 +478,8 @@ impl Harness {
             policy: self.policy.clone(),
             device: crate::policy::DeviceFacts {
                 machine_id: "0123456789abcdef0123456789abcdef".into(),
+                product: PRODUCT.into(),
+                hardware: None,
                 channel: "stable".into(),
                 tags: vec![],
             },

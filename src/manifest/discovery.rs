@@ -4,7 +4,7 @@
 
 use semver::Version;
 
-use super::eligibility::{self, DeviceFacts, Ineligible};
+use super::eligibility::{self, DeviceProfile, Ineligible};
 use super::parse::ManifestError;
 use super::summary::ReleaseSummary;
 use super::types::{parse_release_target_path, Kind, Severity};
@@ -74,7 +74,7 @@ pub enum DiscoveryError {
 /// Rank the releases listed in `targets` for `dev`, newest first. Targets that are not
 /// release manifests are ignored; release targets whose signed summary is malformed or
 /// names another product/version than their path are skipped with a warning.
-pub fn candidates(targets: &Targets, dev: &DeviceFacts) -> Vec<Candidate> {
+pub fn candidates(targets: &Targets, dev: &DeviceProfile) -> Vec<Candidate> {
     let mut out = Vec::new();
     for (path, file) in &targets.targets {
         let Some((product, version)) = parse_release_target_path(path) else {
@@ -110,6 +110,29 @@ pub fn candidates(targets: &Targets, dev: &DeviceFacts) -> Vec<Candidate> {
     out
 }
 
+/// Download the manifest at the release target `path` and verify it against the
+/// signed targets metadata (verify, then parse).
+pub async fn fetch_verified(
+    client: &mut TufClient,
+    metadata: &dyn ByteSource,
+    targets_src: &dyn ByteSource,
+    path: &str,
+) -> Result<VerifiedManifest, DiscoveryError> {
+    let trust = |source| DiscoveryError::Trust {
+        path: path.to_string(),
+        source,
+    };
+    let target = client.target(metadata, path).await.map_err(trust)?;
+    let bytes = client
+        .fetch_target_bytes(targets_src, &target)
+        .await
+        .map_err(trust)?;
+    VerifiedManifest::verify(&target, &bytes).map_err(|source| DiscoveryError::Manifest {
+        path: path.to_string(),
+        source,
+    })
+}
+
 /// Find the newest eligible release with one manifest download. Call after a successful
 /// [`TufClient::refresh`]; `metadata` serves the repository's metadata directory and
 /// `targets_src` its targets directory.
@@ -117,7 +140,7 @@ pub async fn discover(
     client: &mut TufClient,
     metadata: &dyn ByteSource,
     targets_src: &dyn ByteSource,
-    dev: &DeviceFacts,
+    dev: &DeviceProfile,
 ) -> Result<Discovery, DiscoveryError> {
     let top = client
         .trusted_targets()
@@ -130,20 +153,7 @@ pub async fn discover(
         });
     };
     let path = best.target_path.clone();
-    let trust = |source| DiscoveryError::Trust {
-        path: path.clone(),
-        source,
-    };
-    let target = client.target(metadata, &path).await.map_err(trust)?;
-    let bytes = client
-        .fetch_target_bytes(targets_src, &target)
-        .await
-        .map_err(trust)?;
-    let verified =
-        VerifiedManifest::verify(&target, &bytes).map_err(|source| DiscoveryError::Manifest {
-            path: path.clone(),
-            source,
-        })?;
+    let verified = fetch_verified(client, metadata, targets_src, &path).await?;
     // The summary was cross-checked field by field; re-check the verdict on the
     // manifest itself so a device never acts on the summary alone.
     let again = eligibility::check(&ReleaseSummary::of(verified.manifest()), dev);

@@ -1,13 +1,17 @@
-//! Manifest-side eligibility: does a release fit this device at all? (Whether and when
-//! to install it — windows, rollout buckets, holds — is the policy room's question.)
+//! Manifest-side eligibility: does a release fit this device at all? This is the one
+//! implementation; the switch decision (`policy::Policy::decide`) asks it for every
+//! release, and [`super::discover`] for its stand-alone lookup. (Whether and when to
+//! install it — windows, rollout buckets, holds — is the policy room's question.)
 
 use semver::Version;
 
 use super::summary::ReleaseSummary;
 
-/// What the device says about itself.
+/// The device as a release's requirements see it: what it is (product, hardware,
+/// channel) and what it runs (version, anti-rollback floor). Not `policy::DeviceFacts`,
+/// which is the device's configured identity without what it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceFacts {
+pub struct DeviceProfile {
     pub product: String,
     /// The device's hardware-compatibility string, if it has one.
     pub hardware: Option<String>,
@@ -59,7 +63,7 @@ fn hardware_words(supported: &[String], device: Option<&str>) -> String {
 }
 
 /// Every reason `s` is not for `dev`; empty means eligible on the manifest side.
-pub fn check(s: &ReleaseSummary, dev: &DeviceFacts) -> Vec<Ineligible> {
+pub fn check(s: &ReleaseSummary, dev: &DeviceProfile) -> Vec<Ineligible> {
     let mut out = Vec::new();
     if s.product != dev.product {
         out.push(Ineligible::WrongProduct {
@@ -134,8 +138,8 @@ mod tests {
         }
     }
 
-    fn dev() -> DeviceFacts {
-        DeviceFacts {
+    fn dev() -> DeviceProfile {
+        DeviceProfile {
             product: "acme".into(),
             hardware: Some("rev2".into()),
             channel: "stable".into(),

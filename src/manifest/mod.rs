@@ -13,8 +13,8 @@ mod summary;
 mod types;
 mod verified;
 
-pub use discovery::{candidates, discover, Candidate, Discovery, DiscoveryError};
-pub use eligibility::{check as check_eligibility, DeviceFacts, Ineligible};
+pub use discovery::{candidates, discover, fetch_verified, Candidate, Discovery, DiscoveryError};
+pub use eligibility::{check as check_eligibility, DeviceProfile, Ineligible};
 pub use parse::check_name;
 pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};
 pub use summary::{ReleaseSummary, CUSTOM_KEY};

@@ -28,12 +28,8 @@ impl Hold {
     }
 
     /// Does this (unexpired) hold stop `version`?
-    pub fn holds_back(&self, version: &str) -> bool {
-        match &self.max_version {
-            None => true,
-            // A version we cannot compare with the pin is held back: fail closed.
-            Some(max) => semver::Version::parse(version).map_or(true, |v| v > *max),
-        }
+    pub fn holds_back(&self, version: &semver::Version) -> bool {
+        self.max_version.as_ref().is_none_or(|max| version > max)
     }
 
     pub fn describe(&self) -> String {
@@ -55,7 +51,7 @@ pub fn split_expired(holds: Vec<Hold>, now: Timestamp) -> (Vec<Hold>, Vec<Hold>)
 }
 
 /// Whether the holds let `version` through at `now`.
-pub fn decide(holds: &[Hold], version: &str, now: Timestamp) -> Decision {
+pub fn decide(holds: &[Hold], version: &semver::Version, now: Timestamp) -> Decision {
     let active: Vec<&Hold> = holds
         .iter()
         .filter(|h| !h.is_expired(now) && h.holds_back(version))

@@ -1,56 +1,73 @@
-//! Policy: when may a release be staged and when may the device switch to it.
+//! Policy: the one switch decision. May a release be staged now, may the device switch
+//! to it now, and every reason why not.
 //!
-//! Every question is a pure function of plain values (no I/O except reboot inhibitors)
-//! and answers with a [`Decision`] carrying a human reason:
+//! [`Policy::decide`] is the entry point every caller uses (the engine's switch, `check`,
+//! `list`, status and the demo): it takes the [`Facts`] of one release (categorization
+//! and rollout from the signed summary and manifest, device facts, the running version
+//! and floor, holds, approval, inhibitors, the external reboot lock) and returns a
+//! [`Verdict`] with all reasons, as [`WhyNot`] values:
 //!
 //! ```no_run
 //! use patchd::policy::*;
-//! # fn f(now: jiff::Timestamp) -> Result<(), PolicyError> {
+//! # fn f(now: jiff::Timestamp, release: ReleaseFacts) -> Result<(), PolicyError> {
 //! let policy = Policy {
 //!     schedule: Schedule::parse("Europe/Berlin", &["Mon-Fri 01:00-03:00", "Sat,Sun 02:00-06:00"])?,
 //!     urgency: default_rules(),
 //!     stage_outside_windows: true,
 //! };
-//! let device = DeviceFacts { machine_id: "0123…".into(), channel: "stable".into(), tags: vec!["canary".into()] };
-//! let release = ReleaseFacts {
-//!     id: "appliance/2.0.0".into(), version: "2.0.0".into(),
-//!     kind: Kind::Security, severity: Severity::High,
-//!     channels: vec!["stable".into()], rollout: None,
+//! let device = DeviceFacts {
+//!     machine_id: "0123…".into(), product: "appliance".into(), hardware: None,
+//!     channel: "stable".into(), tags: vec!["canary".into()],
 //! };
-//! let d = policy.may_switch(now, &device, &release, &[], false);
-//! println!("{d}"); // e.g. "waiting until 2026-11-28T01:00:00Z: outside maintenance windows …"
+//! let running: semver::Version = "1.0.0".parse().unwrap();
+//! let v = policy.decide(&Facts {
+//!     now, device: &device, release: &release, running: Some(&running),
+//!     security_floor: 0, floor_overridden: false, failed_here: None, manifest_problem: None,
+//!     holds: &[], approved: false, force: false, inhibitors: &[], lock: &LockState::NotConfigured,
+//! });
+//! for why in &v.switch { println!("{why}"); } // e.g. "waiting until 2026-11-28T01:00:00Z: …"
 //! # Ok(()) }
 //! ```
 //!
-//! Rooms: [`window`] (maintenance windows, DST-correct), [`rollout`] (stages, buckets,
-//! pause/withdraw), [`holds`], [`urgency`] (kind/severity → immediate/window/approval),
-//! [`inhibit`] (reboot inhibitors: logind sessions and inhibitor locks over D-Bus, a
-//! command). The engine owns persistence (holds, approvals) and acts on the decisions.
+//! Eligibility (product, hardware, channel, withdrawn, minimum version, floor, newer) is
+//! the manifest's own rule (`manifest::check_eligibility`) and is asked here, once per
+//! decision. The timing rules behind the decision are pure functions of plain values:
+//! [`window`] (maintenance windows, DST-correct), [`rollout`] (stages, buckets,
+//! pause/withdraw), [`holds`], [`urgency`] (kind/severity → immediate/window/approval).
+//! [`inhibit`] asks the system for reboot inhibitors (logind sessions and inhibitor locks
+//! over D-Bus, a command) and [`lock`] is the external reboot lock; both are inputs the
+//! caller gathers right before a switch. The engine owns persistence (holds, approvals).
 //!
-//! Order of checks for a switch (the first one that is not `Allowed` is the answer):
-//! clock sanity → channel → publisher pause/withdraw → holds → rollout stage → urgency
+//! Order of the timing rules for a switch (the first one that is not `Allowed` is the
+//! answer): clock sanity → publisher pause/withdraw → holds → rollout stage → urgency
 //! (approval) → maintenance window (skipped for `immediate`). Staging uses the same order
 //! but ignores approval and, when `stage_outside_windows` (default), the window.
-//! Reboot inhibitors are asked separately, right before the reboot ([`inhibit`]).
 
 mod config;
 pub use config::{InhibitorConfig, PolicyConfig, RawInhibitors, RawPolicy};
+mod decide;
 pub mod decision;
 pub mod holds;
 pub mod inhibit;
+pub mod lock;
+mod reason;
 pub mod rollout;
 pub mod urgency;
 pub mod window;
 
+pub use decide::{Facts, Verdict};
 pub use decision::Decision;
 pub use holds::Hold;
+pub use lock::LockState;
+pub use reason::WhyNot;
 pub use rollout::{bucket, stage_includes, RolloutPlan, RolloutStage, RolloutState};
 pub use urgency::{default_rules, urgency_for, Kind, Severity, Urgency, UrgencyRule};
 pub use window::{time_zone, Schedule, Window};
 
 use jiff::Timestamp;
+use semver::Version;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ReleaseSummary};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -82,24 +99,25 @@ pub fn check_clock(now: Timestamp) -> Result<(), Decision> {
     }
 }
 
-/// What policy needs to know about the device.
+/// What policy needs to know about the device: who it is for eligibility (product,
+/// hardware, channel) and for rollout bucketing (machine id, tags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceFacts {
     pub machine_id: String,
+    pub product: String,
+    /// The device's hardware-compatibility id, if it has one.
+    pub hardware: Option<String>,
     pub channel: String,
     pub tags: Vec<String>,
 }
 
-/// What policy needs to know about a release (taken from its verified manifest).
+/// What policy needs to know about a release: its signed summary (categorization,
+/// version, channels, hardware, floor) and, once its manifest was verified, its rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseFacts {
-    /// Stable release identity used for bucketing (e.g. `product/version`).
+    /// Stable release identity used for bucketing (`product/version`).
     pub id: String,
-    pub version: String,
-    pub kind: Kind,
-    pub severity: Severity,
-    /// Channels the release is published in (empty = any channel).
-    pub channels: Vec<String>,
+    pub summary: ReleaseSummary,
     pub rollout: Option<RolloutPlan>,
 }
 
@@ -122,19 +140,16 @@ impl Default for Policy {
     }
 }
 
-fn channel_decision(device: &DeviceFacts, release: &ReleaseFacts) -> Decision {
-    if release.channels.is_empty() || release.channels.contains(&device.channel) {
-        Decision::allowed("channel matches")
-    } else {
-        Decision::blocked(format!(
-            "release is in channel(s) {}, device follows {}",
-            release.channels.join(","),
-            device.channel
-        ))
-    }
-}
-
 impl ReleaseFacts {
+    /// The facts of a release from its signed summary and, when known, rollout plan.
+    pub fn new(summary: ReleaseSummary, rollout: Option<RolloutPlan>) -> Self {
+        Self {
+            id: format!("{}/{}", summary.product, summary.version),
+            summary,
+            rollout,
+        }
+    }
+
     /// Release id used for bucketing: `product/version`.
     pub fn release_id(m: &Manifest) -> String {
         format!("{}/{}", m.product, m.version)
@@ -142,19 +157,16 @@ impl ReleaseFacts {
 
     /// The policy view of a verified manifest.
     pub fn from_manifest(m: &Manifest) -> Self {
-        Self {
-            id: Self::release_id(m),
-            version: m.version.to_string(),
-            kind: m.kind,
-            severity: m.severity,
-            channels: m.channels.clone(),
-            rollout: Some(RolloutPlan::from_manifest(m)),
-        }
+        Self::new(ReleaseSummary::of(m), Some(RolloutPlan::from_manifest(m)))
+    }
+
+    pub fn version(&self) -> &Version {
+        &self.summary.version
     }
 }
 
 impl Policy {
-    /// Checks shared by staging and switching; `Ok` carries the rollout reason.
+    /// Timing rules shared by staging and switching; `Ok` carries the rollout reason.
     fn common(
         &self,
         now: Timestamp,
@@ -163,11 +175,7 @@ impl Policy {
         holds: &[Hold],
     ) -> Result<String, Decision> {
         check_clock(now)?;
-        let c = channel_decision(device, release);
-        if !c.is_allowed() {
-            return Err(c);
-        }
-        let h = holds::decide(holds, &release.version, now);
+        let h = holds::decide(holds, release.version(), now);
         let rollout = match &release.rollout {
             None => Decision::allowed("no staged rollout"),
             Some(plan) => plan.decide(now, &device.tags, bucket(&device.machine_id, &release.id)),
@@ -185,7 +193,8 @@ impl Policy {
         }
     }
 
-    /// May the release be downloaded and staged into the inactive slot now?
+    /// The timing rules for staging (the release's fit is [`Policy::decide`]'s part):
+    /// may it be downloaded and staged into the inactive slot now?
     pub fn may_stage(
         &self,
         now: Timestamp,
@@ -203,9 +212,9 @@ impl Policy {
         self.window_wait(now, "staging only inside maintenance windows")
     }
 
-    /// May the device switch to (and reboot into) the staged release now? `approved`:
-    /// an admin approved this release (needed when its urgency is `approval`).
-    /// Reboot inhibitors are checked separately, right before rebooting.
+    /// The timing rules for a switch (fit, inhibitors and the reboot lock are
+    /// [`Policy::decide`]'s part): may the device switch to the staged release now?
+    /// `approved`: an admin approved this release (needed when its urgency is `approval`).
     pub fn may_switch(
         &self,
         now: Timestamp,
@@ -218,8 +227,9 @@ impl Policy {
             Ok(r) => r,
             Err(d) => return d,
         };
-        let urgency = urgency_for(&self.urgency, release.kind, release.severity);
-        let what = format!("{} {}", release.severity, release.kind);
+        let (kind, severity) = (release.summary.kind, release.summary.severity);
+        let urgency = urgency_for(&self.urgency, kind, severity);
+        let what = format!("{severity} {kind}");
         match urgency {
             Urgency::Immediate => {
                 return Decision::allowed(format!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use patchd::clock::SystemClock;
 use patchd::fetch::FileSource;
-use patchd::manifest::{discover, DeviceFacts, Discovery, DiscoveryError};
+use patchd::manifest::{discover, DeviceProfile, Discovery, DiscoveryError};
 use patchd::publish::{AddRelease, InitOptions, Repo};
 use patchd::trust::source::Subdir;
 use patchd::trust::{Limits, TufClient};
@@ -64,7 +64,7 @@ impl World {
     pub async fn discover(
         &self,
         client: &mut TufClient,
-        dev: &DeviceFacts,
+        dev: &DeviceProfile,
     ) -> Result<Discovery, DiscoveryError> {
         let src = FileSource::new(self.repo.dir());
         discover(
@@ -77,8 +77,8 @@ impl World {
     }
 }
 
-pub fn device(product: &str, floor: u64, running: Option<&str>) -> DeviceFacts {
-    DeviceFacts {
+pub fn device(product: &str, floor: u64, running: Option<&str>) -> DeviceProfile {
+    DeviceProfile {
         product: product.into(),
         hardware: None,
         channel: "stable".into(),

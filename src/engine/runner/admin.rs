@@ -112,9 +112,7 @@ impl Runner {
                 let reasons: Vec<String> = a.why_not.iter().map(|w| w.to_string()).collect();
                 PatchInfo {
                     release: self
-                        .candidates
-                        .iter()
-                        .find(|c| c.facts.version == a.version)
+                        .offered(&a.version)
                         .map_or_else(|| a.version.clone(), |c| c.facts.id.clone()),
                     version: a.version.clone(),
                     kind: a.kind,

@@ -72,8 +72,8 @@ impl Runner {
     fn check_result(
         &mut self,
         actor: &Actor,
-        res: Result<Vec<Candidate>, PortError>,
-    ) -> Step<Vec<Candidate>> {
+        res: Result<Vec<Offered>, PortError>,
+    ) -> Step<Vec<Offered>> {
         res.map_err(|e| {
             let c = cause(e.cause.unwrap_or("check"));
             self.audit_with(
@@ -93,7 +93,7 @@ impl Runner {
     pub(super) fn after_side_check(
         &mut self,
         actor: &Actor,
-        res: Result<Vec<Candidate>, PortError>,
+        res: Result<Vec<Offered>, PortError>,
     ) -> Step {
         let cands = self.check_result(actor, res)?;
         self.candidates = cands;
@@ -120,7 +120,7 @@ impl Runner {
     pub(super) fn after_check(
         &mut self,
         actor: &Actor,
-        res: Result<Vec<Candidate>, PortError>,
+        res: Result<Vec<Offered>, PortError>,
     ) -> Step {
         let now = self.p.clock.now();
         let cands = self.check_result(actor, res)?;

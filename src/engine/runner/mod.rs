@@ -32,7 +32,7 @@ use super::handle::{
     Reply, SlotView, StatusSnapshot,
 };
 use super::ports::{
-    active_holds, Actor, Candidate, HealthCheck, HealthVerdict, PortError, Progress, Reboot,
+    active_holds, Actor, HealthCheck, HealthVerdict, Offered, PortError, Progress, Reboot,
     StageReport, Updates, WhyNot,
 };
 use super::state::{Lifecycle, ReleaseRef};
@@ -42,7 +42,7 @@ use crate::boot::{BootError, Bootloader};
 use crate::clock::Clock;
 use crate::names::SlotName;
 use crate::paths::Paths;
-use crate::policy::{DeviceFacts, Hold, Policy};
+use crate::policy::{DeviceFacts, Hold, LockState, Policy};
 use crate::slot::{Slot, SlotState};
 
 /// Tunables the engine takes from the validated configuration.
@@ -93,7 +93,7 @@ pub struct EngineParts {
     pub updates: Option<Arc<dyn Updates>>,
     /// Windows, rollout, urgency (from the validated config).
     pub policy: Policy,
-    /// Machine id, channel and tags for rollout bucketing.
+    /// Product, hardware id and channel for eligibility; machine id and tags for rollout.
     pub device: DeviceFacts,
     pub health: Arc<dyn HealthCheck>,
     /// The hash-chained audit log (shared with nobody else in the daemon).
@@ -135,6 +135,31 @@ fn retry_delay(first: Duration, max: Duration, failures: u32) -> Duration {
         .min(max)
 }
 
+/// The running version as semver. Releases are semver (signed manifests), but a slot
+/// provisioned by hand may name its content `1.0` or `3`: those are read as `1.0.0` and
+/// `3.0.0`, so "not newer" still holds older releases back. Anything else counts as
+/// unknown (as on a first provisioning), with a warning; the floor still applies.
+fn running_semver(v: &str) -> Option<semver::Version> {
+    if let Ok(parsed) = semver::Version::parse(v) {
+        return Some(parsed);
+    }
+    let parts: Vec<&str> = v.split('.').collect();
+    let numeric = parts.len() < 3 && parts.iter().all(|p| p.parse::<u64>().is_ok());
+    let padded = format!("{v}{}", ".0".repeat(3 - parts.len().min(3)));
+    match semver::Version::parse(&padded) {
+        Ok(parsed) if numeric => Some(parsed),
+        _ => {
+            // Asked at every evaluation: say it once per run, not once a minute.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(version = %v, "running version is not semver; taken as unknown");
+            }
+            None
+        }
+    }
+}
+
 /// Failure causes after which staging is tried again by itself: the bytes were fine
 /// (or not yet seen), the way they came was not.
 const RETRIED_CAUSES: &[&str] = &["slow_retrieval", "download"];
@@ -170,7 +195,7 @@ impl JobKind {
 }
 
 enum JobOut {
-    Check(Result<Vec<Candidate>, PortError>),
+    Check(Result<Vec<Offered>, PortError>),
     Stage(Result<StageReport, PortError>),
     Health(HealthVerdict),
 }
@@ -212,7 +237,7 @@ pub(crate) struct Runner {
     pub(crate) p: EngineParts,
     pub(crate) file: StateFile,
     pub(crate) doc: StateDoc,
-    candidates: Vec<Candidate>,
+    candidates: Vec<Offered>,
     available: Vec<AvailableRelease>,
     status_tx: watch::Sender<StatusSnapshot>,
     progress_tx: watch::Sender<Option<Progress>>,
@@ -226,6 +251,9 @@ pub(crate) struct Runner {
     next_eval: Instant,
     next_probation_check: Instant,
     reboot_waiting: Vec<String>,
+    /// The external reboot lock, an input of every switch decision. No lock client
+    /// exists yet, so it stays `NotConfigured`; a FleetLock/etcd client sets it.
+    reboot_lock: LockState,
     /// A version whose staging failed in this run: not restaged automatically before
     /// the next check, so a broken image does not loop.
     stage_failed: Option<String>,
@@ -291,6 +319,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         next_eval: Instant::now(),
         next_probation_check: Instant::now(),
         reboot_waiting: Vec::new(),
+        reboot_lock: LockState::NotConfigured,
         stage_failed: None,
         stage_retry: None,
         last_stage: None,
@@ -515,19 +544,31 @@ impl Runner {
         self.p.slots.iter().find(|s| s.name() == name)
     }
 
-    fn recategorize(&mut self) {
-        let cur = self.current_version();
-        self.available = self.context(cur.as_deref()).categorize(&self.candidates);
+    /// The running version, parsed once for the switch decision (see [`running_semver`]).
+    fn running_version(&self) -> Option<semver::Version> {
+        running_semver(&self.current_version()?)
     }
 
-    fn context<'a>(&'a self, current: Option<&'a str>) -> Context<'a> {
+    fn recategorize(&mut self) {
+        let running = self.running_version();
+        self.available = self.context(running.as_ref()).categorize(&self.candidates);
+    }
+
+    /// The inputs of the switch decision the engine holds, for [`Context::decide`].
+    fn context<'a>(&'a self, running: Option<&'a semver::Version>) -> Context<'a> {
         Context {
             doc: &self.doc,
-            current,
+            running,
             policy: &self.p.policy,
             device: &self.p.device,
+            lock: &self.reboot_lock,
             now: self.p.clock.now(),
         }
+    }
+
+    /// The release a check offered under `version` (as the lifecycle names it).
+    fn offered(&self, version: &str) -> Option<&Offered> {
+        self.candidates.iter().find(|c| c.is(version))
     }
 
     /// Automatic progress: expire holds, stage what policy allows, switch when the
@@ -560,10 +601,7 @@ impl Runner {
                 }
             }
             Lifecycle::Staged { release, .. } => {
-                let known = self
-                    .candidates
-                    .iter()
-                    .any(|c| c.facts.version == release.version);
+                let known = self.offered(&release.version).is_some();
                 if !known && self.p.updates.is_some() {
                     self.start_check(Actor::Policy, None);
                     return Ok(());
@@ -675,5 +713,16 @@ mod tests {
         assert_eq!(got, [m(300), m(600), m(1200), m(2400), m(3600), m(3600)]);
         assert_eq!(retry_delay(m(300), m(3600), 0), m(300));
         assert_eq!(retry_delay(m(300), m(3600), u32::MAX), m(3600));
+    }
+
+    #[test]
+    fn running_versions_are_read_as_semver() {
+        let v = |s: &str| running_semver(s).map(|v| v.to_string());
+        assert_eq!(v("2.0.0-rc1").as_deref(), Some("2.0.0-rc1"));
+        assert_eq!(v("1.10").as_deref(), Some("1.10.0"));
+        assert_eq!(v("3").as_deref(), Some("3.0.0"));
+        assert_eq!(v("banana"), None);
+        assert_eq!(v("1.x"), None);
+        assert_eq!(v(""), None);
     }
 }

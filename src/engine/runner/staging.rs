@@ -124,17 +124,15 @@ impl Runner {
         // withdrawn or in another channel.
         let version = chosen.version.clone();
         let cand = self
-            .candidates
-            .iter()
-            .find(|c| c.facts.version == version)
-            .cloned()
+            .offered(&version)
             .ok_or_else(|| EngineError::NoSuchRelease {
                 version: version.clone(),
             })?;
-        let cur = self.current_version();
+        let running = self.running_version();
         if let Some(w) = self
-            .context(cur.as_deref())
-            .switch_reasons(&cand, true)
+            .context(running.as_ref())
+            .decide(cand, true, &[])
+            .switch
             .into_iter()
             .next()
         {
@@ -321,16 +319,13 @@ impl Runner {
             Err(StepError::PowerCut(at)) => return Err(StepError::PowerCut(at)),
             Err(StepError::Err(e)) => Some(format!("the check before resuming failed: {e}")),
             Ok(()) => {
-                let cur = self.current_version();
-                match self
-                    .candidates
-                    .iter()
-                    .find(|c| c.facts.version == release.version)
-                {
+                let running = self.running_version();
+                match self.offered(&release.version) {
                     None => Some("the repository no longer offers it".to_string()),
                     Some(c) => self
-                        .context(cur.as_deref())
-                        .switch_reasons(c, true)
+                        .context(running.as_ref())
+                        .decide(c, true, &[])
+                        .switch
                         .first()
                         .map(|w| format!("it may no longer be installed: {w}")),
                 }

@@ -3,30 +3,40 @@
 use super::*;
 
 impl Runner {
-    /// Reasons not to switch to the staged release now (policy + engine + inhibitors).
+    /// Reasons not to switch to the staged release now: the switch decision, with the
+    /// reboot inhibitors asked right now (unless forced).
     pub(super) async fn switch_blockers(&mut self, force: bool) -> Vec<WhyNot> {
         let Some(release) = self.doc.lifecycle.release().cloned() else {
             return vec![];
         };
-        let cur = self.current_version();
-        let mut why = match self
-            .candidates
-            .iter()
-            .find(|c| c.facts.version == release.version)
-        {
-            Some(c) => self.context(cur.as_deref()).switch_reasons(c, force),
-            // Not seen since start (a restart while staged): a check must confirm the
-            // release is still signed, not withdrawn and allowed before switching.
-            None => vec![WhyNot::Manifest {
-                detail: "release not confirmed by a check since start".into(),
-            }],
-        };
-        if !force {
+        let inhibitors = if force {
+            vec![]
+        } else {
             let inh = self.p.reboot.inhibitors().await;
             self.reboot_waiting = inh.clone();
-            why.extend(inh.into_iter().map(|by| WhyNot::RebootInhibited { by }));
+            inh
+        };
+        let running = self.running_version();
+        match self.offered(&release.version) {
+            Some(c) => {
+                self.context(running.as_ref())
+                    .decide(c, force, &inhibitors)
+                    .switch
+            }
+            // Not seen since start (a restart while staged): a check must confirm the
+            // release is still signed, not withdrawn and allowed before switching.
+            None => {
+                let mut why = vec![WhyNot::Manifest {
+                    detail: "release not confirmed by a check since start".into(),
+                }];
+                why.extend(
+                    inhibitors
+                        .into_iter()
+                        .map(|by| WhyNot::RebootInhibited { by }),
+                );
+                why
+            }
         }
-        why
     }
 
     pub(super) async fn switch(&mut self, actor: &Actor, force: bool) -> Step {
