@@ -26,6 +26,7 @@ pub mod names;
 pub mod paths;
 pub mod policy;
 pub mod publish;
+pub mod repair;
 pub mod setting;
 pub mod sigpipe;
 pub mod slot;

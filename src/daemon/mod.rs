@@ -484,7 +484,7 @@ async fn run_until_stopped(
     loop {
         let cfg = crate::config::load(&paths)?;
         let now = crate::clock::Clock::now(&SystemClock);
-        if let Some(damage) = crate::engine::repair::diagnose(&cfg, &paths, now) {
+        if let Some(damage) = crate::repair::diagnose(&cfg, &paths, now) {
             match run_degraded(&paths, &cfg, damage, &opts, watchdog).await? {
                 DegradedExit::Repaired => continue,
                 DegradedExit::Stopped => return Ok(RunExit::Shutdown),
@@ -499,7 +499,7 @@ async fn run_until_stopped(
 async fn run_degraded(
     paths: &Paths,
     cfg: &Config,
-    damage: crate::engine::repair::Damage,
+    damage: crate::repair::Damage,
     opts: &DaemonOptions,
     watchdog: &Watchdog,
 ) -> Result<DegradedExit, DaemonError> {
@@ -522,7 +522,7 @@ async fn run_degraded(
         {
             let (cfg, paths) = (cfg.clone(), paths.clone());
             Box::new(move || {
-                crate::engine::repair::diagnose(
+                crate::repair::diagnose(
                     &cfg,
                     &paths,
                     crate::clock::Clock::now(&SystemClock),

@@ -1,5 +1,5 @@
 //! [`ManagerBackend`] of a daemon in degraded mode: its state file or trusted metadata
-//! is damaged (see [`crate::engine::repair`]), so no engine runs. Status names the
+//! is damaged (see [`crate::repair`]), so no engine runs. Status names the
 //! problem, history, inventory and audit verification are answered, every mutating call
 //! is refused with the way out, and `Repair` (polkit `org.patchd.patchd1.repair`) moves
 //! the damaged file aside, rebuilds it, audits what was kept and lost, and tells the
@@ -17,7 +17,7 @@ use super::engine_backend::{audit_filter, verify_json};
 use super::types::{Caller, HistoryFilter, SlotView, StatusView};
 use crate::audit::{Actor, AuditLog, Entry};
 use crate::boot::Bootloader;
-use crate::engine::repair::{self, Damage};
+use crate::repair::{self, Damage};
 use crate::paths::Paths;
 use crate::slot::StatusStore;
 

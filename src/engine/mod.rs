@@ -15,7 +15,6 @@ pub mod demo_device;
 pub mod handle;
 pub mod ports;
 mod reconcile;
-pub mod repair;
 pub mod repo;
 mod repo_delta;
 pub mod runner;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::state::ReleaseRef;
-use super::statefile::{StateDoc, StateFile, StateFileError};
+use crate::engine::state::ReleaseRef;
+use crate::engine::statefile::{StateDoc, StateFile, StateFileError};
 use crate::boot::Bootloader;
 use crate::config::Config;
 use crate::paths::Paths;
