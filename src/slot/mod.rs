@@ -29,7 +29,7 @@ pub use file::ImageFileSlot;
 use serde::{Deserialize, Serialize};
 pub use stage::{
     stage_image, supports_direct_read, verify_slot_content, CancelToken, Compression, ImageFormat,
-    Phase, Progress, ProgressFn, RawSlot, StageError, StageOptions, StageRequest,
+    Phase, ProgressFn, RawSlot, StageError, StageOptions, StageProgress, StageRequest,
 };
 pub use status::StatusStore;
 
