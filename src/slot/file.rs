@@ -4,10 +4,15 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::raw::RawSlot;
+use std::sync::Arc;
+
+use super::raw::{self, RawSlot};
+use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
 use super::status::StatusStore;
-use super::{Slot, SlotError, SlotState, SlotStatus};
+use super::{Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
+use crate::fetch::{BoxFuture, ByteSource};
 use crate::names::SlotName;
+use crate::paths::Paths;
 
 /// A slot backed by a regular file, e.g. `<dir>/slot-b.img`.
 #[derive(Debug, Clone)]
@@ -110,5 +115,59 @@ impl RawSlot for ImageFileSlot {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.image)
             .map_err(|e| self.io(e))
+    }
+}
+
+impl SlotBackend for ImageFileSlot {
+    fn takes(&self) -> ImageFormat {
+        ImageFormat::Raw
+    }
+    fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
+        raw::prepare(self, req)
+    }
+    fn stage<'a>(
+        &'a self,
+        req: &'a StageRequest,
+        source: &'a dyn ByteSource,
+        opts: &'a StageOptions,
+        progress: Option<ProgressFn>,
+        cancel: &'a CancelToken,
+    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
+        raw::stage(self, req, source, opts, progress, cancel)
+    }
+    fn verify(&self) -> Result<(), StageError> {
+        raw::verify(self)
+    }
+    fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+/// `backend = "file"`: each `[[slots.slot]]` path is an image file under the device root.
+pub(super) struct Opener;
+
+impl super::open::Opener for Opener {
+    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
+        cfg.check_path_per_slot()
+    }
+    fn open(
+        &self,
+        cfg: &SlotsConfig,
+        paths: &Paths,
+        booted: &SlotName,
+    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
+        let state_dir = paths.state_dir();
+        cfg.slot
+            .iter()
+            .map(|e| {
+                let path = e.path.as_ref().ok_or_else(|| SlotError::Config {
+                    why: format!("[[slots.slot]] {}: path is missing", e.name),
+                })?;
+                Ok(Arc::new(
+                    ImageFileSlot::new(e.name.clone(), paths.resolve(path), &state_dir)
+                        .with_booted(e.name == *booted),
+                ) as Arc<dyn SlotBackend>)
+            })
+            .collect()
     }
 }

@@ -14,7 +14,8 @@ mod subvol;
 mod worker;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -22,10 +23,11 @@ use super::extract::ExtractPolicy;
 use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
 use super::status::StatusStore;
 use super::tee::DownloadTee;
-use super::{Slot, SlotError, SlotState, SlotStatus};
-use crate::fetch::ByteSource;
+use super::{RawSlot, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
+use crate::fetch::{BoxFuture, ByteSource};
 use crate::fsutil;
 use crate::names::SlotName;
+use crate::paths::Paths;
 use subvol::{snapshot_create, subvol_create, subvol_delete};
 use worker::TarJob;
 
@@ -40,11 +42,12 @@ pub struct BtrfsSlots {
     policy: ExtractPolicy,
 }
 
-/// One subvolume slot as the engine sees it.
+/// One subvolume slot of a set: `<dir>/<name>`, staged through its set.
 #[derive(Debug, Clone)]
 pub struct BtrfsSlot {
     name: SlotName,
     store: StatusStore,
+    set: BtrfsSlots,
 }
 
 impl Slot for BtrfsSlot {
@@ -60,6 +63,90 @@ impl Slot for BtrfsSlot {
     fn set_state(&self, state: SlotState) -> Result<SlotStatus, SlotError> {
         self.store.set_state(state)
     }
+}
+
+impl SlotBackend for BtrfsSlot {
+    fn takes(&self) -> ImageFormat {
+        ImageFormat::Tar
+    }
+    fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
+        BtrfsSlots::check_request(req, &self.name)?;
+        Ok(self.set.check_writable(&self.name)?)
+    }
+    fn stage<'a>(
+        &'a self,
+        req: &'a StageRequest,
+        source: &'a dyn ByteSource,
+        opts: &'a StageOptions,
+        progress: Option<ProgressFn>,
+        cancel: &'a CancelToken,
+    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
+        Box::pin(
+            self.set
+                .stage_tar(req, source, &self.name, opts, progress, cancel),
+        )
+    }
+    /// The signed hash is the archive's, which is not kept, so the tree cannot be hashed
+    /// again: the record must describe verified content and the subvolume be there.
+    fn verify(&self) -> Result<(), StageError> {
+        let st = self.store.load()?;
+        let tree = self.set.subvolume_path(&self.name);
+        let why = if !(st.state.is_bootable() && st.sha256.is_some()) {
+            format!("its record describes no verified content ({:?})", st.state)
+        } else if !std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir()) {
+            format!("its subvolume {} is missing", tree.display())
+        } else {
+            return Ok(());
+        };
+        Err(StageError::Slot(SlotError::Refused {
+            slot: self.name.clone(),
+            why,
+        }))
+    }
+    fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
+        None
+    }
+}
+
+/// `backend = "btrfs"`: the slots are subvolumes `<dir>/<name>` of one directory on btrfs.
+pub(super) struct Opener;
+
+impl super::open::Opener for Opener {
+    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
+        cfg.check_slots_in_dir("btrfs")
+    }
+    fn open(
+        &self,
+        cfg: &SlotsConfig,
+        paths: &Paths,
+        booted: &SlotName,
+    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
+        let dir = cfg.dir.as_ref().ok_or_else(|| SlotError::Config {
+            why: "[slots] backend \"btrfs\" needs dir".into(),
+        })?;
+        let dir = paths.resolve(dir);
+        check_btrfs_dir(&dir)?;
+        let set = BtrfsSlots::new(dir, paths.state_dir()).with_booted(booted.clone());
+        Ok(cfg
+            .slot
+            .iter()
+            .map(|e| Arc::new(set.slot(&e.name)) as Arc<dyn SlotBackend>)
+            .collect())
+    }
+}
+
+/// The slot directory must exist on btrfs: subvolumes cannot be made elsewhere, and a
+/// typo must stop the daemon at start, not at the first staging.
+fn check_btrfs_dir(dir: &Path) -> Result<(), SlotError> {
+    let err = |source| SlotError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let st = nix::sys::statfs::statfs(dir).map_err(|e| err(e.into()))?;
+    if st.filesystem_type() != nix::sys::statfs::BTRFS_SUPER_MAGIC {
+        return Err(err(io::Error::other("not on a btrfs filesystem")));
+    }
+    Ok(())
 }
 
 impl BtrfsSlots {
@@ -99,6 +186,7 @@ impl BtrfsSlots {
         BtrfsSlot {
             name: name.clone(),
             store: StatusStore::new(&self.state_dir, name.clone()),
+            set: self.clone(),
         }
     }
 
@@ -108,6 +196,16 @@ impl BtrfsSlots {
 
     fn partial_name(name: &SlotName) -> String {
         format!(".{name}.partial")
+    }
+
+    fn check_request(req: &StageRequest, name: &SlotName) -> Result<(), StageError> {
+        req.validate()?;
+        if req.format != ImageFormat::Tar {
+            return Err(StageError::BadRequest {
+                why: format!("btrfs slot {name} takes tar archives, not raw images"),
+            });
+        }
+        Ok(())
     }
 
     fn check_writable(&self, name: &SlotName) -> Result<(), SlotError> {
@@ -187,12 +285,7 @@ impl BtrfsSlots {
         progress: Option<ProgressFn>,
         cancel: &CancelToken,
     ) -> Result<(SlotStatus, TarStageReport), StageError> {
-        req.validate()?;
-        if req.format != ImageFormat::Tar {
-            return Err(StageError::BadRequest {
-                why: format!("btrfs slot {name} takes tar archives, not raw images"),
-            });
-        }
+        Self::check_request(req, name)?;
         self.check_writable(name)?;
         let store = StatusStore::new(&self.state_dir, name.clone());
         // The slot's own subvolume is untouched until the new tree is verified, so its
