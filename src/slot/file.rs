@@ -171,3 +171,55 @@ impl super::open::Opener for Opener {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FileSource;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+    }
+
+    #[tokio::test]
+    async fn file_backend_stages_through_the_trait_and_reads_back_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let image: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        std::fs::write(dir.path().join("repo/img"), &image).unwrap();
+        let slot: Arc<dyn SlotBackend> = Arc::new(ImageFileSlot::new(
+            SlotName::new("b").unwrap(),
+            dir.path().join("b.img"),
+            &dir.path().join("state"),
+        ));
+        assert!(slot.verify().is_err(), "nothing verified yet");
+        let req = StageRequest::raw("img", "1", image.len() as u64, &sha(&image));
+        slot.prepare(&req).unwrap();
+        let mut tar = req.clone();
+        tar.format = ImageFormat::Tar;
+        assert!(matches!(
+            slot.prepare(&tar),
+            Err(StageError::BadRequest { .. })
+        ));
+        let src = FileSource::new(dir.path().join("repo"));
+        let st = slot
+            .stage(
+                &req,
+                &src,
+                &StageOptions::default(),
+                None,
+                &CancelToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(st.state, SlotState::Verified);
+        slot.verify().unwrap();
+
+        // A flipped byte on the medium is found by the read-back.
+        let mut on_disk = std::fs::read(dir.path().join("b.img")).unwrap();
+        on_disk[4096] ^= 1;
+        std::fs::write(dir.path().join("b.img"), &on_disk).unwrap();
+        let e = slot.verify().unwrap_err();
+        assert!(matches!(e, StageError::HashMismatch { .. }), "{e}");
+    }
+}

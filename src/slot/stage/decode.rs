@@ -31,34 +31,7 @@ pub(super) fn decode_thread(
         })
     };
     let Some(mut hash) = hash else {
-        // Uncompressed: copy into aligned buffers for the writer's direct writes (one
-        // memcpy, cheaper than the page-cache copy it saves).
-        let mut out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
-        let mut out_pos = 0usize;
-        while let Some((buf, len)) = rx.blocking_recv() {
-            if cancel.is_cancelled() {
-                return Err(cancelled());
-            }
-            let mut rest = &buf[..len];
-            while !rest.is_empty() {
-                let o = out.as_mut_slice();
-                let n = rest.len().min(o.len() - out_pos);
-                o[out_pos..out_pos + n].copy_from_slice(&rest[..n]);
-                out_pos += n;
-                rest = &rest[n..];
-                if out_pos == o.len() {
-                    tx.blocking_send(Msg::Data(out, out_pos))
-                        .map_err(|_| Stop::PeerGone)?;
-                    out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
-                    out_pos = 0;
-                }
-            }
-            let _ = transfer_pool.try_send(buf);
-        }
-        if out_pos > 0 {
-            tx.blocking_send(Msg::Data(out, out_pos))
-                .map_err(|_| Stop::PeerGone)?;
-        }
+        forward(req, rx, transfer_pool, tx, pool, cancel)?;
         return Ok(None);
     };
     let zerr = |e: io::Error| {
@@ -162,6 +135,47 @@ pub(super) fn decode_thread(
         )));
     }
     Ok(Some(hash.finish()))
+}
+
+/// Uncompressed: copy into aligned buffers for the writer's direct writes (one memcpy,
+/// cheaper than the page-cache copy it saves).
+fn forward(
+    req: &StageRequest,
+    mut rx: mpsc::Receiver<(Vec<u8>, usize)>,
+    transfer_pool: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Msg>,
+    mut pool: mpsc::Receiver<AlignedBuf>,
+    cancel: &CancelToken,
+) -> Result<(), Stop> {
+    let mut out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
+    let mut out_pos = 0usize;
+    while let Some((buf, len)) = rx.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Err(Stop::Failed(StageError::Cancelled {
+                path: req.path.clone(),
+            }));
+        }
+        let mut rest = &buf[..len];
+        while !rest.is_empty() {
+            let o = out.as_mut_slice();
+            let n = rest.len().min(o.len() - out_pos);
+            o[out_pos..out_pos + n].copy_from_slice(&rest[..n]);
+            out_pos += n;
+            rest = &rest[n..];
+            if out_pos == o.len() {
+                tx.blocking_send(Msg::Data(out, out_pos))
+                    .map_err(|_| Stop::PeerGone)?;
+                out = pool.blocking_recv().ok_or(Stop::PeerGone)?;
+                out_pos = 0;
+            }
+        }
+        let _ = transfer_pool.try_send(buf);
+    }
+    if out_pos > 0 {
+        tx.blocking_send(Msg::Data(out, out_pos))
+            .map_err(|_| Stop::PeerGone)?;
+    }
+    Ok(())
 }
 
 /// The decompressor refused the stream. Unverified bytes must not be judged by how they
