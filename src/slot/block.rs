@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::raw::{self, drop_page_cache, RawSlot};
+use super::byte_slot;
+use super::raw::{drop_page_cache, RawSlot};
 use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
 use super::status::StatusStore;
-use super::{Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
+use super::{Opener, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::names::SlotName;
 use crate::paths::Paths;
@@ -222,7 +223,7 @@ impl SlotBackend for BlockSlot {
         ImageFormat::Raw
     }
     fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
-        raw::prepare(self, req)
+        byte_slot::prepare(self, req)
     }
     fn stage<'a>(
         &'a self,
@@ -232,10 +233,10 @@ impl SlotBackend for BlockSlot {
         progress: Option<ProgressFn>,
         cancel: &'a CancelToken,
     ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
-        raw::stage(self, req, source, opts, progress, cancel)
+        byte_slot::stage(self, req, source, opts, progress, cancel)
     }
     fn verify(&self) -> Result<(), StageError> {
-        raw::verify(self)
+        byte_slot::verify(self)
     }
     fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
         Some(Arc::new(self.clone()))
@@ -244,9 +245,9 @@ impl SlotBackend for BlockSlot {
 
 /// `backend = "block"`: each `[[slots.slot]]` path is a partition (symlinks resolved when
 /// it is opened, so `/dev/disk/by-partlabel/…` names work).
-pub(super) struct Opener;
+pub(super) struct Partitions;
 
-impl super::open::Opener for Opener {
+impl Opener for Partitions {
     fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
         cfg.check_path_per_slot()
     }

@@ -21,7 +21,6 @@
 //! name = "b"
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -68,41 +67,6 @@ pub struct SlotsConfig {
 }
 
 impl SlotsConfig {
-    /// Checks serde cannot express: distinct names, absolute and distinct paths, the
-    /// checkpoint floor, and the backend's own rules for its entries (a path for every
-    /// `file`/`block` slot, none for `btrfs`, whose `dir` is required).
-    pub fn validate(&self) -> Result<(), String> {
-        super::open::backend(self.backend).check(self)?;
-        if self.checkpoint_every.is_some_and(|c| c < MIN_CHECKPOINT) {
-            return Err(format!(
-                "checkpoint_every must be at least {MIN_CHECKPOINT} bytes (1 MiB)"
-            ));
-        }
-        let mut names = BTreeSet::new();
-        let mut paths = BTreeSet::new();
-        for s in &self.slot {
-            if !names.insert(&s.name) {
-                return Err(format!("slot {} is listed twice", s.name));
-            }
-            let Some(path) = &s.path else { continue };
-            if !path.is_absolute() {
-                return Err(format!(
-                    "slot {}: path {} must be absolute",
-                    s.name,
-                    path.display()
-                ));
-            }
-            if !paths.insert(path) {
-                return Err(format!(
-                    "slot {}: path {} is used by another slot",
-                    s.name,
-                    path.display()
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// The entry rules of a backend whose slots each live at their own `path` (an image
     /// file, a partition): every entry has a path, and `dir` is not used.
     pub(super) fn check_path_per_slot(&self) -> Result<(), String> {
@@ -142,7 +106,7 @@ impl SlotsConfig {
 }
 
 /// The staging pipeline's floor for the checkpoint interval.
-const MIN_CHECKPOINT: u64 = 1 << 20;
+pub(super) const MIN_CHECKPOINT: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {

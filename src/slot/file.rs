@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::raw::{self, RawSlot};
+use super::byte_slot;
+use super::raw::RawSlot;
 use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
 use super::status::StatusStore;
-use super::{Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
+use super::{Opener, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::names::SlotName;
 use crate::paths::Paths;
@@ -123,7 +124,7 @@ impl SlotBackend for ImageFileSlot {
         ImageFormat::Raw
     }
     fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
-        raw::prepare(self, req)
+        byte_slot::prepare(self, req)
     }
     fn stage<'a>(
         &'a self,
@@ -133,10 +134,10 @@ impl SlotBackend for ImageFileSlot {
         progress: Option<ProgressFn>,
         cancel: &'a CancelToken,
     ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
-        raw::stage(self, req, source, opts, progress, cancel)
+        byte_slot::stage(self, req, source, opts, progress, cancel)
     }
     fn verify(&self) -> Result<(), StageError> {
-        raw::verify(self)
+        byte_slot::verify(self)
     }
     fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
         Some(Arc::new(self.clone()))
@@ -144,9 +145,9 @@ impl SlotBackend for ImageFileSlot {
 }
 
 /// `backend = "file"`: each `[[slots.slot]]` path is an image file under the device root.
-pub(super) struct Opener;
+pub(super) struct Files;
 
-impl super::open::Opener for Opener {
+impl Opener for Files {
     fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
         cfg.check_path_per_slot()
     }

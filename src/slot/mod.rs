@@ -16,6 +16,7 @@ use jiff::Timestamp;
 
 mod block;
 mod btrfs;
+mod byte_slot;
 mod cache;
 mod config;
 mod direct;
@@ -45,6 +46,7 @@ pub use status::StatusStore;
 
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::names::SlotName;
+use crate::paths::Paths;
 
 /// Life of a slot's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +150,21 @@ pub trait SlotBackend: Slot {
     /// into it and takes its base from another slot's. Tree backends return `None` and
     /// take full archives only.
     fn byte_range(&self) -> Option<Arc<dyn RawSlot>>;
+}
+
+/// How one backend reads its `[slots]` entries.
+trait Opener: Sync {
+    /// The backend's rules for its entries, checked when the configuration loads (no
+    /// filesystem access).
+    fn check(&self, cfg: &SlotsConfig) -> Result<(), String>;
+    /// The configured slots, each knowing whether it is `booted` (never written). Checks
+    /// that need the device (a directory on the right filesystem) fail here, at start.
+    fn open(
+        &self,
+        cfg: &SlotsConfig,
+        paths: &Paths,
+        booted: &SlotName,
+    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError>;
 }
 
 /// The engine's view of a backend. (Trait upcasting would do this, but needs Rust 1.86;

@@ -1,35 +1,22 @@
 //! The list of slot backends: `[slots] backend` → the backend that checks its entries
 //! and builds its slots. Adding a backend is its file under `slot/` (a type implementing
 //! [`SlotBackend`] and an [`Opener`]), its [`SlotKind`] variant, and its line in
-//! [`backend`].
+//! [`backend`]. `[slots]` is validated here too ([`SlotsConfig::validate`]).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{SlotBackend, SlotError, SlotKind, SlotsConfig};
+use super::config::MIN_CHECKPOINT;
+use super::{Opener, SlotBackend, SlotError, SlotKind, SlotsConfig};
 use crate::names::SlotName;
 use crate::paths::Paths;
-
-/// How one backend reads its `[slots]` entries.
-pub(super) trait Opener: Sync {
-    /// The backend's rules for its entries, checked when the configuration loads (no
-    /// filesystem access).
-    fn check(&self, cfg: &SlotsConfig) -> Result<(), String>;
-    /// The configured slots, each knowing whether it is `booted` (never written). Checks
-    /// that need the device (a directory on the right filesystem) fail here, at start.
-    fn open(
-        &self,
-        cfg: &SlotsConfig,
-        paths: &Paths,
-        booted: &SlotName,
-    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError>;
-}
 
 /// The slot backends, one line each.
 pub(super) fn backend(kind: SlotKind) -> &'static dyn Opener {
     match kind {
-        SlotKind::File => &super::file::Opener,
-        SlotKind::Block => &super::block::Opener,
-        SlotKind::Btrfs => &super::btrfs::Opener,
+        SlotKind::File => &super::file::Files,
+        SlotKind::Block => &super::block::Partitions,
+        SlotKind::Btrfs => &super::btrfs::Subvolumes,
     }
 }
 
@@ -48,6 +35,44 @@ pub fn open(
     let opener = backend(cfg.backend);
     opener.check(cfg).map_err(|why| SlotError::Config { why })?;
     opener.open(cfg, paths, booted)
+}
+
+/// Kept next to the list, since each backend checks its own entries.
+impl SlotsConfig {
+    /// Checks serde cannot express: distinct names, absolute and distinct paths, the
+    /// checkpoint floor, and the backend's own rules for its entries (a path for every
+    /// `file`/`block` slot, none for `btrfs`, whose `dir` is required).
+    pub fn validate(&self) -> Result<(), String> {
+        backend(self.backend).check(self)?;
+        if self.checkpoint_every.is_some_and(|c| c < MIN_CHECKPOINT) {
+            return Err(format!(
+                "checkpoint_every must be at least {MIN_CHECKPOINT} bytes (1 MiB)"
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut paths = BTreeSet::new();
+        for s in &self.slot {
+            if !names.insert(&s.name) {
+                return Err(format!("slot {} is listed twice", s.name));
+            }
+            let Some(path) = &s.path else { continue };
+            if !path.is_absolute() {
+                return Err(format!(
+                    "slot {}: path {} must be absolute",
+                    s.name,
+                    path.display()
+                ));
+            }
+            if !paths.insert(path) {
+                return Err(format!(
+                    "slot {}: path {} is used by another slot",
+                    s.name,
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -87,7 +112,7 @@ mod tests {
         assert!(slots.iter().all(|s| s.kind() == "file"));
         assert!(slots.iter().all(|s| s.byte_range().is_some()));
         let req = crate::slot::StageRequest::raw("t", "1", 4096, &"0".repeat(64));
-        let e = slots[0].prepare(&req).err().expect("booted");
+        let e = slots[0].prepare(&req).expect_err("booted");
         assert!(e.to_string().contains("booted"), "{e}");
         slots[1].prepare(&req).unwrap();
         assert_eq!(slots[1].status().unwrap().state, SlotState::Empty);

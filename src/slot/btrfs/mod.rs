@@ -23,7 +23,7 @@ use super::extract::ExtractPolicy;
 use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
 use super::status::StatusStore;
 use super::tee::DownloadTee;
-use super::{RawSlot, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
+use super::{Opener, RawSlot, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::fsutil;
 use crate::names::SlotName;
@@ -109,9 +109,9 @@ impl SlotBackend for BtrfsSlot {
 }
 
 /// `backend = "btrfs"`: the slots are subvolumes `<dir>/<name>` of one directory on btrfs.
-pub(super) struct Opener;
+pub(super) struct Subvolumes;
 
-impl super::open::Opener for Opener {
+impl Opener for Subvolumes {
     fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
         cfg.check_slots_in_dir("btrfs")
     }

@@ -1,17 +1,19 @@
 //! One extraction run: the transfer (replayed from the kept download, then fetched)
 //! pumped into a blocking worker that streams it through the hashes into the extractor,
-//! checkpointing as it goes, and checks every signed hash and length at the end.
+//! checkpointing at entry boundaries as it goes, and checks every signed hash and length
+//! at the end.
 
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::resume::{Checkpointer, ExtractCheckpoint};
-use super::subvol::sync_fs;
+use super::resume::{preserve_owners, ExtractCheckpoint, EXTRACT_CHECKPOINT_VERSION};
+use super::subvol::{snapshot_create, subvol_delete, sync_fs};
 use super::{BtrfsSlots, TarStageReport};
 use crate::fetch::ByteSource;
+use crate::fsutil;
 use crate::names::SlotName;
 use crate::slot::extract::{extract_resumable, Boundary, ExtractError, ExtractPolicy};
 use crate::slot::stage::{
@@ -244,4 +246,102 @@ pub(super) fn extract_worker(
         content_decoded: counts.content,
         checkpoints: ck.saved,
     })
+}
+
+/// Crash-test hook: `PATCHD_FAILPOINT=NAME[#N]` aborts the process the Nth time NAME is
+/// reached (feature `failpoints` only, see `crate::failpoint`).
+#[cfg(feature = "failpoints")]
+pub(super) fn failpoint(name: &str) {
+    static FP: std::sync::OnceLock<crate::failpoint::FailPoints> = std::sync::OnceLock::new();
+    FP.get_or_init(crate::failpoint::FailPoints::from_env)
+        .hit(name);
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub(super) fn failpoint(_name: &str) {}
+
+/// Saves extraction checkpoints at entry boundaries.
+pub(super) struct Checkpointer<'a, R> {
+    pub(super) ctx: &'a WorkerCtx,
+    pub(super) stream: ArchiveStream<R>,
+    pub(super) seq: u64,
+    pub(super) last: u64,
+    pub(super) saved: u64,
+    pub(super) started: Instant,
+    /// Why a checkpoint failed (the extractor only carries an `io::Error`).
+    pub(super) failed: Option<StageError>,
+}
+
+impl<R: Read> Checkpointer<'_, R> {
+    pub(super) fn at_boundary(&mut self, b: Boundary) -> io::Result<()> {
+        failpoint("tar.entry");
+        if b.offset.saturating_sub(self.last) < self.ctx.opts.checkpoint_every {
+            return Ok(());
+        }
+        let Some(mark) = self.stream.mark_at_or_before(b.offset) else {
+            return Ok(());
+        };
+        if let Err(e) = self.save(b, mark) {
+            let what = format!(
+                "checkpointing the extraction into {}",
+                self.ctx.dest.display()
+            );
+            let msg = e.to_string();
+            self.failed = Some(StageError::Io { what, source: e });
+            return Err(io::Error::other(msg));
+        }
+        emit(
+            &self.ctx.progress,
+            Phase::Write,
+            b.offset,
+            self.ctx.req.size,
+            self.started,
+        );
+        Ok(())
+    }
+
+    pub(super) fn save(&mut self, b: Boundary, mark: Mark) -> io::Result<()> {
+        let ctx = self.ctx;
+        // Durable order: the transfer up to the mark, the tree, its snapshot, then the
+        // record naming them; the previous snapshot goes only once nothing refers to it.
+        self.stream.sync_download()?;
+        sync_fs(&ctx.dest)?;
+        let seq = self.seq + 1;
+        let snap = BtrfsSlots::snapshot_name(&ctx.name, seq);
+        if ctx.root.join(&snap).exists() {
+            subvol_delete(&ctx.root, &snap)?; // left by a run that died before its record
+        }
+        snapshot_create(&ctx.dest, &ctx.root, &snap)?;
+        sync_fs(&ctx.root)?;
+        failpoint("tar.checkpoint.snapshot");
+        let cp = ExtractCheckpoint {
+            version: EXTRACT_CHECKPOINT_VERSION,
+            request: ctx.req.clone(),
+            slot: ctx.name.to_string(),
+            allow_device_nodes: ctx.policy.allow_device_nodes,
+            preserve_owners: preserve_owners(),
+            snapshot: snap,
+            seq,
+            boundary_offset: b.offset,
+            entries: b.entries,
+            mark,
+        };
+        let bytes = serde_json::to_vec(&cp).map_err(io::Error::other)?;
+        fsutil::atomic_write(
+            &ctx.root.join(format!(".{}.extract.json", ctx.name)),
+            &bytes,
+        )?;
+        failpoint("tar.checkpoint.saved");
+        if self.seq > 0 {
+            let old = BtrfsSlots::snapshot_name(&ctx.name, self.seq);
+            if let Err(e) = subvol_delete(&ctx.root, &old) {
+                tracing::warn!(slot = %ctx.name, snapshot = %old, error = %e, "deleting an old checkpoint snapshot failed");
+            }
+        }
+        tracing::debug!(slot = %ctx.name, seq, offset = b.offset, entries = b.entries, "extraction checkpoint saved");
+        self.seq = seq;
+        self.last = b.offset;
+        self.saved += 1;
+        Ok(())
+    }
 }

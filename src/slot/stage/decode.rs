@@ -5,9 +5,10 @@ use std::io;
 
 use tokio::sync::mpsc;
 
-use super::pipeline::{Digests, Msg, Stop};
+use super::hashes::{Digests, TransferHash};
+use super::msg::{Msg, Stop};
 use super::request::{check_hash, CancelToken, StageError, StageOptions, StageRequest};
-use super::resume::{ResumePoint, Segment, TransferHash};
+use super::resume::{ResumePoint, Segment};
 use crate::slot::direct::AlignedBuf;
 
 /// The decoder: hashes the transfer (compressed images), decompresses, and marks the

@@ -26,6 +26,8 @@
 //! and its threads), [`decode`], [`write`], [`resume`], [`read_back`].
 
 mod decode;
+mod hashes;
+mod msg;
 mod pipeline;
 mod read_back;
 mod request;

@@ -11,17 +11,19 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::decode::decode_thread;
+use super::hashes::Digests;
+use super::msg::{Msg, Stop, Written};
 use super::read_back::read_back_thread;
 use super::request::{
     check_hash, emit, CancelToken, Compression, ImageFormat, Phase, ProgressFn, StageError,
     StageOptions, StageRequest,
 };
-use super::resume::{prepare, Prepared, Segment};
+use super::resume::{prepare, Prepared};
 use super::write::{write_thread, WriterState};
 use super::RawSlot;
 use crate::fetch::{ByteSource, FetchError};
 use crate::slot::direct::AlignedBuf;
-use crate::slot::{SlotError, SlotStatus};
+use crate::slot::SlotStatus;
 
 /// Stage `req` from `source` into a raw slot. On success the slot's status record says
 /// `verified` with the content hash. On failure the record says `incomplete` (never
@@ -64,40 +66,6 @@ pub async fn stage_image(
     result
 }
 
-/// Why a pipeline thread stopped without a result of its own.
-pub(super) enum Stop {
-    Failed(StageError),
-    /// A neighbouring stage went away; its own result says why.
-    PeerGone,
-}
-
-impl From<StageError> for Stop {
-    fn from(e: StageError) -> Self {
-        Stop::Failed(e)
-    }
-}
-
-impl From<SlotError> for Stop {
-    fn from(e: SlotError) -> Self {
-        Stop::Failed(e.into())
-    }
-}
-
-/// Content flowing from the decoder to the writer.
-pub(super) enum Msg {
-    Data(AlignedBuf, usize),
-    /// A zstd frame ended here: a place where a checkpoint can resume decoding.
-    FrameEnd(Segment),
-}
-
-/// What the writer tells the read-back thread.
-pub(super) enum Written {
-    /// Content bytes `0..n` are written.
-    UpTo(u64),
-    /// Everything written and synced.
-    Final,
-}
-
 pub(super) fn join_thread<T>(
     h: std::thread::JoinHandle<Result<T, Stop>>,
     what: &str,
@@ -122,9 +90,6 @@ pub(super) fn spawn<T: Send + 'static>(
             source: e,
         })
 }
-
-/// Digests of the transfer (compressed images only) and of the content.
-pub(super) type Digests = (String, Option<String>);
 
 pub(super) async fn stage_inner(
     req: &StageRequest,

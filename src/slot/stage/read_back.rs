@@ -3,45 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use super::pipeline::{Digests, Stop, Written};
-use super::request::{emit, CancelToken, Compression, Phase, ProgressFn, StageError, StageRequest};
-use super::resume::slot_io;
+use super::hashes::{ContentHash, Digests};
+use super::msg::{Stop, Written};
+use super::request::{emit, slot_io, CancelToken, Phase, ProgressFn, StageError, StageRequest};
 use super::RawSlot;
 use crate::slot::direct::SlotReader;
 use crate::slot::SlotError;
 
 /// Read-back request size (aligned for O_DIRECT).
 pub(super) const READ_BACK_CHUNK: usize = 512 << 10;
-
-/// Hashes of the content, from the slot (read-back) or from the written stream.
-#[derive(Clone)]
-pub(in crate::slot) struct ContentHash {
-    pub(super) sha256: ring::digest::Context,
-    /// Raw images only: the signed sha512 of the transfer is the content's.
-    pub(super) sha512: Option<ring::digest::Context>,
-}
-
-impl ContentHash {
-    pub(super) fn new(req: &StageRequest) -> Self {
-        Self {
-            sha256: ring::digest::Context::new(&ring::digest::SHA256),
-            sha512: (req.compression == Compression::None && req.sha512.is_some())
-                .then(|| ring::digest::Context::new(&ring::digest::SHA512)),
-        }
-    }
-    pub(super) fn update(&mut self, b: &[u8]) {
-        self.sha256.update(b);
-        if let Some(h) = &mut self.sha512 {
-            h.update(b);
-        }
-    }
-    pub(super) fn finish(self) -> Digests {
-        (
-            hex::encode(self.sha256.finish()),
-            self.sha512.map(|h| hex::encode(h.finish())),
-        )
-    }
-}
 
 /// The read-back: reads what the writer wrote from the medium (O_DIRECT, right behind
 /// the writer; without O_DIRECT only after the final sync and a page-cache drop) and

@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::RawSlot;
 use crate::fetch::FetchError;
 use crate::slot::SlotError;
 
@@ -302,5 +303,12 @@ pub(in crate::slot) fn check_hash(
             expected: expected.to_ascii_lowercase(),
             actual: actual.to_string(),
         })
+    }
+}
+
+pub(super) fn slot_io(slot: &dyn RawSlot, what: &str, e: io::Error) -> StageError {
+    StageError::Io {
+        what: format!("{what} slot {}", slot.name()),
+        source: e,
     }
 }

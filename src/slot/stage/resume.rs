@@ -7,54 +7,15 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::Digests;
-use super::read_back::ContentHash;
+use super::hashes::{ContentHash, TransferHash};
 use super::request::{
-    emit, CancelToken, Compression, Phase, ProgressFn, StageError, StageOptions, StageRequest,
+    emit, slot_io, CancelToken, Compression, Phase, ProgressFn, StageError, StageOptions,
+    StageRequest,
 };
 use super::RawSlot;
 use crate::fsutil;
 use crate::slot::direct::SlotReader;
-use crate::slot::sha::{Sha256State, Sha512State};
 use crate::slot::status::StatusStore;
-
-/// Resumable hashes of a compressed transfer (saved in checkpoints).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TransferHash {
-    pub(super) sha256: Sha256State,
-    pub(super) sha512: Option<Sha512State>,
-}
-
-impl TransferHash {
-    pub(super) fn new(req: &StageRequest) -> Self {
-        Self {
-            sha256: Sha256State::new(),
-            sha512: req.sha512.as_ref().map(|_| Sha512State::new()),
-        }
-    }
-    pub(super) fn update(&mut self, b: &[u8]) {
-        self.sha256.update(b);
-        if let Some(h) = &mut self.sha512 {
-            h.update(b);
-        }
-    }
-    pub(super) fn fits(&self, req: &StageRequest, transfer_end: u64) -> bool {
-        self.sha256.is_valid()
-            && self.sha256.len() == transfer_end
-            && self.sha512.is_some() == req.sha512.is_some()
-            && self
-                .sha512
-                .as_ref()
-                .is_none_or(|h| h.is_valid() && h.len() == transfer_end)
-    }
-    pub(super) fn finish(self) -> Digests {
-        (
-            hex::encode(self.sha256.finalize()),
-            self.sha512.map(|h| hex::encode(h.finalize())),
-        )
-    }
-}
 
 /// Resume record: `<state_dir>/slots/<slot>.stage.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,13 +174,6 @@ pub(super) fn prepare(
         content_hash,
         checkpoint,
     })
-}
-
-pub(super) fn slot_io(slot: &dyn RawSlot, what: &str, e: io::Error) -> StageError {
-    StageError::Io {
-        what: format!("{what} slot {}", slot.name()),
-        source: e,
-    }
 }
 
 pub(super) fn save_checkpoint(store: &StatusStore, cp: &Checkpoint) -> Result<(), StageError> {

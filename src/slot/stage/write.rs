@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::pipeline::{Digests, Msg, Stop, Written};
-use super::read_back::ContentHash;
+use super::hashes::{ContentHash, Digests, TransferHash};
+use super::msg::{Msg, Stop, Written};
+use super::request::slot_io;
 use super::request::{
     emit, CancelToken, Compression, Phase, ProgressFn, StageError, StageOptions, StageRequest,
 };
-use super::resume::{save_checkpoint, slot_io, Checkpoint, Segment, TransferHash};
+use super::resume::{save_checkpoint, Checkpoint, Segment};
 use super::RawSlot;
 use crate::slot::direct::{AlignedBuf, DirectWriter};
 
