@@ -1,6 +1,6 @@
 //! The engine's [`Updates`] port over the real rooms: the TUF client (`trust`) refreshes
 //! the signed metadata, `manifest` ranks the releases and verifies their manifests, and
-//! the staging pipeline (`slot::stage`) streams the signed image into the inactive slot.
+//! the inactive slot's backend (`slot::SlotBackend`) stages the signed image into itself.
 //!
 //! The floor and "not newer" are left to the engine (it knows the committed state), so
 //! discovery is asked with no running version and floor 0; every other manifest-side
