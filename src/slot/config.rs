@@ -50,6 +50,8 @@ pub struct SlotEntry {
     pub path: Option<PathBuf>,
 }
 
+/// `[slots]`. Checked by `SlotsConfig::validate` (in `open.rs`, next to the list of
+/// backends whose rules it applies).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotsConfig {

@@ -2,17 +2,17 @@
 //!
 //! The async side only moves transfer bytes from the [`ByteSource`](crate::fetch::ByteSource)
 //! into a small pool of fixed buffers. Three threads do the rest, so both cores of a small
-//! machine work: the decoder ([`decode`]) hashes the transfer of a compressed image
+//! machine work: the decoder (`decode.rs`) hashes the transfer of a compressed image
 //! (resumable sha256/sha512, see [`super::sha`]) and decompresses it into aligned buffers;
-//! the writer ([`write`]) writes the content to the slot with `O_DIRECT` (no page-cache
+//! the writer (`write.rs`) writes the content to the slot with `O_DIRECT` (no page-cache
 //! copy, nothing left for the syncs to write back) and hands checkpoints to a sync thread;
-//! the read-back ([`read_back`]) reads the written content from the medium (`O_DIRECT`,
+//! the read-back (`read_back.rs`) reads the written content from the medium (`O_DIRECT`,
 //! right behind the writer) and hashes it. The slot becomes `verified` only when the
 //! transfer hashes and the read-back hash of every content byte matched the signed ones.
 //! Uncompressed images are hashed once, by the read-back (their content hash is the
 //! signed transfer hash); with `read_back` off the writer hashes the stream.
 //!
-//! Resume ([`resume`]): the writer fdatasyncs the slot and records a segment (content and
+//! Resume (`resume.rs`): the writer fdatasyncs the slot and records a segment (content and
 //! transfer offsets, CRC32 of its content, and for compressed images the transfer hash
 //! state) every `checkpoint_every` bytes (uncompressed) or at the first zstd frame
 //! boundary after that many bytes (compressed; `patchpub` writes independent frames). A
@@ -22,8 +22,9 @@
 //! verified state. A zstd stream without frame boundaries resumes from 0 (or through the
 //! download cache, [`super::cache`]).
 //!
-//! Files: [`request`] (what to stage, options, progress, errors), [`pipeline`] (the run
-//! and its threads), [`decode`], [`write`], [`resume`], [`read_back`].
+//! Files: `request.rs` (what to stage, options, progress, errors), `pipeline.rs` (the run
+//! and its threads), `decode.rs`, `write.rs`, `read_back.rs`, `resume.rs`, `hashes.rs`,
+//! `msg.rs` (what the threads send each other).
 
 mod decode;
 mod hashes;
