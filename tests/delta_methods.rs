@@ -12,7 +12,8 @@ use patchd::engine::{StageMethod, StageReport};
 use patchd::fetch::{ByteSource, FileSource};
 use patchd::names::SlotName;
 use patchd::publish::{AddRelease, DeltaOptions, InitOptions, Repo};
-use patchd::slot::stage::{RawSlot, StageOptions};
+use patchd::slot::stage::StageOptions;
+use patchd::slot::SlotBackend;
 use patchd::slot::{ImageFileSlot, Slot, SlotState};
 use patchd::trust::{Limits, TufClient};
 
@@ -115,7 +116,7 @@ impl World {
         .unwrap();
         let md: Arc<dyn ByteSource> = Arc::new(FileSource::new(self.repo.metadata_dir()));
         let tg: Arc<dyn ByteSource> = Arc::new(FileSource::new(self.repo.targets_dir()));
-        let slots: Vec<Arc<dyn RawSlot>> =
+        let slots: Vec<Arc<dyn SlotBackend>> =
             vec![self.slot("a", booted == "a"), self.slot("b", booted == "b")];
         let u = RepoUpdates::new(
             client,

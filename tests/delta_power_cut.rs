@@ -26,7 +26,8 @@ use patchd::engine::{StageMethod, StageReport};
 use patchd::fetch::{ByteSource, FileSource, HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::publish::{AddRelease, DeltaOptions, InitOptions, Repo};
-use patchd::slot::stage::{RawSlot, StageOptions};
+use patchd::slot::stage::StageOptions;
+use patchd::slot::SlotBackend;
 use patchd::slot::{ImageFileSlot, Slot, SlotState};
 use patchd::trust::{Limits, TufClient};
 use rand::Rng;
@@ -62,7 +63,7 @@ async fn updates(top: &Path, url: &str, booted: &str) -> RepoUpdates {
     .unwrap();
     let md: Arc<dyn ByteSource> = Arc::new(FileSource::new(top.join("repo/metadata")));
     let tg: Arc<dyn ByteSource> = Arc::new(HttpSource::new(url, HttpOptions::default()).unwrap());
-    let slots: Vec<Arc<dyn RawSlot>> =
+    let slots: Vec<Arc<dyn SlotBackend>> =
         vec![slot(top, "a", booted == "a"), slot(top, "b", booted == "b")];
     let u = RepoUpdates::new(
         client,

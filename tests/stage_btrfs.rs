@@ -10,7 +10,8 @@ use common::image::{sha256_hex as sha, zstd_request};
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::slot::{
-    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotState, StageError, StageOptions, StageRequest,
+    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotBackend, SlotState, StageError, StageOptions,
+    StageRequest,
 };
 
 fn tar_of(files: &[(&str, &[u8], u32, u64)]) -> Vec<u8> {
@@ -78,6 +79,19 @@ async fn btrfs_slots_install_refuse_snapshot_and_prune() {
     let m = std::fs::metadata(root.join("etc/os-release")).unwrap();
     assert_eq!((m.mode() & 0o777, m.uid()), (0o640, 1234));
     assert!(!fs.mnt.join(".r1x.partial").exists());
+    // Through the backend trait: a tree slot takes tar archives only, verifies as
+    // present, and the booted slot is refused before anything is fetched.
+    let r1x = slots.slot(&name("r1x"));
+    assert_eq!(r1x.takes(), ImageFormat::Tar);
+    assert!(r1x.byte_range().is_none());
+    r1x.verify().unwrap();
+    r1x.prepare(&req).unwrap();
+    let err = slots.slot(&name("r1")).prepare(&req).unwrap_err();
+    assert!(matches!(err, StageError::Slot(_)), "{err}");
+    let mut raw = req.clone();
+    raw.format = ImageFormat::Raw;
+    let err = r1x.prepare(&raw).unwrap_err();
+    assert!(matches!(err, StageError::BadRequest { .. }), "{err}");
 
     // Wrong archive hash: nothing is published, the partial subvolume is gone.
     let mut bad = req.clone();

@@ -11,8 +11,8 @@ use common::http::{FaultServer, Faults};
 use patchd::fetch::{FetchError, FileSource, HttpOptions, HttpSource, RetryPolicy};
 use patchd::names::SlotName;
 use patchd::slot::{
-    stage_image, CancelToken, Compression, ImageFileSlot, ImageFormat, Progress, RawSlot, Slot,
-    SlotError, SlotState, StageError, StageOptions, StageRequest,
+    stage_image, CancelToken, Compression, ImageFileSlot, ImageFormat, RawSlot, Slot, SlotError,
+    SlotState, StageError, StageOptions, StageProgress, StageRequest,
 };
 use sha2::{Digest, Sha256, Sha512};
 
@@ -151,14 +151,14 @@ async fn raw_image_is_written_verified_and_recorded() {
     let rig = Rig::new();
     let data = common::noise(3 * MIB as usize + 12345, 1);
     let (_s, src) = serve(&data, "targets/img").await;
-    let events = Arc::new(std::sync::Mutex::new(Vec::<Progress>::new()));
+    let events = Arc::new(std::sync::Mutex::new(Vec::<StageProgress>::new()));
     let ev = events.clone();
     let st = stage_image(
         &raw_req(&data),
         &src,
         rig.slot_b(),
         &opts(),
-        Some(Arc::new(move |p: &Progress| {
+        Some(Arc::new(move |p: &StageProgress| {
             ev.lock().unwrap().push(p.clone())
         })),
         &CancelToken::new(),

@@ -28,8 +28,8 @@ use crate::health::{FixedUnits, UnitQuery};
 use crate::names::SlotName;
 use crate::paths::Paths;
 use crate::policy::{DeviceFacts, PolicyError};
-use crate::slot::stage::{RawSlot, StageOptions};
-use crate::slot::{BlockSlot, BtrfsSlot, BtrfsSlots, ImageFileSlot, Slot, SlotBackend};
+use crate::slot::stage::StageOptions;
+use crate::slot::{SlotBackend, SlotError};
 use crate::trust::client::Limits;
 use crate::trust::TufClient;
 use reboot::{SyscallReboot, SystemdReboot};
@@ -56,6 +56,8 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error("slots: {0}")]
     NoSlots(&'static str),
+    #[error("slots: {0}")]
+    Slots(#[from] SlotError),
     #[error("repository: {0}")]
     Repository(String),
     #[error("D-Bus service: {0}")]
@@ -125,102 +127,16 @@ pub fn device_facts(cfg: &Config, paths: &Paths) -> Result<DeviceFacts, DaemonEr
     })
 }
 
-/// The configured slots, seen both as engine slots and as staging targets.
-struct DaemonSlots {
-    list: Vec<DaemonSlot>,
-    /// The subvolume set when `backend = "btrfs"`.
-    btrfs: Option<Arc<BtrfsSlots>>,
-}
-
-fn build_slots(cfg: &Config, paths: &Paths, booted: &SlotName) -> Result<DaemonSlots, DaemonError> {
+/// The configured slots (`slot::open` builds them from `[slots]`).
+fn build_slots(
+    cfg: &Config,
+    paths: &Paths,
+    booted: &SlotName,
+) -> Result<Vec<Arc<dyn SlotBackend>>, DaemonError> {
     let sc = cfg.slots.as_ref().ok_or(DaemonError::NoSlots(
         "the configuration has no [slots] section",
     ))?;
-    if sc.slot.len() < 2 {
-        return Err(DaemonError::NoSlots(
-            "[slots] must list at least two [[slots.slot]] entries",
-        ));
-    }
-    let state_dir = paths.state_dir();
-    let btrfs = match (sc.backend, &sc.dir) {
-        (SlotBackend::Btrfs, Some(dir)) => {
-            let dir = paths.resolve(dir);
-            check_btrfs_dir(&dir)?;
-            Some(Arc::new(
-                BtrfsSlots::new(dir, &state_dir).with_booted(booted.clone()),
-            ))
-        }
-        (SlotBackend::Btrfs, None) => {
-            return Err(DaemonError::NoSlots("[slots] backend \"btrfs\" needs dir"))
-        }
-        _ => None,
-    };
-    let list = sc
-        .slot
-        .iter()
-        .map(|e| {
-            let is_booted = e.name == *booted;
-            let path = || {
-                e.path.as_ref().ok_or(DaemonError::NoSlots(
-                    "every [[slots.slot]] of a file or block backend needs a path",
-                ))
-            };
-            Ok(match (&btrfs, sc.backend) {
-                (Some(b), _) => DaemonSlot::Btrfs(Arc::new(b.slot(&e.name))),
-                (None, SlotBackend::Block) => DaemonSlot::Block(Arc::new(
-                    BlockSlot::new(e.name.clone(), path()?, &state_dir, paths.clone())
-                        .with_booted(is_booted),
-                )),
-                (None, _) => DaemonSlot::File(Arc::new(
-                    ImageFileSlot::new(e.name.clone(), paths.resolve(path()?), &state_dir)
-                        .with_booted(is_booted),
-                )),
-            })
-        })
-        .collect::<Result<Vec<_>, DaemonError>>()?;
-    Ok(DaemonSlots { list, btrfs })
-}
-
-/// The btrfs slot directory must exist on btrfs: subvolumes cannot be made elsewhere,
-/// and a typo must stop the daemon at start, not at the first staging.
-fn check_btrfs_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
-    let io = |source| DaemonError::Io {
-        what: format!("[slots] dir {}", dir.display()),
-        source,
-    };
-    let st = nix::sys::statfs::statfs(dir).map_err(|e| io(e.into()))?;
-    if st.filesystem_type() != nix::sys::statfs::BTRFS_SUPER_MAGIC {
-        return Err(io(std::io::Error::other("not on a btrfs filesystem")));
-    }
-    Ok(())
-}
-
-/// One configured slot, seen both as engine slot and as staging target.
-enum DaemonSlot {
-    File(Arc<ImageFileSlot>),
-    Block(Arc<BlockSlot>),
-    Btrfs(Arc<BtrfsSlot>),
-}
-
-impl DaemonSlot {
-    fn slot(&self) -> Arc<dyn Slot> {
-        match self {
-            Self::File(s) => s.clone(),
-            Self::Block(s) => s.clone(),
-            Self::Btrfs(s) => s.clone(),
-        }
-    }
-    /// The raw-image staging target (btrfs slots are staged through `BtrfsSlots`).
-    fn raw(&self) -> Option<Arc<dyn RawSlot>> {
-        match self {
-            Self::File(s) => Some(s.clone()),
-            Self::Block(s) => Some(s.clone()),
-            Self::Btrfs(_) => None,
-        }
-    }
-    fn name(&self) -> SlotName {
-        self.slot().name().clone()
-    }
+    Ok(crate::slot::open(sc, paths, booted)?)
 }
 
 /// The verified repository from `[repository]`, or `None` when no source is configured.
@@ -229,7 +145,7 @@ impl DaemonSlot {
 fn build_updates(
     cfg: &Config,
     paths: &Paths,
-    slots: &DaemonSlots,
+    slots: &[Arc<dyn SlotBackend>],
 ) -> Result<Option<RepoUpdates>, DaemonError> {
     let Some(source) = &cfg.repository.source else {
         tracing::warn!("no [repository] url or dir configured: not checking for updates");
@@ -304,16 +220,10 @@ fn build_updates(
         product,
         hardware.map(|h| h.id),
         cfg.device.channel.clone(),
-        slots.list.iter().filter_map(DaemonSlot::raw).collect(),
+        slots.to_vec(),
         opts,
     );
-    Ok(Some(match &slots.btrfs {
-        Some(b) => {
-            let names: Vec<SlotName> = slots.list.iter().map(DaemonSlot::name).collect();
-            updates.with_btrfs(b.clone(), &names)
-        }
-        None => updates,
-    }))
+    Ok(Some(updates))
 }
 
 /// How the daemon is reached and watched.
@@ -390,7 +300,11 @@ async fn start(
         paths: paths.clone(),
         clock: clock.clone(),
         bootloader,
-        slots: slots.list.iter().map(DaemonSlot::slot).collect(),
+        slots: slots
+            .iter()
+            .cloned()
+            .map(crate::slot::engine_view)
+            .collect(),
         updates: updates.map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>),
         policy,
         device: device_facts(&cfg, paths)?,
@@ -674,13 +588,7 @@ mod tests {
              trusted_root = \"/etc/patchd/missing-root.json\"\n",
         )])
         .unwrap();
-        let none = DaemonSlots {
-            list: vec![],
-            btrfs: None,
-        };
-        let e = build_updates(&cfg, &paths, &none)
-            .err()
-            .expect("must refuse");
+        let e = build_updates(&cfg, &paths, &[]).err().expect("must refuse");
         let msg = e.to_string();
         assert!(msg.contains("missing-root.json"), "{msg}");
         assert!(!paths.state_dir().join("tuf/root.json").exists());
@@ -701,10 +609,11 @@ mod tests {
             "[slots]\nbackend = \"file\"\n[[slots.slot]]\nname = \"a\"\npath = \"/a.img\"\n",
         )])
         .unwrap();
-        assert!(matches!(
-            build_slots(&one, &paths, &a),
-            Err(DaemonError::NoSlots(_))
-        ));
+        let msg = build_slots(&one, &paths, &a)
+            .err()
+            .expect("one slot")
+            .to_string();
+        assert!(msg.contains("at least two"), "{msg}");
     }
 
     #[test]
@@ -719,27 +628,18 @@ mod tests {
             return;
         }
         let a = SlotName::new("a").unwrap();
-        let cfg = |dir: &str| {
-            crate::config::load_strs(&[(
-                "patchd.toml",
-                &format!(
-                    "[slots]\nbackend = \"btrfs\"\ndir = \"{dir}\"\n\
-                     [[slots.slot]]\nname = \"a\"\n[[slots.slot]]\nname = \"b\"\n"
-                ),
-            )])
-            .unwrap()
-        };
-        let msg = build_slots(&cfg("/slots"), &paths, &a)
+        let cfg = crate::config::load_strs(&[(
+            "patchd.toml",
+            "[slots]\nbackend = \"btrfs\"\ndir = \"/slots\"\n\
+             [[slots.slot]]\nname = \"a\"\n[[slots.slot]]\nname = \"b\"\n",
+        )])
+        .unwrap();
+        let msg = build_slots(&cfg, &paths, &a)
             .err()
             .expect("not btrfs")
             .to_string();
         assert!(msg.contains("not on a btrfs filesystem"), "{msg}");
         assert!(msg.contains("/slots"), "{msg}");
-        let msg = build_slots(&cfg("/missing"), &paths, &a)
-            .err()
-            .expect("missing dir")
-            .to_string();
-        assert!(msg.contains("/missing"), "{msg}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::paths::Paths;
 use crate::policy::{DeviceFacts, Policy, Schedule};
 use crate::publish::{AddRelease, DeltaOptions, InitOptions, Repo};
 use crate::slot::stage::{RawSlot, StageOptions};
-use crate::slot::{ImageFileSlot, Slot, SlotState, SlotStatus};
+use crate::slot::{ImageFileSlot, Slot, SlotBackend, SlotState, SlotStatus};
 use crate::trust::client::Limits;
 use crate::trust::TufClient;
 
@@ -285,7 +285,9 @@ impl DemoDevice for DemoWorld {
             PRODUCT.into(),
             None,
             "stable".into(),
-            raw.iter().map(|s| s.clone() as Arc<dyn RawSlot>).collect(),
+            raw.iter()
+                .map(|s| s.clone() as Arc<dyn SlotBackend>)
+                .collect(),
             StageOptions::default(),
         );
         let mut plan = HealthPlan::from_config(&HealthConfig::default(), &self.paths);

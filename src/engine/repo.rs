@@ -1,6 +1,6 @@
 //! The engine's [`Updates`] port over the real rooms: the TUF client (`trust`) refreshes
 //! the signed metadata, `manifest` ranks the releases and verifies their manifests, and
-//! the staging pipeline (`slot::stage`) streams the signed image into the inactive slot.
+//! the inactive slot's backend (`slot::SlotBackend`) stages the signed image into itself.
 //!
 //! Discovery here decides nothing: it lists the product's releases with their signed
 //! summaries and verifies the manifests worth having; whether a release fits and when it
@@ -17,10 +17,9 @@ use crate::manifest::{self, Ineligible, VerifiedManifest};
 use crate::names::SlotName;
 use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
 use crate::slot::stage::{
-    stage_image, CancelToken, Compression, ImageFormat, ProgressFn, RawSlot, StageOptions,
-    StageRequest,
+    CancelToken, Compression, ImageFormat, ProgressFn, StageOptions, StageRequest,
 };
-use crate::slot::BtrfsSlots;
+use crate::slot::SlotBackend;
 use crate::trust::TufClient;
 
 /// Slot class of the image the A/B slots take.
@@ -33,9 +32,8 @@ pub struct RepoUpdates {
     product: String,
     hardware: Option<String>,
     channel: String,
-    slots: BTreeMap<SlotName, Arc<dyn RawSlot>>,
-    /// btrfs subvolume slots (they take the release's tar rootfs image).
-    btrfs: BTreeMap<SlotName, Arc<BtrfsSlots>>,
+    /// The configured slots; each stages the rootfs image of the format it takes.
+    slots: BTreeMap<SlotName, Arc<dyn SlotBackend>>,
     opts: StageOptions,
     /// Verified manifests from the last discovery, by version.
     manifests: Mutex<BTreeMap<String, VerifiedManifest>>,
@@ -50,7 +48,7 @@ impl RepoUpdates {
         product: String,
         hardware: Option<String>,
         channel: String,
-        slots: Vec<Arc<dyn RawSlot>>,
+        slots: Vec<Arc<dyn SlotBackend>>,
         opts: StageOptions,
     ) -> Self {
         Self {
@@ -61,19 +59,9 @@ impl RepoUpdates {
             hardware,
             channel,
             slots: slots.into_iter().map(|s| (s.name().clone(), s)).collect(),
-            btrfs: BTreeMap::new(),
             opts,
             manifests: Mutex::new(BTreeMap::new()),
         }
-    }
-
-    /// Stage into these btrfs subvolume slots (`[slots] backend = "btrfs"`): the
-    /// manifest's tar rootfs image is extracted into a fresh subvolume.
-    pub fn with_btrfs(mut self, slots: Arc<BtrfsSlots>, names: &[SlotName]) -> Self {
-        for n in names {
-            self.btrfs.insert(n.clone(), slots.clone());
-        }
-        self
     }
 
     async fn discover_inner(&self) -> Result<Vec<Offered>, PortError> {
@@ -146,10 +134,14 @@ impl RepoUpdates {
             .cloned()
             .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
         let m = vm.manifest();
-        let btrfs = self.btrfs.get(slot).cloned();
-        let (format, format_name) = match btrfs {
-            Some(_) => (manifest::ImageFormat::Tar, "tar"),
-            None => (manifest::ImageFormat::Raw, "raw"),
+        let backend = self
+            .slots
+            .get(slot)
+            .cloned()
+            .ok_or_else(|| PortError::new(&what, "slot not configured"))?;
+        let (format, format_name) = match backend.takes() {
+            ImageFormat::Raw => (manifest::ImageFormat::Raw, "raw"),
+            ImageFormat::Tar => (manifest::ImageFormat::Tar, "tar"),
         };
         let image = m
             .images
@@ -158,15 +150,6 @@ impl RepoUpdates {
             .ok_or_else(|| {
                 PortError::new(&what, format!("manifest has no {format_name} rootfs image"))
             })?;
-        let raw = match btrfs {
-            Some(_) => None,
-            None => Some(
-                self.slots
-                    .get(slot)
-                    .cloned()
-                    .ok_or_else(|| PortError::new(&what, "slot not configured"))?,
-            ),
-        };
         let target = {
             let mut client = self.client.lock().await;
             client
@@ -178,27 +161,6 @@ impl RepoUpdates {
             .sha256()
             .ok_or_else(|| PortError::new(&what, "image target has no sha256"))?
             .to_string();
-        if let (manifest::ImageFormat::Raw, Some(raw)) = (image.format, &raw) {
-            let delta = super::repo_delta::DeltaStage {
-                client: &self.client,
-                metadata: self.metadata.as_ref(),
-                targets: &self.targets,
-                version,
-                image,
-                slot: raw,
-                others: self
-                    .slots
-                    .values()
-                    .filter(|s| s.name() != slot)
-                    .cloned()
-                    .collect(),
-                full_len: target.length(),
-                progress: &progress,
-            };
-            if let Some(report) = delta.run().await {
-                return Ok(report);
-            }
-        }
         let req = StageRequest {
             path: target.remote_path(),
             version: version.to_string(),
@@ -216,6 +178,31 @@ impl RepoUpdates {
             size: image.size,
             content_sha256: image.sha256.clone(),
         };
+        let failed = |e: crate::slot::StageError| PortError::new(&what, &e).with_cause(e.cause());
+        backend.prepare(&req).map_err(failed)?;
+        // A slot whose content is one byte range can be built from a delta against
+        // another slot's verified image; a failed delta falls through to the full image.
+        if let Some(raw) = backend.byte_range() {
+            let delta = super::repo_delta::DeltaStage {
+                client: &self.client,
+                metadata: self.metadata.as_ref(),
+                targets: &self.targets,
+                version,
+                image,
+                slot: &raw,
+                others: self
+                    .slots
+                    .values()
+                    .filter(|s| s.name() != slot)
+                    .filter_map(|s| s.byte_range())
+                    .collect(),
+                full_len: target.length(),
+                progress: &progress,
+            };
+            if let Some(report) = delta.run().await {
+                return Ok(report);
+            }
+        }
         let sink = progress.clone();
         let pfn: ProgressFn = Arc::new(move |p| {
             sink.send_replace(Some(Progress {
@@ -226,30 +213,10 @@ impl RepoUpdates {
             }));
         });
         let cancel = CancelToken::new();
-        match (btrfs, raw) {
-            (Some(b), _) => b
-                .stage_tar(
-                    &req,
-                    self.targets.as_ref(),
-                    slot,
-                    &self.opts,
-                    Some(pfn),
-                    &cancel,
-                )
-                .await
-                .map_err(|e| PortError::new(&what, &e).with_cause(e.cause()))?,
-            (None, Some(raw)) => stage_image(
-                &req,
-                self.targets.as_ref(),
-                raw,
-                &self.opts,
-                Some(pfn),
-                &cancel,
-            )
+        backend
+            .stage(&req, self.targets.as_ref(), &self.opts, Some(pfn), &cancel)
             .await
-            .map_err(|e| PortError::new(&what, &e).with_cause(e.cause()))?,
-            (None, None) => return Err(PortError::new(&what, "slot not configured")),
-        };
+            .map_err(failed)?;
         Ok(StageReport::full(target.length()))
     }
 }

@@ -11,9 +11,14 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use super::byte_slot;
 use super::raw::{drop_page_cache, RawSlot};
+use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
 use super::status::StatusStore;
-use super::{Slot, SlotError, SlotState, SlotStatus};
+use super::{Opener, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
+use crate::fetch::{BoxFuture, ByteSource};
 use crate::names::SlotName;
 use crate::paths::Paths;
 
@@ -210,6 +215,61 @@ impl RawSlot for BlockSlot {
         // SAFETY: BLKFLSBUF takes no argument; the descriptor is a block device we opened.
         unsafe { blkflsbuf(f.as_raw_fd()) }.map_err(std::io::Error::from)?;
         drop_page_cache(f, len)
+    }
+}
+
+impl SlotBackend for BlockSlot {
+    fn takes(&self) -> ImageFormat {
+        ImageFormat::Raw
+    }
+    fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
+        byte_slot::prepare(self, req)
+    }
+    fn stage<'a>(
+        &'a self,
+        req: &'a StageRequest,
+        source: &'a dyn ByteSource,
+        opts: &'a StageOptions,
+        progress: Option<ProgressFn>,
+        cancel: &'a CancelToken,
+    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
+        byte_slot::stage(self, req, source, opts, progress, cancel)
+    }
+    fn verify(&self) -> Result<(), StageError> {
+        byte_slot::verify(self)
+    }
+    fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+/// `backend = "block"`: each `[[slots.slot]]` path is a partition (symlinks resolved when
+/// it is opened, so `/dev/disk/by-partlabel/…` names work).
+pub(super) struct Partitions;
+
+impl Opener for Partitions {
+    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
+        cfg.check_path_per_slot()
+    }
+    fn open(
+        &self,
+        cfg: &SlotsConfig,
+        paths: &Paths,
+        booted: &SlotName,
+    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
+        let state_dir = paths.state_dir();
+        cfg.slot
+            .iter()
+            .map(|e| {
+                let path = e.path.as_ref().ok_or_else(|| SlotError::Config {
+                    why: format!("[[slots.slot]] {}: path is missing", e.name),
+                })?;
+                Ok(Arc::new(
+                    BlockSlot::new(e.name.clone(), path, &state_dir, paths.clone())
+                        .with_booted(e.name == *booted),
+                ) as Arc<dyn SlotBackend>)
+            })
+            .collect()
     }
 }
 

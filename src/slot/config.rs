@@ -21,16 +21,17 @@
 //! name = "b"
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::names::SlotName;
 
+/// `[slots] backend`: which backend holds the slots. Each variant has its line in
+/// [`super::open`]'s list of backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SlotBackend {
+pub enum SlotKind {
     /// Each slot is an image file (tests, VMs, loop-mounted roots).
     File,
     /// Each slot is a block device (partition); refused while mounted.
@@ -49,10 +50,13 @@ pub struct SlotEntry {
     pub path: Option<PathBuf>,
 }
 
+/// `[slots]`. Checked by `SlotsConfig::validate` (in `open.rs`, next to the list of
+/// backends whose rules it applies).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotsConfig {
-    pub backend: SlotBackend,
+    /// Which backend holds the slots.
+    pub backend: SlotKind,
     /// `btrfs` only: the directory (on btrfs) holding the slot subvolumes.
     #[serde(default)]
     pub dir: Option<PathBuf>,
@@ -65,69 +69,46 @@ pub struct SlotsConfig {
 }
 
 impl SlotsConfig {
-    /// Checks serde cannot express: absolute, distinct paths and distinct names; a path
-    /// for every `file`/`block` slot and none for `btrfs`, whose `dir` is required.
-    pub fn validate(&self) -> Result<(), String> {
-        let mut names = BTreeSet::new();
-        let mut paths = BTreeSet::new();
-        match (&self.dir, self.backend) {
-            (None, SlotBackend::Btrfs) => {
-                return Err(
-                    "backend \"btrfs\" needs dir (the directory holding the slot subvolumes)"
-                        .into(),
-                )
+    /// The entry rules of a backend whose slots each live at their own `path` (an image
+    /// file, a partition): every entry has a path, and `dir` is not used.
+    pub(super) fn check_path_per_slot(&self) -> Result<(), String> {
+        if self.dir.is_some() {
+            return Err("dir is only for backend \"btrfs\"".into());
+        }
+        match self.slot.iter().find(|s| s.path.is_none()) {
+            Some(s) => Err(format!("slot {}: path is missing", s.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// The entry rules of a backend whose slots are `<dir>/<name>`: an absolute `dir`,
+    /// and no entry has a path.
+    pub(super) fn check_slots_in_dir(&self, backend: &str) -> Result<(), String> {
+        match &self.dir {
+            None => {
+                return Err(format!(
+                    "backend \"{backend}\" needs dir (the directory holding the slot subvolumes)"
+                ))
             }
-            (Some(d), SlotBackend::Btrfs) if !d.is_absolute() => {
+            Some(d) if !d.is_absolute() => {
                 return Err(format!("dir {} must be absolute", d.display()))
             }
-            (Some(_), SlotBackend::File | SlotBackend::Block) => {
-                return Err("dir is only for backend \"btrfs\"".into())
-            }
-            _ => {}
+            Some(_) => {}
         }
-        if self.checkpoint_every.is_some_and(|c| c < MIN_CHECKPOINT) {
-            return Err(format!(
-                "checkpoint_every must be at least {MIN_CHECKPOINT} bytes (1 MiB)"
-            ));
+        match self.slot.iter().find_map(|s| Some((s, s.path.as_ref()?))) {
+            Some((s, p)) => Err(format!(
+                "slot {}: {backend} slots take no path (they are {{dir}}/{}; got {})",
+                s.name,
+                s.name,
+                p.display()
+            )),
+            None => Ok(()),
         }
-        for s in &self.slot {
-            if !names.insert(&s.name) {
-                return Err(format!("slot {} is listed twice", s.name));
-            }
-            let path = match (&s.path, self.backend) {
-                (Some(p), SlotBackend::Btrfs) => {
-                    return Err(format!(
-                        "slot {}: btrfs slots take no path (they are {{dir}}/{}; got {})",
-                        s.name,
-                        s.name,
-                        p.display()
-                    ))
-                }
-                (None, SlotBackend::Btrfs) => continue,
-                (None, _) => return Err(format!("slot {}: path is missing", s.name)),
-                (Some(p), _) => p,
-            };
-            if !path.is_absolute() {
-                return Err(format!(
-                    "slot {}: path {} must be absolute",
-                    s.name,
-                    path.display()
-                ));
-            }
-            if !paths.insert(path) {
-                return Err(format!(
-                    "slot {}: path {} is used by another slot",
-                    s.name,
-                    path.display()
-                ));
-            }
-        }
-        Ok(())
     }
 }
 
 /// The staging pipeline's floor for the checkpoint interval.
-const MIN_CHECKPOINT: u64 = 1 << 20;
+pub(super) const MIN_CHECKPOINT: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -146,7 +127,7 @@ mod tests {
              [[slot]]\nname = \"b\"\npath = \"/dev/sda3\"\n",
         )
         .unwrap();
-        assert_eq!(c.backend, SlotBackend::Block);
+        assert_eq!(c.backend, SlotKind::Block);
         assert_eq!(c.slot.len(), 2);
         assert_eq!(parse("backend = \"file\"").unwrap().slot, vec![]);
         assert_eq!(
@@ -163,7 +144,7 @@ mod tests {
              [[slot]]\nname = \"a\"\n[[slot]]\nname = \"b\"\n",
         )
         .unwrap();
-        assert_eq!(c.backend, SlotBackend::Btrfs);
+        assert_eq!(c.backend, SlotKind::Btrfs);
         assert_eq!(c.dir.as_deref(), Some(std::path::Path::new("/.slots")));
         assert_eq!(c.checkpoint_every, Some(8 << 20));
         assert_eq!(c.slot.len(), 2);

@@ -4,10 +4,16 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use super::byte_slot;
 use super::raw::RawSlot;
+use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
 use super::status::StatusStore;
-use super::{Slot, SlotError, SlotState, SlotStatus};
+use super::{Opener, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
+use crate::fetch::{BoxFuture, ByteSource};
 use crate::names::SlotName;
+use crate::paths::Paths;
 
 /// A slot backed by a regular file, e.g. `<dir>/slot-b.img`.
 #[derive(Debug, Clone)]
@@ -110,5 +116,111 @@ impl RawSlot for ImageFileSlot {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.image)
             .map_err(|e| self.io(e))
+    }
+}
+
+impl SlotBackend for ImageFileSlot {
+    fn takes(&self) -> ImageFormat {
+        ImageFormat::Raw
+    }
+    fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
+        byte_slot::prepare(self, req)
+    }
+    fn stage<'a>(
+        &'a self,
+        req: &'a StageRequest,
+        source: &'a dyn ByteSource,
+        opts: &'a StageOptions,
+        progress: Option<ProgressFn>,
+        cancel: &'a CancelToken,
+    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
+        byte_slot::stage(self, req, source, opts, progress, cancel)
+    }
+    fn verify(&self) -> Result<(), StageError> {
+        byte_slot::verify(self)
+    }
+    fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+/// `backend = "file"`: each `[[slots.slot]]` path is an image file under the device root.
+pub(super) struct Files;
+
+impl Opener for Files {
+    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
+        cfg.check_path_per_slot()
+    }
+    fn open(
+        &self,
+        cfg: &SlotsConfig,
+        paths: &Paths,
+        booted: &SlotName,
+    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
+        let state_dir = paths.state_dir();
+        cfg.slot
+            .iter()
+            .map(|e| {
+                let path = e.path.as_ref().ok_or_else(|| SlotError::Config {
+                    why: format!("[[slots.slot]] {}: path is missing", e.name),
+                })?;
+                Ok(Arc::new(
+                    ImageFileSlot::new(e.name.clone(), paths.resolve(path), &state_dir)
+                        .with_booted(e.name == *booted),
+                ) as Arc<dyn SlotBackend>)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FileSource;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+    }
+
+    #[tokio::test]
+    async fn file_backend_stages_through_the_trait_and_reads_back_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let image: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        std::fs::write(dir.path().join("repo/img"), &image).unwrap();
+        let slot: Arc<dyn SlotBackend> = Arc::new(ImageFileSlot::new(
+            SlotName::new("b").unwrap(),
+            dir.path().join("b.img"),
+            &dir.path().join("state"),
+        ));
+        assert!(slot.verify().is_err(), "nothing verified yet");
+        let req = StageRequest::raw("img", "1", image.len() as u64, &sha(&image));
+        slot.prepare(&req).unwrap();
+        let mut tar = req.clone();
+        tar.format = ImageFormat::Tar;
+        assert!(matches!(
+            slot.prepare(&tar),
+            Err(StageError::BadRequest { .. })
+        ));
+        let src = FileSource::new(dir.path().join("repo"));
+        let st = slot
+            .stage(
+                &req,
+                &src,
+                &StageOptions::default(),
+                None,
+                &CancelToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(st.state, SlotState::Verified);
+        slot.verify().unwrap();
+
+        // A flipped byte on the medium is found by the read-back.
+        let mut on_disk = std::fs::read(dir.path().join("b.img")).unwrap();
+        on_disk[4096] ^= 1;
+        std::fs::write(dir.path().join("b.img"), &on_disk).unwrap();
+        let e = slot.verify().unwrap_err();
+        assert!(matches!(e, StageError::HashMismatch { .. }), "{e}");
     }
 }
