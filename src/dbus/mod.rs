@@ -18,6 +18,7 @@ pub mod engine_backend;
 pub mod error;
 pub mod fake;
 pub mod limits;
+pub mod methods;
 pub mod proxy;
 pub mod redact;
 pub mod service;
