@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use patchd::dbus::fake::FakeBackend;
+use patchd::testkit::fake::FakeBackend;
 use patchd::dbus::{BUS_NAME, INTERFACE, OBJECT_PATH};
 use support::*;
 use zbus::zvariant::Value;

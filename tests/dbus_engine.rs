@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patchd::dbus::{serve, Bus, ServiceOptions};
-use patchd::engine::testkit::{release, Harness};
+use patchd::testkit::engine::{release, Harness};
 use patchd::engine::RunExit;
 use patchd::policy::{Kind, Schedule, Severity};
 use serde_json::Value;

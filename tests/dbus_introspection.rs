@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use patchd::dbus::fake::FakeBackend;
+use patchd::testkit::fake::FakeBackend;
 use patchd::dbus::{methods, BUS_NAME, INTERFACE, INTROSPECTION_XML_PATH, OBJECT_PATH};
 use support::*;
 

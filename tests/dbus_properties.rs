@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use patchd::dbus::fake::{FakeBackend, FAKE_IMAGE_BYTES};
+use patchd::testkit::fake::{FakeBackend, FAKE_IMAGE_BYTES};
 use patchd::dbus::proxy::ManagerProxy;
 use support::*;
 

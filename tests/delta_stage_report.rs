@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use patchd::audit::Filter;
-use patchd::engine::testkit::{release, Harness};
+use patchd::testkit::engine::{release, Harness};
 use patchd::engine::{Actor, StageMethod, StateKind};
 use patchd::policy::{Kind, Schedule, Severity};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use patchd::audit::Filter;
 use patchd::engine::ports::WhyNot;
-use patchd::engine::testkit::{release, Harness};
+use patchd::testkit::engine::{release, Harness};
 use patchd::engine::{Actor, EngineError, EngineHandle, RunExit, StateKind, StatusSnapshot};
 use patchd::policy::{Kind, Schedule, Severity};
 use patchd::slot::SlotState;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use patchd::engine::testkit::{release, Harness};
+use patchd::testkit::engine::{release, Harness};
 use patchd::engine::Actor;
 use patchd::policy::{Kind, Schedule, Severity};
 use proptest::prelude::*;

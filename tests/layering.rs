@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["engine", "inventory"],
     &["dbus"],
-    &["daemon"],
+    &["daemon", "cli", "demo", "testkit"],
 ];
 
 fn layer_of(room: &str) -> Option<usize> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use patchd::dbus::proxy::ManagerProxy;
 use patchd::dbus::Service;
-use patchd::engine::testkit::{release, Harness};
+use patchd::testkit::engine::{release, Harness};
 use patchd::engine::{Actor, RunExit};
 use patchd::policy::{Kind, Schedule, Severity};
 use support::*;

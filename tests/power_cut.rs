@@ -19,7 +19,7 @@ fn power_cut_needs_failpoints_feature() {
 #[cfg(feature = "failpoints")]
 mod cuts {
     use jiff::Timestamp;
-    use patchd::engine::testkit::{release, Harness};
+    use patchd::testkit::engine::{release, Harness};
     use patchd::engine::StateKind;
     use patchd::policy::{Kind, Severity};
 

@@ -44,9 +44,9 @@ enum Command {
     /// Run the daemon (the default without a subcommand).
     Run,
     /// Run the whole lifecycle on a simulated device (no root, no network needed).
-    Demo(patchd::engine::demo::DemoArgs),
+    Demo(patchd::demo::DemoArgs),
     /// Low-level bootloader control: status, try, mark-good, mark-bad, reset.
-    Boot(patchd::boot::cli::BootArgs),
+    Boot(patchd::cli::boot::BootArgs),
     /// Wait for patchd's health verdict on this boot; exit 0 when committed or nothing is
     /// on trial, 1 when patchd is rolling back (patchd-boot-check.service).
     ///
@@ -56,10 +56,10 @@ enum Command {
     /// committed, or when a rollback already brought the previous slot back; fails while
     /// patchd rolls back from the booted slot. Ordered before boot-complete.target, so
     /// systemd-bless-boot only blesses boots patchd accepted.
-    BootCheck(patchd::dbus::bootcheck::BootCheckArgs),
+    BootCheck(patchd::cli::bootcheck::BootCheckArgs),
     /// Audit log: `verify` checks the hash chain, the head file and (with --journal)
     /// the journal's copy, reading the files directly (no daemon needed).
-    Audit(patchd::audit::cli::AuditArgs),
+    Audit(patchd::cli::audit::AuditArgs),
 }
 
 fn init_logging(default: &str) {
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         patchd::sigpipe::restore_default();
     }
     if let Some(dir) = &cli.generate_docs {
-        return match patchd::dbus::docgen::generate(command(), dir) {
+        return match patchd::cli::docgen::generate(command(), dir) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("patchd: {e}");
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         };
     }
     match cli.command {
-        Some(Command::Boot(args)) => match patchd::boot::cli::run_and_print(&args, &paths) {
+        Some(Command::Boot(args)) => match patchd::cli::boot::run_and_print(&args, &paths) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("patchd boot: {e}");
@@ -128,10 +128,10 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("patchd: cannot start runtime: {e}");
-                    return ExitCode::from(patchd::dbus::bootcheck::exit::UNAVAILABLE);
+                    return ExitCode::from(patchd::cli::bootcheck::exit::UNAVAILABLE);
                 }
             };
-            let code = rt.block_on(patchd::dbus::bootcheck::run(
+            let code = rt.block_on(patchd::cli::bootcheck::run(
                 &bus,
                 args.timeout,
                 &mut std::io::stdout(),
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
         Some(Command::Audit(args)) => audit(&args, &paths),
         Some(Command::Demo(args)) => {
             init_logging(if args.verbose { "info" } else { "warn" });
-            match runtime().map(|rt| rt.block_on(patchd::engine::demo_device::run(args))) {
+            match runtime().map(|rt| rt.block_on(patchd::demo::device::run(args))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => {
                     eprintln!("demo: FAILED: {e}");
@@ -192,8 +192,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn audit(args: &patchd::audit::cli::AuditArgs, paths: &Paths) -> ExitCode {
-    use patchd::audit::cli::{exit, AuditCmd};
+fn audit(args: &patchd::cli::audit::AuditArgs, paths: &Paths) -> ExitCode {
+    use patchd::cli::audit::{exit, AuditCmd};
     let AuditCmd::Verify(v) = &args.cmd;
     let opened = match &v.log {
         Some(p) => patchd::audit::AuditLog::open(p, patchd::audit::AuditLimits::default())
@@ -206,7 +206,7 @@ fn audit(args: &patchd::audit::cli::AuditArgs, paths: &Paths) -> ExitCode {
             }),
     };
     match opened {
-        Ok(log) => ExitCode::from(patchd::audit::cli::run(
+        Ok(log) => ExitCode::from(patchd::cli::audit::run(
             v,
             &log,
             &mut std::io::stdout(),

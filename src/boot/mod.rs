@@ -6,7 +6,6 @@
 
 pub mod ab;
 pub mod bls;
-pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod file;
