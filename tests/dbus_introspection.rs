@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use patchd::testkit::fake::FakeBackend;
 use patchd::dbus::{methods, BUS_NAME, INTERFACE, INTROSPECTION_XML_PATH, OBJECT_PATH};
+use patchd::testkit::fake::FakeBackend;
 use support::*;
 
 /// The `<interface name="org.patchd.Patchd1.Manager">` element, one trimmed line per

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use patchd::audit::{Filter, Record};
-use patchd::testkit::engine::{release, Harness};
 use patchd::engine::{Actor, EngineHandle, Lifecycle, RunExit, StateKind, StatusSnapshot};
 use patchd::policy::{Kind, Severity};
 use patchd::slot::SlotState;
+use patchd::testkit::engine::{release, Harness};
 use tokio::task::JoinHandle;
 
 const WED_NOON: &str = "2026-11-25T12:00:00Z";

@@ -137,7 +137,9 @@ impl<I: Interface> Interface for Checked<I> {
         header: Option<&zbus::message::Header<'_>>,
         emitter: &SignalEmitter<'_>,
     ) -> fdo::Result<HashMap<String, OwnedValue>> {
-        self.inner.get_all(server, connection, header, emitter).await
+        self.inner
+            .get_all(server, connection, header, emitter)
+            .await
     }
 
     fn set<'call>(

@@ -203,6 +203,53 @@ pub fn actions() -> Vec<Action> {
     out
 }
 
+/// One method as introspection shows it: member, `(name, type)` of each in-argument,
+/// result signature. Compared with the XML by the tests (here and in
+/// tests/dbus_introspection.rs).
+pub type MethodRow = (String, Vec<(String, String)>, String);
+
+/// [`METHODS`] as [`MethodRow`]s.
+pub fn table_rows() -> Vec<MethodRow> {
+    METHODS
+        .iter()
+        .map(|m| {
+            let args = m
+                .args
+                .iter()
+                .map(|a| (a.name.to_owned(), a.signature.to_string()))
+                .collect();
+            (m.member.to_owned(), args, m.out_signature())
+        })
+        .collect()
+}
+
+/// The `<method>` elements of an introspection document (as zbus writes it: one
+/// `<arg …/>` per line) as [`MethodRow`]s, in document order.
+pub fn parse_methods(xml: &str) -> Vec<MethodRow> {
+    fn attr(line: &str, name: &str) -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_owned())
+    }
+    let mut out = Vec::new();
+    for chunk in xml.split("<method name=\"").skip(1) {
+        let member = chunk.split('"').next().unwrap_or_default().to_owned();
+        let body = chunk.split("</method>").next().unwrap_or_default();
+        let mut args = Vec::new();
+        let mut ret = String::new();
+        for l in body.lines().filter(|l| l.contains("<arg ")) {
+            let ty = attr(l, "type").unwrap_or_default();
+            if l.contains("direction=\"out\"") {
+                ret.push_str(&ty);
+            } else {
+                args.push((attr(l, "name").unwrap_or_default(), ty));
+            }
+        }
+        out.push((member, args, ret));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,51 +307,4 @@ mod tests {
             path.display()
         );
     }
-}
-
-/// One method as introspection shows it: member, `(name, type)` of each in-argument,
-/// result signature. Compared with the XML by the tests (here and in
-/// tests/dbus_introspection.rs).
-pub type MethodRow = (String, Vec<(String, String)>, String);
-
-/// [`METHODS`] as [`MethodRow`]s.
-pub fn table_rows() -> Vec<MethodRow> {
-    METHODS
-        .iter()
-        .map(|m| {
-            let args = m
-                .args
-                .iter()
-                .map(|a| (a.name.to_owned(), a.signature.to_string()))
-                .collect();
-            (m.member.to_owned(), args, m.out_signature())
-        })
-        .collect()
-}
-
-/// The `<method>` elements of an introspection document (as zbus writes it: one
-/// `<arg …/>` per line) as [`MethodRow`]s, in document order.
-pub fn parse_methods(xml: &str) -> Vec<MethodRow> {
-    fn attr(line: &str, name: &str) -> Option<String> {
-        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-        let len = line[start..].find('"')?;
-        Some(line[start..start + len].to_owned())
-    }
-    let mut out = Vec::new();
-    for chunk in xml.split("<method name=\"").skip(1) {
-        let member = chunk.split('"').next().unwrap_or_default().to_owned();
-        let body = chunk.split("</method>").next().unwrap_or_default();
-        let mut args = Vec::new();
-        let mut ret = String::new();
-        for l in body.lines().filter(|l| l.contains("<arg ")) {
-            let ty = attr(l, "type").unwrap_or_default();
-            if l.contains("direction=\"out\"") {
-                ret.push_str(&ty);
-            } else {
-                args.push((attr(l, "name").unwrap_or_default(), ty));
-            }
-        }
-        out.push((member, args, ret));
-    }
-    out
 }

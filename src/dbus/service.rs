@@ -12,11 +12,11 @@ use zbus::zvariant::OwnedValue;
 use zbus::Connection;
 
 use super::authz::{self, Action, AuthMode, Decision, DenialBudget};
-use super::methods::{self, Access};
 use super::backend::ManagerBackend;
 use super::checked::Checked;
 use super::error::Error;
 use super::limits::{self, ArgError, Limits, Options};
+use super::methods::{self, Access};
 use super::redact::{redact_json, redact_text};
 use super::types::{
     ts_str, AvailableTuple, Caller, HoldTuple, JobTuple, JobView, ProgressTuple, ProgressView,

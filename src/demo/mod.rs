@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::audit::Filter;
+use crate::clock::SimClock;
 use crate::engine::handle::{AvailableRelease, EngineError, EngineHandle, StatusSnapshot};
 use crate::engine::ports::Actor;
 use crate::engine::runner::{EngineParts, RunExit};
 use crate::engine::state::{Lifecycle, StateKind};
-use crate::audit::Filter;
-use crate::clock::SimClock;
 use crate::names::SlotName;
 use crate::policy::{Kind, Severity};
 

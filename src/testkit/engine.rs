@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::boot::{BootError, Bootloader, SlotBootInfo};
 use crate::engine::ports::{
     Candidate, HealthCheck, HealthVerdict, PortError, Progress, ProgressSink, Reboot, StageReport,
     Updates,
 };
-use crate::boot::{BootError, Bootloader, SlotBootInfo};
 use crate::fetch::BoxFuture;
 use crate::names::SlotName;
 use crate::policy::{Kind, ReleaseFacts, Severity};
@@ -489,8 +489,13 @@ impl Harness {
 
     pub async fn start(
         &self,
-    ) -> Result<(crate::engine::EngineHandle, tokio::task::JoinHandle<crate::engine::RunExit>), crate::engine::EngineError>
-    {
+    ) -> Result<
+        (
+            crate::engine::EngineHandle,
+            tokio::task::JoinHandle<crate::engine::RunExit>,
+        ),
+        crate::engine::EngineError,
+    > {
         crate::engine::runner::start(self.parts()?).await
     }
 
@@ -506,7 +511,9 @@ pub fn is_resting(s: &crate::engine::StatusSnapshot) -> bool {
     use crate::engine::StateKind as K;
     // A rollback rests only once the old slot runs again (before that a reboot is due).
     let rolled_back_home = match &s.lifecycle {
-        crate::engine::Lifecycle::RolledBack { back_to, .. } => s.booted_slot.as_ref() == Some(back_to),
+        crate::engine::Lifecycle::RolledBack { back_to, .. } => {
+            s.booted_slot.as_ref() == Some(back_to)
+        }
         _ => true,
     };
     s.busy.is_none()
@@ -569,9 +576,8 @@ impl Harness {
                 }
             };
             match exit.map_err(|e| format!("engine task failed: {e}"))? {
-                crate::engine::RunExit::Rebooting { .. } | crate::engine::RunExit::PowerCut { .. } => {
-                    self.dev.power_cycle()
-                }
+                crate::engine::RunExit::Rebooting { .. }
+                | crate::engine::RunExit::PowerCut { .. } => self.dev.power_cycle(),
                 crate::engine::RunExit::Shutdown => return Err("engine shut down".into()),
             }
         }
