@@ -6,11 +6,13 @@
 
 pub mod audit;
 pub mod boot;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod delta;
+pub mod demo;
 pub mod duration;
 pub mod engine;
 #[cfg(feature = "failpoints")]
@@ -30,4 +32,6 @@ pub mod repair;
 pub mod setting;
 pub mod sigpipe;
 pub mod slot;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod trust;

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::engine::state::ReleaseRef;
-use crate::engine::statefile::{StateDoc, StateFile, StateFileError};
 use crate::boot::Bootloader;
 use crate::config::Config;
+use crate::engine::state::ReleaseRef;
+use crate::engine::statefile::{StateDoc, StateFile, StateFileError};
 use crate::paths::Paths;
 use crate::policy::Hold;
 use crate::slot::{SlotState, StatusStore};

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patchd::engine::ports::{HealthCheck, HealthVerdict};
-use patchd::engine::testkit::{release, Harness};
 use patchd::engine::{Actor, EngineHandle, RunExit};
 use patchd::fetch::BoxFuture;
 use patchd::policy::{Kind, Schedule, Severity};
+use patchd::testkit::engine::{release, Harness};
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use patchd::dbus::fake::FakeBackend;
+use patchd::testkit::fake::FakeBackend;
 use support::*;
 
 /// Stdout for a child: a pipe nobody reads.

@@ -8,8 +8,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use patchd::dbus::fake::FakeBackend;
 use patchd::dbus::{BUS_NAME, INTERFACE, OBJECT_PATH};
+use patchd::testkit::fake::FakeBackend;
 use support::*;
 use zbus::zvariant::Value;
 

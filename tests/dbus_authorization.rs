@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use patchd::dbus::fake::FakeBackend;
 use patchd::dbus::AuthMode;
+use patchd::testkit::fake::FakeBackend;
 use support::*;
 use zbus::zvariant::OwnedValue;
 

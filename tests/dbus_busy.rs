@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use patchd::dbus::fake::FakeBackend;
+use patchd::testkit::fake::FakeBackend;
 use support::*;
 
 async fn wait_for_state(backend: &FakeBackend, state: &str) {

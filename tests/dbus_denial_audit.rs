@@ -8,8 +8,8 @@ mod support;
 use std::sync::Arc;
 
 use patchd::audit::Filter;
-use patchd::engine::testkit::{release, Harness};
 use patchd::policy::{Kind, Schedule, Severity};
+use patchd::testkit::engine::{release, Harness};
 use serde_json::Value;
 use support::*;
 

@@ -1,4 +1,4 @@
-//! The real lifecycle engine (in-memory device from `engine::testkit`) behind the D-Bus
+//! The real lifecycle engine (in-memory device from `testkit::engine`) behind the D-Bus
 //! service, driven by patchctl: check → list → install → switch refused outside the
 //! window → hold blocks even a forced switch → switch --force →
 //! simulated reboot → health → committed; audit verify; an unprivileged user is refused.
@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patchd::dbus::{serve, Bus, ServiceOptions};
-use patchd::engine::testkit::{release, Harness};
 use patchd::engine::RunExit;
 use patchd::policy::{Kind, Schedule, Severity};
+use patchd::testkit::engine::{release, Harness};
 use serde_json::Value;
 use support::*;
 

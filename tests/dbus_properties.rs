@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use patchd::dbus::fake::{FakeBackend, FAKE_IMAGE_BYTES};
 use patchd::dbus::proxy::ManagerProxy;
+use patchd::testkit::fake::{FakeBackend, FAKE_IMAGE_BYTES};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

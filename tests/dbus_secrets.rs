@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use patchd::dbus::fake::FakeBackend;
+use patchd::testkit::fake::FakeBackend;
 use support::*;
 
 const SECRETS: &[&str] = &["s3cret", "t0psecret", "abc123", "token=abc", "hunter2"];

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use patchd::audit::Filter;
-use patchd::engine::testkit::{release, Harness};
 use patchd::engine::{Actor, StageMethod, StateKind};
 use patchd::policy::{Kind, Schedule, Severity};
+use patchd::testkit::engine::{release, Harness};
 
 #[tokio::test]
 async fn staged_audit_record_and_status_carry_the_stage_report() {

@@ -6,10 +6,10 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use patchd::audit::Filter;
 use patchd::engine::ports::WhyNot;
-use patchd::engine::testkit::{release, Harness};
 use patchd::engine::{Actor, EngineError, EngineHandle, RunExit, StateKind, StatusSnapshot};
 use patchd::policy::{Kind, Schedule, Severity};
 use patchd::slot::SlotState;
+use patchd::testkit::engine::{release, Harness};
 use tokio::task::JoinHandle;
 
 const WED_NOON: &str = "2026-11-25T12:00:00Z";

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use patchd::engine::testkit::{release, Harness};
 use patchd::engine::Actor;
 use patchd::policy::{Kind, Schedule, Severity};
+use patchd::testkit::engine::{release, Harness};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use patchd::audit::{Filter, Record};
-use patchd::engine::testkit::{release, Harness};
 use patchd::engine::{Actor, EngineHandle, Lifecycle, RunExit, StateKind, StatusSnapshot};
 use patchd::policy::{Kind, Severity};
 use patchd::slot::SlotState;
+use patchd::testkit::engine::{release, Harness};
 use tokio::task::JoinHandle;
 
 const WED_NOON: &str = "2026-11-25T12:00:00Z";
@@ -137,7 +137,7 @@ async fn restart_after_staging_finished_but_before_it_was_recorded_keeps_the_slo
     let updates = hx.dev.updates();
     let (tx, _rx) = tokio::sync::watch::channel(None);
     updates
-        .stage("2.0.0", &patchd::engine::testkit::slot_name("b"), tx)
+        .stage("2.0.0", &patchd::testkit::engine::slot_name("b"), tx)
         .await
         .unwrap();
     hx.dev.set_releases(vec![]); // no second staging could succeed

@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["engine", "inventory", "repair"],
     &["dbus"],
-    &["daemon"],
+    &["daemon", "cli", "demo", "testkit"],
 ];
 
 fn layer_of(room: &str) -> Option<usize> {

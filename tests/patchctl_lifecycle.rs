@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use patchd::dbus::fake::{FakeBackend, FAKE_RELEASE};
+use patchd::testkit::fake::{FakeBackend, FAKE_RELEASE};
 use serde_json::Value;
 use support::*;
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use patchd::dbus::proxy::ManagerProxy;
 use patchd::dbus::Service;
-use patchd::engine::testkit::{release, Harness};
 use patchd::engine::{Actor, RunExit};
 use patchd::policy::{Kind, Schedule, Severity};
+use patchd::testkit::engine::{release, Harness};
 use support::*;
 
 /// A staged 2.0.0 on a Wednesday with weekend windows, served on `bus`.

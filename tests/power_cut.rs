@@ -19,9 +19,9 @@ fn power_cut_needs_failpoints_feature() {
 #[cfg(feature = "failpoints")]
 mod cuts {
     use jiff::Timestamp;
-    use patchd::engine::testkit::{release, Harness};
     use patchd::engine::StateKind;
     use patchd::policy::{Kind, Severity};
+    use patchd::testkit::engine::{release, Harness};
 
     fn now() -> Timestamp {
         "2026-11-25T12:00:00Z".parse().unwrap()

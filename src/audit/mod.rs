@@ -58,7 +58,6 @@
 //! Verify accepts a torn line only when the next record documents exactly those bytes;
 //! a torn line still at the end of the log is reported as [`ProblemKind::TornTail`].
 
-pub mod cli;
 mod config;
 pub mod journal;
 mod log;

@@ -1,5 +1,5 @@
-//! `patchctl`: thin binary; logic lives in `patchd::dbus::ctl`.
+//! `patchctl`: thin binary; logic lives in `patchd::cli::ctl`.
 
 fn main() -> std::process::ExitCode {
-    patchd::dbus::ctl::main()
+    patchd::cli::ctl::main()
 }

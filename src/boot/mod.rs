@@ -7,7 +7,6 @@
 pub mod ab;
 pub mod ab_vars;
 pub mod bls;
-pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod file;

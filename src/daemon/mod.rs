@@ -436,11 +436,7 @@ async fn run_degraded(
         {
             let (cfg, paths) = (cfg.clone(), paths.clone());
             Box::new(move || {
-                crate::repair::diagnose(
-                    &cfg,
-                    &paths,
-                    crate::clock::Clock::now(&SystemClock),
-                )
+                crate::repair::diagnose(&cfg, &paths, crate::clock::Clock::now(&SystemClock))
             })
         },
     ));

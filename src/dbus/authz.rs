@@ -45,7 +45,9 @@ impl std::str::FromStr for AuthMode {
     }
 }
 
-/// The polkit actions of patchd (`systemd/org.patchd.patchd1.policy`).
+/// The polkit actions of patchd (`systemd/org.patchd.patchd1.policy`). Which method asks
+/// for which is declared in [`super::methods::METHODS`]; the list the policy must declare
+/// is [`super::methods::actions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Check,
@@ -69,16 +71,6 @@ impl Action {
             Action::Repair => "org.patchd.patchd1.repair",
         }
     }
-
-    pub const ALL: [Action; 7] = [
-        Action::Check,
-        Action::Install,
-        Action::Switch,
-        Action::Rollback,
-        Action::Hold,
-        Action::Mark,
-        Action::Repair,
-    ];
 }
 
 /// Outcome of an authorization check.

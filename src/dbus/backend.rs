@@ -36,11 +36,23 @@ pub enum BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// The answer of a backend that does not offer a method. A method added to
+/// [`ManagerBackend`] gets a default body that returns this, so only the backends that
+/// answer it (the engine's, and the fake where tests need it) are edited.
+pub fn not_offered<T: Send + 'static>(method: &str) -> BoxFuture<'static, BackendResult<T>> {
+    let msg = format!("{method} is not offered by this daemon (in its current mode)");
+    Box::pin(async move { Err(BackendError::Failed(msg)) })
+}
+
 /// Operations the admin surface offers. Mutating calls carry the authorized [`Caller`];
 /// the service has already checked polkit, argument sizes and that no other mutating call
 /// is in flight through this service. Results that are documents (check outcome, history,
 /// inventory, audit verdict) are JSON values, scrubbed of secrets by the service before
 /// they leave the process.
+///
+/// A new method comes with a default body ([`not_offered`], or a fitting answer such as
+/// [`ManagerBackend::repair`]'s), so the degraded and fake backends need no edit unless
+/// they answer it.
 pub trait ManagerBackend: Send + Sync + 'static {
     /// Look for new releases now. Returns the check outcome.
     fn check(&self, caller: Caller) -> BoxFuture<'_, BackendResult<serde_json::Value>>;

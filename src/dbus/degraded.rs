@@ -17,8 +17,8 @@ use super::engine_backend::{audit_filter, verify_json};
 use super::types::{Caller, HistoryFilter, SlotView, StatusView};
 use crate::audit::{Actor, AuditLog, Entry};
 use crate::boot::Bootloader;
-use crate::repair::{self, Damage};
 use crate::paths::Paths;
+use crate::repair::{self, Damage};
 use crate::slot::StatusStore;
 
 /// Audit event of a start in degraded mode, and of a repair.

@@ -57,6 +57,11 @@ pub fn version_arg(what: &'static str, s: &str, max: usize) -> Result<Option<Str
     Ok(Some(s.to_owned()))
 }
 
+/// A string argument already checked by its rule: empty means none.
+pub fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// Free text for the audit trail (reasons): no control characters, at most `max` bytes.
 pub fn text_arg(
     what: &'static str,
@@ -114,6 +119,12 @@ impl<'a> Options<'a> {
             ));
         }
         Ok(Self { map })
+    }
+
+    /// A view of options already checked against their rule (by
+    /// [`super::checked`], before the method body runs).
+    pub fn checked(map: &'a HashMap<String, OwnedValue>) -> Self {
+        Self { map }
     }
 
     pub fn bool(&self, key: &'static str) -> Result<Option<bool>, ArgError> {

@@ -1,23 +1,20 @@
 //! D-Bus service `org.patchd.Patchd1` and the typed client proxy used by `patchctl`.
 //!
 //! The service is written against [`ManagerBackend`], a small trait of its own, so it can
-//! be driven by the lifecycle engine (through an adapter) or by the in-memory
-//! [`fake::FakeBackend`] in tests. Everything that crosses the bus is checked here first:
-//! argument sizes and syntax ([`limits`]), polkit authorization for every mutating call
-//! ([`authz`]), one mutating call at a time, and secrets scrubbed from every answer
-//! ([`redact`]).
+//! be driven by the lifecycle engine (through an adapter) or by the in-memory fake of
+//! `testkit::fake` in tests. Its methods are declared once, in [`methods`]. Everything
+//! that crosses the bus is checked here first: argument sizes and syntax ([`limits`],
+//! enforced by [`checked`]), polkit authorization for every mutating call ([`authz`]),
+//! one mutating call at a time, and secrets scrubbed from every answer ([`redact`]).
 
 pub mod authz;
 pub mod backend;
-pub mod bootcheck;
 pub mod checked;
-pub mod ctl;
 pub mod degraded;
-pub mod docgen;
 pub mod engine_backend;
 pub mod error;
-pub mod fake;
 pub mod limits;
+pub mod methods;
 pub mod proxy;
 pub mod redact;
 pub mod service;

@@ -8,57 +8,61 @@ use zbus::zvariant::Value;
 use super::error::ERROR_PREFIX;
 use super::types::{AvailableTuple, HoldTuple, JobTuple, ProgressTuple, SlotTuple};
 
-#[zbus::proxy(
-    interface = "org.patchd.Patchd1.Manager",
-    default_service = "org.patchd.Patchd1",
-    default_path = "/org/patchd/Patchd1",
-    gen_blocking = false
-)]
-pub trait Manager {
-    fn check(&self) -> zbus::Result<String>;
-    fn install(&self, release: &str, options: HashMap<&str, Value<'_>>) -> zbus::Result<String>;
-    fn switch(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
-    fn cancel(&self) -> zbus::Result<()>;
-    fn rollback(&self, reason: &str) -> zbus::Result<()>;
-    fn mark_good(&self) -> zbus::Result<()>;
-    fn mark_bad(&self, reason: &str) -> zbus::Result<()>;
-    fn hold(&self, reason: &str, until: &str, max_version: &str) -> zbus::Result<()>;
-    fn release_hold(&self) -> zbus::Result<()>;
-    fn repair(&self) -> zbus::Result<String>;
-    fn get_status(&self) -> zbus::Result<String>;
-    fn get_history(&self, filter: HashMap<&str, Value<'_>>) -> zbus::Result<String>;
-    fn get_inventory(&self) -> zbus::Result<String>;
-    fn verify_audit(&self) -> zbus::Result<String>;
+/// The client trait: its methods are generated from the table in [`super::methods`]
+/// (name, argument and result types), so the proxy and the table cannot disagree; the
+/// properties and the signal are written here.
+macro_rules! manager_proxy {
+    ($(
+        $(#[doc = $doc:tt])*
+        $member:literal fn $fname:ident ( $( $arg:ident : $aty:ty => $rule:expr ),* $(,)? )
+            -> $out:ty, $access:expr;
+    )*) => {
+        #[zbus::proxy(
+            interface = "org.patchd.Patchd1.Manager",
+            default_service = "org.patchd.Patchd1",
+            default_path = "/org/patchd/Patchd1",
+            gen_blocking = false
+        )]
+        pub trait Manager {
+            $(
+                $(#[doc = $doc])*
+                #[zbus(name = $member)]
+                fn $fname(&self $(, $arg: $aty)*) -> zbus::Result<$out>;
+            )*
 
-    #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn progress(&self) -> zbus::Result<ProgressTuple>;
-    #[zbus(property)]
-    fn booted_slot(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn slots(&self) -> zbus::Result<Vec<SlotTuple>>;
-    #[zbus(property)]
-    fn current_version(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn staged_version(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn available(&self) -> zbus::Result<Vec<AvailableTuple>>;
-    #[zbus(property)]
-    fn next_window(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn last_check(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn last_error(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn holds(&self) -> zbus::Result<Vec<HoldTuple>>;
-    #[zbus(property)]
-    fn last_job(&self) -> zbus::Result<JobTuple>;
+            #[zbus(property)]
+            fn state(&self) -> zbus::Result<String>;
+            #[zbus(property)]
+            fn progress(&self) -> zbus::Result<ProgressTuple>;
+            #[zbus(property)]
+            fn booted_slot(&self) -> zbus::Result<String>;
+            #[zbus(property)]
+            fn slots(&self) -> zbus::Result<Vec<SlotTuple>>;
+            #[zbus(property)]
+            fn current_version(&self) -> zbus::Result<String>;
+            #[zbus(property)]
+            fn staged_version(&self) -> zbus::Result<String>;
+            #[zbus(property)]
+            fn available(&self) -> zbus::Result<Vec<AvailableTuple>>;
+            #[zbus(property)]
+            fn next_window(&self) -> zbus::Result<String>;
+            #[zbus(property)]
+            fn last_check(&self) -> zbus::Result<String>;
+            #[zbus(property)]
+            fn last_error(&self) -> zbus::Result<String>;
+            #[zbus(property)]
+            fn holds(&self) -> zbus::Result<Vec<HoldTuple>>;
+            #[zbus(property)]
+            fn last_job(&self) -> zbus::Result<JobTuple>;
 
-    /// A job ended: (id, outcome, error).
-    #[zbus(signal)]
-    fn job_finished(&self, id: u64, outcome: String, error: String) -> zbus::Result<()>;
+            /// A job ended: (id, outcome, error).
+            #[zbus(signal)]
+            fn job_finished(&self, id: u64, outcome: String, error: String) -> zbus::Result<()>;
+        }
+    };
 }
+
+super::methods::manager_methods!(manager_proxy);
 
 /// Kinds of `org.patchd.Patchd1.Error.*`, plus the ways a call can fail before reaching
 /// the daemon.

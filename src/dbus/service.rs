@@ -16,6 +16,7 @@ use super::backend::ManagerBackend;
 use super::checked::Checked;
 use super::error::Error;
 use super::limits::{self, ArgError, Limits, Options};
+use super::methods::{self, Access};
 use super::redact::{redact_json, redact_text};
 use super::types::{
     ts_str, AvailableTuple, Caller, HoldTuple, JobTuple, JobView, ProgressTuple, ProgressView,
@@ -133,7 +134,13 @@ pub async fn serve(
         denials: std::sync::Mutex::new(DenialBudget::default()),
     };
     let conn = builder
-        .serve_at(OBJECT_PATH, Checked(iface))
+        .serve_at(
+            OBJECT_PATH,
+            Checked {
+                inner: iface,
+                limits: opts.limits,
+            },
+        )
         .map_err(bus_err)?
         .name(BUS_NAME)
         .map_err(bus_err)?
@@ -168,7 +175,7 @@ async fn forward_changes(conn: Connection, mut rx: watch::Receiver<StatusView>) 
         let new = rx.borrow_and_update().clone();
         let iface = iface_ref.get().await;
         let em = iface_ref.signal_emitter();
-        if let Err(e) = emit_diff(&iface.0, em, &last, &new).await {
+        if let Err(e) = emit_diff(&iface.inner, em, &last, &new).await {
             tracing::warn!(error = %e, "cannot emit PropertiesChanged");
         }
         last = new;
@@ -267,27 +274,37 @@ pub struct ManagerIface {
 }
 
 impl ManagerIface {
-    /// Identify and authorize the caller of a mutating call, audit a refusal, and take the
-    /// mutating-call slot.
+    /// Identify and authorize the caller of a call, audit a refusal, and take the
+    /// mutating-call slot — with the polkit action and the slot rule of the method's row
+    /// in [`methods::METHODS`] (found by the call's member), so no method body names its
+    /// own action. A method without an action in the table is refused (fail closed).
     async fn admit(
         &self,
         conn: &Connection,
         hdr: &Header<'_>,
-        action: Action,
         detail: String,
-    ) -> Result<(Caller, OwnedMutexGuard<()>), Error> {
+    ) -> Result<(Caller, Option<OwnedMutexGuard<()>>), Error> {
+        let member = hdr.member().map(|m| m.as_str()).unwrap_or_default();
+        let Some(Access::Admin { action, exclusive }) = methods::method(member).map(|m| m.access)
+        else {
+            tracing::error!(method = member, "no polkit action declared; refusing");
+            return Err(Error::Failed(format!(
+                "{member} has no authorization declared"
+            )));
+        };
         let caller = self.authorize(conn, hdr, action, detail).await?;
+        if !exclusive {
+            return Ok((caller, None));
+        }
         let guard = self
             .mutating
             .clone()
             .try_lock_owned()
             .map_err(|_| Error::Busy("another request is in progress; retry later".into()))?;
-        Ok((caller, guard))
+        Ok((caller, Some(guard)))
     }
 
-    /// Identify and authorize the caller (auditing a refusal) without taking the
-    /// mutating-call slot: for `Check`, which the engine answers even while a job runs
-    /// (joining a check already running).
+    /// Identify and authorize the caller for `action` (auditing a refusal).
     async fn authorize(
         &self,
         conn: &Connection,
@@ -366,9 +383,9 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Error> {
-        let caller = self
-            .authorize(conn, &hdr, Action::Check, String::new())
-            .await?;
+        // Not exclusive: the engine answers a check even while a job runs (joining a
+        // check already running).
+        let (caller, _) = self.admit(conn, &hdr, String::new()).await?;
         Ok(json_out(self.backend.check(caller).await?))
     }
 
@@ -382,11 +399,12 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Error> {
-        let release = limits::version_arg("release", &release, self.limits.release)?;
-        let o = Options::new(&options, limits::INSTALL_OPTIONS, &self.limits)?;
-        let switch_now = o.bool("switch_now")?.unwrap_or(false);
+        let release = limits::non_empty(release);
+        let switch_now = Options::checked(&options)
+            .bool("switch_now")?
+            .unwrap_or(false);
         let detail = release.clone().unwrap_or_default();
-        let (caller, _busy) = self.admit(conn, &hdr, Action::Install, detail).await?;
+        let (caller, _busy) = self.admit(conn, &hdr, detail).await?;
         Ok(json_out(
             self.backend.install(caller, release, switch_now).await?,
         ))
@@ -403,12 +421,9 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let o = Options::new(&options, limits::SWITCH_OPTIONS, &self.limits)?;
-        let force = o.bool("force")?.unwrap_or(true);
+        let force = Options::checked(&options).bool("force")?.unwrap_or(true);
         let detail = if force { "force" } else { "" };
-        let (caller, _busy) = self
-            .admit(conn, &hdr, Action::Switch, detail.into())
-            .await?;
+        let (caller, _busy) = self.admit(conn, &hdr, detail.into()).await?;
         Ok(self.backend.switch(caller, force).await?)
     }
 
@@ -418,17 +433,9 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        // Cancelling is allowed to whoever may install; it does not take the
-        // mutating-call slot, because the call it cancels may be holding it.
-        let caller = authz::caller_of(conn, &hdr)
-            .await
-            .map_err(|e| Error::Failed(format!("cannot identify caller: {e}")))?;
-        if let Decision::Denied(why) =
-            authz::authorize(&self.auth, conn, &hdr, &caller, Action::Install).await
-        {
-            self.deny(&hdr, &caller, Action::Install, &why, "").await;
-            return Err(Error::NotAuthorized(why));
-        }
+        // Whoever may install may cancel (the table's row); not exclusive, because the
+        // call it cancels may be holding the mutating-call slot.
+        let (caller, _) = self.admit(conn, &hdr, String::new()).await?;
         Ok(self.backend.cancel(caller).await?)
     }
 
@@ -439,10 +446,7 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let reason = limits::text_arg("reason", &reason, self.limits.reason, false)?;
-        let (caller, _busy) = self
-            .admit(conn, &hdr, Action::Rollback, reason.clone())
-            .await?;
+        let (caller, _busy) = self.admit(conn, &hdr, reason.clone()).await?;
         Ok(self.backend.rollback(caller, reason).await?)
     }
 
@@ -452,7 +456,7 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let (caller, _busy) = self.admit(conn, &hdr, Action::Mark, String::new()).await?;
+        let (caller, _busy) = self.admit(conn, &hdr, String::new()).await?;
         Ok(self.backend.mark_good(caller).await?)
     }
 
@@ -463,8 +467,7 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let reason = limits::text_arg("reason", &reason, self.limits.reason, true)?;
-        let (caller, _busy) = self.admit(conn, &hdr, Action::Mark, reason.clone()).await?;
+        let (caller, _busy) = self.admit(conn, &hdr, reason.clone()).await?;
         Ok(self.backend.mark_bad(caller, reason).await?)
     }
 
@@ -478,10 +481,9 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let reason = limits::text_arg("reason", &reason, self.limits.reason, true)?;
         let until = limits::timestamp_arg("until", &until)?;
-        let max_version = limits::version_arg("max_version", &max_version, self.limits.release)?;
-        let (caller, _busy) = self.admit(conn, &hdr, Action::Hold, reason.clone()).await?;
+        let max_version = limits::non_empty(max_version);
+        let (caller, _busy) = self.admit(conn, &hdr, reason.clone()).await?;
         Ok(self
             .backend
             .hold(caller, reason, until, max_version)
@@ -493,7 +495,7 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let (caller, _busy) = self.admit(conn, &hdr, Action::Hold, String::new()).await?;
+        let (caller, _busy) = self.admit(conn, &hdr, String::new()).await?;
         Ok(self.backend.release_hold(caller).await?)
     }
 
@@ -505,9 +507,7 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Error> {
-        let (caller, _busy) = self
-            .admit(conn, &hdr, Action::Repair, String::new())
-            .await?;
+        let (caller, _busy) = self.admit(conn, &hdr, String::new()).await?;
         Ok(json_out(self.backend.repair(caller).await?))
     }
 

@@ -10,8 +10,6 @@
 
 pub mod adapters;
 pub mod check;
-pub mod demo;
-pub mod demo_device;
 pub mod handle;
 pub mod ports;
 mod reconcile;
@@ -20,8 +18,6 @@ mod repo_delta;
 pub mod runner;
 pub mod state;
 pub mod statefile;
-#[doc(hidden)]
-pub mod testkit;
 
 pub use handle::{
     AvailableRelease, EngineError, EngineHandle, InstallStarted, JobOutcome, JobRecord, SlotView,

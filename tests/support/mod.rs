@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use patchd::dbus::fake::FakeBackend;
 use patchd::dbus::{serve, AuthMode, Bus, ManagerBackend, Service, ServiceOptions};
+use patchd::testkit::fake::FakeBackend;
 
 pub const NOBODY: u32 = 65534;
 

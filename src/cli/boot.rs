@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::config::BackendKind;
-use super::uboot_reset::{self, ResetBase, ResetReport};
-use super::{open, BootConfig, BootError, SlotBootInfo, UbootBootloader, UbootEnv};
+use crate::boot::config::BackendKind;
+use crate::boot::uboot_reset::{self, ResetBase, ResetReport};
+use crate::boot::{open, BootConfig, BootError, SlotBootInfo, UbootBootloader, UbootEnv};
 use crate::names::SlotName;
 use crate::paths::Paths;
 
@@ -310,7 +310,7 @@ mod tests {
         )
         .unwrap();
         let a = SlotName::new("a").unwrap();
-        super::super::FileBootloader::new(
+        crate::boot::FileBootloader::new(
             paths.resolve("/var/lib/patchd/boot.json"),
             vec![a.clone(), SlotName::new("b").unwrap()],
         )

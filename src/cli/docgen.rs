@@ -8,8 +8,8 @@
 //! ```no_run
 //! // in src/bin/NAME.rs, before anything else:
 //! # let dir = std::path::PathBuf::from("target/assets");
-//! patchd::dbus::docgen::generate(patchd::dbus::ctl::command(), &dir)?;
-//! # Ok::<(), patchd::dbus::docgen::DocgenError>(())
+//! patchd::cli::docgen::generate(patchd::cli::ctl::command(), &dir)?;
+//! # Ok::<(), patchd::cli::docgen::DocgenError>(())
 //! ```
 
 #[cfg(test)]
@@ -17,7 +17,7 @@ mod tests {
     #[test]
     fn pages_and_completions_for_every_subcommand() {
         let dir = tempfile::tempdir().unwrap();
-        let files = super::generate(crate::dbus::ctl::command(), dir.path()).unwrap();
+        let files = super::generate(crate::cli::ctl::command(), dir.path()).unwrap();
         let names: Vec<String> = files
             .iter()
             .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())

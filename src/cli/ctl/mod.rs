@@ -14,8 +14,8 @@ use serde_json::Value;
 use zbus::zvariant::Value as ZValue;
 use zbus::Connection;
 
-use super::proxy::{classify, ErrorKind, ManagerProxy};
-use super::types::{AvailableView, StatusView};
+use crate::dbus::proxy::{classify, ErrorKind, ManagerProxy};
+use crate::dbus::types::{AvailableView, StatusView};
 
 /// Exit codes of `patchctl` (documented in `docs/admin.md` and the man page).
 pub mod exit {

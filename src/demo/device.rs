@@ -18,16 +18,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::adapters::PlanHealth;
-use super::demo::{DemoDevice, DemoError, DemoRelease};
-use super::ports::{PortError, Reboot};
-use super::repo::RepoUpdates;
-use super::runner::{EngineParts, EngineSettings};
+use super::{DemoDevice, DemoError, DemoRelease};
 use crate::audit::{AuditLimits, AuditLog};
 use crate::boot::file::FileBootloader;
 use crate::boot::Bootloader;
 use crate::clock::{Clock, SimClock};
 use crate::config::{DeviceConfig, HealthConfig};
+use crate::engine::adapters::PlanHealth;
+use crate::engine::ports::{PortError, Reboot};
+use crate::engine::repo::RepoUpdates;
+use crate::engine::runner::{EngineParts, EngineSettings};
 use crate::fetch::{BoxFuture, ByteSource, FileSource};
 use crate::health::{FixedUnits, HealthPlan};
 use crate::names::SlotName;
@@ -389,8 +389,8 @@ impl DemoDevice for DemoWorld {
     }
 }
 
-/// `patchd demo`: the story of [`super::demo::story`] told on a [`DemoWorld`].
-pub async fn run(args: super::demo::DemoArgs) -> Result<(), DemoError> {
+/// `patchd demo`: the story of [`super::story`] told on a [`DemoWorld`].
+pub async fn run(args: super::DemoArgs) -> Result<(), DemoError> {
     let tmp;
     let top = match &args.keep {
         Some(dir) => dir.clone(),
@@ -410,7 +410,7 @@ pub async fn run(args: super::demo::DemoArgs) -> Result<(), DemoError> {
         })?;
     let world = DemoWorld::create(&top, start)?;
     let stdout = std::io::stdout();
-    let outcome = super::demo::story(&world, stdout.lock()).await?;
+    let outcome = super::story(&world, stdout.lock()).await?;
     println!(
         "demo: committed={} rolled_back={} audit=verified",
         outcome.committed, outcome.rolled_back

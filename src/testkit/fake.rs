@@ -12,8 +12,8 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
-use super::types::{
+use crate::dbus::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
+use crate::dbus::types::{
     AvailableView, Caller, HistoryFilter, HoldView, ProgressView, SlotView, StatusView,
 };
 

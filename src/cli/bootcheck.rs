@@ -14,9 +14,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::proxy::{classify, ErrorKind, ManagerProxy};
-use super::types::StatusView;
-use super::{Bus, BUS_NAME, OBJECT_PATH};
+use crate::dbus::proxy::{classify, ErrorKind, ManagerProxy};
+use crate::dbus::types::StatusView;
+use crate::dbus::{Bus, BUS_NAME, OBJECT_PATH};
 
 /// Exit codes of `patchd boot-check` (documented in `docs/admin.md` and the man page).
 pub mod exit {
@@ -60,7 +60,7 @@ pub enum Assessment {
     Wait(String),
 }
 
-fn booted_slot(s: &StatusView) -> Option<&super::types::SlotView> {
+fn booted_slot(s: &StatusView) -> Option<&crate::dbus::types::SlotView> {
     match &s.booted_slot {
         Some(name) => s.slots.iter().find(|v| &v.name == name),
         None => s.slots.iter().find(|v| v.booted),

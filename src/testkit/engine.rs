@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::ports::{
+use crate::boot::{BootError, Bootloader, SlotBootInfo};
+use crate::engine::ports::{
     HealthCheck, HealthVerdict, Offered, PortError, Progress, ProgressSink, Reboot, StageReport,
     Updates,
 };
-use crate::boot::{BootError, Bootloader, SlotBootInfo};
 use crate::fetch::BoxFuture;
 use crate::manifest::ReleaseSummary;
 use crate::names::SlotName;
@@ -429,7 +429,7 @@ pub struct Harness {
     pub paths: crate::paths::Paths,
     pub clock: crate::clock::SimClock,
     pub policy: crate::policy::Policy,
-    pub settings: super::runner::EngineSettings,
+    pub settings: crate::engine::runner::EngineSettings,
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
 }
@@ -443,7 +443,7 @@ impl Harness {
             paths: crate::paths::Paths::new(root),
             clock: crate::clock::SimClock::new(now),
             policy: crate::policy::Policy::default(),
-            settings: super::runner::EngineSettings {
+            settings: crate::engine::runner::EngineSettings {
                 check_interval: None,
                 check_jitter: Duration::ZERO,
                 evaluate_every: Duration::from_secs(3600),
@@ -462,14 +462,14 @@ impl Harness {
         self.paths.state_dir().join("audit.log")
     }
 
-    pub fn parts(&self) -> Result<super::runner::EngineParts, super::EngineError> {
+    pub fn parts(&self) -> Result<crate::engine::runner::EngineParts, crate::engine::EngineError> {
         let dir = self.paths.state_dir();
         crate::fsutil::ensure_dir(&dir, 0o700).map_err(|source| {
-            super::EngineError::Port(PortError::new(dir.display().to_string(), source))
+            crate::engine::EngineError::Port(PortError::new(dir.display().to_string(), source))
         })?;
         let audit =
             crate::audit::AuditLog::open(self.audit_path(), crate::audit::AuditLimits::default())?;
-        Ok(super::runner::EngineParts {
+        Ok(crate::engine::runner::EngineParts {
             paths: self.paths.clone(),
             clock: Arc::new(self.clock.clone()),
             bootloader: self.dev.bootloader(),
@@ -501,9 +501,14 @@ impl Harness {
 
     pub async fn start(
         &self,
-    ) -> Result<(super::EngineHandle, tokio::task::JoinHandle<super::RunExit>), super::EngineError>
-    {
-        super::runner::start(self.parts()?).await
+    ) -> Result<
+        (
+            crate::engine::EngineHandle,
+            tokio::task::JoinHandle<crate::engine::RunExit>,
+        ),
+        crate::engine::EngineError,
+    > {
+        crate::engine::runner::start(self.parts()?).await
     }
 
     pub fn verify_audit(&self) -> Result<crate::audit::VerifyReport, crate::audit::AuditError> {
@@ -514,11 +519,13 @@ impl Harness {
 
 /// States in which the engine rests until something changes (a check, the clock, an
 /// admin).
-pub fn is_resting(s: &super::StatusSnapshot) -> bool {
-    use super::StateKind as K;
+pub fn is_resting(s: &crate::engine::StatusSnapshot) -> bool {
+    use crate::engine::StateKind as K;
     // A rollback rests only once the old slot runs again (before that a reboot is due).
     let rolled_back_home = match &s.lifecycle {
-        super::Lifecycle::RolledBack { back_to, .. } => s.booted_slot.as_ref() == Some(back_to),
+        crate::engine::Lifecycle::RolledBack { back_to, .. } => {
+            s.booted_slot.as_ref() == Some(back_to)
+        }
         _ => true,
     };
     s.busy.is_none()
@@ -537,16 +544,16 @@ impl Harness {
         &self,
     ) -> Result<
         (
-            super::EngineHandle,
-            tokio::task::JoinHandle<super::RunExit>,
-            super::StatusSnapshot,
+            crate::engine::EngineHandle,
+            tokio::task::JoinHandle<crate::engine::RunExit>,
+            crate::engine::StatusSnapshot,
         ),
         String,
     > {
         for _boot in 0..16 {
             let (h, mut task) = self.start().await.map_err(|e| e.to_string())?;
-            let checked = h.check(super::Actor::Policy).await;
-            let stopped = matches!(checked, Err(super::EngineError::Stopped));
+            let checked = h.check(crate::engine::Actor::Policy).await;
+            let stopped = matches!(checked, Err(crate::engine::EngineError::Stopped));
             let exit = if stopped {
                 tokio::time::timeout(Duration::from_secs(20), task)
                     .await
@@ -581,10 +588,9 @@ impl Harness {
                 }
             };
             match exit.map_err(|e| format!("engine task failed: {e}"))? {
-                super::RunExit::Rebooting { .. } | super::RunExit::PowerCut { .. } => {
-                    self.dev.power_cycle()
-                }
-                super::RunExit::Shutdown => return Err("engine shut down".into()),
+                crate::engine::RunExit::Rebooting { .. }
+                | crate::engine::RunExit::PowerCut { .. } => self.dev.power_cycle(),
+                crate::engine::RunExit::Shutdown => return Err("engine shut down".into()),
             }
         }
         Err("no rest after 16 boots".into())
@@ -610,7 +616,7 @@ impl Harness {
             ));
         }
         drop(d);
-        let file = super::statefile::StateFile::new(&self.paths.state_dir());
+        let file = crate::engine::statefile::StateFile::new(&self.paths.state_dir());
         let doc = file
             .load(crate::clock::Clock::now(&self.clock))
             .map_err(|e| e.to_string())?

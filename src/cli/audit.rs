@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::journal::{self, JournalCheck, HASH_FIELD, SEQ_FIELD};
-use super::{AuditLog, ProblemKind, VerifyReport};
+use crate::audit::journal::{self, JournalCheck, HASH_FIELD, SEQ_FIELD};
+use crate::audit::{AuditLog, ProblemKind, VerifyReport};
 
 /// Exit statuses of `patchd audit verify`.
 pub mod exit {
@@ -108,7 +108,7 @@ pub fn check_journal(
     Ok(journal::cross_check(log, &records))
 }
 
-fn problem_json(p: &super::Problem) -> serde_json::Value {
+fn problem_json(p: &crate::audit::Problem) -> serde_json::Value {
     let mut v = json!({
         "file": p.file,
         "line": p.line,

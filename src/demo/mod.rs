@@ -1,15 +1,19 @@
 //! `patchd demo`: the whole lifecycle on a simulated device, told for a newcomer.
 //!
-//! The story is driven through the real engine ([`super::start`] and [`EngineHandle`]);
+//! The story is driven through the real engine ([`crate::engine::start`] and [`EngineHandle`]);
 //! this module only plays the world around it: the publisher releasing versions, the
 //! clock moving, the machine power-cycling when the engine asks for a reboot, and an
 //! admin setting a hold. Every claim printed is checked against the engine's status and
 //! audit log; the demo fails (exit code 1) when the story did not go as expected.
 //!
 //! The device is behind [`DemoDevice`], so the story needs no knowledge of backends.
+//! This room (layer 8, shared/DESIGN.md) is part of the release binary; [`device`] is the
+//! simulated device it runs on.
 //! `patchd demo` uses the real simulated twins (image-file slots, the file bootloader,
 //! a local repository signed with the publisher library and read through the TUF
 //! client, the health runner with a drop-in check).
+
+pub mod device;
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -18,12 +22,12 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::handle::{AvailableRelease, EngineError, EngineHandle, StatusSnapshot};
-use super::ports::Actor;
-use super::runner::{EngineParts, RunExit};
-use super::state::{Lifecycle, StateKind};
 use crate::audit::Filter;
 use crate::clock::SimClock;
+use crate::engine::handle::{AvailableRelease, EngineError, EngineHandle, StatusSnapshot};
+use crate::engine::ports::Actor;
+use crate::engine::runner::{EngineParts, RunExit};
+use crate::engine::state::{Lifecycle, StateKind};
 use crate::names::SlotName;
 use crate::policy::{Kind, Severity};
 
@@ -129,7 +133,7 @@ impl<W: Write> Story<'_, W> {
     }
 
     async fn power_on(&mut self) -> Result<(), DemoError> {
-        let (handle, task) = super::start(self.dev.parts()?).await?;
+        let (handle, task) = crate::engine::start(self.dev.parts()?).await?;
         self.boot = Some(Boot { handle, task });
         Ok(())
     }
@@ -501,7 +505,7 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::testkit::{release, Harness};
+    use crate::testkit::engine::{release, Harness};
 
     /// The story logic itself, run against the in-memory device (the real demo runs
     /// it against the real simulated backends).

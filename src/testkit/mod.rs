@@ -1,0 +1,8 @@
+//! What only tests use: the in-memory device the engine is tested on ([`engine`]) and
+//! the in-memory stand-in for the engine behind the D-Bus service ([`fake`]). Built only
+//! with the `testkit` feature, which the tests switch on through the package's
+//! dev-dependency on itself (Cargo.toml), so `cargo build --release` leaves it out.
+//! Layer 8 (shared/DESIGN.md): it builds on the engine and the D-Bus room.
+
+pub mod engine;
+pub mod fake;
