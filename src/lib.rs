@@ -32,6 +32,7 @@ pub mod repair;
 pub mod setting;
 pub mod sigpipe;
 pub mod slot;
+pub mod source;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod trust;

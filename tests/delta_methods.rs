@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use patchd::engine::ports::Updates;
-use patchd::engine::repo::RepoUpdates;
 use patchd::engine::{StageMethod, StageReport};
 use patchd::fetch::{ByteSource, FileSource};
 use patchd::names::SlotName;
@@ -15,6 +14,7 @@ use patchd::publish::{AddRelease, DeltaOptions, InitOptions, Repo};
 use patchd::slot::stage::StageOptions;
 use patchd::slot::SlotBackend;
 use patchd::slot::{ImageFileSlot, Slot, SlotState};
+use patchd::source::RepoUpdates;
 use patchd::trust::{Limits, TufClient};
 
 const SIZE: usize = 3 << 20;

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use common::http::{FaultServer, Faults};
 use patchd::engine::ports::Updates;
-use patchd::engine::repo::RepoUpdates;
 use patchd::engine::{StageMethod, StageReport};
 use patchd::fetch::{ByteSource, FileSource, HttpOptions, HttpSource};
 use patchd::names::SlotName;
@@ -29,6 +28,7 @@ use patchd::publish::{AddRelease, DeltaOptions, InitOptions, Repo};
 use patchd::slot::stage::StageOptions;
 use patchd::slot::SlotBackend;
 use patchd::slot::{ImageFileSlot, Slot, SlotState};
+use patchd::source::RepoUpdates;
 use patchd::trust::{Limits, TufClient};
 use rand::Rng;
 

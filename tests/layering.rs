@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["trust", "slot", "boot", "audit", "health", "metrics"],
     &["manifest", "delta", "policy", "publish"],
     &["config"],
-    &["engine", "inventory", "repair"],
+    &["engine", "inventory", "repair", "source"],
     &["dbus"],
     &["daemon", "cli", "demo", "testkit"],
 ];

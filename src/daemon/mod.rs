@@ -5,20 +5,20 @@
 //! The binary only parses arguments and calls [`run`]. There is no "unverified mode":
 //! without a trusted root the daemon refuses to start rather than install anything.
 
+pub mod health;
 pub mod metrics_feed;
 pub mod reboot;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use self::health::PlanHealth;
 use crate::audit::{AuditError, AuditLog};
 use crate::boot::{BootError, Bootloader};
 use crate::clock::SystemClock;
 use crate::config::RepoSource;
 use crate::config::{Config, ConfigError};
 use crate::dbus::{Bus, ManagerBackend, ServiceOptions};
-use crate::engine::adapters::PlanHealth;
-use crate::engine::repo::RepoUpdates;
 use crate::engine::runner::{EngineParts, EngineSettings, RunExit};
 use crate::engine::EngineError;
 use crate::engine::EngineHandle;
@@ -30,6 +30,7 @@ use crate::paths::Paths;
 use crate::policy::{DeviceFacts, PolicyError};
 use crate::slot::stage::StageOptions;
 use crate::slot::{SlotBackend, SlotError};
+use crate::source::RepoUpdates;
 use crate::trust::client::Limits;
 use crate::trust::TufClient;
 use reboot::{SyscallReboot, SystemdReboot};

@@ -24,9 +24,8 @@ use crate::boot::file::FileBootloader;
 use crate::boot::Bootloader;
 use crate::clock::{Clock, SimClock};
 use crate::config::{DeviceConfig, HealthConfig};
-use crate::engine::adapters::PlanHealth;
+use crate::daemon::health::PlanHealth;
 use crate::engine::ports::{PortError, Reboot};
-use crate::engine::repo::RepoUpdates;
 use crate::engine::runner::{EngineParts, EngineSettings};
 use crate::fetch::{BoxFuture, ByteSource, FileSource};
 use crate::health::{FixedUnits, HealthPlan};
@@ -36,6 +35,7 @@ use crate::policy::{DeviceFacts, Policy, Schedule};
 use crate::publish::{AddRelease, DeltaOptions, InitOptions, Repo};
 use crate::slot::stage::{RawSlot, StageOptions};
 use crate::slot::{ImageFileSlot, Slot, SlotBackend, SlotState, SlotStatus};
+use crate::source::RepoUpdates;
 use crate::trust::client::Limits;
 use crate::trust::TufClient;
 

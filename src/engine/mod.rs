@@ -7,14 +7,14 @@
 //! - [`runner`]: the task that owns the state (commands, jobs, policy evaluation);
 //! - `reconcile`: start-up repair of what a crash or power cut interrupted;
 //! - [`handle`]: [`EngineHandle`], the API the D-Bus service and the demo use.
+//!
+//! The ports are implemented elsewhere: `source` (releases), `daemon::health` and
+//! `daemon::reboot`; `repair` diagnoses damaged files before an engine starts.
 
-pub mod adapters;
 pub mod check;
 pub mod handle;
 pub mod ports;
 mod reconcile;
-pub mod repo;
-mod repo_delta;
 pub mod runner;
 pub mod state;
 pub mod statefile;

@@ -1,8 +1,8 @@
 //! What the engine needs from the other rooms, as small object-safe traits.
 //!
 //! The engine sees only these traits plus `slot::Slot`, `boot::Bootloader` and
-//! `clock::Clock`. `engine::repo` (TUF client + manifest discovery + staging pipeline)
-//! and `engine::adapters` (health runner) implement them over the real rooms, the daemon
+//! `clock::Clock`. `source` (TUF client + manifest discovery + staging into the slot backends) and
+//! `daemon::health` (health runner) implement them over the real rooms, the daemon
 //! room the reboot through systemd (`daemon::reboot`); tests and the simulated device
 //! implement them directly.
 

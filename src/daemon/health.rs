@@ -1,11 +1,11 @@
-//! The engine's health port implemented over the `health` room's runner. (Reboot through
-//! systemd lives with the daemon's wiring, `crate::daemon::reboot`: it talks D-Bus.)
+//! The engine's health port implemented over the `health` room's runner, wired by the
+//! daemon (and the demo) next to the reboot port (`daemon::reboot`).
 
 use std::time::Duration;
 
 use std::sync::Arc;
 
-use super::ports::{HealthCheck, HealthVerdict};
+use crate::engine::ports::{HealthCheck, HealthVerdict};
 use crate::fetch::BoxFuture;
 use crate::health::{HealthPlan, UnitQuery};
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::ports::{Progress, ProgressSink, StageMethod, StageReport};
 use crate::delta::apply::{DynamicOptions, Pipelined};
 use crate::delta::{self, ApplyReport, ChunkIndex, Control, DeltaError, LocalImage, TargetImage};
+use crate::engine::ports::{Progress, ProgressSink, StageMethod, StageReport};
 use crate::fetch::{ByteSource, FetchError};
 use crate::manifest;
 use crate::slot::stage::RawSlot;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::ports::{Offered, PortError, Progress, ProgressSink, StageReport, Updates};
+use crate::engine::ports::{Offered, PortError, Progress, ProgressSink, StageReport, Updates};
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::manifest::{self, Ineligible, VerifiedManifest};
 use crate::names::SlotName;
@@ -183,7 +183,7 @@ impl RepoUpdates {
         // A slot whose content is one byte range can be built from a delta against
         // another slot's verified image; a failed delta falls through to the full image.
         if let Some(raw) = backend.byte_range() {
-            let delta = super::repo_delta::DeltaStage {
+            let delta = super::delta::DeltaStage {
                 client: &self.client,
                 metadata: self.metadata.as_ref(),
                 targets: &self.targets,
