@@ -135,7 +135,7 @@ impl World {
     async fn stage(&self, booted: &str, version: &str, into: &str) -> Result<StageReport, String> {
         let u = self.updates(booted).await;
         let (tx, _rx) = tokio::sync::watch::channel(None);
-        u.stage(version, &SlotName::new(into).unwrap(), tx)
+        u.stage(&version.parse().unwrap(), &SlotName::new(into).unwrap(), tx)
             .await
             .map_err(|e| e.to_string())
     }

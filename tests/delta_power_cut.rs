@@ -82,7 +82,7 @@ async fn updates(top: &Path, url: &str, booted: &str) -> RepoUpdates {
 async fn stage(top: &Path, url: &str, booted: &str, version: &str, into: &str) -> StageReport {
     let u = updates(top, url, booted).await;
     let (tx, _rx) = tokio::sync::watch::channel(None);
-    u.stage(version, &SlotName::new(into).unwrap(), tx)
+    u.stage(&version.parse().unwrap(), &SlotName::new(into).unwrap(), tx)
         .await
         .unwrap()
 }

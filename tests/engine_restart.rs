@@ -137,7 +137,11 @@ async fn restart_after_staging_finished_but_before_it_was_recorded_keeps_the_slo
     let updates = hx.dev.updates();
     let (tx, _rx) = tokio::sync::watch::channel(None);
     updates
-        .stage("2.0.0", &patchd::testkit::engine::slot_name("b"), tx)
+        .stage(
+            &semver::Version::new(2, 0, 0),
+            &patchd::testkit::engine::slot_name("b"),
+            tx,
+        )
         .await
         .unwrap();
     hx.dev.set_releases(vec![]); // no second staging could succeed

@@ -144,12 +144,13 @@ impl fmt::Display for StageReport {
 
 /// The verified repository and the staging pipeline as one port: `discover` refreshes
 /// trusted metadata and lists releases for this device; `stage` writes one of the
-/// releases the last `discover` returned into `slot`, verifying every byte.
+/// releases the last `discover` returned into `slot`, verifying every byte. A release is
+/// named by the version its signed summary carries (parsed once, at discovery).
 pub trait Updates: Send + Sync {
     fn discover(&self) -> BoxFuture<'_, Result<Vec<Offered>, PortError>>;
     fn stage<'a>(
         &'a self,
-        version: &'a str,
+        version: &'a semver::Version,
         slot: &'a SlotName,
         progress: ProgressSink,
     ) -> BoxFuture<'a, Result<StageReport, PortError>>;

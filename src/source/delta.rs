@@ -31,7 +31,7 @@ pub(super) struct DeltaStage<'a> {
     pub client: &'a Mutex<TufClient>,
     pub metadata: &'a dyn ByteSource,
     pub targets: &'a Arc<dyn ByteSource>,
-    pub version: &'a str,
+    pub version: &'a semver::Version,
     pub image: &'a manifest::Image,
     pub slot: &'a Arc<dyn RawSlot>,
     /// The other slots (the running one among them): local data to reuse.

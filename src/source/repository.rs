@@ -36,7 +36,7 @@ pub struct RepoUpdates {
     slots: BTreeMap<SlotName, Arc<dyn SlotBackend>>,
     opts: StageOptions,
     /// Verified manifests from the last discovery, by version.
-    manifests: Mutex<BTreeMap<String, VerifiedManifest>>,
+    manifests: Mutex<BTreeMap<semver::Version, VerifiedManifest>>,
 }
 
 impl RepoUpdates {
@@ -104,7 +104,7 @@ impl RepoUpdates {
                         let m = vm.manifest();
                         published = Some(m.published);
                         rollout = Some(rollout_plan(m, c.summary.withdrawn));
-                        verified.insert(c.summary.version.to_string(), vm);
+                        verified.insert(c.summary.version.clone(), vm);
                     }
                     Err(e) => manifest_problem = Some(e.to_string()),
                 }
@@ -121,7 +121,7 @@ impl RepoUpdates {
 
     async fn stage_inner(
         &self,
-        version: &str,
+        version: &semver::Version,
         slot: &SlotName,
         progress: ProgressSink,
     ) -> Result<StageReport, PortError> {
@@ -265,7 +265,7 @@ impl Updates for RepoUpdates {
 
     fn stage<'a>(
         &'a self,
-        version: &'a str,
+        version: &'a semver::Version,
         slot: &'a SlotName,
         progress: ProgressSink,
     ) -> BoxFuture<'a, Result<StageReport, PortError>> {

@@ -333,7 +333,7 @@ impl Updates for MemUpdates {
 
     fn stage<'a>(
         &'a self,
-        version: &'a str,
+        version: &'a semver::Version,
         slot: &'a SlotName,
         progress: ProgressSink,
     ) -> BoxFuture<'a, Result<StageReport, PortError>> {
@@ -367,9 +367,9 @@ impl Updates for MemUpdates {
                     "sha256 mismatch after writing",
                 ));
             }
-            let Some(c) = d.releases.iter().find(|c| c.is(version)).cloned() else {
+            let Some(c) = d.releases.iter().find(|c| c.version() == version).cloned() else {
                 return Err(PortError::new(
-                    version,
+                    version.to_string(),
                     "release vanished from the repository",
                 ));
             };

@@ -20,7 +20,17 @@ impl Runner {
             // (cancel): it gets a channel of its own, forwarded only while this task lives,
             // so a cancelled staging cannot bring its job line back into status.
             let (job_tx, mut job_rx) = watch::channel(None);
-            let stage = updates.stage(&v, &slot, job_tx);
+            // The lifecycle names the release as text (it is persisted); the port takes
+            // the version as discovery parsed it from the signed summary.
+            let stage = async {
+                match semver::Version::parse(&v) {
+                    Ok(sv) => updates.stage(&sv, &slot, job_tx).await,
+                    Err(e) => Err(PortError::new(
+                        format!("stage {v}"),
+                        format!("not a release version: {e}"),
+                    )),
+                }
+            };
             tokio::pin!(stage);
             let mut open = true;
             loop {
