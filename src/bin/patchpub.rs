@@ -252,6 +252,8 @@ fn main() {
     }
 }
 
+// Long on purpose: one arm per subcommand, each only turning its options into a call
+// into `publish`; the arms share nothing but the expiry settings above them.
 fn run(cli: Cli) -> Result<()> {
     let e = &cli.expiry;
     let expiries = Expiries {

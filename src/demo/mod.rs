@@ -236,6 +236,9 @@ pub struct Outcome {
 }
 
 /// Tell the story on `dev`, writing it to `out`.
+///
+/// Long on purpose: the demo is a script read top to bottom, each step the next thing an
+/// admin would see; its steps are `Story` methods.
 pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, DemoError> {
     let mut s = Story {
         dev,

@@ -336,6 +336,8 @@ fn parse_time(s: &str, future: bool) -> Result<jiff::Timestamp, CtlError> {
         .map_err(|e| CtlError::new(exit::INVALID_ARGUMENT, format!("{s:?}: {e}")))
 }
 
+// Long on purpose: one arm per verb, each a D-Bus call and its printing; a verb is read
+// (and added) in one place.
 async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlError> {
     let p = ManagerProxy::new(conn).await?;
     match cmd {
