@@ -142,19 +142,17 @@ pub struct Listing {
     pub refused: Vec<Refused>,
 }
 
-/// Whether a delegation may cover a manifest of `product` (`releases/PRODUCT/V/manifest.json`):
-/// any path pattern of four segments whose first, second and last fit, or hash prefixes
-/// (which cannot be judged without a path).
-fn may_hold_releases(role: &DelegatedRole, product: &str) -> bool {
+/// Whether a delegation may cover release manifests (`releases/PRODUCT/V/manifest.json`)
+/// of any product: a path pattern of four segments whose first and last fit, or hash
+/// prefixes (which cannot be judged without a path). Roles for other products are
+/// read too, so that one signing this product's releases outside its paths is named.
+fn may_hold_releases(role: &DelegatedRole) -> bool {
     if role.path_hash_prefixes.is_some() {
         return true;
     }
     let fits = |pattern: &str| {
         let seg: Vec<&str> = pattern.split('/').collect();
-        seg.len() == 4
-            && path_matches(seg[0], "releases")
-            && path_matches(seg[1], product)
-            && path_matches(seg[3], "manifest.json")
+        seg.len() == 4 && path_matches(seg[0], "releases") && path_matches(seg[3], "manifest.json")
     };
     role.paths.iter().flatten().any(|p| fits(p))
 }
@@ -172,7 +170,7 @@ pub async fn list_candidates(
 ) -> Result<Listing, DiscoveryError> {
     let product = dev.product.clone();
     let wanted = |p: &str| parse_release_target_path(p).is_some_and(|(prod, _)| prod == product);
-    let descend = |r: &DelegatedRole| may_hold_releases(r, &product);
+    let descend = |r: &DelegatedRole| may_hold_releases(r);
     let found = client
         .list_targets(metadata, &wanted, &descend)
         .await
