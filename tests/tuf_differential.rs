@@ -12,7 +12,9 @@
 //! (persisted, then refresh fails), repeated signature key ids, delegated role names
 //! `?` `#` `/delegatedrole` `../delegatedrole`, targets fast-forward recovery through a
 //! snapshot key rotation, and a delegation graph with terminating and path-pattern
-//! delegations (found, shadowed, and outside every path).
+//! delegations (found, shadowed, and outside every path), and a delegated role's key
+//! rotation, expiry, threshold raised past its signatures, and signature by a retired
+//! key.
 
 mod tuf_support;
 
@@ -71,6 +73,10 @@ const SCENARIOS: &[&str] = &[
     "role-names",
     "fast-forward-recovery",
     "delegation-graph",
+    "delegated-rotate",
+    "delegated-expire",
+    "delegated-below-threshold",
+    "delegated-stale-key",
 ];
 
 /// Steps whose outcome the scenario exists for: they must fail for both clients (a
@@ -87,6 +93,9 @@ const MUST_FAIL: &[(&str, &str)] = &[
     ("below-threshold", "targets below threshold"),
     ("final-root-expired", "root v2 expired"),
     ("delegation-graph", "shadowed by a terminating role"),
+    ("delegated-expire", "team expire"),
+    ("delegated-below-threshold", "team below-threshold"),
+    ("delegated-stale-key", "team stale-key"),
 ];
 
 #[test]

@@ -544,6 +544,55 @@ def sc_delegation_graph(r):
             step("outside every path", None, "download", ["nowhere/x.txt"])]
 
 
+def sc_delegated(kind):
+    """Key rotation, expiry, or a below-threshold signature of a delegated role."""
+    def sc(r):
+        def setup(r):
+            r.delegate("targets", "team", ["team/*"])
+            r.add_target("team", "team/x.txt", b"x\n")
+            r.bump("targets", "snapshot", "timestamp")
+            r.publish()
+
+        def change(r):
+            team = r.roles["team"]
+            if kind == "rotate":
+                new = CryptoSigner.generate_ed25519()
+                old = team[1][0]
+                d = r.targets.delegations
+                del d.keys[old.public_key.keyid]
+                d.keys[new.public_key.keyid] = new.public_key
+                d.roles["team"].keyids = [new.public_key.keyid]
+                team[1] = [new]
+                r.bump("targets", "team", "snapshot", "timestamp")
+                r.publish()
+            elif kind == "expire":
+                team[0].expires = PAST
+                r.bump("team", "snapshot", "timestamp")
+                r.publish(["team"])
+            elif kind == "below-threshold":
+                k2 = CryptoSigner.generate_ed25519()
+                d = r.targets.delegations
+                d.keys[k2.public_key.keyid] = k2.public_key
+                d.roles["team"].keyids.append(k2.public_key.keyid)
+                d.roles["team"].threshold = 2
+                r.bump("targets", "team", "snapshot", "timestamp")
+                r.publish()
+            elif kind == "stale-key":
+                # Signed by the key the delegation no longer names.
+                new = CryptoSigner.generate_ed25519()
+                old = team[1][0]
+                d = r.targets.delegations
+                del d.keys[old.public_key.keyid]
+                d.keys[new.public_key.keyid] = new.public_key
+                d.roles["team"].keyids = [new.public_key.keyid]
+                r.bump("targets", "team", "snapshot", "timestamp")
+                r.publish()
+        return [step("initial"), step("delegate", setup, "download", ["team/x.txt"]),
+                step(f"team {kind}", change, "download", ["team/x.txt"]),
+                step("again", None, "download", ["team/x.txt"])]
+    return sc
+
+
 SCENARIOS = {
     "baseline": sc_baseline,
     **{f"rotate-{r}": rotation(r) for r in TOP},
@@ -560,6 +609,8 @@ SCENARIOS = {
     "role-names": sc_role_names,
     "fast-forward-recovery": sc_fast_forward,
     "delegation-graph": sc_delegation_graph,
+    **{f"delegated-{k}": sc_delegated(k)
+       for k in ("rotate", "expire", "below-threshold", "stale-key")},
 }
 
 
