@@ -282,3 +282,34 @@ pub async fn discover(
         newest: Some(verified),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(paths: &[&str]) -> DelegatedRole {
+        DelegatedRole {
+            name: "team".into(),
+            keyids: Vec::new(),
+            threshold: 1,
+            terminating: false,
+            paths: Some(paths.iter().map(|p| p.to_string()).collect()),
+            path_hash_prefixes: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn which_delegations_may_hold_release_manifests() {
+        assert!(may_hold_releases(&role(&["releases/acme-gw/*/*"])));
+        assert!(may_hold_releases(&role(&["docs/*", "releases/*/2.*/manifest.json"])));
+        // `*` never crosses `/`: one level short holds no manifest.
+        assert!(!may_hold_releases(&role(&["releases/acme-gw/*"])));
+        assert!(!may_hold_releases(&role(&["files/*/*/*"])));
+        assert!(!may_hold_releases(&role(&["releases/acme-gw/*/*.img.zst"])));
+        let mut hashed = role(&[]);
+        hashed.paths = None;
+        hashed.path_hash_prefixes = Some(vec!["ab".into()]);
+        assert!(may_hold_releases(&hashed), "hash prefixes cannot be judged");
+    }
+}
