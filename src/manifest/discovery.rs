@@ -171,13 +171,27 @@ pub async fn list_candidates(
     let product = dev.product.clone();
     let wanted = |p: &str| parse_release_target_path(p).is_some_and(|(prod, _)| prod == product);
     let descend = |r: &DelegatedRole| may_hold_releases(r);
-    let found = client
-        .list_targets(metadata, &wanted, &descend)
-        .await
-        .map_err(|source| DiscoveryError::Trust {
-            path: "targets".into(),
-            source,
-        })?;
+    let found = match client.list_targets(metadata, &wanted, &descend).await {
+        Ok(found) => found,
+        // Without a successful refresh in this run (a mirror serving a rollback, say)
+        // delegated roles cannot be judged: rank what the trusted top-level targets
+        // list, as before delegations were read.
+        Err(TrustError::NotRefreshed) => {
+            let top = client
+                .trusted_targets()
+                .ok_or(DiscoveryError::NotRefreshed)?;
+            return Ok(Listing {
+                candidates: candidates(top, dev),
+                refused: Vec::new(),
+            });
+        }
+        Err(source) => {
+            return Err(DiscoveryError::Trust {
+                path: "targets".into(),
+                source,
+            })
+        }
+    };
     for (role, e) in &found.unusable {
         tracing::warn!(role = %role, error = %e, "delegated targets role unusable; its releases are not offered");
     }
@@ -302,7 +316,10 @@ mod tests {
     #[test]
     fn which_delegations_may_hold_release_manifests() {
         assert!(may_hold_releases(&role(&["releases/acme-gw/*/*"])));
-        assert!(may_hold_releases(&role(&["docs/*", "releases/*/2.*/manifest.json"])));
+        assert!(may_hold_releases(&role(&[
+            "docs/*",
+            "releases/*/2.*/manifest.json"
+        ])));
         // `*` never crosses `/`: one level short holds no manifest.
         assert!(!may_hold_releases(&role(&["releases/acme-gw/*"])));
         assert!(!may_hold_releases(&role(&["files/*/*/*"])));
