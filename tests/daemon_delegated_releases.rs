@@ -83,8 +83,12 @@ async fn staged(rig: &Rig, dev: &Device, version: &str) -> String {
         &mut d,
         dev,
         Duration::from_secs(60),
-        "slot b staged",
-        |dev| dev.slot_status("b").version.as_deref() == Some(version),
+        "slot b verified",
+        |dev| {
+            let b = dev.slot_status("b");
+            // Verified: written in full and checked against the signed manifest.
+            b.version.as_deref() == Some(version) && b.state == patchd::slot::SlotState::Verified
+        },
     )
     .await;
     assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
@@ -305,5 +309,85 @@ async fn a_release_a_team_signs_outside_its_paths_is_refused_with_the_reason() {
     assert!(
         refused.contains("other-team") && refused.contains("outside the paths delegated to it"),
         "{refused}"
+    );
+}
+
+#[test]
+fn delegate_writes_the_role_as_asked_and_add_signs_with_its_threshold() {
+    let top = tempfile::tempdir().unwrap();
+    let dev = Device::new(top.path(), &DeviceSpec::default());
+    let team = dev.top.join("team-keys");
+    let team_s = team.to_string_lossy().into_owned();
+    let (ok, out) = patchpub(
+        &dev,
+        &[
+            "delegate",
+            "box-team",
+            "--path",
+            "releases/test-box/3.*/*",
+            "--terminating",
+            "--role-key-count",
+            "2",
+            "--threshold",
+            "2",
+            "--role-keys",
+            &team_s,
+        ],
+    );
+    assert!(ok, "{out}");
+    let md = dev.repo_dir.join("metadata");
+    let targets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(md.join("targets.json")).unwrap()).unwrap();
+    let role = &targets["signed"]["delegations"]["roles"][0];
+    assert_eq!(role["name"], "box-team");
+    assert_eq!(role["terminating"], true);
+    assert_eq!(role["threshold"], 2);
+    assert_eq!(
+        role["paths"],
+        serde_json::json!(["releases/test-box/3.*/*"])
+    );
+    assert_eq!(role["keyids"].as_array().map(Vec::len), Some(2));
+    // A second delegation of the same name is refused.
+    let (ok, out) = patchpub(
+        &dev,
+        &[
+            "delegate",
+            "box-team",
+            "--product",
+            "x",
+            "--role-keys",
+            &team_s,
+        ],
+    );
+    assert!(!ok && out.contains("exists already"), "{out}");
+
+    // One key short of the threshold: nothing is signed.
+    let one = dev.top.join("one-key");
+    std::fs::create_dir(&one).unwrap();
+    let first = keystore::load_all(&team).unwrap().remove(0).0;
+    std::fs::copy(&first, one.join(first.file_name().unwrap())).unwrap();
+    let (ok, out) = add(&dev, "3.0.0", Some(("box-team", &one)));
+    assert!(
+        !ok && out.contains("box-team: 1 signing key(s)") && out.contains("threshold is 2"),
+        "{out}"
+    );
+    // Outside the version pattern.
+    let (ok, out) = add(&dev, "4.0.0", Some(("box-team", &team)));
+    assert!(
+        !ok && out.contains("may not sign releases/test-box/4.0.0/manifest.json"),
+        "{out}"
+    );
+    let (ok, out) = add(&dev, "3.0.0", Some(("box-team", &team)));
+    assert!(ok, "{out}");
+    let role: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(md.join("box-team.json")).unwrap()).unwrap();
+    assert_eq!(role["signed"]["version"], 2);
+    assert_eq!(role["signatures"].as_array().map(Vec::len), Some(2));
+    let (ok, out) = patchpub(&dev, &["verify"]);
+    assert!(ok && out.contains("test-box/3.0.0"), "{out}");
+    let (ok, out) = patchpub(&dev, &["list"]);
+    assert!(
+        ok && out.contains("test-box/3.0.0") && out.contains("test-box/2.0.0"),
+        "{out}"
     );
 }
