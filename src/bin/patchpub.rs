@@ -70,6 +70,22 @@ enum Cmd {
     Init(InitArgs),
     /// Publish a release: compress and hash its images, write its manifest, re-sign.
     Add(Box<AddArgs>),
+    /// Delegate target paths to a team's own key: a new targets role NAME.
+    ///
+    /// The top-level targets role trusts role NAME for the paths given with --path,
+    /// so a team can publish its product's releases with `patchpub add --role NAME`
+    /// holding only its own key (plus, to publish, the snapshot and timestamp keys),
+    /// never the targets keys. The role's keys are generated into --role-keys (default:
+    /// --keys); hand that directory to the team. Devices find releases in delegated roles
+    /// as in the top-level one, and refuse any release a role signs outside its paths.
+    ///
+    /// Patterns are matched segment by segment: `*` and `?` never cross a `/`, so
+    /// `releases/acme-gw/*/*` covers every file of every acme-gw release (manifest,
+    /// images, deltas) and nothing else. --product PRODUCT is short for exactly that
+    /// pattern. Needs the targets, snapshot and timestamp keys in --keys.
+    ///
+    /// Example: patchpub delegate gw-team --product acme-gw --role-keys team-keys
+    Delegate(DelegateArgs),
     /// Offer RELEASE (PRODUCT/VERSION) on another channel as well.
     Promote {
         release: String,
@@ -174,7 +190,47 @@ struct InitArgs {
 }
 
 #[derive(Args)]
+struct DelegateArgs {
+    /// Name of the new role (letters, digits, '.', '_', '-', '+').
+    name: String,
+    /// Path pattern the role is trusted for. Repeatable.
+    #[arg(
+        long = "path",
+        value_name = "PATTERN",
+        required_unless_present = "product"
+    )]
+    paths: Vec<String>,
+    /// Trust the role for every file of PRODUCT's releases (`releases/PRODUCT/*/*`).
+    /// Repeatable; may be combined with --path.
+    #[arg(long, value_name = "PRODUCT")]
+    product: Vec<String>,
+    /// Number of keys to generate for the role.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    role_key_count: usize,
+    /// Signatures needed on the role's metadata.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threshold: u64,
+    /// End the search at this role: for its paths, devices ask no role delegated after
+    /// it, even when this role does not list the file.
+    #[arg(long)]
+    terminating: bool,
+    /// Where the role's private keys are written (default: --keys).
+    #[arg(long, value_name = "DIR")]
+    role_keys: Option<PathBuf>,
+    #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "ecdsa-sha2-nistp256"])]
+    scheme: String,
+}
+
+#[derive(Args)]
 struct AddArgs {
+    /// Publish into delegated role NAME (see `patchpub delegate`), signed with its keys
+    /// from --role-keys instead of the targets keys. Every file of the release must lie
+    /// inside the role's paths.
+    #[arg(long, value_name = "NAME")]
+    role: Option<String>,
+    /// Directory of the delegated role's private keys (default: --keys).
+    #[arg(long, value_name = "DIR", requires = "role")]
+    role_keys: Option<PathBuf>,
     #[arg(long)]
     product: String,
     /// Semantic version of the release.
@@ -353,8 +409,35 @@ fn run(cli: Cli) -> Result<()> {
                 chunk_index: !a.no_chunk_index,
                 level: a.delta_level,
             };
-            let m = open()?.add_release_with(&rel, &deltas)?;
+            let signer = a.role.as_ref().map(|name| publish::RoleSigner {
+                name: name.clone(),
+                keys_dir: a.role_keys.clone().unwrap_or_else(|| cli.keys.clone()),
+            });
+            let m = open()?.add_release_to(&rel, &deltas, signer.as_ref())?;
             println!("published {}", m.target_path());
+        }
+        Cmd::Delegate(a) => {
+            let mut paths = a.paths.clone();
+            for p in &a.product {
+                patchd::manifest::check_name("product", p)?;
+                paths.push(format!("releases/{p}/*/*"));
+            }
+            let d = publish::Delegation {
+                name: a.name.clone(),
+                paths,
+                keys: a.role_key_count,
+                threshold: a.threshold,
+                terminating: a.terminating,
+                keys_dir: a.role_keys.clone().unwrap_or_else(|| cli.keys.clone()),
+                scheme: scheme(&a.scheme)?,
+            };
+            let r = open()?.delegate(&d)?;
+            println!(
+                "delegated {} to role {} (keys {})",
+                r.paths.join(", "),
+                r.name,
+                r.keyids.join(", ")
+            );
         }
         Cmd::Promote {
             release: r,

@@ -13,7 +13,10 @@ mod summary;
 mod types;
 mod verified;
 
-pub use discovery::{candidates, discover, fetch_verified, Candidate, Discovery, DiscoveryError};
+pub use discovery::{
+    candidates, discover, fetch_verified, list_candidates, Candidate, Discovery, DiscoveryError,
+    Listing, Refused,
+};
 pub use eligibility::{check as check_eligibility, DeviceProfile, Ineligible};
 pub use parse::check_name;
 pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};

@@ -12,6 +12,7 @@
 //! ```
 
 mod bundle;
+mod delegate;
 mod delta;
 mod error;
 mod images;
@@ -22,6 +23,7 @@ mod spec;
 mod state;
 mod verify;
 
+pub use delegate::{DelegateReport, Delegation, RoleSigner};
 pub use delta::DeltaOptions;
 pub use error::PublishError;
 pub use repo::{

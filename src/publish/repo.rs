@@ -318,8 +318,63 @@ impl Repo {
         rel: &AddRelease,
         deltas: &super::DeltaOptions,
     ) -> Result<Manifest, PublishError> {
+        self.add_release_to(rel, deltas, None)
+    }
+
+    /// [`Repo::add_release_with`] into delegated role `role` (signed with the role's
+    /// keys instead of the targets keys; snapshot and timestamp keys are still needed).
+    /// Every file of the release must lie inside the role's delegated paths.
+    pub fn add_release_to(
+        &self,
+        rel: &AddRelease,
+        deltas: &super::DeltaOptions,
+        role: Option<&super::RoleSigner>,
+    ) -> Result<Manifest, PublishError> {
         let _lock = state::lock(&self.dir)?;
         let mut st = state::load(&self.dir)?;
+        let mpath = release_target_path(&rel.product, &rel.version);
+        if st.targets.targets.contains_key(&mpath) {
+            return Err(PublishError::ReleaseExists {
+                release: format!("{}/{}", rel.product, rel.version),
+            });
+        }
+        let Some(signer) = role else {
+            let m = self.build_release(&mut st, rel, deltas)?;
+            self.publisher(self.clock.now()).targets(&mut st)?;
+            tracing::info!(product = %rel.product, version = %rel.version, "release published");
+            return Ok(m);
+        };
+        let delegation = super::delegate::delegated_role(&st, &signer.name)?.clone();
+        // Before any image is compressed: the manifest path decides the common case.
+        let outside = super::delegate::outside_paths(&delegation, std::slice::from_ref(&mpath));
+        if !outside.is_empty() {
+            return Err(outside_error(&delegation, &outside));
+        }
+        let keys = super::delegate::role_signers(&delegation, signer)?;
+        let mut role_targets = super::delegate::load_role(self, &st, &signer.name)?;
+        // The release is built against the role's targets (earlier releases for deltas
+        // live there too), then the top-level targets are put back untouched.
+        std::mem::swap(&mut st.targets, &mut role_targets);
+        let built = self.build_release(&mut st, rel, deltas);
+        std::mem::swap(&mut st.targets, &mut role_targets);
+        let m = built?;
+        let new: Vec<String> = role_targets.targets.keys().cloned().collect();
+        let outside = super::delegate::outside_paths(&delegation, &new);
+        if !outside.is_empty() {
+            return Err(outside_error(&delegation, &outside));
+        }
+        super::delegate::publish_role(self, &mut st, &signer.name, role_targets, &keys)?;
+        tracing::info!(product = %rel.product, version = %rel.version, role = %signer.name, "release published");
+        Ok(m)
+    }
+
+    /// Place a release's files and write its manifest into `st.targets` (not signed).
+    fn build_release(
+        &self,
+        st: &mut State,
+        rel: &AddRelease,
+        deltas: &super::DeltaOptions,
+    ) -> Result<Manifest, PublishError> {
         let mpath = release_target_path(&rel.product, &rel.version);
         if st.targets.targets.contains_key(&mpath) {
             return Err(PublishError::ReleaseExists {
@@ -355,7 +410,7 @@ impl Repo {
             );
             let extras = if img.format == ImageFormat::Raw {
                 super::delta::image_extras(
-                    &st,
+                    st,
                     &self.targets_dir(),
                     &rel.product,
                     &rel.version,
@@ -399,9 +454,7 @@ impl Repo {
             channels: rel.channels.clone(),
             withdrawn: false,
         };
-        self.put_manifest(&mut st, &manifest)?;
-        self.publisher(now).targets(&mut st)?;
-        tracing::info!(product = %rel.product, version = %rel.version, "release published");
+        self.put_manifest(st, &manifest)?;
         Ok(manifest)
     }
 
@@ -536,7 +589,13 @@ impl Repo {
     pub fn releases(&self) -> Result<Vec<ReleaseSummary>, PublishError> {
         let st = state::load(&self.dir)?;
         let mut out = Vec::new();
-        for tf in st.targets.targets.values() {
+        let mut roles = vec![st.targets.clone()];
+        for name in st.snapshot.meta.keys() {
+            if let Some(role) = name.strip_suffix(".json").filter(|r| *r != "targets") {
+                roles.push(super::delegate::load_role(self, &st, role)?);
+            }
+        }
+        for tf in roles.iter().flat_map(|r| r.targets.values()) {
             if let Some(s) = ReleaseSummary::from_custom(tf.custom.as_ref())? {
                 out.push(s);
             }
@@ -634,6 +693,15 @@ impl Repo {
     pub(crate) fn expiries(&self) -> &Expiries {
         &self.expiries
     }
+}
+
+fn outside_error(role: &crate::trust::metadata::DelegatedRole, outside: &[&str]) -> PublishError {
+    PublishError::Invalid(format!(
+        "role {:?} is delegated only {} and may not sign {}",
+        role.name,
+        role.paths.as_deref().unwrap_or_default().join(", "),
+        outside.join(", ")
+    ))
 }
 
 /// What [`Repo::refresh_if_expiring`] did.

@@ -129,6 +129,29 @@ pub(crate) fn write_root_bytes(
     write(&md.join("root.json"), bytes)
 }
 
+/// Write a delegated role's metadata as `N.NAME.json` and `NAME.json` (names are
+/// plain, checked by [`crate::manifest::check_name`], so need no encoding).
+pub(crate) fn write_role_file(
+    repo: &Path,
+    name: &str,
+    version: u64,
+    bytes: &[u8],
+) -> Result<(), PublishError> {
+    let md = metadata_dir(repo);
+    write(&md.join(format!("{version}.{name}.json")), bytes)?;
+    write(&md.join(format!("{name}.json")), bytes)
+}
+
+/// The snapshot entry for one targets-role file.
+pub(crate) fn meta_file(version: u64, bytes: &[u8]) -> MetaFile {
+    MetaFile {
+        version,
+        length: Some(bytes.len() as u64),
+        hashes: Some(hashes_of(bytes)),
+        extra: Default::default(),
+    }
+}
+
 /// What changed and must be re-signed.
 pub(crate) struct Publish<'a> {
     pub repo: &'a Path,
@@ -149,15 +172,21 @@ impl Publish<'_> {
         let v = st.targets.common.version;
         write(&md.join(format!("{v}.targets.json")), &bytes)?;
         write(&md.join("targets.json"), &bytes)?;
-        st.snapshot.meta.insert(
-            "targets.json".into(),
-            MetaFile {
-                version: v,
-                length: Some(bytes.len() as u64),
-                hashes: Some(hashes_of(&bytes)),
-                extra: Default::default(),
-            },
-        );
+        self.snapshot_with(st, "targets.json", v, &bytes)
+    }
+
+    /// List `file` (a targets role's metadata, already written) in a new snapshot, then
+    /// sign snapshot and timestamp.
+    pub fn snapshot_with(
+        &self,
+        st: &mut State,
+        file: &str,
+        version: u64,
+        bytes: &[u8],
+    ) -> Result<(), PublishError> {
+        st.snapshot
+            .meta
+            .insert(file.to_string(), meta_file(version, bytes));
         self.snapshot(st)
     }
 

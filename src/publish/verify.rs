@@ -43,10 +43,18 @@ impl Repo {
         let md = Subdir::new(&repo_src, "metadata");
         let tg = Subdir::new(&repo_src, "targets");
         client.refresh(&md).await?;
-        let paths: Vec<String> = client
-            .trusted_targets()
-            .map(|t| t.targets.keys().cloned().collect())
-            .unwrap_or_default();
+        // Every role's files, as a device resolves them: a file a delegated role lists
+        // outside its paths fails the check here, not on a device.
+        let listing = client.list_targets(&md, &|_| true, &|_| true).await?;
+        if let Some((_, e)) = listing.unusable.into_iter().next() {
+            return Err(e.into());
+        }
+        let mut paths: Vec<String> = Vec::new();
+        for l in listing.listed {
+            if !paths.contains(&l.path) {
+                paths.push(l.path);
+            }
+        }
         let mut report = VerifyReport {
             root_version: client.root().common.version,
             targets: paths.len(),

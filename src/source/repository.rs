@@ -83,10 +83,12 @@ impl RepoUpdates {
             running_version: None,
             security_floor: 0,
         };
-        let targets = client
-            .trusted_targets()
-            .ok_or_else(|| PortError::new("repository", "no trusted targets after refresh"))?;
-        let found = manifest::candidates(targets, &dev);
+        // Releases come from delegated targets roles too; the ones a role may not sign
+        // are refused (and logged) by the listing itself.
+        let found = manifest::list_candidates(&mut client, self.metadata.as_ref(), &dev)
+            .await
+            .map_err(|e| PortError::new("repository", &e).with_cause("check"))?
+            .candidates;
         let mut out = Vec::new();
         let mut verified = BTreeMap::new();
         for c in found {

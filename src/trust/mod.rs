@@ -42,6 +42,6 @@ pub mod metadata;
 pub mod pattern;
 pub mod source;
 
-pub use client::{Limits, TufClient, VerifiedTarget};
+pub use client::{Limits, ListedTarget, Listing, TufClient, VerifiedTarget};
 pub use error::TrustError;
 pub use keys::{KeyScheme, PublicKey, Signature, SigningKey};

@@ -37,7 +37,9 @@ mod targets;
 pub use limits::{build_time, Limits};
 pub use roles::verify_root_bytes;
 use roles::{verify_bytes, verify_self_signed};
-pub use targets::{file_matches, validate_role_name, validate_target_path, VerifiedTarget};
+pub use targets::{
+    file_matches, validate_role_name, validate_target_path, ListedTarget, Listing, VerifiedTarget,
+};
 const CLOCK_FILE: &str = "last-refresh.time";
 const TOP_LEVEL: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
 

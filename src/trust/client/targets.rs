@@ -11,6 +11,28 @@ pub struct VerifiedTarget {
     hashes: BTreeMap<String, String>,
     custom: Value,
     consistent: bool,
+    role: String,
+}
+
+/// One target as a targets role lists it, found by [`TufClient::list_targets`]. Not a
+/// verdict: only [`TufClient::target`] says which role is trusted for a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTarget {
+    pub path: String,
+    /// The role whose metadata lists it (`targets` for the top-level role).
+    pub role: String,
+    /// Whether the delegation to `role` covers the path (always for `targets`); a role
+    /// listing paths outside its delegation is not trusted for them.
+    pub within_paths: bool,
+}
+
+/// What [`TufClient::list_targets`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Every wanted path each visited role lists, in the order roles were visited.
+    pub listed: Vec<ListedTarget>,
+    /// Delegated roles that could not be loaded, with the reason; the walk went on.
+    pub unusable: Vec<(String, TrustError)>,
 }
 
 impl VerifiedTarget {
@@ -30,6 +52,10 @@ impl VerifiedTarget {
     /// The publisher's `custom` object (`Null` if absent).
     pub fn custom(&self) -> &Value {
         &self.custom
+    }
+    /// The targets role that vouches for this target (`targets`: the top-level one).
+    pub fn role(&self) -> &str {
+        &self.role
     }
 
     /// Path of the file in the targets directory: `dir/HASH.name` with consistent
@@ -152,7 +178,91 @@ impl TufClient {
                 .collect(),
             custom: tf.custom.clone().unwrap_or(Value::Null),
             consistent: self.root.meta.consistent_snapshot,
+            role: role.to_string(),
         })
+    }
+
+    /// Every target path `wanted` accepts, as listed by the top-level targets role and
+    /// by each delegated role reachable from it whose delegation `descend` accepts
+    /// (pre-order, each role once, at most `max_delegations` delegated roles; hash-bin
+    /// delegations are not enumerated). For finding releases: a listing is a hint, and
+    /// each path must still be resolved with [`TufClient::target`], which applies the
+    /// delegations' paths, order and terminating flags. A delegated role that cannot be
+    /// loaded is reported in [`Listing::unusable`] and skipped.
+    pub async fn list_targets(
+        &mut self,
+        src: &dyn ByteSource,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+        descend: &(dyn Fn(&crate::trust::metadata::DelegatedRole) -> bool + Sync),
+    ) -> Result<Listing, TrustError> {
+        let (true, Some(now)) = (self.refreshed, self.now) else {
+            return Err(TrustError::NotRefreshed);
+        };
+        let mut out = Listing::default();
+        let mut stack = vec![(self.top_targets()?, "root".to_string(), None)];
+        let mut visited = std::collections::BTreeSet::new();
+        while visited.len() <= self.limits.max_delegations {
+            let Some((v, delegator, delegation)) = stack.pop() else {
+                break;
+            };
+            if visited.contains(&v.role) {
+                continue;
+            }
+            visited.insert(v.role.clone());
+            let delegation: Option<crate::trust::metadata::DelegatedRole> = delegation;
+            if let Err(e) = self.load_targets_role(src, &v, &delegator, now).await {
+                if v.role == "targets" {
+                    return Err(e);
+                }
+                out.unusable.push((v.role.clone(), e));
+                continue;
+            }
+            let Some(t) = self.targets.get(&v.role) else {
+                return Err(TrustError::NotRefreshed);
+            };
+            out.listed.extend(
+                t.meta
+                    .targets
+                    .keys()
+                    .filter(|p| wanted(p))
+                    .map(|p| ListedTarget {
+                        path: p.clone(),
+                        role: v.role.clone(),
+                        within_paths: delegation.as_ref().is_none_or(|r| r.matches(p)),
+                    }),
+            );
+            let Some(roles) = t
+                .meta
+                .delegations
+                .as_ref()
+                .and_then(|d| d.roles.as_ref().map(|r| (d, r)))
+            else {
+                continue;
+            };
+            let (d, roles) = roles;
+            let mut children = Vec::new();
+            for r in roles.iter().filter(|r| descend(r)) {
+                if validate_role_name(&r.name).is_err() {
+                    continue;
+                }
+                children.push((
+                    ToVisit {
+                        role: r.name.clone(),
+                        keys: d.keys.clone(),
+                        keyids: r.keyids.clone(),
+                        threshold: r.threshold,
+                    },
+                    r.clone(),
+                ));
+            }
+            children.reverse();
+            stack.extend(
+                children
+                    .into_iter()
+                    .map(|(c, r)| (c, v.role.clone(), Some(r))),
+            );
+        }
+        Ok(out)
     }
 
     /// Stream `target` from `src` (the targets directory) into `out`, checking length
