@@ -37,6 +37,13 @@ fn map_err(e: EngineError) -> BackendError {
     }
 }
 
+/// An engine call as the service's future, its error mapped to the service's kind.
+fn engine<'a, T>(
+    call: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'a,
+) -> BoxFuture<'a, BackendResult<T>> {
+    Box::pin(async move { call.await.map_err(map_err) })
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> BackendResult<Value> {
     serde_json::to_value(v).map_err(|e| BackendError::Failed(format!("cannot encode reply: {e}")))
 }
@@ -168,43 +175,23 @@ impl ManagerBackend for EngineHandle {
     /// `force` is the engine's: it overrides the maintenance window, rollout stage and
     /// reboot inhibitors; holds, the floor and failed releases still apply.
     fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::switch(self, actor(&caller), force)
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::switch(self, actor(&caller), force))
     }
 
     fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::cancel(self, actor(&caller))
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::cancel(self, actor(&caller)))
     }
 
     fn rollback(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::rollback(self, actor(&caller), reason)
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::rollback(self, actor(&caller), reason))
     }
 
     fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::mark_good(self, actor(&caller))
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::mark_good(self, actor(&caller)))
     }
 
     fn mark_bad(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::mark_bad(self, actor(&caller), reason)
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::mark_bad(self, actor(&caller), reason))
     }
 
     fn hold(
@@ -214,19 +201,17 @@ impl ManagerBackend for EngineHandle {
         until: Option<Timestamp>,
         max_version: Option<String>,
     ) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::hold(self, actor(&caller), reason, until, max_version)
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::hold(
+            self,
+            actor(&caller),
+            reason,
+            until,
+            max_version,
+        ))
     }
 
     fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::release_hold(self, actor(&caller))
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::release_hold(self, actor(&caller)))
     }
 
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>> {
@@ -298,7 +283,7 @@ impl ManagerBackend for EngineHandle {
     }
 
     fn inventory(&self) -> BoxFuture<'_, BackendResult<Value>> {
-        Box::pin(async move { EngineHandle::inventory(self).await.map_err(map_err) })
+        engine(EngineHandle::inventory(self))
     }
 
     fn verify_audit(&self) -> BoxFuture<'_, BackendResult<Value>> {
