@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::raw::{drop_page_cache, RawSlot};
 use super::status::StatusStore;
-use super::{Opener, SlotBackend, SlotError, SlotsConfig};
+use super::{SlotBackend, SlotError};
 use crate::names::SlotName;
 use crate::paths::Paths;
 
@@ -201,25 +201,15 @@ impl RawSlot for BlockSlot {
 
 /// `backend = "block"`: each `[[slots.slot]]` path is a partition (symlinks resolved when
 /// it is opened, so `/dev/disk/by-partlabel/…` names work).
-pub(super) struct Partitions;
-
-impl Opener for Partitions {
-    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
-        cfg.check_path_per_slot()
-    }
-    fn open(
-        &self,
-        cfg: &SlotsConfig,
-        paths: &Paths,
-        booted: &SlotName,
-    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
-        let state_dir = paths.state_dir();
-        cfg.open_per_path(booted, |name, path, booted| {
-            Arc::new(
-                BlockSlot::new(name.clone(), path, &state_dir, paths.clone()).with_booted(booted),
-            )
-        })
-    }
+pub(super) fn partition(
+    name: &SlotName,
+    path: &Path,
+    paths: &Paths,
+    booted: bool,
+) -> Arc<dyn SlotBackend> {
+    Arc::new(
+        BlockSlot::new(name.clone(), path, &paths.state_dir(), paths.clone()).with_booted(booted),
+    )
 }
 
 #[cfg(test)]

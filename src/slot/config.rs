@@ -21,12 +21,10 @@
 //! name = "b"
 //! ```
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{SlotBackend, SlotError};
 use crate::names::SlotName;
 
 /// `[slots] backend`: which backend holds the slots. Each variant has its line in
@@ -81,25 +79,6 @@ impl SlotsConfig {
             Some(s) => Err(format!("slot {}: path is missing", s.name)),
             None => Ok(()),
         }
-    }
-
-    /// The slots of a backend with a path per entry, each built by `make(name, path,
-    /// booted)`; [`SlotsConfig::check_path_per_slot`] passed, so a missing path is a
-    /// configuration that bypassed the check.
-    pub(super) fn open_per_path(
-        &self,
-        booted: &SlotName,
-        make: impl Fn(&SlotName, &Path, bool) -> Arc<dyn SlotBackend>,
-    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
-        self.slot
-            .iter()
-            .map(|e| {
-                let path = e.path.as_ref().ok_or_else(|| SlotError::Config {
-                    why: format!("[[slots.slot]] {}: path is missing", e.name),
-                })?;
-                Ok(make(&e.name, path, e.name == *booted))
-            })
-            .collect()
     }
 
     /// The entry rules of a backend whose slots are `<dir>/<name>`: an absolute `dir`,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::raw::RawSlot;
 use super::status::StatusStore;
-use super::{Opener, SlotBackend, SlotError, SlotsConfig};
+use super::{SlotBackend, SlotError};
 use crate::names::SlotName;
 use crate::paths::Paths;
 
@@ -94,26 +94,16 @@ impl RawSlot for ImageFileSlot {
 }
 
 /// `backend = "file"`: each `[[slots.slot]]` path is an image file under the device root.
-pub(super) struct Files;
-
-impl Opener for Files {
-    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
-        cfg.check_path_per_slot()
-    }
-    fn open(
-        &self,
-        cfg: &SlotsConfig,
-        paths: &Paths,
-        booted: &SlotName,
-    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
-        let state_dir = paths.state_dir();
-        cfg.open_per_path(booted, |name, path, booted| {
-            Arc::new(
-                ImageFileSlot::new(name.clone(), paths.resolve(path), &state_dir)
-                    .with_booted(booted),
-            )
-        })
-    }
+pub(super) fn image_file(
+    name: &SlotName,
+    path: &Path,
+    paths: &Paths,
+    booted: bool,
+) -> Arc<dyn SlotBackend> {
+    Arc::new(
+        ImageFileSlot::new(name.clone(), paths.resolve(path), &paths.state_dir())
+            .with_booted(booted),
+    )
 }
 
 #[cfg(test)]
