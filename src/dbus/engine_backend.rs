@@ -2,13 +2,13 @@
 //! actors, engine values to the service's views, and engine errors to the service's error
 //! kinds (which become named D-Bus errors in `super::error`).
 
-use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
 use super::types::{
-    AvailableView, Caller, HistoryFilter, HoldView, JobView, ProgressView, SlotView, StatusView,
+    AvailableView, Caller, DeniedCall, HistoryFilter, HoldRequest, HoldView, JobView, ProgressView,
+    SlotView, StatusView,
 };
 use crate::audit::{Actor, Filter};
 use crate::engine::{EngineError, EngineHandle, JobRecord, StatusSnapshot};
@@ -194,13 +194,12 @@ impl ManagerBackend for EngineHandle {
         engine(EngineHandle::mark_bad(self, actor(&caller), reason))
     }
 
-    fn hold(
-        &self,
-        caller: Caller,
-        reason: String,
-        until: Option<Timestamp>,
-        max_version: Option<String>,
-    ) -> BoxFuture<'_, BackendResult<()>> {
+    fn hold(&self, caller: Caller, hold: HoldRequest) -> BoxFuture<'_, BackendResult<()>> {
+        let HoldRequest {
+            reason,
+            until,
+            max_version,
+        } = hold;
         engine(EngineHandle::hold(
             self,
             actor(&caller),
@@ -298,10 +297,13 @@ impl ManagerBackend for EngineHandle {
     fn record_denial(
         &self,
         caller: Caller,
-        action: String,
-        method: String,
-        detail: String,
+        denied: DeniedCall,
     ) -> BoxFuture<'_, BackendResult<()>> {
+        let DeniedCall {
+            action,
+            method,
+            detail,
+        } = denied;
         tracing::warn!(
             target: "patchd::audit",
             event = crate::engine::handle::DENIAL_EVENT,
