@@ -184,16 +184,21 @@ impl AbState {
                 "slot {slot} is the primary (good) slot; try the other slot"
             )));
         }
-        self.order.retain(|s| s != slot);
-        self.order.insert(0, slot.clone());
-        self.slots.insert(
-            slot.clone(),
+        self.put_first(
+            slot,
             AbSlot {
                 left: attempts,
                 good: false,
             },
         );
         Ok(())
+    }
+
+    /// `slot` first in the order, with `state`.
+    fn put_first(&mut self, slot: &SlotName, state: AbSlot) {
+        self.order.retain(|s| s != slot);
+        self.order.insert(0, slot.clone());
+        self.slots.insert(slot.clone(), state);
     }
 
     /// Commit `slot`: good, first in the order, counters cleared.
@@ -204,10 +209,8 @@ impl AbState {
                 "slot {slot} is marked bad; install and try it before marking it good"
             )));
         }
-        self.order.retain(|s| s != slot);
-        self.order.insert(0, slot.clone());
-        self.slots.insert(
-            slot.clone(),
+        self.put_first(
+            slot,
             AbSlot {
                 left: 0,
                 good: true,

@@ -492,21 +492,16 @@ impl ManagerBackend for FakeBackend {
         caller: Caller,
         denied: DeniedCall,
     ) -> BoxFuture<'_, BackendResult<()>> {
-        let DeniedCall {
-            action,
-            method,
-            detail,
-        } = denied;
         self.record(
             "dbus.denied",
             Some(&caller),
-            json!({ "action": action, "method": method, "detail": detail }),
+            json!({ "action": denied.action, "method": denied.method, "detail": denied.detail }),
         );
         self.lock().denials.push(Denial {
             caller,
-            action,
-            method,
-            detail,
+            action: denied.action,
+            method: denied.method,
+            detail: denied.detail,
         });
         ok(Ok(()))
     }
