@@ -260,23 +260,22 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         "Bytes written to the inactive slot for the staged release.",
         m.staged_bytes,
     );
-    header(
-        &mut o,
-        "patchd_failures_total",
-        "counter",
-        "Failed jobs by reason.",
-    );
-    for (r, n) in &m.failures {
-        let _ = writeln!(o, "patchd_failures_total{{reason=\"{}\"}} {n}", esc(r));
-    }
-    header(
-        &mut o,
-        "patchd_rollbacks_total",
-        "counter",
-        "Rollbacks by reason.",
-    );
-    for (r, n) in &m.rollbacks {
-        let _ = writeln!(o, "patchd_rollbacks_total{{reason=\"{}\"}} {n}", esc(r));
+    for (name, help, by_reason) in [
+        (
+            "patchd_failures_total",
+            "Failed jobs by reason.",
+            &m.failures,
+        ),
+        (
+            "patchd_rollbacks_total",
+            "Rollbacks by reason.",
+            &m.rollbacks,
+        ),
+    ] {
+        header(&mut o, name, "counter", help);
+        for (r, n) in by_reason {
+            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {n}", esc(r));
+        }
     }
     if let Some((seq, hash)) = &m.audit_head {
         header(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::raw::{drop_page_cache, RawSlot};
+use super::raw::{drop_page_cache, open_read_only, RawSlot};
 use super::status::StatusStore;
 use super::{SlotBackend, SlotError};
 use crate::names::SlotName;
@@ -184,11 +184,7 @@ impl RawSlot for BlockSlot {
     }
 
     fn open_for_read(&self) -> Result<File, SlotError> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&self.device)
-            .map_err(|e| SlotError::io(&self.name, e))
+        open_read_only(&self.name, &self.device, libc::O_CLOEXEC)
     }
 
     fn drop_cache(&self, f: &File, len: u64) -> std::io::Result<()> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::raw::RawSlot;
+use super::raw::{open_read_only, RawSlot};
 use super::status::StatusStore;
 use super::{SlotBackend, SlotError};
 use crate::names::SlotName;
@@ -85,11 +85,7 @@ impl RawSlot for ImageFileSlot {
     }
 
     fn open_for_read(&self) -> Result<File, SlotError> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.image)
-            .map_err(|e| SlotError::io(&self.name, e))
+        open_read_only(&self.name, &self.image, libc::O_NOFOLLOW)
     }
 }
 
