@@ -93,6 +93,12 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A series of one sample without labels: its header and its value.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// Render the snapshot as of `now`.
 ///
 /// Long on purpose: one series after another in the order the file shows them, so the
@@ -118,31 +124,22 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         esc(&m.channel),
         esc(&m.product)
     );
-    header(
-        &mut o,
-        "patchd_current_release_info",
-        "gauge",
-        "Release the device runs.",
-    );
-    if let Some(v) = &m.current_version {
-        let _ = writeln!(
-            o,
-            "patchd_current_release_info{{release=\"{}\",{device}}} 1",
-            esc(v)
-        );
-    }
-    header(
-        &mut o,
-        "patchd_staged_release_info",
-        "gauge",
-        "Release staged in the inactive slot.",
-    );
-    if let Some(v) = &m.staged_version {
-        let _ = writeln!(
-            o,
-            "patchd_staged_release_info{{release=\"{}\",{device}}} 1",
-            esc(v)
-        );
+    for (name, help, version) in [
+        (
+            "patchd_current_release_info",
+            "Release the device runs.",
+            &m.current_version,
+        ),
+        (
+            "patchd_staged_release_info",
+            "Release staged in the inactive slot.",
+            &m.staged_version,
+        ),
+    ] {
+        header(&mut o, name, "gauge", help);
+        if let Some(v) = version {
+            let _ = writeln!(o, "{name}{{release=\"{}\",{device}}} 1", esc(v));
+        }
     }
     header(
         &mut o,
@@ -159,49 +156,45 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
             esc(&a.severity)
         );
     }
-    header(
+    single(
         &mut o,
         "patchd_available_updates",
         "gauge",
         "Number of releases available to install.",
+        m.available.len(),
     );
-    let _ = writeln!(o, "patchd_available_updates {}", m.available.len());
     if let Some(t) = m.last_successful_check {
-        header(
+        single(
             &mut o,
             "patchd_last_successful_check_timestamp_seconds",
             "gauge",
             "Unix time of the last successful check.",
+            t.as_second(),
         );
-        let _ = writeln!(
-            o,
-            "patchd_last_successful_check_timestamp_seconds {}",
-            t.as_second()
-        );
-        header(
+        let age = now.duration_since(t).as_secs_f64().max(0.0);
+        single(
             &mut o,
             "patchd_seconds_since_last_successful_check",
             "gauge",
             "Seconds since the last successful check.",
+            format!("{age:.0}"),
         );
-        let age = now.duration_since(t).as_secs_f64().max(0.0);
-        let _ = writeln!(o, "patchd_seconds_since_last_successful_check {age:.0}");
     }
     if let Some((ok, at)) = m.last_check_result {
-        header(
+        single(
             &mut o,
             "patchd_last_check_success",
             "gauge",
             "1 when the most recent check succeeded, 0 when it failed.",
+            u8::from(ok),
         );
-        let _ = writeln!(o, "patchd_last_check_success {}", u8::from(ok));
-        header(
+        single(
             &mut o,
             "patchd_last_check_timestamp_seconds",
             "gauge",
             "Unix time the most recent check (successful or not) ended.",
+            at.as_second(),
         );
-        let _ = writeln!(o, "patchd_last_check_timestamp_seconds {}", at.as_second());
     }
     header(
         &mut o,
@@ -213,29 +206,28 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         let n = m.checks.get(r).copied().unwrap_or(0);
         let _ = writeln!(o, "patchd_checks_total{{result=\"{r}\"}} {n}");
     }
-    header(
+    single(
         &mut o,
         "patchd_updates_total",
         "counter",
         "Releases committed on this device.",
+        m.updates,
     );
-    let _ = writeln!(o, "patchd_updates_total {}", m.updates);
-    header(
+    single(
         &mut o,
         "patchd_fetched_bytes_total",
         "counter",
         "Bytes downloaded by successful stagings.",
+        m.fetched_bytes,
     );
-    let _ = writeln!(o, "patchd_fetched_bytes_total {}", m.fetched_bytes);
-    header(
+    single(
         &mut o,
         "patchd_reused_bytes_total",
         "counter",
         "Bytes of new images taken from local slots instead of the network.",
+        m.reused_bytes,
     );
-    let _ = writeln!(o, "patchd_reused_bytes_total {}", m.reused_bytes);
-    header(&mut o, "patchd_holds", "gauge", "Active holds.");
-    let _ = writeln!(o, "patchd_holds {}", m.holds);
+    single(&mut o, "patchd_holds", "gauge", "Active holds.", m.holds);
     header(
         &mut o,
         "patchd_job_running",
@@ -244,47 +236,46 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
     );
     if let Some(j) = &m.job {
         let _ = writeln!(o, "patchd_job_running{{kind=\"{}\"}} 1", esc(&j.kind));
-        header(
+        single(
             &mut o,
             "patchd_job_done_bytes",
             "gauge",
             "Progress of the running job.",
+            j.done,
         );
-        let _ = writeln!(o, "patchd_job_done_bytes {}", j.done);
         if let Some(t) = j.total {
-            header(
+            single(
                 &mut o,
                 "patchd_job_total_bytes",
                 "gauge",
                 "Size of the running job's work, when known.",
+                t,
             );
-            let _ = writeln!(o, "patchd_job_total_bytes {t}");
         }
     }
-    header(
+    single(
         &mut o,
         "patchd_staged_bytes",
         "gauge",
         "Bytes written to the inactive slot for the staged release.",
+        m.staged_bytes,
     );
-    let _ = writeln!(o, "patchd_staged_bytes {}", m.staged_bytes);
-    header(
-        &mut o,
-        "patchd_failures_total",
-        "counter",
-        "Failed jobs by reason.",
-    );
-    for (r, n) in &m.failures {
-        let _ = writeln!(o, "patchd_failures_total{{reason=\"{}\"}} {n}", esc(r));
-    }
-    header(
-        &mut o,
-        "patchd_rollbacks_total",
-        "counter",
-        "Rollbacks by reason.",
-    );
-    for (r, n) in &m.rollbacks {
-        let _ = writeln!(o, "patchd_rollbacks_total{{reason=\"{}\"}} {n}", esc(r));
+    for (name, help, by_reason) in [
+        (
+            "patchd_failures_total",
+            "Failed jobs by reason.",
+            &m.failures,
+        ),
+        (
+            "patchd_rollbacks_total",
+            "Rollbacks by reason.",
+            &m.rollbacks,
+        ),
+    ] {
+        header(&mut o, name, "counter", help);
+        for (r, n) in by_reason {
+            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {n}", esc(r));
+        }
     }
     if let Some((seq, hash)) = &m.audit_head {
         header(
@@ -298,21 +289,21 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
             "patchd_audit_head_info{{seq=\"{seq}\",hash=\"{}\"}} 1",
             esc(hash)
         );
-        header(
+        single(
             &mut o,
             "patchd_audit_head_seq",
             "gauge",
             "seq of the last audit record.",
+            seq,
         );
-        let _ = writeln!(o, "patchd_audit_head_seq {seq}");
     }
-    header(
+    single(
         &mut o,
         "patchd_audit_head_lag_records",
         "gauge",
         "Audit records the head file did not vouch for when the daemon started (audit_head_lag).",
+        m.audit_head_lag,
     );
-    let _ = writeln!(o, "patchd_audit_head_lag_records {}", m.audit_head_lag);
     o
 }
 

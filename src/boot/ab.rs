@@ -21,18 +21,47 @@ use crate::names::SlotName;
 pub trait AbStore: Send + Sync {
     /// Backend kind, as [`Bootloader::kind`].
     const KIND: &'static str;
+    /// What the store holds besides the A/B state, written back as it was read (the
+    /// other variables of an environment, the boot a state file recorded).
+    type Rest;
     /// Where the state lives, for error messages.
     fn location(&self) -> String;
     /// The slot the running system was booted from.
     fn booted(&self) -> Result<SlotName, BootError>;
-    fn load_state(&self) -> Result<AbState, BootError>;
+    /// Read the store: its A/B state and the rest.
+    fn read_store(&self) -> Result<(AbState, Self::Rest), BootError>;
+    /// Write `st` with `rest` back atomically.
+    fn write_store(&self, st: &AbState, rest: Self::Rest) -> Result<(), BootError>;
+    /// Fresh state with `primary` good and first, even over an unreadable store.
+    fn reset_state(&self, primary: &SlotName) -> Result<(), BootError>;
+
+    fn load_state(&self) -> Result<AbState, BootError> {
+        Ok(self.read_store()?.0)
+    }
+
     /// Read, change with `f`, and write back atomically; nothing is written when `f` fails.
     fn modify_state(
         &self,
         f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
-    ) -> Result<(), BootError>;
-    /// Fresh state with `primary` good and first, even over an unreadable store.
-    fn reset_state(&self, primary: &SlotName) -> Result<(), BootError>;
+    ) -> Result<(), BootError> {
+        let (mut st, rest) = self.read_store()?;
+        f(&mut st)?;
+        self.write_store(&st, rest)
+    }
+}
+
+/// [`AbStore::booted`] of a backend that keeps no record of the booted slot: only the
+/// configured detection can tell.
+pub(super) fn booted_by_detection(
+    detector: Option<&super::detect::Detector>,
+    loader: &str,
+) -> Result<SlotName, BootError> {
+    match detector {
+        Some(d) => d.detect(None),
+        None => Err(BootError::Detection(format!(
+            "{loader} keeps no record of the booted slot; configure detection"
+        ))),
+    }
 }
 
 impl<T: AbStore> Bootloader for T {
@@ -155,16 +184,21 @@ impl AbState {
                 "slot {slot} is the primary (good) slot; try the other slot"
             )));
         }
-        self.order.retain(|s| s != slot);
-        self.order.insert(0, slot.clone());
-        self.slots.insert(
-            slot.clone(),
+        self.put_first(
+            slot,
             AbSlot {
                 left: attempts,
                 good: false,
             },
         );
         Ok(())
+    }
+
+    /// `slot` first in the order, with `state`.
+    fn put_first(&mut self, slot: &SlotName, state: AbSlot) {
+        self.order.retain(|s| s != slot);
+        self.order.insert(0, slot.clone());
+        self.slots.insert(slot.clone(), state);
     }
 
     /// Commit `slot`: good, first in the order, counters cleared.
@@ -175,10 +209,8 @@ impl AbState {
                 "slot {slot} is marked bad; install and try it before marking it good"
             )));
         }
-        self.order.retain(|s| s != slot);
-        self.order.insert(0, slot.clone());
-        self.slots.insert(
-            slot.clone(),
+        self.put_first(
+            slot,
             AbSlot {
                 left: 0,
                 good: true,

@@ -183,17 +183,14 @@ impl AbStore for FileBootloader {
         }
     }
 
-    fn load_state(&self) -> Result<AbState, BootError> {
-        Ok(self.load()?.0)
+    type Rest = Option<SlotName>;
+
+    fn read_store(&self) -> Result<(AbState, Option<SlotName>), BootError> {
+        self.load()
     }
 
-    fn modify_state(
-        &self,
-        f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
-    ) -> Result<(), BootError> {
-        let (mut st, booted) = self.load()?;
-        f(&mut st)?;
-        self.save(&st, booted)
+    fn write_store(&self, st: &AbState, booted: Option<SlotName>) -> Result<(), BootError> {
+        self.save(st, booted)
     }
 
     fn reset_state(&self, primary: &SlotName) -> Result<(), BootError> {

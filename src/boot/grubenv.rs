@@ -18,7 +18,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::ab::{AbState, AbStore};
+use super::ab::{booted_by_detection, AbState, AbStore};
 use super::ab_vars::VarScheme;
 use super::detect::Detector;
 use super::BootError;
@@ -315,41 +315,28 @@ impl GrubBootloader {
         };
         fsutil::syncfs_dir(dir).map_err(io)
     }
-
-    pub fn load(&self) -> Result<(GrubEnv, AbState), BootError> {
-        let env = self.read_env()?;
-        let st = state_from_env(&self.disp(), &env, &self.slots)?;
-        Ok((env, st))
-    }
 }
 
 impl AbStore for GrubBootloader {
     const KIND: &'static str = "grub";
+    type Rest = GrubEnv;
 
     fn location(&self) -> String {
         self.disp()
     }
 
     fn booted(&self) -> Result<SlotName, BootError> {
-        match &self.detector {
-            Some(d) => d.detect(None),
-            None => Err(BootError::Detection(
-                "GRUB keeps no record of the booted slot; configure detection".to_string(),
-            )),
-        }
+        booted_by_detection(self.detector.as_ref(), "GRUB")
     }
 
-    fn load_state(&self) -> Result<AbState, BootError> {
-        Ok(self.load()?.1)
+    fn read_store(&self) -> Result<(AbState, GrubEnv), BootError> {
+        let env = self.read_env()?;
+        let st = state_from_env(&self.disp(), &env, &self.slots)?;
+        Ok((st, env))
     }
 
-    fn modify_state(
-        &self,
-        f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
-    ) -> Result<(), BootError> {
-        let (mut env, mut st) = self.load()?;
-        f(&mut st)?;
-        state_into_env(&st, &mut env);
+    fn write_store(&self, st: &AbState, mut env: GrubEnv) -> Result<(), BootError> {
+        state_into_env(st, &mut env);
         self.write_env(&env)?;
         tracing::info!(path = %self.disp(), order = ?st.order, "GRUB environment updated");
         Ok(())

@@ -10,7 +10,7 @@
 //! `BOOT_B_LEFT`; patchd adds `BOOT_<S>_OK=1` for a committed slot, which the shipped
 //! `packaging/u-boot/boot.cmd` boots without using up attempts.
 
-use super::ab::{AbState, AbStore};
+use super::ab::{booted_by_detection, AbState, AbStore};
 use super::ab_vars::VarScheme;
 use super::detect::Detector;
 #[cfg(test)]
@@ -91,42 +91,29 @@ impl UbootBootloader {
     pub fn slot_names(&self) -> &[SlotName] {
         &self.slots
     }
-
-    pub fn load(&self) -> Result<(LoadedEnv, AbState), BootError> {
-        let cur = self.env.load()?;
-        let st = state_from_vars(&self.env.name(), &cur.vars, &self.slots)?;
-        Ok((cur, st))
-    }
 }
 
 impl AbStore for UbootBootloader {
     const KIND: &'static str = "uboot";
+    type Rest = LoadedEnv;
 
     fn location(&self) -> String {
         self.env.name()
     }
 
     fn booted(&self) -> Result<SlotName, BootError> {
-        match &self.detector {
-            Some(d) => d.detect(None),
-            None => Err(BootError::Detection(
-                "U-Boot keeps no record of the booted slot; configure detection".to_string(),
-            )),
-        }
+        booted_by_detection(self.detector.as_ref(), "U-Boot")
     }
 
-    fn load_state(&self) -> Result<AbState, BootError> {
-        Ok(self.load()?.1)
+    fn read_store(&self) -> Result<(AbState, LoadedEnv), BootError> {
+        let cur = self.env.load()?;
+        let st = state_from_vars(&self.env.name(), &cur.vars, &self.slots)?;
+        Ok((st, cur))
     }
 
-    fn modify_state(
-        &self,
-        f: impl FnOnce(&mut AbState) -> Result<(), BootError>,
-    ) -> Result<(), BootError> {
-        let (cur, mut st) = self.load()?;
-        f(&mut st)?;
+    fn write_store(&self, st: &AbState, cur: LoadedEnv) -> Result<(), BootError> {
         let mut vars = cur.vars.clone();
-        state_into_vars(&st, &mut vars);
+        state_into_vars(st, &mut vars);
         self.env.store(Some(&cur), &vars)?;
         tracing::info!(env = %self.env.name(), order = ?st.order, "U-Boot environment updated");
         Ok(())

@@ -4,10 +4,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::types::{Caller, HistoryFilter, JobView, StatusView};
+use super::types::{Caller, DeniedCall, HistoryFilter, HoldRequest, JobView, StatusView};
 
 /// Boxed future so the trait stays object-safe (`Arc<dyn ManagerBackend>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -71,13 +70,7 @@ pub trait ManagerBackend: Send + Sync + 'static {
     fn rollback(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>>;
     fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
     fn mark_bad(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>>;
-    fn hold(
-        &self,
-        caller: Caller,
-        reason: String,
-        until: Option<Timestamp>,
-        max_version: Option<String>,
-    ) -> BoxFuture<'_, BackendResult<()>>;
+    fn hold(&self, caller: Caller, hold: HoldRequest) -> BoxFuture<'_, BackendResult<()>>;
     fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
 
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>>;
@@ -105,13 +98,7 @@ pub trait ManagerBackend: Send + Sync + 'static {
         })
     }
 
-    /// Record a refused mutating call in the audit trail (`action` is the polkit action
-    /// id, `method` the D-Bus member, `detail` why it was refused and what was asked).
-    fn record_denial(
-        &self,
-        caller: Caller,
-        action: String,
-        method: String,
-        detail: String,
-    ) -> BoxFuture<'_, BackendResult<()>>;
+    /// Record a refused mutating call in the audit trail.
+    fn record_denial(&self, caller: Caller, denied: DeniedCall)
+        -> BoxFuture<'_, BackendResult<()>>;
 }

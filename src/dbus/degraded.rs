@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
 use super::engine_backend::{audit_filter, verify_json};
-use super::types::{Caller, HistoryFilter, SlotView, StatusView};
+use super::types::{Caller, DeniedCall, HistoryFilter, HoldRequest, SlotView, StatusView};
 use crate::audit::{Actor, AuditLog, Entry};
 use crate::boot::Bootloader;
 use crate::paths::Paths;
@@ -213,13 +213,7 @@ impl ManagerBackend for DegradedBackend {
     fn mark_bad(&self, _: Caller, _: String) -> BoxFuture<'_, BackendResult<()>> {
         self.refuse()
     }
-    fn hold(
-        &self,
-        _: Caller,
-        _: String,
-        _: Option<Timestamp>,
-        _: Option<String>,
-    ) -> BoxFuture<'_, BackendResult<()>> {
+    fn hold(&self, _: Caller, _: HoldRequest) -> BoxFuture<'_, BackendResult<()>> {
         self.refuse()
     }
     fn release_hold(&self, _: Caller) -> BoxFuture<'_, BackendResult<()>> {
@@ -291,17 +285,15 @@ impl ManagerBackend for DegradedBackend {
     fn record_denial(
         &self,
         caller: Caller,
-        action: String,
-        method: String,
-        detail: String,
+        denied: DeniedCall,
     ) -> BoxFuture<'_, BackendResult<()>> {
         let entry = Entry::new(
             crate::engine::handle::DENIAL_EVENT,
             Actor::Uid(caller.uid),
-            detail,
+            denied.detail,
         )
-        .field("action", action)
-        .field("method", method)
+        .field("action", denied.action)
+        .field("method", denied.method)
         .field("bus_name", caller.bus_name.clone());
         let r = self.append(entry);
         Box::pin(async move { r })

@@ -2,13 +2,13 @@
 //! actors, engine values to the service's views, and engine errors to the service's error
 //! kinds (which become named D-Bus errors in `super::error`).
 
-use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
 use super::types::{
-    AvailableView, Caller, HistoryFilter, HoldView, JobView, ProgressView, SlotView, StatusView,
+    AvailableView, Caller, DeniedCall, HistoryFilter, HoldRequest, HoldView, JobView, ProgressView,
+    SlotView, StatusView,
 };
 use crate::audit::{Actor, Filter};
 use crate::engine::{EngineError, EngineHandle, JobRecord, StatusSnapshot};
@@ -35,6 +35,13 @@ fn map_err(e: EngineError) -> BackendError {
         }
         _ => BackendError::Failed(msg),
     }
+}
+
+/// An engine call as the service's future, its error mapped to the service's kind.
+fn engine<'a, T>(
+    call: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'a,
+) -> BoxFuture<'a, BackendResult<T>> {
+    Box::pin(async move { call.await.map_err(map_err) })
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> BackendResult<Value> {
@@ -168,65 +175,42 @@ impl ManagerBackend for EngineHandle {
     /// `force` is the engine's: it overrides the maintenance window, rollout stage and
     /// reboot inhibitors; holds, the floor and failed releases still apply.
     fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::switch(self, actor(&caller), force)
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::switch(self, actor(&caller), force))
     }
 
     fn cancel(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::cancel(self, actor(&caller))
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::cancel(self, actor(&caller)))
     }
 
     fn rollback(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::rollback(self, actor(&caller), reason)
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::rollback(self, actor(&caller), reason))
     }
 
     fn mark_good(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::mark_good(self, actor(&caller))
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::mark_good(self, actor(&caller)))
     }
 
     fn mark_bad(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::mark_bad(self, actor(&caller), reason)
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::mark_bad(self, actor(&caller), reason))
     }
 
-    fn hold(
-        &self,
-        caller: Caller,
-        reason: String,
-        until: Option<Timestamp>,
-        max_version: Option<String>,
-    ) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::hold(self, actor(&caller), reason, until, max_version)
-                .await
-                .map_err(map_err)
-        })
+    fn hold(&self, caller: Caller, hold: HoldRequest) -> BoxFuture<'_, BackendResult<()>> {
+        let HoldRequest {
+            reason,
+            until,
+            max_version,
+        } = hold;
+        engine(EngineHandle::hold(
+            self,
+            actor(&caller),
+            reason,
+            until,
+            max_version,
+        ))
     }
 
     fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
-        Box::pin(async move {
-            EngineHandle::release_hold(self, actor(&caller))
-                .await
-                .map_err(map_err)
-        })
+        engine(EngineHandle::release_hold(self, actor(&caller)))
     }
 
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>> {
@@ -298,7 +282,7 @@ impl ManagerBackend for EngineHandle {
     }
 
     fn inventory(&self) -> BoxFuture<'_, BackendResult<Value>> {
-        Box::pin(async move { EngineHandle::inventory(self).await.map_err(map_err) })
+        engine(EngineHandle::inventory(self))
     }
 
     fn verify_audit(&self) -> BoxFuture<'_, BackendResult<Value>> {
@@ -313,10 +297,13 @@ impl ManagerBackend for EngineHandle {
     fn record_denial(
         &self,
         caller: Caller,
-        action: String,
-        method: String,
-        detail: String,
+        denied: DeniedCall,
     ) -> BoxFuture<'_, BackendResult<()>> {
+        let DeniedCall {
+            action,
+            method,
+            detail,
+        } = denied;
         tracing::warn!(
             target: "patchd::audit",
             event = crate::engine::handle::DENIAL_EVENT,

@@ -127,22 +127,24 @@ impl<'a> Options<'a> {
         Self { map }
     }
 
+    /// The value at `key` as a `T`; `what` says which D-Bus type it must be.
+    fn typed<T: TryFrom<&'a OwnedValue>>(
+        &self,
+        key: &'static str,
+        what: &str,
+    ) -> Result<Option<T>, ArgError> {
+        self.map
+            .get(key)
+            .map(|v| T::try_from(v).map_err(|_| arg_err(key, what)))
+            .transpose()
+    }
+
     pub fn bool(&self, key: &'static str) -> Result<Option<bool>, ArgError> {
-        match self.map.get(key) {
-            None => Ok(None),
-            Some(v) => bool::try_from(v)
-                .map(Some)
-                .map_err(|_| arg_err(key, "must be a boolean (b)")),
-        }
+        self.typed(key, "must be a boolean (b)")
     }
 
     pub fn u32(&self, key: &'static str) -> Result<Option<u32>, ArgError> {
-        match self.map.get(key) {
-            None => Ok(None),
-            Some(v) => u32::try_from(v)
-                .map(Some)
-                .map_err(|_| arg_err(key, "must be an unsigned 32-bit integer (u)")),
-        }
+        self.typed(key, "must be an unsigned 32-bit integer (u)")
     }
 
     pub fn str(&self, key: &'static str, max: usize) -> Result<Option<String>, ArgError> {

@@ -25,7 +25,8 @@ pub use backend::{BackendError, BoxFuture, ManagerBackend};
 pub use error::Error;
 pub use service::{serve, Bus, Service, ServiceError, ServiceOptions};
 pub use types::{
-    AvailableView, Caller, HistoryFilter, HoldView, ProgressView, SlotView, StatusView,
+    AvailableView, Caller, DeniedCall, HistoryFilter, HoldRequest, HoldView, ProgressView,
+    SlotView, StatusView,
 };
 
 /// Well-known bus name the daemon owns on the system bus.

@@ -19,8 +19,8 @@ use super::limits::{self, ArgError, Limits, Options};
 use super::methods::{self, Access};
 use super::redact::{redact_json, redact_text};
 use super::types::{
-    ts_str, AvailableTuple, Caller, HoldTuple, JobTuple, JobView, ProgressTuple, ProgressView,
-    SlotTuple, StatusView,
+    ts_str, AvailableTuple, Caller, DeniedCall, HoldRequest, HoldTuple, JobTuple, JobView,
+    ProgressTuple, ProgressView, SlotTuple, StatusView,
 };
 use super::{BUS_NAME, OBJECT_PATH};
 
@@ -363,7 +363,14 @@ impl ManagerIface {
         }
         if let Err(e) = self
             .backend
-            .record_denial(caller.clone(), action.id().to_owned(), method, reason)
+            .record_denial(
+                caller.clone(),
+                DeniedCall {
+                    action: action.id().to_owned(),
+                    method,
+                    detail: reason,
+                },
+            )
             .await
         {
             tracing::error!(error = %e, action = action.id(), "cannot audit denial");
@@ -484,10 +491,12 @@ impl ManagerIface {
         let until = limits::timestamp_arg("until", &until)?;
         let max_version = limits::non_empty(max_version);
         let (caller, _busy) = self.admit(conn, &hdr, reason.clone()).await?;
-        Ok(self
-            .backend
-            .hold(caller, reason, until, max_version)
-            .await?)
+        let hold = HoldRequest {
+            reason,
+            until,
+            max_version,
+        };
+        Ok(self.backend.hold(caller, hold).await?)
     }
 
     async fn release_hold(

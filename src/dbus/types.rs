@@ -103,6 +103,24 @@ pub struct HoldView {
     pub max_version: Option<String>,
 }
 
+/// A `Hold` call's arguments, checked: why, until when (`None`: until released), and up
+/// to which version (`None`: no switching at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
+    pub reason: String,
+    pub until: Option<Timestamp>,
+    pub max_version: Option<String>,
+}
+
+/// A mutating call polkit refused, for the audit trail: `action` is the polkit action
+/// id, `method` the D-Bus member, `detail` why it was refused and what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedCall {
+    pub action: String,
+    pub method: String,
+    pub detail: String,
+}
+
 /// Filter for `GetHistory` (D-Bus `a{sv}` keys of the same names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryFilter {

@@ -607,13 +607,7 @@ pub fn apply_dynamic_with(
             let r = runs[next_run].range;
             drop(cur.take()); // the previous range's memory goes before the next arrives
             let bytes = fetch.next()?;
-            if bytes.len() as u64 != r.len {
-                return Err(DeltaError::PieceCorrupt {
-                    index: i,
-                    offset: out_off,
-                    why: format!("range of {} bytes returned {}", r.len, bytes.len()),
-                });
-            }
+            check_fetched(&bytes, r.len, i, out_off)?;
             report.bytes_fetched += r.len;
             cur = Some((r.offset, bytes));
             next_run += 1;
@@ -659,13 +653,7 @@ pub fn apply_dynamic_with(
                 Some(f) => f,
                 None => {
                     let b = fetch.one(frame_range)?;
-                    if b.len() as u64 != frame_range.len {
-                        return Err(DeltaError::PieceCorrupt {
-                            index: i,
-                            offset: here,
-                            why: format!("range of {} bytes returned {}", frame_range.len, b.len()),
-                        });
-                    }
+                    check_fetched(&b, frame_range.len, i, here)?;
                     report.bytes_fetched += frame_range.len;
                     buf = b;
                     &buf[..]
@@ -688,6 +676,19 @@ pub fn apply_dynamic_with(
     drop(cur);
     w.finish()?;
     Ok(report)
+}
+
+/// A mirror that answers a range with more or fewer bytes than asked for has corrupted
+/// the chunk at `index` (output offset `offset`).
+fn check_fetched(bytes: &[u8], want: u64, index: usize, offset: u64) -> Result<(), DeltaError> {
+    if bytes.len() as u64 != want {
+        return Err(DeltaError::PieceCorrupt {
+            index,
+            offset,
+            why: format!("range of {want} bytes returned {}", bytes.len()),
+        });
+    }
+    Ok(())
 }
 
 /// The part of the range in hand that holds `r`, if it does.

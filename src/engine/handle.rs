@@ -221,81 +221,82 @@ pub const DENIAL_EVENT: &str = "dbus.denied";
 
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
-/// Commands the engine task accepts.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Check {
-        actor: Actor,
-        reply: Reply<Vec<AvailableRelease>>,
-    },
-    Install {
-        actor: Actor,
-        release: Option<String>,
-        switch_now: bool,
-        reply: Reply<InstallStarted>,
-    },
-    Switch {
-        actor: Actor,
-        force: bool,
-        reply: Reply<()>,
-    },
-    Cancel {
-        actor: Actor,
-        reply: Reply<()>,
-    },
-    Rollback {
-        actor: Actor,
-        reason: String,
-        reply: Reply<()>,
-    },
-    MarkGood {
-        actor: Actor,
-        reply: Reply<()>,
-    },
-    MarkBad {
-        actor: Actor,
-        reason: String,
-        reply: Reply<()>,
-    },
-    Hold {
+/// [`Command`] and the [`EngineHandle`] methods that send one and wait for its reply, from
+/// one table: each line names the method, its arguments (the variant's fields but `reply`),
+/// the reply and the variant. The variants after `;` have methods written by hand.
+macro_rules! commands {
+    ($(
+        $(#[doc = $doc:literal])*
+        fn $method:ident($($arg:ident: $ty:ty),* $(,)?) -> $out:ty = $variant:ident;
+    )*
+    ; $(
+        $(#[doc = $xdoc:literal])*
+        $xvariant:ident { $($field:ident: $fty:ty),* $(,)? }
+    )*) => {
+        /// Commands the engine task accepts.
+        #[derive(Debug)]
+        pub(crate) enum Command {
+            $( $variant { $($arg: $ty,)* reply: Reply<$out> }, )*
+            $( $(#[doc = $xdoc])* $xvariant { $($field: $fty),* }, )*
+        }
+
+        impl EngineHandle {
+            $(
+                $(#[doc = $doc])*
+                pub async fn $method(&self, $($arg: $ty),*) -> Result<$out, EngineError> {
+                    self.call(|reply| Command::$variant { $($arg,)* reply }).await
+                }
+            )*
+        }
+    };
+}
+
+commands! {
+    /// Refresh the repository and categorize what is available.
+    fn check(actor: Actor) -> Vec<AvailableRelease> = Check;
+    /// Stage `release` (default: the best eligible one) into the inactive slot; with
+    /// `switch_now`, switch and reboot as soon as it is staged, outside the window too.
+    fn install(actor: Actor, release: Option<String>, switch_now: bool) -> InstallStarted
+        = Install;
+    /// Switch to the staged release now; `force` overrides window and rollout stage and
+    /// reboot inhibitors (never holds, the floor or a failed release).
+    fn switch(actor: Actor, force: bool) -> () = Switch;
+    /// Abandon what has not switched yet (also stops a running staging).
+    fn cancel(actor: Actor) -> () = Cancel;
+    /// Go back to the previous slot (while verifying or during probation).
+    fn rollback(actor: Actor, reason: String) -> () = Rollback;
+    /// Commit the slot under verification without waiting for the health checks.
+    fn mark_good(actor: Actor) -> () = MarkGood;
+    /// Declare the slot under verification (or on probation) bad: roll back.
+    fn mark_bad(actor: Actor, reason: String) -> () = MarkBad;
+    /// Add a hold: no switching while it lasts (or above `max_version` when given).
+    fn hold(
         actor: Actor,
         reason: String,
         until: Option<Timestamp>,
-        max_version: Option<String>,
-        reply: Reply<()>,
-    },
-    ReleaseHold {
-        actor: Actor,
-        reply: Reply<()>,
-    },
-    AllowBelowFloor {
-        actor: Actor,
-        version: String,
-        reply: Reply<()>,
-    },
-    History {
-        filter: Filter,
-        reply: Reply<Vec<Record>>,
-    },
-    Inventory {
-        reply: Reply<serde_json::Value>,
-    },
-    VerifyAudit {
-        reply: Reply<VerifyReport>,
-    },
+        max_version: Option<String>
+    ) -> () = Hold;
+    /// Remove every hold.
+    fn release_hold(actor: Actor) -> () = ReleaseHold;
+    /// Let an admin install `version` although it is below the security floor (audited).
+    fn allow_below_floor(actor: Actor, version: String) -> () = AllowBelowFloor;
+    /// Show `text` as a status warning under `key` until it is cleared with `None`: for a
+    /// part of the daemon outside the engine (the metrics writer); each change is audited
+    /// once.
+    fn set_warning(key: &'static str, text: Option<String>) -> () = SetWarning;
+    /// Audit records matching `filter` (most recent `filter.limit`).
+    fn history(filter: Filter) -> Vec<Record> = History;
+    /// The inventory document (machine facts, slots, floor, holds, patches).
+    fn inventory() -> serde_json::Value = Inventory;
+    /// Verify the whole audit chain (including rotated files).
+    fn verify_audit() -> VerifyReport = VerifyAudit;
+    ;
     /// Append a record about something the engine did not do itself (a refused D-Bus
     /// call); the engine task stays the audit log's only writer.
     RecordDenial {
         entry: Box<Entry>,
         reply: Reply<()>,
-    },
-    /// Set (`Some`) or clear (`None`) a warning status shows for a part of the daemon
-    /// outside the engine (the metrics writer); each change is audited once.
-    SetWarning {
-        key: &'static str,
-        text: Option<String>,
-        reply: Reply<()>,
-    },
+    }
 }
 
 /// Cloneable handle to the running engine.
@@ -335,118 +336,7 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Refresh the repository and categorize what is available.
-    pub async fn check(&self, actor: Actor) -> Result<Vec<AvailableRelease>, EngineError> {
-        self.call(|reply| Command::Check { actor, reply }).await
-    }
-
-    /// Stage `release` (default: the best eligible one) into the inactive slot; with
-    /// `switch_now`, switch and reboot as soon as it is staged, outside the window too.
-    pub async fn install(
-        &self,
-        actor: Actor,
-        release: Option<String>,
-        switch_now: bool,
-    ) -> Result<InstallStarted, EngineError> {
-        self.call(|reply| Command::Install {
-            actor,
-            release,
-            switch_now,
-            reply,
-        })
-        .await
-    }
-
-    /// Switch to the staged release now; `force` overrides window and rollout stage and
-    /// reboot inhibitors (never holds, the floor or a failed release).
-    pub async fn switch(&self, actor: Actor, force: bool) -> Result<(), EngineError> {
-        self.call(|reply| Command::Switch {
-            actor,
-            force,
-            reply,
-        })
-        .await
-    }
-
-    /// Abandon what has not switched yet (also stops a running staging).
-    pub async fn cancel(&self, actor: Actor) -> Result<(), EngineError> {
-        self.call(|reply| Command::Cancel { actor, reply }).await
-    }
-
-    /// Go back to the previous slot (while verifying or during probation).
-    pub async fn rollback(&self, actor: Actor, reason: String) -> Result<(), EngineError> {
-        self.call(|reply| Command::Rollback {
-            actor,
-            reason,
-            reply,
-        })
-        .await
-    }
-
-    /// Commit the slot under verification without waiting for the health checks.
-    pub async fn mark_good(&self, actor: Actor) -> Result<(), EngineError> {
-        self.call(|reply| Command::MarkGood { actor, reply }).await
-    }
-
-    /// Declare the slot under verification (or on probation) bad: roll back.
-    pub async fn mark_bad(&self, actor: Actor, reason: String) -> Result<(), EngineError> {
-        self.call(|reply| Command::MarkBad {
-            actor,
-            reason,
-            reply,
-        })
-        .await
-    }
-
-    /// Add a hold: no switching while it lasts (or above `max_version` when given).
-    pub async fn hold(
-        &self,
-        actor: Actor,
-        reason: String,
-        until: Option<Timestamp>,
-        max_version: Option<String>,
-    ) -> Result<(), EngineError> {
-        self.call(|reply| Command::Hold {
-            actor,
-            reason,
-            until,
-            max_version,
-            reply,
-        })
-        .await
-    }
-
-    /// Remove every hold.
-    pub async fn release_hold(&self, actor: Actor) -> Result<(), EngineError> {
-        self.call(|reply| Command::ReleaseHold { actor, reply })
-            .await
-    }
-
-    /// Let an admin install `version` although it is below the security floor (audited).
-    pub async fn allow_below_floor(
-        &self,
-        actor: Actor,
-        version: String,
-    ) -> Result<(), EngineError> {
-        self.call(|reply| Command::AllowBelowFloor {
-            actor,
-            version,
-            reply,
-        })
-        .await
-    }
-
     /// The current snapshot.
-    /// Show `text` as a status warning under `key` until it is cleared with `None`.
-    pub async fn set_warning(
-        &self,
-        key: &'static str,
-        text: Option<String>,
-    ) -> Result<(), EngineError> {
-        self.call(|reply| Command::SetWarning { key, text, reply })
-            .await
-    }
-
     pub fn status(&self) -> StatusSnapshot {
         self.status.borrow().clone()
     }
@@ -454,21 +344,6 @@ impl EngineHandle {
     /// A receiver that sees every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<StatusSnapshot> {
         self.status.clone()
-    }
-
-    /// Audit records matching `filter` (most recent `filter.limit`).
-    pub async fn history(&self, filter: Filter) -> Result<Vec<Record>, EngineError> {
-        self.call(|reply| Command::History { filter, reply }).await
-    }
-
-    /// The inventory document (machine facts, slots, floor, holds, patches).
-    pub async fn inventory(&self) -> Result<serde_json::Value, EngineError> {
-        self.call(|reply| Command::Inventory { reply }).await
-    }
-
-    /// Verify the whole audit chain (including rotated files).
-    pub async fn verify_audit(&self) -> Result<VerifyReport, EngineError> {
-        self.call(|reply| Command::VerifyAudit { reply }).await
     }
 
     /// Audit a request that was refused before it reached the engine (polkit said no):

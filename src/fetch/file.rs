@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{validate_repo_path, BoxFuture, ByteReader, ByteSource, FetchError};
+use super::{validate_repo_path, BoxFuture, ByteReader, FetchError, ReadRequest, ReadSource};
 
 /// Serves repository files from a directory.
 #[derive(Debug, Clone)]
@@ -19,71 +19,91 @@ impl FileSource {
     }
 }
 
-impl ByteSource for FileSource {
-    fn describe(&self) -> String {
+impl FileSource {
+    async fn open_from(
+        &self,
+        path: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<ByteReader, FetchError> {
+        validate_repo_path(path)?;
+        let full = self.root.join(path);
+        let io = |source| FetchError::Io {
+            what: full.display().to_string(),
+            source,
+        };
+        let mut f = match tokio::fs::File::open(&full).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(FetchError::NotFound {
+                    what: full.display().to_string(),
+                })
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
+        }
+        let r: ByteReader = Box::new(f.take(limit.saturating_sub(offset).saturating_add(1)));
+        Ok(r)
+    }
+
+    async fn open_exact_len(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteReader, FetchError> {
+        let r = self.open_from(path, offset, len).await?;
+        // The file may still change under us; callers count the bytes they get.
+        let full = self.root.join(path);
+        if let Ok(m) = tokio::fs::metadata(&full).await {
+            if m.len() != len {
+                return Err(FetchError::LengthMismatch {
+                    what: full.display().to_string(),
+                    expected: len,
+                    announced: m.len(),
+                });
+            }
+        }
+        Ok(r)
+    }
+}
+
+impl ReadSource for FileSource {
+    fn description(&self) -> String {
         format!("file://{}", self.root.display())
     }
 
-    fn open<'a>(
+    fn open_read<'a>(
         &'a self,
         path: &'a str,
-        offset: u64,
-        limit: u64,
+        req: ReadRequest,
     ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
         Box::pin(async move {
-            validate_repo_path(path)?;
-            let full = self.root.join(path);
-            let io = |source| FetchError::Io {
-                what: full.display().to_string(),
-                source,
-            };
-            let mut f = match tokio::fs::File::open(&full).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(FetchError::NotFound {
-                        what: full.display().to_string(),
-                    })
-                }
-                Err(e) => return Err(io(e)),
-            };
-            if offset > 0 {
-                f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
-            }
-            let r: ByteReader = Box::new(f.take(limit.saturating_sub(offset).saturating_add(1)));
-            Ok(r)
-        })
-    }
-
-    fn open_exact<'a>(
-        &'a self,
-        path: &'a str,
-        offset: u64,
-        len: u64,
-    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
-        Box::pin(async move {
-            let r = self.open(path, offset, len).await?;
-            // The file may still change under us; callers count the bytes they get.
-            let full = self.root.join(path);
-            if let Ok(m) = tokio::fs::metadata(&full).await {
-                if m.len() != len {
-                    return Err(FetchError::LengthMismatch {
-                        what: full.display().to_string(),
-                        expected: len,
-                        announced: m.len(),
-                    });
+            match req {
+                ReadRequest::UpTo { offset, limit } => self.open_from(path, offset, limit).await,
+                ReadRequest::Exact { offset, len } => self.open_exact_len(path, offset, len).await,
+                // A file seeks to the offset and stops reading at the range's end.
+                ReadRequest::Range {
+                    offset,
+                    end,
+                    file_len,
+                } => {
+                    let r = self.open_exact_len(path, offset, file_len).await?;
+                    let r: ByteReader = Box::new(r.take(end - offset));
+                    Ok(r)
                 }
             }
-            Ok(r)
         })
     }
-    // open_range: the trait default (open_exact at the offset, stopped at the range end)
-    // is exactly what a file needs.
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::fetch_all;
     use super::*;
+    use crate::fetch::ByteSource;
 
     #[tokio::test]
     async fn file_source_limits() {

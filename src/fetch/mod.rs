@@ -152,6 +152,78 @@ pub trait ByteSource: Send + Sync {
     }
 }
 
+/// Which read of a [`ByteSource`] was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRequest {
+    /// [`ByteSource::open`]: from `offset`, at most `limit - offset` bytes.
+    UpTo { offset: u64, limit: u64 },
+    /// [`ByteSource::open_exact`]: from `offset` of a file whose signed length is `len`.
+    Exact { offset: u64, len: u64 },
+    /// [`ByteSource::open_range`]: exactly `offset..end` of a file of `file_len` bytes,
+    /// already checked to lie inside it.
+    Range {
+        offset: u64,
+        end: u64,
+        file_len: u64,
+    },
+}
+
+/// A source that answers every kind of read in one function (the local directory, HTTP);
+/// its [`ByteSource`] methods follow from it.
+pub trait ReadSource: Send + Sync {
+    /// [`ByteSource::describe`].
+    fn description(&self) -> String;
+    fn open_read<'a>(
+        &'a self,
+        path: &'a str,
+        req: ReadRequest,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>>;
+}
+
+impl<T: ReadSource> ByteSource for T {
+    fn describe(&self) -> String {
+        self.description()
+    }
+
+    fn open<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        self.open_read(path, ReadRequest::UpTo { offset, limit })
+    }
+
+    fn open_exact<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        self.open_read(path, ReadRequest::Exact { offset, len })
+    }
+
+    fn open_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
+        match check_range(path, offset, len, file_len) {
+            Ok(end) => self.open_read(
+                path,
+                ReadRequest::Range {
+                    offset,
+                    end,
+                    file_len,
+                },
+            ),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
 /// `offset + len` when the range lies inside a file of `file_len` bytes.
 pub fn check_range(path: &str, offset: u64, len: u64, file_len: u64) -> Result<u64, FetchError> {
     match offset.checked_add(len) {

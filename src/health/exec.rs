@@ -157,17 +157,16 @@ pub(crate) fn dropins(dir: &Path, timeout: Duration, _uid: u32) -> (Vec<Task>, V
         (dir.to_path_buf(), CheckKind::DropIn, true),
         (dir.join("wanted"), CheckKind::Wanted, false),
     ] {
+        // An entry that cannot be run fails (or, under `wanted/`, warns) at once.
+        let unusable =
+            |name: &str, why: String| result(name, kind, required, false, why, Instant::now());
         let rd = match fs::read_dir(&d) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                problems.push(result(
+                problems.push(unusable(
                     &d.display().to_string(),
-                    kind,
-                    required,
-                    false,
                     format!("cannot list {}: {e}", d.display()),
-                    Instant::now(),
                 ));
                 continue;
             }
@@ -180,13 +179,9 @@ pub(crate) fn dropins(dir: &Path, timeout: Duration, _uid: u32) -> (Vec<Task>, V
         entries.sort();
         for (name, path) in entries {
             let Ok(meta) = fs::metadata(&path) else {
-                problems.push(result(
+                problems.push(unusable(
                     &name,
-                    kind,
-                    required,
-                    false,
                     format!("{}: cannot stat (dangling link?)", path.display()),
-                    Instant::now(),
                 ));
                 continue;
             };
@@ -194,16 +189,12 @@ pub(crate) fn dropins(dir: &Path, timeout: Duration, _uid: u32) -> (Vec<Task>, V
                 continue;
             }
             if meta.permissions().mode() & 0o111 == 0 {
-                problems.push(result(
+                problems.push(unusable(
                     &name,
-                    kind,
-                    required,
-                    false,
                     format!(
                         "{} is not executable (chmod 755 it, or remove it)",
                         path.display()
                     ),
-                    Instant::now(),
                 ));
                 continue;
             }

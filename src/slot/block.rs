@@ -13,12 +13,9 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::byte_slot;
-use super::raw::{drop_page_cache, RawSlot};
-use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
+use super::raw::{drop_page_cache, open_read_only, RawSlot};
 use super::status::StatusStore;
-use super::{Opener, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
-use crate::fetch::{BoxFuture, ByteSource};
+use super::{SlotBackend, SlotError};
 use crate::names::SlotName;
 use crate::paths::Paths;
 
@@ -57,34 +54,23 @@ impl BlockSlot {
         &self.device
     }
 
-    fn refused(&self, why: String) -> SlotError {
-        SlotError::Refused {
-            slot: self.name.clone(),
-            why,
-        }
-    }
-
-    fn io(&self, source: std::io::Error) -> SlotError {
-        SlotError::Io {
-            slot: self.name.clone(),
-            source,
-        }
-    }
-
     /// Refuse the booted root and any mounted device.
     pub fn check_not_in_use(&self) -> Result<(), SlotError> {
         if self.booted {
-            return Err(self.refused("it is the booted slot".into()));
+            return Err(SlotError::refused(&self.name, "it is the booted slot"));
         }
-        let dev = std::fs::canonicalize(&self.device).map_err(|e| self.io(e))?;
-        let meta = std::fs::metadata(&dev).map_err(|e| self.io(e))?;
+        let dev = std::fs::canonicalize(&self.device).map_err(|e| SlotError::io(&self.name, e))?;
+        let meta = std::fs::metadata(&dev).map_err(|e| SlotError::io(&self.name, e))?;
         if !meta.file_type().is_block_device() {
-            return Err(self.refused(format!("{} is not a block device", dev.display())));
+            return Err(SlotError::refused(
+                &self.name,
+                format!("{} is not a block device", dev.display()),
+            ));
         }
         let rdev = meta.rdev();
         let (major, minor) = (libc::major(rdev), libc::minor(rdev));
         let mountinfo = self.paths.resolve("/proc/self/mountinfo");
-        let text = std::fs::read_to_string(&mountinfo).map_err(|e| self.io(e))?;
+        let text = std::fs::read_to_string(&mountinfo).map_err(|e| SlotError::io(&self.name, e))?;
         for m in parse_mountinfo(&text) {
             let same_number = m.major == major && m.minor == minor;
             // btrfs reports anonymous device numbers; compare the mount source as well.
@@ -94,24 +80,26 @@ impl BlockSlot {
             let parent_of_mounted = m.major != 0
                 && whole_disk_of(&self.paths, m.major, m.minor) == Some((major, minor));
             if parent_of_mounted {
-                return Err(self.refused(format!(
-                    "{} contains a partition mounted on {}",
-                    dev.display(),
-                    m.mount_point
-                )));
+                return Err(SlotError::refused(
+                    &self.name,
+                    format!(
+                        "{} contains a partition mounted on {}",
+                        dev.display(),
+                        m.mount_point
+                    ),
+                ));
             }
             if same_number || same_source {
                 if m.mount_point == "/" {
-                    return Err(self.refused(format!(
-                        "{} holds the running root filesystem",
-                        dev.display()
-                    )));
+                    return Err(SlotError::refused(
+                        &self.name,
+                        format!("{} holds the running root filesystem", dev.display()),
+                    ));
                 }
-                return Err(self.refused(format!(
-                    "{} is mounted on {}",
-                    dev.display(),
-                    m.mount_point
-                )));
+                return Err(SlotError::refused(
+                    &self.name,
+                    format!("{} is mounted on {}", dev.display(), m.mount_point),
+                ));
             }
         }
         Ok(())
@@ -155,20 +143,7 @@ fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .collect()
 }
 
-impl Slot for BlockSlot {
-    fn name(&self) -> &SlotName {
-        &self.name
-    }
-    fn kind(&self) -> &'static str {
-        "block"
-    }
-    fn status(&self) -> Result<SlotStatus, SlotError> {
-        self.store.load()
-    }
-    fn set_state(&self, state: SlotState) -> Result<SlotStatus, SlotError> {
-        self.store.set_state(state)
-    }
-}
+slot_recorded_in_store!(BlockSlot, "block");
 
 impl RawSlot for BlockSlot {
     fn store(&self) -> &StatusStore {
@@ -183,31 +158,33 @@ impl RawSlot for BlockSlot {
             .open(&self.device)
             .map_err(|e| {
                 if e.raw_os_error() == Some(libc::EBUSY) {
-                    self.refused(format!(
-                        "{} is in use (mounted or claimed)",
-                        self.device.display()
-                    ))
+                    SlotError::refused(
+                        &self.name,
+                        format!("{} is in use (mounted or claimed)", self.device.display()),
+                    )
                 } else {
-                    self.io(e)
+                    SlotError::io(&self.name, e)
                 }
             })?;
-        let cap = f.seek(SeekFrom::End(0)).map_err(|e| self.io(e))?;
+        let cap = f
+            .seek(SeekFrom::End(0))
+            .map_err(|e| SlotError::io(&self.name, e))?;
         if size > cap {
-            return Err(self.refused(format!(
-                "image of {size} bytes does not fit into {} ({cap} bytes)",
-                self.device.display()
-            )));
+            return Err(SlotError::refused(
+                &self.name,
+                format!(
+                    "image of {size} bytes does not fit into {} ({cap} bytes)",
+                    self.device.display()
+                ),
+            ));
         }
-        f.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| SlotError::io(&self.name, e))?;
         Ok(f)
     }
 
     fn open_for_read(&self) -> Result<File, SlotError> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&self.device)
-            .map_err(|e| self.io(e))
+        open_read_only(&self.name, &self.device, libc::O_CLOEXEC)
     }
 
     fn drop_cache(&self, f: &File, len: u64) -> std::io::Result<()> {
@@ -218,59 +195,17 @@ impl RawSlot for BlockSlot {
     }
 }
 
-impl SlotBackend for BlockSlot {
-    fn takes(&self) -> ImageFormat {
-        ImageFormat::Raw
-    }
-    fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
-        byte_slot::prepare(self, req)
-    }
-    fn stage<'a>(
-        &'a self,
-        req: &'a StageRequest,
-        source: &'a dyn ByteSource,
-        opts: &'a StageOptions,
-        progress: Option<ProgressFn>,
-        cancel: &'a CancelToken,
-    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
-        byte_slot::stage(self, req, source, opts, progress, cancel)
-    }
-    fn verify(&self) -> Result<(), StageError> {
-        byte_slot::verify(self)
-    }
-    fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
-        Some(Arc::new(self.clone()))
-    }
-}
-
 /// `backend = "block"`: each `[[slots.slot]]` path is a partition (symlinks resolved when
 /// it is opened, so `/dev/disk/by-partlabel/…` names work).
-pub(super) struct Partitions;
-
-impl Opener for Partitions {
-    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
-        cfg.check_path_per_slot()
-    }
-    fn open(
-        &self,
-        cfg: &SlotsConfig,
-        paths: &Paths,
-        booted: &SlotName,
-    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
-        let state_dir = paths.state_dir();
-        cfg.slot
-            .iter()
-            .map(|e| {
-                let path = e.path.as_ref().ok_or_else(|| SlotError::Config {
-                    why: format!("[[slots.slot]] {}: path is missing", e.name),
-                })?;
-                Ok(Arc::new(
-                    BlockSlot::new(e.name.clone(), path, &state_dir, paths.clone())
-                        .with_booted(e.name == *booted),
-                ) as Arc<dyn SlotBackend>)
-            })
-            .collect()
-    }
+pub(super) fn partition(
+    name: &SlotName,
+    path: &Path,
+    paths: &Paths,
+    booted: bool,
+) -> Arc<dyn SlotBackend> {
+    Arc::new(
+        BlockSlot::new(name.clone(), path, &paths.state_dir(), paths.clone()).with_booted(booted),
+    )
 }
 
 #[cfg(test)]

@@ -6,12 +6,9 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::byte_slot;
-use super::raw::RawSlot;
-use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
+use super::raw::{open_read_only, RawSlot};
 use super::status::StatusStore;
-use super::{Opener, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
-use crate::fetch::{BoxFuture, ByteSource};
+use super::{SlotBackend, SlotError};
 use crate::names::SlotName;
 use crate::paths::Paths;
 
@@ -52,29 +49,9 @@ impl ImageFileSlot {
     pub fn image_path(&self) -> &Path {
         &self.image
     }
-
-    fn io(&self, source: std::io::Error) -> SlotError {
-        SlotError::Io {
-            slot: self.name.clone(),
-            source,
-        }
-    }
 }
 
-impl Slot for ImageFileSlot {
-    fn name(&self) -> &SlotName {
-        &self.name
-    }
-    fn kind(&self) -> &'static str {
-        "file"
-    }
-    fn status(&self) -> Result<SlotStatus, SlotError> {
-        self.store.load()
-    }
-    fn set_state(&self, state: SlotState) -> Result<SlotStatus, SlotError> {
-        self.store.set_state(state)
-    }
-}
+slot_recorded_in_store!(ImageFileSlot, "file");
 
 impl RawSlot for ImageFileSlot {
     fn store(&self) -> &StatusStore {
@@ -83,17 +60,14 @@ impl RawSlot for ImageFileSlot {
 
     fn open_for_write(&self, size: u64) -> Result<File, SlotError> {
         if self.booted {
-            return Err(SlotError::Refused {
-                slot: self.name.clone(),
-                why: "it is the booted slot".into(),
-            });
+            return Err(SlotError::refused(&self.name, "it is the booted slot"));
         }
         if let Some(cap) = self.capacity {
             if size > cap {
-                return Err(SlotError::Refused {
-                    slot: self.name.clone(),
-                    why: format!("image of {size} bytes does not fit into {cap} bytes"),
-                });
+                return Err(SlotError::refused(
+                    &self.name,
+                    format!("image of {size} bytes does not fit into {cap} bytes"),
+                ));
             }
         }
         // No truncation: an interrupted write resumes over the existing prefix.
@@ -104,79 +78,37 @@ impl RawSlot for ImageFileSlot {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.image)
-            .map_err(|e| self.io(e))?;
+            .map_err(|e| SlotError::io(&self.name, e))?;
         // The pipeline sets the final length just before its first write, so a run that
         // fails earlier leaves the old content (and its record) as they were.
         Ok(f)
     }
 
     fn open_for_read(&self) -> Result<File, SlotError> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.image)
-            .map_err(|e| self.io(e))
-    }
-}
-
-impl SlotBackend for ImageFileSlot {
-    fn takes(&self) -> ImageFormat {
-        ImageFormat::Raw
-    }
-    fn prepare(&self, req: &StageRequest) -> Result<(), StageError> {
-        byte_slot::prepare(self, req)
-    }
-    fn stage<'a>(
-        &'a self,
-        req: &'a StageRequest,
-        source: &'a dyn ByteSource,
-        opts: &'a StageOptions,
-        progress: Option<ProgressFn>,
-        cancel: &'a CancelToken,
-    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
-        byte_slot::stage(self, req, source, opts, progress, cancel)
-    }
-    fn verify(&self) -> Result<(), StageError> {
-        byte_slot::verify(self)
-    }
-    fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
-        Some(Arc::new(self.clone()))
+        open_read_only(&self.name, &self.image, libc::O_NOFOLLOW)
     }
 }
 
 /// `backend = "file"`: each `[[slots.slot]]` path is an image file under the device root.
-pub(super) struct Files;
-
-impl Opener for Files {
-    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
-        cfg.check_path_per_slot()
-    }
-    fn open(
-        &self,
-        cfg: &SlotsConfig,
-        paths: &Paths,
-        booted: &SlotName,
-    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
-        let state_dir = paths.state_dir();
-        cfg.slot
-            .iter()
-            .map(|e| {
-                let path = e.path.as_ref().ok_or_else(|| SlotError::Config {
-                    why: format!("[[slots.slot]] {}: path is missing", e.name),
-                })?;
-                Ok(Arc::new(
-                    ImageFileSlot::new(e.name.clone(), paths.resolve(path), &state_dir)
-                        .with_booted(e.name == *booted),
-                ) as Arc<dyn SlotBackend>)
-            })
-            .collect()
-    }
+pub(super) fn image_file(
+    name: &SlotName,
+    path: &Path,
+    paths: &Paths,
+    booted: bool,
+) -> Arc<dyn SlotBackend> {
+    Arc::new(
+        ImageFileSlot::new(name.clone(), paths.resolve(path), &paths.state_dir())
+            .with_booted(booted),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fetch::FileSource;
+    use crate::slot::{
+        CancelToken, ImageFormat, SlotState, StageError, StageOptions, StageRequest,
+    };
 
     fn sha(b: &[u8]) -> String {
         hex::encode(ring::digest::digest(&ring::digest::SHA256, b))

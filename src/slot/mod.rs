@@ -14,6 +14,31 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+/// [`Slot`] for a backend that keeps its `name` and its status record (`store`, a
+/// [`StatusStore`]) as fields: the record is the slot's state, and the store refuses
+/// illegal moves.
+macro_rules! slot_recorded_in_store {
+    ($ty:ty, $kind:literal) => {
+        impl $crate::slot::Slot for $ty {
+            fn name(&self) -> &$crate::names::SlotName {
+                &self.name
+            }
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+            fn status(&self) -> Result<$crate::slot::SlotStatus, $crate::slot::SlotError> {
+                self.store.load()
+            }
+            fn set_state(
+                &self,
+                state: $crate::slot::SlotState,
+            ) -> Result<$crate::slot::SlotStatus, $crate::slot::SlotError> {
+                self.store.set_state(state)
+            }
+        }
+    };
+}
+
 mod block;
 mod btrfs;
 mod byte_slot;
@@ -187,6 +212,22 @@ impl Slot for EngineView {
     }
     fn set_state(&self, state: SlotState) -> Result<SlotStatus, SlotError> {
         self.0.set_state(state)
+    }
+}
+
+impl SlotError {
+    pub(crate) fn io(slot: &SlotName, source: std::io::Error) -> Self {
+        SlotError::Io {
+            slot: slot.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn refused(slot: &SlotName, why: impl Into<String>) -> Self {
+        SlotError::Refused {
+            slot: slot.clone(),
+            why: why.into(),
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The list of slot backends: `[slots] backend` → the backend that checks its entries
 //! and builds its slots. Adding a backend is its file under `slot/` (a type implementing
-//! [`SlotBackend`] and an [`Opener`]), its [`SlotKind`] variant, and its line in
-//! [`backend`]. `[slots]` is validated here too ([`SlotsConfig::validate`]).
+//! [`SlotBackend`] and an [`Opener`], or for a path per slot a constructor for
+//! [`PathPerSlot`]), its [`SlotKind`] variant, and its line in [`backend`]. `[slots]` is validated here too ([`SlotsConfig::validate`]).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::config::MIN_CHECKPOINT;
@@ -14,9 +15,35 @@ use crate::paths::Paths;
 /// The slot backends, one line each.
 pub(super) fn backend(kind: SlotKind) -> &'static dyn Opener {
     match kind {
-        SlotKind::File => &super::file::Files,
-        SlotKind::Block => &super::block::Partitions,
+        SlotKind::File => &PathPerSlot(super::file::image_file),
+        SlotKind::Block => &PathPerSlot(super::block::partition),
         SlotKind::Btrfs => &super::btrfs::Subvolumes,
+    }
+}
+
+/// A backend whose every `[[slots.slot]]` entry names its slot's path (`file`, `block`),
+/// and how it builds one slot from it (`booted`: never written).
+pub(super) struct PathPerSlot(fn(&SlotName, &Path, &Paths, bool) -> Arc<dyn SlotBackend>);
+
+impl Opener for PathPerSlot {
+    fn check(&self, cfg: &SlotsConfig) -> Result<(), String> {
+        cfg.check_path_per_slot()
+    }
+    fn open(
+        &self,
+        cfg: &SlotsConfig,
+        paths: &Paths,
+        booted: &SlotName,
+    ) -> Result<Vec<Arc<dyn SlotBackend>>, SlotError> {
+        cfg.slot
+            .iter()
+            .map(|e| {
+                let path = e.path.as_ref().ok_or_else(|| SlotError::Config {
+                    why: format!("[[slots.slot]] {}: path is missing", e.name),
+                })?;
+                Ok((self.0)(&e.name, path, paths, e.name == *booted))
+            })
+            .collect()
     }
 }
 

@@ -3,9 +3,11 @@
 
 use std::fs::File;
 use std::io;
+use std::path::Path;
 
 use super::status::StatusStore;
 use super::{Slot, SlotError};
+use crate::names::SlotName;
 
 /// A slot whose content is one contiguous byte range: a block device or an image file.
 pub trait RawSlot: Slot {
@@ -19,6 +21,17 @@ pub trait RawSlot: Slot {
     fn drop_cache(&self, f: &File, len: u64) -> io::Result<()> {
         drop_page_cache(f, len)
     }
+}
+
+/// [`RawSlot::open_for_read`] of the slot `name` whose content is the file or device at
+/// `path`, opened with the extra `flags`.
+pub(super) fn open_read_only(name: &SlotName, path: &Path, flags: i32) -> Result<File, SlotError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| SlotError::io(name, e))
 }
 
 /// `posix_fadvise(DONTNEED)` after an fsync: the clean pages are dropped, so reads go to

@@ -37,13 +37,6 @@ impl StatusStore {
         &self.slot
     }
 
-    fn io(&self, source: std::io::Error) -> SlotError {
-        SlotError::Io {
-            slot: self.slot.clone(),
-            source,
-        }
-    }
-
     /// The record, or `Empty` when none was written yet.
     pub fn load(&self) -> Result<SlotStatus, SlotError> {
         let path = self.path();
@@ -52,7 +45,7 @@ impl StatusStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(SlotStatus::empty(self.slot.clone()))
             }
-            Err(e) => return Err(self.io(e)),
+            Err(e) => return Err(SlotError::io(&self.slot, e)),
         };
         let st: SlotStatus = serde_json::from_slice(&bytes).map_err(|e| SlotError::BadStatus {
             slot: self.slot.clone(),
@@ -70,14 +63,14 @@ impl StatusStore {
     }
 
     pub fn save(&self, st: &SlotStatus) -> Result<(), SlotError> {
-        fsutil::ensure_dir(&self.dir, 0o700).map_err(|e| self.io(e))?;
+        fsutil::ensure_dir(&self.dir, 0o700).map_err(|e| SlotError::io(&self.slot, e))?;
         let mut bytes = serde_json::to_vec_pretty(st).map_err(|e| SlotError::BadStatus {
             slot: self.slot.clone(),
             path: self.path().display().to_string(),
             why: e.to_string(),
         })?;
         bytes.push(b'\n');
-        fsutil::atomic_write(&self.path(), &bytes).map_err(|e| self.io(e))
+        fsutil::atomic_write(&self.path(), &bytes).map_err(|e| SlotError::io(&self.slot, e))
     }
 
     /// Record that a write started: the content is unknown until verified.

@@ -499,15 +499,7 @@ impl Harness {
         })
     }
 
-    pub async fn start(
-        &self,
-    ) -> Result<
-        (
-            crate::engine::EngineHandle,
-            tokio::task::JoinHandle<crate::engine::RunExit>,
-        ),
-        crate::engine::EngineError,
-    > {
+    pub async fn start(&self) -> Result<RunningEngine, crate::engine::EngineError> {
         crate::engine::runner::start(self.parts()?).await
     }
 
@@ -516,6 +508,12 @@ impl Harness {
             .verify()
     }
 }
+
+/// A started engine: its handle and the task running it.
+pub type RunningEngine = (
+    crate::engine::EngineHandle,
+    tokio::task::JoinHandle<crate::engine::RunExit>,
+);
 
 /// States in which the engine rests until something changes (a check, the clock, an
 /// admin).

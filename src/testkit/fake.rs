@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 use crate::dbus::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
 use crate::dbus::types::{
-    AvailableView, Caller, HistoryFilter, HoldView, ProgressView, SlotView, StatusView,
+    AvailableView, Caller, DeniedCall, HistoryFilter, HoldRequest, HoldView, ProgressView,
+    SlotView, StatusView,
 };
 
 /// Release the fake offers after a `check`.
@@ -395,13 +396,12 @@ impl ManagerBackend for FakeBackend {
         ok(self.boot_back(&format!("marked bad: {reason}")))
     }
 
-    fn hold(
-        &self,
-        caller: Caller,
-        reason: String,
-        until: Option<Timestamp>,
-        max_version: Option<String>,
-    ) -> BoxFuture<'_, BackendResult<()>> {
+    fn hold(&self, caller: Caller, hold: HoldRequest) -> BoxFuture<'_, BackendResult<()>> {
+        let HoldRequest {
+            reason,
+            until,
+            max_version,
+        } = hold;
         self.record(
             "hold",
             Some(&caller),
@@ -490,20 +490,18 @@ impl ManagerBackend for FakeBackend {
     fn record_denial(
         &self,
         caller: Caller,
-        action: String,
-        method: String,
-        detail: String,
+        denied: DeniedCall,
     ) -> BoxFuture<'_, BackendResult<()>> {
         self.record(
             "dbus.denied",
             Some(&caller),
-            json!({ "action": action, "method": method, "detail": detail }),
+            json!({ "action": denied.action, "method": denied.method, "detail": denied.detail }),
         );
         self.lock().denials.push(Denial {
             caller,
-            action,
-            method,
-            detail,
+            action: denied.action,
+            method: denied.method,
+            detail: denied.detail,
         });
         ok(Ok(()))
     }

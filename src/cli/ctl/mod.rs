@@ -315,6 +315,15 @@ fn print_json(v: &Value) {
     );
 }
 
+/// A reply as `--json` asked, or as `human` renders it.
+fn show(json: bool, v: &Value, human: impl FnOnce(&Value) -> String) {
+    if json {
+        print_json(v);
+    } else {
+        print!("{}", human(v));
+    }
+}
+
 /// RFC 3339 time, or a span back/forward from now (`7d`, `48h`, `1w`).
 fn parse_time(s: &str, future: bool) -> Result<jiff::Timestamp, CtlError> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
@@ -459,11 +468,7 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
         }
         Cmd::Repair => {
             let v = parse_json(&p.repair().await?)?;
-            if json {
-                print_json(&v);
-            } else {
-                print!("{}", output::repair_report(&v));
-            }
+            show(json, &v, output::repair_report);
         }
         Cmd::MarkGood => {
             p.mark_good().await?;
@@ -512,19 +517,11 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 f.insert("release", ZValue::from(r.as_str()));
             }
             let v = parse_json(&p.get_history(f).await?)?;
-            if json {
-                print_json(&v);
-            } else {
-                print!("{}", output::history(&v));
-            }
+            show(json, &v, output::history);
         }
         Cmd::Inventory => {
             let v = parse_json(&p.get_inventory().await?)?;
-            if json {
-                print_json(&v);
-            } else {
-                print!("{}", output::tree(&v));
-            }
+            show(json, &v, output::tree);
         }
         Cmd::Audit {
             cmd: AuditCmd::Verify {
@@ -535,16 +532,7 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             let intact = v["ok"].as_bool() == Some(true);
             let lag_only = v["power_cut_lag_only"].as_bool() == Some(true);
             let ok = intact || (*allow_power_cut_lag && lag_only);
-            let list = |key: &str| -> Vec<String> {
-                v[key]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
+            let list = |key: &str| output::strings(&v[key]);
             if json {
                 print_json(&v);
             } else {

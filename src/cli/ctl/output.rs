@@ -259,19 +259,21 @@ pub fn tree(v: &Value) -> String {
     out
 }
 
+/// The strings of a JSON array (none when `v` is not one).
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `patchctl repair`'s report for people.
 pub fn repair_report(v: &serde_json::Value) -> String {
     let mut o = String::new();
-    let list = |key: &str| -> Vec<String> {
-        v[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let list = |key: &str| strings(&v[key]);
     if let Some(d) = v["moved"].as_str().filter(|d| !d.is_empty()) {
         o.push_str(&format!(
             "Moved {d} aside to {}.\n",

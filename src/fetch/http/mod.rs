@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::rate::RateRule;
-use super::{validate_repo_path, BoxFuture, ByteReader, ByteSource, FetchError};
+use super::{validate_repo_path, BoxFuture, ByteReader, FetchError, ReadRequest, ReadSource};
 
 mod transfer;
 use transfer::{chain, ChannelReader, Transfer};
@@ -275,40 +275,27 @@ impl HttpSource {
     }
 }
 
-impl ByteSource for HttpSource {
-    fn describe(&self) -> String {
+impl ReadSource for HttpSource {
+    fn description(&self) -> String {
         redact(self.base.as_str())
     }
 
-    fn open<'a>(
+    fn open_read<'a>(
         &'a self,
         path: &'a str,
-        offset: u64,
-        limit: u64,
+        req: ReadRequest,
     ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
-        Box::pin(self.open_inner(path, offset, limit, false, None))
-    }
-
-    fn open_exact<'a>(
-        &'a self,
-        path: &'a str,
-        offset: u64,
-        len: u64,
-    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
-        Box::pin(self.open_inner(path, offset, len, true, None))
-    }
-
-    fn open_range<'a>(
-        &'a self,
-        path: &'a str,
-        offset: u64,
-        len: u64,
-        file_len: u64,
-    ) -> BoxFuture<'a, Result<ByteReader, FetchError>> {
-        Box::pin(async move {
-            let end = super::check_range(path, offset, len, file_len)?;
-            self.open_inner(path, offset, end, true, Some(file_len))
-                .await
+        Box::pin(match req {
+            ReadRequest::UpTo { offset, limit } => {
+                self.open_inner(path, offset, limit, false, None)
+            }
+            ReadRequest::Exact { offset, len } => self.open_inner(path, offset, len, true, None),
+            // Only this range is asked for, and the answer's `Content-Range` checked.
+            ReadRequest::Range {
+                offset,
+                end,
+                file_len,
+            } => self.open_inner(path, offset, end, true, Some(file_len)),
         })
     }
 }
@@ -351,6 +338,7 @@ fn encode_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::ByteSource;
 
     #[test]
     fn backoff_grows_and_is_capped() {

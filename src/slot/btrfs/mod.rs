@@ -50,20 +50,7 @@ pub struct BtrfsSlot {
     set: BtrfsSlots,
 }
 
-impl Slot for BtrfsSlot {
-    fn name(&self) -> &SlotName {
-        &self.name
-    }
-    fn kind(&self) -> &'static str {
-        "btrfs"
-    }
-    fn status(&self) -> Result<SlotStatus, SlotError> {
-        self.store.load()
-    }
-    fn set_state(&self, state: SlotState) -> Result<SlotStatus, SlotError> {
-        self.store.set_state(state)
-    }
-}
+slot_recorded_in_store!(BtrfsSlot, "btrfs");
 
 impl SlotBackend for BtrfsSlot {
     fn takes(&self) -> ImageFormat {
@@ -98,10 +85,7 @@ impl SlotBackend for BtrfsSlot {
         } else {
             return Ok(());
         };
-        Err(StageError::Slot(SlotError::Refused {
-            slot: self.name.clone(),
-            why,
-        }))
+        Err(StageError::Slot(SlotError::refused(&self.name, why)))
     }
     fn byte_range(&self) -> Option<Arc<dyn RawSlot>> {
         None
@@ -211,20 +195,10 @@ impl BtrfsSlots {
     fn check_writable(&self, name: &SlotName) -> Result<(), SlotError> {
         for (which, s) in [("booted", &self.booted), ("rollback", &self.rollback)] {
             if s.as_ref() == Some(name) {
-                return Err(SlotError::Refused {
-                    slot: name.clone(),
-                    why: format!("it is the {which} slot"),
-                });
+                return Err(SlotError::refused(name, format!("it is the {which} slot")));
             }
         }
         Ok(())
-    }
-
-    fn io(name: &SlotName, source: io::Error) -> SlotError {
-        SlotError::Io {
-            slot: name.clone(),
-            source,
-        }
     }
 
     /// Writable snapshot of the running subvolume as slot `new` (status `incomplete`
@@ -239,14 +213,14 @@ impl BtrfsSlots {
         store.mark_incomplete("snapshot")?;
         let dst = self.subvolume_path(new);
         if dst.exists() {
-            return Err(SlotError::Refused {
-                slot: new.clone(),
-                why: format!("{} already exists", dst.display()),
-            });
+            return Err(SlotError::refused(
+                new,
+                format!("{} already exists", dst.display()),
+            ));
         }
         snapshot_create(&self.subvolume_path(running), &self.root, new.as_str())
-            .map_err(|e| Self::io(new, e))?;
-        fsutil::fsync_dir(&self.root).map_err(|e| Self::io(new, e))?;
+            .map_err(|e| SlotError::io(new, e))?;
+        fsutil::fsync_dir(&self.root).map_err(|e| SlotError::io(new, e))?;
         Ok(dst)
     }
 
@@ -307,7 +281,7 @@ impl BtrfsSlots {
             source: e,
         })?;
         let resume = self.load_checkpoint(req, name, prefix);
-        let io = |e| StageError::Slot(Self::io(name, e));
+        let io = |e| StageError::Slot(SlotError::io(name, e));
         if partial_path.exists() {
             subvol_delete(&self.root, &partial).map_err(io)?;
         }
@@ -396,7 +370,7 @@ impl BtrfsSlots {
             if Some(&n) == self.booted.as_ref() || Some(&n) == self.rollback.as_ref() {
                 continue;
             }
-            subvol_delete(&self.root, n.as_str()).map_err(|e| Self::io(&n, e))?;
+            subvol_delete(&self.root, n.as_str()).map_err(|e| SlotError::io(&n, e))?;
             self.slot(&n).set_state(SlotState::Empty)?;
             tracing::info!(slot = %n, "pruned old btrfs slot");
             removed.push(n);
