@@ -2,7 +2,6 @@
 //! earlier release's image, and the chunk index + chunk store of the new image. Kept
 //! apart from the image placement so the compression step can change independently.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use semver::Version;
@@ -77,15 +76,7 @@ fn place(
     out: &mut Vec<(String, TargetFile)>,
 ) -> Result<String, PublishError> {
     let placed = images::place(file, Compression::None, targets_dir, &target)?;
-    out.push((
-        target.clone(),
-        TargetFile {
-            length: placed.stored_len,
-            hashes: BTreeMap::from([("sha256".to_string(), placed.stored_sha256)]),
-            custom: None,
-            extra: Default::default(),
-        },
-    ));
+    out.push((target.clone(), placed.target_file()));
     Ok(target)
 }
 

@@ -19,6 +19,21 @@ pub(crate) struct Placed {
     pub stored_sha256: String,
 }
 
+impl Placed {
+    /// The stored file as the targets role lists it: its length and sha256.
+    pub fn target_file(&self) -> crate::trust::metadata::TargetFile {
+        crate::trust::metadata::TargetFile {
+            length: self.stored_len,
+            hashes: std::collections::BTreeMap::from([(
+                "sha256".to_string(),
+                self.stored_sha256.clone(),
+            )]),
+            custom: None,
+            extra: Default::default(),
+        }
+    }
+}
+
 /// Hashes everything written through it.
 struct HashingWriter<W> {
     inner: W,

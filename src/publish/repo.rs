@@ -399,15 +399,9 @@ impl Repo {
             );
             let placed = images::place(&img.file, img.compression, &self.targets_dir(), &target)?;
             tracing::info!(target_path = %target, size = placed.uncompressed_size, stored = placed.stored_len, "image placed");
-            st.targets.targets.insert(
-                target.clone(),
-                TargetFile {
-                    length: placed.stored_len,
-                    hashes: BTreeMap::from([("sha256".to_string(), placed.stored_sha256)]),
-                    custom: None,
-                    extra: Default::default(),
-                },
-            );
+            st.targets
+                .targets
+                .insert(target.clone(), placed.target_file());
             let extras = if img.format == ImageFormat::Raw {
                 super::delta::image_extras(
                     st,

@@ -92,7 +92,13 @@ impl Runner {
                 let r = self.switch(&actor, force).await;
                 let _ = reply.send(self.finish(r));
             }
+            // Marking the running release bad is a manual rollback.
             Command::Rollback {
+                actor,
+                reason,
+                reply,
+            }
+            | Command::MarkBad {
                 actor,
                 reason,
                 reply,
@@ -102,14 +108,6 @@ impl Runner {
             }
             Command::MarkGood { actor, reply } => {
                 let r = self.mark_good(&actor, "marked good by an admin").await;
-                let _ = reply.send(self.finish(r));
-            }
-            Command::MarkBad {
-                actor,
-                reason,
-                reply,
-            } => {
-                let r = self.roll_back(&actor, "manual", &reason).await;
                 let _ = reply.send(self.finish(r));
             }
             Command::Hold {
