@@ -10,8 +10,8 @@ use common::image::{sha256_hex as sha, zstd_request};
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::slot::{
-    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotBackend, SlotState, StageError, StageOptions,
-    StageRequest,
+    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotBackend, SlotState, StageError, StageJob,
+    StageOptions, StageRequest,
 };
 
 fn tar_of(files: &[(&str, &[u8], u32, u64)]) -> Vec<u8> {
@@ -54,12 +54,14 @@ async fn btrfs_slots_install_refuse_snapshot_and_prune() {
         async move {
             slots
                 .stage_tar(
-                    &req,
-                    src,
                     &name(n),
-                    &StageOptions::default(),
-                    None,
-                    &CancelToken::new(),
+                    StageJob {
+                        req: &req,
+                        source: src,
+                        opts: &StageOptions::default(),
+                        progress: None,
+                        cancel: &CancelToken::new(),
+                    },
                 )
                 .await
         }
@@ -150,12 +152,14 @@ async fn btrfs_slots_install_refuse_snapshot_and_prune() {
         server.add(&format!("targets/{n}.tar.zst"), z);
         unguarded
             .stage_tar(
-                &r,
-                &src,
                 &name(n),
-                &StageOptions::default(),
-                None,
-                &CancelToken::new(),
+                StageJob {
+                    req: &r,
+                    source: &src,
+                    opts: &StageOptions::default(),
+                    progress: None,
+                    cancel: &CancelToken::new(),
+                },
             )
             .await
             .unwrap();

@@ -22,8 +22,8 @@ use common::image::zstd_request;
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
 use patchd::slot::{
-    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotState, StageError, StageOptions, StageRequest,
-    TarStageReport,
+    BtrfsSlots, CancelToken, ImageFormat, Slot, SlotState, StageError, StageJob, StageOptions,
+    StageRequest, TarStageReport,
 };
 use sha2::Digest;
 
@@ -58,7 +58,16 @@ fn child_entry() {
     rt.block_on(async {
         let src = HttpSource::new(&url, HttpOptions::default()).unwrap();
         slots(Path::new(&root), Path::new(&state))
-            .stage_tar(&req, &src, &slot_b(), &opts(), None, &CancelToken::new())
+            .stage_tar(
+                &slot_b(),
+                StageJob {
+                    req: &req,
+                    source: &src,
+                    opts: &opts(),
+                    progress: None,
+                    cancel: &CancelToken::new(),
+                },
+            )
             .await
             .unwrap();
     });
@@ -288,7 +297,16 @@ async fn stage(
     let src = HttpSource::new(&server.url(), HttpOptions::default()).unwrap();
     let name = SlotName::new(name).unwrap();
     let (st, report) = slots(&s.root, &s.state)
-        .stage_tar_report(req, &src, &name, &opts(), None, &CancelToken::new())
+        .stage_tar_report(
+            &name,
+            StageJob {
+                req,
+                source: &src,
+                opts: &opts(),
+                progress: None,
+                cancel: &CancelToken::new(),
+            },
+        )
         .await?;
     assert_eq!(st.state, SlotState::Verified);
     Ok(report)

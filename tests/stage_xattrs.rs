@@ -13,7 +13,7 @@ use common::http::FaultServer;
 use common::image::zstd_request;
 use patchd::fetch::{HttpOptions, HttpSource};
 use patchd::names::SlotName;
-use patchd::slot::{BtrfsSlots, CancelToken, ImageFormat, SlotState, StageOptions};
+use patchd::slot::{BtrfsSlots, CancelToken, ImageFormat, SlotState, StageJob, StageOptions};
 
 fn run(cmd: &mut Command) {
     let st = cmd.status().unwrap();
@@ -89,12 +89,14 @@ async fn xattrs_are_preserved_in_btrfs_tar_installs() {
     let name = SlotName::new("b").unwrap();
     let st = slots
         .stage_tar(
-            &req,
-            &source,
             &name,
-            &StageOptions::default(),
-            None,
-            &CancelToken::new(),
+            StageJob {
+                req: &req,
+                source: &source,
+                opts: &StageOptions::default(),
+                progress: None,
+                cancel: &CancelToken::new(),
+            },
         )
         .await
         .unwrap();

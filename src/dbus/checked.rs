@@ -21,7 +21,7 @@ use zbus::zvariant::{OwnedValue, Structure, Value};
 use zbus::{fdo, Connection, Message, ObjectServer};
 
 use super::error::Error;
-use super::limits::{self, ArgError, Limits, Options};
+use super::limits::{self, ArgError, ArgLimits, Options};
 use super::methods::{self, ArgRule};
 
 /// The in-argument signature of `method`, if it is one of ours.
@@ -45,7 +45,7 @@ pub fn check_arg(
     name: &'static str,
     rule: ArgRule,
     value: &Value<'_>,
-    limits: &Limits,
+    limits: &ArgLimits,
 ) -> Result<(), ArgError> {
     let text = || -> Result<&str, ArgError> {
         <&str>::try_from(value).map_err(|_| ArgError {
@@ -76,7 +76,7 @@ pub fn check_arg(
 
 /// Why the call `msg` to `member` is refused, or `None` when it fits its row (or is not
 /// one of ours).
-fn problem(member: &str, msg: &Message, limits: &Limits) -> Option<String> {
+fn problem(member: &str, msg: &Message, limits: &ArgLimits) -> Option<String> {
     let got = msg.body().signature().to_string_no_parens();
     if let Some(p) = signature_problem(member, &got) {
         return Some(p);
@@ -101,7 +101,7 @@ fn problem(member: &str, msg: &Message, limits: &Limits) -> Option<String> {
 /// `I` with each call checked against its row before dispatch.
 pub struct Checked<I> {
     pub inner: I,
-    pub limits: Limits,
+    pub limits: ArgLimits,
 }
 
 #[async_trait::async_trait]

@@ -10,14 +10,14 @@ use super::types::HistoryFilter;
 
 /// Upper bounds for string arguments (bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct ArgLimits {
     pub release: usize,
     pub reason: usize,
     pub option_entries: usize,
     pub kind: usize,
 }
 
-impl Default for Limits {
+impl Default for ArgLimits {
     fn default() -> Self {
         Self {
             release: 128,
@@ -103,7 +103,7 @@ impl<'a> Options<'a> {
     pub fn new(
         map: &'a HashMap<String, OwnedValue>,
         allowed: &[&str],
-        limits: &Limits,
+        limits: &ArgLimits,
     ) -> Result<Self, ArgError> {
         if map.len() > limits.option_entries {
             return Err(arg_err(
@@ -167,7 +167,7 @@ pub const HISTORY_FILTER: &[&str] = &["limit", "since", "event", "release"];
 
 pub fn history_filter(
     map: &HashMap<String, OwnedValue>,
-    limits: &Limits,
+    limits: &ArgLimits,
 ) -> Result<HistoryFilter, ArgError> {
     let o = Options::new(map, HISTORY_FILTER, limits)?;
     let since = match o.str("since", 64)? {
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn options_reject_unknown_keys_and_wrong_types() {
-        let limits = Limits::default();
+        let limits = ArgLimits::default();
         let mut m = HashMap::new();
         m.insert("switch_now".to_owned(), OwnedValue::from(true));
         let o = Options::new(&m, INSTALL_OPTIONS, &limits).unwrap();
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn history_filter_parses_and_checks() {
-        let limits = Limits::default();
+        let limits = ArgLimits::default();
         let mut m = HashMap::new();
         m.insert("limit".to_owned(), OwnedValue::from(5u32));
         m.insert(

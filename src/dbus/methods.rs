@@ -24,17 +24,17 @@ use super::authz::Action;
 use super::limits::{INSTALL_OPTIONS, SWITCH_OPTIONS};
 
 /// What an argument must satisfy before the method body sees it (the bounds themselves
-/// come from [`super::limits::Limits`], set per service).
+/// come from [`super::limits::ArgLimits`], set per service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgRule {
-    /// A release or version: printable ASCII, no spaces, at most `Limits::release`
+    /// A release or version: printable ASCII, no spaces, at most `ArgLimits::release`
     /// bytes; empty means none.
     Version,
-    /// Free text for the audit trail: no control characters, at most `Limits::reason`.
+    /// Free text for the audit trail: no control characters, at most `ArgLimits::reason`.
     Text { required: bool },
     /// RFC 3339, or empty for none.
     Timestamp,
-    /// An `a{sv}` of these keys only, at most `Limits::option_entries` of them.
+    /// An `a{sv}` of these keys only, at most `ArgLimits::option_entries` of them.
     Options(&'static [&'static str]),
     /// `GetHistory`'s filter (keys, types and values checked).
     HistoryFilter,

@@ -15,7 +15,7 @@ use super::authz::{self, Action, AuthMode, Decision, DenialBudget};
 use super::backend::ManagerBackend;
 use super::checked::Checked;
 use super::error::Error;
-use super::limits::{self, ArgError, Limits, Options};
+use super::limits::{self, ArgError, ArgLimits, Options};
 use super::methods::{self, Access};
 use super::redact::{redact_json, redact_text};
 use super::types::{
@@ -45,7 +45,7 @@ impl std::fmt::Display for Bus {
 pub struct ServiceOptions {
     pub bus: Bus,
     pub auth: AuthMode,
-    pub limits: Limits,
+    pub limits: ArgLimits,
 }
 
 impl Default for ServiceOptions {
@@ -53,7 +53,7 @@ impl Default for ServiceOptions {
         Self {
             bus: Bus::System,
             auth: AuthMode::Polkit,
-            limits: Limits::default(),
+            limits: ArgLimits::default(),
         }
     }
 }
@@ -264,7 +264,7 @@ fn opt_str(s: &Option<String>) -> String {
 pub struct ManagerIface {
     backend: Arc<dyn ManagerBackend>,
     auth: AuthMode,
-    limits: Limits,
+    limits: ArgLimits,
     snapshot: watch::Receiver<StatusView>,
     /// Held for the whole of a mutating call: a second one gets `Busy` instead of waiting
     /// or interleaving.

@@ -58,7 +58,7 @@ impl Runner {
                         // Same release, same slot: the staging pipeline continues from
                         // its last checkpoint (or from zero when it has none) and checks
                         // the final hashes over every byte as always.
-                        self.audit(
+                        self.audit_with(
                             "reconcile_staging_resumed",
                             &sys,
                             Some(&format!(
@@ -66,7 +66,7 @@ impl Runner {
                                 release.version
                             )),
                             None,
-                            None,
+                            None, &[],
                         );
                         self.failpoint("audited:reconcile_staging_resumed")?;
                         Followup::ResumeStaging
@@ -200,12 +200,13 @@ impl Runner {
                         doc.pending = None;
                         self.file.save(&doc)?;
                         self.doc = doc;
-                        self.audit(
+                        self.audit_with(
                             "rollback_completed",
                             &sys,
                             Some(&format!("running from slot {booted}")),
                             None,
                             None,
+                            &[],
                         );
                     }
                     Followup::Nothing

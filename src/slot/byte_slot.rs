@@ -5,12 +5,9 @@
 use std::sync::Arc;
 
 use super::raw::RawSlot;
-use super::stage::{
-    stage_image, verify_slot_content, CancelToken, ImageFormat, ProgressFn, StageError,
-    StageOptions, StageRequest,
-};
-use super::{SlotBackend, SlotError, SlotStatus};
-use crate::fetch::{BoxFuture, ByteSource};
+use super::stage::{stage_image, verify_slot_content, ImageFormat, StageError, StageRequest};
+use super::{SlotBackend, SlotError, SlotStatus, StageJob};
+use crate::fetch::BoxFuture;
 
 impl<S: RawSlot + Clone + 'static> SlotBackend for S {
     fn takes(&self) -> ImageFormat {
@@ -31,16 +28,16 @@ impl<S: RawSlot + Clone + 'static> SlotBackend for S {
     }
 
     /// The raw staging pipeline (it needs an owned handle, the threads outlive the borrow).
-    fn stage<'a>(
-        &'a self,
-        req: &'a StageRequest,
-        source: &'a dyn ByteSource,
-        opts: &'a StageOptions,
-        progress: Option<ProgressFn>,
-        cancel: &'a CancelToken,
-    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
+    fn stage<'a>(&'a self, job: StageJob<'a>) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
         let slot: Arc<dyn RawSlot> = Arc::new(self.clone());
-        Box::pin(stage_image(req, source, slot, opts, progress, cancel))
+        Box::pin(stage_image(
+            job.req,
+            job.source,
+            slot,
+            job.opts,
+            job.progress,
+            job.cancel,
+        ))
     }
 
     /// The record must describe verified content, which is read back from the medium and

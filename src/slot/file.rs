@@ -107,7 +107,7 @@ mod tests {
     use super::*;
     use crate::fetch::FileSource;
     use crate::slot::{
-        CancelToken, ImageFormat, SlotState, StageError, StageOptions, StageRequest,
+        CancelToken, ImageFormat, SlotState, StageError, StageJob, StageOptions, StageRequest,
     };
 
     fn sha(b: &[u8]) -> String {
@@ -136,13 +136,13 @@ mod tests {
         ));
         let src = FileSource::new(dir.path().join("repo"));
         let st = slot
-            .stage(
-                &req,
-                &src,
-                &StageOptions::default(),
-                None,
-                &CancelToken::new(),
-            )
+            .stage(StageJob {
+                req: &req,
+                source: &src,
+                opts: &StageOptions::default(),
+                progress: None,
+                cancel: &CancelToken::new(),
+            })
             .await
             .unwrap();
         assert_eq!(st.state, SlotState::Verified);

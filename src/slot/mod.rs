@@ -144,6 +144,15 @@ pub trait Slot: Send + Sync {
 /// byte is written (inside [`SlotBackend::stage`], or the delta writer), not in
 /// [`SlotBackend::prepare`], so a failure before any write — a refused slot, an
 /// unreachable source — leaves a record that still describes the content.
+/// One staging run: the verified request, where its bytes come from, and how it runs.
+pub struct StageJob<'a> {
+    pub req: &'a StageRequest,
+    pub source: &'a dyn ByteSource,
+    pub opts: &'a StageOptions,
+    pub progress: Option<ProgressFn>,
+    pub cancel: &'a CancelToken,
+}
+
 pub trait SlotBackend: Slot {
     /// Which of a release's images this slot takes: a raw byte image or a tar tree.
     fn takes(&self) -> ImageFormat;
@@ -157,14 +166,7 @@ pub trait SlotBackend: Slot {
     /// success the record says `verified`. A failure after the first write leaves it
     /// `incomplete`; called again with the same request, an interrupted run resumes from
     /// its checkpoint.
-    fn stage<'a>(
-        &'a self,
-        req: &'a StageRequest,
-        source: &'a dyn ByteSource,
-        opts: &'a StageOptions,
-        progress: Option<ProgressFn>,
-        cancel: &'a CancelToken,
-    ) -> BoxFuture<'a, Result<SlotStatus, StageError>>;
+    fn stage<'a>(&'a self, job: StageJob<'a>) -> BoxFuture<'a, Result<SlotStatus, StageError>>;
 
     /// Check the installed content against its record (read back from the medium where
     /// the content is bytes; a tree, whose signed hash is its archive's, is checked for

@@ -19,7 +19,7 @@ use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
 use crate::slot::stage::{
     CancelToken, Compression, ImageFormat, ProgressFn, StageOptions, StageRequest,
 };
-use crate::slot::SlotBackend;
+use crate::slot::{SlotBackend, StageJob};
 use crate::trust::TufClient;
 
 /// Slot class of the image the A/B slots take.
@@ -216,7 +216,13 @@ impl RepoUpdates {
         });
         let cancel = CancelToken::new();
         backend
-            .stage(&req, self.targets.as_ref(), &self.opts, Some(pfn), &cancel)
+            .stage(StageJob {
+                req: &req,
+                source: self.targets.as_ref(),
+                opts: &self.opts,
+                progress: Some(pfn),
+                cancel: &cancel,
+            })
             .await
             .map_err(failed)?;
         Ok(StageReport::full(target.length()))

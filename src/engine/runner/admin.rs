@@ -70,7 +70,7 @@ impl Runner {
         doc.holds.push(hold);
         self.file.save(&doc)?;
         self.doc = doc;
-        self.audit("hold", actor, Some(&detail), None, None);
+        self.audit_with("hold", actor, Some(&detail), None, None, &[]);
         self.recategorize();
         Ok(())
     }
@@ -83,7 +83,7 @@ impl Runner {
         doc.holds.clear();
         self.file.save(&doc)?;
         self.doc = doc;
-        self.audit("hold_released", actor, Some(why), None, None);
+        self.audit_with("hold_released", actor, Some(why), None, None, &[]);
         self.recategorize();
         Ok(())
     }

@@ -113,7 +113,7 @@ impl Runner {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        self.audit("check", actor, Some(&summary), None, None);
+        self.audit_with("check", actor, Some(&summary), None, None, &[]);
         Ok(())
     }
 
@@ -155,12 +155,12 @@ impl Runner {
             (l, _) if !l.is_settled() => {
                 self.file.save(&doc)?;
                 self.doc = doc;
-                self.audit("check", actor, Some(&summary), None, None);
+                self.audit_with("check", actor, Some(&summary), None, None, &[]);
             }
             (Lifecycle::UpdateAvailable { .. }, Some(_)) if same_target => {
                 self.file.save(&doc)?;
                 self.doc = doc;
-                self.audit("check", actor, Some(&summary), None, None);
+                self.audit_with("check", actor, Some(&summary), None, None, &[]);
             }
             (_, Some(t)) => {
                 doc.lifecycle = self.doc.lifecycle.found(t)?;
@@ -173,7 +173,7 @@ impl Runner {
                 } else {
                     self.file.save(&doc)?;
                     self.doc = doc;
-                    self.audit("check", actor, Some(&summary), None, None);
+                    self.audit_with("check", actor, Some(&summary), None, None, &[]);
                 }
             }
         }

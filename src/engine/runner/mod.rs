@@ -584,7 +584,7 @@ impl Runner {
             self.doc = doc;
             for h in expired {
                 let why = format!("expired: {}", h.describe());
-                self.audit("hold_expired", &Actor::Policy, Some(&why), None, None);
+                self.audit_with("hold_expired", &Actor::Policy, Some(&why), None, None, &[]);
             }
         }
         self.recategorize();

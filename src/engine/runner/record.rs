@@ -52,17 +52,6 @@ impl Runner {
         Ok(())
     }
 
-    pub(crate) fn audit(
-        &mut self,
-        event: &str,
-        actor: &Actor,
-        reason: Option<&str>,
-        from: Option<crate::engine::state::StateKind>,
-        to: Option<crate::engine::state::StateKind>,
-    ) {
-        self.audit_with(event, actor, reason, from, to, &[])
-    }
-
     pub(crate) fn audit_with(
         &mut self,
         event: &str,

@@ -162,7 +162,7 @@ impl Runner {
             let why = format!("admin approved {version}");
             self.file.save(&doc)?;
             self.doc = doc.clone();
-            self.audit("approved", actor, Some(&why), None, None);
+            self.audit_with("approved", actor, Some(&why), None, None, &[]);
         }
         if self.doc.lifecycle.release() != Some(&target)
             || !matches!(self.doc.lifecycle, Lifecycle::UpdateAvailable { .. })
@@ -237,7 +237,7 @@ impl Runner {
             bl.kind()
         );
         tracing::info!(slot = %slot, bootloader = bl.kind(), "target slot fenced before staging");
-        self.audit("slot_fenced", actor, Some(&why), None, None);
+        self.audit_with("slot_fenced", actor, Some(&why), None, None, &[]);
         Ok(())
     }
 

@@ -115,7 +115,7 @@ impl Runner {
         });
         self.file.save(&doc)?;
         self.doc = doc;
-        self.audit("reboot", &Actor::Policy, Some(reason), None, None);
+        self.audit_with("reboot", &Actor::Policy, Some(reason), None, None, &[]);
         self.failpoint("reboot.before")?;
         self.p.reboot.reboot(reason).await?;
         self.exit = Some(RunExit::Rebooting {

@@ -20,11 +20,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::extract::ExtractPolicy;
-use super::stage::{CancelToken, ImageFormat, ProgressFn, StageError, StageOptions, StageRequest};
+use super::stage::{ImageFormat, StageError, StageRequest};
 use super::status::StatusStore;
 use super::tee::DownloadTee;
-use super::{Opener, RawSlot, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig};
-use crate::fetch::{BoxFuture, ByteSource};
+use super::{
+    Opener, RawSlot, Slot, SlotBackend, SlotError, SlotState, SlotStatus, SlotsConfig, StageJob,
+};
+use crate::fetch::BoxFuture;
 use crate::fsutil;
 use crate::names::SlotName;
 use crate::paths::Paths;
@@ -60,18 +62,8 @@ impl SlotBackend for BtrfsSlot {
         BtrfsSlots::check_request(req, &self.name)?;
         Ok(self.set.check_writable(&self.name)?)
     }
-    fn stage<'a>(
-        &'a self,
-        req: &'a StageRequest,
-        source: &'a dyn ByteSource,
-        opts: &'a StageOptions,
-        progress: Option<ProgressFn>,
-        cancel: &'a CancelToken,
-    ) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
-        Box::pin(
-            self.set
-                .stage_tar(req, source, &self.name, opts, progress, cancel),
-        )
+    fn stage<'a>(&'a self, job: StageJob<'a>) -> BoxFuture<'a, Result<SlotStatus, StageError>> {
+        Box::pin(self.set.stage_tar(&self.name, job))
     }
     /// The signed hash is the archive's, which is not kept, so the tree cannot be hashed
     /// again: the record must describe verified content and the subvolume be there.
@@ -227,16 +219,10 @@ impl BtrfsSlots {
     /// Stage a tar archive into slot `name`.
     pub async fn stage_tar(
         &self,
-        req: &StageRequest,
-        source: &dyn ByteSource,
         name: &SlotName,
-        opts: &StageOptions,
-        progress: Option<ProgressFn>,
-        cancel: &CancelToken,
+        run: StageJob<'_>,
     ) -> Result<SlotStatus, StageError> {
-        self.stage_tar_report(req, source, name, opts, progress, cancel)
-            .await
-            .map(|(st, _)| st)
+        self.stage_tar_report(name, run).await.map(|(st, _)| st)
     }
 
     /// [`BtrfsSlots::stage_tar`], also saying how much of the work this run did.
@@ -252,13 +238,16 @@ impl BtrfsSlots {
     /// short) is deleted and the extraction starts over.
     pub async fn stage_tar_report(
         &self,
-        req: &StageRequest,
-        source: &dyn ByteSource,
         name: &SlotName,
-        opts: &StageOptions,
-        progress: Option<ProgressFn>,
-        cancel: &CancelToken,
+        run: StageJob<'_>,
     ) -> Result<(SlotStatus, TarStageReport), StageError> {
+        let StageJob {
+            req,
+            source,
+            opts,
+            progress,
+            cancel,
+        } = run;
         Self::check_request(req, name)?;
         self.check_writable(name)?;
         let store = StatusStore::new(&self.state_dir, name.clone());
