@@ -93,7 +93,16 @@ impl Report {
             }
         }
         if let Ok(c) = &self.config {
-            let _ = write!(out, "{c}");
+            let text = c.to_string();
+            let text = match self.failures() {
+                0 => text,
+                _ => text.replacen(
+                    "configuration OK",
+                    "configuration files OK (the checks above failed)",
+                    1,
+                ),
+            };
+            let _ = write!(out, "{text}");
         }
         out
     }
