@@ -90,7 +90,8 @@ fn the_reference_sample_names_every_setting_and_parses() {
     let text = sample::reference();
     for s in schema::SETTINGS {
         assert!(
-            text.contains(&format!("\n#{} = ", s.key)),
+            text.contains(&format!("\n#{} = ", s.key))
+                || text.contains(&format!("\n##{} = ", s.key)),
             "{}.{} missing",
             s.section,
             s.key
@@ -226,4 +227,21 @@ fn one_file_with_both_url_and_dir_is_refused_naming_it() {
         ),
     ]);
     assert!(matches!(u, Some(RepoSource::Url(_))), "{u:?}");
+}
+
+/// The commented file the package ships as /etc/patchd/patchd.toml is the reference
+/// sample (`PATCHD_BLESS=1 cargo test --test config_schema` rewrites it).
+#[test]
+fn the_shipped_patchd_toml_is_the_reference_sample() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/patchd.toml");
+    let want = sample::reference();
+    if std::env::var_os("PATCHD_BLESS").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
+    let shipped = std::fs::read_to_string(path).unwrap();
+    assert!(
+        shipped == want,
+        "packaging/patchd.toml differs from config::sample::reference(); \
+         regenerate with PATCHD_BLESS=1 cargo test --test config_schema"
+    );
 }

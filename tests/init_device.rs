@@ -321,7 +321,7 @@ fn check_config_lists_every_failure_with_its_fix() {
     .unwrap();
     std::fs::write(root.join("var/lib/slots/b.img"), b"").unwrap();
     let repo = patchd::publish::Repo::init(
-        &root.join("srv/repo"),
+        root.join("srv/repo"),
         &patchd::publish::InitOptions::new(top.path().join("keys")),
     )
     .unwrap();

@@ -62,7 +62,7 @@ pub enum BootCommand {
         force: bool,
     },
     /// File backend only (the simulated device): do what the bootloader does at power-on
-    /// — walk the order, take an attempt from a slot on trial — and record the chosen
+    /// (walk the order, take an attempt from a slot on trial) and record the chosen
     /// slot as booted. Run it while patchd is stopped, then start patchd again.
     SimulateReboot,
 }

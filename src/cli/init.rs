@@ -45,7 +45,7 @@ Then: patchd --check-config, and start the daemon (systemctl enable --now patchd
 #[command(after_help = AFTER_HELP)]
 pub struct InitArgs {
     /// Bootloader backend: grub, uboot, systemd-boot or file (simulation). Default:
-    /// detected — systemd-boot when the ESP holds loader/entries/, grub when
+    /// detected: systemd-boot when the ESP holds loader/entries/, grub when
     /// /boot/grub/ exists, uboot when /etc/fw_env.config exists.
     #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
     pub boot: Option<BackendKind>,

@@ -205,13 +205,10 @@ pub fn parse_str(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     // Checked per file: merging lets a later file replace an earlier file's source, so
     // after the merge a file holding both could no longer be told apart.
     if raw::sources_named(&table).len() > 1 {
-        let at = text.find("[repository]").unwrap_or(0);
-        let (line, column) = line_col(text, at);
-        return Err(ConfigError::Parse {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message: "[repository]: set either url or dir, not both".into(),
+        return Err(ConfigError::Invalid {
+            key: "repository".into(),
+            why: "set either url or dir, not both".into(),
+            files: vec![path.to_path_buf()],
         });
     }
     Ok(table)

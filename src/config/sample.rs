@@ -38,6 +38,10 @@ impl Values {
     }
 }
 
+/// Keys that exclude another one of their section: `dir` instead of `url`, btrfs's `dir`
+/// instead of file and block slots' paths.
+const ALTERNATIVES: [(&str, &str); 2] = [("repository", "dir"), ("slots", "dir")];
+
 /// A TOML string literal (basic string, escaped).
 pub fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -72,6 +76,11 @@ fn key_line(out: &mut String, s: &Setting, value: Option<&str>) {
     match value {
         Some(v) => {
             let _ = writeln!(out, "{} = {v}", s.key);
+        }
+        // An alternative to another key of its section (only one may be set) is
+        // commented twice, so uncommenting every `#key` line still gives a valid file.
+        None if ALTERNATIVES.contains(&(s.section, s.key)) => {
+            let _ = writeln!(out, "##{} = {}", s.key, s.default.unwrap_or(s.example));
         }
         None => {
             let _ = writeln!(out, "#{} = {}", s.key, s.default.unwrap_or(s.example));
