@@ -240,8 +240,11 @@ fn init_resets_systemd_boot_entries() {
     assert_eq!(r.code, 0, "{}{}", r.out, r.err);
     assert!(r.out.contains("boot systemd-boot"), "{}", r.out);
     assert!(entries.join("patchd-a.conf").exists());
-    let st = boot_status(root);
-    assert_eq!(st["primary"], "a", "{st}");
+    assert!(
+        entries.join("patchd-b+0.conf").exists(),
+        "b: no tries, none done"
+    );
+    assert_b_unused(root);
 }
 
 #[test]
