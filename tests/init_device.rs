@@ -213,6 +213,11 @@ fn init_writes_a_fresh_uboot_environment_from_defaults() {
     );
     assert_eq!(r.code, 0, "{}{}", r.out, r.err);
     assert!(r.out.contains("boot uboot"), "{}", r.out);
+    assert!(
+        r.out.contains("backup:") && r.out.contains("kept:"),
+        "{}",
+        r.out
+    );
     assert_b_unused(root);
     let env = std::fs::read(root.join("var/lib/uboot.env")).unwrap();
     let text = String::from_utf8_lossy(&env);

@@ -279,7 +279,7 @@ pub fn render_text(r: &BootReport) -> String {
     out
 }
 
-fn render_reset(z: &ResetReport) -> String {
+pub(super) fn render_reset(z: &ResetReport) -> String {
     let list = |v: &[String]| {
         if v.is_empty() {
             "none".to_string()

@@ -182,7 +182,7 @@ pub fn run(args: &InitArgs, paths: &Paths) -> Result<Vec<String>, InitError> {
             crate::fsutil::ensure_dir(dir, 0o700).map_err(io(dir))?;
         }
     }
-    super::boot::reset_state(
+    let reset = super::boot::reset_state(
         &plan.boot,
         bl.as_ref(),
         paths,
@@ -203,6 +203,14 @@ pub fn run(args: &InitArgs, paths: &Paths) -> Result<Vec<String>, InitError> {
         plan.booted,
         others.join(", ")
     ));
+    if let Some(r) = &reset {
+        // U-Boot: which variables were kept, and where the raw copies were saved.
+        out.extend(
+            super::boot::render_reset(r)
+                .lines()
+                .map(|l| format!("  {l}")),
+        );
+    }
     match &plan.factory {
         Some(rec) => {
             let store = StatusStore::new(&paths.state_dir(), plan.booted.clone());
