@@ -118,6 +118,12 @@ fn init_with_the_file_bootloader_records_the_factory_image_hash() {
     let text = std::fs::read_to_string(root.join("etc/patchd/patchd.toml")).unwrap();
     assert!(text.contains("\n#check_interval = \"6h\"\n"), "{text}");
     assert_b_unused(root);
+    let log =
+        patchd::audit::AuditLog::open(root.join("var/lib/patchd/audit.log"), Default::default())
+            .unwrap();
+    let recs = log.query(&Default::default()).unwrap();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].event, "initialised");
 }
 
 #[test]

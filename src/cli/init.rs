@@ -146,6 +146,9 @@ pub enum InitError {
     Boot(#[from] super::boot::BootCliError),
     #[error("the configuration init made does not validate ({0}); please report this")]
     Invalid(String),
+    /// Everything was written but its audit record.
+    #[error("the device is set up, but its audit record could not be written: {0}")]
+    Audit(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InitError + '_ {
@@ -255,7 +258,27 @@ pub fn run(args: &InitArgs, paths: &Paths) -> Result<Vec<String>, InitError> {
         ),
     );
     out.push("next: patchd --check-config, then start patchd".to_string());
+    audit(paths, &plan, &out[0]).map_err(InitError::Audit)?;
     Ok(out)
+}
+
+/// The first record of the device's audit log: what init set up, and who ran it.
+fn audit(paths: &Paths, plan: &Plan, what: &str) -> Result<(), String> {
+    use crate::audit::{Actor, AuditLimits, AuditLog, Entry};
+    let path = paths.resolve(crate::config::DEFAULT_AUDIT_PATH);
+    let mut log = AuditLog::open(&path, AuditLimits::default()).map_err(|e| e.to_string())?;
+    let mut entry = Entry::new(
+        "initialised",
+        Actor::Uid(nix::unistd::geteuid().as_raw()),
+        format!("patchd init: {what}"),
+    )
+    .slot(&plan.booted);
+    if let Some(v) = plan.factory.as_ref().and_then(|f| f.version.clone()) {
+        entry = entry.release(v);
+    }
+    log.append(entry, jiff::Timestamp::now())
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn slot_kind_str(k: SlotKind) -> &'static str {
