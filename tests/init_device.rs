@@ -186,6 +186,28 @@ fn init_detects_grub_and_writes_its_environment() {
     let r = patchd(root, &["boot", "status"]);
     assert_eq!(r.code, 0, "{}", r.err);
     assert!(r.out.contains("b     no       no     no"), "{}", r.out);
+    // check-config says how the booted slot becomes detectable, and then finds it.
+    let r = patchd(root, &["--check-config"]);
+    let fail = r
+        .out
+        .lines()
+        .skip_while(|l| !l.starts_with("FAIL booted slot:"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        fail.contains("fix: boot with patchd.slot=SLOT"),
+        "{}",
+        r.out
+    );
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    std::fs::write(
+        root.join("proc/cmdline"),
+        "root=/dev/vda2 patchd.slot=a quiet\n",
+    )
+    .unwrap();
+    let r = patchd(root, &["--check-config"]);
+    assert!(r.out.contains("ok   booted slot: a"), "{}", r.out);
     // Without --booted and without a kernel command line naming the slot: refused.
     let top2 = tempfile::tempdir().unwrap();
     file_slots(top2.path());
@@ -294,7 +316,7 @@ fn check_config_lists_every_failure_with_its_fix() {
         ("FAIL trusted root:", "metadata/root.json"),
         ("FAIL repository:", "patchpub"),
         ("FAIL bootloader state:", "patchd boot reset --primary"),
-        ("FAIL booted slot:", "patchd.slot="),
+        ("FAIL booted slot:", "boot reset --primary"),
         ("FAIL slots:", "b.img"),
         ("FAIL cache directory:", "chmod go-w"),
     ] {

@@ -254,7 +254,11 @@ fn boot_and_slots(cfg: &Config, paths: &Paths) -> Vec<Finding> {
                 Err(e) => out.push(Finding::fail(
                     "booted slot",
                     e.to_string(),
-                    "boot with patchd.slot=SLOT on the kernel command line (the shipped GRUB snippet and U-Boot script add it), or set [boot.detect] root_devices",
+                    if bl.kind() == "file" {
+                        "the file bootloader records the booted slot in its state file: patchd boot reset --primary SLOT writes it"
+                    } else {
+                        "boot with patchd.slot=SLOT on the kernel command line (the shipped GRUB snippet and U-Boot script add it), or set [boot.detect] root_devices"
+                    },
                 )),
             }
         }
