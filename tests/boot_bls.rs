@@ -65,7 +65,16 @@ fn trial_that_never_gets_blessed_comes_back_to_a() {
     let (_d, paths, esp) = fake_root();
     let bl = backend(&paths, &esp);
     bl.reset(&s("a")).unwrap();
+    assert_eq!(entries(&esp), ["patchd-a.conf", "patchd-b+0.conf"]);
+    let fresh = bl.slots().unwrap();
+    assert!(
+        fresh[0].primary && !fresh[1].bad && !fresh[1].good,
+        "{fresh:?}"
+    );
+    // The fence before a write makes the unused entry bad (+0-DONE).
+    bl.mark_bad(&s("b")).unwrap();
     assert_eq!(entries(&esp), ["patchd-a.conf", "patchd-b+0-0.conf"]);
+    assert!(bl.slots().unwrap()[1].bad);
     assert_eq!(bl.simulate_boot().unwrap(), s("a"));
     assert_eq!(bl.booted_slot().unwrap(), s("a"));
     bl.try_slot(&s("b"), 1).unwrap();
@@ -145,7 +154,7 @@ fn ukis_count_the_same_way() {
     std::fs::write(esp.join("EFI/Linux/patchd-b+3-0.efi"), b"MZ").unwrap();
     let bl = backend(&paths, &esp);
     bl.reset(&s("a")).unwrap();
-    assert!(esp.join("EFI/Linux/patchd-b+0-0.efi").exists());
+    assert!(esp.join("EFI/Linux/patchd-b+0.efi").exists());
     bl.try_slot(&s("b"), 2).unwrap();
     assert!(esp.join("EFI/Linux/patchd-b+2.efi").exists());
     assert_eq!(bl.simulate_boot().unwrap(), s("b"));

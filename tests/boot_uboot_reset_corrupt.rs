@@ -161,7 +161,7 @@ fn reset_over_both_corrupt_copies_needs_defaults_or_force_and_keeps_a_backup() {
     // A blank (never written) environment has nothing to lose: a plain reset sets it up.
     let r = b.patchd(&["reset", "--primary", "a"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert_eq!(b.printenv()["BOOT_ORDER"], "A");
+    assert_eq!(b.printenv()["BOOT_ORDER"], "A B");
     board_vars(&b);
 
     // A readable environment: every board variable is kept, nothing lost, backup made.
@@ -173,7 +173,7 @@ fn reset_over_both_corrupt_copies_needs_defaults_or_force_and_keeps_a_backup() {
     }
     assert!(line(&r.stdout, "lost:").contains("none"), "{}", r.stdout);
     let env = b.printenv();
-    assert_eq!(env["BOOT_ORDER"], "B");
+    assert_eq!(env["BOOT_ORDER"], "B A");
     assert_eq!(env["ethaddr"], "02:00:00:aa:bb:cc");
     assert_eq!(env["serial#"], "SN-0042");
     assert_eq!(b.backups().len(), 2, "one backup per reset");
@@ -210,7 +210,7 @@ fn reset_over_both_corrupt_copies_needs_defaults_or_force_and_keeps_a_backup() {
     ]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let env = b.printenv();
-    assert_eq!(env["BOOT_ORDER"], "A");
+    assert_eq!(env["BOOT_ORDER"], "A B");
     assert_eq!(env["bootcmd"], "run distro_bootcmd");
     assert_eq!(env["bootdelay"], "2");
     assert!(!env.contains_key("vendor_extra"), "{env:?}");
@@ -252,7 +252,7 @@ fn reset_over_both_corrupt_copies_needs_defaults_or_force_and_keeps_a_backup() {
     assert_eq!(lost, ["bootcmd", "bootdelay", "ethaddr", "serial#"], "{v}");
     assert_eq!(v["reset"]["kept"], serde_json::json!([]));
     let env = b.printenv();
-    assert_eq!(env["BOOT_ORDER"], "B");
+    assert_eq!(env["BOOT_ORDER"], "B A");
     assert!(!env.contains_key("bootcmd"), "{env:?}");
     let last = b.backups().pop().unwrap();
     assert_eq!(backed_up_raw(&last, 0), corrupt[..SIZE as usize]);

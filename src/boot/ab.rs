@@ -128,7 +128,11 @@ pub struct AbState {
 }
 
 impl AbState {
-    /// A fresh state: `primary` good and first, every other slot bad (nothing installed).
+    /// A fresh state: `primary` good and first; every other slot after it in the order
+    /// with no attempts left and not good — unused, never chosen (a good primary always
+    /// boots first, and a slot with no attempts is skipped), but not *bad*: bad means a
+    /// release failed there or a write started, and a slot nothing was installed in yet
+    /// is neither. The engine marks it bad itself before the first byte is written.
     pub fn fresh(all: &[SlotName], primary: &SlotName) -> Result<Self, BootError> {
         if !all.contains(primary) {
             return Err(BootError::UnknownSlot(primary.clone()));
@@ -140,10 +144,9 @@ impl AbState {
                 (s.clone(), AbSlot { left: 0, good })
             })
             .collect();
-        Ok(Self {
-            order: vec![primary.clone()],
-            slots,
-        })
+        let mut order = vec![primary.clone()];
+        order.extend(all.iter().filter(|s| *s != primary).cloned());
+        Ok(Self { order, slots })
     }
 
     fn check_known(&self, slot: &SlotName) -> Result<(), BootError> {
@@ -349,6 +352,22 @@ mod tests {
         assert_eq!(st.boot_decision(), Some(s("a")));
         assert_eq!(st.boot_decision(), Some(s("a")));
         assert_eq!(st.primary(), Some(&s("a")));
+    }
+
+    #[test]
+    fn fresh_state_boots_the_primary_and_the_unused_slot_is_not_bad() {
+        let all = [s("a"), s("b")];
+        let mut st = AbState::fresh(&all, &s("a")).unwrap();
+        let b = st.infos().into_iter().find(|i| i.slot == s("b")).unwrap();
+        assert!(!b.bad && !b.good && !b.primary, "{b:?}");
+        for _ in 0..3 {
+            assert_eq!(st.boot_decision(), Some(s("a")));
+        }
+        // Staging fences it (bad) before the first write; a trial makes it bootable.
+        st.mark_bad(&s("b")).unwrap();
+        assert!(st.is_bad(&s("b")));
+        st.try_slot(&s("b"), 1).unwrap();
+        assert_eq!(st.boot_decision(), Some(s("b")));
     }
 
     #[test]

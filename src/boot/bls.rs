@@ -3,7 +3,8 @@
 //! Each slot is one entry: a Type #1 file `loader/entries/NAME[+LEFT[-DONE]].conf` or a
 //! UKI `EFI/Linux/NAME[+LEFT[-DONE]].efi` on the ESP. The counter suffix is the state:
 //! none = good (what `systemd-bless-boot good` leaves), `+LEFT` with LEFT > 0 = on trial,
-//! `+0-DONE` = bad (what `systemd-bless-boot bad` writes). systemd-boot itself renames
+//! `+0-DONE` = bad (what `systemd-bless-boot bad` writes), `+0` = unused (what a reset
+//! leaves on the other slots: never picked, but nothing failed). systemd-boot itself renames
 //! `+L-D` to `+(L-1)-(D+1)` before it boots an entry.
 //!
 //! systemd-boot honours an explicit default (`LoaderEntryDefault`) even when that entry
@@ -98,6 +99,17 @@ impl EntryName {
         Self {
             left: Some(0),
             done: Some(self.done.unwrap_or(0)),
+            ..self.clone()
+        }
+    }
+
+    /// A fresh reset's other slots: no tries left and none done (`+0`), so systemd-boot
+    /// never picks it, and — unlike `+0-DONE`, what a failed trial or the fence before a
+    /// write leaves — not bad: nothing failed there.
+    pub fn unused(&self) -> Self {
+        Self {
+            left: Some(0),
+            done: None,
             ..self.clone()
         }
     }
@@ -629,7 +641,8 @@ impl Bootloader for SystemdBoot {
                 let running_trial = selected.as_ref() == Some(&f.slot)
                     && f.entry.is_bad()
                     && f.entry.done.unwrap_or(0) > 0;
-                let bad = f.entry.is_bad() && !running_trial;
+                let unused = f.entry.is_bad() && f.entry.done.is_none();
+                let bad = f.entry.is_bad() && !running_trial && !unused;
                 SlotBootInfo {
                     slot: f.slot.clone(),
                     tries_left: if bad { None } else { f.entry.left },
@@ -654,7 +667,7 @@ impl Bootloader for SystemdBoot {
             let to = if &f.slot == primary {
                 f.entry.blessed_good()
             } else {
-                f.entry.blessed_bad()
+                f.entry.unused()
             };
             self.rename(f, &to)?;
         }

@@ -57,7 +57,8 @@ impl FileBootloader {
         &self.path
     }
 
-    /// Create (or reset) the file: `primary` good and booted, every other slot bad.
+    /// Create (or reset) the file: `primary` good and booted, every other slot unused
+    /// (after it in the order, no attempts left; see [`AbState::fresh`]).
     pub fn init(&self, primary: &SlotName) -> Result<(), BootError> {
         let st = AbState::fresh(&self.slots, primary)?;
         self.save(&st, Some(primary.clone()))

@@ -59,7 +59,8 @@ pub trait Bootloader: Send + Sync {
     /// Counters and flags of every slot.
     fn slots(&self) -> Result<Vec<SlotBootInfo>, BootError>;
     /// Admin-requested reset: write a fresh environment with `primary` good and first and
-    /// every other slot bad, even over one that could not be parsed.
+    /// every other slot unused (GRUB, U-Boot, file: listed after it with no attempts, not
+    /// bad; systemd-boot: its entry blessed bad), even over one that could not be parsed.
     fn reset(&self, primary: &SlotName) -> Result<(), BootError> {
         Err(BootError::Refused(format!(
             "{} backend cannot reset (asked for primary {primary})",

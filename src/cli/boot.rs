@@ -43,7 +43,8 @@ pub enum BootCommand {
     /// Mark SLOT bad: never booted again until it is tried anew.
     MarkBad { slot: SlotName },
     /// Rewrite the bootloader state from scratch (also over an unreadable environment):
-    /// PRIMARY good, every other slot bad.
+    /// PRIMARY good, every other slot unused (never chosen, not shown as bad; systemd-boot:
+    /// its entry is blessed bad).
     ///
     /// U-Boot: the board's other variables are kept; both raw copies are saved under
     /// /var/lib/patchd/uboot-env-backup/ first. When every copy is corrupt the reset is
@@ -60,6 +61,10 @@ pub enum BootCommand {
         #[arg(long)]
         force: bool,
     },
+    /// File backend only (the simulated device): do what the bootloader does at power-on
+    /// (walk the order, take an attempt from a slot on trial) and record the chosen
+    /// slot as booted. Run it while patchd is stopped, then start patchd again.
+    SimulateReboot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,37 +151,28 @@ pub fn run(args: &BootArgs, paths: &Paths) -> Result<BootReport, BootCliError> {
             from_defaults,
             force,
         } => {
-            if cfg.backend == BackendKind::Uboot {
-                let ub = UbootBootloader::new(
-                    UbootEnv::from_config(&cfg.uboot, paths)?,
-                    cfg.slots.clone(),
-                )?;
-                let base = match (from_defaults, force) {
-                    (Some(f), _) => ResetBase::Defaults {
-                        file: f.clone(),
-                        vars: uboot_reset::read_defaults(f)?,
-                    },
-                    (None, true) => ResetBase::Nothing,
-                    (None, false) => ResetBase::Current,
-                };
-                let backups = paths.state_dir().join("uboot-env-backup");
-                reset = Some(uboot_reset::reset(
-                    &ub,
-                    primary,
-                    &base,
-                    &backups,
-                    jiff::Timestamp::now(),
-                )?);
-            } else if from_defaults.is_some() || *force {
+            reset = reset_state(
+                &cfg,
+                bl.as_ref(),
+                paths,
+                primary,
+                from_defaults.as_deref(),
+                *force,
+            )?;
+            Some(format!("reset (primary {primary})"))
+        }
+        BootCommand::SimulateReboot => {
+            if cfg.backend != BackendKind::File {
                 return Err(BootError::Refused(format!(
-                    "--from-defaults and --force apply to the U-Boot backend only (this is {})",
+                    "simulate-reboot is for the file backend only (this is {}); reboot the machine",
                     cfg.backend.as_str()
                 ))
                 .into());
-            } else {
-                bl.reset(primary)?;
             }
-            Some(format!("reset (primary {primary})"))
+            let chosen =
+                crate::boot::FileBootloader::new(paths.resolve(&cfg.file.path), cfg.slots.clone())
+                    .simulate_reboot()?;
+            Some(format!("simulated reboot: booted {chosen}"))
         }
     };
     if let Some(a) = &action {
@@ -195,6 +191,49 @@ pub fn run(args: &BootArgs, paths: &Paths) -> Result<BootReport, BootCliError> {
         slots: bl.slots()?,
         reset,
     })
+}
+
+/// Write a fresh A/B state with `primary` good (`patchd boot reset`, `patchd init`).
+/// U-Boot keeps the board's other variables and backs both raw copies up first
+/// (`from_defaults`/`force` say what to keep over corrupt copies); the other backends
+/// refuse those two options.
+pub fn reset_state(
+    cfg: &BootConfig,
+    bl: &dyn crate::boot::Bootloader,
+    paths: &Paths,
+    primary: &SlotName,
+    from_defaults: Option<&Path>,
+    force: bool,
+) -> Result<Option<ResetReport>, BootCliError> {
+    if cfg.backend == BackendKind::Uboot {
+        let ub =
+            UbootBootloader::new(UbootEnv::from_config(&cfg.uboot, paths)?, cfg.slots.clone())?;
+        let base = match (from_defaults, force) {
+            (Some(f), _) => ResetBase::Defaults {
+                file: f.to_path_buf(),
+                vars: uboot_reset::read_defaults(f)?,
+            },
+            (None, true) => ResetBase::Nothing,
+            (None, false) => ResetBase::Current,
+        };
+        let backups = paths.state_dir().join("uboot-env-backup");
+        return Ok(Some(uboot_reset::reset(
+            &ub,
+            primary,
+            &base,
+            &backups,
+            jiff::Timestamp::now(),
+        )?));
+    }
+    if from_defaults.is_some() || force {
+        return Err(BootError::Refused(format!(
+            "--from-defaults and --force apply to the U-Boot backend only (this is {})",
+            cfg.backend.as_str()
+        ))
+        .into());
+    }
+    bl.reset(primary)?;
+    Ok(None)
 }
 
 /// Text rendering: one header block, then one aligned row per slot.
@@ -240,7 +279,7 @@ pub fn render_text(r: &BootReport) -> String {
     out
 }
 
-fn render_reset(z: &ResetReport) -> String {
+pub(super) fn render_reset(z: &ResetReport) -> String {
     let list = |v: &[String]| {
         if v.is_empty() {
             "none".to_string()

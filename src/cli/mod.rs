@@ -1,6 +1,7 @@
 //! All command-line code: `patchd` itself ([`patchd`]), `patchctl` ([`ctl`]), `patchd
 //! boot-check` ([`bootcheck`]), `patchd boot` ([`boot`]), `patchd audit verify`
-//! ([`audit`]) and the generation of man pages and shell completions ([`docgen`]). The
+//! ([`audit`]), `patchd init` ([`init`]), `patchd --check-config` ([`preflight`]), the
+//! patchd.toml(5) page ([`config_page`]) and the generation of man pages and shell completions ([`docgen`]). The
 //! binaries in `src/bin/` only call in here (`patchpub`'s command line is still in its
 //! binary).
 //! Layer 8 (shared/DESIGN.md), beside the daemon's composition root: a CLI may use any
@@ -9,6 +10,9 @@
 pub mod audit;
 pub mod boot;
 pub mod bootcheck;
+pub mod config_page;
 pub mod ctl;
 pub mod docgen;
+pub mod init;
 pub mod patchd;
+pub mod preflight;

@@ -17,7 +17,11 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Update daemon: signed releases, A/B slots, maintenance windows, health checks, automatic rollback, audit trail"
 )]
 struct Cli {
-    /// Validate /etc/patchd/patchd.toml and its drop-ins, print the effective settings.
+    /// Check everything `patchd run` needs and print the effective settings: the
+    /// configuration (/etc/patchd/patchd.toml and its drop-ins), the machine id, the
+    /// trusted root, the bootloader state and the booted slot, the slots, the
+    /// directories and their permissions, the repository. Every problem is listed with
+    /// its fix; exit status 78 (EX_CONFIG, as `patchd run` uses) when there is any.
     #[arg(long)]
     check_config: bool,
     /// Resolve every device path under this directory (tests, images being built).
@@ -41,6 +45,11 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default without a subcommand).
     Run,
+    /// Bring a new device up: write a commented starting /etc/patchd/patchd.toml for its
+    /// slot and boot backends, initialise the bootloader's A/B state (the running slot
+    /// primary and good, the other one unused), and record the factory release of the
+    /// running slot.
+    Init(Box<super::init::InitArgs>),
     /// Run the whole lifecycle on a simulated device (no root, no network needed).
     Demo(crate::demo::DemoArgs),
     /// Low-level bootloader control: status, try, mark-good, mark-bad, reset.
@@ -89,7 +98,11 @@ pub fn main() -> ExitCode {
         crate::sigpipe::restore_default();
     }
     if let Some(dir) = &cli.generate_docs {
-        return match super::docgen::generate(command(), dir) {
+        let page = super::config_page::write(dir).map_err(|source| super::docgen::DocgenError {
+            path: dir.join("man"),
+            source,
+        });
+        return match super::docgen::generate(command(), dir).and(page) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("patchd: {e}");
@@ -99,18 +112,21 @@ pub fn main() -> ExitCode {
     }
     let paths = Paths::new(&cli.root);
     if cli.check_config {
-        return match crate::config::check(&paths) {
-            Ok(report) => {
-                println!("{report}");
+        return check_config(&paths);
+    }
+    match cli.command {
+        Some(Command::Init(args)) => match super::init::run(&args, &paths) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("patchd: configuration error: {e}");
+                eprintln!("patchd init: {e}");
                 ExitCode::FAILURE
             }
-        };
-    }
-    match cli.command {
+        },
         Some(Command::Boot(args)) => match super::boot::run_and_print(&args, &paths) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -188,6 +204,26 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `patchd --check-config`: the report on stdout; problems also on stderr (one line
+/// each), so a failing check is visible where errors are read; exit 78 on any.
+fn check_config(paths: &Paths) -> ExitCode {
+    let report = super::preflight::check(paths);
+    print!("{}", report.render());
+    if let Err(e) = &report.config {
+        eprintln!("patchd: configuration error: {e}");
+    }
+    for f in &report.findings {
+        if let Err((problem, fix)) = &f.result {
+            eprintln!("patchd: {}: {problem} (fix: {fix})", f.what);
+        }
+    }
+    if report.failures() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::daemon::EXIT_CONFIG)
     }
 }
 

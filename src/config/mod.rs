@@ -43,6 +43,8 @@ pub use crate::health::HealthConfig;
 pub use crate::metrics::MetricsConfig;
 pub use crate::policy::{InhibitorConfig, PolicyConfig};
 pub mod raw;
+pub mod sample;
+pub mod schema;
 
 use std::fmt;
 use std::fs;
@@ -199,7 +201,17 @@ pub fn parse_str(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     // The typed parse finds unknown keys and bad values with their line; the table is
     // what merges.
     toml::from_str::<RawConfig>(text).map_err(parse_error)?;
-    toml::from_str::<toml::Table>(text).map_err(parse_error)
+    let table = toml::from_str::<toml::Table>(text).map_err(parse_error)?;
+    // Checked per file: merging lets a later file replace an earlier file's source, so
+    // after the merge a file holding both could no longer be told apart.
+    if raw::sources_named(&table).len() > 1 {
+        return Err(ConfigError::Invalid {
+            key: "repository".into(),
+            why: "set either url or dir, not both".into(),
+            files: vec![path.to_path_buf()],
+        });
+    }
+    Ok(table)
 }
 
 fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
@@ -258,7 +270,7 @@ pub fn load(paths: &Paths) -> Result<Config, ConfigError> {
     files.extend(dropin_files(paths)?);
     for f in files {
         if let Some(text) = read_file(&f)? {
-            raw::deep_merge(&mut merged, parse_str(&f, &text)?);
+            raw::merge_file(&mut merged, parse_str(&f, &text)?);
             sources.push(f);
         }
     }
@@ -271,7 +283,7 @@ pub fn load_strs(files: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let mut sources = Vec::new();
     for (name, text) in files {
         let p = PathBuf::from(name);
-        raw::deep_merge(&mut merged, parse_str(&p, text)?);
+        raw::merge_file(&mut merged, parse_str(&p, text)?);
         sources.push(p);
     }
     validate(merged, sources)

@@ -48,7 +48,11 @@ pub struct RawDevice {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRepository {
+    /// `""` clears a URL an earlier file set (`None`, as if never written).
+    #[serde(default, deserialize_with = "url_or_empty")]
     pub url: Option<HttpUrl>,
+    /// `""` clears a directory an earlier file set.
+    #[serde(default, deserialize_with = "dir_or_empty")]
     pub dir: Option<PathBuf>,
     pub trusted_root: Option<PathBuf>,
     pub ca_bundle: Option<PathBuf>,
@@ -57,6 +61,57 @@ pub struct RawRepository {
     #[serde(default, with = "crate::duration::option")]
     pub check_jitter: Option<Duration>,
     pub allow_http: Option<bool>,
+}
+
+fn url_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HttpUrl>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    HttpUrl::parse(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn dir_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let p = PathBuf::deserialize(d)?;
+    Ok((!p.as_os_str().is_empty()).then_some(p))
+}
+
+/// The keys of `[repository]` that name where releases come from; only one may be set.
+pub const SOURCE_KEYS: [&str; 2] = ["url", "dir"];
+
+/// Merge one file's table (`later`) into `a`, as [`deep_merge`] does, except that a
+/// file naming a repository source (`url` or `dir`, non-empty) replaces the source an
+/// earlier file named: a drop-in with `dir = "/media/repo"` overrides the main file's
+/// `url` without having to clear it.
+pub fn merge_file(a: &mut toml::Table, later: toml::Table) {
+    let names_source = |t: &toml::Table, key: &str| {
+        t.get("repository")
+            .and_then(toml::Value::as_table)
+            .and_then(|r| r.get(key))
+            .is_some_and(|v| v.as_str() != Some(""))
+    };
+    for (key, other) in [("url", "dir"), ("dir", "url")] {
+        if names_source(&later, key) && !names_source(&later, other) {
+            if let Some(r) = a.get_mut("repository").and_then(toml::Value::as_table_mut) {
+                r.remove(other);
+            }
+        }
+    }
+    deep_merge(a, later);
+}
+
+/// The `[repository]` keys of one file that name a source, for the rule that a single
+/// file sets only one of them.
+pub fn sources_named(t: &toml::Table) -> Vec<&'static str> {
+    let Some(r) = t.get("repository").and_then(toml::Value::as_table) else {
+        return Vec::new();
+    };
+    SOURCE_KEYS
+        .into_iter()
+        .filter(|k| r.get(*k).is_some_and(|v| v.as_str() != Some("")))
+        .collect()
 }
 
 /// Apply `later` on top of `a`: sub-tables merge key by key, anything else is replaced.

@@ -33,7 +33,7 @@ use crate::slot::{SlotBackend, SlotError};
 use crate::source::RepoUpdates;
 use crate::trust::client::Limits;
 use crate::trust::TufClient;
-use reboot::{SyscallReboot, SystemdReboot};
+use reboot::{SimulatedReboot, SyscallReboot, SystemdReboot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -260,6 +260,7 @@ async fn start(
     let boot_cfg = cfg.boot_config.as_ref().ok_or(DaemonError::BootConfig(
         "the configuration has no [boot] section".into(),
     ))?;
+    let simulated = boot_cfg.backend == crate::boot::BackendKind::File;
     let bootloader: Arc<dyn Bootloader> = Arc::from(crate::boot::open(boot_cfg, paths)?);
     let booted = bootloader.booted_slot()?;
     let slots = build_slots(&cfg, paths, &booted)?;
@@ -317,15 +318,22 @@ async fn start(
             units,
         }),
         audit: audit.clone(),
-        reboot: Arc::new(SystemdReboot {
-            inhibitors: cfg.policy.inhibitors.clone(),
-            login: login.map(|l| Arc::new(l) as Arc<dyn crate::policy::inhibit::LoginQuery>),
-            paths: paths.clone(),
-            bus: bus.clone(),
-            kernel: Arc::new(SyscallReboot),
-            audit: Some(audit),
-            clock,
-        }),
+        reboot: {
+            let port = SystemdReboot {
+                inhibitors: cfg.policy.inhibitors.clone(),
+                login: login.map(|l| Arc::new(l) as Arc<dyn crate::policy::inhibit::LoginQuery>),
+                paths: paths.clone(),
+                bus: bus.clone(),
+                kernel: Arc::new(SyscallReboot),
+                audit: Some(audit),
+                clock,
+            };
+            if simulated && matches!(bus, Bus::Address(_)) {
+                Arc::new(SimulatedReboot(port)) as Arc<dyn crate::engine::ports::Reboot>
+            } else {
+                Arc::new(port)
+            }
+        },
         device_config: cfg.device.clone(),
         settings: settings_from(&cfg),
         #[cfg(feature = "failpoints")]

@@ -172,6 +172,47 @@ impl Reboot for SystemdReboot {
     }
 }
 
+/// The reboot port of a simulated device (the file bootloader) served on a private bus,
+/// as docs/setup.md "Try it on one machine" runs it: when nothing answers for systemd
+/// there (or the bus cannot start it), the "reboot" is the daemon stopping, as it would
+/// at a real reboot — `patchd boot simulate-reboot` then plays the bootloader and the
+/// next `patchd run` finds the new slot booted. A systemd stand-in on the bus (the tests'
+/// fake) is still asked first, and a refusal from it is still an error. The machine
+/// itself is never rebooted: the inner port never falls back to the kernel on a private
+/// bus.
+pub struct SimulatedReboot(pub SystemdReboot);
+
+impl SimulatedReboot {
+    fn no_systemd(e: &zbus::Error) -> bool {
+        let spawn = matches!(e, zbus::Error::MethodError(name, _, _)
+            if name.as_str().starts_with("org.freedesktop.DBus.Error.Spawn."));
+        spawn || matches!(classify(e), SystemdAnswer::Absent(_))
+    }
+}
+
+impl Reboot for SimulatedReboot {
+    fn inhibitors(&self) -> BoxFuture<'_, Vec<String>> {
+        self.0.inhibitors()
+    }
+
+    fn reboot<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            match self.0.ask_systemd().await {
+                Ok(()) => Ok(()),
+                Err(e) if Self::no_systemd(&e) => {
+                    tracing::warn!(
+                        reason,
+                        "simulated device: no systemd on the private bus; stopping as a reboot \
+                         would. Run `patchd boot simulate-reboot`, then start patchd again"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(PortError::new("reboot via systemd", e)),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,211 @@
+//! The configuration schema: one table naming every setting patchd reads — its section,
+//! key, type, default and what it does.
+//!
+//! Three things are made from it so they cannot disagree: the commented `patchd.toml`
+//! that `patchd init` writes ([`super::sample`]), the `patchd.toml(5)` man page
+//! (`cli::config_page`), and the drift test in `tests/config_schema.rs`, which asks the
+//! parser itself (each raw type refuses unknown keys and lists the ones it knows) that
+//! the keys here are exactly the keys it accepts, and parses every example value.
+//! Adding a setting therefore means: the key in its room's raw type, a row here.
+
+/// A TOML table of the configuration (`[name]`, or `[[name]]` when `array`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Section {
+    /// Dotted table name: `repository`, `boot.grub`, `health.command`.
+    pub name: &'static str,
+    /// An array of tables (`[[health.command]]`): each entry is one check, rule or slot.
+    pub array: bool,
+    pub about: &'static str,
+    /// What a file also needs for a key of this section to validate on its own (the
+    /// drift test parses each key with it; it is never written to a sample).
+    pub context: &'static str,
+}
+
+/// One key of a [`Section`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    pub section: &'static str,
+    pub key: &'static str,
+    /// The value's type in words: `string`, `path`, `duration`, `array of strings`, ….
+    pub ty: &'static str,
+    /// The default written as TOML; `None`: unset unless configured.
+    pub default: Option<&'static str>,
+    /// A value to show where there is no default, and the one the drift test parses.
+    pub example: &'static str,
+    pub about: &'static str,
+}
+
+impl Setting {
+    /// The default as a reader sees it: the TOML value, or `unset`.
+    pub fn default_text(&self) -> &'static str {
+        self.default.unwrap_or("unset")
+    }
+}
+
+const REPO_CTX: &str = "[device]\nproduct = \"p\"\n";
+const BOOT_CTX: &str = "[boot]\nbackend = \"file\"\n";
+const SLOTS_CTX: &str = "[slots]\nbackend = \"file\"\n";
+
+macro_rules! sections {
+    ($( $name:literal $(array $array:literal)? ctx $ctx:expr => $about:literal ;)*) => {
+        /// Every table, in the order samples and the man page show them (a table before
+        /// its sub-tables).
+        pub const SECTIONS: &[Section] = &[$(Section {
+            name: $name,
+            array: false $(|| $array)?,
+            about: $about,
+            context: $ctx,
+        }),*];
+    };
+}
+
+sections! {
+    "device" ctx "" => "Who this device is: the product and channel releases are published for, its rollout tags, and where its machine and hardware ids come from.";
+    "repository" ctx REPO_CTX => "Where signed releases come from: an https URL or a local directory (not both), the TUF root shipped in the image, and how often to look.";
+    "policy" ctx "" => "When a staged release may switch: maintenance windows in a time zone, and whether staging may run outside them.";
+    "policy.urgency" array true ctx "" => "Urgency rules, first match wins; a release no rule matches waits for a window. Default: one rule, feature releases wait for an admin's approval.";
+    "policy.inhibitors" ctx "" => "What makes a reboot wait: logged-in users, shutdown inhibitor locks, a command.";
+    "health" ctx "" => "Checks after the first boot of a new release; the release is committed when every required check passes within the deadline, else rolled back. Executables in /etc/patchd/health.d/ (required) and /etc/patchd/health.d/wanted/ (warnings only) run too.";
+    "health.command" array true ctx "" => "A command check: run without a shell; exit status 0 is healthy. Its whole process tree is killed at the end.";
+    "health.http" array true ctx "" => "An HTTP probe: GET the URL and expect the status.";
+    "boot" ctx BOOT_CTX => "The bootloader backend that decides which slot boots next.";
+    "boot.grub" ctx BOOT_CTX => "GRUB: the environment block read by the shipped patchd-ab.cfg snippet.";
+    "boot.uboot" ctx BOOT_CTX => "U-Boot: where the environment copies are (fw_env.config, or copies listed inline).";
+    "boot.uboot.copies" array true ctx BOOT_CTX => "One U-Boot environment copy given inline (one entry = single environment, two = redundant); used when fw_env_config is not set.";
+    "boot.systemd-boot" ctx BOOT_CTX => "systemd-boot: boot counting in the Boot Loader Specification entries of each slot.";
+    "boot.file" ctx BOOT_CTX => "The simulated bootloader: a JSON state file (tests, trying patchd on one machine).";
+    "boot.detect" ctx BOOT_CTX => "How the booted slot is recognised; every available source must agree.";
+    "slots" ctx SLOTS_CTX => "Where the A/B slots live: image files, block devices or btrfs subvolumes. The daemon needs at least two slots, named as in [boot] slots.";
+    "slots.slot" array true ctx SLOTS_CTX => "One slot: its name and, for file and block slots, its image file or device.";
+    "fetch" ctx "" => "Bounds on downloads from an HTTP(S) repository, so a trickling mirror cannot hold an update back.";
+    "audit" ctx "" => "The hash-chained audit log.";
+    "metrics" ctx "" => "The Prometheus node-exporter textfile.";
+}
+
+macro_rules! settings {
+    ($( $section:literal $key:literal : $ty:literal = $default:tt ex $example:literal => $about:literal ;)*) => {
+        /// Every setting, grouped by section in [`SECTIONS`] order.
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            section: $section,
+            key: $key,
+            ty: $ty,
+            default: settings!(@d $default),
+            example: $example,
+            about: $about,
+        }),*];
+    };
+    (@d none) => { None };
+    (@d $d:literal) => { Some($d) };
+}
+
+settings! {
+    "device" "product": "string" = none ex "\"my-appliance\"" => "Product name releases are published under (a-z A-Z 0-9 - _ ., at most 64). Required when a repository is configured.";
+    "device" "channel": "string" = "\"stable\"" ex "\"stable\"" => "Channel the device follows: staging, stable, or any name the publisher uses.";
+    "device" "tags": "array of strings" = "[]" ex "[\"canary\"]" => "Device tags; rollout stages by tag (e.g. canary) reach these devices first.";
+    "device" "machine_id_path": "path" = "\"/etc/machine-id\"" ex "\"/etc/machine-id\"" => "Where the machine id is read (inventory, rollout bucketing). The daemon does not start without it: systemd-machine-id-setup writes one.";
+    "device" "hardware": "string" = none ex "\"acme-gw-rev2\"" => "Hardware-compatibility id, matched against a release's hardware list (A-Z a-z 0-9 . _ - +, 1 to 64 bytes). Unset, it is read from the device tree, then the DMI product and board names.";
+    "repository" "url": "URL" = none ex "\"https://updates.example.com/repo/\"" => "https:// URL of the signed repository (http:// only with allow_http). Not together with dir; a later file's dir replaces an earlier url, and url = \"\" clears it.";
+    "repository" "dir": "path" = none ex "\"/srv/patchd-repo\"" => "Local directory holding the repository (metadata/ and targets/) instead of url; a later file's url replaces an earlier dir, and dir = \"\" clears it.";
+    "repository" "trusted_root": "path" = "\"/usr/share/patchd/root.json\"" ex "\"/etc/patchd/root.json\"" => "The repository's TUF root shipped in the image, copied into /var/lib/patchd/tuf/ on first start. Without it nothing is installed (fail closed).";
+    "repository" "ca_bundle": "path" = none ex "\"/etc/patchd/repo-ca.pem\"" => "Extra CA certificates (PEM) for the repository's TLS, besides the system roots.";
+    "repository" "check_interval": "duration" = "\"6h\"" ex "\"6h\"" => "Time between periodic checks (at least 1m).";
+    "repository" "check_jitter": "duration" = "\"30m\"" ex "\"30m\"" => "Random extra delay added to each check, so a fleet does not ask at once.";
+    "repository" "allow_http": "boolean" = "false" ex "true" => "Accept a plain http:// URL (trusted networks only; signatures are still checked).";
+    "policy" "time_zone": "string" = "\"UTC\"" ex "\"Europe/Berlin\"" => "IANA time zone of the windows (system tz database).";
+    "policy" "windows": "array of windows" = "[]" ex "[\"Sat,Sun 02:00-05:00\"]" => "Maintenance windows, DAYS HH:MM-HH:MM (Mon-Fri, Sat,Sun, daily; an end before the start ends the next day). Empty, the default, means always open: the device switches and REBOOTS BY ITSELF as soon as a release is staged.";
+    "policy" "stage_outside_windows": "boolean" = "true" ex "true" => "Download and stage outside windows; false stages only inside one.";
+    "policy.urgency" "kind": "string" = none ex "\"security\"" => "Release kind the rule matches: security, bugfix or feature (unset: any).";
+    "policy.urgency" "min_severity": "string" = none ex "\"critical\"" => "Lowest severity the rule matches: low, medium, high, critical (unset: any).";
+    "policy.urgency" "action": "string" = none ex "\"immediate\"" => "Required. immediate (switch as soon as staged, even outside windows), window (next window) or approval (only after patchctl approve or install, then in a window).";
+    "policy.inhibitors" "sessions": "boolean" = "true" ex "true" => "Wait while users are logged in (logind sessions).";
+    "policy.inhibitors" "inhibitor_locks": "boolean" = "true" ex "true" => "Wait while a systemd inhibitor lock blocks shutdown.";
+    "policy.inhibitors" "command": "array of strings" = none ex "[\"/usr/local/bin/ok-to-reboot\"]" => "argv (absolute path first, no shell); wait while it exits non-zero.";
+    "policy.inhibitors" "command_timeout": "duration" = "\"30s\"" ex "\"30s\"" => "The command is killed after this and counts as wait.";
+    "policy.inhibitors" "recheck": "duration" = "\"5m\"" ex "\"5m\"" => "Ask the inhibitors again after this long.";
+    "health" "units": "array of strings" = "[]" ex "[\"nginx.service\"]" => "systemd units that must be active.";
+    "health" "check_timeout": "duration" = "\"60s\"" ex "\"60s\"" => "Timeout of each check that does not set its own.";
+    "health" "deadline": "duration" = "\"10m\"" ex "\"10m\"" => "Everything must pass within this time after boot, else rollback; survives restarts.";
+    "health" "probation": "duration" = "\"0s\"" ex "\"24h\"" => "Keep checking this long after commit while the old slot is intact (0s = off).";
+    "health" "probation_interval": "duration" = "\"1h\"" ex "\"1h\"" => "Time between checks during probation.";
+    "health.command" "name": "string" = none ex "\"database\"" => "Required. Unique check name, shown in reports.";
+    "health.command" "run": "array of strings" = none ex "[\"/usr/bin/pg_isready\", \"-q\"]" => "Required. argv, the first an absolute path; no shell. Exit 0 = healthy.";
+    "health.command" "timeout": "duration" = none ex "\"30s\"" => "Killed after this with every process it started (unset: check_timeout).";
+    "health.command" "required": "boolean" = "true" ex "true" => "false: a failure is a warning only.";
+    "health.http" "name": "string" = none ex "\"api\"" => "Required. Unique check name.";
+    "health.http" "url": "URL" = none ex "\"http://127.0.0.1:8080/healthz\"" => "Required. http:// or https:// URL, fetched with GET.";
+    "health.http" "status": "integer" = "200" ex "200" => "Expected HTTP status.";
+    "health.http" "timeout": "duration" = none ex "\"10s\"" => "Request timeout (unset: check_timeout).";
+    "health.http" "required": "boolean" = "true" ex "true" => "false: a failure is a warning only.";
+    "boot" "backend": "string" = none ex "\"grub\"" => "Required when the section is present: grub, uboot, systemd-boot or file (simulation).";
+    "boot" "slots": "array of slot names" = "[\"a\", \"b\"]" ex "[\"a\", \"b\"]" => "Slot names, in status order.";
+    "boot" "attempts": "integer" = "1" ex "2" => "Boots a new slot gets before the bootloader falls back (1-9). With 1 a power cut during the first boot counts as a failed release; 2 or 3 ride it out.";
+    "boot.grub" "env": "path" = "\"/boot/grub/grubenv\"" ex "\"/boot/grub/grubenv\"" => "The GRUB environment block.";
+    "boot.uboot" "fw_env_config": "path" = "\"/etc/fw_env.config\"" ex "\"/etc/fw_env.config\"" => "fw_env.config-style file listing the environment copies, as fw_printenv reads it.";
+    "boot.uboot.copies" "device": "path" = none ex "\"/dev/mmcblk0\"" => "Required. File or raw device holding the copy.";
+    "boot.uboot.copies" "offset": "integer" = "0" ex "4186112" => "Byte offset of the environment inside device.";
+    "boot.uboot.copies" "size": "integer" = none ex "8192" => "Required. Environment size in bytes, CRC and flag byte included.";
+    "boot.systemd-boot" "esp": "path" = "\"/boot/efi\"" ex "\"/boot/efi\"" => "ESP (or XBOOTLDR) mount holding loader/entries/.";
+    "boot.systemd-boot" "entries": "table of slot = entry name" = "{}" ex "{ a = \"os-a\", b = \"os-b\" }" => "Entry name of each slot (file name without counter and .conf/.efi); unset slots use patchd-SLOT.";
+    "boot.systemd-boot" "efivars": "path" = "\"/sys/firmware/efi/efivars\"" ex "\"/sys/firmware/efi/efivars\"" => "efivarfs mount (used when present).";
+    "boot.file" "path": "path" = "\"/var/lib/patchd/boot.json\"" ex "\"/var/lib/patchd/boot.json\"" => "State file of the simulated bootloader.";
+    "boot.detect" "cmdline_keys": "array of strings" = "[\"patchd.slot\", \"rauc.slot\"]" ex "[\"patchd.slot\"]" => "Kernel command-line keys naming the booted slot.";
+    "boot.detect" "root_devices": "table of slot = path" = "{}" ex "{ a = \"/dev/vda2\", b = \"/dev/vda3\" }" => "Root device of each slot, matched against / in /proc/self/mountinfo.";
+    "slots" "backend": "string" = none ex "\"file\"" => "Required when the section is present: file (each slot an image file), block (each slot a block device, refused while mounted) or btrfs (each slot a subvolume DIR/NAME).";
+    "slots" "dir": "path" = none ex "\"/.slots\"" => "btrfs only, required there: the directory on btrfs holding the slot subvolumes.";
+    "slots" "checkpoint_every": "integer" = "67108864" ex "67108864" => "Bytes written between two durable staging checkpoints (at least 1048576); an interrupted staging resumes from the last one.";
+    "slots.slot" "name": "slot name" = none ex "\"a\"" => "Required. The slot's name, as in [boot] slots.";
+    "slots.slot" "path": "path" = none ex "\"/dev/disk/by-partlabel/root-a\"" => "file and block slots, required there: the image file or block device (refused for btrfs).";
+    "fetch" "min_rate": "rate" = "\"8K\"" ex "\"8K\"" => "Lowest average rate in bytes per second over min_rate_window (K, M, G suffixes; at most 1G); below it the download ends as slow retrieval. 0 turns the rule off.";
+    "fetch" "min_rate_window": "duration" = "\"60s\"" ex "\"60s\"" => "Window the average is taken over (1s to 1h).";
+    "fetch" "deadline_floor": "duration" = "\"5m\"" ex "\"5m\"" => "Each download must finish within deadline_floor + bytes / min_rate.";
+    "fetch" "stall_timeout": "duration" = "\"30s\"" ex "\"30s\"" => "No byte at all for this long: drop the connection and resume.";
+    "fetch" "retry_after": "duration" = "\"5m\"" ex "\"5m\"" => "After the network ended a staging, stage the same release again this long after, from its checkpoint; doubles with each further failure.";
+    "fetch" "retry_after_max": "duration" = "\"1h\"" ex "\"1h\"" => "Longest wait between such attempts.";
+    "audit" "path": "path" = "\"/var/lib/patchd/audit.log\"" ex "\"/var/lib/patchd/audit.log\"" => "Hash-chained audit log (JSON lines).";
+    "audit" "max_size": "integer" = "8388608" ex "8388608" => "Rotate before the live file grows past this many bytes (at least 4096).";
+    "audit" "keep": "integer" = "4" ex "4" => "Rotated files kept (1-1000).";
+    "metrics" "textfile": "path" = none ex "\"/var/lib/prometheus/node-exporter/patchd.prom\"" => "Prometheus node-exporter textfile kept current by the daemon; off when unset. Its directory must exist.";
+}
+
+/// The settings of `section`, in table order.
+pub fn settings_of(section: &str) -> impl Iterator<Item = &'static Setting> + '_ {
+    SETTINGS.iter().filter(move |s| s.section == section)
+}
+
+/// The keys a parser of `section` must accept: its settings and its sub-tables' names.
+pub fn keys_of(section: &str) -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = settings_of(section).map(|s| s.key).collect();
+    for sub in SECTIONS {
+        let child = match section {
+            "" => Some(sub.name),
+            _ => sub
+                .name
+                .strip_prefix(section)
+                .and_then(|r| r.strip_prefix('.')),
+        };
+        if let Some(c) = child.filter(|c| !c.contains('.')) {
+            keys.push(c);
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_belongs_to_a_section_in_order() {
+        let mut last = 0;
+        for s in SETTINGS {
+            let i = SECTIONS
+                .iter()
+                .position(|x| x.name == s.section)
+                .unwrap_or_else(|| panic!("{}.{}: no such section", s.section, s.key));
+            assert!(i >= last, "{}.{} out of section order", s.section, s.key);
+            last = i;
+        }
+        assert!(keys_of("").contains(&"device") && !keys_of("").contains(&"boot.grub"));
+        assert!(keys_of("boot").contains(&"grub") && keys_of("boot").contains(&"backend"));
+    }
+}
