@@ -250,6 +250,12 @@ impl From<ArgError> for Error {
     }
 }
 
+/// A release argument that must name one (the table's rule allows empty for "none").
+fn required_release(release: String) -> Result<String, Error> {
+    limits::non_empty(release)
+        .ok_or_else(|| Error::InvalidArgument("release: a version is required".into()))
+}
+
 fn json_out(mut v: serde_json::Value) -> String {
     redact_json(&mut v);
     v.to_string()
@@ -543,6 +549,34 @@ impl ManagerIface {
     /// Verify the audit hash chain; JSON with at least `{"ok": bool}`.
     async fn verify_audit(&self) -> Result<String, Error> {
         Ok(json_out(self.backend.verify_audit().await?))
+    }
+
+    /// Approve `release`, which an urgency rule sends to approval. InvalidArgument when
+    /// its rule asks for none, NotFound when no check offered it.
+    async fn approve(
+        &self,
+        release: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let release = required_release(release)?;
+        let (caller, _busy) = self.admit(conn, &hdr, release.clone()).await?;
+        Ok(self.backend.approve(caller, release).await?)
+    }
+
+    /// Allow `release`, which failed on this device, to be tried again; `reason` says
+    /// what was fixed (audited). NotFound when it did not fail here.
+    async fn retry(
+        &self,
+        release: String,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let release = required_release(release)?;
+        let detail = format!("{release}: {reason}");
+        let (caller, _busy) = self.admit(conn, &hdr, detail).await?;
+        Ok(self.backend.retry(caller, release, reason).await?)
     }
 
     #[zbus(property)]

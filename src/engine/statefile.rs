@@ -67,6 +67,12 @@ pub struct StateDoc {
     pub pending: Option<Pending>,
     pub last_check: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// Why the last check failed (`None` after a good one); `last_check` is its time.
+    #[serde(default)]
+    pub last_check_error: Option<String>,
+    /// Releases the last good check found.
+    #[serde(default)]
+    pub last_check_found: usize,
 }
 
 impl Default for StateDoc {
@@ -83,6 +89,8 @@ impl Default for StateDoc {
             pending: None,
             last_check: None,
             last_error: None,
+            last_check_error: None,
+            last_check_found: 0,
         }
     }
 }
