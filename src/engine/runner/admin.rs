@@ -117,6 +117,9 @@ impl Runner {
         let fields = [("version", serde_json::Value::from(version))];
         self.audit_with("approved", actor, Some(&why), None, None, &fields);
         self.recategorize();
+        // An approved release that waits for nothing else switches now, not at the next
+        // periodic evaluation.
+        self.next_eval = Instant::now();
         Ok(())
     }
 

@@ -228,9 +228,13 @@ impl Runner {
     /// back to.
     fn rolling_back_to(&self, booted: Option<&SlotName>) -> Option<String> {
         match &self.doc.lifecycle {
-            Lifecycle::RolledBack { bad_slot, .. } if booted == Some(bad_slot) => {
-                self.doc.committed.as_ref().map(|c| c.version.clone())
-            }
+            Lifecycle::RolledBack {
+                bad_slot, back_to, ..
+            } if booted == Some(bad_slot) => self
+                .slot(back_to)
+                .and_then(|s| s.status().ok())
+                .and_then(|st| st.version)
+                .or_else(|| self.doc.committed.as_ref().map(|c| c.version.clone())),
             _ => None,
         }
     }
