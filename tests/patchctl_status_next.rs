@@ -198,7 +198,7 @@ async fn waiting_for_the_rollout_stage_and_for_a_hold() {
     assert!(l.stdout.contains("Waiting:"), "{l:?}");
     assert!(
         l.stdout
-            .contains("until 2026-12-31 00:00:00 UTC, in 35 d 12 h"),
+            .contains("held until 2026-12-31 00:00:00 UTC (in 35 d 12 h): quarter-end freeze"),
         "{l:?}"
     );
     drop(r);

@@ -143,6 +143,9 @@ fn available_view(a: &AvailableRelease) -> AvailableView {
         description: a.description.clone(),
         reasons,
         until,
+        when: (a.standing == Standing::Waiting)
+            .then(|| a.when.clone())
+            .flatten(),
         security_version: a.security_version,
         size: a.size,
     }

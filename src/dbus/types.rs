@@ -146,6 +146,9 @@ pub struct AvailableView {
     /// For a waiting release: when the switch decision lets it go, if known.
     #[serde(default)]
     pub until: Option<Timestamp>,
+    /// For a waiting release: what it waits for and when, in the daemon's words.
+    #[serde(default)]
+    pub when: Option<String>,
     #[serde(default)]
     pub security_version: u64,
     /// Bytes it writes.

@@ -72,6 +72,9 @@ impl Context<'_> {
                     may_stage: v.may_stage(),
                     standing: v.standing(),
                     description: c.summary.clone(),
+                    when: v.next.as_ref().map(|o| {
+                        o.describe(self.now, &self.policy.schedule, &s.version.to_string())
+                    }),
                     next: v.next.clone(),
                     why_not: v.switch,
                 }

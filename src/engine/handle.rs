@@ -39,6 +39,10 @@ pub struct AvailableRelease {
     /// When the switch decision lets it go (`None` when it does not fit the device).
     #[serde(default)]
     pub next: Option<Opportunity>,
+    /// `next` in plain words, as of the categorization ("waiting for the canary stage,
+    /// in 3 h").
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// What the device does next and when, in plain words: the `Next:` line of status, the

@@ -223,9 +223,10 @@ pub fn release_groups(s: &StatusView) -> String {
 fn why_line(a: &AvailableView, c: &Clock) -> Option<String> {
     let reasons = a.reasons.join("; ");
     match a.group.as_str() {
-        "waiting" => Some(match a.until {
-            Some(t) => format!("until {}: {reasons}", c.rel(t)),
-            None => format!("until an admin or the publisher acts: {reasons}"),
+        "waiting" => Some(match (&a.when, a.until) {
+            (Some(w), _) => w.clone(),
+            (None, Some(t)) => format!("until {}: {reasons}", c.rel(t)),
+            (None, None) => format!("until an admin or the publisher acts: {reasons}"),
         }),
         "not_applicable" => Some(format!("blocked: {reasons}")),
         _ => None,
