@@ -112,6 +112,14 @@ async fn staged_release_waits_for_its_window_in_the_zone_and_utc() {
     assert_eq!(v["next"]["kind"], "window");
     assert_eq!(v["next"]["at"], "2026-11-28T02:00:00Z");
     assert_eq!(v["time_zone"], "Europe/Berlin");
+    // The same sentence as a property, for a page that follows PropertiesChanged.
+    let conn = bus.connect().await;
+    let p = patchd::dbus::proxy::ManagerProxy::new(&conn).await.unwrap();
+    let (kind, text, at) = p.next().await.expect("Next property");
+    assert_eq!(
+        (kind.as_str(), text.as_str(), at.as_str()),
+        ("window", next.as_str(), "2026-11-28T02:00:00Z")
+    );
     drop(r);
 }
 

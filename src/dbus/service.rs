@@ -241,6 +241,9 @@ async fn emit_diff(
     if a.last_job != b.last_job {
         iface.last_job_changed(em).await?;
     }
+    if a.next != b.next {
+        iface.next_changed(em).await?;
+    }
     Ok(())
 }
 
@@ -661,6 +664,16 @@ impl ManagerIface {
         outcome: &str,
         error: &str,
     ) -> zbus::Result<()>;
+
+    /// What happens next and when, the sentence `patchctl status` shows as `Next:`:
+    /// (kind, text, at) — kind as `GetStatus`' `next.kind`, at RFC 3339 ("" = not known).
+    #[zbus(property)]
+    fn next(&self) -> (String, String, String) {
+        match &self.snapshot.borrow().next {
+            Some(n) => (n.kind.clone(), redact_text(&n.text), ts_str(n.at)),
+            None => Default::default(),
+        }
+    }
 
     /// (reason, by, since, until, max_version) per hold.
     #[zbus(property)]

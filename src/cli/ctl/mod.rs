@@ -88,6 +88,9 @@ pub enum Cmd {
     /// List available releases with their categorization.
     List,
     /// Stage a release (default: the newest allowed) into the inactive slot.
+    ///
+    /// Naming a release also approves it, for urgency rules that ask for an admin's
+    /// approval (as `patchctl approve RELEASE` does).
     Install {
         /// Version to install.
         release: Option<String>,
