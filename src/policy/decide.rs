@@ -313,6 +313,45 @@ mod tests {
     }
 
     #[test]
+    fn the_next_opportunity_follows_each_rule_to_the_window() {
+        let p = Policy {
+            schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap(),
+            ..Policy::default()
+        };
+        let dev = DeviceFacts {
+            tags: vec!["canary".into()],
+            ..device()
+        };
+        let mut r = release("2.0.0");
+        r.rollout = Some(RolloutPlan {
+            published: now(),
+            stages: vec![crate::policy::RolloutStage {
+                tags: vec!["canary".into()],
+                percent: 0,
+                after_secs: 3 * 3600,
+            }],
+            state: RolloutState::Active,
+        });
+        let i = In::new();
+        let v = p.decide(&i.facts(&dev, &r, false));
+        let o = v.next.clone().expect("fits, so it has a time");
+        assert_eq!(o.waiting_for, Some(WaitFor::Rollout));
+        assert_eq!(o.rule_until, Some("2026-11-25T15:00:00Z".parse().unwrap()));
+        assert_eq!(o.at, Some("2026-11-28T02:00:00Z".parse().unwrap()));
+        assert_eq!(
+            o.describe(now(), &p.schedule, "2.0.0"),
+            "waiting for the canary stage, in 3 h; then switches and reboots in the window \
+             Sat 02:00–05:00 UTC, in 2 d 14 h"
+        );
+        assert_eq!(v.standing(), Standing::Waiting);
+        // A release that does not fit has no time at all.
+        let old = release("0.9.0");
+        let v = p.decide(&i.facts(&dev, &old, false));
+        assert!(v.next.is_none());
+        assert_eq!(v.standing(), Standing::NotApplicable);
+    }
+
+    #[test]
     fn floor_override_and_withdrawal() {
         let p = Policy::default();
         let dev = device();

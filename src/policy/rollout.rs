@@ -141,7 +141,10 @@ impl RolloutPlan {
                 Decision::allowed(format!("in rollout stage ({stage}; bucket {bucket})"))
             }
             Some(t) => Decision::wait(
-                format!("rollout stage for this device (bucket {bucket}) opens at {t}"),
+                format!(
+                    "rollout stage for this device (bucket {bucket}) opens at {}",
+                    super::decision::whole_seconds(t)
+                ),
                 Some(t),
             ),
             None => Decision::wait(

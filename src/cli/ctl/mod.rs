@@ -373,7 +373,8 @@ fn parse_time(s: &str, future: bool) -> Result<jiff::Timestamp, CtlError> {
     } else {
         now.checked_sub(span)
     };
-    t.map(|z| z.timestamp())
+    // To the second: a span from now carries the clock's nanoseconds otherwise.
+    t.map(|z| jiff::Timestamp::from_second(z.timestamp().as_second()).unwrap_or(z.timestamp()))
         .map_err(|e| CtlError::new(exit::INVALID_ARGUMENT, format!("{s:?}: {e}")))
 }
 
