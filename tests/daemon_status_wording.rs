@@ -111,7 +111,11 @@ async fn retry_next_line_and_a_failed_check_on_the_running_daemon() {
     );
     let (_, js, _) = patchctl(rig.addr(), &["--json", "status"]).await;
     let v: serde_json::Value = serde_json::from_str(&js).unwrap();
-    let at: jiff::Timestamp = v["last_check"].as_str().unwrap().parse().unwrap();
+    let at: jiff::Timestamp = v["last_check_outcome"]["at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
         at.as_second() >= before.as_second(),
         "last_check is the failed check's time: {js}"

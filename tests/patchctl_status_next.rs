@@ -326,8 +326,14 @@ async fn a_failed_check_shows_with_its_time_and_a_good_one_clears_it() {
         out.contains("Last error:     check failed: repository refresh: mirror unreachable"),
         "{out}"
     );
+    assert!(
+        out.contains("(last good check: 2026-11-25 12:00:00 UTC, 1 h ago)"),
+        "{out}"
+    );
     let v = json_status(&bus).await;
-    assert_eq!(v["last_check"], "2026-11-25T13:00:00Z");
+    // `last_check` stays the last good one (the metrics' last successful check).
+    assert_eq!(v["last_check"], "2026-11-25T12:00:00Z");
+    assert_eq!(v["last_check_outcome"]["at"], "2026-11-25T13:00:00Z");
     assert_eq!(v["last_check_outcome"]["ok"], false);
 
     r.hx.dev.set_check_fails(None);

@@ -96,6 +96,7 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         }),
         last_check_outcome: s.last_check_outcome.as_ref().map(|c| CheckView {
             at: Some(c.at),
+            last_good: c.last_good,
             ok: c.error.is_none(),
             error: c.error.clone(),
             found: c.found as u64,

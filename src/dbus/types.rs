@@ -81,6 +81,9 @@ pub struct NextView {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckView {
     pub at: Option<Timestamp>,
+    /// The last check that got through (`last_check`).
+    #[serde(default)]
+    pub last_good: Option<Timestamp>,
     pub ok: bool,
     pub error: Option<String>,
     pub found: u64,

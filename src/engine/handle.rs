@@ -63,6 +63,8 @@ pub struct NextStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOutcome {
     pub at: Timestamp,
+    /// The last check that got through (`at` itself unless this one failed).
+    pub last_good: Option<Timestamp>,
     /// `None`: it succeeded.
     pub error: Option<String>,
     /// Releases it found (when it succeeded).

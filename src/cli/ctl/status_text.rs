@@ -170,7 +170,10 @@ fn last_check(s: &StatusView, c: &Clock) -> String {
         Some(o) => {
             let when = o.at.map(|t| c.rel(t)).unwrap_or_else(|| "?".into());
             match &o.error {
-                Some(e) => format!("{when}: FAILED: {e}"),
+                Some(e) => {
+                    let good = o.last_good.map_or("never".into(), |t| c.rel(t));
+                    format!("{when}: FAILED: {e} (last good check: {good})")
+                }
                 None if o.found == 1 => format!("{when}: 1 release found"),
                 None => format!("{when}: {} releases found", o.found),
             }

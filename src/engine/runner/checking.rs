@@ -80,14 +80,14 @@ impl Runner {
             // Status shows the failed check with its time and error (not only history):
             // the check was made, it did not get through.
             let mut doc = self.doc.clone();
-            doc.last_check = Some(self.p.clock.now());
+            doc.last_check_failed = Some(self.p.clock.now());
             doc.last_check_error = Some(why.clone());
             doc.last_error = Some(format!("check failed: {why}"));
             match self.file.save(&doc) {
                 Ok(()) => self.doc = doc,
                 Err(se) => {
                     tracing::error!(error = %se, "state file not updated after a failed check");
-                    self.doc.last_check = doc.last_check;
+                    self.doc.last_check_failed = doc.last_check_failed;
                     self.doc.last_check_error = doc.last_check_error;
                     self.doc.last_error = doc.last_error;
                 }
@@ -101,6 +101,7 @@ impl Runner {
     fn note_good_check(&self, doc: &mut StateDoc, now: Timestamp) {
         doc.last_check = Some(now);
         doc.last_check_found = self.available.len();
+        doc.last_check_failed = None;
         if doc.last_check_error.take().is_some()
             && doc
                 .last_error

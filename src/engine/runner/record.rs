@@ -164,11 +164,7 @@ impl Runner {
             as_of: Some(now),
             time_zone: self.p.policy.schedule.time_zone_name().to_string(),
             next: Some(self.next_step(now, booted_ref)),
-            last_check_outcome: self.doc.last_check.map(|at| CheckOutcome {
-                at,
-                error: self.doc.last_check_error.clone(),
-                found: self.doc.last_check_found,
-            }),
+            last_check_outcome: self.check_outcome(),
             last_outcome: self.last_outcome(),
             rolling_back_to: self.rolling_back_to(booted_ref),
             warnings: self
@@ -198,6 +194,25 @@ impl Runner {
             next_check,
         }
         .next_step()
+    }
+
+    /// The last check: a failed one (with its time and error) or the last good one.
+    fn check_outcome(&self) -> Option<CheckOutcome> {
+        let d = &self.doc;
+        match (d.last_check_failed, &d.last_check_error) {
+            (Some(at), Some(e)) => Some(CheckOutcome {
+                at,
+                last_good: d.last_check,
+                error: Some(e.clone()),
+                found: 0,
+            }),
+            _ => d.last_check.map(|at| CheckOutcome {
+                at,
+                last_good: Some(at),
+                error: None,
+                found: d.last_check_found,
+            }),
+        }
     }
 
     /// The last outcome of an update with its reason.
