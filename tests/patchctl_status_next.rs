@@ -254,6 +254,29 @@ async fn approval_waits_for_patchctl_approve_which_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_reboot_says_what_it_waits_for() {
+    let Some(bus) = TestBus::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let hx = harness(dir.path());
+    hx.dev
+        .publish(release("2.0.0", 2, Kind::Security, Severity::High));
+    hx.dev.set_inhibitors(vec!["backup (uid 1000)".into()]);
+    let r = start(&bus, hx).await;
+    r.h.check(Actor::Policy).await.expect("check");
+    wait(&r.h, "staged", |s| {
+        s.state.as_str() == "staged" && s.busy.is_none() && !s.reboot_waiting.is_empty()
+    })
+    .await;
+    let (out, next) = status(&bus).await;
+    assert_eq!(
+        next, "2.0.0 staged; switches now; the reboot waits for backup (uid 1000)",
+        "{out}"
+    );
+    assert_eq!(json_status(&bus).await["next"]["kind"], "reboot_pending");
+    drop(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trial_then_rollback_pending_shows_what_truly_runs() {
     let Some(bus) = TestBus::start() else { return };
     let dir = tempfile::tempdir().unwrap();

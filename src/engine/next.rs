@@ -66,6 +66,7 @@ impl NextInputs<'_> {
                 "{text}; the reboot waits for {}",
                 self.reboot_waiting.join(", ")
             );
+            return ("reboot_pending".into(), text, o.at);
         }
         let kind = match o.waiting_for {
             None if o.window.is_some() => "window",
