@@ -396,9 +396,12 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             if json {
                 print_json(&v);
             } else {
-                // The status made after the check has the same releases, grouped, with
-                // the daemon's clock and time zone.
-                let s = status_of(parse_json(&p.get_status().await?)?)?;
+                // The check's own list, with the daemon's clock and time zone from status
+                // (whose list may still be the one from before the check).
+                let mut s = status_of(parse_json(&p.get_status().await?)?)?;
+                s.available = serde_json::from_value(v["available"].clone()).map_err(|e| {
+                    CtlError::new(exit::FAILED, format!("unexpected check result: {e}"))
+                })?;
                 print!("{}", status_text::release_groups(&s));
             }
         }
