@@ -527,9 +527,9 @@ impl Runner {
         Ok(())
     }
 
-    /// The version running now: under verification the new one, else the committed one,
-    /// else what the booted slot says it holds.
-    /// During a rollback whose reboot is pending the bad release still runs.
+    /// The version running now: under verification the new one, during a rollback whose
+    /// reboot is pending still the bad one, else the committed one, else what the booted
+    /// slot says it holds.
     pub(crate) fn current_version(&self) -> Option<String> {
         match &self.doc.lifecycle {
             Lifecycle::Verifying { release, .. } => return Some(release.version.clone()),
