@@ -255,7 +255,14 @@ pub fn full(t: Timestamp, tz: &TimeZone, zone: &str) -> String {
         return utc.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
     }
     let local = t.to_zoned(tz.clone());
-    let mut s = local.strftime("%Y-%m-%d %H:%M:%S %Z").to_string();
+    // Zones without a lettered abbreviation print an offset ("+14"): name them instead.
+    let abbr = local.strftime("%Z").to_string();
+    let name = if abbr.chars().any(|c| c.is_ascii_alphabetic()) {
+        abbr
+    } else {
+        zone.to_string()
+    };
+    let mut s = format!("{} {name}", local.strftime("%Y-%m-%d %H:%M:%S"));
     let _ = write!(s, " ({})", utc.strftime("%H:%M:%S UTC"));
     s
 }
@@ -312,6 +319,11 @@ mod tests {
         assert_eq!(
             full(at, &berlin, "Europe/Berlin"),
             "2026-11-28 03:00:00 CET (02:00:00 UTC)"
+        );
+        let kiri = crate::policy::time_zone("Pacific/Kiritimati").unwrap();
+        assert_eq!(
+            full(at, &kiri, "Pacific/Kiritimati"),
+            "2026-11-28 16:00:00 Pacific/Kiritimati (02:00:00 UTC)"
         );
         assert_eq!(
             window_text(at, t("2026-11-28T05:00:00Z"), &TimeZone::UTC, "UTC"),
