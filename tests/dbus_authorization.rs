@@ -30,6 +30,11 @@ const MUTATING: &[(&[&str], &str)] = &[
     (&["mark-bad", "--reason", "x"], "org.patchd.patchd1.mark"),
     (&["hold", "--reason", "freeze"], "org.patchd.patchd1.hold"),
     (&["release-hold"], "org.patchd.patchd1.hold"),
+    (&["approve", "1.1.0"], "org.patchd.patchd1.approve"),
+    (
+        &["retry", "1.1.0", "--reason", "fixed"],
+        "org.patchd.patchd1.retry",
+    ),
 ];
 
 const READ_ONLY: &[&[&str]] = &[
@@ -259,6 +264,30 @@ async fn real_polkitd_denies_unprivileged_user() {
 
     let r = patchctl(&bus, &["check"]).await;
     assert_eq!(r.code, 0, "polkitd authorizes root: {r:?}");
+    // Approve and Retry: authorized by polkitd for root and recorded by the backend.
+    let r = patchctl(&bus, &["approve", "1.1.0"]).await;
+    assert_eq!(r.code, 0, "polkitd authorizes root to approve: {r:?}");
+    let r = patchctl(&bus, &["retry", "1.1.0", "--reason", "fixed the config"]).await;
+    assert_eq!(r.code, 0, "polkitd authorizes root to retry: {r:?}");
+    let recs = backend.records();
+    assert!(
+        recs.iter()
+            .any(|r| r["event"] == "approved" && r["actor"] == "uid:0" && r["version"] == "1.1.0"),
+        "{recs:?}"
+    );
+    assert!(
+        recs.iter().any(|r| r["event"] == "retry_allowed"
+            && r["actor"] == "uid:0"
+            && r["reason"] == "fixed the config"),
+        "{recs:?}"
+    );
+    let before = backend.records().len();
     assert_unprivileged_denied(&bus, &backend).await;
+    assert!(
+        !backend.records()[before..]
+            .iter()
+            .any(|r| r["event"] == "approved" || r["event"] == "retry_allowed"),
+        "a denied approve or retry reached the backend"
+    );
     let _ = polkitd.kill().await;
 }

@@ -85,6 +85,7 @@ async fn introspection_matches_checked_in_xml() {
         "LastCheck",
         "LastError",
         "Holds",
+        "Next",
     ] {
         assert!(
             live.iter()

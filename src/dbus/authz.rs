@@ -57,6 +57,8 @@ pub enum Action {
     Hold,
     Mark,
     Repair,
+    Approve,
+    Retry,
 }
 
 impl Action {
@@ -69,6 +71,8 @@ impl Action {
             Action::Hold => "org.patchd.patchd1.hold",
             Action::Mark => "org.patchd.patchd1.mark",
             Action::Repair => "org.patchd.patchd1.repair",
+            Action::Approve => "org.patchd.patchd1.approve",
+            Action::Retry => "org.patchd.patchd1.retry",
         }
     }
 }

@@ -98,6 +98,23 @@ pub trait ManagerBackend: Send + Sync + 'static {
         })
     }
 
+    /// Approve `release` for an urgency rule that asks for approval.
+    fn approve(&self, caller: Caller, release: String) -> BoxFuture<'_, BackendResult<()>> {
+        let _ = (caller, release);
+        not_offered("Approve")
+    }
+
+    /// Allow `release`, which failed here, to be tried again (audited with `reason`).
+    fn retry(
+        &self,
+        caller: Caller,
+        release: String,
+        reason: String,
+    ) -> BoxFuture<'_, BackendResult<()>> {
+        let _ = (caller, release, reason);
+        not_offered("Retry")
+    }
+
     /// Record a refused mutating call in the audit trail.
     fn record_denial(&self, caller: Caller, denied: DeniedCall)
         -> BoxFuture<'_, BackendResult<()>>;

@@ -216,6 +216,12 @@ impl ManagerBackend for DegradedBackend {
     fn hold(&self, _: Caller, _: HoldRequest) -> BoxFuture<'_, BackendResult<()>> {
         self.refuse()
     }
+    fn approve(&self, _: Caller, _: String) -> BoxFuture<'_, BackendResult<()>> {
+        self.refuse()
+    }
+    fn retry(&self, _: Caller, _: String, _: String) -> BoxFuture<'_, BackendResult<()>> {
+        self.refuse()
+    }
     fn release_hold(&self, _: Caller) -> BoxFuture<'_, BackendResult<()>> {
         self.refuse()
     }

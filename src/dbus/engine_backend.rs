@@ -7,11 +7,12 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::backend::{BackendError, BackendResult, BoxFuture, ManagerBackend};
 use super::types::{
-    AvailableView, Caller, DeniedCall, HistoryFilter, HoldRequest, HoldView, JobView, ProgressView,
-    SlotView, StatusView,
+    AvailableView, Caller, CheckView, DeniedCall, HistoryFilter, HoldRequest, HoldView, JobView,
+    NextView, ProgressView, SlotView, StatusView,
 };
 use crate::audit::{Actor, Filter};
-use crate::engine::{EngineError, EngineHandle, JobRecord, StatusSnapshot};
+use crate::engine::{AvailableRelease, EngineError, EngineHandle, JobRecord, StatusSnapshot};
+use crate::policy::Standing;
 
 fn actor(c: &Caller) -> Actor {
     Actor::Uid(c.uid)
@@ -28,8 +29,11 @@ fn map_err(e: EngineError) -> BackendError {
         EngineError::NoSuchRelease { .. }
         | EngineError::NothingToInstall { .. }
         | EngineError::NothingToCancel { .. }
+        | EngineError::NotFailedHere { .. }
         | EngineError::NoHold => BackendError::NotFound(msg),
-        EngineError::BadVersion { .. } => BackendError::InvalidArgument(msg),
+        EngineError::BadVersion { .. } | EngineError::NoApprovalNeeded { .. } => {
+            BackendError::InvalidArgument(msg)
+        }
         EngineError::SwitchRefused { .. } | EngineError::Refused { .. } => {
             BackendError::Refused(msg)
         }
@@ -75,26 +79,30 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
             .collect(),
         current_version: s.current_version.clone(),
         staged_version: s.staged_version.clone(),
-        available: s
-            .available
-            .iter()
-            .map(|a| AvailableView {
-                version: a.version.clone(),
-                kind: a.kind.to_string(),
-                severity: a.severity.to_string(),
-                cves: a.cves.clone(),
-                summary: (!a.why_not.is_empty()).then(|| {
-                    let why: Vec<String> = a.why_not.iter().map(|w| w.to_string()).collect();
-                    format!("waiting: {}", why.join("; "))
-                }),
-            })
-            .collect(),
+        available: s.available.iter().map(available_view).collect(),
         next_window: s.next_window,
         last_check: s.last_check,
         last_error: s.last_error.clone(),
         last_stage: s.last_stage.map(|r| r.to_string()),
         last_job: s.last_job.as_ref().map(job_view),
         warnings: s.warnings.clone(),
+        security_floor: s.security_floor,
+        as_of: s.as_of,
+        time_zone: s.time_zone.clone(),
+        next: s.next.as_ref().map(|n| NextView {
+            kind: n.kind.clone(),
+            text: n.text.clone(),
+            at: n.at,
+        }),
+        last_check_outcome: s.last_check_outcome.as_ref().map(|c| CheckView {
+            at: Some(c.at),
+            last_good: c.last_good,
+            ok: c.error.is_none(),
+            error: c.error.clone(),
+            found: c.found as u64,
+        }),
+        last_outcome: s.last_outcome.clone(),
+        rolling_back_to: s.rolling_back_to.clone(),
         holds: s
             .holds
             .iter()
@@ -106,6 +114,41 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
                 max_version: h.max_version.as_ref().map(|v| v.to_string()),
             })
             .collect(),
+    }
+}
+
+/// One release as clients see it: its group, every reason once, the publisher's summary.
+fn available_view(a: &AvailableRelease) -> AvailableView {
+    let mut reasons: Vec<String> = Vec::new();
+    for w in &a.why_not {
+        let r = w.to_string();
+        if !reasons.contains(&r) {
+            reasons.push(r);
+        }
+    }
+    let summary = (!reasons.is_empty()).then(|| match a.standing {
+        Standing::NotApplicable => format!("not applicable: {}", reasons.join("; ")),
+        _ => format!("waiting: {}", reasons.join("; ")),
+    });
+    let until = match (&a.standing, &a.next) {
+        (Standing::Waiting, Some(o)) => o.at.or(o.rule_until),
+        _ => None,
+    };
+    AvailableView {
+        version: a.version.clone(),
+        kind: a.kind.to_string(),
+        severity: a.severity.to_string(),
+        cves: a.cves.clone(),
+        summary,
+        group: a.standing.as_str().to_owned(),
+        description: a.description.clone(),
+        reasons,
+        until,
+        when: (a.standing == Standing::Waiting)
+            .then(|| a.when.clone())
+            .flatten(),
+        security_version: a.security_version,
+        size: a.size,
     }
 }
 
@@ -154,7 +197,18 @@ impl ManagerBackend for EngineHandle {
             let list = EngineHandle::check(self, actor(&caller))
                 .await
                 .map_err(map_err)?;
-            Ok(json!({ "available": to_json(&list)? }))
+            // The engine's fields and the clients' (group, reasons, until) in one object.
+            let mut out = Vec::new();
+            for a in &list {
+                let mut v = to_json(a)?;
+                if let (Value::Object(m), Value::Object(view)) =
+                    (&mut v, to_json(&available_view(a))?)
+                {
+                    m.extend(view);
+                }
+                out.push(v);
+            }
+            Ok(json!({ "available": out }))
         })
     }
 
@@ -211,6 +265,19 @@ impl ManagerBackend for EngineHandle {
 
     fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {
         engine(EngineHandle::release_hold(self, actor(&caller)))
+    }
+
+    fn approve(&self, caller: Caller, release: String) -> BoxFuture<'_, BackendResult<()>> {
+        engine(EngineHandle::approve(self, actor(&caller), release))
+    }
+
+    fn retry(
+        &self,
+        caller: Caller,
+        release: String,
+        reason: String,
+    ) -> BoxFuture<'_, BackendResult<()>> {
+        engine(EngineHandle::retry(self, actor(&caller), release, reason))
     }
 
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>> {

@@ -153,6 +153,18 @@ macro_rules! manager_methods {
             "GetInventory" fn get_inventory() -> String, Access::Read;
             /// Verify the audit hash chain; JSON with at least `{"ok": bool}`.
             "VerifyAudit" fn verify_audit() -> String, Access::Read;
+            /// Approve `release`, which an urgency rule sends to approval.
+            "Approve" fn approve(
+                release: &str => ArgRule::Version
+            ) -> (),
+                Access::Admin { action: Action::Approve, exclusive: true };
+            /// Allow `release`, which failed on this device, to be tried again; `reason`
+            /// (the fix) goes to the audit trail.
+            "Retry" fn retry(
+                release: &str => ArgRule::Version,
+                reason: &str => ArgRule::Text { required: true }
+            ) -> (),
+                Access::Admin { action: Action::Retry, exclusive: true };
         }
     };
 }
@@ -278,6 +290,8 @@ mod tests {
             Action::Hold,
             Action::Mark,
             Action::Repair,
+            Action::Approve,
+            Action::Retry,
         ] {
             // `match` keeps this list complete when an action is added.
             match a {
@@ -287,7 +301,9 @@ mod tests {
                 | Action::Rollback
                 | Action::Hold
                 | Action::Mark
-                | Action::Repair => assert!(actions().contains(&a), "{a:?} unused"),
+                | Action::Repair
+                | Action::Approve
+                | Action::Retry => assert!(actions().contains(&a), "{a:?} unused"),
             }
         }
     }

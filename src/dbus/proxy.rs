@@ -54,6 +54,9 @@ macro_rules! manager_proxy {
             fn holds(&self) -> zbus::Result<Vec<HoldTuple>>;
             #[zbus(property)]
             fn last_job(&self) -> zbus::Result<JobTuple>;
+            /// (kind, text, at) of what happens next.
+            #[zbus(property)]
+            fn next(&self) -> zbus::Result<(String, String, String)>;
 
             /// A job ended: (id, outcome, error).
             #[zbus(signal)]

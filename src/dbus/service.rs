@@ -241,6 +241,9 @@ async fn emit_diff(
     if a.last_job != b.last_job {
         iface.last_job_changed(em).await?;
     }
+    if a.next != b.next {
+        iface.next_changed(em).await?;
+    }
     Ok(())
 }
 
@@ -248,6 +251,12 @@ impl From<ArgError> for Error {
     fn from(e: ArgError) -> Self {
         Error::InvalidArgument(e.to_string())
     }
+}
+
+/// A release argument that must name one (the table's rule allows empty for "none").
+fn required_release(release: String) -> Result<String, Error> {
+    limits::non_empty(release)
+        .ok_or_else(|| Error::InvalidArgument("release: a version is required".into()))
 }
 
 fn json_out(mut v: serde_json::Value) -> String {
@@ -545,6 +554,34 @@ impl ManagerIface {
         Ok(json_out(self.backend.verify_audit().await?))
     }
 
+    /// Approve `release`, which an urgency rule sends to approval. InvalidArgument when
+    /// its rule asks for none, NotFound when no check offered it.
+    async fn approve(
+        &self,
+        release: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let release = required_release(release)?;
+        let (caller, _busy) = self.admit(conn, &hdr, release.clone()).await?;
+        Ok(self.backend.approve(caller, release).await?)
+    }
+
+    /// Allow `release`, which failed on this device, to be tried again; `reason` says
+    /// what was fixed (audited). NotFound when it did not fail here.
+    async fn retry(
+        &self,
+        release: String,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let release = required_release(release)?;
+        let detail = format!("{release}: {reason}");
+        let (caller, _busy) = self.admit(conn, &hdr, detail).await?;
+        Ok(self.backend.retry(caller, release, reason).await?)
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         redact_text(&self.snapshot.borrow().state)
@@ -627,6 +664,16 @@ impl ManagerIface {
         outcome: &str,
         error: &str,
     ) -> zbus::Result<()>;
+
+    /// What happens next and when, the sentence `patchctl status` shows as `Next:`:
+    /// (kind, text, at) — kind as `GetStatus`' `next.kind`, at RFC 3339 ("" = not known).
+    #[zbus(property)]
+    fn next(&self) -> (String, String, String) {
+        match &self.snapshot.borrow().next {
+            Some(n) => (n.kind.clone(), redact_text(&n.text), ts_str(n.at)),
+            None => Default::default(),
+        }
+    }
 
     /// (reason, by, since, until, max_version) per hold.
     #[zbus(property)]

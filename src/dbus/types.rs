@@ -42,6 +42,51 @@ pub struct StatusView {
     /// start-up).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The anti-rollback floor: the highest committed `security_version`.
+    #[serde(default)]
+    pub security_floor: u64,
+    /// The daemon's time when this status was made; relative times count from it.
+    #[serde(default)]
+    pub as_of: Option<Timestamp>,
+    /// The maintenance windows' time zone.
+    #[serde(default)]
+    pub time_zone: String,
+    /// What happens next and when: the daemon's sentence (`patchctl status`' `Next:`).
+    #[serde(default)]
+    pub next: Option<NextView>,
+    /// The last check, also a failed one: time, error, releases found.
+    #[serde(default)]
+    pub last_check_outcome: Option<CheckView>,
+    /// The last outcome of an update with its reason.
+    #[serde(default)]
+    pub last_outcome: Option<String>,
+    /// During a rollback whose reboot is pending: the release it goes back to
+    /// (`current_version` truly runs until then).
+    #[serde(default)]
+    pub rolling_back_to: Option<String>,
+}
+
+/// What happens next: `kind` for programs, `text` for people, `at` when known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextView {
+    /// `up_to_date`, `available`, `staging`, `switch_now`, `window`, `rollout`, `held`,
+    /// `approval`, `paused`, `blocked`, `reboot_pending`, `trial`, `rollback_pending`,
+    /// `probation`, `failed`.
+    pub kind: String,
+    pub text: String,
+    pub at: Option<Timestamp>,
+}
+
+/// The last check: when, and its error when it failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckView {
+    pub at: Option<Timestamp>,
+    /// The last check that got through (`last_check`).
+    #[serde(default)]
+    pub last_good: Option<Timestamp>,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub found: u64,
 }
 
 /// One job and how it ended: the `LastJob` property and the `JobFinished` signal.
@@ -89,7 +134,29 @@ pub struct AvailableView {
     /// `critical`, `high`, `medium`, `low`.
     pub severity: String,
     pub cves: Vec<String>,
+    /// Why it is not installed now, each reason once (`None`: nothing stops it); the
+    /// same text as the `Available` property's last field.
     pub summary: Option<String>,
+    /// `installable`, `waiting` or `not_applicable`.
+    #[serde(default)]
+    pub group: String,
+    /// The publisher's one-line summary of the release.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Every reason it is not installed now, each once.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// For a waiting release: when the switch decision lets it go, if known.
+    #[serde(default)]
+    pub until: Option<Timestamp>,
+    /// For a waiting release: what it waits for and when, in the daemon's words.
+    #[serde(default)]
+    pub when: Option<String>,
+    #[serde(default)]
+    pub security_version: u64,
+    /// Bytes it writes.
+    #[serde(default)]
+    pub size: u64,
 }
 
 /// A documented exception: no switching (above `max_version`, if set) until `until`.
@@ -247,6 +314,7 @@ impl AvailableView {
             severity: t.2,
             cves: t.3,
             summary: (!t.4.is_empty()).then_some(t.4),
+            ..Self::default()
         }
     }
 }

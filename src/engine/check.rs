@@ -70,6 +70,12 @@ impl Context<'_> {
                     published: c.published,
                     install_now: v.may_switch(),
                     may_stage: v.may_stage(),
+                    standing: v.standing(),
+                    description: c.summary.clone(),
+                    when: v.next.as_ref().map(|o| {
+                        o.describe(self.now, &self.policy.schedule, &s.version.to_string())
+                    }),
+                    next: v.next.clone(),
                     why_not: v.switch,
                 }
             })
@@ -86,7 +92,7 @@ pub fn stage_target(available: &[AvailableRelease]) -> Option<&AvailableRelease>
 mod tests {
     use super::*;
     use crate::manifest::ReleaseSummary;
-    use crate::policy::{Hold, Kind, ReleaseFacts, Schedule, Severity, WhyNot};
+    use crate::policy::{Hold, Kind, ReleaseFacts, Schedule, Severity, Standing, WhyNot};
 
     fn cand(v: &str, sv: u64) -> Offered {
         Offered {
@@ -109,6 +115,7 @@ mod tests {
             ),
             published: None,
             manifest_problem: None,
+            summary: None,
         }
     }
     fn now() -> Timestamp {
@@ -191,12 +198,14 @@ mod tests {
             get("2.0.0").why_not[..],
             [WhyNot::BelowSecurityFloor { floor: 5, .. }]
         ));
+        // Failed here: not applicable, so the hold (a timing rule) is not listed too.
         let r3 = &get("3.0.0").why_not;
-        assert!(r3.iter().any(|w| matches!(w, WhyNot::FailedHere { .. })));
         assert!(
-            r3.iter().any(|w| w.to_string().contains("quarter close")),
-            "hold not shown: {r3:?}"
+            matches!(r3[..], [WhyNot::FailedHere { .. }]),
+            "one reason: {r3:?}"
         );
+        assert_eq!(get("3.0.0").standing, Standing::NotApplicable);
+        assert_eq!(get("2.4.0").standing, Standing::Installable);
         assert!(get("2.4.0").install_now, "{:?}", get("2.4.0"));
         assert_eq!(av[0].version, "3.0.0", "newest first");
         assert_eq!(stage_target(&av).unwrap().version, "2.4.0");

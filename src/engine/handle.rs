@@ -12,7 +12,7 @@ use super::statefile::{BlockedRelease, StateFileError};
 use crate::audit::{AuditError, Entry, Filter, Record, VerifyReport};
 use crate::boot::BootError;
 use crate::names::SlotName;
-use crate::policy::{Hold, Kind, Severity};
+use crate::policy::{Hold, Kind, Opportunity, Severity, Standing};
 use crate::slot::{SlotError, SlotState};
 
 /// One release as status shows it: categorization plus why it is or is not installed now.
@@ -30,6 +30,45 @@ pub struct AvailableRelease {
     /// Policy would stage it now (it may still wait for a window to switch).
     pub may_stage: bool,
     pub why_not: Vec<WhyNot>,
+    /// How `list` groups it (installable, waiting, not applicable).
+    #[serde(default)]
+    pub standing: Standing,
+    /// The publisher's one-line summary (from the verified manifest).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// When the switch decision lets it go (`None` when it does not fit the device).
+    #[serde(default)]
+    pub next: Option<Opportunity>,
+    /// `next` in plain words, as of the categorization ("waiting for the canary stage,
+    /// in 3 h").
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// What the device does next and when, in plain words: the `Next:` line of status, the
+/// same sentence for every client (patchctl, a web page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextStep {
+    /// `up_to_date`, `available`, `staging`, `switch_now`, `window`, `rollout`, `held`,
+    /// `approval`, `paused`, `blocked`, `reboot_pending`, `trial`, `rollback_pending`,
+    /// `probation`, `failed`, `busy`.
+    pub kind: String,
+    /// The sentence, relative times counted from the snapshot's `as_of`.
+    pub text: String,
+    /// When it happens, if known.
+    pub at: Option<Timestamp>,
+}
+
+/// The last check and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub at: Timestamp,
+    /// The last check that got through (`at` itself unless this one failed).
+    pub last_good: Option<Timestamp>,
+    /// `None`: it succeeded.
+    pub error: Option<String>,
+    /// Releases it found (when it succeeded).
+    pub found: usize,
 }
 
 /// One slot as status shows it: content (slot backend) and boot flags (bootloader).
@@ -80,6 +119,25 @@ pub struct StatusSnapshot {
     /// its head file).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The engine clock's time when this snapshot was made (relative times count from it).
+    #[serde(default)]
+    pub as_of: Option<Timestamp>,
+    /// The maintenance windows' time zone (times are shown in it and in UTC).
+    #[serde(default)]
+    pub time_zone: String,
+    /// What happens next and when.
+    #[serde(default)]
+    pub next: Option<NextStep>,
+    /// The last check (also a failed one) with its time and error.
+    #[serde(default)]
+    pub last_check_outcome: Option<CheckOutcome>,
+    /// The last outcome of an update, with its reason ("2.0.0 rolled back: …").
+    #[serde(default)]
+    pub last_outcome: Option<String>,
+    /// During a rollback whose reboot is still pending: the release the device goes
+    /// back to (`current_version` is what truly runs until then).
+    #[serde(default)]
+    pub rolling_back_to: Option<String>,
 }
 
 /// How a job ended (or that it still runs).
@@ -140,6 +198,12 @@ impl StatusSnapshot {
             busy: None,
             last_job: None,
             warnings: Vec::new(),
+            as_of: None,
+            time_zone: "UTC".into(),
+            next: None,
+            last_check_outcome: None,
+            last_outcome: None,
+            rolling_back_to: None,
         }
     }
 }
@@ -192,6 +256,12 @@ pub enum EngineError {
     /// `cancel` when no job runs and nothing waits to be switched.
     #[error("nothing to cancel: no job is running and no release is staged ({state})")]
     NothingToCancel { state: &'static str },
+    /// `approve` for a release whose urgency rule does not ask for approval.
+    #[error("release {version} needs no approval: its urgency rule says {urgency}")]
+    NoApprovalNeeded { version: String, urgency: String },
+    /// `retry` for a release that did not fail here.
+    #[error("release {version} did not fail on this device: nothing to retry")]
+    NotFailedHere { version: String },
     /// `release-hold` when no hold is set.
     #[error("no hold to release")]
     NoHold,
@@ -278,6 +348,11 @@ commands! {
     ) -> () = Hold;
     /// Remove every hold.
     fn release_hold(actor: Actor) -> () = ReleaseHold;
+    /// Approve `version`, which an urgency rule sends to approval (audited).
+    fn approve(actor: Actor, version: String) -> () = Approve;
+    /// Allow `version`, which failed on this device, to be installed again (audited
+    /// with `reason` and the failure it lifts).
+    fn retry(actor: Actor, version: String, reason: String) -> () = Retry;
     /// Let an admin install `version` although it is below the security floor (audited).
     fn allow_below_floor(actor: Actor, version: String) -> () = AllowBelowFloor;
     /// Show `text` as a status warning under `key` until it is cleared with `None`: for a

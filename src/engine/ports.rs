@@ -30,6 +30,8 @@ pub struct Offered {
     pub published: Option<Timestamp>,
     /// Why the release's manifest could not be downloaded or verified, if so.
     pub manifest_problem: Option<String>,
+    /// The publisher's one-line summary, from the verified manifest.
+    pub summary: Option<String>,
 }
 
 impl Offered {

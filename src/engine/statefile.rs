@@ -67,6 +67,16 @@ pub struct StateDoc {
     pub pending: Option<Pending>,
     pub last_check: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// Why the last check failed (`None` after a good one); `last_check` stays the time
+    /// of the last good check.
+    #[serde(default)]
+    pub last_check_error: Option<String>,
+    /// When that failed check was made.
+    #[serde(default)]
+    pub last_check_failed: Option<Timestamp>,
+    /// Releases the last good check found.
+    #[serde(default)]
+    pub last_check_found: usize,
 }
 
 impl Default for StateDoc {
@@ -83,6 +93,9 @@ impl Default for StateDoc {
             pending: None,
             last_check: None,
             last_error: None,
+            last_check_error: None,
+            last_check_failed: None,
+            last_check_found: 0,
         }
     }
 }

@@ -5,7 +5,8 @@
 use jiff::Timestamp;
 use semver::Version;
 
-use super::{holds, DeviceFacts, Hold, LockState, Policy, ReleaseFacts, WhyNot};
+use super::{holds, DeviceFacts, Hold, LockState, Opportunity, Policy, ReleaseFacts, Standing};
+use super::{WaitFor, WhyNot};
 use crate::manifest::{self, DeviceProfile, Ineligible};
 
 /// Everything the decision looks at for one release.
@@ -45,6 +46,9 @@ pub struct Verdict {
     pub switch: Vec<WhyNot>,
     /// Reasons not to download and stage it now.
     pub stage: Vec<WhyNot>,
+    /// When the timing rules let the switch happen (`None` when the release does not
+    /// fit the device: then no time would be true).
+    pub next: Option<Opportunity>,
 }
 
 impl Verdict {
@@ -54,6 +58,23 @@ impl Verdict {
     pub fn may_stage(&self) -> bool {
         self.stage.is_empty()
     }
+
+    /// How `list` groups the release: installable now, waiting (for a window, a stage,
+    /// a hold, an approval), or not applicable (a reason of fit, or withdrawn).
+    pub fn standing(&self) -> Standing {
+        if self.switch.is_empty() {
+            Standing::Installable
+        } else if self.switch.iter().any(WhyNot::is_fit)
+            || self
+                .next
+                .as_ref()
+                .is_some_and(|o| o.waiting_for == Some(WaitFor::Withdrawn))
+        {
+            Standing::NotApplicable
+        } else {
+            Standing::Waiting
+        }
+    }
 }
 
 impl Policy {
@@ -61,13 +82,16 @@ impl Policy {
     /// (eligibility, decided here and nowhere else), failed here, then the timing rules
     /// ([`Policy::may_switch`] / [`Policy::may_stage`]), then what stops the reboot.
     pub fn decide(&self, f: &Facts<'_>) -> Verdict {
-        let fit = fit_reasons(f);
-        // A release not newer than the running one is never installed, so the timing
-        // rules' answer for it would only read as a promise ("waiting until …").
-        if fit.iter().any(|w| matches!(w, WhyNot::NotNewer { .. })) {
+        let mut fit = fit_reasons(f);
+        fit.dedup();
+        // A release that does not fit the device (not newer, failed here, below the
+        // floor, wrong hardware, withdrawn) is never installed, so the timing rules'
+        // answer for it would only read as a promise ("waiting until …").
+        if !fit.is_empty() {
             return Verdict {
                 switch: fit.clone(),
                 stage: fit,
+                next: None,
             };
         }
         let mut stage = fit.clone();
@@ -92,7 +116,11 @@ impl Policy {
                 switch.push(WhyNot::RebootLock { detail });
             }
         }
-        Verdict { switch, stage }
+        Verdict {
+            switch,
+            stage,
+            next: Some(self.opportunity(f)),
+        }
     }
 }
 
@@ -223,9 +251,9 @@ mod tests {
         let p = Policy::default();
         let (dev, r) = (device(), release("2.0.0"));
         let mut i = In::new();
-        assert_eq!(p.decide(&i.facts(&dev, &r, false)), Verdict::default());
+        assert!(p.decide(&i.facts(&dev, &r, false)).switch.is_empty());
         i.lock = LockState::Held;
-        assert_eq!(p.decide(&i.facts(&dev, &r, false)), Verdict::default());
+        assert!(p.decide(&i.facts(&dev, &r, false)).switch.is_empty());
         i.lock = LockState::Waiting {
             group: "rack-7".into(),
             holders: vec!["node-3".into()],
@@ -282,6 +310,45 @@ mod tests {
             "{v:?}"
         );
         assert!(p.decide(&i.facts(&dev, &new, true)).may_switch());
+    }
+
+    #[test]
+    fn the_next_opportunity_follows_each_rule_to_the_window() {
+        let p = Policy {
+            schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap(),
+            ..Policy::default()
+        };
+        let dev = DeviceFacts {
+            tags: vec!["canary".into()],
+            ..device()
+        };
+        let mut r = release("2.0.0");
+        r.rollout = Some(RolloutPlan {
+            published: now(),
+            stages: vec![crate::policy::RolloutStage {
+                tags: vec!["canary".into()],
+                percent: 0,
+                after_secs: 3 * 3600,
+            }],
+            state: RolloutState::Active,
+        });
+        let i = In::new();
+        let v = p.decide(&i.facts(&dev, &r, false));
+        let o = v.next.clone().expect("fits, so it has a time");
+        assert_eq!(o.waiting_for, Some(WaitFor::Rollout));
+        assert_eq!(o.rule_until, Some("2026-11-25T15:00:00Z".parse().unwrap()));
+        assert_eq!(o.at, Some("2026-11-28T02:00:00Z".parse().unwrap()));
+        assert_eq!(
+            o.describe(now(), &p.schedule, "2.0.0"),
+            "waiting for the canary stage, in 3 h; then switches and reboots in the window \
+             Sat 02:00–05:00 UTC, in 2 d 14 h"
+        );
+        assert_eq!(v.standing(), Standing::Waiting);
+        // A release that does not fit has no time at all.
+        let old = release("0.9.0");
+        let v = p.decide(&i.facts(&dev, &old, false));
+        assert!(v.next.is_none());
+        assert_eq!(v.standing(), Standing::NotApplicable);
     }
 
     #[test]

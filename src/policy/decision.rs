@@ -51,6 +51,11 @@ impl Decision {
     }
 }
 
+/// A time as RFC 3339 to the second: reasons are read by people.
+pub(crate) fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -58,7 +63,7 @@ impl fmt::Display for Decision {
             Decision::Wait {
                 reason,
                 until: Some(t),
-            } => write!(f, "waiting until {t}: {reason}"),
+            } => write!(f, "waiting until {}: {reason}", whole_seconds(*t)),
             Decision::Wait {
                 reason,
                 until: None,

@@ -38,7 +38,7 @@ impl Hold {
             s.push_str(&format!(" (pinned to <= {m})"));
         }
         if let Some(u) = self.until {
-            s.push_str(&format!(" (until {u})"));
+            s.push_str(&format!(" (until {})", super::decision::whole_seconds(u)));
         }
         s
     }

@@ -50,6 +50,7 @@ pub mod decision;
 pub mod holds;
 pub mod inhibit;
 pub mod lock;
+pub mod next;
 mod reason;
 pub mod rollout;
 pub mod urgency;
@@ -59,6 +60,7 @@ pub use decide::{Facts, Verdict};
 pub use decision::Decision;
 pub use holds::Hold;
 pub use lock::LockState;
+pub use next::{Opportunity, Standing, WaitFor};
 pub use reason::WhyNot;
 pub use rollout::{bucket, stage_includes, RolloutPlan, RolloutStage, RolloutState};
 pub use urgency::{default_rules, urgency_for, Kind, Severity, Urgency, UrgencyRule};
@@ -166,15 +168,16 @@ impl ReleaseFacts {
 }
 
 impl Policy {
-    /// Timing rules shared by staging and switching; `Ok` carries the rollout reason.
+    /// Timing rules shared by staging and switching; `Ok` carries the rollout reason,
+    /// `Err` the answer and which rule gave it.
     fn common(
         &self,
         now: Timestamp,
         device: &DeviceFacts,
         release: &ReleaseFacts,
         holds: &[Hold],
-    ) -> Result<String, Decision> {
-        check_clock(now)?;
+    ) -> Result<String, (Decision, WaitFor)> {
+        check_clock(now).map_err(|d| (d, WaitFor::Clock))?;
         let h = holds::decide(holds, release.version(), now);
         let rollout = match &release.rollout {
             None => Decision::allowed("no staged rollout"),
@@ -182,14 +185,19 @@ impl Policy {
         };
         // Withdrawal beats a hold: it is final for this release.
         if matches!(rollout, Decision::Blocked { .. }) {
-            return Err(rollout);
+            return Err((rollout, WaitFor::Withdrawn));
         }
         if !h.is_allowed() {
-            return Err(h);
+            return Err((h, WaitFor::Hold));
         }
+        let paused = release
+            .rollout
+            .as_ref()
+            .is_some_and(|p| p.state == RolloutState::Paused);
         match rollout {
             Decision::Allowed { reason } => Ok(reason),
-            other => Err(other),
+            other if paused => Err((other, WaitFor::Paused)),
+            other => Err((other, WaitFor::Rollout)),
         }
     }
 
@@ -204,7 +212,7 @@ impl Policy {
     ) -> Decision {
         let rollout = match self.common(now, device, release, holds) {
             Ok(r) => r,
-            Err(d) => return d,
+            Err((d, _)) => return d,
         };
         if self.stage_outside_windows || self.schedule.is_open(now) {
             return Decision::allowed(format!("staging allowed; {rollout}"));
@@ -223,36 +231,57 @@ impl Policy {
         holds: &[Hold],
         approved: bool,
     ) -> Decision {
+        self.switch_gate(now, device, release, holds, approved).0
+    }
+
+    /// [`Policy::may_switch`] and the rule that answered when it is not `Allowed`.
+    pub(crate) fn switch_gate(
+        &self,
+        now: Timestamp,
+        device: &DeviceFacts,
+        release: &ReleaseFacts,
+        holds: &[Hold],
+        approved: bool,
+    ) -> (Decision, Option<WaitFor>) {
         let rollout = match self.common(now, device, release, holds) {
             Ok(r) => r,
-            Err(d) => return d,
+            Err((d, w)) => return (d, Some(w)),
         };
         let (kind, severity) = (release.summary.kind, release.summary.severity);
         let urgency = urgency_for(&self.urgency, kind, severity);
         let what = format!("{severity} {kind}");
         match urgency {
             Urgency::Immediate => {
-                return Decision::allowed(format!(
-                    "{what} release: urgency rule says immediate; {rollout}"
-                ))
+                return (
+                    Decision::allowed(format!(
+                        "{what} release: urgency rule says immediate; {rollout}"
+                    )),
+                    None,
+                )
             }
             Urgency::Approval if !approved => {
-                return Decision::blocked(format!(
-                    "{what} release needs admin approval (urgency rule), none given"
-                ))
+                return (
+                    Decision::blocked(format!(
+                        "{what} release needs admin approval (urgency rule), none given"
+                    )),
+                    Some(WaitFor::Approval),
+                )
             }
             Urgency::Approval | Urgency::Window => {}
         }
         if self.schedule.is_always_open() {
-            return Decision::allowed(format!("no maintenance windows configured; {rollout}"));
+            let d = Decision::allowed(format!("no maintenance windows configured; {rollout}"));
+            return (d, None);
         }
         if let Some(w) = self.schedule.open_window(now) {
-            return Decision::allowed(format!("maintenance window {w} is open; {rollout}"));
+            let d = Decision::allowed(format!("maintenance window {w} is open; {rollout}"));
+            return (d, None);
         }
-        self.window_wait(
+        let d = self.window_wait(
             now,
             &format!("{what} release waits for a maintenance window"),
-        )
+        );
+        (d, Some(WaitFor::Window))
     }
 
     fn window_wait(&self, now: Timestamp, why: &str) -> Decision {

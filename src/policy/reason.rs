@@ -30,6 +30,18 @@ pub enum WhyNot {
 }
 
 impl WhyNot {
+    /// A reason of fit: the release is not for this device as it is (not newer, failed
+    /// here, below the floor, product, hardware, channel, withdrawn, its manifest).
+    pub fn is_fit(&self) -> bool {
+        matches!(
+            self,
+            WhyNot::BelowSecurityFloor { .. }
+                | WhyNot::FailedHere { .. }
+                | WhyNot::NotNewer { .. }
+                | WhyNot::Manifest { .. }
+        )
+    }
+
     /// Reasons that also stop staging: all but the timing rules' answer (asked
     /// separately for staging) and what only stops the reboot.
     pub fn blocks_staging(&self) -> bool {

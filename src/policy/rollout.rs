@@ -100,6 +100,27 @@ impl RolloutPlan {
             .min()
     }
 
+    /// The name of the earliest stage that includes this device, as status says it:
+    /// "the canary stage", "the 25% stage" (`None`: no stages, or none includes it).
+    pub fn stage_name(&self, device_tags: &[String], bucket: u8) -> Option<String> {
+        let s = self
+            .stages
+            .iter()
+            .filter(|s| stage_includes(s, device_tags, bucket))
+            .min_by_key(|s| s.after_secs)?;
+        let mine: Vec<&str> = s
+            .tags
+            .iter()
+            .filter(|t| device_tags.contains(t))
+            .map(String::as_str)
+            .collect();
+        Some(if mine.is_empty() {
+            format!("the {}% stage", s.percent)
+        } else {
+            format!("the {} stage", mine.join("/"))
+        })
+    }
+
     /// May this device take the release at `now`? (Pause and withdrawal included.)
     pub fn decide(&self, now: Timestamp, device_tags: &[String], bucket: u8) -> Decision {
         match self.state {
@@ -120,7 +141,10 @@ impl RolloutPlan {
                 Decision::allowed(format!("in rollout stage ({stage}; bucket {bucket})"))
             }
             Some(t) => Decision::wait(
-                format!("rollout stage for this device (bucket {bucket}) opens at {t}"),
+                format!(
+                    "rollout stage for this device (bucket {bucket}) opens at {}",
+                    super::decision::whole_seconds(t)
+                ),
                 Some(t),
             ),
             None => Decision::wait(

@@ -235,6 +235,11 @@ impl Schedule {
         &self.tz_name
     }
 
+    /// The schedule's zone (windows are wall-clock times in it).
+    pub fn zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
     pub fn is_always_open(&self) -> bool {
         self.windows.is_empty()
     }
@@ -307,6 +312,21 @@ impl Schedule {
                 _ => return Some(end),
             }
         }
+    }
+}
+
+impl Schedule {
+    /// The window open at `t` as real times (opens, closes), windows that overlap or
+    /// touch merged; `None` when none is open or the schedule is always open.
+    pub fn window_at(&self, t: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        let end = self.current_window_end(t)?;
+        let start = self
+            .occurrences(t, 0)
+            .iter()
+            .filter(|(s, e, _)| *s <= t && t < *e)
+            .map(|(s, _, _)| *s)
+            .min()?;
+        Some((start, end))
     }
 }
 

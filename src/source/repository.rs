@@ -98,6 +98,7 @@ impl RepoUpdates {
             let mut published = None;
             let mut rollout = None;
             let mut manifest_problem = None;
+            let mut summary = None;
             if c.ineligible.iter().all(depends_on_running) {
                 match fetch_manifest(&mut client, &*self.metadata, &*self.targets, &c.target_path)
                     .await
@@ -105,6 +106,7 @@ impl RepoUpdates {
                     Ok(vm) => {
                         let m = vm.manifest();
                         published = Some(m.published);
+                        summary = Some(m.summary.clone()).filter(|s| !s.is_empty());
                         rollout = Some(rollout_plan(m, c.summary.withdrawn));
                         verified.insert(c.summary.version.clone(), vm);
                     }
@@ -115,6 +117,7 @@ impl RepoUpdates {
                 facts: ReleaseFacts::new(c.summary, rollout),
                 published,
                 manifest_problem,
+                summary,
             });
         }
         *self.manifests.lock().await = verified;

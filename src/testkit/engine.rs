@@ -45,6 +45,12 @@ struct Dev {
     inhibitors: Vec<String>,
     reboot_requests: Vec<String>,
     boots: u64,
+    /// While set, checks fail with this error.
+    check_fails: Option<String>,
+    /// While set, health checks wait until cleared (a trial that lasts).
+    health_gate: bool,
+    /// While set, reboot requests fail (a reboot that does not happen).
+    reboot_fails: bool,
 }
 
 /// Handle to the simulated device; clones share it.
@@ -90,6 +96,7 @@ pub fn release(version: &str, security_version: u64, kind: Kind, severity: Sever
         ),
         published: None,
         manifest_problem: None,
+        summary: Some(format!("{severity} {kind} fixes")),
     }
 }
 
@@ -121,6 +128,9 @@ impl MemDevice {
                 inhibitors: vec![],
                 reboot_requests: vec![],
                 boots: 0,
+                check_fails: None,
+                health_gate: false,
+                reboot_fails: false,
             })),
         }
     }
@@ -134,6 +144,18 @@ impl MemDevice {
     }
     pub fn set_releases(&self, c: Vec<Offered>) {
         self.lock().releases = c;
+    }
+    /// Checks fail with `error` while it is set.
+    pub fn set_check_fails(&self, error: Option<&str>) {
+        self.lock().check_fails = error.map(str::to_owned);
+    }
+    /// Health checks wait while the gate is set.
+    pub fn set_health_gate(&self, g: bool) {
+        self.lock().health_gate = g;
+    }
+    /// Reboot requests fail while set.
+    pub fn set_reboot_fails(&self, f: bool) {
+        self.lock().reboot_fails = f;
     }
     pub fn set_unhealthy(&self, version: &str) {
         self.lock().unhealthy.insert(version.to_string());
@@ -328,7 +350,13 @@ struct MemUpdates(MemDevice);
 
 impl Updates for MemUpdates {
     fn discover(&self) -> BoxFuture<'_, Result<Vec<Offered>, PortError>> {
-        Box::pin(async move { Ok(self.0.lock().releases.clone()) })
+        Box::pin(async move {
+            let d = self.0.lock();
+            match &d.check_fails {
+                Some(e) => Err(PortError::new("repository refresh", e).with_cause("check")),
+                None => Ok(d.releases.clone()),
+            }
+        })
     }
 
     fn stage<'a>(
@@ -393,6 +421,9 @@ struct MemHealth(MemDevice);
 impl HealthCheck for MemHealth {
     fn run(&self, _budget: Duration) -> BoxFuture<'_, HealthVerdict> {
         Box::pin(async move {
+            while self.0.lock().health_gate {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let d = self.0.lock();
             let v = d.slots.get(&d.booted).and_then(|s| s.version.clone());
             let bad = v.as_ref().is_some_and(|v| d.unhealthy.contains(v));
@@ -417,6 +448,9 @@ impl Reboot for MemReboot {
     }
     fn reboot<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), PortError>> {
         Box::pin(async move {
+            if self.0.lock().reboot_fails {
+                return Err(PortError::new("reboot", "systemd refused to reboot"));
+            }
             self.0.lock().reboot_requests.push(reason.to_string());
             Ok(())
         })
@@ -430,6 +464,8 @@ pub struct Harness {
     pub clock: crate::clock::SimClock,
     pub policy: crate::policy::Policy,
     pub settings: crate::engine::runner::EngineSettings,
+    /// The device's tags (rollout stages by tag).
+    pub tags: Vec<String>,
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
 }
@@ -453,6 +489,7 @@ impl Harness {
                 boot_attempts: 1,
                 ..Default::default()
             },
+            tags: vec![],
             #[cfg(feature = "failpoints")]
             failpoints: crate::failpoint::FailPoints::default(),
         }
@@ -481,7 +518,7 @@ impl Harness {
                 product: PRODUCT.into(),
                 hardware: None,
                 channel: "stable".into(),
-                tags: vec![],
+                tags: self.tags.clone(),
             },
             health: self.dev.health(),
             audit: Arc::new(Mutex::new(audit)),

@@ -322,6 +322,7 @@ impl ManagerBackend for FakeBackend {
                     "openssl fix; notes at https://builder:s3cret@repo.example/notes?token=abc"
                         .into(),
                 ),
+                ..AvailableView::default()
             });
             self.tx.send_modify(|s| {
                 s.last_check = Some(Timestamp::now());
@@ -425,6 +426,25 @@ impl ManagerBackend for FakeBackend {
         }
         self.record("release-hold", Some(&caller), json!({}));
         self.tx.send_modify(|s| s.holds.clear());
+        ok(Ok(()))
+    }
+
+    fn approve(&self, caller: Caller, release: String) -> BoxFuture<'_, BackendResult<()>> {
+        self.record("approved", Some(&caller), json!({ "version": release }));
+        ok(Ok(()))
+    }
+
+    fn retry(
+        &self,
+        caller: Caller,
+        release: String,
+        reason: String,
+    ) -> BoxFuture<'_, BackendResult<()>> {
+        self.record(
+            "retry_allowed",
+            Some(&caller),
+            json!({ "version": release, "reason": reason }),
+        );
         ok(Ok(()))
     }
 

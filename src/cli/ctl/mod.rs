@@ -3,6 +3,7 @@
 //! (see [`super::docgen`]).
 
 mod output;
+mod status_text;
 mod watch;
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use zbus::zvariant::Value as ZValue;
 use zbus::Connection;
 
 use crate::dbus::proxy::{classify, ErrorKind, ManagerProxy};
-use crate::dbus::types::{AvailableView, StatusView};
+use crate::dbus::types::StatusView;
 
 /// Exit codes of `patchctl` (documented in `docs/admin.md` and the man page).
 pub mod exit {
@@ -87,6 +88,9 @@ pub enum Cmd {
     /// List available releases with their categorization.
     List,
     /// Stage a release (default: the newest allowed) into the inactive slot.
+    ///
+    /// Naming a release also approves it, for urgency rules that ask for an admin's
+    /// approval (as `patchctl approve RELEASE` does).
     Install {
         /// Version to install.
         release: Option<String>,
@@ -135,6 +139,34 @@ pub enum Cmd {
     },
     /// Remove the hold.
     ReleaseHold,
+    /// Approve a release that an urgency rule sends to approval.
+    ///
+    /// The urgency rules of the policy ([policy] urgency; by default: feature releases)
+    /// can say a release switches only after an administrator approved it; `list` shows
+    /// such a release as waiting with "needs an admin's approval". Once approved it
+    /// switches in the next maintenance window like any other release (holds, rollout
+    /// stages and the floor still apply). `patchctl install RELEASE` approves the release
+    /// it names as well. Audited as `approved`. Exit 6 when no check offered RELEASE, 5
+    /// when its urgency rule asks for no approval.
+    Approve {
+        /// The version to approve.
+        release: String,
+    },
+    /// Allow a release that failed on this device to be tried again after a fix.
+    ///
+    /// A release that failed here (its health checks, its first boot, its deadline) is
+    /// never installed again by itself; `list` shows it under "Not applicable" as
+    /// "failed on this device before". After fixing the cause, `retry` lifts that block:
+    /// the next check offers the release again and it is installed as policy allows.
+    /// Audited as `retry_allowed` with the reason and the failure it lifts. Exit 6 when
+    /// RELEASE did not fail here.
+    Retry {
+        /// The version to allow again.
+        release: String,
+        /// What was fixed (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
     /// Leave degraded mode after a damaged state file or trusted metadata.
     ///
     /// When patchd found its state file (/var/lib/patchd/state.json) or its trusted TUF
@@ -341,7 +373,8 @@ fn parse_time(s: &str, future: bool) -> Result<jiff::Timestamp, CtlError> {
     } else {
         now.checked_sub(span)
     };
-    t.map(|z| z.timestamp())
+    // To the second: a span from now carries the clock's nanoseconds otherwise.
+    t.map(|z| jiff::Timestamp::from_second(z.timestamp().as_second()).unwrap_or(z.timestamp()))
         .map_err(|e| CtlError::new(exit::INVALID_ARGUMENT, format!("{s:?}: {e}")))
 }
 
@@ -355,10 +388,7 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             if json {
                 print_json(&v);
             } else {
-                let s: StatusView = serde_json::from_value(v).map_err(|e| {
-                    CtlError::new(exit::FAILED, format!("unexpected status document: {e}"))
-                })?;
-                print!("{}", output::status(&s));
+                print!("{}", status_text::status(&status_of(v)?));
             }
         }
         Cmd::Check => {
@@ -366,28 +396,21 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             if json {
                 print_json(&v);
             } else {
-                let avail: Vec<AvailableView> =
-                    serde_json::from_value(v["available"].clone()).unwrap_or_default();
-                if avail.is_empty() {
-                    println!("No updates available.");
-                } else {
-                    print!("{}", output::available(&avail));
-                }
+                // The check's own list, with the daemon's clock and time zone from status
+                // (whose list may still be the one from before the check).
+                let mut s = status_of(parse_json(&p.get_status().await?)?)?;
+                s.available = serde_json::from_value(v["available"].clone()).map_err(|e| {
+                    CtlError::new(exit::FAILED, format!("unexpected check result: {e}"))
+                })?;
+                print!("{}", status_text::release_groups(&s));
             }
         }
         Cmd::List => {
-            let avail: Vec<AvailableView> = p
-                .available()
-                .await?
-                .into_iter()
-                .map(AvailableView::from_tuple)
-                .collect();
+            let s = status_of(parse_json(&p.get_status().await?)?)?;
             if json {
-                print_json(&serde_json::to_value(&avail).unwrap_or_default());
-            } else if avail.is_empty() {
-                println!("No updates available.");
+                print_json(&serde_json::to_value(&s.available).unwrap_or_default());
             } else {
-                print!("{}", output::available(&avail));
+                print!("{}", status_text::release_groups(&s));
             }
         }
         Cmd::Install {
@@ -465,6 +488,22 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
         Cmd::Rollback { reason } => {
             p.rollback(reason).await?;
             done(json, "Rolled back.");
+        }
+        Cmd::Approve { release } => {
+            p.approve(release).await?;
+            done(
+                json,
+                &format!("Approved {release}; it switches when the rest of the policy allows (patchctl status says when)."),
+            );
+        }
+        Cmd::Retry { release, reason } => {
+            p.retry(release, reason).await?;
+            done(
+                json,
+                &format!(
+                    "{release} may be installed again; the next check offers it (patchctl check)."
+                ),
+            );
         }
         Cmd::Repair => {
             let v = parse_json(&p.repair().await?)?;
@@ -565,6 +604,12 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
         Cmd::Watch { exit_if_idle } => return watch::watch(&p, json, *exit_if_idle).await,
     }
     Ok(exit::OK)
+}
+
+/// The status document as the views read it.
+fn status_of(v: Value) -> Result<StatusView, CtlError> {
+    serde_json::from_value(v)
+        .map_err(|e| CtlError::new(exit::FAILED, format!("unexpected status document: {e}")))
 }
 
 fn done(json: bool, msg: &str) {

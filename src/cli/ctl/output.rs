@@ -1,10 +1,11 @@
-//! Human output of `patchctl`: short, aligned, no decoration.
+//! Human output of `patchctl`: short, aligned, no decoration. (Status and the release
+//! lists are in `status_text`.)
 
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::dbus::types::{AvailableView, ProgressView, StatusView};
+use crate::dbus::types::ProgressView;
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -65,109 +66,6 @@ pub fn progress(p: &ProgressView) -> String {
         let _ = write!(s, " at {}/s", bytes(p.rate as u64));
     }
     s
-}
-
-fn or_dash(s: &Option<String>) -> String {
-    s.clone().unwrap_or_else(|| "-".into())
-}
-
-pub fn status(s: &StatusView) -> String {
-    let mut kv: Vec<(&str, String)> = vec![("State", s.state.clone())];
-    let booted = s.booted_slot.clone().unwrap_or_else(|| "?".into());
-    kv.push((
-        "Current",
-        format!("{} (slot {booted})", or_dash(&s.current_version)),
-    ));
-    if s.staged_version.is_some() {
-        kv.push(("Staged", or_dash(&s.staged_version)));
-    }
-    if let Some(l) = &s.last_stage {
-        kv.push(("Last staging", l.clone()));
-    }
-    if let Some(p) = &s.progress {
-        kv.push(("Job", progress(p)));
-    }
-    let avail = if s.available.is_empty() {
-        "none".to_owned()
-    } else {
-        s.available
-            .iter()
-            .map(|a| format!("{} ({} {})", a.version, a.severity, a.kind))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    kv.push(("Available", avail));
-    if s.holds.is_empty() {
-        kv.push(("Hold", "none".into()));
-    }
-    for h in &s.holds {
-        let mut t = format!("{:?} by {}", h.reason, h.by);
-        if let Some(u) = h.until {
-            let _ = write!(t, " until {u}");
-        }
-        if let Some(m) = &h.max_version {
-            let _ = write!(t, ", up to {m}");
-        }
-        kv.push(("Hold", t));
-    }
-    kv.push((
-        "Next window",
-        s.next_window
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "-".into()),
-    ));
-    kv.push((
-        "Last check",
-        s.last_check
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "never".into()),
-    ));
-    if let Some(e) = &s.last_error {
-        kv.push(("Last error", e.clone()));
-    }
-    for warning in &s.warnings {
-        kv.push(("WARNING", warning.clone()));
-    }
-    let w = kv.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
-    let mut out = String::new();
-    for (k, v) in kv {
-        let _ = writeln!(out, "{:<w$} {v}", format!("{k}:"), w = w);
-    }
-    out.push('\n');
-    let rows: Vec<Vec<String>> = s
-        .slots
-        .iter()
-        .map(|sl| {
-            vec![
-                sl.name.clone(),
-                sl.state.clone(),
-                or_dash(&sl.version),
-                if sl.booted { "yes".into() } else { "".into() },
-            ]
-        })
-        .collect();
-    out.push_str(&table(&["SLOT", "STATE", "VERSION", "BOOTED"], &rows));
-    out
-}
-
-pub fn available(list: &[AvailableView]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|a| {
-            vec![
-                a.version.clone(),
-                a.kind.clone(),
-                a.severity.clone(),
-                if a.cves.is_empty() {
-                    "-".into()
-                } else {
-                    a.cves.join(",")
-                },
-                a.summary.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    table(&["VERSION", "KIND", "SEVERITY", "CVES", "SUMMARY"], &rows)
 }
 
 /// History records: time, kind, actor, then the remaining fields as `key=value`.

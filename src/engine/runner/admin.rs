@@ -88,6 +88,72 @@ impl Runner {
         Ok(())
     }
 
+    /// Approve `version` for an urgency rule that asks for approval (`install` of a
+    /// named release approves it too). Approving twice changes nothing.
+    pub(super) fn approve(&mut self, actor: &Actor, version: &str) -> Step {
+        let Some(offered) = self.offered(version) else {
+            return Err(EngineError::NoSuchRelease {
+                version: version.to_string(),
+            }
+            .into());
+        };
+        let s = &offered.facts.summary;
+        let urgency = crate::policy::urgency_for(&self.p.policy.urgency, s.kind, s.severity);
+        if urgency != crate::policy::Urgency::Approval {
+            return Err(EngineError::NoApprovalNeeded {
+                version: version.to_string(),
+                urgency: urgency.to_string(),
+            }
+            .into());
+        }
+        if self.doc.approved.iter().any(|a| a == version) {
+            return Ok(());
+        }
+        let mut doc = self.doc.clone();
+        doc.approved.push(version.to_string());
+        self.file.save(&doc)?;
+        self.doc = doc;
+        let why = format!("admin approved {version}");
+        let fields = [("version", serde_json::Value::from(version))];
+        self.audit_with("approved", actor, Some(&why), None, None, &fields);
+        self.recategorize();
+        // An approved release that waits for nothing else switches now, not at the next
+        // periodic evaluation.
+        self.next_eval = Instant::now();
+        Ok(())
+    }
+
+    /// Let `version`, which failed on this device, be installed again after a fix: the
+    /// block goes, the audit record keeps the admin's reason and the old failure.
+    pub(super) fn allow_retry(&mut self, actor: &Actor, version: &str, reason: &str) -> Step {
+        let Some(old) = self
+            .doc
+            .blocked
+            .iter()
+            .find(|b| b.version == version)
+            .cloned()
+        else {
+            return Err(EngineError::NotFailedHere {
+                version: version.to_string(),
+            }
+            .into());
+        };
+        let mut doc = self.doc.clone();
+        doc.blocked.retain(|b| b.version != version);
+        self.file.save(&doc)?;
+        self.doc = doc;
+        if self.stage_failed.as_deref() == Some(version) {
+            self.stage_failed = None;
+        }
+        let fields = [
+            ("version", serde_json::Value::from(version)),
+            ("failure", serde_json::Value::from(old.reason.as_str())),
+        ];
+        self.audit_with("retry_allowed", actor, Some(reason), None, None, &fields);
+        self.recategorize();
+        Ok(())
+    }
+
     pub(super) fn inventory(&self) -> serde_json::Value {
         use crate::inventory::{collect, EngineFacts, PatchInfo};
         let now = self.p.clock.now();

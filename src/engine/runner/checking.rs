@@ -76,16 +76,40 @@ impl Runner {
     ) -> Step<Vec<Offered>> {
         res.map_err(|e| {
             let c = cause(e.cause.unwrap_or("check"));
-            self.audit_with(
-                "check_failed",
-                actor,
-                Some(&e.to_string()),
-                None,
-                None,
-                &[c],
-            );
+            let why = e.to_string();
+            // Status shows the failed check with its time and error (not only history):
+            // the check was made, it did not get through.
+            let mut doc = self.doc.clone();
+            doc.last_check_failed = Some(self.p.clock.now());
+            doc.last_check_error = Some(why.clone());
+            doc.last_error = Some(format!("check failed: {why}"));
+            match self.file.save(&doc) {
+                Ok(()) => self.doc = doc,
+                Err(se) => {
+                    tracing::error!(error = %se, "state file not updated after a failed check");
+                    self.doc.last_check_failed = doc.last_check_failed;
+                    self.doc.last_check_error = doc.last_check_error;
+                    self.doc.last_error = doc.last_error;
+                }
+            }
+            self.audit_with("check_failed", actor, Some(&why), None, None, &[c]);
             e.into()
         })
+    }
+
+    /// A check got through: its time, how many releases, and no check error any more.
+    fn note_good_check(&self, doc: &mut StateDoc, now: Timestamp) {
+        doc.last_check = Some(now);
+        doc.last_check_found = self.available.len();
+        doc.last_check_failed = None;
+        if doc.last_check_error.take().is_some()
+            && doc
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("check failed: "))
+        {
+            doc.last_error = None;
+        }
     }
 
     /// A check that ran beside a staging or health job: record what it found (list,
@@ -100,7 +124,7 @@ impl Runner {
         self.recategorize();
         let now = self.p.clock.now();
         let mut doc = self.doc.clone();
-        doc.last_check = Some(now);
+        self.note_good_check(&mut doc, now);
         self.file.save(&doc)?;
         self.doc = doc;
         let summary = format!(
@@ -126,11 +150,11 @@ impl Runner {
         let cands = self.check_result(actor, res)?;
         self.candidates = cands;
         self.stage_failed = None;
-        let mut doc = self.doc.clone();
-        doc.last_check = Some(now);
-        doc.last_error = None;
         self.doc.last_check = Some(now);
         self.recategorize();
+        let mut doc = self.doc.clone();
+        self.note_good_check(&mut doc, now);
+        doc.last_error = None;
         let target =
             stage_target(&self.available).map(|a| ReleaseRef::new(&a.version, a.security_version));
         let summary = format!(

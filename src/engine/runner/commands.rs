@@ -124,6 +124,23 @@ impl Runner {
                 let r = self.release_holds(&actor, "released by an admin");
                 let _ = reply.send(self.finish(r));
             }
+            Command::Approve {
+                actor,
+                version,
+                reply,
+            } => {
+                let r = self.approve(&actor, &version);
+                let _ = reply.send(self.finish(r));
+            }
+            Command::Retry {
+                actor,
+                version,
+                reason,
+                reply,
+            } => {
+                let r = self.allow_retry(&actor, &version, &reason);
+                let _ = reply.send(self.finish(r));
+            }
             Command::AllowBelowFloor {
                 actor,
                 version,

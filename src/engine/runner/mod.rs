@@ -527,11 +527,18 @@ impl Runner {
         Ok(())
     }
 
-    /// The version running now: under verification the new one, else the committed one,
-    /// else what the booted slot says it holds.
+    /// The version running now: under verification the new one, during a rollback whose
+    /// reboot is pending still the bad one, else the committed one, else what the booted
+    /// slot says it holds.
     pub(crate) fn current_version(&self) -> Option<String> {
-        if let Lifecycle::Verifying { release, .. } = &self.doc.lifecycle {
-            return Some(release.version.clone());
+        match &self.doc.lifecycle {
+            Lifecycle::Verifying { release, .. } => return Some(release.version.clone()),
+            Lifecycle::RolledBack {
+                release, bad_slot, ..
+            } if self.p.bootloader.booted_slot().ok().as_ref() == Some(bad_slot) => {
+                return Some(release.version.clone())
+            }
+            _ => {}
         }
         if let Some(c) = &self.doc.committed {
             return Some(c.version.clone());
@@ -692,6 +699,8 @@ fn reply_err(cmd: Command, e: EngineError) {
         | Command::MarkBad { reply, .. }
         | Command::Hold { reply, .. }
         | Command::ReleaseHold { reply, .. }
+        | Command::Approve { reply, .. }
+        | Command::Retry { reply, .. }
         | Command::AllowBelowFloor { reply, .. } => drop(reply.send(Err(e))),
         Command::History { reply, .. } => drop(reply.send(Err(e))),
         Command::Inventory { reply } => drop(reply.send(Err(e))),

@@ -2,6 +2,7 @@
 //! log, then the status snapshot.
 
 use super::*;
+use crate::engine::handle::{CheckOutcome, NextStep};
 
 impl Runner {
     /// Record an error: a power cut stops the task; anything else shows in status.
@@ -112,6 +113,7 @@ impl Runner {
         let now = self.p.clock.now();
         let bl = &self.p.bootloader;
         let booted = bl.booted_slot().ok();
+        let booted_ref = booted.as_ref();
         let boot_info = bl.slots().unwrap_or_default();
         let slots = self
             .p
@@ -143,7 +145,7 @@ impl Runner {
         StatusSnapshot {
             state: self.doc.lifecycle.kind(),
             lifecycle: self.doc.lifecycle.clone(),
-            booted_slot: booted,
+            booted_slot: booted.clone(),
             slots,
             current_version: self.current_version(),
             staged_version,
@@ -159,12 +161,96 @@ impl Runner {
             reboot_waiting: self.reboot_waiting.clone(),
             busy: self.job.as_ref().map(|j| j.kind.name().to_string()),
             last_job: self.last_job.clone(),
+            as_of: Some(now),
+            time_zone: self.p.policy.schedule.time_zone_name().to_string(),
+            next: Some(self.next_step(now, booted_ref)),
+            last_check_outcome: self.check_outcome(),
+            last_outcome: self.last_outcome(),
+            rolling_back_to: self.rolling_back_to(booted_ref),
             warnings: self
                 .warnings
                 .iter()
                 .chain(self.part_warnings.values())
                 .cloned()
                 .collect(),
+        }
+    }
+
+    /// The `Next:` sentence for this snapshot.
+    fn next_step(&self, now: Timestamp, booted: Option<&SlotName>) -> NextStep {
+        let next_check = self.next_check.map(|at| {
+            let left = at.saturating_duration_since(Instant::now());
+            let left = SignedDuration::try_from(left).unwrap_or(SignedDuration::MAX);
+            now.checked_add(left).unwrap_or(now)
+        });
+        crate::engine::next::NextInputs {
+            now,
+            lifecycle: &self.doc.lifecycle,
+            available: &self.available,
+            schedule: &self.p.policy.schedule,
+            busy: self.job.as_ref().map(|j| j.kind.name()),
+            reboot_waiting: &self.reboot_waiting,
+            booted,
+            next_check,
+        }
+        .next_step()
+    }
+
+    /// The last check: a failed one (with its time and error) or the last good one.
+    fn check_outcome(&self) -> Option<CheckOutcome> {
+        let d = &self.doc;
+        match (d.last_check_failed, &d.last_check_error) {
+            (Some(at), Some(e)) => Some(CheckOutcome {
+                at,
+                last_good: d.last_check,
+                error: Some(e.clone()),
+                found: 0,
+            }),
+            _ => d.last_check.map(|at| CheckOutcome {
+                at,
+                last_good: Some(at),
+                error: None,
+                found: d.last_check_found,
+            }),
+        }
+    }
+
+    /// The last outcome of an update with its reason.
+    fn last_outcome(&self) -> Option<String> {
+        match &self.doc.lifecycle {
+            Lifecycle::RolledBack {
+                release, reason, ..
+            } => return Some(format!("{} rolled back: {reason}", release.version)),
+            Lifecycle::Failed { reason } => return Some(format!("failed: {reason}")),
+            Lifecycle::Committed { release, .. } => {
+                return Some(format!("{} committed", release.version))
+            }
+            _ => {}
+        }
+        if let Some(b) = self.doc.blocked.last() {
+            let tz = self.p.policy.schedule.zone();
+            let zone = self.p.policy.schedule.time_zone_name();
+            let at = crate::policy::next::full(b.at, tz, zone);
+            return Some(format!("{} failed here ({at}): {}", b.version, b.reason));
+        }
+        self.doc
+            .committed
+            .as_ref()
+            .map(|c| format!("{} committed", c.version))
+    }
+
+    /// During a rollback whose reboot has not happened: the release the device goes
+    /// back to.
+    fn rolling_back_to(&self, booted: Option<&SlotName>) -> Option<String> {
+        match &self.doc.lifecycle {
+            Lifecycle::RolledBack {
+                bad_slot, back_to, ..
+            } if booted == Some(bad_slot) => self
+                .slot(back_to)
+                .and_then(|s| s.status().ok())
+                .and_then(|st| st.version)
+                .or_else(|| self.doc.committed.as_ref().map(|c| c.version.clone())),
+            _ => None,
         }
     }
 
