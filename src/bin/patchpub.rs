@@ -320,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     let open = || -> Result<Repo> { Ok(Repo::open(&cli.repo, &cli.keys)?.with_expiries(expiries)) };
     if let Some(dir) = &cli.generate_docs {
-        patchd::cli::docgen::generate(command(), dir)?;
+        patchd::cli::docgen::generate(command(), &patchd::cli::manual::patchpub(), dir)?;
         return Ok(());
     }
     let Some(cmd) = &cli.cmd else {

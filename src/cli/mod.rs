@@ -11,4 +11,5 @@ pub mod boot;
 pub mod bootcheck;
 pub mod ctl;
 pub mod docgen;
+pub mod manual;
 pub mod patchd;

@@ -89,7 +89,7 @@ pub fn main() -> ExitCode {
         crate::sigpipe::restore_default();
     }
     if let Some(dir) = &cli.generate_docs {
-        return match super::docgen::generate(command(), dir) {
+        return match super::docgen::generate(command(), &super::manual::patchd(), dir) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("patchd: {e}");

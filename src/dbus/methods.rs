@@ -153,6 +153,14 @@ macro_rules! manager_methods {
             "GetInventory" fn get_inventory() -> String, Access::Read;
             /// Verify the audit hash chain; JSON with at least `{"ok": bool}`.
             "VerifyAudit" fn verify_audit() -> String, Access::Read;
+            /// Place a hold as `Hold` does (it replaces the hold in place); returns JSON
+            /// `{"replaced": [hold]}`, what it replaced.
+            "PlaceHold" fn place_hold(
+                reason: &str => ArgRule::Text { required: true },
+                until: &str => ArgRule::Timestamp,
+                max_version: &str => ArgRule::Version
+            ) -> String,
+                Access::Admin { action: Action::Hold, exclusive: true };
         }
     };
 }
