@@ -174,9 +174,15 @@ fn visible_subcommands(cmd: &clap::Command) -> impl Iterator<Item = &clap::Comma
         .filter(|s| !s.is_hide_set() && s.get_name() != "help")
 }
 
-/// The binary's own page: clap's NAME, SYNOPSIS, DESCRIPTION, OPTIONS and COMMANDS,
+/// The binary's own page (what `generate` writes as `NAME.SECTION`): clap's NAME, SYNOPSIS, DESCRIPTION, OPTIONS and COMMANDS,
 /// then the manual's sections. clap's EXTRA section (the `--help` epilogue, which for
 /// patchctl is the exit status list) is left out: EXIT STATUS says it.
+pub fn render_page(cmd: &clap::Command, manual: &Manual, w: &mut dyn Write) -> io::Result<()> {
+    let mut out = Vec::new();
+    top_page(cmd, manual, &mut out)?;
+    w.write_all(&ascii_roff(&out))
+}
+
 fn top_page(cmd: &clap::Command, manual: &Manual, w: &mut dyn Write) -> io::Result<()> {
     let man = clap_mangen::Man::new(cmd.clone()).section(manual.section);
     man.render_title(w)?;
