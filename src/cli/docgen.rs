@@ -215,11 +215,11 @@ fn top_page(cmd: &clap::Command, manual: &Manual, w: &mut dyn Write) -> io::Resu
     for (what, line) in manual.examples {
         r.control("PP", []).text([roman(*what)]);
         // No filling: a command line is shown as typed, never hyphenated or joined.
-        r.control("RS", ["4"])
-            .control("nf", [])
-            .text([bold(*line)])
-            .control("fi", [])
-            .control("RE", []);
+        r.control("RS", ["4"]).control("nf", []);
+        for l in line.lines() {
+            r.text([bold(l)]);
+        }
+        r.control("fi", []).control("RE", []);
     }
     r.control("SH", ["SEE ALSO"]);
     let refs: Vec<_> = manual

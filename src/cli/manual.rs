@@ -64,7 +64,7 @@ pub fn patchd() -> Manual {
             ("Check the configuration and print the effective settings:", "patchd --check-config"),
             ("Show what the bootloader will boot and each slot's state:", "patchd boot status"),
             ("Verify the audit log without the daemon:", "patchd audit verify"),
-            ("Run the daemon on a test directory and a private bus, uid 0 allowed to change things:", "patchd --root /tmp/dev --bus-address unix:path=/tmp/bus --auth uids:0 run"),
+            ("Run the daemon on a test directory and a private bus, uid 0 allowed to change things:", "patchd --root /tmp/dev --bus-address unix:path=/tmp/bus \\\n    --auth uids:0 run"),
             ("Watch the whole lifecycle on a simulated device:", "patchd demo"),
         ],
         see_also: &[
@@ -126,7 +126,7 @@ pub fn patchpub() -> Manual {
         ],
         examples: &[
             ("Create a repository with its keys:", "patchpub --repo repo --keys keys init"),
-            ("Publish release 2.0.0 of product acme-gw as a security fix:", "patchpub add --product acme-gw --version 2.0.0 --image rootfs.img --kind security --severity high --summary 'fixes CVE-2026-1234' --cve CVE-2026-1234"),
+            ("Publish release 2.0.0 of product acme-gw as a security fix:", "patchpub add --product acme-gw --version 2.0.0 --image rootfs.img \\\n    --kind security --severity high --cve CVE-2026-1234 \\\n    --summary 'fixes CVE-2026-1234'"),
             ("Offer it on the staging channel too:", "patchpub promote acme-gw/2.0.0 --channel staging"),
             ("Re-sign what expires within the next 12 hours (from a timer):", "patchpub refresh --if-expiring-within 12h"),
             ("Check the repository as a device would:", "patchpub verify"),
