@@ -40,7 +40,7 @@ pub const TABLE: &[(u8, &str)] = &[
     (AUDIT_BROKEN, "audit verify: the audit chain is broken"),
     (
         JOB_FAILED,
-        "install/watch: the job ended with an error or was cancelled (also when it ended before patchctl looked)",
+        "install/watch: the job failed or was cancelled (also before patchctl looked)",
     ),
     (
         REFUSED,
@@ -48,7 +48,7 @@ pub const TABLE: &[(u8, &str)] = &[
     ),
     (
         SIGPIPE,
-        "(from the shell) the reader of standard output went away, e.g. patchctl history | head",
+        "(shell) the reader of stdout went away (patchctl history | head)",
     ),
 ];
 
