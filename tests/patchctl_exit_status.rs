@@ -6,7 +6,6 @@
 
 mod common;
 mod process;
-mod support;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
@@ -15,14 +14,14 @@ use std::time::Duration;
 use common::http::{FaultServer, Faults};
 use patchd::cli::ctl::exit;
 use process::{Device, DeviceSpec, Ended, QUIET};
-use support::{TestBus, NOBODY};
+use process::support::{self, TestBus, NOBODY};
 
 const SIZE: usize = 8 << 20;
 
 /// The codes of docs/admin.md's "Exit status" table.
 fn documented_codes() -> BTreeSet<u8> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin.md")).unwrap();
     let start = doc.find("### Exit status").expect("Exit status section");
     doc[start..]
         .lines()
@@ -36,14 +35,21 @@ fn documented_codes() -> BTreeSet<u8> {
 #[test]
 fn the_exit_table_is_the_documented_one() {
     let code: BTreeSet<u8> = exit::TABLE.iter().map(|(c, _)| *c).collect();
-    assert_eq!(code, documented_codes(), "src/cli/ctl/exit.rs vs docs/admin.md");
+    assert_eq!(
+        code,
+        documented_codes(),
+        "src/cli/ctl/exit.rs vs docs/admin.md"
+    );
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_patchctl"))
         .arg("--help")
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for (c, what) in exit::TABLE {
-        assert!(help.contains(&format!("{c:<3} {what}")), "--help lacks {c}: {help}");
+        assert!(
+            help.contains(&format!("{c:<3} {what}")),
+            "--help lacks {c}: {help}"
+        );
     }
 }
 
@@ -168,7 +174,11 @@ async fn every_exit_status_against_the_running_daemon() {
         "hint when the name has no owner: {}",
         no_daemon.1
     );
-    row(exit::UNAVAILABLE, "status with no patchd on the bus", no_daemon);
+    row(
+        exit::UNAVAILABLE,
+        "status with no patchd on the bus",
+        no_daemon,
+    );
     let no_bus = run("unix:path=/nonexistent/bus", None, &["status"]).await;
     assert!(!no_bus.1.contains("is patchd running"), "{}", no_bus.1);
     row(exit::UNAVAILABLE, "status with no bus", no_bus);
@@ -240,7 +250,11 @@ async fn every_exit_status_against_the_running_daemon() {
     drop(child.stdout.take());
     let st = child.wait().unwrap();
     let got = st.signal().map_or(st.code().unwrap_or(-1), |s| 128 + s);
-    row(exit::SIGPIPE, "history into a closed pipe", (got, String::new()));
+    row(
+        exit::SIGPIPE,
+        "history into a closed pipe",
+        (got, String::new()),
+    );
 
     d.kill();
     let mut wrong = Vec::new();

@@ -87,9 +87,22 @@ pub fn script(cmd: &clap::Command, shell: Shell) -> Vec<u8> {
                 None => t,
             }
         }
+        // `complete -a` expands a command substitution given in single quotes when the
+        // user presses TAB; clap writes the value (with an empty description) in double
+        // quotes, where fish would not.
         Shell::Fish => text
+            .replace(
+                &format!("\"{RELEASES}\\t''\""),
+                "'(patchctl __complete releases 2>/dev/null)'",
+            )
+            .replace(
+                &format!("\"{EVENTS}\\t''\""),
+                "'(patchctl __complete events 2>/dev/null)'",
+            )
             .replace(RELEASES, "(patchctl __complete releases 2>/dev/null)")
-            .replace(EVENTS, "(patchctl __complete events 2>/dev/null)"),
+            .replace(EVENTS, "(patchctl __complete events 2>/dev/null)")
+            // clap writes no values for a positional: install's release.
+            + "complete -c patchctl -n \"__fish_patchctl_using_subcommand install\" -f -a '(patchctl __complete releases 2>/dev/null)'\n",
         _ => text,
     };
     text.into_bytes()
@@ -123,10 +136,19 @@ pub async fn answer(p: &ManagerProxy<'_>, what: Completing) -> Result<(), zbus::
     match what {
         Completing::Events => print_events(),
         Completing::Releases => {
-            let mut versions: Vec<String> = p.available().await?.into_iter().map(|t| t.0).collect();
-            for v in [p.staged_version().await?, p.current_version().await?] {
-                if !v.is_empty() && !versions.contains(&v) {
-                    versions.push(v);
+            // Offered, being staged (neither offered nor staged yet), staged, running.
+            let status: serde_json::Value =
+                serde_json::from_str(&p.get_status().await?).unwrap_or_default();
+            let mut versions: Vec<String> = Vec::new();
+            let listed = status["available"].as_array().cloned().unwrap_or_default();
+            let candidates = listed.iter().map(|a| &a["version"]).chain([
+                &status["last_job"]["release"],
+                &status["staged_version"],
+                &status["current_version"],
+            ]);
+            for v in candidates.filter_map(|v| v.as_str()) {
+                if !v.is_empty() && !versions.iter().any(|x| x == v) {
+                    versions.push(v.to_owned());
                 }
             }
             for v in versions {

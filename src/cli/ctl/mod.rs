@@ -432,6 +432,7 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             let job = watch::wait_job(&p, id, jobs, |pv| bar.update(pv)).await;
             bar.finish();
             let job = job?;
+            let job = watch::settled(&p, job.id).await?.unwrap_or(job);
             let state = watch::fresh(&p).await?.state().await?;
             let failed = job.unsuccessful();
             let error = job.error.clone().filter(|_| job.failed());
@@ -451,7 +452,7 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 }
                 let status = watch::status_json(&p).await?;
                 let job = (job.id != 0).then_some(&job);
-                println!("{}", progress::summary(&status, job, bar.elapsed()));
+                println!("{}", progress::summary_lines(&status, job, bar.elapsed()));
             }
             return Ok(if failed { exit::JOB_FAILED } else { exit::OK });
         }

@@ -16,18 +16,17 @@ use serde_json::Value;
 use crate::dbus::types::{JobView, ProgressView};
 
 /// Width of the label column: the longest label.
-const LABEL: usize = 9;
+const LABEL: usize = 8;
 
 /// The label shown for a phase the daemon reports.
 pub fn label(phase: &str) -> &'static str {
     match phase {
         "checking" => "checking",
-        "resume" => "resuming",
-        "write" => "download",
-        "readback" | "verify" => "verifying",
+        // One label for the whole staging: its threads report `write` and `readback`
+        // in turns, which as two labels would flap.
+        "resume" | "write" | "readback" | "verify" | "done" => "staging",
         "static delta" | "dynamic delta" => "delta",
         "health checks" | "health" => "health",
-        "done" => "verifying",
         _ => "working",
     }
 }
@@ -62,6 +61,8 @@ pub struct Bar {
     label: Option<&'static str>,
     left: Vec<&'static str>,
     started: Option<Instant>,
+    /// (total, position) drawn: the position only grows within one label and total.
+    shown: (u64, u64),
 }
 
 impl Bar {
@@ -73,13 +74,17 @@ impl Bar {
             // Hidden by indicatif itself when stderr is not a terminal.
             ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
         };
-        Self {
+        let mut bar = Self {
             pb,
             layout: None,
             label: None,
             left: Vec::new(),
             started: None,
-        }
+            shown: (0, 0),
+        };
+        // Before anything can draw: indicatif's default style is a bar.
+        bar.relayout(false);
+        bar
     }
 
     /// How long the bar has been following a job.
@@ -100,11 +105,27 @@ impl Bar {
             _ => new,
         };
         let known = p.total > 0;
+        let done = if self.label == Some(keep) && self.shown.0 == p.total {
+            p.done.max(self.shown.1)
+        } else {
+            p.done
+        };
+        let new_bar = known && (self.label != Some(keep) || self.shown.0 != p.total);
+        self.shown = (p.total, done);
         // Length and position first, then the layout: no frame of a full bar.
         if known {
             self.pb.set_length(p.total);
         }
-        self.pb.set_position(p.done.min(p.total.max(p.done)));
+        if new_bar {
+            // A bar starts empty, also when the first report already counts bytes.
+            self.pb.set_position(0);
+            self.relayout(known);
+            if self.label != Some(keep) {
+                self.pb.set_message(keep);
+            }
+            self.pb.tick();
+        }
+        self.pb.set_position(done.min(p.total.max(done)));
         self.relayout(known);
         if self.label != Some(keep) {
             self.label = Some(keep);
@@ -196,6 +217,35 @@ pub fn next_step(status: &Value) -> String {
     }
 }
 
+/// `text` broken at spaces into lines of at most `width` columns (a word longer than that
+/// stays whole).
+pub fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split(' ') {
+        let w = word.chars().count();
+        if line > 0 && line + 1 + w > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += w;
+    }
+    out
+}
+
+/// [`summary`] as printed: wrapped to the width of stdout when it is a terminal.
+pub fn summary_lines(status: &Value, job: Option<&JobView>, elapsed: Option<Duration>) -> String {
+    let s = summary(status, job, elapsed);
+    match console::Term::stdout().size_checked() {
+        Some((_, cols)) if cols > 0 => wrap(&s, usize::from(cols)),
+        _ => s,
+    }
+}
+
 /// The line that ends `install` and `watch`: bytes fetched and reused (after a staging),
 /// how long the job took, and what happens next.
 pub fn summary(status: &Value, job: Option<&JobView>, elapsed: Option<Duration>) -> String {
@@ -263,13 +313,24 @@ mod tests {
             total: 10,
             rate: 0.0,
         };
-        b.update(&pv("resume"));
+        b.update(&pv("checking"));
         b.update(&pv("write"));
-        assert_eq!(b.label, Some("download"));
-        b.update(&pv("resume"));
-        assert_eq!(b.label, Some("download"), "not back to resuming");
+        assert_eq!(b.label, Some("staging"));
         b.update(&pv("readback"));
-        assert_eq!(b.label, Some("verifying"));
+        assert_eq!(b.label, Some("staging"), "one label for the staging");
+        b.update(&pv("checking"));
+        assert_eq!(b.label, Some("staging"), "not back to checking");
+        b.update(&pv("health checks"));
+        assert_eq!(b.label, Some("health"));
+    }
+
+    #[test]
+    fn wrapping_keeps_words_whole() {
+        assert_eq!(wrap("aa bb cc dd", 5), "aa bb\ncc dd");
+        assert_eq!(wrap("aaaaaaa b", 3), "aaaaaaa\nb");
+        for l in wrap(&"word ".repeat(40), 60).lines() {
+            assert!(l.len() <= 60);
+        }
     }
 
     #[test]

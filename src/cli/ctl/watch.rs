@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use super::progress::{summary, Bar};
+use super::progress::{summary_lines, Bar};
 use super::{exit, CtlError};
 use crate::dbus::proxy::{JobFinishedStream, ManagerProxy};
 use crate::dbus::types::{JobView, ProgressView};
@@ -74,6 +74,24 @@ pub async fn fresh(p: &ManagerProxy<'_>) -> Result<ManagerProxy<'static>, CtlErr
 /// The daemon's `LastJob`, read fresh.
 pub async fn last_job(p: &ManagerProxy<'_>) -> Result<Option<JobView>, CtlError> {
     Ok(JobView::from_tuple(fresh(p).await?.last_job().await?))
+}
+
+/// `LastJob` once the daemon's published status has caught up with the end of job `id`
+/// (`JobFinished` can arrive before the snapshot that records it): the full record, and a
+/// status whose `last_stage` and state are this job's. Gives up after two seconds and
+/// returns what it has.
+pub async fn settled(p: &ManagerProxy<'_>, id: u64) -> Result<Option<JobView>, CtlError> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let last = last_job(p).await?;
+        let caught_up = last
+            .as_ref()
+            .is_some_and(|j| j.id > id || (j.id == id && j.is_finished()));
+        if caught_up || id == 0 || Instant::now() >= deadline {
+            return Ok(last.filter(|j| j.id == id));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Wait for job `id` (from `Install`) to end; `jobs` was subscribed before the call, so
@@ -270,7 +288,10 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
     report(json, &out);
     if !json {
         let status = status_json(p).await?;
-        println!("{}", summary(&status, out.job.as_ref(), bar.elapsed()));
+        println!(
+            "{}",
+            summary_lines(&status, out.job.as_ref(), bar.elapsed())
+        );
     }
     Ok(out.exit_code())
 }
