@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::http::{FaultServer, Faults};
 use patchd::cli::ctl::exit;
-use process::{Device, DeviceSpec, Ended, QUIET};
 use process::support::{self, TestBus, NOBODY};
+use process::{Device, DeviceSpec, Ended, QUIET};
 
 const SIZE: usize = 8 << 20;
 
