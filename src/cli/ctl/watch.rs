@@ -286,7 +286,8 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
     bar.finish();
     let out = out?;
     report(json, &out);
-    if !json {
+    // The summary is about a job: none when nothing ran (a daemon without job records).
+    if !json && out.job.is_some() {
         let status = status_json(p).await?;
         println!(
             "{}",
