@@ -153,6 +153,41 @@ pub fn generate_with(
     Ok(written)
 }
 
+/// clap_mangen puts a command's `--help` epilogue under the heading EXTRA; man pages call
+/// an exit status list EXIT STATUS, anything else NOTES.
+/// The list's `  N  meaning` lines become tagged paragraphs, as in the top-level pages.
+fn extra_heading(page: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(page);
+    let mut out = String::new();
+    let mut in_exit = false;
+    for line in text.lines() {
+        if line == ".SH EXTRA" {
+            out.push_str(".SH NOTES\n");
+            continue;
+        }
+        if line == "Exit status:" && out.ends_with(".SH NOTES\n") {
+            out.truncate(out.len() - ".SH NOTES\n".len());
+            out.push_str(".SH \"EXIT STATUS\"\n");
+            in_exit = true;
+            continue;
+        }
+        if line.starts_with(".SH") {
+            in_exit = false;
+        }
+        let code = line.trim_start().split_once(char::is_whitespace);
+        match code {
+            Some((n, what)) if in_exit && n.parse::<u8>().is_ok() => {
+                out.push_str(&format!(".TP\n\\fB{n}\\fR\n{}\n", what.trim_start()));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out.into_bytes()
+}
+
 /// `page` with every character outside ASCII written as groff's `\[uXXXX]` escape: groff
 /// reads its input as Latin-1 unless preprocessed, so "…" in a help text would be three
 /// invalid characters (a warning under `groff -ww`, garbage on some terminals).
@@ -260,7 +295,7 @@ fn sub_pages(
             path: path.clone(),
             source,
         })?;
-    written.push(write(path, &ascii_roff(&buf))?);
+    written.push(write(path, &ascii_roff(&extra_heading(&buf)))?);
     for sub in visible_subcommands(cmd) {
         sub_pages(
             sub,
