@@ -60,11 +60,15 @@ async fn assert_unprivileged_denied(bus: &TestBus, backend: &FakeBackend) {
             .unwrap_or_else(|| panic!("{args:?}: denial not audited"));
         assert_eq!(last.caller.uid, NOBODY, "{args:?}");
         assert_eq!(last.action, *action, "{args:?}");
-        // The D-Bus member: `mark-good` → MarkGood.
-        let method: String = args[0]
-            .split('-')
-            .map(|w| w[..1].to_uppercase() + &w[1..])
-            .collect();
+        // The D-Bus member: `mark-good` → MarkGood; `hold` calls PlaceHold (it answers
+        // what it replaced).
+        let method: String = match args[0] {
+            "hold" => "PlaceHold".into(),
+            verb => verb
+                .split('-')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect(),
+        };
         assert_eq!(last.method, method, "{args:?}");
         assert!(last.caller.bus_name.starts_with(':'), "{last:?}");
     }

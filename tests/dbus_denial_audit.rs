@@ -42,7 +42,7 @@ async fn denied_calls_are_in_the_hash_chained_audit_log() {
         (
             &["hold", "--reason", "sneaky"],
             "org.patchd.patchd1.hold",
-            "Hold",
+            "PlaceHold",
         ),
         (&["cancel"], "org.patchd.patchd1.install", "Cancel"),
     ];

@@ -59,6 +59,7 @@
 //! a torn line still at the end of the log is reported as [`ProblemKind::TornTail`].
 
 mod config;
+pub mod events;
 pub mod journal;
 mod log;
 mod record;

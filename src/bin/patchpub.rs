@@ -320,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     let open = || -> Result<Repo> { Ok(Repo::open(&cli.repo, &cli.keys)?.with_expiries(expiries)) };
     if let Some(dir) = &cli.generate_docs {
-        patchd::cli::docgen::generate(command(), dir)?;
+        patchd::cli::docgen::generate(command(), &patchd::cli::manual::patchpub(), dir)?;
         return Ok(());
     }
     let Some(cmd) = &cli.cmd else {
@@ -336,7 +336,13 @@ fn run(cli: Cli) -> Result<()> {
                 .and_then(|n| n.to_str())
                 .context("key path has no file name")?;
             let key = publish::keystore::generate(&dir, name, scheme(s)?)?;
-            println!("{}", key.keyid());
+            let base = dir.join(name);
+            println!(
+                "wrote {}.pem (private, 0600) and {}.pub.json: {s} key {}",
+                base.display(),
+                base.display(),
+                key.keyid()
+            );
         }
         Cmd::Init(a) => {
             let opts = InitOptions {
@@ -362,9 +368,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             Repo::init(&cli.repo, &opts)?;
             println!(
-                "initialized {} (keys in {})",
+                "initialized {} (keys in {}): {}",
                 cli.repo.display(),
-                cli.keys.display()
+                cli.keys.display(),
+                signed(&cli.repo)
             );
         }
         Cmd::Add(a) => {
@@ -414,7 +421,14 @@ fn run(cli: Cli) -> Result<()> {
                 keys_dir: a.role_keys.clone().unwrap_or_else(|| cli.keys.clone()),
             });
             let m = open()?.add_release_to(&rel, &deltas, signer.as_ref())?;
-            println!("published {}", m.target_path());
+            println!(
+                "published {} {} as {} in {}: {}",
+                m.product,
+                m.version,
+                m.target_path(),
+                cli.repo.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Delegate(a) => {
             let mut paths = a.paths.clone();
@@ -433,10 +447,12 @@ fn run(cli: Cli) -> Result<()> {
             };
             let r = open()?.delegate(&d)?;
             println!(
-                "delegated {} to role {} (keys {})",
+                "delegated {} to role {} (keys {}) in {}: {}",
                 r.paths.join(", "),
                 r.name,
-                r.keyids.join(", ")
+                r.keyids.join(", "),
+                cli.repo.display(),
+                signed(&cli.repo)
             );
         }
         Cmd::Promote {
@@ -445,19 +461,39 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let (p, v) = release(r)?;
             let m = open()?.promote(&p, &v, channel)?;
-            println!("{p}/{v} channels: {}", m.channels.join(", "));
+            println!(
+                "promoted {p}/{v} to {channel} (channels: {}) in {}: {}",
+                m.channels.join(", "),
+                cli.repo.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Pause { release: r } => {
             let (p, v) = release(r)?;
             open()?.pause(&p, &v)?;
+            println!(
+                "paused the rollout of {p}/{v} in {}: {}",
+                cli.repo.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Resume { release: r } => {
             let (p, v) = release(r)?;
             open()?.resume(&p, &v)?;
+            println!(
+                "resumed the rollout of {p}/{v} in {}: {}",
+                cli.repo.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Withdraw { release: r } => {
             let (p, v) = release(r)?;
             open()?.withdraw(&p, &v)?;
+            println!(
+                "withdrew {p}/{v} in {}: {}",
+                cli.repo.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Refresh {
             timestamp_only,
@@ -494,14 +530,27 @@ fn run(cli: Cli) -> Result<()> {
             if_expiring_within: None,
         } => {
             let repo = open()?;
-            if *timestamp_only {
-                repo.refresh_timestamp()?
+            let what = if *timestamp_only {
+                repo.refresh_timestamp()?;
+                "timestamp"
             } else {
-                repo.refresh()?
-            }
+                repo.refresh()?;
+                "snapshot and timestamp"
+            };
+            println!(
+                "re-signed {what} in {}: {}",
+                cli.repo.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Rotate { role, scheme: s } => {
             open()?.rotate(publish::parse_role(role)?, scheme(s)?)?;
+            println!(
+                "replaced the {role} keys ({s}) in {}; new keys in {}: {}",
+                cli.repo.display(),
+                cli.keys.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Root(RootCmd::Export {
             out,
@@ -527,6 +576,11 @@ fn run(cli: Cli) -> Result<()> {
             let bytes = open()?.root_export(&ch)?;
             patchd::fsutil::atomic_write_mode(out, &bytes, 0o644)
                 .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote unsigned root v{} to {} (next: `patchpub root sign`, then `root import`)",
+                root_version(&bytes),
+                out.display()
+            );
         }
         Cmd::Root(RootCmd::Sign { file, key }) => {
             let keys = key
@@ -539,11 +593,28 @@ fn run(cli: Cli) -> Result<()> {
             let signed = publish::sign_root(&bytes, &refs)?;
             patchd::fsutil::atomic_write_mode(file, &signed, 0o644)
                 .with_context(|| format!("writing {}", file.display()))?;
+            println!(
+                "signed root v{} in {} with {} key(s): {}",
+                root_version(&signed),
+                file.display(),
+                keys.len(),
+                keys.iter()
+                    .map(|k| k.keyid().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Cmd::Root(RootCmd::Import { file }) => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             open()?.root_import(&bytes)?;
+            println!(
+                "published root v{} from {} in {}: {}",
+                root_version(&bytes),
+                file.display(),
+                cli.repo.display(),
+                signed(&cli.repo)
+            );
         }
         Cmd::Verify => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -579,7 +650,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            patchd::cli::docgen::render_page(
+                &command(),
+                &patchd::cli::manual::patchpub(),
+                &mut std::io::stdout(),
+            )?;
         }
         Cmd::Completions { shell } => {
             clap_complete::generate(
@@ -592,7 +667,34 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bundle { release: r, out } => {
             let (p, v) = release(r)?;
             open()?.bundle(&p, &v, out)?;
+            println!("wrote the bundle of {p}/{v} to {}", out.display());
         }
     }
     Ok(())
+}
+
+/// `root v1, targets v3, snapshot v4, timestamp v5`: the versions now signed in `repo`
+/// (from its unversioned metadata files), for the line each command prints.
+fn signed(repo: &std::path::Path) -> String {
+    let mut parts = Vec::new();
+    for role in ["root", "targets", "snapshot", "timestamp"] {
+        let path = repo.join("metadata").join(format!("{role}.json"));
+        let version = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["signed"]["version"].as_u64());
+        match version {
+            Some(n) => parts.push(format!("{role} v{n}")),
+            None => parts.push(format!("{role} unreadable")),
+        }
+    }
+    parts.join(", ")
+}
+
+/// The version an (unsigned or signed) root document says it is.
+fn root_version(bytes: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["signed"]["version"].as_u64())
+        .map_or_else(|| "?".into(), |n| n.to_string())
 }

@@ -14,5 +14,6 @@ pub mod config_page;
 pub mod ctl;
 pub mod docgen;
 pub mod init;
+pub mod manual;
 pub mod patchd;
 pub mod preflight;

@@ -102,7 +102,7 @@ pub fn main() -> ExitCode {
             path: dir.join("man"),
             source,
         });
-        return match super::docgen::generate(command(), dir).and(page) {
+        return match super::docgen::generate(command(), &super::manual::patchd(), dir).and(page) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("patchd: {e}");

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
-use super::types::{Caller, DeniedCall, HistoryFilter, HoldRequest, JobView, StatusView};
+use super::types::{Caller, DeniedCall, HistoryFilter, HoldRequest, HoldView, JobView, StatusView};
 
 /// Boxed future so the trait stays object-safe (`Arc<dyn ManagerBackend>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -72,6 +72,20 @@ pub trait ManagerBackend: Send + Sync + 'static {
     fn mark_bad(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>>;
     fn hold(&self, caller: Caller, hold: HoldRequest) -> BoxFuture<'_, BackendResult<()>>;
     fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>>;
+    /// `PlaceHold`: place the hold as [`ManagerBackend::hold`] does and return the holds
+    /// it replaced. The default reads them from the status just before (the service runs
+    /// one mutating call at a time); the engine's backend gets them from the engine.
+    fn place_hold(
+        &self,
+        caller: Caller,
+        hold: HoldRequest,
+    ) -> BoxFuture<'_, BackendResult<Vec<HoldView>>> {
+        Box::pin(async move {
+            let before = self.status().await?.holds;
+            self.hold(caller, hold).await?;
+            Ok(before)
+        })
+    }
 
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>>;
     /// Live status; every change is turned into `PropertiesChanged` signals.

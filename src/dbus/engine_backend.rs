@@ -103,17 +103,17 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         }),
         last_outcome: s.last_outcome.clone(),
         rolling_back_to: s.rolling_back_to.clone(),
-        holds: s
-            .holds
-            .iter()
-            .map(|h| HoldView {
-                reason: h.reason.clone(),
-                by: h.by.clone(),
-                since: Some(h.created),
-                until: h.until,
-                max_version: h.max_version.as_ref().map(|v| v.to_string()),
-            })
-            .collect(),
+        holds: s.holds.iter().map(hold_view).collect(),
+    }
+}
+
+fn hold_view(h: &crate::policy::Hold) -> HoldView {
+    HoldView {
+        reason: h.reason.clone(),
+        by: h.by.clone(),
+        since: Some(h.created),
+        until: h.until,
+        max_version: h.max_version.as_ref().map(|v| v.to_string()),
     }
 }
 
@@ -254,13 +254,25 @@ impl ManagerBackend for EngineHandle {
             until,
             max_version,
         } = hold;
-        engine(EngineHandle::hold(
-            self,
-            actor(&caller),
+        let call = EngineHandle::hold(self, actor(&caller), reason, until, max_version);
+        Box::pin(async move { call.await.map(drop).map_err(map_err) })
+    }
+
+    fn place_hold(
+        &self,
+        caller: Caller,
+        hold: HoldRequest,
+    ) -> BoxFuture<'_, BackendResult<Vec<HoldView>>> {
+        let HoldRequest {
             reason,
             until,
             max_version,
-        ))
+        } = hold;
+        let call = EngineHandle::hold(self, actor(&caller), reason, until, max_version);
+        Box::pin(async move {
+            let replaced = call.await.map_err(map_err)?;
+            Ok(replaced.iter().map(hold_view).collect())
+        })
     }
 
     fn release_hold(&self, caller: Caller) -> BoxFuture<'_, BackendResult<()>> {

@@ -165,6 +165,14 @@ macro_rules! manager_methods {
                 reason: &str => ArgRule::Text { required: true }
             ) -> (),
                 Access::Admin { action: Action::Retry, exclusive: true };
+            /// Place a hold as `Hold` does (it replaces the hold in place); returns JSON
+            /// `{"replaced": [hold]}`, what it replaced.
+            "PlaceHold" fn place_hold(
+                reason: &str => ArgRule::Text { required: true },
+                until: &str => ArgRule::Timestamp,
+                max_version: &str => ArgRule::Version
+            ) -> String,
+                Access::Admin { action: Action::Hold, exclusive: true };
         }
     };
 }

@@ -582,6 +582,28 @@ impl ManagerIface {
         Ok(self.backend.retry(caller, release, reason).await?)
     }
 
+    /// Place a hold as `Hold` does (replacing the one in place) and return JSON
+    /// `{"replaced": [hold]}`: the holds it replaced, so the caller can say so.
+    async fn place_hold(
+        &self,
+        reason: String,
+        until: String,
+        max_version: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let until = limits::timestamp_arg("until", &until)?;
+        let max_version = limits::non_empty(max_version);
+        let (caller, _busy) = self.admit(conn, &hdr, reason.clone()).await?;
+        let hold = HoldRequest {
+            reason,
+            until,
+            max_version,
+        };
+        let replaced = self.backend.place_hold(caller, hold).await?;
+        Ok(json_out(serde_json::json!({ "replaced": replaced })))
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         redact_text(&self.snapshot.borrow().state)

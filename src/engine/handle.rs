@@ -339,13 +339,14 @@ commands! {
     fn mark_good(actor: Actor) -> () = MarkGood;
     /// Declare the slot under verification (or on probation) bad: roll back.
     fn mark_bad(actor: Actor, reason: String) -> () = MarkBad;
-    /// Add a hold: no switching while it lasts (or above `max_version` when given).
+    /// Place a hold: no switching while it lasts (or above `max_version` when given). It
+    /// replaces the hold in place (one hold at a time); returns what it replaced.
     fn hold(
         actor: Actor,
         reason: String,
         until: Option<Timestamp>,
         max_version: Option<String>
-    ) -> () = Hold;
+    ) -> Vec<Hold> = Hold;
     /// Remove every hold.
     fn release_hold(actor: Actor) -> () = ReleaseHold;
     /// Approve `version`, which an urgency rule sends to approval (audited).

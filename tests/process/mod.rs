@@ -20,7 +20,7 @@ use patchd::slot::{SlotState, SlotStatus, StatusStore};
 use sha2::Digest;
 // The private session bus and tool check are the D-Bus tests' (tests/support).
 #[path = "../support/mod.rs"]
-mod support;
+pub mod support;
 #[allow(unused_imports)] // not every test file uses both
 pub use support::{have, SessionBus};
 

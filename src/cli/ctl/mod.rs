@@ -2,7 +2,11 @@
 //! clap definition is [`command`] so man pages and completions come from the same source
 //! (see [`super::docgen`]).
 
+mod complete;
+pub mod exit;
+mod messages;
 mod output;
+mod progress;
 mod status_text;
 mod watch;
 
@@ -18,45 +22,9 @@ use zbus::Connection;
 use crate::dbus::proxy::{classify, ErrorKind, ManagerProxy};
 use crate::dbus::types::StatusView;
 
-/// Exit codes of `patchctl` (documented in `docs/admin.md` and the man page).
-pub mod exit {
-    pub const OK: u8 = 0;
-    /// The daemon reported a failure (`org.patchd.Patchd1.Error.Failed`) or another error.
-    pub const FAILED: u8 = 1;
-    /// Bad command line (clap's own code).
-    pub const USAGE: u8 = 2;
-    pub const NOT_AUTHORIZED: u8 = 3;
-    pub const BUSY: u8 = 4;
-    pub const INVALID_ARGUMENT: u8 = 5;
-    pub const NOT_FOUND: u8 = 6;
-    /// The bus or the daemon could not be reached.
-    pub const UNAVAILABLE: u8 = 7;
-    /// `audit verify` found the audit chain broken.
-    pub const AUDIT_BROKEN: u8 = 8;
-    /// `install` or `watch`: the job ended with an error (`LastJob`/`JobFinished` say so).
-    pub const JOB_FAILED: u8 = 9;
-    /// Policy does not allow it now (`switch` outside the maintenance window, a hold…);
-    /// the message says why.
-    pub const REFUSED: u8 = 10;
-}
-
-const EXIT_HELP: &str = "\
-Exit status:
-  0  success
-  1  the daemon reported a failure
-  2  bad command line
-  3  not authorized (polkit refused)
-  4  busy: another request or job is running
-  5  invalid argument
-  6  not found (no such release, nothing staged, no hold)
-  7  patchd or the bus not reachable
-  8  audit verify: the audit chain is broken
-  9  install/watch: the job ended with an error (also when it ended before patchctl looked)
-  10 refused by policy now (switch outside the maintenance window, a hold, …)";
-
 /// Control the patchd update daemon.
 #[derive(Debug, Parser)]
-#[command(name = "patchctl", version, after_long_help = EXIT_HELP)]
+#[command(name = "patchctl", version, after_long_help = exit::help())]
 pub struct Cli {
     /// Talk to patchd on this D-Bus address instead of the system bus.
     #[arg(
@@ -201,11 +169,29 @@ pub enum Cmd {
         cmd: AuditCmd,
     },
     /// Follow the running job with a progress bar until it ends.
+    ///
+    /// Follows the jobs patchd starts by itself too (a periodic check and the staging it
+    /// leads to), not only those started with patchctl: without --exit-if-idle it waits
+    /// for the next job, follows it and what it leads to, and ends with a summary.
     Watch {
         /// Exit at once if no job is running instead of waiting for one.
         #[arg(long)]
         exit_if_idle: bool,
     },
+    /// Print a shell completion script to standard output.
+    ///
+    /// The script completes commands and options, release versions (asked from the
+    /// running patchd when TAB is pressed, with the same --bus-address) and audit event
+    /// names. Install it for bash with `patchctl completions bash >
+    /// /etc/bash_completion.d/patchctl`; the Debian package ships all three.
+    Completions {
+        /// bash, zsh or fish.
+        shell: complete::ShellName,
+    },
+    /// Values for the completion scripts: release versions from the daemon, or audit
+    /// event names; one per line.
+    #[command(name = "__complete", hide = true)]
+    Complete { what: complete::Completing },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,7 +225,8 @@ pub fn main() -> ExitCode {
         }
     };
     if let Some(dir) = &cli.generate_docs {
-        return match super::docgen::generate(command(), dir) {
+        let manual = super::manual::patchctl();
+        return match super::docgen::generate_with(command(), &manual, dir, complete::script) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("patchctl: {e}");
@@ -289,6 +276,9 @@ impl From<zbus::Error> for CtlError {
             ErrorKind::Failed | ErrorKind::Other => exit::FAILED,
         };
         let msg = match kind {
+            ErrorKind::Unavailable if exit::name_missing(&e) => {
+                format!("cannot reach patchd: {msg}\nis patchd running? (systemctl status patchd)")
+            }
             ErrorKind::Unavailable => format!("cannot reach patchd: {msg}"),
             ErrorKind::NotAuthorized => format!("not authorized: {msg}"),
             ErrorKind::Busy => format!("busy: {msg}"),
@@ -305,6 +295,20 @@ pub async fn run(cli: Cli) -> u8 {
         let _ = command().print_help();
         return exit::USAGE;
     };
+    // Answered without the daemon.
+    match cmd {
+        Cmd::Completions { shell } => {
+            let script = complete::script(&command(), (*shell).into());
+            return print_bytes(&script);
+        }
+        Cmd::Complete {
+            what: complete::Completing::Events,
+        } => {
+            complete::print_events();
+            return exit::OK;
+        }
+        _ => {}
+    }
     let conn = match connect(cli.bus_address.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
@@ -425,12 +429,22 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             let release = release.clone().unwrap_or_default();
             // Subscribed before the call: a job that ends before the reply is still seen.
             let jobs = p.receive_job_finished().await?;
+            // One bar from the call to the job's end: one label per phase throughout.
+            let mut bar = progress::Bar::new(json);
             let call = p.install(&release, opts);
-            let mut v = parse_json(&watch::with_progress(&p, call, json).await?)?;
+            let v = watch::with_progress(&p, call, &mut bar).await;
+            let mut v = match v {
+                Ok(v) => parse_json(&v)?,
+                Err(e) => {
+                    bar.finish();
+                    return Err(e);
+                }
+            };
             let ver = v["version"].as_str().unwrap_or("release").to_owned();
             let slot = v["slot"].as_str().unwrap_or("?").to_owned();
             let id = v["job"].as_u64().unwrap_or(0);
             if *no_wait {
+                bar.finish();
                 if json {
                     print_json(&v);
                 } else {
@@ -438,14 +452,10 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 }
                 return Ok(exit::OK);
             }
-            let pb = if json {
-                indicatif::ProgressBar::hidden()
-            } else {
-                watch::bar()
-            };
-            let job = watch::wait_job(&p, id, jobs, |pv| watch::show(&pb, pv)).await;
-            pb.finish_and_clear();
+            let job = watch::wait_job(&p, id, jobs, |pv| bar.update(pv)).await;
+            bar.finish();
             let job = job?;
+            let job = watch::settled(&p, job.id).await?.unwrap_or(job);
             let state = watch::fresh(&p).await?.state().await?;
             let failed = job.unsuccessful();
             let error = job.error.clone().filter(|_| job.failed());
@@ -454,13 +464,18 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 v["outcome"] = Value::from(job.outcome.clone());
                 v["error"] = error.clone().map(Value::from).unwrap_or(Value::Null);
                 print_json(&v);
-            } else if job.outcome == "cancelled" {
-                println!("Installing {ver} was cancelled (job {id}): {state}.");
-            } else if failed {
-                let e = error.as_deref().unwrap_or("no reason given");
-                println!("Installing {ver} failed (job {id}, {state}): {e}");
             } else {
-                println!("Installed {ver} into slot {slot}: {state}.");
+                if job.outcome == "cancelled" {
+                    println!("Installing {ver} was cancelled (job {id}): {state}.");
+                } else if failed {
+                    let e = error.as_deref().unwrap_or("no reason given");
+                    println!("Installing {ver} failed (job {id}, {state}): {e}");
+                } else {
+                    println!("Installed {ver} into slot {slot}: {state}.");
+                }
+                let status = watch::status_json(&p).await?;
+                let job = (job.id != 0).then_some(&job);
+                println!("{}", progress::summary_lines(&status, job, bar.elapsed()));
             }
             return Ok(if failed { exit::JOB_FAILED } else { exit::OK });
         }
@@ -526,9 +541,11 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 Some(u) => parse_time(u, true)?.to_string(),
                 None => String::new(),
             };
-            p.hold(reason, &until, max_version.as_deref().unwrap_or(""))
-                .await?;
-            done(json, "Hold placed.");
+            let v = parse_json(
+                &p.place_hold(reason, &until, max_version.as_deref().unwrap_or(""))
+                    .await?,
+            )?;
+            show(json, &v, messages::hold_placed);
         }
         Cmd::ReleaseHold => {
             p.release_hold().await?;
@@ -602,6 +619,10 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             return Ok(if ok { exit::OK } else { exit::AUDIT_BROKEN });
         }
         Cmd::Watch { exit_if_idle } => return watch::watch(&p, json, *exit_if_idle).await,
+        Cmd::Completions { shell } => {
+            return Ok(print_bytes(&complete::script(&command(), (*shell).into())))
+        }
+        Cmd::Complete { what } => complete::answer(&p, *what).await?,
     }
     Ok(exit::OK)
 }
@@ -610,6 +631,19 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
 fn status_of(v: Value) -> Result<StatusView, CtlError> {
     serde_json::from_value(v)
         .map_err(|e| CtlError::new(exit::FAILED, format!("unexpected status document: {e}")))
+}
+
+/// Write `bytes` to stdout; a closed stdout is a failure, not a panic.
+fn print_bytes(bytes: &[u8]) -> u8 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("patchctl: cannot write to standard output: {e}");
+            exit::FAILED
+        }
+    }
 }
 
 fn done(json: bool, msg: &str) {

@@ -1,10 +1,11 @@
 //! Live progress: `patchctl watch`, and the bar shown while `install` runs.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 
+use super::progress::{summary_lines, Bar};
 use super::{exit, CtlError};
 use crate::dbus::proxy::{JobFinishedStream, ManagerProxy};
 use crate::dbus::types::{JobView, ProgressView};
@@ -12,37 +13,16 @@ use crate::dbus::types::{JobView, ProgressView};
 /// States in which a job runs even before it reports progress.
 const BUSY_STATES: &[&str] = &["staging", "switching"];
 
-pub fn bar() -> ProgressBar {
-    // Hidden automatically when stderr is not a terminal, so scripts see no escape codes.
-    let pb = ProgressBar::new(0);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    pb
-}
+/// How long `follow` waits for `LastJob` to catch up with a `JobFinished` it cannot place
+/// (see [`follow`]); a successor job shows within milliseconds.
+const SETTLE: Duration = Duration::from_secs(2);
 
-pub fn show(pb: &ProgressBar, p: &ProgressView) {
-    pb.set_message(p.phase.clone());
-    if p.total > 0 {
-        pb.set_length(p.total);
-    }
-    pb.set_position(p.done);
-}
-
-/// Run `call` while drawing the daemon's progress (unless `json`).
+/// Run `call` while drawing the daemon's progress on `bar`.
 pub async fn with_progress<T>(
     p: &ManagerProxy<'_>,
     call: impl Future<Output = zbus::Result<T>>,
-    json: bool,
+    bar: &mut Bar,
 ) -> Result<T, CtlError> {
-    if json {
-        return Ok(call.await?);
-    }
-    let pb = bar();
     let mut changes = p.receive_progress_changed().await;
     tokio::pin!(call);
     let r = loop {
@@ -51,13 +31,12 @@ pub async fn with_progress<T>(
             Some(c) = changes.next() => {
                 if let Ok(t) = c.get().await {
                     if let Some(pv) = ProgressView::from_tuple(t) {
-                        show(&pb, &pv);
+                        bar.update(&pv);
                     }
                 }
             }
         }
     };
-    pb.finish_and_clear();
     Ok(r?)
 }
 
@@ -95,6 +74,24 @@ pub async fn fresh(p: &ManagerProxy<'_>) -> Result<ManagerProxy<'static>, CtlErr
 /// The daemon's `LastJob`, read fresh.
 pub async fn last_job(p: &ManagerProxy<'_>) -> Result<Option<JobView>, CtlError> {
     Ok(JobView::from_tuple(fresh(p).await?.last_job().await?))
+}
+
+/// `LastJob` once the daemon's published status has caught up with the end of job `id`
+/// (`JobFinished` can arrive before the snapshot that records it): the full record, and a
+/// status whose `last_stage` and state are this job's. Gives up after two seconds and
+/// returns what it has.
+pub async fn settled(p: &ManagerProxy<'_>, id: u64) -> Result<Option<JobView>, CtlError> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let last = last_job(p).await?;
+        let caught_up = last
+            .as_ref()
+            .is_some_and(|j| j.id > id || (j.id == id && j.is_finished()));
+        if caught_up || id == 0 || Instant::now() >= deadline {
+            return Ok(last.filter(|j| j.id == id));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Wait for job `id` (from `Install`) to end; `jobs` was subscribed before the call, so
@@ -151,6 +148,13 @@ pub async fn wait_job(
 /// Follow the running job (and any it leads to) until none runs; if none runs, wait for
 /// one when `wait_for_job`, else report the last finished job at once. `on_update` sees
 /// every state/progress change.
+///
+/// Jobs the daemon starts by itself are followed like any other: a periodic check, and
+/// the staging the engine starts the moment that check ends. The engine starts such a
+/// successor before it publishes the snapshot that shows the check finished, so once
+/// `LastJob` shows the last announced job (`JobFinished`) finished, nothing follows it;
+/// while it still shows an older job, `LastJob` lags behind the signal and is waited for
+/// (at most [`SETTLE`]).
 pub async fn follow(
     p: &ManagerProxy<'_>,
     wait_for_job: bool,
@@ -160,10 +164,11 @@ pub async fn follow(
     let mut jobs = p.receive_job_finished().await?;
     let mut prog_changes = p.receive_progress_changed().await;
     let mut state_changes = p.receive_state_changed().await;
+    let mut job_changes = p.receive_last_job_changed().await;
     let f = fresh(p).await?;
     let mut state = f.state().await?;
     let mut progress = ProgressView::from_tuple(f.progress().await?);
-    let last = JobView::from_tuple(f.last_job().await?);
+    let mut last = JobView::from_tuple(f.last_job().await?);
     // Only for a backend without job records (a simulation): the old inference.
     let error_before = f.last_error().await?;
     let running = |j: &Option<JobView>| j.as_ref().is_some_and(|j| !j.is_finished());
@@ -181,19 +186,34 @@ pub async fn follow(
         None => 1,
     };
     let mut failed: Option<JobView> = None;
+    // The newest main job whose end was announced.
+    let mut ended: Option<u64> = None;
+    let mut unsure_since: Option<Instant> = None;
     loop {
         on_update(&state, progress.as_ref());
-        if seen_job && !active(&state, &progress) {
-            let now = last_job(p).await?;
-            if !running(&now) {
+        if seen_job && !active(&state, &progress) && !running(&last) {
+            let caught_up = match ended {
+                None => true,
+                Some(id) => last.as_ref().is_some_and(|j| j.id >= id),
+            };
+            let since = *unsure_since.get_or_insert_with(Instant::now);
+            if caught_up || since.elapsed() >= SETTLE {
                 break;
             }
+        } else {
+            unsure_since = None;
         }
         tokio::select! {
             Some(sig) = jobs.next() => {
                 let a = sig.args()?;
                 if a.id >= first {
                     seen_job = true;
+                    // A job ending while a lower-numbered one still runs ran beside it (a
+                    // check during a staging): LastJob keeps naming the main one.
+                    let beside = last.as_ref().is_some_and(|j| !j.is_finished() && j.id < a.id);
+                    if !beside {
+                        ended = Some(ended.map_or(a.id, |e| e.max(a.id)));
+                    }
                     if a.outcome != "succeeded" && failed.is_none() {
                         failed = Some(JobView {
                             id: a.id,
@@ -210,9 +230,16 @@ pub async fn follow(
             Some(c) = state_changes.next() => {
                 state = c.get().await?;
             }
+            Some(c) = job_changes.next() => {
+                last = JobView::from_tuple(c.get().await?);
+            }
+            _ = tokio::time::sleep(SETTLE / 4), if unsure_since.is_some() => {
+                // LastJob may have changed without a signal reaching us yet.
+                last = JobView::from_tuple(fresh(p).await?.last_job().await?);
+            }
             else => break,
         }
-        if active(&state, &progress) {
+        if active(&state, &progress) || running(&last) {
             seen_job = true;
         }
     }
@@ -238,10 +265,9 @@ pub async fn follow(
 }
 
 /// `patchctl watch`: follow the running job (or wait for the next) with a progress bar or
-/// JSON lines, then print the result.
+/// JSON lines, then print the result and the summary line.
 pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Result<u8, CtlError> {
-    let pb = if json { ProgressBar::hidden() } else { bar() };
-    pb.set_message("waiting");
+    let mut bar = Bar::new(json);
     let mut last_state = String::new();
     let out = follow(p, !exit_if_idle, |state, progress| {
         if json {
@@ -252,15 +278,29 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
                 println!("{}", serde_json::json!({ "state": state, "progress": pv }));
             }
         } else if let Some(pv) = progress {
-            show(&pb, pv);
+            bar.update(pv);
         }
         last_state = state.to_owned();
     })
     .await;
-    pb.finish_and_clear();
+    bar.finish();
     let out = out?;
     report(json, &out);
+    // The summary is about a job: none when nothing ran (a daemon without job records).
+    if !json && out.job.is_some() {
+        let status = status_json(p).await?;
+        println!(
+            "{}",
+            summary_lines(&status, out.job.as_ref(), bar.elapsed())
+        );
+    }
     Ok(out.exit_code())
+}
+
+/// `GetStatus` as JSON (for the summary line).
+pub async fn status_json(p: &ManagerProxy<'_>) -> Result<serde_json::Value, CtlError> {
+    serde_json::from_str(&p.get_status().await?)
+        .map_err(|e| CtlError::new(exit::FAILED, format!("daemon sent malformed JSON: {e}")))
 }
 
 fn report(json: bool, out: &Outcome) {

@@ -47,7 +47,7 @@ impl Runner {
         reason: String,
         until: Option<Timestamp>,
         max_version: Option<String>,
-    ) -> Step {
+    ) -> Step<Vec<Hold>> {
         let now = self.p.clock.now();
         let max_version = match max_version {
             None => None,
@@ -65,14 +65,19 @@ impl Runner {
             until,
             max_version,
         };
-        let detail = hold.describe();
+        // One hold at a time: a second `hold` changes the exception rather than stacking
+        // a second one that `release-hold` would silently remove too.
+        let mut detail = hold.describe();
         let mut doc = self.doc.clone();
-        doc.holds.push(hold);
+        let replaced = std::mem::replace(&mut doc.holds, vec![hold]);
+        for r in &replaced {
+            detail.push_str(&format!("; replaces {}", r.describe()));
+        }
         self.file.save(&doc)?;
         self.doc = doc;
         self.audit_with("hold", actor, Some(&detail), None, None, &[]);
         self.recategorize();
-        Ok(())
+        Ok(replaced)
     }
 
     pub(super) fn release_holds(&mut self, actor: &Actor, why: &str) -> Step {

@@ -697,11 +697,11 @@ fn reply_err(cmd: Command, e: EngineError) {
         | Command::Rollback { reply, .. }
         | Command::MarkGood { reply, .. }
         | Command::MarkBad { reply, .. }
-        | Command::Hold { reply, .. }
         | Command::ReleaseHold { reply, .. }
         | Command::Approve { reply, .. }
         | Command::Retry { reply, .. }
         | Command::AllowBelowFloor { reply, .. } => drop(reply.send(Err(e))),
+        Command::Hold { reply, .. } => drop(reply.send(Err(e))),
         Command::History { reply, .. } => drop(reply.send(Err(e))),
         Command::Inventory { reply } => drop(reply.send(Err(e))),
         Command::VerifyAudit { reply } => drop(reply.send(Err(e))),
