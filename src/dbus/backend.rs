@@ -98,6 +98,19 @@ pub trait ManagerBackend: Send + Sync + 'static {
         })
     }
 
+    /// Install from the offline bundle read from `bundle` (a tar stream the caller
+    /// opened), like [`ManagerBackend::install`] otherwise.
+    fn install_bundle(
+        &self,
+        caller: Caller,
+        bundle: std::os::fd::OwnedFd,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> BoxFuture<'_, BackendResult<serde_json::Value>> {
+        let _ = (caller, bundle, release, switch_now);
+        not_offered("InstallBundle")
+    }
+
     /// Record a refused mutating call in the audit trail.
     fn record_denial(&self, caller: Caller, denied: DeniedCall)
         -> BoxFuture<'_, BackendResult<()>>;

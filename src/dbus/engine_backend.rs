@@ -28,7 +28,8 @@ fn map_err(e: EngineError) -> BackendError {
         EngineError::NoSuchRelease { .. }
         | EngineError::NothingToInstall { .. }
         | EngineError::NothingToCancel { .. }
-        | EngineError::NoHold => BackendError::NotFound(msg),
+        | EngineError::NoHold
+        | EngineError::NotInBundle { .. } => BackendError::NotFound(msg),
         EngineError::BadVersion { .. } => BackendError::InvalidArgument(msg),
         EngineError::SwitchRefused { .. } | EngineError::Refused { .. } => {
             BackendError::Refused(msg)
@@ -168,6 +169,22 @@ impl ManagerBackend for EngineHandle {
             let started = EngineHandle::install(self, actor(&caller), release, switch_now)
                 .await
                 .map_err(map_err)?;
+            to_json(&started)
+        })
+    }
+
+    fn install_bundle(
+        &self,
+        caller: Caller,
+        bundle: std::os::fd::OwnedFd,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let started =
+                EngineHandle::install_bundle(self, actor(&caller), bundle, release, switch_now)
+                    .await
+                    .map_err(map_err)?;
             to_json(&started)
         })
     }

@@ -545,6 +545,30 @@ impl ManagerIface {
         Ok(json_out(self.backend.verify_audit().await?))
     }
 
+    /// Install from an offline bundle read from the descriptor `bundle`, which the caller
+    /// opened with its own rights: the daemon never opens a caller's path. `release` and
+    /// option `switch_now` as for `Install`.
+    async fn install_bundle(
+        &self,
+        bundle: zbus::zvariant::OwnedFd,
+        release: String,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let release = limits::non_empty(release);
+        let switch_now = Options::checked(&options)
+            .bool("switch_now")?
+            .unwrap_or(false);
+        let detail = format!("bundle {}", release.as_deref().unwrap_or_default());
+        let (caller, _busy) = self.admit(conn, &hdr, detail).await?;
+        Ok(json_out(
+            self.backend
+                .install_bundle(caller, bundle.into(), release, switch_now)
+                .await?,
+        ))
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         redact_text(&self.snapshot.borrow().state)

@@ -169,6 +169,9 @@ pub enum EngineError {
     NoSuchRelease { version: String },
     #[error("no release to install: {why}")]
     NothingToInstall { why: String },
+    /// The bundle lists the release but does not carry what installing it needs.
+    #[error("release {version} is not carried by the bundle: {why}")]
+    NotInBundle { version: String, why: String },
     #[error("release {version} is refused: {why}")]
     Refused { version: String, why: WhyNot },
     #[error("switch refused: {}", join_reasons(.why))]
@@ -290,6 +293,15 @@ commands! {
     fn inventory() -> serde_json::Value = Inventory;
     /// Verify the whole audit chain (including rotated files).
     fn verify_audit() -> VerifyReport = VerifyAudit;
+    /// Install from the offline bundle read from `bundle` (a tar stream the caller
+    /// opened): verified like the repository, then `release` (default: the best one it
+    /// carries) staged from the bundle's bytes; `switch_now` as for `install`.
+    fn install_bundle(
+        actor: Actor,
+        bundle: std::os::fd::OwnedFd,
+        release: Option<String>,
+        switch_now: bool
+    ) -> InstallStarted = InstallBundle;
     ;
     /// Append a record about something the engine did not do itself (a refused D-Bus
     /// call); the engine task stays the audit log's only writer.

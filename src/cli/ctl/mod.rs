@@ -2,6 +2,7 @@
 //! clap definition is [`command`] so man pages and completions come from the same source
 //! (see [`super::docgen`]).
 
+mod bundle;
 mod output;
 mod watch;
 
@@ -96,6 +97,12 @@ pub enum Cmd {
         /// Return once staging started instead of following it to the end.
         #[arg(long)]
         no_wait: bool,
+        /// Install from an offline bundle (`patchpub bundle`): a .tar file or a
+        /// directory, opened with your rights and passed to patchd as a file descriptor.
+        /// patchd verifies it with the device's trusted root like the repository and
+        /// offers only the releases it carries; see docs/offline.md.
+        #[arg(long, value_name = "FILE.tar|DIR")]
+        bundle: Option<PathBuf>,
     },
     /// Switch to the staged release if policy allows it now (window, rollout, holds).
     ///
@@ -394,6 +401,7 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             release,
             now,
             no_wait,
+            bundle,
         } => {
             let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
             if *now {
@@ -402,8 +410,19 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             let release = release.clone().unwrap_or_default();
             // Subscribed before the call: a job that ends before the reply is still seen.
             let jobs = p.receive_job_finished().await?;
-            let call = p.install(&release, opts);
-            let mut v = parse_json(&watch::with_progress(&p, call, json).await?)?;
+            let reply = match bundle {
+                None => watch::with_progress(&p, p.install(&release, opts), json).await?,
+                Some(path) => {
+                    let bundle::Opened { fd, writer } = bundle::open(path)?;
+                    // The descriptor moves into the call: once it ended no read end is
+                    // left here, so a writer the daemon stopped reading ends with EPIPE.
+                    let call = p.install_bundle(fd.into(), &release, opts);
+                    let r = watch::with_progress(&p, call, json).await;
+                    bundle::finish(writer, r.is_ok())?;
+                    r?
+                }
+            };
+            let mut v = parse_json(&reply)?;
             let ver = v["version"].as_str().unwrap_or("release").to_owned();
             let slot = v["slot"].as_str().unwrap_or("?").to_owned();
             let id = v["job"].as_u64().unwrap_or(0);

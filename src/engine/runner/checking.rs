@@ -51,6 +51,9 @@ impl Runner {
             }
             return;
         };
+        // The list this check makes is the repository's: a bundle's release is no
+        // longer staged from the bundle.
+        self.bundle_source = None;
         self.progress_tx.send_replace(Some(Progress {
             phase: "checking".into(),
             ..Progress::default()

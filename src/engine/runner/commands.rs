@@ -84,6 +84,18 @@ impl Runner {
                 let r = self.install(&actor, release, switch_now).await;
                 let _ = reply.send(self.finish(r));
             }
+            Command::InstallBundle {
+                actor,
+                bundle,
+                release,
+                switch_now,
+                reply,
+            } => {
+                let r = self
+                    .install_bundle(&actor, bundle, release, switch_now)
+                    .await;
+                let _ = reply.send(self.finish(r));
+            }
             Command::Switch {
                 actor,
                 force,

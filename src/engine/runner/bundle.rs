@@ -1,0 +1,115 @@
+//! Installing from an offline bundle: the `Bundles` port reads and verifies it; here what
+//! it carries becomes the list of releases, what the offline policy let through and what
+//! it lacks are audited, and the chosen release is staged from the bundle's bytes.
+
+use std::os::fd::OwnedFd;
+
+use super::*;
+use crate::engine::ports::OpenedBundle;
+
+impl Runner {
+    pub(super) async fn install_bundle(
+        &mut self,
+        actor: &Actor,
+        bundle: OwnedFd,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> Step<InstallStarted> {
+        let Some(bundles) = self.p.bundles.clone() else {
+            return Err(EngineError::NotAvailable {
+                what: "installing from a bundle",
+                why: "no trusted root is configured (fail closed)",
+            }
+            .into());
+        };
+        let opened = match bundles.open(bundle).await {
+            Ok(o) => o,
+            Err(e) => {
+                // Nothing else changed: the bundle never reached the lifecycle.
+                let c = cause(e.cause.unwrap_or("bundle"));
+                self.audit_with(
+                    "bundle_rejected",
+                    actor,
+                    Some(&e.to_string()),
+                    None,
+                    None,
+                    &[c],
+                );
+                return Err(e.into());
+            }
+        };
+        self.audit_opened(actor, &opened);
+        if let Some(n) = release
+            .as_ref()
+            .and_then(|v| opened.not_carried.iter().find(|n| &n.version == v))
+        {
+            return Err(EngineError::NotInBundle {
+                version: n.version.clone(),
+                why: n.why.clone(),
+            }
+            .into());
+        }
+        if opened.offered.is_empty() {
+            let mut why = "the bundle carries no release for this device".to_string();
+            for n in &opened.not_carried {
+                why.push_str(&format!("; {}: {}", n.version, n.why));
+            }
+            return Err(EngineError::NothingToInstall { why }.into());
+        }
+        self.candidates = opened.offered;
+        self.recategorize();
+        self.bundle_source = Some(opened.updates);
+        let r = self.install_chosen(actor, release, switch_now).await;
+        if r.is_err() && !matches!(self.doc.lifecycle, Lifecycle::Staging { .. }) {
+            self.bundle_source = None;
+        }
+        r
+    }
+
+    /// One record per role the offline policy accepted expired, one for the bundle.
+    fn audit_opened(&mut self, actor: &Actor, opened: &OpenedBundle) {
+        for line in &opened.expired {
+            let why = format!("expired metadata accepted from an offline bundle ([offline] allow_expired): {line}");
+            self.audit_with(
+                "bundle_expired_accepted",
+                actor,
+                Some(&why),
+                None,
+                None,
+                &[("expired", serde_json::Value::from(line.as_str()))],
+            );
+        }
+        let carried: Vec<String> = opened
+            .offered
+            .iter()
+            .map(|o| o.version().to_string())
+            .collect();
+        let mut summary = format!(
+            "offline bundle verified; carries {}",
+            if carried.is_empty() {
+                "no release".to_string()
+            } else {
+                carried.join(", ")
+            }
+        );
+        for n in &opened.not_carried {
+            summary.push_str(&format!("; {} not offered: {}", n.version, n.why));
+        }
+        let not_carried: Vec<serde_json::Value> = opened
+            .not_carried
+            .iter()
+            .map(|n| serde_json::json!({"version": n.version, "why": n.why}))
+            .collect();
+        self.audit_with(
+            "bundle_opened",
+            actor,
+            Some(&summary),
+            None,
+            None,
+            &[
+                ("carried", serde_json::Value::from(carried)),
+                ("not_carried", serde_json::Value::from(not_carried)),
+            ],
+        );
+    }
+}
