@@ -160,6 +160,11 @@ async fn bundle_from_a_tar_file_is_staged_without_a_repository() {
     };
     let tar = bundle(&dev, "2.0.0", &dev.top.join("b.tar"), &[]);
     let d = start(&rig, &dev).await;
+    // What it offers, before anything is installed.
+    let (code, out, err) = patchctl(rig.addr(), &["list", "--bundle", tar.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2.0.0") && out.contains("security"), "{out}");
+    assert_eq!(dev.state_kind(), "none");
     let (code, out, err) = patchctl(
         rig.addr(),
         &["install", "--bundle", tar.to_str().unwrap(), "2.0.0"],
@@ -429,6 +434,22 @@ async fn a_release_whose_images_are_missing_is_not_offered() {
     let before = snapshot(&dev);
     let (code, out, err) = patchctl(
         rig.addr(),
+        &["list", "--json", "--bundle", dir.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["available"], serde_json::json!([]), "{v}");
+    let mut missing: Vec<&str> = v["not_carried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["version"].as_str().unwrap())
+        .collect();
+    missing.sort_unstable();
+    assert_eq!(missing, ["2.0.0", "3.0.0"], "{v}");
+    let (code, out, err) = patchctl(
+        rig.addr(),
         &["install", "--bundle", dir.to_str().unwrap(), "3.0.0"],
     )
     .await;
@@ -447,7 +468,10 @@ async fn a_release_whose_images_are_missing_is_not_offered() {
         .into_iter()
         .filter(|r| r.event == "bundle_opened")
         .collect();
-    assert_eq!(opened.len(), 2);
+    assert_eq!(opened.len(), 3, "{}", dev.log());
+    assert!(opened
+        .iter()
+        .all(|r| r.reason.contains("3.0.0 not offered")));
     assert!(
         opened[0].reason.contains("3.0.0 not offered"),
         "{:?}",

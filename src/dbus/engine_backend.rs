@@ -189,6 +189,19 @@ impl ManagerBackend for EngineHandle {
         })
     }
 
+    fn list_bundle(
+        &self,
+        caller: Caller,
+        bundle: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let listing = EngineHandle::list_bundle(self, actor(&caller), bundle)
+                .await
+                .map_err(map_err)?;
+            to_json(&listing)
+        })
+    }
+
     /// `force` is the engine's: it overrides the maintenance window, rollout stage and
     /// reboot inhibitors; holds, the floor and failed releases still apply.
     fn switch(&self, caller: Caller, force: bool) -> BoxFuture<'_, BackendResult<()>> {

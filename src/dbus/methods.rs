@@ -166,6 +166,13 @@ macro_rules! manager_methods {
                 options: HashMap<&str, Value<'_>> => ArgRule::Options(INSTALL_OPTIONS)
             ) -> String,
                 Access::Admin { action: Action::Install, exclusive: true };
+            /// What the offline bundle read from `bundle` offers this device (verified as
+            /// for `InstallBundle`; nothing installed): JSON `{available, not_carried,
+            /// expired}`.
+            "ListBundle" fn list_bundle(
+                bundle: zbus::zvariant::OwnedFd => ArgRule::Fd
+            ) -> String,
+                Access::Admin { action: Action::Check, exclusive: true };
         }
     };
 }

@@ -569,6 +569,20 @@ impl ManagerIface {
         ))
     }
 
+    /// What the offline bundle read from the descriptor `bundle` offers this device,
+    /// verified as for `InstallBundle`; installs nothing.
+    async fn list_bundle(
+        &self,
+        bundle: zbus::zvariant::OwnedFd,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let (caller, _busy) = self.admit(conn, &hdr, "bundle".into()).await?;
+        Ok(json_out(
+            self.backend.list_bundle(caller, bundle.into()).await?,
+        ))
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         redact_text(&self.snapshot.borrow().state)

@@ -144,6 +144,17 @@ impl StatusSnapshot {
     }
 }
 
+/// What an offline bundle offers (`list_bundle`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BundleListing {
+    /// The releases it carries, categorized as `check` lists them.
+    pub available: Vec<AvailableRelease>,
+    /// Releases its metadata lists but whose files it does not carry, with the reason.
+    pub not_carried: Vec<super::ports::NotCarried>,
+    /// Roles accepted although expired (`[offline] allow_expired`).
+    pub expired: Vec<String>,
+}
+
 /// What `install` started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallStarted {
@@ -302,6 +313,9 @@ commands! {
         release: Option<String>,
         switch_now: bool
     ) -> InstallStarted = InstallBundle;
+    /// What the offline bundle read from `bundle` offers this device, verified as for
+    /// `install_bundle`; nothing is installed and the list of releases stays as it is.
+    fn list_bundle(actor: Actor, bundle: std::os::fd::OwnedFd) -> BundleListing = ListBundle;
     ;
     /// Append a record about something the engine did not do itself (a refused D-Bus
     /// call); the engine task stays the audit log's only writer.

@@ -186,7 +186,7 @@ pub fn active_holds(holds: &[Hold], now: Timestamp) -> impl Iterator<Item = &Hol
 
 /// A release an offline bundle lists but does not carry (its manifest or images are not
 /// on the medium): not offered, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotCarried {
     pub version: String,
     pub why: String,

@@ -99,3 +99,41 @@ pub fn finish(
         _ => Ok(()),
     }
 }
+
+/// `patchctl list --bundle`: what the bundle offers this device, and what it lists but
+/// does not carry.
+pub async fn list(
+    p: &crate::dbus::proxy::ManagerProxy<'_>,
+    path: &Path,
+    json: bool,
+) -> Result<u8, CtlError> {
+    let Opened { fd, writer } = open(path)?;
+    let r = p.list_bundle(fd.into()).await;
+    finish(writer, r.is_ok())?;
+    let v = super::parse_json(&r?)?;
+    if json {
+        super::print_json(&v);
+        return Ok(exit::OK);
+    }
+    let avail: Vec<crate::dbus::types::AvailableView> =
+        serde_json::from_value(v["available"].clone()).unwrap_or_default();
+    if avail.is_empty() {
+        println!("The bundle carries no release for this device.");
+    } else {
+        print!("{}", super::output::available(&avail));
+    }
+    for n in v["not_carried"].as_array().into_iter().flatten() {
+        println!(
+            "not offered: {}: {}",
+            n["version"].as_str().unwrap_or("?"),
+            n["why"].as_str().unwrap_or("")
+        );
+    }
+    for e in v["expired"].as_array().into_iter().flatten() {
+        println!(
+            "accepted although expired ([offline] allow_expired): {}",
+            e.as_str().unwrap_or("")
+        );
+    }
+    Ok(exit::OK)
+}

@@ -86,7 +86,12 @@ pub enum Cmd {
     /// Look for new releases now.
     Check,
     /// List available releases with their categorization.
-    List,
+    List {
+        /// List what an offline bundle (.tar file or directory) offers instead, verified
+        /// by patchd as for `install --bundle`; nothing is installed.
+        #[arg(long, value_name = "FILE.tar|DIR")]
+        bundle: Option<PathBuf>,
+    },
     /// Stage a release (default: the newest allowed) into the inactive slot.
     Install {
         /// Version to install.
@@ -382,7 +387,8 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 }
             }
         }
-        Cmd::List => {
+        Cmd::List { bundle: Some(path) } => return bundle::list(&p, path, json).await,
+        Cmd::List { bundle: None } => {
             let avail: Vec<AvailableView> = p
                 .available()
                 .await?

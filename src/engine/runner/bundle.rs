@@ -5,6 +5,7 @@
 use std::os::fd::OwnedFd;
 
 use super::*;
+use crate::engine::handle::BundleListing;
 use crate::engine::ports::OpenedBundle;
 
 impl Runner {
@@ -15,30 +16,7 @@ impl Runner {
         release: Option<String>,
         switch_now: bool,
     ) -> Step<InstallStarted> {
-        let Some(bundles) = self.p.bundles.clone() else {
-            return Err(EngineError::NotAvailable {
-                what: "installing from a bundle",
-                why: "no trusted root is configured (fail closed)",
-            }
-            .into());
-        };
-        let opened = match bundles.open(bundle).await {
-            Ok(o) => o,
-            Err(e) => {
-                // Nothing else changed: the bundle never reached the lifecycle.
-                let c = cause(e.cause.unwrap_or("bundle"));
-                self.audit_with(
-                    "bundle_rejected",
-                    actor,
-                    Some(&e.to_string()),
-                    None,
-                    None,
-                    &[c],
-                );
-                return Err(e.into());
-            }
-        };
-        self.audit_opened(actor, &opened);
+        let opened = self.open_bundle(actor, bundle).await?;
         if let Some(n) = release
             .as_ref()
             .and_then(|v| opened.not_carried.iter().find(|n| &n.version == v))
@@ -64,6 +42,52 @@ impl Runner {
             self.bundle_source = None;
         }
         r
+    }
+
+    /// What the bundle offers this device, categorized; nothing else changes.
+    pub(super) async fn list_bundle(
+        &mut self,
+        actor: &Actor,
+        bundle: OwnedFd,
+    ) -> Step<BundleListing> {
+        let opened = self.open_bundle(actor, bundle).await?;
+        let running = self.running_version();
+        let available = self.context(running.as_ref()).categorize(&opened.offered);
+        Ok(BundleListing {
+            available,
+            not_carried: opened.not_carried,
+            expired: opened.expired,
+        })
+    }
+
+    /// Read and verify the bundle; its refusal, and what it holds, audited.
+    async fn open_bundle(&mut self, actor: &Actor, bundle: OwnedFd) -> Step<OpenedBundle> {
+        let Some(bundles) = self.p.bundles.clone() else {
+            return Err(EngineError::NotAvailable {
+                what: "installing from a bundle",
+                why: "no trusted root is configured (fail closed)",
+            }
+            .into());
+        };
+        match bundles.open(bundle).await {
+            Ok(o) => {
+                self.audit_opened(actor, &o);
+                Ok(o)
+            }
+            Err(e) => {
+                // Nothing else changed: the bundle never reached the lifecycle.
+                let c = cause(e.cause.unwrap_or("bundle"));
+                self.audit_with(
+                    "bundle_rejected",
+                    actor,
+                    Some(&e.to_string()),
+                    None,
+                    None,
+                    &[c],
+                );
+                Err(e.into())
+            }
+        }
     }
 
     /// One record per role the offline policy accepted expired, one for the bundle.

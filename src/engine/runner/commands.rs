@@ -96,6 +96,14 @@ impl Runner {
                     .await;
                 let _ = reply.send(self.finish(r));
             }
+            Command::ListBundle {
+                actor,
+                bundle,
+                reply,
+            } => {
+                let r = self.list_bundle(&actor, bundle).await;
+                let _ = reply.send(self.finish(r));
+            }
             Command::Switch {
                 actor,
                 force,

@@ -694,6 +694,7 @@ fn reply_err(cmd: Command, e: EngineError) {
         Command::Install { reply, .. } | Command::InstallBundle { reply, .. } => {
             drop(reply.send(Err(e)))
         }
+        Command::ListBundle { reply, .. } => drop(reply.send(Err(e))),
         Command::Switch { reply, .. }
         | Command::Cancel { reply, .. }
         | Command::Rollback { reply, .. }
