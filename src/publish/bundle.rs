@@ -165,3 +165,76 @@ impl Repo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::{AddRelease, InitOptions};
+
+    #[test]
+    fn expires_is_a_span_or_a_time_in_the_future() {
+        let now: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let t = |s: &str| parse_expires(s, now).map(|t| t.to_string());
+        assert_eq!(t("30d").unwrap(), "2026-12-31T00:00:00Z");
+        assert_eq!(t("12h").unwrap(), "2026-12-01T12:00:00Z");
+        assert_eq!(t("2027-01-31T00:00:00Z").unwrap(), "2027-01-31T00:00:00Z");
+        for bad in ["2026-11-30T00:00:00Z", "0", "soon", "-5d"] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bundle_with_its_own_expiry_resigns_snapshot_and_timestamp_in_the_repository() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repo::init(
+            d.path().join("repo"),
+            &InitOptions::new(d.path().join("keys")),
+        )
+        .unwrap();
+        let img = d.path().join("img");
+        std::fs::write(&img, vec![7u8; 4096]).unwrap();
+        let v: Version = "2.0.0".parse().unwrap();
+        repo.add_release(&AddRelease::new("box", v.clone(), &img))
+            .unwrap();
+        let before = repo.load_state().unwrap();
+        let until = repo
+            .now()
+            .checked_add(SignedDuration::from_hours(24 * 60))
+            .unwrap();
+        let until = Timestamp::from_second(until.as_second()).unwrap();
+        let rep = repo
+            .bundle_until("box", &v, &d.path().join("b.tar"), Some(until))
+            .unwrap();
+        assert!(rep.resigned);
+        assert_eq!(rep.timestamp_expires, until);
+        assert_eq!(rep.snapshot_expires, until);
+        let after = repo.load_state().unwrap();
+        assert_eq!(
+            after.timestamp.common.version,
+            before.timestamp.common.version + 1
+        );
+        assert_eq!(
+            after.snapshot.common.version,
+            before.snapshot.common.version + 1
+        );
+        assert_eq!(after.timestamp.common.expires, until);
+        // Without --expires nothing is re-signed.
+        let rep = repo
+            .bundle_until("box", &v, &d.path().join("c.tar"), None)
+            .unwrap();
+        assert!(!rep.resigned);
+        assert_eq!(
+            repo.load_state().unwrap().timestamp.common.version,
+            after.timestamp.common.version
+        );
+        // A release that does not exist re-signs nothing either.
+        let missing: Version = "9.0.0".parse().unwrap();
+        assert!(repo
+            .bundle_until("box", &missing, &d.path().join("d.tar"), Some(until))
+            .is_err());
+        assert_eq!(
+            repo.load_state().unwrap().timestamp.common.version,
+            after.timestamp.common.version
+        );
+    }
+}
