@@ -517,3 +517,59 @@ async fn the_bundle_method_takes_a_descriptor_not_a_path() {
     assert!(ins[1].contains("name=\"release\""), "{method}");
     assert!(!method.contains("path"), "{method}");
 }
+
+/// A restart in the middle of staging from a bundle, on a device without a repository:
+/// the staging is abandoned at reconciliation (the bundle is not read again by itself),
+/// not left `staging` for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_staging_cut_by_a_restart_is_abandoned() {
+    use patchd::engine::statefile::{Pending, StateFile};
+    use patchd::engine::Lifecycle;
+    let Some((rig, dev)) = offline_device("").await else {
+        return;
+    };
+    let tar = bundle(&dev, "2.0.0", &dev.top.join("b.tar"), &[]);
+    let d = start(&rig, &dev).await;
+    let (code, out, err) =
+        patchctl(rig.addr(), &["install", "--bundle", tar.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(d.stop(Duration::from_secs(30)).is_some_and(|s| s.success()));
+    // As a power cut during the write leaves it: staging, the write pending.
+    let file = StateFile::new(&dev.paths.state_dir());
+    let mut doc = dev.state().unwrap().unwrap();
+    let Lifecycle::Staged { release, slot } = doc.lifecycle.clone() else {
+        panic!("not staged: {:?}", doc.lifecycle);
+    };
+    doc.pending = Some(Pending::WriteSlot {
+        slot: slot.clone(),
+        version: release.version.clone(),
+    });
+    doc.lifecycle = Lifecycle::Staging { release, slot };
+    file.save(&doc).unwrap();
+    let mut b = dev.slot_status("b");
+    b.state = patchd::slot::SlotState::Incomplete;
+    patchd::slot::StatusStore::new(&dev.paths.state_dir(), b.slot.clone())
+        .save(&b)
+        .unwrap();
+
+    let mut d = dev.spawn(rig.addr(), &[]);
+    let e = wait_until(
+        &mut d,
+        &dev,
+        Duration::from_secs(60),
+        "staging abandoned",
+        |dev| dev.state_kind() == "update_available",
+    )
+    .await;
+    assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
+    let failed = audit_records(&dev)
+        .into_iter()
+        .rfind(|r| r.event == "reconcile_staging_interrupted")
+        .unwrap_or_else(|| panic!("interruption audited: {}", dev.log()));
+    assert!(failed.reason.contains("cannot resume"), "{failed:?}");
+    assert_ne!(
+        dev.slot_status("b").state,
+        patchd::slot::SlotState::Verified,
+        "an abandoned slot must not stay bootable-looking"
+    );
+}

@@ -410,15 +410,6 @@ impl Runner {
                 Ok(())
             }
             Followup::Reboot(reason) => self.reboot(&reason).await,
-            Followup::ResumeStaging if self.p.updates.is_none() => {
-                // Staged from an offline bundle: its copy is not trusted across a restart.
-                self.resume_staging(Err(EngineError::Port(PortError::new(
-                    "offline bundle",
-                    "no repository to check, and a bundle is read again only by \
-                     `patchctl install --bundle`",
-                ))
-                .into()))
-            }
             Followup::ResumeStaging => {
                 self.start_check_with(Actor::Policy, None, true);
                 Ok(())
