@@ -76,7 +76,9 @@ impl Runner {
             }
             Err(e) => {
                 // Nothing else changed: the bundle never reached the lifecycle.
-                let c = cause(e.cause.unwrap_or("bundle"));
+                // One cause for every refusal (the metrics' `reason`); the message says
+                // which check refused it.
+                let c = cause("bundle");
                 self.audit_with(
                     "bundle_rejected",
                     actor,
