@@ -516,6 +516,41 @@ async fn the_bundle_method_takes_a_descriptor_not_a_path() {
     );
     assert!(ins[1].contains("name=\"release\""), "{method}");
     assert!(!method.contains("path"), "{method}");
+
+    // `/dev/stdin` names patchctl's standard input, a pipe here; the daemon's own is
+    // /dev/null. Only a descriptor opened by patchctl can carry the bundle.
+    let tar = bundle(&dev, "2.0.0", &dev.top.join("b.tar"), &[]);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patchctl"))
+        .args([
+            "--bus-address",
+            rig.addr(),
+            "list",
+            "--bundle",
+            "/dev/stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = std::fs::read(&tar).unwrap();
+    let feed = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin.write_all(&bytes).await;
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("patchctl ends")
+        .unwrap();
+    feed.await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("2.0.0"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A restart in the middle of staging from a bundle, on a device without a repository:

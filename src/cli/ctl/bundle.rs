@@ -2,7 +2,8 @@
 //! caller's rights, and reaches the daemon as one file descriptor of a tar stream — the
 //! daemon never opens a path on a caller's behalf (DESIGN's rule).
 //!
-//! A tar file is passed as it is (a read-only descriptor). A directory is not passed as
+//! A tar file (or a stream of one: `--bundle /dev/stdin`) is passed as it is, as a
+//! read-only descriptor. A directory is not passed as
 //! a directory descriptor: the root daemon would `openat()` through it, and a symlink in
 //! a directory the caller controls would lead it to files the caller cannot read. Nor
 //! one descriptor per file: a bundle has a file per root version and per target, more
@@ -32,15 +33,13 @@ pub fn open(path: &Path) -> Result<Opened, CtlError> {
         )
     };
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    if meta.is_file() {
+    if !meta.is_dir() {
+        // A tar file, or any stream of one (`--bundle /dev/stdin`, a FIFO, a tape).
         let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
         return Ok(Opened {
             fd: f.into(),
             writer: None,
         });
-    }
-    if !meta.is_dir() {
-        return Err(bad("neither a tar file nor a directory".into()));
     }
     let dirs = [path.join("metadata"), path.join("targets")];
     for d in &dirs {
