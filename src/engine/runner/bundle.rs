@@ -8,15 +8,88 @@ use super::*;
 use crate::engine::handle::BundleListing;
 use crate::engine::ports::OpenedBundle;
 
+/// What to do once the bundle was read: install from it, or only list what it offers.
+pub(super) enum BundleThen {
+    Install {
+        release: Option<String>,
+        switch_now: bool,
+        reply: Reply<InstallStarted>,
+    },
+    List {
+        reply: Reply<BundleListing>,
+    },
+}
+
+impl BundleThen {
+    fn refuse(self, e: EngineError) {
+        match self {
+            BundleThen::Install { reply, .. } => drop(reply.send(Err(e))),
+            BundleThen::List { reply } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
 impl Runner {
-    pub(super) async fn install_bundle(
+    /// Read and verify the bundle as a job (copying gigabytes must not stall the task:
+    /// timers, probation and status go on), then act on it in [`Runner::after_bundle`].
+    pub(super) fn start_bundle(&mut self, actor: Actor, bundle: OwnedFd, then: BundleThen) {
+        let Some(bundles) = self.p.bundles.clone() else {
+            then.refuse(EngineError::NotAvailable {
+                what: "installing from a bundle",
+                why: "no trusted root is configured (fail closed)",
+            });
+            return;
+        };
+        self.progress_tx.send_replace(Some(Progress {
+            phase: "reading bundle".into(),
+            ..Progress::default()
+        }));
+        let handle = tokio::spawn(async move { JobOut::Bundle(bundles.open(bundle).await) });
+        self.job = Some(Job {
+            rec: self.begin_job("bundle", None),
+            kind: JobKind::Bundle { actor, then },
+            handle: AbortOnDrop(handle),
+        });
+    }
+
+    pub(super) async fn after_bundle(
+        &mut self,
+        actor: Actor,
+        then: BundleThen,
+        res: Result<OpenedBundle, PortError>,
+    ) -> Step {
+        let opened = self.opened(&actor, res);
+        match then {
+            BundleThen::List { reply } => {
+                let r = opened.map(|o| self.listing(o));
+                let r = self.finish(r);
+                self.job_failure = r.as_ref().err().map(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            BundleThen::Install {
+                release,
+                switch_now,
+                reply,
+            } => {
+                let r = match opened {
+                    Ok(o) => self.install_opened(&actor, o, release, switch_now).await,
+                    Err(e) => Err(e),
+                };
+                let r = self.finish(r);
+                self.job_failure = r.as_ref().err().map(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+        }
+        Ok(())
+    }
+
+    async fn install_opened(
         &mut self,
         actor: &Actor,
-        bundle: OwnedFd,
+        opened: OpenedBundle,
         release: Option<String>,
         switch_now: bool,
     ) -> Step<InstallStarted> {
-        let opened = self.open_bundle(actor, bundle).await?;
         if let Some(n) = release
             .as_ref()
             .and_then(|v| opened.not_carried.iter().find(|n| &n.version == v))
@@ -45,31 +118,23 @@ impl Runner {
     }
 
     /// What the bundle offers this device, categorized; nothing else changes.
-    pub(super) async fn list_bundle(
-        &mut self,
-        actor: &Actor,
-        bundle: OwnedFd,
-    ) -> Step<BundleListing> {
-        let opened = self.open_bundle(actor, bundle).await?;
+    fn listing(&self, opened: OpenedBundle) -> BundleListing {
         let running = self.running_version();
         let available = self.context(running.as_ref()).categorize(&opened.offered);
-        Ok(BundleListing {
+        BundleListing {
             available,
             not_carried: opened.not_carried,
             expired: opened.expired,
-        })
+        }
     }
 
-    /// Read and verify the bundle; its refusal, and what it holds, audited.
-    async fn open_bundle(&mut self, actor: &Actor, bundle: OwnedFd) -> Step<OpenedBundle> {
-        let Some(bundles) = self.p.bundles.clone() else {
-            return Err(EngineError::NotAvailable {
-                what: "installing from a bundle",
-                why: "no trusted root is configured (fail closed)",
-            }
-            .into());
-        };
-        match bundles.open(bundle).await {
+    /// The bundle's refusal, or what it holds, audited.
+    fn opened(
+        &mut self,
+        actor: &Actor,
+        res: Result<OpenedBundle, PortError>,
+    ) -> Step<OpenedBundle> {
+        match res {
             Ok(o) => {
                 self.audit_opened(actor, &o);
                 Ok(o)

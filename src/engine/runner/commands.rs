@@ -91,19 +91,18 @@ impl Runner {
                 switch_now,
                 reply,
             } => {
-                let r = self
-                    .install_bundle(&actor, bundle, release, switch_now)
-                    .await;
-                let _ = reply.send(self.finish(r));
+                let then = bundle::BundleThen::Install {
+                    release,
+                    switch_now,
+                    reply,
+                };
+                self.start_bundle(actor, bundle, then);
             }
             Command::ListBundle {
                 actor,
                 bundle,
                 reply,
-            } => {
-                let r = self.list_bundle(&actor, bundle).await;
-                let _ = reply.send(self.finish(r));
-            }
+            } => self.start_bundle(actor, bundle, bundle::BundleThen::List { reply }),
             Command::Switch {
                 actor,
                 force,

@@ -185,6 +185,11 @@ enum JobKind {
         switch_after: bool,
     },
     Health,
+    /// Reading and verifying an offline bundle, then what to do with it.
+    Bundle {
+        actor: Actor,
+        then: bundle::BundleThen,
+    },
 }
 
 impl JobKind {
@@ -193,6 +198,7 @@ impl JobKind {
             JobKind::Check { .. } => "check",
             JobKind::Stage { .. } => "staging",
             JobKind::Health => "health checks",
+            JobKind::Bundle { .. } => "bundle",
         }
     }
 }
@@ -201,6 +207,7 @@ enum JobOut {
     Check(Result<Vec<Offered>, PortError>),
     Stage(Result<StageReport, PortError>),
     Health(HealthVerdict),
+    Bundle(Result<super::ports::OpenedBundle, PortError>),
 }
 
 struct Job {
