@@ -7,7 +7,7 @@
 //! [`FileSource`] of the copy.
 //!
 //! Why a copy: the daemon never opens a caller's path (DESIGN's rule), and a descriptor
-//! of a directory would let symlinks in it lead the root daemon anywhere; a tar stream
+//! of a directory would let symlinks in it take the root daemon anywhere; a tar stream
 //! carries only bytes. Only regular files under `metadata/` and `targets/` are taken,
 //! with plain names, each once, within `[offline] max_bundle_size`; nothing in the
 //! bundle is parsed before the TUF client verified it, and every file a release needs
@@ -165,7 +165,7 @@ fn entry_path(raw: &Path) -> Result<PathBuf, String> {
 }
 
 /// Copy the tar stream `src` into a fresh `dir` (the previous bundle's copy removed),
-/// refusing anything but regular files with plain names, duplicates, and more than
+/// refusing anything but regular files with plain names, a name given twice, and more than
 /// `max` bytes in all.
 pub fn unpack(src: std::fs::File, dir: &Path, max: u64) -> Result<(), BundleError> {
     let io = |what: &Path| {
@@ -292,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn links_escapes_duplicates_and_oversize_are_refused() {
+    fn links_escapes_repeated_names_and_oversize_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("bundle");
         let cases: Vec<(Entries<'_>, &str)> = vec![

@@ -5,7 +5,7 @@
 //! A tar file (or a stream of one: `--bundle /dev/stdin`) is passed as it is, as a
 //! read-only descriptor. A directory is not passed as
 //! a directory descriptor: the root daemon would `openat()` through it, and a symlink in
-//! a directory the caller controls would lead it to files the caller cannot read. Nor
+//! a directory the caller controls would take it to files the caller cannot read. Nor
 //! one descriptor per file: a bundle has a file per root version and per target, more
 //! than a message may carry. Instead patchctl writes the directory's `metadata/` and
 //! `targets/` as a tar stream into a pipe, reading them with its own rights (a symlink
