@@ -132,6 +132,10 @@ enum Cmd {
         release: String,
         #[arg(long)]
         out: PathBuf,
+        /// Re-sign snapshot and timestamp (in the repository too) to expire at TIME
+        /// (RFC 3339) or after DURATION (30d, 12h), so the bundle outlives its trip.
+        #[arg(long, value_name = "DURATION|TIME")]
+        expires: Option<String>,
     },
     /// Print the patchpub(1) man page (roff) to stdout.
     Man,
@@ -664,10 +668,25 @@ fn run(cli: Cli) -> Result<()> {
                 &mut std::io::stdout(),
             );
         }
-        Cmd::Bundle { release: r, out } => {
+        Cmd::Bundle {
+            release: r,
+            out,
+            expires,
+        } => {
             let (p, v) = release(r)?;
-            open()?.bundle(&p, &v, out)?;
-            println!("wrote the bundle of {p}/{v} to {}", out.display());
+            let until = expires
+                .as_deref()
+                .map(|e| patchd::publish::parse_expires(e, jiff::Timestamp::now()))
+                .transpose()?;
+            let rep = open()?.bundle_until(&p, &v, out, until)?;
+            println!(
+                "wrote bundle of {p} {v} to {} ({} files); timestamp expires {}, snapshot {}, targets {}",
+                out.display(),
+                rep.files,
+                rep.timestamp_expires,
+                rep.snapshot_expires,
+                rep.targets_expires
+            );
         }
     }
     Ok(())

@@ -42,6 +42,7 @@ pub use crate::fetch::{FetchConfig, NO_MIN_RATE};
 pub use crate::health::HealthConfig;
 pub use crate::metrics::MetricsConfig;
 pub use crate::policy::{InhibitorConfig, PolicyConfig};
+pub use crate::trust::OfflineConfig;
 pub mod raw;
 pub mod sample;
 pub mod schema;
@@ -173,6 +174,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     pub fetch: FetchConfig,
+    /// `[offline]`: the policy for offline bundles (`trust::OfflineConfig`).
+    pub offline: OfflineConfig,
     /// Files read, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -373,6 +376,7 @@ fn validate(merged: toml::Table, sources: Vec<PathBuf>) -> Result<Config, Config
         audit: AuditConfig::from_raw(raw.audit.unwrap_or_default()).map_err(invalid)?,
         metrics: MetricsConfig::from_raw(raw.metrics.unwrap_or_default()).map_err(invalid)?,
         fetch: FetchConfig::from_raw(raw.fetch.unwrap_or_default()).map_err(invalid)?,
+        offline: OfflineConfig::from_raw(raw.offline.unwrap_or_default()).map_err(invalid)?,
         sources,
     })
 }

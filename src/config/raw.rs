@@ -33,6 +33,7 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     pub metrics: Option<RawMetrics>,
     pub fetch: Option<RawFetch>,
+    pub offline: Option<crate::trust::RawOffline>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

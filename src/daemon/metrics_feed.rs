@@ -24,6 +24,7 @@ const FAILURE_EVENTS: &[(&str, &str)] = &[
     ("check_failed", "check"),
     ("staging_failed", "staging"),
     ("switch_failed", "switch"),
+    ("bundle_rejected", "bundle"),
 ];
 
 /// Key of the status warning shown while the textfile cannot be written.
@@ -340,6 +341,7 @@ mod tests {
             rec("staging_failed", Actor::Policy, Some("slow_retrieval")),
             rec("staging_failed", Actor::Policy, None),
             rec("check_failed", Actor::Policy, Some("check")),
+            rec("bundle_rejected", Actor::Uid(0), Some("bundle")),
             rec("staged", Actor::Policy, None),
             rec("rolled_back", Actor::Policy, Some("health")),
             rec("rolled_back", Actor::Uid(0), None),
@@ -349,6 +351,7 @@ mod tests {
         assert_eq!(c.failures.get("slow_retrieval"), Some(&2));
         assert_eq!(c.failures.get("staging"), Some(&1));
         assert_eq!(c.failures.get("check"), Some(&1));
+        assert_eq!(c.failures.get("bundle"), Some(&1));
         assert_eq!(c.failures.get("health"), Some(&1));
         assert_eq!(c.failures.get("boot"), None);
         assert_eq!(c.rollbacks.get("health"), Some(&1));

@@ -5,6 +5,7 @@
 //! The binary only parses arguments and calls [`run`]. There is no "unverified mode":
 //! without a trusted root the daemon refuses to start rather than install anything.
 
+mod bundles;
 pub mod health;
 pub mod metrics_feed;
 pub mod reboot;
@@ -165,20 +166,8 @@ fn build_updates(
              only releases published without --hardware fit this device"
         ),
     }
-    let tuf_dir = paths.state_dir().join("tuf");
     let limits = Limits::default();
-    if !tuf_dir.join("root.json").exists() {
-        let root_file = paths.resolve(&cfg.repository.trusted_root);
-        let bytes = std::fs::read(&root_file).map_err(|e| {
-            DaemonError::Repository(format!(
-                "no trusted metadata in {} and the trusted root {} (repository.trusted_root) cannot be read: {e}",
-                tuf_dir.display(),
-                root_file.display()
-            ))
-        })?;
-        TufClient::init(&tuf_dir, &bytes, &limits)
-            .map_err(|e| DaemonError::Repository(format!("{}: {e}", root_file.display())))?;
-    }
+    let tuf_dir = bundles::trust_dir(cfg, paths, &limits)?;
     let client = TufClient::load(&tuf_dir, Arc::new(SystemClock), limits)
         .map_err(|e| DaemonError::Repository(format!("{}: {e}", tuf_dir.display())))?;
     let (metadata, targets): (Arc<dyn ByteSource>, Arc<dyn ByteSource>) = match source {
@@ -210,10 +199,6 @@ fn build_updates(
             (Arc::new(http("metadata")?), Arc::new(http("targets")?))
         }
     };
-    let mut opts = StageOptions::default();
-    if let Some(c) = cfg.slots.as_ref().and_then(|s| s.checkpoint_every) {
-        opts.checkpoint_every = c;
-    }
     let updates = RepoUpdates::new(
         client,
         metadata,
@@ -222,9 +207,17 @@ fn build_updates(
         hardware.map(|h| h.id),
         cfg.device.channel.clone(),
         slots.to_vec(),
-        opts,
+        stage_options(cfg),
     );
     Ok(Some(updates))
+}
+
+fn stage_options(cfg: &Config) -> StageOptions {
+    let mut opts = StageOptions::default();
+    if let Some(c) = cfg.slots.as_ref().and_then(|s| s.checkpoint_every) {
+        opts.checkpoint_every = c;
+    }
+    opts
 }
 
 /// How the daemon is reached and watched.
@@ -270,6 +263,7 @@ async fn start(
         source,
     })?;
     let updates = build_updates(&cfg, paths, &slots)?;
+    let bundles = bundles::build_bundles(&cfg, paths, &slots, stage_options(&cfg));
     let mut audit = AuditLog::open(paths.resolve(&cfg.audit.path), cfg.audit.limits)?;
     // The head file is written after every append; a log longer than its head holds
     // records nobody vouched for (one after a power cut, or forged ones). Record that
@@ -308,6 +302,7 @@ async fn start(
             .map(crate::slot::engine_view)
             .collect(),
         updates: updates.map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>),
+        bundles: bundles.map(|b| Arc::new(b) as Arc<dyn crate::engine::ports::Bundles>),
         policy,
         device: device_facts(&cfg, paths)?,
         health: Arc::new(PlanHealth {

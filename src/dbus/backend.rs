@@ -129,6 +129,29 @@ pub trait ManagerBackend: Send + Sync + 'static {
         not_offered("Retry")
     }
 
+    /// Install from the offline bundle read from `bundle` (a tar stream the caller
+    /// opened), like [`ManagerBackend::install`] otherwise.
+    fn install_bundle(
+        &self,
+        caller: Caller,
+        bundle: std::os::fd::OwnedFd,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> BoxFuture<'_, BackendResult<serde_json::Value>> {
+        let _ = (caller, bundle, release, switch_now);
+        not_offered("InstallBundle")
+    }
+
+    /// What the offline bundle read from `bundle` offers, installing nothing.
+    fn list_bundle(
+        &self,
+        caller: Caller,
+        bundle: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'_, BackendResult<serde_json::Value>> {
+        let _ = (caller, bundle);
+        not_offered("ListBundle")
+    }
+
     /// Record a refused mutating call in the audit trail.
     fn record_denial(&self, caller: Caller, denied: DeniedCall)
         -> BoxFuture<'_, BackendResult<()>>;

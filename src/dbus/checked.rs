@@ -71,6 +71,13 @@ pub fn check_arg(
         ArgRule::Timestamp => limits::timestamp_arg(name, text()?).map(drop),
         ArgRule::Options(keys) => Options::new(&dict()?, keys, limits).map(drop),
         ArgRule::HistoryFilter => limits::history_filter(&dict()?, limits).map(drop),
+        ArgRule::Fd => match value {
+            Value::Fd(_) => Ok(()),
+            _ => Err(ArgError {
+                what: name,
+                problem: "must be a file descriptor (h)".into(),
+            }),
+        },
     }
 }
 

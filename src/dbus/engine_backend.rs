@@ -30,7 +30,8 @@ fn map_err(e: EngineError) -> BackendError {
         | EngineError::NothingToInstall { .. }
         | EngineError::NothingToCancel { .. }
         | EngineError::NotFailedHere { .. }
-        | EngineError::NoHold => BackendError::NotFound(msg),
+        | EngineError::NoHold
+        | EngineError::NotInBundle { .. } => BackendError::NotFound(msg),
         EngineError::BadVersion { .. } | EngineError::NoApprovalNeeded { .. } => {
             BackendError::InvalidArgument(msg)
         }
@@ -223,6 +224,35 @@ impl ManagerBackend for EngineHandle {
                 .await
                 .map_err(map_err)?;
             to_json(&started)
+        })
+    }
+
+    fn install_bundle(
+        &self,
+        caller: Caller,
+        bundle: std::os::fd::OwnedFd,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let started =
+                EngineHandle::install_bundle(self, actor(&caller), bundle, release, switch_now)
+                    .await
+                    .map_err(map_err)?;
+            to_json(&started)
+        })
+    }
+
+    fn list_bundle(
+        &self,
+        caller: Caller,
+        bundle: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'_, BackendResult<Value>> {
+        Box::pin(async move {
+            let listing = EngineHandle::list_bundle(self, actor(&caller), bundle)
+                .await
+                .map_err(map_err)?;
+            to_json(&listing)
         })
     }
 

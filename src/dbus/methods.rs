@@ -38,6 +38,9 @@ pub enum ArgRule {
     Options(&'static [&'static str]),
     /// `GetHistory`'s filter (keys, types and values checked).
     HistoryFilter,
+    /// A file descriptor (`h`) the caller opened with its own rights; the daemon reads
+    /// from it and never opens a caller's path.
+    Fd,
 }
 
 /// Who may call a method.
@@ -173,6 +176,23 @@ macro_rules! manager_methods {
                 max_version: &str => ArgRule::Version
             ) -> String,
                 Access::Admin { action: Action::Hold, exclusive: true };
+            /// Install from an offline bundle: `bundle` is a descriptor of its tar stream
+            /// (a file, or a pipe the caller writes a directory into) opened with the
+            /// caller's rights; `release` and option `switch_now` as for `Install`.
+            /// Returns JSON `{job, version, slot, switch_after}`.
+            "InstallBundle" fn install_bundle(
+                bundle: zbus::zvariant::OwnedFd => ArgRule::Fd,
+                release: &str => ArgRule::Version,
+                options: HashMap<&str, Value<'_>> => ArgRule::Options(INSTALL_OPTIONS)
+            ) -> String,
+                Access::Admin { action: Action::Install, exclusive: true };
+            /// What the offline bundle read from `bundle` offers this device (verified as
+            /// for `InstallBundle`; nothing installed): JSON `{available, not_carried,
+            /// expired}`.
+            "ListBundle" fn list_bundle(
+                bundle: zbus::zvariant::OwnedFd => ArgRule::Fd
+            ) -> String,
+                Access::Admin { action: Action::Check, exclusive: true };
         }
     };
 }
@@ -280,6 +300,7 @@ mod tests {
         assert_eq!(sig("Install"), Some(("sa{sv}".into(), "s".into())));
         assert_eq!(sig("Hold"), Some(("sss".into(), "".into())));
         assert_eq!(sig("Check"), Some(("".into(), "s".into())));
+        assert_eq!(sig("InstallBundle"), Some(("hsa{sv}".into(), "s".into())));
         assert_eq!(sig("Reboot"), None);
     }
 

@@ -604,6 +604,44 @@ impl ManagerIface {
         Ok(json_out(serde_json::json!({ "replaced": replaced })))
     }
 
+    /// Install from an offline bundle read from the descriptor `bundle`, which the caller
+    /// opened with its own rights: the daemon never opens a caller's path. `release` and
+    /// option `switch_now` as for `Install`.
+    async fn install_bundle(
+        &self,
+        bundle: zbus::zvariant::OwnedFd,
+        release: String,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let release = limits::non_empty(release);
+        let switch_now = Options::checked(&options)
+            .bool("switch_now")?
+            .unwrap_or(false);
+        let detail = format!("bundle {}", release.as_deref().unwrap_or_default());
+        let (caller, _busy) = self.admit(conn, &hdr, detail).await?;
+        Ok(json_out(
+            self.backend
+                .install_bundle(caller, bundle.into(), release, switch_now)
+                .await?,
+        ))
+    }
+
+    /// What the offline bundle read from the descriptor `bundle` offers this device,
+    /// verified as for `InstallBundle`; installs nothing.
+    async fn list_bundle(
+        &self,
+        bundle: zbus::zvariant::OwnedFd,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let (caller, _busy) = self.admit(conn, &hdr, "bundle".into()).await?;
+        Ok(json_out(
+            self.backend.list_bundle(caller, bundle.into()).await?,
+        ))
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         redact_text(&self.snapshot.borrow().state)

@@ -299,6 +299,7 @@ impl DemoDevice for DemoWorld {
             bootloader: Arc::new(bl),
             slots: raw.into_iter().map(|s| s as Arc<dyn Slot>).collect(),
             updates: Some(Arc::new(updates)),
+            bundles: None,
             policy: Self::policy()?,
             device: DeviceFacts {
                 machine_id: "5e1f0c0ffee5e1f0c0ffee5e1f0c0ffe".into(),

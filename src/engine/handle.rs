@@ -208,6 +208,17 @@ impl StatusSnapshot {
     }
 }
 
+/// What an offline bundle offers (`list_bundle`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BundleListing {
+    /// The releases it carries, categorized as `check` lists them.
+    pub available: Vec<AvailableRelease>,
+    /// Releases its metadata lists but whose files it does not carry, with the reason.
+    pub not_carried: Vec<super::ports::NotCarried>,
+    /// Roles accepted although expired (`[offline] allow_expired`).
+    pub expired: Vec<String>,
+}
+
 /// What `install` started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallStarted {
@@ -233,6 +244,9 @@ pub enum EngineError {
     NoSuchRelease { version: String },
     #[error("no release to install: {why}")]
     NothingToInstall { why: String },
+    /// The bundle lists the release but does not carry what installing it needs.
+    #[error("release {version} is not carried by the bundle: {why}")]
+    NotInBundle { version: String, why: String },
     #[error("release {version} is refused: {why}")]
     Refused { version: String, why: WhyNot },
     #[error("switch refused: {}", join_reasons(.why))]
@@ -366,6 +380,18 @@ commands! {
     fn inventory() -> serde_json::Value = Inventory;
     /// Verify the whole audit chain (including rotated files).
     fn verify_audit() -> VerifyReport = VerifyAudit;
+    /// Install from the offline bundle read from `bundle` (a tar stream the caller
+    /// opened): verified like the repository, then `release` (default: the best one it
+    /// carries) staged from the bundle's bytes; `switch_now` as for `install`.
+    fn install_bundle(
+        actor: Actor,
+        bundle: std::os::fd::OwnedFd,
+        release: Option<String>,
+        switch_now: bool
+    ) -> InstallStarted = InstallBundle;
+    /// What the offline bundle read from `bundle` offers this device, verified as for
+    /// `install_bundle`; nothing is installed and the list of releases stays as it is.
+    fn list_bundle(actor: Actor, bundle: std::os::fd::OwnedFd) -> BundleListing = ListBundle;
     ;
     /// Append a record about something the engine did not do itself (a refused D-Bus
     /// call); the engine task stays the audit log's only writer.

@@ -185,3 +185,29 @@ pub trait Reboot: Send + Sync {
 pub fn active_holds(holds: &[Hold], now: Timestamp) -> impl Iterator<Item = &Hold> {
     holds.iter().filter(move |h| !h.is_expired(now))
 }
+
+/// A release an offline bundle lists but does not carry (its manifest or images are not
+/// on the medium): not offered, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotCarried {
+    pub version: String,
+    pub why: String,
+}
+
+/// An offline bundle that verified: the releases it carries (as a check would list
+/// them), a source that stages them from the bundle's own bytes, what it lists but does
+/// not carry, and the expired metadata the device's offline policy accepted.
+pub struct OpenedBundle {
+    pub updates: std::sync::Arc<dyn Updates>,
+    pub offered: Vec<Offered>,
+    pub not_carried: Vec<NotCarried>,
+    /// One line per role accepted although expired (`timestamp v7 expired 2026-…`).
+    pub expired: Vec<String>,
+}
+
+/// Offline bundles: read one from a descriptor the caller opened (the daemon never opens
+/// a caller's path), copy it into the daemon's own directory and verify it against the
+/// device's trusted root like the online repository.
+pub trait Bundles: Send + Sync {
+    fn open(&self, bundle: std::os::fd::OwnedFd) -> BoxFuture<'_, Result<OpenedBundle, PortError>>;
+}

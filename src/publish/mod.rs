@@ -23,6 +23,7 @@ mod spec;
 mod state;
 mod verify;
 
+pub use bundle::{parse_expires, BundleReport};
 pub use delegate::{DelegateReport, Delegation, RoleSigner};
 pub use delta::DeltaOptions;
 pub use error::PublishError;

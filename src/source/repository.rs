@@ -37,6 +37,8 @@ pub struct RepoUpdates {
     opts: StageOptions,
     /// Verified manifests from the last discovery, by version.
     manifests: Mutex<BTreeMap<semver::Version, VerifiedManifest>>,
+    /// The manifest's target path of each release the last discovery listed.
+    listed: Mutex<BTreeMap<semver::Version, String>>,
 }
 
 impl RepoUpdates {
@@ -61,7 +63,51 @@ impl RepoUpdates {
             slots: slots.into_iter().map(|s| (s.name().clone(), s)).collect(),
             opts,
             manifests: Mutex::new(BTreeMap::new()),
+            listed: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Whether this source holds the files of release `version` (its manifest and every
+    /// image it names) with their signed lengths and hashes — for an offline bundle,
+    /// which carries only some of the releases its metadata lists. `Ok(Err(why))`: not
+    /// carried (files absent); `Err`: a file is there but is not what was signed.
+    pub async fn carried(
+        &self,
+        version: &semver::Version,
+    ) -> Result<Result<(), String>, PortError> {
+        let Some(manifest_path) = self.listed.lock().await.get(version).cloned() else {
+            return Ok(Err("not listed by the last discovery".into()));
+        };
+        let mut wanted = vec![manifest_path];
+        if let Some(vm) = self.manifests.lock().await.get(version) {
+            wanted.extend(vm.manifest().images.iter().map(|i| i.target.clone()));
+        }
+        let mut client = self.client.lock().await;
+        let mut missing = Vec::new();
+        for t in wanted {
+            let what = format!("target {t}");
+            let target = client
+                .target(self.metadata.as_ref(), &t)
+                .await
+                .map_err(|e| PortError::new(&what, e).with_cause("verify"))?;
+            let mut sink = tokio::io::sink();
+            match client
+                .fetch_target_to(self.targets.as_ref(), &target, &mut sink)
+                .await
+            {
+                Ok(()) => {}
+                Err(crate::trust::TrustError::Fetch {
+                    source: crate::fetch::FetchError::NotFound { .. },
+                    ..
+                }) => missing.push(t),
+                Err(e) => return Err(PortError::new(&what, e).with_cause("verify")),
+            }
+        }
+        Ok(if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the bundle does not carry {}", missing.join(", ")))
+        })
     }
 
     async fn discover_inner(&self) -> Result<Vec<Offered>, PortError> {
@@ -91,7 +137,9 @@ impl RepoUpdates {
             .candidates;
         let mut out = Vec::new();
         let mut verified = BTreeMap::new();
+        let mut listed = BTreeMap::new();
         for c in found {
+            listed.insert(c.summary.version.clone(), c.target_path.clone());
             // Verify the manifest of every release that could fit this device: its
             // rollout plan decides when this device may take it, and staging needs its
             // image list.
@@ -121,6 +169,7 @@ impl RepoUpdates {
             });
         }
         *self.manifests.lock().await = verified;
+        *self.listed.lock().await = listed;
         Ok(out)
     }
 

@@ -512,6 +512,7 @@ impl Harness {
             bootloader: self.dev.bootloader(),
             slots: self.dev.slots(),
             updates: Some(self.dev.updates()),
+            bundles: None,
             policy: self.policy.clone(),
             device: crate::policy::DeviceFacts {
                 machine_id: "0123456789abcdef0123456789abcdef".into(),

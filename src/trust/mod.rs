@@ -39,9 +39,13 @@ mod error;
 mod hashing;
 pub mod keys;
 pub mod metadata;
+mod offline;
 pub mod pattern;
 pub mod source;
 
-pub use client::{Limits, ListedTarget, Listing, TufClient, VerifiedTarget};
+pub use client::{
+    ExpiredLog, ExpiredRole, Limits, ListedTarget, Listing, TufClient, VerifiedTarget,
+};
 pub use error::TrustError;
 pub use keys::{KeyScheme, PublicKey, Signature, SigningKey};
+pub use offline::{OfflineConfig, RawOffline};

@@ -2,6 +2,7 @@
 //! clap definition is [`command`] so man pages and completions come from the same source
 //! (see [`super::docgen`]).
 
+mod bundle;
 mod complete;
 pub mod exit;
 mod messages;
@@ -54,7 +55,12 @@ pub enum Cmd {
     /// Look for new releases now.
     Check,
     /// List available releases with their categorization.
-    List,
+    List {
+        /// List what an offline bundle (.tar file or directory) offers instead, verified
+        /// by patchd as for `install --bundle`; nothing is installed.
+        #[arg(long, value_name = "FILE.tar|DIR")]
+        bundle: Option<PathBuf>,
+    },
     /// Stage a release (default: the newest allowed) into the inactive slot.
     ///
     /// Naming a release also approves it, for urgency rules that ask for an admin's
@@ -68,6 +74,12 @@ pub enum Cmd {
         /// Return once staging started instead of following it to the end.
         #[arg(long)]
         no_wait: bool,
+        /// Install from an offline bundle (`patchpub bundle`): a .tar file or a
+        /// directory, opened with your rights and passed to patchd as a file descriptor.
+        /// patchd verifies it with the device's trusted root like the repository and
+        /// offers only the releases it carries; see docs/offline.md.
+        #[arg(long, value_name = "FILE.tar|DIR")]
+        bundle: Option<PathBuf>,
     },
     /// Switch to the staged release if policy allows it now (window, rollout, holds).
     ///
@@ -409,7 +421,8 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 print!("{}", status_text::release_groups(&s));
             }
         }
-        Cmd::List => {
+        Cmd::List { bundle: Some(path) } => return bundle::list(&p, path, json).await,
+        Cmd::List { bundle: None } => {
             let s = status_of(parse_json(&p.get_status().await?)?)?;
             if json {
                 print_json(&serde_json::to_value(&s.available).unwrap_or_default());
@@ -421,6 +434,7 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             release,
             now,
             no_wait,
+            bundle,
         } => {
             let mut opts: HashMap<&str, ZValue<'_>> = HashMap::new();
             if *now {
@@ -429,11 +443,21 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             let release = release.clone().unwrap_or_default();
             // Subscribed before the call: a job that ends before the reply is still seen.
             let jobs = p.receive_job_finished().await?;
+            // The bundle is opened (with the caller's rights) before the bar is drawn.
+            let opened = bundle.as_deref().map(bundle::open).transpose()?;
             // One bar from the call to the job's end: one label per phase throughout.
             let mut bar = progress::Bar::new(json);
-            let call = p.install(&release, opts);
-            let v = watch::with_progress(&p, call, &mut bar).await;
-            let mut v = match v {
+            let reply = match opened {
+                None => watch::with_progress(&p, p.install(&release, opts), &mut bar).await,
+                Some(bundle::Opened { fd, writer }) => {
+                    // The descriptor moves into the call: once it ended no read end is
+                    // left here, so a writer the daemon stopped reading ends with EPIPE.
+                    let call = p.install_bundle(fd.into(), &release, opts);
+                    let r = watch::with_progress(&p, call, &mut bar).await;
+                    bundle::finish(writer, r.is_ok()).and(r)
+                }
+            };
+            let mut v = match reply {
                 Ok(v) => parse_json(&v)?,
                 Err(e) => {
                     bar.finish();

@@ -17,6 +17,16 @@ impl Runner {
             let _ = reply.send(Err(no_repository()));
             return;
         };
+        // A bundle being verified writes the trusted metadata a check would too.
+        if let Some(j) = self
+            .job
+            .as_ref()
+            .filter(|j| matches!(j.kind, JobKind::Bundle { .. }))
+        {
+            let running = j.kind.name().to_string();
+            let _ = reply.send(Err(EngineError::Busy { running }));
+            return;
+        }
         for job in [self.job.as_mut(), self.side_check.as_mut()]
             .into_iter()
             .flatten()
@@ -51,6 +61,9 @@ impl Runner {
             }
             return;
         };
+        // The list this check makes is the repository's: a bundle's release is no
+        // longer staged from the bundle.
+        self.bundle_source = None;
         self.progress_tx.send_replace(Some(Progress {
             phase: "checking".into(),
             ..Progress::default()

@@ -84,6 +84,25 @@ impl Runner {
                 let r = self.install(&actor, release, switch_now).await;
                 let _ = reply.send(self.finish(r));
             }
+            Command::InstallBundle {
+                actor,
+                bundle,
+                release,
+                switch_now,
+                reply,
+            } => {
+                let then = bundle::BundleThen::Install {
+                    release,
+                    switch_now,
+                    reply,
+                };
+                self.start_bundle(actor, bundle, then);
+            }
+            Command::ListBundle {
+                actor,
+                bundle,
+                reply,
+            } => self.start_bundle(actor, bundle, bundle::BundleThen::List { reply }),
             Command::Switch {
                 actor,
                 force,

@@ -146,6 +146,9 @@ impl Runner {
                 JobOut::Stage(res),
             ) => self.after_stage(&actor, &version, switch_after, res).await,
             (JobKind::Health, JobOut::Health(v)) => self.after_health(v).await,
+            (JobKind::Bundle { actor, then }, JobOut::Bundle(res)) => {
+                self.after_bundle(actor, then, res).await
+            }
             _ => Ok(()),
         }
     }

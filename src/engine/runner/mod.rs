@@ -10,6 +10,7 @@
 //! `staging`, `switching`, `verifying` (health, commit, rollback) and `admin`.
 
 mod admin;
+mod bundle;
 mod checking;
 mod commands;
 mod jobs;
@@ -91,6 +92,8 @@ pub struct EngineParts {
     pub slots: Vec<Arc<dyn Slot>>,
     /// `None` until a trusted repository is configured: checks then fail closed.
     pub updates: Option<Arc<dyn Updates>>,
+    /// Offline bundles (`patchctl install --bundle`); `None`: not offered.
+    pub bundles: Option<Arc<dyn super::ports::Bundles>>,
     /// Windows, rollout, urgency (from the validated config).
     pub policy: Policy,
     /// Product, hardware id and channel for eligibility; machine id and tags for rollout.
@@ -182,6 +185,11 @@ enum JobKind {
         switch_after: bool,
     },
     Health,
+    /// Reading and verifying an offline bundle, then what to do with it.
+    Bundle {
+        actor: Actor,
+        then: bundle::BundleThen,
+    },
 }
 
 impl JobKind {
@@ -190,6 +198,7 @@ impl JobKind {
             JobKind::Check { .. } => "check",
             JobKind::Stage { .. } => "staging",
             JobKind::Health => "health checks",
+            JobKind::Bundle { .. } => "bundle",
         }
     }
 }
@@ -198,6 +207,7 @@ enum JobOut {
     Check(Result<Vec<Offered>, PortError>),
     Stage(Result<StageReport, PortError>),
     Health(HealthVerdict),
+    Bundle(Result<super::ports::OpenedBundle, PortError>),
 }
 
 struct Job {
@@ -274,6 +284,9 @@ pub(crate) struct Runner {
     warnings: Vec<String>,
     /// Warnings other parts of the daemon set and clear (the metrics writer).
     part_warnings: std::collections::BTreeMap<&'static str, String>,
+    /// The offline bundle the current release came from: staging reads it instead of
+    /// the repository until the next check or install replaces the list.
+    bundle_source: Option<Arc<dyn Updates>>,
 }
 
 /// What status warns about for the whole run: records the audit head file did not vouch
@@ -329,6 +342,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         finished_tx: broadcast::channel(64).0,
         warnings,
         part_warnings: Default::default(),
+        bundle_source: None,
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -691,7 +705,10 @@ fn clone_error(e: &EngineError) -> EngineError {
 fn reply_err(cmd: Command, e: EngineError) {
     match cmd {
         Command::Check { reply, .. } => drop(reply.send(Err(e))),
-        Command::Install { reply, .. } => drop(reply.send(Err(e))),
+        Command::Install { reply, .. } | Command::InstallBundle { reply, .. } => {
+            drop(reply.send(Err(e)))
+        }
+        Command::ListBundle { reply, .. } => drop(reply.send(Err(e))),
         Command::Switch { reply, .. }
         | Command::Cancel { reply, .. }
         | Command::Rollback { reply, .. }

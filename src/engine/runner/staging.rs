@@ -10,7 +10,11 @@ impl Runner {
         slot: SlotName,
         switch_after: bool,
     ) {
-        let Some(updates) = self.p.updates.clone() else {
+        let Some(updates) = self
+            .bundle_source
+            .clone()
+            .or_else(|| self.p.updates.clone())
+        else {
             return;
         };
         let shared = self.progress_tx.clone();
@@ -114,6 +118,19 @@ impl Runner {
         if self.p.updates.is_none() {
             return Err(no_repository().into());
         }
+        // Releases come from the repository again.
+        self.bundle_source = None;
+        self.install_chosen(actor, release, switch_now).await
+    }
+
+    /// Install `release` (default: the best allowed) from the releases the last check,
+    /// or the last bundle, listed.
+    pub(super) async fn install_chosen(
+        &mut self,
+        actor: &Actor,
+        release: Option<String>,
+        switch_now: bool,
+    ) -> Step<InstallStarted> {
         let chosen = match &release {
             Some(v) => self
                 .available

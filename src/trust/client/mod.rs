@@ -79,7 +79,21 @@ pub struct TufClient {
     /// The clock reading the current refresh judges expiry by.
     now: Option<Timestamp>,
     refreshed: bool,
+    /// Offline use only ([`TufClient::accept_expired`]): expired timestamp, snapshot and
+    /// targets roles are accepted and noted here instead of refused.
+    expired: Option<ExpiredLog>,
 }
+
+/// A role accepted although it had expired (offline policy), for the audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRole {
+    pub role: String,
+    pub version: Option<u64>,
+    pub expires: String,
+}
+
+/// Where a client that accepts expired metadata notes what it accepted.
+pub type ExpiredLog = Arc<std::sync::Mutex<Vec<ExpiredRole>>>;
 
 fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TrustError {
     let what = what.to_string();
@@ -132,6 +146,7 @@ impl TufClient {
             delegations: BTreeSet::new(),
             now: None,
             refreshed: false,
+            expired: None,
         };
         client.load_local_view();
         Ok(client)
@@ -242,8 +257,44 @@ impl TufClient {
         Ok(now)
     }
 
-    fn check_expiry(role: &str, expires: Timestamp, now: Timestamp) -> Result<(), TrustError> {
+    /// Accept expired timestamp, snapshot and targets (also delegated) roles, noting each
+    /// in `log`: the device's offline policy (`[offline] allow_expired`) for a bundle on a
+    /// medium that may be older than its expiry. Signatures, thresholds, versions and
+    /// rollback checks stay as they are, and an expired root is still refused.
+    pub fn accept_expired(&mut self, log: ExpiredLog) {
+        self.expired = Some(log);
+    }
+
+    fn check_expiry(
+        &self,
+        role: &str,
+        expires: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
+        self.check_expiry_of(role, None, expires, now)
+    }
+
+    fn check_expiry_of(
+        &self,
+        role: &str,
+        version: Option<u64>,
+        expires: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
         if now >= expires {
+            if let (Some(log), false) = (&self.expired, role == "root") {
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                let e = ExpiredRole {
+                    role: role.to_string(),
+                    version,
+                    expires: expires.to_string(),
+                };
+                if !log.contains(&e) {
+                    tracing::warn!(role, expires = %expires, "expired metadata accepted (offline policy)");
+                    log.push(e);
+                }
+                return Ok(());
+            }
             return Err(TrustError::Expired {
                 role: role.to_string(),
                 expires: expires.to_string(),

@@ -95,7 +95,7 @@ impl TufClient {
     /// §5.3.10: the final root must not have expired; checked before any timestamp is
     /// accepted.
     pub(super) fn check_root_fresh(&self, now: Timestamp) -> Result<(), TrustError> {
-        Self::check_expiry("root", self.root.meta.common.expires, now)
+        self.check_expiry("root", self.root.meta.common.expires, now)
     }
 
     /// §5.4. The trusted timestamp (from the directory, verified by the current root;
@@ -142,7 +142,12 @@ impl TufClient {
                 });
             }
         }
-        Self::check_expiry("timestamp", new.common.expires, now)?;
+        self.check_expiry_of(
+            "timestamp",
+            Some(new.common.version),
+            new.common.expires,
+            now,
+        )?;
         self.persist(file, &bytes)?;
         self.timestamp = Some(Trusted { meta: new });
         Ok(())
@@ -171,7 +176,12 @@ impl TufClient {
         now: Timestamp,
     ) -> Result<&Trusted<TimestampMeta>, TrustError> {
         let ts = self.timestamp.as_ref().ok_or(TrustError::NotRefreshed)?;
-        Self::check_expiry("timestamp", ts.meta.common.expires, now)?;
+        self.check_expiry_of(
+            "timestamp",
+            Some(ts.meta.common.version),
+            ts.meta.common.expires,
+            now,
+        )?;
         Ok(ts)
     }
 
@@ -179,7 +189,12 @@ impl TufClient {
     pub(super) fn check_final_snapshot(&self, now: Timestamp) -> Result<(), TrustError> {
         let ts = self.timestamp.as_ref().ok_or(TrustError::NotRefreshed)?;
         let snap = self.snapshot.as_ref().ok_or(TrustError::NotRefreshed)?;
-        Self::check_expiry("snapshot", snap.meta.common.expires, now)?;
+        self.check_expiry_of(
+            "snapshot",
+            Some(snap.meta.common.version),
+            snap.meta.common.expires,
+            now,
+        )?;
         let want = snapshot_meta(&ts.meta, "timestamp.json")?.version;
         if snap.meta.common.version != want {
             return Err(TrustError::VersionMismatch {
@@ -260,7 +275,12 @@ impl TufClient {
                 expected: want.version,
             });
         }
-        Self::check_expiry("snapshot", new.common.expires, now)?;
+        self.check_expiry_of(
+            "snapshot",
+            Some(new.common.version),
+            new.common.expires,
+            now,
+        )?;
         self.persist("snapshot.json", &bytes)?;
         self.snapshot = Some(Trusted { meta: new });
         Ok(())
@@ -293,7 +313,7 @@ impl TufClient {
                 expected: want.version,
             });
         }
-        Self::check_expiry(&v.role, meta.common.expires, now)?;
+        self.check_expiry_of(&v.role, Some(meta.common.version), meta.common.expires, now)?;
         Ok(meta)
     }
 
