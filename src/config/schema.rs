@@ -77,6 +77,7 @@ sections! {
     "boot.detect" ctx BOOT_CTX => "How the booted slot is recognised; every available source must agree.";
     "slots" ctx SLOTS_CTX => "Where the A/B slots live: image files, block devices or btrfs subvolumes. The daemon needs at least two slots, named as in [boot] slots.";
     "slots.slot" array true ctx SLOTS_CTX => "One slot: its name and, for file and block slots, its image file or device.";
+    "offline" ctx "" => "Offline bundles (patchctl install --bundle): how fresh their metadata must be and how large they may be.";
     "fetch" ctx "" => "Bounds on downloads from an HTTP(S) repository, so a trickling mirror cannot hold an update back.";
     "audit" ctx "" => "The hash-chained audit log.";
     "metrics" ctx "" => "The Prometheus node-exporter textfile.";
@@ -161,6 +162,8 @@ settings! {
     "fetch" "stall_timeout": "duration" = "\"30s\"" ex "\"30s\"" => "No byte at all for this long: drop the connection and resume.";
     "fetch" "retry_after": "duration" = "\"5m\"" ex "\"5m\"" => "After the network ended a staging, stage the same release again this long after, from its checkpoint; doubles with each further failure.";
     "fetch" "retry_after_max": "duration" = "\"1h\"" ex "\"1h\"" => "Longest wait between such attempts.";
+    "offline" "allow_expired": "boolean" = "false" ex "true" => "Accept expired timestamp, snapshot and targets metadata from an offline bundle; signatures, versions, rollback protection and the security floor still apply, an expired root is still refused, and each acceptance is audited (bundle_expired_accepted). Never applies to the online repository.";
+    "offline" "max_bundle_size": "integer" = "68719476736" ex "68719476736" => "Bytes the daemon copies from one bundle at most (64 GiB; at least 1 MiB).";
     "audit" "path": "path" = "\"/var/lib/patchd/audit.log\"" ex "\"/var/lib/patchd/audit.log\"" => "Hash-chained audit log (JSON lines).";
     "audit" "max_size": "integer" = "8388608" ex "8388608" => "Rotate before the live file grows past this many bytes (at least 4096).";
     "audit" "keep": "integer" = "4" ex "4" => "Rotated files kept (1-1000).";
