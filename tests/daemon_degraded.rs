@@ -255,3 +255,45 @@ async fn a_damaged_bootloader_environment_waits_for_boot_reset_then_repair() {
     assert!(events.iter().any(|e| e == "repaired"), "{events:?}");
     d.stop(Duration::from_secs(10));
 }
+
+/// After a rollback the old slot's patchd reads the state file the newer release wrote
+/// during its trial. Fields that release added are not damage: the daemon starts its
+/// engine (no degraded mode), keeps what it knows (the floor, a failed release) and
+/// answers a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_from_a_newer_release_is_read_not_degraded() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let dev = Device::new(rig.top.path(), &quiet());
+    let mut d = dev.spawn(rig.addr(), &[]);
+    wait_status(rig.addr(), &mut d, &dev, "first start", |v| {
+        v["current_version"] == "1.0.0"
+    })
+    .await;
+    assert!(d.stop(Duration::from_secs(10)).is_some(), "{}", dev.log());
+    assert!(matches!(dev.state(), Ok(Some(_))), "no state file written");
+
+    let state = dev.paths.state_dir().join("state.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    v["security_floor"] = 5.into();
+    v["blocked"] = serde_json::json!([{
+        "version": "3.0.0", "reason": "health check failed", "at": "2026-12-01T10:00:00Z",
+        "retries_allowed_by": "admin"
+    }]);
+    v["fleet_lock"] = serde_json::json!({"group": "db-eu1", "slot": 1});
+    std::fs::write(&state, v.to_string()).unwrap();
+
+    let mut d = dev.spawn(rig.addr(), &[]);
+    let v = wait_status(rig.addr(), &mut d, &dev, "engine status", |v| {
+        v["current_version"] == "1.0.0"
+    })
+    .await;
+    assert_ne!(v["state"], "failed", "{v}\n{}", dev.log());
+    assert_eq!(v["security_floor"], 5, "{v}");
+    let (code, out, err) = patchctl(rig.addr(), &["check"]).await;
+    assert_eq!(code, 0, "check: {out}{err}");
+    assert!(!dev.audit_events().iter().any(|e| e == "degraded"));
+    let doc = dev.state().unwrap().expect("state");
+    assert!(doc.is_blocked("3.0.0"), "{doc:?}");
+}

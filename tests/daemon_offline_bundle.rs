@@ -54,7 +54,7 @@ fn bundle(dev: &Device, version: &str, out: &Path, extra: &[&str]) -> PathBuf {
     let mut args = vec!["bundle", release.as_str(), "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     let said = patchpub(dev, &args);
-    assert!(said.contains("wrote bundle"), "{said}");
+    assert!(said.contains("wrote the bundle of"), "{said}");
     out.to_path_buf()
 }
 
@@ -380,7 +380,7 @@ async fn expired_bundles_need_the_offline_policy() {
             "30d",
         ],
     );
-    assert!(said.contains("wrote bundle"), "{said}");
+    assert!(said.contains("wrote the bundle of"), "{said}");
     let d = start(&rig, &dev).await;
     let records = audit_records(&dev);
     let (code, out, err) = patchctl(

@@ -680,7 +680,7 @@ fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             let rep = open()?.bundle_until(&p, &v, out, until)?;
             println!(
-                "wrote bundle of {p} {v} to {} ({} files); timestamp expires {}, snapshot {}, targets {}",
+                "wrote the bundle of {p}/{v} to {} ({} files); timestamp expires {}, snapshot {}, targets {}",
                 out.display(),
                 rep.files,
                 rep.timestamp_expires,

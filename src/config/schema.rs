@@ -77,8 +77,8 @@ sections! {
     "boot.detect" ctx BOOT_CTX => "How the booted slot is recognised; every available source must agree.";
     "slots" ctx SLOTS_CTX => "Where the A/B slots live: image files, block devices or btrfs subvolumes. The daemon needs at least two slots, named as in [boot] slots.";
     "slots.slot" array true ctx SLOTS_CTX => "One slot: its name and, for file and block slots, its image file or device.";
-    "offline" ctx "" => "Offline bundles (patchctl install --bundle): how fresh their metadata must be and how large they may be.";
     "fetch" ctx "" => "Bounds on downloads from an HTTP(S) repository, so a trickling mirror cannot hold an update back.";
+    "offline" ctx "" => "Offline bundles (patchctl install --bundle): how fresh their metadata must be and how large they may be.";
     "audit" ctx "" => "The hash-chained audit log.";
     "metrics" ctx "" => "The Prometheus node-exporter textfile.";
 }

@@ -1,11 +1,21 @@
 //! The one persisted engine document, `/var/lib/patchd/state.json`.
 //!
-//! Versioned JSON with unknown fields refused; replaced atomically with
+//! Versioned JSON, replaced atomically with
 //! [`fsutil::atomic_write`]. Before a destructive step (arming the bootloader, marking a
 //! slot bad, writing a slot, rebooting) the runner records a [`Pending`] intent and clears
 //! it afterwards, so a step a power cut interrupted shows on the next start (as bootupd
 //! does). Older document versions are upgraded on load; newer ones are refused, never
 //! guessed at.
+//!
+//! Unknown fields at the top level and in a blocked release are ignored, not refused:
+//! the file lives in `/var/lib`, shared by both slots, so after a rollback the older
+//! patchd of the old slot reads what the newer one wrote during its trial. Refusing its
+//! additions would turn every rollback across a release that added a field into
+//! degraded mode. So a field added within a version must be safe for an older reader to
+//! drop (status detail, counters); a change an older reader must not ignore — a new
+//! intent, a field that changes what another one means — bumps [`STATE_VERSION`]. An
+//! intent ([`Pending`]) stays strict: a step a reader does not understand is never
+//! skipped.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,7 +35,6 @@ const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A release that failed on this device and is never installed again automatically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BlockedRelease {
     pub version: String,
     pub reason: String,
@@ -48,9 +57,8 @@ pub enum Pending {
     Reboot { reason: String },
 }
 
-/// The whole persisted document.
+/// The whole persisted document (unknown fields ignored: see the module comment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StateDoc {
     pub version: u32,
     pub lifecycle: Lifecycle,
@@ -297,8 +305,9 @@ mod tests {
         );
         assert!(e.to_string().contains("state.json"));
 
+        // An intent this build does not know is never skipped.
         let mut v = serde_json::to_value(StateDoc::default()).unwrap();
-        v["surprise"] = true.into();
+        v["pending"] = serde_json::json!({"intent": "flash_firmware", "slot": "b"});
         std::fs::write(f.path(), v.to_string()).unwrap();
         assert!(matches!(f.load(now()), Err(StateFileError::Corrupt { .. })));
 
@@ -311,6 +320,22 @@ mod tests {
             f.load(now()),
             Err(StateFileError::NoVersion { .. })
         ));
+    }
+
+    /// What a newer patchd writes during its trial, read by this one after a rollback:
+    /// its added fields are dropped, everything this build knows is kept.
+    #[test]
+    fn fields_a_newer_release_added_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path());
+        let mut doc = StateDoc::default();
+        doc.block("2.0.0", "health check failed", now());
+        doc.security_floor = 7;
+        let mut v = serde_json::to_value(&doc).unwrap();
+        v["fleet_lock"] = serde_json::json!({"group": "db-eu1", "held": true});
+        v["blocked"][0]["retries"] = 2.into();
+        std::fs::write(f.path(), v.to_string()).unwrap();
+        assert_eq!(f.load(now()).unwrap().unwrap(), doc);
     }
 
     #[test]
