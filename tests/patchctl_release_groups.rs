@@ -189,6 +189,9 @@ async fn list_groups_releases_and_retry_lifts_a_failure() {
     assert_eq!(recs[0]["reason"], "fixed the unit file");
     assert_eq!(recs[0]["extra"]["failure"], "health check failed");
     assert_eq!(recs[0]["extra"]["version"], "3.2.0");
+    // Filed under the release it lifts, whatever the lifecycle was on.
+    let hist = patchctl(&bus, &["--json", "history", "--release", "3.2.0"]).await;
+    assert!(hist.stdout.contains("retry_allowed"), "{hist:?}");
     let doc = StateFile::new(&patchd::paths::Paths::new(dir.path()).state_dir())
         .load(WEDNESDAY.parse().unwrap())
         .unwrap()

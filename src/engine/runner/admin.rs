@@ -120,7 +120,7 @@ impl Runner {
         self.doc = doc;
         let why = format!("admin approved {version}");
         let fields = [("version", serde_json::Value::from(version))];
-        self.audit_with("approved", actor, Some(&why), None, None, &fields);
+        self.audit_about("approved", actor, Some(&why), version, &fields);
         self.recategorize();
         // An approved release that waits for nothing else switches now, not at the next
         // periodic evaluation.
@@ -154,7 +154,7 @@ impl Runner {
             ("version", serde_json::Value::from(version)),
             ("failure", serde_json::Value::from(old.reason.as_str())),
         ];
-        self.audit_with("retry_allowed", actor, Some(reason), None, None, &fields);
+        self.audit_about("retry_allowed", actor, Some(reason), version, &fields);
         self.recategorize();
         Ok(())
     }

@@ -62,8 +62,36 @@ impl Runner {
         to: Option<crate::engine::state::StateKind>,
         fields: &[(&str, serde_json::Value)],
     ) {
-        let now = self.p.clock.now();
         let release = self.doc.lifecycle.release().map(|r| r.version.clone());
+        self.audit_entry(event, actor, reason, release, from, to, fields);
+    }
+
+    /// An admin's decision about one release (`approved`, `retry_allowed`), recorded
+    /// under that release whatever the lifecycle is on, so `history --release` finds it.
+    pub(crate) fn audit_about(
+        &mut self,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        version: &str,
+        fields: &[(&str, serde_json::Value)],
+    ) {
+        let release = Some(version.to_owned());
+        self.audit_entry(event, actor, reason, release, None, None, fields);
+    }
+
+    #[allow(clippy::too_many_arguments)] // the record's fields, each optional
+    fn audit_entry(
+        &mut self,
+        event: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+        release: Option<String>,
+        from: Option<crate::engine::state::StateKind>,
+        to: Option<crate::engine::state::StateKind>,
+        fields: &[(&str, serde_json::Value)],
+    ) {
+        let now = self.p.clock.now();
         let slot = lifecycle_slot(&self.doc.lifecycle);
         let mut entry = Entry::new(event, *actor, reason.unwrap_or(""));
         if let Some(r) = &release {
