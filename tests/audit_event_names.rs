@@ -1,6 +1,6 @@
 //! The list of audit event names (`patchd::audit::events::EVENTS`, offered by `patchctl`
 //! completions and printed by `patchctl __complete events`) names every event the sources
-//! write: each literal passed as the event of `commit`, `commit_with`, `audit_with` or
+//! write: each literal passed as the event of `commit`, `commit_with`, `audit_with`, `audit_about` or
 //! `Entry::new`, and each `…EVENT: &str` constant. A new event missing from the list fails
 //! here, naming the file.
 
@@ -38,7 +38,13 @@ fn scan(dir: &Path, found: &mut Vec<(String, String)>) {
         }
         let text = std::fs::read_to_string(&p).unwrap();
         let file = p.display().to_string();
-        for open in [".commit(", ".commit_with(", ".audit_with(", "Entry::new("] {
+        for open in [
+            ".commit(",
+            ".commit_with(",
+            ".audit_with(",
+            ".audit_about(",
+            "Entry::new(",
+        ] {
             for (i, _) in text.match_indices(open) {
                 if let Some(ev) = event_after(&text[i + open.len()..]) {
                     found.push((ev, file.clone()));
