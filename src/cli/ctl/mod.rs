@@ -476,9 +476,12 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 }
                 return Ok(exit::OK);
             }
-            let job = watch::wait_job(&p, id, jobs, |pv| bar.update(pv)).await;
+            let job = watch::wait_job(&p, id, jobs, *now, |pv| bar.update(pv)).await;
             bar.finish();
-            let job = job?;
+            let job = match job? {
+                watch::Waited::Ended(job) => job,
+                watch::Waited::Gone => return Ok(messages::rebooting(json, &mut v, &ver, &slot)),
+            };
             let job = watch::settled(&p, job.id).await?.unwrap_or(job);
             let state = watch::fresh(&p).await?.state().await?;
             let failed = job.unsuccessful();

@@ -94,54 +94,119 @@ pub async fn settled(p: &ManagerProxy<'_>, id: u64) -> Result<Option<JobView>, C
     }
 }
 
+/// How long the daemon may sit in `switching` (the reboot asked for) before `wait_job`
+/// stops waiting for a job end that only comes after the reboot, if ever.
+const REBOOT_GRACE: Duration = Duration::from_secs(5);
+
+/// How waiting for a job ended.
+pub enum Waited {
+    Ended(JobView),
+    /// The daemon left the bus, or sat in `switching` past [`REBOOT_GRACE`], before the
+    /// job ended: it is rebooting (or stopping as a simulated device does).
+    Gone,
+}
+
+/// A lost daemon: the name has no owner, or the connection to it broke.
+fn daemon_gone(e: &zbus::Error) -> bool {
+    exit::name_missing(e)
+        || matches!(e, zbus::Error::InputOutput(_))
+        || matches!(e, zbus::Error::MethodError(n, _, _)
+            if n.as_str() == "org.freedesktop.DBus.Error.NoReply")
+}
+
 /// Wait for job `id` (from `Install`) to end; `jobs` was subscribed before the call, so
-/// the outcome is known even when the job ended before the reply arrived.
+/// the outcome is known even when the job ended before the reply arrived. Ends with
+/// [`Waited::Gone`] when the daemon leaves the bus (or, with `reboot_expected`, sits in
+/// `switching`): nothing it would still send can come then.
 pub async fn wait_job(
     p: &ManagerProxy<'_>,
     id: u64,
     mut jobs: JobFinishedStream,
+    reboot_expected: bool,
     mut on_progress: impl FnMut(&ProgressView),
-) -> Result<JobView, CtlError> {
-    if let Some(j) = last_job(p).await?.filter(|j| j.id == id && j.is_finished()) {
-        return Ok(j);
+) -> Result<Waited, CtlError> {
+    // Subscribed before anything is read: an owner lost after this is seen.
+    let mut owners = p.inner().receive_owner_changed().await?;
+    let mut state_changes = p.receive_state_changed().await;
+    match last_job(p).await {
+        Ok(Some(j)) if j.id == id && j.is_finished() => return Ok(Waited::Ended(j)),
+        Ok(_) => {}
+        Err(e) if reboot_expected && e.code == exit::UNAVAILABLE => return Ok(Waited::Gone),
+        Err(e) => return Err(e),
     }
     if id == 0 {
         // A backend without job ids (a simulation) answers `Install` when the work is
         // done and failures as method errors: nothing is left to wait for.
-        return Ok(JobView {
+        return Ok(Waited::Ended(JobView {
             outcome: "succeeded".into(),
             ..JobView::default()
-        });
+        }));
     }
     let mut prog_changes = p.receive_progress_changed().await;
+    let mut switching_since: Option<Instant> = None;
     loop {
+        let grace = switching_since.map(|t| REBOOT_GRACE.saturating_sub(t.elapsed()));
         tokio::select! {
             Some(sig) = jobs.next() => {
                 let a = sig.args()?;
                 if a.id == id {
                     // The full record (kind, release, times) from LastJob when it still
                     // is this job; the signal's fields otherwise.
-                    let last = last_job(p).await?.filter(|j| j.id == id && j.is_finished());
-                    return Ok(last.unwrap_or_else(|| JobView {
+                    let last = match last_job(p).await {
+                        Ok(l) => l.filter(|j| j.id == id && j.is_finished()),
+                        Err(_) => None,
+                    };
+                    return Ok(Waited::Ended(last.unwrap_or_else(|| JobView {
                         id,
                         outcome: a.outcome.clone(),
                         error: (!a.error.is_empty()).then(|| a.error.clone()),
                         ..JobView::default()
-                    }));
+                    })));
                 }
+            }
+            Some(owner) = owners.next() => {
+                if owner.is_none() {
+                    return gone(reboot_expected, id);
+                }
+            }
+            Some(c) = state_changes.next() => {
+                match c.get().await {
+                    Ok(s) if s == "switching" => {
+                        switching_since.get_or_insert_with(Instant::now);
+                    }
+                    Ok(_) => switching_since = None,
+                    Err(e) if daemon_gone(&e) => return gone(reboot_expected, id),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ = tokio::time::sleep(grace.unwrap_or_default()), if reboot_expected && grace.is_some() => {
+                return Ok(Waited::Gone);
             }
             Some(c) = prog_changes.next() => {
-                if let Some(pv) = ProgressView::from_tuple(c.get().await?) {
-                    on_progress(&pv);
+                match c.get().await {
+                    Ok(t) => {
+                        if let Some(pv) = ProgressView::from_tuple(t) {
+                            on_progress(&pv);
+                        }
+                    }
+                    Err(e) if daemon_gone(&e) => return gone(reboot_expected, id),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            else => {
-                return Err(CtlError::new(
-                    exit::FAILED,
-                    format!("lost the daemon while job {id} was running"),
-                ))
-            }
+            else => return gone(reboot_expected, id),
         }
+    }
+}
+
+/// The daemon went away while job `id` ran: expected after a reboot request.
+fn gone(reboot_expected: bool, id: u64) -> Result<Waited, CtlError> {
+    if reboot_expected {
+        Ok(Waited::Gone)
+    } else {
+        Err(CtlError::new(
+            exit::FAILED,
+            format!("lost the daemon while job {id} was running"),
+        ))
     }
 }
 
