@@ -1,8 +1,8 @@
 //! `patchctl` verbs after which the daemon reboots (`install --now`, `switch`, `rollback`)
 //! against `patchd run` on a private bus: each returns once the reboot is asked for (the
 //! fake systemd takes it, patchd stops) with success and says what comes next, instead of
-//! waiting for a daemon that is gone. Every run has a deadline; past it patchctl is
-//! killed and the test fails.
+//! waiting for a daemon that is gone; `watch` ends when patchd leaves the bus. Every run
+//! has a deadline; past it patchctl is killed and the test fails.
 
 mod process;
 
@@ -142,4 +142,34 @@ async fn switch_and_rollback_return_once_the_reboot_is_asked_for() {
     assert_eq!(r.code, 0, "{}\n{}", r.text, tail(&dev.log(), 30));
     rebooted(&rig, &dev, &mut d, 2, &r.text).await;
     assert_eq!(dev.power_cycle().as_str(), "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_when_the_daemon_leaves_the_bus() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let dev = rig.device(&DeviceSpec {
+        policy: QUIET.into(),
+        ..DeviceSpec::default()
+    });
+    let mut d = start(&rig, &dev).await;
+    // Waits for the next job: the install below, which ends in the reboot.
+    let watch = patchctl_bounded(&rig, &dev, &["watch"]);
+    let install = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        patchctl_bounded(&rig, &dev, &["install", "2.0.0", "--now", "--no-wait"]).await
+    };
+    let (w, i) = tokio::join!(watch, install);
+    assert_eq!(i.code, 0, "{}", i.text);
+    // The reboot need not show in the state before patchd stops: watch ends either way,
+    // as unreachable (7) unless it saw `switching` (then 0, "rebooting").
+    assert!(
+        matches!(w.code, 0 | 7),
+        "{}\n{}",
+        w.text,
+        tail(&dev.log(), 30)
+    );
+    assert!(w.text.contains("rebooting"), "{}", w.text);
+    rebooted(&rig, &dev, &mut d, 1, &w.text).await;
 }

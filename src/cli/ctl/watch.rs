@@ -13,6 +13,9 @@ use crate::dbus::types::{JobView, ProgressView};
 /// States in which a job runs even before it reports progress.
 const BUSY_STATES: &[&str] = &["staging", "switching"];
 
+/// `follow`'s end state when the daemon went away for the reboot it asked for.
+const REBOOTING: &str = "rebooting";
+
 /// How long `follow` waits for `LastJob` to catch up with a `JobFinished` it cannot place
 /// (see [`follow`]); a successor job shows within milliseconds.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -230,6 +233,7 @@ pub async fn follow(
     let mut prog_changes = p.receive_progress_changed().await;
     let mut state_changes = p.receive_state_changed().await;
     let mut job_changes = p.receive_last_job_changed().await;
+    let mut owners = p.inner().receive_owner_changed().await?;
     let f = fresh(p).await?;
     let mut state = f.state().await?;
     let mut progress = ProgressView::from_tuple(f.progress().await?);
@@ -269,6 +273,8 @@ pub async fn follow(
             unsure_since = None;
         }
         tokio::select! {
+            // In order: what the daemon sent before it left is read before its leaving.
+            biased;
             Some(sig) = jobs.next() => {
                 let a = sig.args()?;
                 if a.id >= first {
@@ -297,6 +303,11 @@ pub async fn follow(
             }
             Some(c) = job_changes.next() => {
                 last = JobView::from_tuple(c.get().await?);
+            }
+            Some(owner) = owners.next() => {
+                if owner.is_none() {
+                    return left_the_bus(state, failed.or(last));
+                }
             }
             _ = tokio::time::sleep(SETTLE / 4), if unsure_since.is_some() => {
                 // LastJob may have changed without a signal reaching us yet.
@@ -329,6 +340,26 @@ pub async fn follow(
     Ok(Outcome { state, job })
 }
 
+/// The daemon left the bus while `follow` followed a job: expected right after it asked
+/// for a reboot (`switching`), which is what `follow` reports then. Otherwise nothing here
+/// tells a reboot (its snapshot may not have been published) from a stop: said as such,
+/// with the code for an unreachable daemon, instead of waiting for signals that never come.
+fn left_the_bus(state: String, job: Option<JobView>) -> Result<Outcome, CtlError> {
+    if state == "switching" {
+        return Ok(Outcome {
+            state: REBOOTING.into(),
+            job,
+        });
+    }
+    Err(CtlError::new(
+        exit::UNAVAILABLE,
+        format!(
+            "patchd left the bus while a job ran (last state {state}): it is rebooting or \
+             stopped; `patchctl status` says more once it is back"
+        ),
+    ))
+}
+
 /// `patchctl watch`: follow the running job (or wait for the next) with a progress bar or
 /// JSON lines, then print the result and the summary line.
 pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Result<u8, CtlError> {
@@ -352,7 +383,7 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
     let out = out?;
     report(json, &out);
     // The summary is about a job: none when nothing ran (a daemon without job records).
-    if !json && out.job.is_some() {
+    if !json && out.job.is_some() && out.state != REBOOTING {
         let status = status_json(p).await?;
         println!(
             "{}",
