@@ -68,7 +68,8 @@ pub enum Cmd {
     Install {
         /// Version to install.
         release: Option<String>,
-        /// Switch to it right after staging, ignoring the maintenance window.
+        /// Switch to it right after staging, ignoring the maintenance window. patchctl
+        /// returns with status 0 once patchd asks for the reboot (it leaves the bus then).
         #[arg(long)]
         now: bool,
         /// Return once staging started instead of following it to the end.
