@@ -204,7 +204,6 @@ async fn bundle_from_a_directory_is_installed_switched_and_committed() {
             "--bundle",
             "bundle-dir",
             "--now",
-            "--no-wait",
         ])
         .kill_on_drop(true)
         .output();
@@ -218,7 +217,10 @@ async fn bundle_from_a_directory_is_installed_switched_and_committed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("Installing 2.0.0 into slot b"), "{text}");
+    assert!(
+        text.contains("Installed 2.0.0 into slot b; rebooting into it now."),
+        "{text}"
+    );
     assert!(dir.is_dir());
     // --now switches and reboots: the fake systemd takes the request, patchd exits.
     let e = wait_until(&mut d, &dev, Duration::from_secs(60), "reboot", |_| false).await;

@@ -18,6 +18,25 @@ pub fn hold_placed(v: &Value) -> String {
     }
 }
 
+/// `install --now` once the daemon asked for the reboot (and went away, or sits waiting
+/// for it): what happened and what comes next. The exit code is success: the switch is
+/// under way, and its end is known only after the reboot.
+pub fn rebooting(json: bool, v: &mut Value, ver: &str, slot: &str) -> u8 {
+    if json {
+        v["state"] = Value::from("switching");
+        v["outcome"] = Value::from("rebooting");
+        v["error"] = Value::Null;
+        super::print_json(v);
+    } else {
+        println!(
+            "Installed {ver} into slot {slot}; rebooting into it now.\n\
+             After the reboot patchd checks {ver} and commits it, or falls back to the \
+             release it came from (patchctl status, patchctl history)."
+        );
+    }
+    super::exit::OK
+}
+
 /// `by uid:0: "freeze" (until …, up to 2.0.0)`.
 fn describe_hold(h: &Value) -> String {
     let by = h["by"].as_str().unwrap_or("?");

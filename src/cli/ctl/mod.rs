@@ -68,7 +68,8 @@ pub enum Cmd {
     Install {
         /// Version to install.
         release: Option<String>,
-        /// Switch to it right after staging, ignoring the maintenance window.
+        /// Switch to it right after staging, ignoring the maintenance window. patchctl
+        /// returns with status 0 once patchd asks for the reboot (it leaves the bus then).
         #[arg(long)]
         now: bool,
         /// Return once staging started instead of following it to the end.
@@ -476,9 +477,12 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 }
                 return Ok(exit::OK);
             }
-            let job = watch::wait_job(&p, id, jobs, |pv| bar.update(pv)).await;
+            let job = watch::wait_job(&p, id, jobs, *now, |pv| bar.update(pv)).await;
             bar.finish();
-            let job = job?;
+            let job = match job? {
+                watch::Waited::Ended(job) => job,
+                watch::Waited::Gone => return Ok(messages::rebooting(json, &mut v, &ver, &slot)),
+            };
             let job = watch::settled(&p, job.id).await?.unwrap_or(job);
             let state = watch::fresh(&p).await?.state().await?;
             let failed = job.unsuccessful();

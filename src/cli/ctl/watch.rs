@@ -13,6 +13,9 @@ use crate::dbus::types::{JobView, ProgressView};
 /// States in which a job runs even before it reports progress.
 const BUSY_STATES: &[&str] = &["staging", "switching"];
 
+/// `follow`'s end state when the daemon went away for the reboot it asked for.
+const REBOOTING: &str = "rebooting";
+
 /// How long `follow` waits for `LastJob` to catch up with a `JobFinished` it cannot place
 /// (see [`follow`]); a successor job shows within milliseconds.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -94,54 +97,119 @@ pub async fn settled(p: &ManagerProxy<'_>, id: u64) -> Result<Option<JobView>, C
     }
 }
 
+/// How long the daemon may sit in `switching` (the reboot asked for) before `wait_job`
+/// stops waiting for a job end that only comes after the reboot, if ever.
+const REBOOT_GRACE: Duration = Duration::from_secs(5);
+
+/// How waiting for a job ended.
+pub enum Waited {
+    Ended(JobView),
+    /// The daemon left the bus, or sat in `switching` past [`REBOOT_GRACE`], before the
+    /// job ended: it is rebooting (or stopping as a simulated device does).
+    Gone,
+}
+
+/// A lost daemon: the name has no owner, or the connection to it broke.
+fn daemon_gone(e: &zbus::Error) -> bool {
+    exit::name_missing(e)
+        || matches!(e, zbus::Error::InputOutput(_))
+        || matches!(e, zbus::Error::MethodError(n, _, _)
+            if n.as_str() == "org.freedesktop.DBus.Error.NoReply")
+}
+
 /// Wait for job `id` (from `Install`) to end; `jobs` was subscribed before the call, so
-/// the outcome is known even when the job ended before the reply arrived.
+/// the outcome is known even when the job ended before the reply arrived. Ends with
+/// [`Waited::Gone`] when the daemon leaves the bus (or, with `reboot_expected`, sits in
+/// `switching`): nothing it would still send can come then.
 pub async fn wait_job(
     p: &ManagerProxy<'_>,
     id: u64,
     mut jobs: JobFinishedStream,
+    reboot_expected: bool,
     mut on_progress: impl FnMut(&ProgressView),
-) -> Result<JobView, CtlError> {
-    if let Some(j) = last_job(p).await?.filter(|j| j.id == id && j.is_finished()) {
-        return Ok(j);
+) -> Result<Waited, CtlError> {
+    // Subscribed before anything is read: an owner lost after this is seen.
+    let mut owners = p.inner().receive_owner_changed().await?;
+    let mut state_changes = p.receive_state_changed().await;
+    match last_job(p).await {
+        Ok(Some(j)) if j.id == id && j.is_finished() => return Ok(Waited::Ended(j)),
+        Ok(_) => {}
+        Err(e) if reboot_expected && e.code == exit::UNAVAILABLE => return Ok(Waited::Gone),
+        Err(e) => return Err(e),
     }
     if id == 0 {
         // A backend without job ids (a simulation) answers `Install` when the work is
         // done and failures as method errors: nothing is left to wait for.
-        return Ok(JobView {
+        return Ok(Waited::Ended(JobView {
             outcome: "succeeded".into(),
             ..JobView::default()
-        });
+        }));
     }
     let mut prog_changes = p.receive_progress_changed().await;
+    let mut switching_since: Option<Instant> = None;
     loop {
+        let grace = switching_since.map(|t| REBOOT_GRACE.saturating_sub(t.elapsed()));
         tokio::select! {
             Some(sig) = jobs.next() => {
                 let a = sig.args()?;
                 if a.id == id {
                     // The full record (kind, release, times) from LastJob when it still
                     // is this job; the signal's fields otherwise.
-                    let last = last_job(p).await?.filter(|j| j.id == id && j.is_finished());
-                    return Ok(last.unwrap_or_else(|| JobView {
+                    let last = match last_job(p).await {
+                        Ok(l) => l.filter(|j| j.id == id && j.is_finished()),
+                        Err(_) => None,
+                    };
+                    return Ok(Waited::Ended(last.unwrap_or_else(|| JobView {
                         id,
                         outcome: a.outcome.clone(),
                         error: (!a.error.is_empty()).then(|| a.error.clone()),
                         ..JobView::default()
-                    }));
+                    })));
                 }
+            }
+            Some(owner) = owners.next() => {
+                if owner.is_none() {
+                    return gone(reboot_expected, id);
+                }
+            }
+            Some(c) = state_changes.next() => {
+                match c.get().await {
+                    Ok(s) if s == "switching" => {
+                        switching_since.get_or_insert_with(Instant::now);
+                    }
+                    Ok(_) => switching_since = None,
+                    Err(e) if daemon_gone(&e) => return gone(reboot_expected, id),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ = tokio::time::sleep(grace.unwrap_or_default()), if reboot_expected && grace.is_some() => {
+                return Ok(Waited::Gone);
             }
             Some(c) = prog_changes.next() => {
-                if let Some(pv) = ProgressView::from_tuple(c.get().await?) {
-                    on_progress(&pv);
+                match c.get().await {
+                    Ok(t) => {
+                        if let Some(pv) = ProgressView::from_tuple(t) {
+                            on_progress(&pv);
+                        }
+                    }
+                    Err(e) if daemon_gone(&e) => return gone(reboot_expected, id),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            else => {
-                return Err(CtlError::new(
-                    exit::FAILED,
-                    format!("lost the daemon while job {id} was running"),
-                ))
-            }
+            else => return gone(reboot_expected, id),
         }
+    }
+}
+
+/// The daemon went away while job `id` ran: expected after a reboot request.
+fn gone(reboot_expected: bool, id: u64) -> Result<Waited, CtlError> {
+    if reboot_expected {
+        Ok(Waited::Gone)
+    } else {
+        Err(CtlError::new(
+            exit::FAILED,
+            format!("lost the daemon while job {id} was running"),
+        ))
     }
 }
 
@@ -165,6 +233,7 @@ pub async fn follow(
     let mut prog_changes = p.receive_progress_changed().await;
     let mut state_changes = p.receive_state_changed().await;
     let mut job_changes = p.receive_last_job_changed().await;
+    let mut owners = p.inner().receive_owner_changed().await?;
     let f = fresh(p).await?;
     let mut state = f.state().await?;
     let mut progress = ProgressView::from_tuple(f.progress().await?);
@@ -204,6 +273,8 @@ pub async fn follow(
             unsure_since = None;
         }
         tokio::select! {
+            // In order: what the daemon sent before it left is read before its leaving.
+            biased;
             Some(sig) = jobs.next() => {
                 let a = sig.args()?;
                 if a.id >= first {
@@ -232,6 +303,11 @@ pub async fn follow(
             }
             Some(c) = job_changes.next() => {
                 last = JobView::from_tuple(c.get().await?);
+            }
+            Some(owner) = owners.next() => {
+                if owner.is_none() {
+                    return left_the_bus(state, failed.or(last));
+                }
             }
             _ = tokio::time::sleep(SETTLE / 4), if unsure_since.is_some() => {
                 // LastJob may have changed without a signal reaching us yet.
@@ -264,6 +340,26 @@ pub async fn follow(
     Ok(Outcome { state, job })
 }
 
+/// The daemon left the bus while `follow` followed a job: expected right after it asked
+/// for a reboot (`switching`), which is what `follow` reports then. Otherwise nothing here
+/// tells a reboot (its snapshot may not have been published) from a stop: said as such,
+/// with the code for an unreachable daemon, instead of waiting for signals that never come.
+fn left_the_bus(state: String, job: Option<JobView>) -> Result<Outcome, CtlError> {
+    if state == "switching" {
+        return Ok(Outcome {
+            state: REBOOTING.into(),
+            job,
+        });
+    }
+    Err(CtlError::new(
+        exit::UNAVAILABLE,
+        format!(
+            "patchd left the bus while a job ran (last state {state}): it is rebooting or \
+             stopped; `patchctl status` says more once it is back"
+        ),
+    ))
+}
+
 /// `patchctl watch`: follow the running job (or wait for the next) with a progress bar or
 /// JSON lines, then print the result and the summary line.
 pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Result<u8, CtlError> {
@@ -287,7 +383,7 @@ pub async fn watch(p: &ManagerProxy<'_>, json: bool, exit_if_idle: bool) -> Resu
     let out = out?;
     report(json, &out);
     // The summary is about a job: none when nothing ran (a daemon without job records).
-    if !json && out.job.is_some() {
+    if !json && out.job.is_some() && out.state != REBOOTING {
         let status = status_json(p).await?;
         println!(
             "{}",
