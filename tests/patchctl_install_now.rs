@@ -140,6 +140,12 @@ async fn switch_and_rollback_return_once_the_reboot_is_asked_for() {
     let mut d = start(&rig, &dev).await;
     let r = patchctl_bounded(&rig, &dev, &["rollback", "--reason", "test"]).await;
     assert_eq!(r.code, 0, "{}\n{}", r.text, tail(&dev.log(), 30));
+    // It says what it left and that the machine is rebooting, not just "Rolled back.".
+    assert!(
+        r.text.contains("2.0.0 rolled back") && r.text.contains("rebooting into"),
+        "{}",
+        r.text
+    );
     rebooted(&rig, &dev, &mut d, 2, &r.text).await;
     assert_eq!(dev.power_cycle().as_str(), "a");
 }

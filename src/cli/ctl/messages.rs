@@ -38,6 +38,17 @@ pub fn rebooting(json: bool, v: &mut Value, ver: &str, slot: &str) -> u8 {
 }
 
 /// `by uid:0: "freeze" (until …, up to 2.0.0)`.
+/// After `rollback` or `mark-bad`: the release is blocked here and the daemon reboots
+/// into the slot it came from (the engine always reboots after a successful rollback).
+pub fn rolled_back(from: Option<&str>, what: &str) -> String {
+    let release = from.map_or_else(|| "the booted release".to_owned(), |v| v.to_owned());
+    format!(
+        "{release} {what}: it is never installed here again (patchctl retry lifts that); \
+         patchd is rebooting into the release it came from. After the reboot: patchctl \
+         status, patchctl history."
+    )
+}
+
 fn describe_hold(h: &Value) -> String {
     let by = h["by"].as_str().unwrap_or("?");
     let reason = h["reason"].as_str().unwrap_or("");

@@ -529,8 +529,10 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             done(json, "Cancel requested.");
         }
         Cmd::Rollback { reason } => {
+            // What is being left, read first: after the call the daemon is rebooting.
+            let from = leaving(&p).await;
             p.rollback(reason).await?;
-            done(json, "Rolled back.");
+            done(json, &messages::rolled_back(from.as_deref(), "rolled back"));
         }
         Cmd::Approve { release } => {
             p.approve(release).await?;
@@ -557,8 +559,9 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             done(json, "Marked the booted release good.");
         }
         Cmd::MarkBad { reason } => {
+            let from = leaving(&p).await;
             p.mark_bad(reason).await?;
-            done(json, "Marked the booted release bad.");
+            done(json, &messages::rolled_back(from.as_deref(), "marked bad"));
         }
         Cmd::Hold {
             reason,
@@ -656,6 +659,12 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
 }
 
 /// The status document as the views read it.
+/// The release a rollback leaves, for its message; unknown is fine (the call decides).
+async fn leaving(p: &ManagerProxy<'_>) -> Option<String> {
+    let text = p.get_status().await.ok()?;
+    status_of(parse_json(&text).ok()?).ok()?.current_version
+}
+
 fn status_of(v: Value) -> Result<StatusView, CtlError> {
     serde_json::from_value(v)
         .map_err(|e| CtlError::new(exit::FAILED, format!("unexpected status document: {e}")))
