@@ -412,3 +412,31 @@ fn check_config_names_a_bad_trusted_root() {
         r.out
     );
 }
+
+/// A configuration that does not parse is one failure, not the end of the checks: what
+/// needs no settings (machine id, directories) is still checked at the default paths.
+#[test]
+fn check_config_goes_on_past_a_file_that_does_not_parse() {
+    let top = tempfile::tempdir().unwrap();
+    let root = top.path();
+    std::fs::create_dir_all(root.join("etc/patchd")).unwrap();
+    std::fs::write(
+        root.join("etc/patchd/patchd.toml"),
+        "[device]\ntagz = [\"x\"]\n",
+    )
+    .unwrap();
+    let r = patchd(root, &["--check-config"]);
+    assert_eq!(r.code, 78, "{}{}", r.out, r.err);
+    assert!(
+        r.out.contains("FAIL configuration:") && r.out.contains("tagz"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out.contains("FAIL machine id (default path)")
+            && r.out.contains("systemd-machine-id-setup"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("2 problems found"), "{}", r.out);
+}

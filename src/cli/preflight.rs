@@ -113,7 +113,17 @@ pub fn check(paths: &Paths) -> Report {
     let config = crate::config::check(paths);
     let findings = match &config {
         Ok(report) => findings(&report.config, paths),
-        Err(_) => Vec::new(),
+        // What does not depend on the settings is still checked, at the default paths,
+        // so fixing the file is not followed by a second round of surprises.
+        Err(_) => {
+            let defaults = Config::default();
+            let mut out = vec![machine_id(&defaults, paths)];
+            out.extend(directories(&defaults, paths));
+            for f in &mut out {
+                f.what.push_str(" (default path)");
+            }
+            out
+        }
     };
     Report {
         config: config.map_err(|e| e.to_string()),
