@@ -8,6 +8,7 @@ pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod clock;
+pub mod component;
 pub mod config;
 pub mod daemon;
 pub mod dbus;

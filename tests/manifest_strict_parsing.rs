@@ -99,10 +99,10 @@ fn unknown_fields_are_rejected() {
 #[test]
 fn unknown_schema_version_is_rejected() {
     let mut v = example();
-    v["schema_version"] = json!(2);
+    v["schema_version"] = json!(3);
     assert!(matches!(
         parse(&v),
-        Err(ManifestError::UnsupportedSchema { found: 2, .. })
+        Err(ManifestError::UnsupportedSchema { found: 3, .. })
     ));
 }
 
@@ -207,4 +207,67 @@ fn non_lowercase_hex_digest_is_rejected() {
     v["images"][0]["sha256"] =
         json!("9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08");
     field_error(&v, "images[0].sha256");
+}
+
+fn with_components() -> Value {
+    let mut v = example();
+    v["schema_version"] = json!(2);
+    v["components"] = json!([
+        {
+            "name": "web", "version": "1.3", "method": "app-bundle",
+            "target": "releases/acme-gateway/2.4.1/web.tar", "size": 10240,
+            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "order": 1, "rollback": "ab", "units": ["web.service"],
+            "kind": "security", "severity": "high", "cves": ["CVE-2026-1111"]
+        },
+        {
+            "name": "mcu", "version": "7", "method": "handler",
+            "target": "releases/acme-gateway/2.4.1/mcu.bin", "size": 100,
+            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "needs_reboot": true, "order": 0, "rollback": "none"
+        }
+    ]);
+    v
+}
+
+#[test]
+fn schema_1_manifest_is_still_read_as_os_image_only() {
+    let m = parse(&example()).unwrap();
+    assert_eq!(m.schema_version, 1);
+    assert!(m.components.is_empty());
+    // Written back it stays schema 1, without a components key.
+    let again: Value = serde_json::from_slice(&m.to_vec().unwrap()).unwrap();
+    assert!(again.get("components").is_none());
+}
+
+#[test]
+fn schema_2_components_parse_in_install_order() {
+    let m = parse(&with_components()).unwrap();
+    let order: Vec<&str> = patchd::manifest::install_order(&m.components)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(order, ["mcu", "web"]);
+    assert_eq!(Manifest::from_slice(&m.to_vec().unwrap()).unwrap(), m);
+}
+
+#[test]
+fn components_need_schema_2_and_known_methods() {
+    let mut v = with_components();
+    v["schema_version"] = json!(1);
+    let e = parse(&v).unwrap_err().to_string();
+    assert!(
+        e.contains("components") && e.contains("schema_version 2"),
+        "{e}"
+    );
+    let mut v = with_components();
+    v["components"][0]["method"] = json!("firmware");
+    assert!(parse(&v).unwrap_err().to_string().contains("firmware"));
+    let mut v = with_components();
+    v["components"][0]["exec"] = json!("/bin/sh");
+    assert!(parse(&v).unwrap_err().to_string().contains("exec"));
+    let mut v = with_components();
+    v["components"][1]["rollback"] = json!("ab");
+    let e = parse(&v).unwrap_err().to_string();
+    assert!(e.contains("components[1].rollback"), "{e}");
 }

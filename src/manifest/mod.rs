@@ -5,6 +5,8 @@
 //! [`discover`] finds the newest release for a device from signed targets metadata plus
 //! one manifest download.
 
+mod component;
+mod component_check;
 mod discovery;
 mod eligibility;
 mod parse;
@@ -13,6 +15,7 @@ mod summary;
 mod types;
 mod verified;
 
+pub use component::{install_order, Component, Method as ComponentMethod, Rollback};
 pub use discovery::{
     candidates, discover, fetch_verified, list_candidates, Candidate, Discovery, DiscoveryError,
     Listing, Refused,
@@ -22,7 +25,8 @@ pub use parse::check_name;
 pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};
 pub use summary::{ReleaseSummary, CUSTOM_KEY};
 pub use types::{
-    parse_release_target_path, release_target_path, ChunksRef, Compression, DeltaRef, Image,
-    ImageFormat, Kind, Manifest, Rollout, RolloutStage, Severity, SCHEMA_VERSION,
+    parse_release_target_path, release_target_path, schema_for, ChunksRef, Compression, DeltaRef,
+    Image, ImageFormat, Kind, Manifest, Rollout, RolloutStage, Severity, MIN_SCHEMA_VERSION,
+    SCHEMA_VERSION,
 };
 pub use verified::VerifiedManifest;

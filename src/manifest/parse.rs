@@ -4,7 +4,7 @@
 //! every field is bounded and names are restricted to a safe alphabet.
 
 use super::strict_json::{self, Problem};
-use super::types::{Manifest, SCHEMA_VERSION};
+use super::types::{Manifest, MIN_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// Manifests larger than this are refused before any parsing.
 pub const MAX_MANIFEST_LEN: u64 = 64 * 1024;
@@ -31,7 +31,9 @@ pub enum ManifestError {
     TooDeep { at: String, limit: usize },
     #[error("manifest is not valid: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("manifest schema version {found} is not supported (this build reads {supported})")]
+    #[error(
+        "manifest schema version {found} is not supported (this build reads 1 to {supported})"
+    )]
     UnsupportedSchema { found: u32, supported: u32 },
     #[error("manifest field {field}: {why}")]
     Field { field: String, why: String },
@@ -56,7 +58,7 @@ pub enum ManifestError {
     },
 }
 
-fn field_err(field: impl Into<String>, why: impl Into<String>) -> ManifestError {
+pub(super) fn field_err(field: impl Into<String>, why: impl Into<String>) -> ManifestError {
     ManifestError::Field {
         field: field.into(),
         why: why.into(),
@@ -92,7 +94,7 @@ impl Manifest {
             schema_version: u32,
         }
         let head: Head = serde_json::from_slice(bytes)?;
-        if head.schema_version != SCHEMA_VERSION {
+        if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&head.schema_version) {
             return Err(ManifestError::UnsupportedSchema {
                 found: head.schema_version,
                 supported: SCHEMA_VERSION,
@@ -114,12 +116,19 @@ impl Manifest {
 
     /// Check every field's rules (called by [`Manifest::from_slice`] and [`Manifest::to_vec`]).
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.schema_version != SCHEMA_VERSION {
+        if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&self.schema_version) {
             return Err(ManifestError::UnsupportedSchema {
                 found: self.schema_version,
                 supported: SCHEMA_VERSION,
             });
         }
+        if self.schema_version < 2 && !self.components.is_empty() {
+            return Err(field_err(
+                "components",
+                "needs schema_version 2 (a version 1 reader would not install them)",
+            ));
+        }
+        super::component_check::check(&self.components)?;
         check_name("product", &self.product)?;
         check_list("hardware", &self.hardware, MAX_LIST)?;
         for (i, h) in self.hardware.iter().enumerate() {
@@ -223,7 +232,7 @@ impl Manifest {
     }
 }
 
-fn check_list<T>(field: &str, v: &[T], max: usize) -> Result<(), ManifestError> {
+pub(super) fn check_list<T>(field: &str, v: &[T], max: usize) -> Result<(), ManifestError> {
     if v.len() > max {
         return Err(field_err(
             field,
@@ -294,7 +303,7 @@ fn check_url(field: &str, s: &str) -> Result<(), ManifestError> {
 }
 
 /// `CVE-YYYY-NNNN…` as MITRE assigns them (four-digit year, at least four digits).
-fn check_cve(field: &str, s: &str) -> Result<(), ManifestError> {
+pub(super) fn check_cve(field: &str, s: &str) -> Result<(), ManifestError> {
     let ok = s.len() <= 32
         && s.strip_prefix("CVE-").is_some_and(|rest| {
             let mut parts = rest.splitn(2, '-');
@@ -317,7 +326,7 @@ fn check_cve(field: &str, s: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
-fn check_sha256(field: &str, s: &str) -> Result<(), ManifestError> {
+pub(super) fn check_sha256(field: &str, s: &str) -> Result<(), ManifestError> {
     if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(field_err(field, "must be 64 lowercase hex digits"));
     }

@@ -1,11 +1,24 @@
-//! The release manifest document, schema version 1 (see docs/manifest.md).
+//! The release manifest document, schema version 2 (see docs/manifest.md); version 1
+//! (no components: the OS image only) is still read.
 
 use jiff::Timestamp;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-/// The manifest schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest manifest schema this build reads and writes (2: components).
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema still read: version 1 manifests carry slot images only.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
+
+/// The schema a manifest needs: 1 while it has no components, so devices running a
+/// build from before components still read a release that does not use them.
+pub fn schema_for(components: &[super::component::Component]) -> u32 {
+    if components.is_empty() {
+        MIN_SCHEMA_VERSION
+    } else {
+        SCHEMA_VERSION
+    }
+}
 
 /// One release of one product: what it is, whom it is for, and what to install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +50,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_version: Option<Version>,
     pub images: Vec<Image>,
+    /// Components beside the images (schema 2), installed in `order` (docs/components.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<super::component::Component>,
     #[serde(default)]
     pub rollout: Rollout,
     /// Channels (e.g. `staging`, `stable`) the release is offered on.

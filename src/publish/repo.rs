@@ -14,7 +14,7 @@ use super::state::{self, Expiries, Publish, State};
 use crate::clock::{Clock, SystemClock};
 use crate::manifest::{
     release_target_path, Compression, Image, ImageFormat, Kind, Manifest, ReleaseSummary, Rollout,
-    Severity, SCHEMA_VERSION,
+    Severity,
 };
 use crate::trust::metadata::{
     hashes_of, sign_envelope, RoleType, Root, Snapshot, TargetFile, Targets, TimestampMeta,
@@ -431,7 +431,7 @@ impl Repo {
         }
         let published = rel.published.unwrap_or(now);
         let manifest = Manifest {
-            schema_version: SCHEMA_VERSION,
+            schema_version: crate::manifest::schema_for(&[]),
             product: rel.product.clone(),
             hardware: rel.hardware.clone(),
             version: rel.version.clone(),
@@ -444,6 +444,7 @@ impl Repo {
             published: Timestamp::from_second(published.as_second()).unwrap_or(published),
             min_version: rel.min_version.clone(),
             images,
+            components: Vec::new(),
             rollout: rel.rollout.clone(),
             channels: rel.channels.clone(),
             withdrawn: false,

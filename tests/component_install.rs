@@ -1,0 +1,494 @@
+//! Release components (docs/components.md) with the real install methods on a
+//! temporary root: app bundles (tar trees behind an atomically replaced symlink, units
+//! restarted through a configured command), a handler executable, install order, one
+//! verdict with reverse-order rollback, skipping unchanged components, the handler's
+//! ownership rules, and start-up reconciliation after a power cut at every step.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use patchd::component::{
+    apply, commit, reconcile, AppBundles, ApplyError, Handler, HandlerSettings, Hooks, Installers,
+    Journal, Reconciled, Restarter, StepEvent,
+};
+use patchd::manifest::{Component, ComponentMethod, Rollback};
+use patchd::paths::Paths;
+
+struct Device {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    paths: Paths,
+    restarts: PathBuf,
+    handler_log: PathBuf,
+    installers: Installers,
+}
+
+const HANDLER: &str = r#"#!/bin/sh
+echo "progress 10 starting"
+echo "$PATCHD_ACTION $PATCHD_COMPONENT $PATCHD_VERSION $PATCHD_SLOT $(sha256sum | cut -c1-64)" >> "$(dirname "$0")/handler.log"
+echo "status flashed"
+[ -e "$(dirname "$0")/fail-$PATCHD_VERSION" ] && { echo "flash verify failed" >&2; exit 3; }
+echo "progress 100 done"
+exit 0
+"#;
+
+fn device() -> Device {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let paths = Paths::new(&root);
+    let tools = tmp.path().join("tools");
+    fs::create_dir(&tools).unwrap();
+    fs::set_permissions(&tools, fs::Permissions::from_mode(0o755)).unwrap();
+    let restarts = tmp.path().join("restarts.log");
+    let handler = tools.join("handler");
+    fs::write(&handler, HANDLER).unwrap();
+    fs::set_permissions(&handler, fs::Permissions::from_mode(0o755)).unwrap();
+    let restarter = Restarter {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("echo \"$*\" >> {}", restarts.display()),
+            "restart".into(),
+        ],
+    };
+    let installers = Installers {
+        app_bundle: Some(Arc::new(AppBundles::new(&paths, restarter))),
+        handler: Some(Arc::new(Handler::new(
+            &paths,
+            HandlerSettings {
+                path: handler,
+                timeout: Duration::from_secs(10),
+                trusted_uid: nix::unistd::geteuid().as_raw(),
+            },
+        ))),
+    };
+    Device {
+        handler_log: tools.join("handler.log"),
+        _tmp: tmp,
+        root,
+        paths,
+        restarts,
+        installers,
+    }
+}
+
+/// A tar payload holding `version` in `app/VERSION`; returns the component and its file.
+fn app(d: &Device, name: &str, version: &str, order: u32) -> (Component, PathBuf) {
+    let file = d
+        .root
+        .parent()
+        .unwrap()
+        .join(format!("{name}-{version}.tar"));
+    let mut b = tar::Builder::new(Vec::new());
+    let body = format!("{name} {version}\n");
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_size(0);
+    dir.set_mode(0o755);
+    dir.set_uid(0);
+    dir.set_gid(0);
+    dir.set_mtime(0);
+    dir.set_cksum();
+    b.append_data(&mut dir, "app/", &[][..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "app/VERSION", body.as_bytes())
+        .unwrap();
+    fs::write(&file, b.into_inner().unwrap()).unwrap();
+    (
+        component(name, version, order, ComponentMethod::AppBundle, &file),
+        file,
+    )
+}
+
+fn blob(d: &Device, name: &str, version: &str, order: u32) -> (Component, PathBuf) {
+    let file = d
+        .root
+        .parent()
+        .unwrap()
+        .join(format!("{name}-{version}.bin"));
+    fs::write(&file, format!("firmware {name} {version}")).unwrap();
+    let mut c = component(name, version, order, ComponentMethod::Handler, &file);
+    c.rollback = Rollback::ReinstallPrevious;
+    c.units.clear();
+    (c, file)
+}
+
+fn component(
+    name: &str,
+    version: &str,
+    order: u32,
+    method: ComponentMethod,
+    file: &Path,
+) -> Component {
+    let bytes = fs::read(file).unwrap();
+    Component {
+        name: name.into(),
+        version: version.into(),
+        method,
+        target: format!("components/{name}-{version}"),
+        size: bytes.len() as u64,
+        sha256: sha2_of(&bytes),
+        needs_reboot: false,
+        order,
+        rollback: Rollback::Ab,
+        units: vec![format!("{name}.service")],
+        kind: None,
+        severity: None,
+        cves: vec![],
+    }
+}
+
+fn sha2_of(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Run `apply` with payload files from `files`, health failing for `unhealthy`.
+fn run(
+    d: &Device,
+    release: &str,
+    comps: &[(Component, PathBuf)],
+    unhealthy: Option<&str>,
+) -> (
+    Result<patchd::component::Applied, ApplyError>,
+    Vec<StepEvent>,
+) {
+    let mut events = Vec::new();
+    let list: Vec<Component> = comps.iter().map(|(c, _)| c.clone()).collect();
+    let mut file = |c: &Component| {
+        Ok(comps
+            .iter()
+            .find(|(x, _)| x.name == c.name)
+            .unwrap()
+            .1
+            .clone())
+    };
+    let mut health = |c: &Component| match unhealthy {
+        Some(n) if n == c.name => Err(format!("{n}.service is failed")),
+        _ => Ok(()),
+    };
+    let mut record = |e: &StepEvent| events.push(e.clone());
+    let mut hooks = Hooks {
+        file: &mut file,
+        health: &mut health,
+        record: &mut record,
+        #[cfg(feature = "failpoints")]
+        failpoints: None,
+    };
+    let r = apply(
+        &Journal::path(&d.paths),
+        release,
+        "b",
+        &list,
+        &d.installers,
+        &mut hooks,
+    );
+    (r, events)
+}
+
+fn current(d: &Device, name: &str) -> String {
+    let link = d
+        .paths
+        .resolve("/var/lib/patchd/apps")
+        .join(name)
+        .join("current");
+    let t = fs::read_link(&link).unwrap();
+    let v = fs::read_to_string(link.join("app/VERSION")).unwrap();
+    format!("{} {}", t.display(), v.trim())
+}
+
+fn installed(d: &Device, c: &Component) -> Option<String> {
+    let inst = d.installers.for_method(c).unwrap();
+    inst.installed(&c.name).unwrap().map(|i| i.version)
+}
+
+fn names(ev: &[StepEvent]) -> Vec<String> {
+    ev.iter()
+        .map(|e| format!("{} {}", e.event, e.component))
+        .collect()
+}
+
+#[test]
+fn release_installs_in_order_and_a_new_one_switches_to_the_other_copy() {
+    let d = device();
+    let v1 = vec![
+        app(&d, "web", "1.2", 1),
+        app(&d, "api", "4.0", 2),
+        blob(&d, "mcu", "7", 3),
+    ];
+    let (r, ev) = run(&d, "1.0.0", &v1, None);
+    let applied = r.unwrap();
+    assert_eq!(applied.installed, ["web", "api", "mcu"]);
+    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    assert_eq!(current(&d, "web"), "a web 1.2");
+    assert_eq!(current(&d, "api"), "a api 4.0");
+    assert_eq!(
+        names(&ev),
+        [
+            "component_staged web",
+            "component_staged api",
+            "component_staged mcu",
+            "component_switched web",
+            "component_switched api",
+            "component_switched mcu",
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(&d.restarts).unwrap(),
+        "web.service\napi.service\n"
+    );
+    let log = fs::read_to_string(&d.handler_log).unwrap();
+    let want = format!("install mcu 7 b {}\n", v1[2].0.sha256);
+    assert_eq!(
+        log, want,
+        "the handler got the verified payload on stdin and its env"
+    );
+
+    // The next release changes web only: api and mcu are skipped, web goes to copy b.
+    let v2 = vec![
+        app(&d, "web", "1.3", 1),
+        app(&d, "api", "4.0", 2),
+        blob(&d, "mcu", "7", 3),
+    ];
+    let (r, ev) = run(&d, "1.1.0", &v2, None);
+    let applied = r.unwrap();
+    assert_eq!(applied.installed, ["web"]);
+    assert_eq!(applied.skipped, ["api", "mcu"]);
+    assert_eq!(current(&d, "web"), "b web 1.3");
+    assert!(names(&ev).contains(&"component_skipped api".to_string()));
+    let plan = patchd::component::plan(
+        &v2.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+        &d.installers,
+    )
+    .unwrap();
+    assert_eq!(plan[0].to_string(), "app: web 1.3, unchanged");
+}
+
+#[test]
+fn failing_health_after_an_app_switch_rolls_back_in_reverse_order() {
+    let d = device();
+    let v1 = vec![
+        app(&d, "web", "1.2", 1),
+        app(&d, "api", "4.0", 2),
+        blob(&d, "mcu", "7", 0),
+    ];
+    run(&d, "1.0.0", &v1, None).0.unwrap();
+    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    let v2 = vec![
+        app(&d, "web", "1.3", 1),
+        app(&d, "api", "4.1", 2),
+        blob(&d, "mcu", "8", 0),
+    ];
+    let plan = patchd::component::plan(
+        &v2.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+        &d.installers,
+    )
+    .unwrap();
+    let lines: Vec<String> = plan.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "handler: mcu 7 → 8, no reboot, rollback by reinstalling the previous version",
+            "app: web 1.2 → 1.3, no reboot, rollback by switching back",
+            "app: api 4.0 → 4.1, no reboot, rollback by switching back",
+        ]
+    );
+    let (r, ev) = run(&d, "2.0.0", &v2, Some("api"));
+    match r {
+        Err(ApplyError::Failed {
+            component,
+            rolled_back,
+            left,
+            ..
+        }) => {
+            assert_eq!(component, "api");
+            assert_eq!(rolled_back, ["api", "web", "mcu"], "reverse install order");
+            assert!(left.is_empty());
+        }
+        other => panic!("expected a failed release, got {other:?}"),
+    }
+    let tail: Vec<String> = names(&ev).into_iter().skip(6).collect();
+    assert_eq!(
+        tail,
+        [
+            "component_health_failed api",
+            "component_failed api",
+            "component_rolled_back api",
+            "component_rolled_back web",
+            "component_rolled_back mcu",
+        ]
+    );
+    assert_eq!(current(&d, "web"), "a web 1.2");
+    assert_eq!(current(&d, "api"), "a api 4.0");
+    assert_eq!(installed(&d, &v2[2].0).as_deref(), Some("7"));
+    let log = fs::read_to_string(&d.handler_log).unwrap();
+    assert!(
+        log.ends_with(&format!("rollback mcu 7  {}\n", v1[2].0.sha256)),
+        "{log}"
+    );
+    assert!(
+        !Journal::path(&d.paths).exists(),
+        "a finished verdict leaves no journal"
+    );
+}
+
+#[test]
+fn failing_handler_stops_the_release_before_later_components() {
+    let d = device();
+    let comps = vec![
+        app(&d, "web", "1.2", 1),
+        blob(&d, "mcu", "9", 2),
+        app(&d, "api", "4.0", 3),
+    ];
+    fs::write(d.handler_log.with_file_name("fail-9"), "").unwrap();
+    let (r, ev) = run(&d, "1.0.0", &comps, None);
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("flash verify failed") && e.contains("exit status: 3"),
+        "{e}"
+    );
+    assert!(e.contains("rolled back: web"), "{e}");
+    assert!(!names(&ev).contains(&"component_switched api".to_string()));
+    // web was new: rolling it back takes its link away.
+    assert_eq!(installed(&d, &comps[0].0), None);
+    assert_eq!(installed(&d, &comps[2].0), None);
+}
+
+#[test]
+fn group_writable_handler_is_refused_with_a_clear_error() {
+    let d = device();
+    let handler = d.handler_log.with_file_name("handler");
+    fs::set_permissions(&handler, fs::Permissions::from_mode(0o775)).unwrap();
+    let comps = vec![blob(&d, "mcu", "7", 0)];
+    let e = run(&d, "1.0.0", &comps, None).0.unwrap_err().to_string();
+    assert!(
+        e.contains("handler") && e.contains("refused") && e.contains("group- or world-writable"),
+        "{e}"
+    );
+    assert!(!d.handler_log.exists(), "the handler must not have run");
+}
+
+#[test]
+fn handler_progress_lines() {
+    use patchd::component::{parse_progress, Progress};
+    assert_eq!(
+        parse_progress("progress 42 writing"),
+        Some(Progress::Percent(42, "writing".into()))
+    );
+    assert_eq!(
+        parse_progress("progress 100"),
+        Some(Progress::Percent(100, String::new()))
+    );
+    assert_eq!(parse_progress("progress 101"), None);
+    assert_eq!(
+        parse_progress("status erasing"),
+        Some(Progress::Status("erasing".into()))
+    );
+    assert_eq!(parse_progress("hello"), None);
+}
+
+#[test]
+fn interrupted_release_is_rolled_back_at_start_up_from_the_symlinks() {
+    let d = device();
+    let v1 = vec![app(&d, "web", "1.2", 1), app(&d, "api", "4.0", 2)];
+    run(&d, "1.0.0", &v1, None).0.unwrap();
+    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    let v2 = vec![app(&d, "web", "1.3", 1), app(&d, "api", "4.1", 2)];
+    // Health "hangs" at api: simulate the cut by leaving the journal as apply left it
+    // right after api's switch (done=false).
+    let mut j = {
+        let (r, _) = run(&d, "2.0.0", &v2, None);
+        r.unwrap();
+        Journal::load(&Journal::path(&d.paths)).unwrap().unwrap()
+    };
+    j.done = false;
+    j.save(&Journal::path(&d.paths)).unwrap();
+    let mut ev = Vec::new();
+    let r = reconcile(&Journal::path(&d.paths), &d.installers, &mut |e| {
+        ev.push(e.clone())
+    })
+    .unwrap();
+    assert_eq!(
+        r,
+        Reconciled::RolledBack {
+            release: "2.0.0".into(),
+            rolled_back: vec!["api".into(), "web".into()],
+            left: vec![]
+        }
+    );
+    assert_eq!(
+        names(&ev),
+        ["component_reconciled api", "component_reconciled web"]
+    );
+    assert_eq!(current(&d, "web"), "a web 1.2");
+    assert_eq!(current(&d, "api"), "a api 4.0");
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn power_cut_at_every_component_step_is_reconciled() {
+    use patchd::failpoint::FailPoints;
+    for (point, nth) in [
+        ("component_staged", 0),
+        ("component_staged", 1),
+        ("component_switching", 0),
+        ("component_switched", 0),
+        ("component_switching", 1),
+        ("component_switched", 1),
+    ] {
+        let d = device();
+        let v1 = vec![app(&d, "web", "1.2", 1), app(&d, "api", "4.0", 2)];
+        run(&d, "1.0.0", &v1, None).0.unwrap();
+        commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+        let v2 = vec![app(&d, "web", "1.3", 1), app(&d, "api", "4.1", 2)];
+        let fp = FailPoints::default();
+        fp.arm(point, nth);
+        let list: Vec<Component> = v2.iter().map(|(c, _)| c.clone()).collect();
+        let mut file =
+            |c: &Component| Ok(v2.iter().find(|(x, _)| x.name == c.name).unwrap().1.clone());
+        let mut health = |_: &Component| Ok(());
+        let mut record = |_: &StepEvent| {};
+        let mut hooks = Hooks {
+            file: &mut file,
+            health: &mut health,
+            record: &mut record,
+            failpoints: Some(&fp),
+        };
+        let r = apply(
+            &Journal::path(&d.paths),
+            "2.0.0",
+            "b",
+            &list,
+            &d.installers,
+            &mut hooks,
+        );
+        assert!(
+            matches!(r, Err(ApplyError::PowerCut { .. })),
+            "{point}#{nth}: {r:?}"
+        );
+        let r = reconcile(&Journal::path(&d.paths), &d.installers, &mut |_| {}).unwrap();
+        assert!(
+            matches!(r, Reconciled::RolledBack { .. }),
+            "{point}#{nth}: {r:?}"
+        );
+        assert_eq!(current(&d, "web"), "a web 1.2", "{point}#{nth}");
+        assert_eq!(current(&d, "api"), "a api 4.0", "{point}#{nth}");
+        assert!(!Journal::path(&d.paths).exists());
+        // The release installs cleanly afterwards.
+        run(&d, "2.0.0", &v2, None).0.unwrap();
+        assert_eq!(current(&d, "web"), "b web 1.3", "{point}#{nth}");
+    }
+}
