@@ -243,6 +243,14 @@ struct AddArgs {
     /// Image: FILE (os rootfs), SLOT_CLASS=FILE or COMPONENT:SLOT_CLASS=FILE. Repeatable.
     #[arg(long, required = true)]
     image: Vec<String>,
+    /// Component beside the images (repeatable; makes the manifest schema 2):
+    /// name=NAME,version=V,method=app-bundle|handler,file=FILE, and optionally order=N
+    /// (lower installs first), rollback=ab|reinstall_previous|none (default ab for
+    /// app-bundle, reinstall_previous for handler), units=A.service+B.service (restarted
+    /// after an app-bundle switch), needs_reboot=true, kind=K, severity=S,
+    /// cves=CVE-…+CVE-…. See docs/components.md.
+    #[arg(long, value_name = "SPEC")]
+    component: Vec<String>,
     /// Image format: raw (block image) or tar (file-system tree).
     #[arg(long, default_value = "raw", value_parser = ["raw", "tar"])]
     format: String,
@@ -396,6 +404,12 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|s| publish::parse_stage(s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
+            let components = a
+                .component
+                .iter()
+                .map(|s| publish::parse_component_spec(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
             let rel = AddRelease {
                 product: a.product.clone(),
                 version: a.version.clone(),
@@ -408,6 +422,7 @@ fn run(cli: Cli) -> Result<()> {
                 notes_url: a.notes_url.clone(),
                 min_version: a.min_version.clone(),
                 images,
+                components,
                 rollout: Rollout {
                     paused: a.paused,
                     stages,

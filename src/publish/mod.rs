@@ -12,6 +12,7 @@
 //! ```
 
 mod bundle;
+mod components;
 mod delegate;
 mod delta;
 mod error;
@@ -24,6 +25,7 @@ mod state;
 mod verify;
 
 pub use bundle::{parse_expires, BundleReport};
+pub use components::{parse_component_spec, ComponentInput};
 pub use delegate::{DelegateReport, Delegation, RoleSigner};
 pub use delta::DeltaOptions;
 pub use error::PublishError;

@@ -101,6 +101,8 @@ pub struct AddRelease {
     pub notes_url: Option<String>,
     pub min_version: Option<Version>,
     pub images: Vec<ImageInput>,
+    /// Components beside the images (schema 2; none keeps the manifest at schema 1).
+    pub components: Vec<super::ComponentInput>,
     pub rollout: Rollout,
     pub channels: Vec<String>,
     /// Publish time; `None` means now.
@@ -122,6 +124,7 @@ impl AddRelease {
             notes_url: None,
             min_version: None,
             images: vec![ImageInput::rootfs(image)],
+            components: Vec::new(),
             rollout: Rollout::default(),
             channels: vec!["stable".into()],
             published: None,
@@ -429,9 +432,17 @@ impl Repo {
                 chunks: extras.chunks,
             });
         }
+        let mut components = Vec::new();
+        for c in &rel.components {
+            let (entry, target, file) =
+                super::components::place(c, &rel.product, &rel.version, &self.targets_dir())?;
+            tracing::info!(target_path = %target, size = entry.size, "component placed");
+            st.targets.targets.insert(target, file);
+            components.push(entry);
+        }
         let published = rel.published.unwrap_or(now);
         let manifest = Manifest {
-            schema_version: crate::manifest::schema_for(&[]),
+            schema_version: crate::manifest::schema_for(&components),
             product: rel.product.clone(),
             hardware: rel.hardware.clone(),
             version: rel.version.clone(),
@@ -444,7 +455,7 @@ impl Repo {
             published: Timestamp::from_second(published.as_second()).unwrap_or(published),
             min_version: rel.min_version.clone(),
             images,
-            components: Vec::new(),
+            components,
             rollout: rel.rollout.clone(),
             channels: rel.channels.clone(),
             withdrawn: false,
