@@ -62,6 +62,27 @@ pub fn parse_progress(line: &str) -> Option<Progress> {
         .map(|t| Progress::Status(t.trim().to_string()))
 }
 
+/// The install record of handler component `name`, kept in `dir`.
+fn read_record_in(dir: &Path, name: &str) -> Result<Option<Record>, ComponentError> {
+    let p = dir.join("installed.json");
+    match fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| ComponentError::failed(name, format!("{}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ComponentError::io(
+            name,
+            format!("reading {}", p.display()),
+            e,
+        )),
+    }
+}
+
+/// What handler component `name` (directory `dir`) has installed, by patchd's record.
+pub(super) fn installed_in(dir: &Path, name: &str) -> Result<Option<Installed>, ComponentError> {
+    Ok(read_record_in(dir, name)?.map(|r| r.installed))
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record {
     installed: Installed,
@@ -83,18 +104,7 @@ impl Handler {
     }
 
     fn read_record(&self, name: &str) -> Result<Option<Record>, ComponentError> {
-        let p = self.dir(name).join("installed.json");
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| ComponentError::failed(name, format!("{}: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ComponentError::io(
-                name,
-                format!("reading {}", p.display()),
-                e,
-            )),
-        }
+        read_record_in(&self.dir(name), name)
     }
 
     fn write_record(&self, name: &str, r: &Record) -> Result<(), ComponentError> {

@@ -17,7 +17,8 @@
 //! `/usr/lib/os-release`), kernel (`/proc/sys/kernel/osrelease` and `version`),
 //! architecture (`/proc/sys/kernel/arch`, else the one patchd was built for), DMI
 //! (`/sys/class/dmi/id/{sys_vendor,product_name,product_version,board_vendor,board_name,
-//! bios_version}`; serial numbers are not collected). Missing optional facts are `null`;
+//! bios_version}`; serial numbers are not collected), installed release components
+//! (`/var/lib/patchd/apps/`, `/var/lib/patchd/components/`: `component::list_installed`). Missing optional facts are `null`;
 //! facts that exist but cannot be read or are malformed are listed in `problems`.
 
 mod osrelease;
@@ -143,6 +144,10 @@ pub struct Inventory {
     /// Head of the audit hash chain.
     #[serde(default)]
     pub audit_head: Option<AuditHead>,
+    /// Every release component installed here (app bundles, handler components), read
+    /// back from the system, with its version and origin (the release that installed it).
+    #[serde(default)]
+    pub components: Vec<crate::component::InstalledComponent>,
     /// Facts that exist but could not be read or were malformed.
     pub problems: Vec<String>,
 }
@@ -243,6 +248,8 @@ pub fn collect(
         bios_version: dmi("bios_version", &mut problems),
         compatibility: hardware_id::resolve(device.hardware.as_deref(), paths),
     };
+    let (components, component_problems) = crate::component::list_installed(paths);
+    problems.extend(component_problems);
     let slots = engine
         .slots
         .into_iter()
@@ -270,6 +277,7 @@ pub fn collect(
         holds: engine.holds,
         patches: engine.patches,
         audit_head: engine.audit_head,
+        components,
         problems,
     }
 }
