@@ -30,7 +30,7 @@ pub use apply::{apply, commit, roll_back_release, Applied, ApplyError, Hooks, St
 pub use handler::{parse_progress, Handler, HandlerSettings, Progress};
 pub use installed::{list_installed, InstalledComponent};
 pub use journal::{reconcile, Journal, JournalEntry, Reconciled, StepState};
-pub use plan::{plan, Action, PlannedStep};
+pub use plan::{plan, plan_lines, Action, PlannedStep};
 pub use restart::Restarter;
 pub use sim::SimInstaller;
 

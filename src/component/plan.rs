@@ -41,6 +41,33 @@ pub fn plan(
         .collect()
 }
 
+/// The plan lines of `components` against what is installed (see
+/// [`super::list_installed`]), in install order, for status and `list`.
+pub fn plan_lines(
+    components: &[Component],
+    installed: &[super::InstalledComponent],
+) -> Vec<String> {
+    install_order(components)
+        .into_iter()
+        .map(|c| {
+            let before = installed
+                .iter()
+                .find(|i| i.name == c.name && i.method == c.method)
+                .map(|i| i.installed.clone());
+            let action = match &before {
+                Some(b) if b.sha256 == c.sha256 => Action::Unchanged,
+                _ => Action::Install,
+            };
+            PlannedStep {
+                component: c.clone(),
+                before,
+                action,
+            }
+            .to_string()
+        })
+        .collect()
+}
+
 fn label(m: ComponentMethod) -> &'static str {
     match m {
         ComponentMethod::AppBundle => "app",

@@ -157,6 +157,9 @@ pub struct AvailableView {
     /// Bytes it writes.
     #[serde(default)]
     pub size: u64,
+    /// Per-component plan lines, in install order (docs/components.md).
+    #[serde(default)]
+    pub components: Vec<String>,
 }
 
 /// A documented exception: no switching (above `max_version`, if set) until `until`.

@@ -77,6 +77,7 @@ impl Context<'_> {
                     }),
                     next: v.next.clone(),
                     why_not: v.switch,
+                    components: Vec::new(),
                 }
             })
             .collect()
@@ -116,6 +117,7 @@ mod tests {
             published: None,
             manifest_problem: None,
             summary: None,
+            components: Vec::new(),
         }
     }
     fn now() -> Timestamp {

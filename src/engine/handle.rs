@@ -43,6 +43,10 @@ pub struct AvailableRelease {
     /// in 3 h").
     #[serde(default)]
     pub when: Option<String>,
+    /// What the release does to each of its components, in install order
+    /// (`app: web 1.2 → 1.3, no reboot, rollback by switching back`).
+    #[serde(default)]
+    pub components: Vec<String>,
 }
 
 /// What the device does next and when, in plain words: the `Next:` line of status, the

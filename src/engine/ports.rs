@@ -32,6 +32,8 @@ pub struct Offered {
     pub manifest_problem: Option<String>,
     /// The publisher's one-line summary, from the verified manifest.
     pub summary: Option<String>,
+    /// The release's components (verified manifest, schema 2; none for schema 1).
+    pub components: Vec<crate::manifest::Component>,
 }
 
 impl Offered {

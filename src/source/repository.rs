@@ -147,6 +147,7 @@ impl RepoUpdates {
             let mut rollout = None;
             let mut manifest_problem = None;
             let mut summary = None;
+            let mut components = Vec::new();
             if c.ineligible.iter().all(depends_on_running) {
                 match fetch_manifest(&mut client, &*self.metadata, &*self.targets, &c.target_path)
                     .await
@@ -155,6 +156,7 @@ impl RepoUpdates {
                         let m = vm.manifest();
                         published = Some(m.published);
                         summary = Some(m.summary.clone()).filter(|s| !s.is_empty());
+                        components = m.components.clone();
                         rollout = Some(rollout_plan(m, c.summary.withdrawn));
                         verified.insert(c.summary.version.clone(), vm);
                     }
@@ -166,6 +168,7 @@ impl RepoUpdates {
                 published,
                 manifest_problem,
                 summary,
+                components,
             });
         }
         *self.manifests.lock().await = verified;

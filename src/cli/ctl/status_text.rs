@@ -92,6 +92,12 @@ pub fn status(s: &StatusView) -> String {
         kv.push(("Job", progress(p)));
     }
     kv.push(("Available", available_line(&s.available)));
+    // The plan of the newest release that fits, one line per component.
+    if let Some(a) = s.available.iter().find(|a| a.group != "not_applicable") {
+        for line in &a.components {
+            kv.push(("Component", format!("{} {line}", a.version)));
+        }
+    }
     if s.holds.is_empty() {
         kv.push(("Hold", "none".into()));
     }
@@ -264,6 +270,11 @@ fn group_table(list: &[&AvailableView], why: impl Fn(&AvailableView) -> Option<S
             .and_then(|a| why(a))
         {
             let _ = writeln!(out, "      {w}");
+        }
+        if let Some(a) = i.checked_sub(1).and_then(|r| list.get(r)) {
+            for c in &a.components {
+                let _ = writeln!(out, "      {c}");
+            }
         }
     }
     out

@@ -572,7 +572,17 @@ impl Runner {
 
     fn recategorize(&mut self) {
         let running = self.running_version();
-        self.available = self.context(running.as_ref()).categorize(&self.candidates);
+        let mut available = self.context(running.as_ref()).categorize(&self.candidates);
+        // Component plans compare with what the system shows installed now.
+        if self.candidates.iter().any(|c| !c.components.is_empty()) {
+            let (installed, _) = crate::component::list_installed(&self.p.paths);
+            for a in &mut available {
+                if let Some(c) = self.offered(&a.version) {
+                    a.components = crate::component::plan_lines(&c.components, &installed);
+                }
+            }
+        }
+        self.available = available;
     }
 
     /// The inputs of the switch decision the engine holds, for [`Context::decide`].
