@@ -492,3 +492,68 @@ fn power_cut_at_every_component_step_is_reconciled() {
         assert_eq!(current(&d, "web"), "b web 1.3", "{point}#{nth}");
     }
 }
+
+#[test]
+fn a_component_without_rollback_is_left_and_said_so() {
+    use patchd::component::SimInstaller;
+    let sim = Arc::new(SimInstaller::new());
+    sim.preinstall("fw", "1", &"1".repeat(64));
+    sim.preinstall("app", "1", &"2".repeat(64));
+    let installers = Installers {
+        app_bundle: Some(sim.clone()),
+        handler: Some(sim.clone()),
+    };
+    let d = device();
+    let mut fw = blob(&d, "fw", "2", 1).0;
+    fw.rollback = Rollback::None;
+    let mut app = blob(&d, "app", "2", 2).0;
+    app.method = ComponentMethod::AppBundle;
+    app.rollback = Rollback::Ab;
+    sim.fail("switch", "app");
+    let mut events = Vec::new();
+    let mut file = |_: &Component| Ok(PathBuf::from("/dev/null"));
+    let mut health = |_: &Component| Ok(());
+    let mut record = |e: &StepEvent| events.push(format!("{} {}", e.event, e.component));
+    let mut hooks = Hooks {
+        file: &mut file,
+        health: &mut health,
+        record: &mut record,
+        #[cfg(feature = "failpoints")]
+        failpoints: None,
+    };
+    let r = apply(
+        &Journal::path(&d.paths),
+        "2.0.0",
+        "b",
+        &[fw, app],
+        &installers,
+        &mut hooks,
+    );
+    match r {
+        Err(ApplyError::Failed {
+            component,
+            rolled_back,
+            left,
+            ..
+        }) => {
+            assert_eq!(component, "app");
+            assert!(rolled_back.is_empty(), "{rolled_back:?}");
+            assert_eq!(left, ["fw"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        events,
+        [
+            "component_staged fw",
+            "component_staged app",
+            "component_switched fw",
+            "component_failed app",
+            "component_not_rolled_back fw",
+        ]
+    );
+    assert_eq!(
+        sim.log(),
+        ["stage:fw", "stage:app", "switch:fw", "switch:app"]
+    );
+}
