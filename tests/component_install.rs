@@ -448,12 +448,23 @@ fn power_cut_at_every_component_step_is_reconciled() {
         ("component_switched", 0),
         ("component_switching", 1),
         ("component_switched", 1),
+        ("component_switching", 2),
+        ("component_switched", 2),
     ] {
         let d = device();
-        let v1 = vec![app(&d, "web", "1.2", 1), app(&d, "api", "4.0", 2)];
+        let v1 = vec![
+            app(&d, "web", "1.2", 1),
+            app(&d, "api", "4.0", 2),
+            blob(&d, "mcu", "7", 3),
+        ];
         run(&d, "1.0.0", &v1, None).0.unwrap();
         commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
-        let v2 = vec![app(&d, "web", "1.3", 1), app(&d, "api", "4.1", 2)];
+        let v2 = vec![
+            app(&d, "web", "1.3", 1),
+            app(&d, "api", "4.1", 2),
+            blob(&d, "mcu", "8", 3),
+        ];
+        let runs_before = fs::read_to_string(&d.handler_log).unwrap().lines().count();
         let fp = FailPoints::default();
         fp.arm(point, nth);
         let list: Vec<Component> = v2.iter().map(|(c, _)| c.clone()).collect();
@@ -487,6 +498,26 @@ fn power_cut_at_every_component_step_is_reconciled() {
         assert_eq!(current(&d, "web"), "a web 1.2", "{point}#{nth}");
         assert_eq!(current(&d, "api"), "a api 4.0", "{point}#{nth}");
         assert!(!Journal::path(&d.paths).exists());
+        // The handler cannot be read back: once its run started it is given the
+        // previous payload again; before that it is not run at all.
+        assert_eq!(
+            installed(&d, &v2[2].0).as_deref(),
+            Some("7"),
+            "{point}#{nth}"
+        );
+        let log = fs::read_to_string(&d.handler_log).unwrap();
+        let runs: Vec<&str> = log.lines().skip(runs_before).collect();
+        let want: &[&str] = match (point, nth) {
+            // Cut before the run, but the journal cannot tell: reinstalled to be sure.
+            ("component_switching", 2) => &["rollback mcu 7"],
+            ("component_switched", 2) => &["install mcu 8", "rollback mcu 7"],
+            _ => &[],
+        };
+        let got: Vec<String> = runs
+            .iter()
+            .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(got, want, "{point}#{nth}: {log}");
         // The release installs cleanly afterwards.
         run(&d, "2.0.0", &v2, None).0.unwrap();
         assert_eq!(current(&d, "web"), "b web 1.3", "{point}#{nth}");

@@ -57,7 +57,11 @@ pub enum Step {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{step:?} of component {component} failed: {why}; rolled back: {}; left at the new version: {}", list(rolled_back), list(left))]
+    #[error(
+        "{step:?} of component {component} failed: {why}; rolled back: {}; not rolled back: {}",
+        list(rolled_back),
+        list(left)
+    )]
     Failed {
         component: String,
         step: Step,
@@ -270,7 +274,7 @@ pub fn commit(journal: &Path, record: &mut dyn FnMut(&StepEvent)) -> Result<(), 
 }
 
 /// The release's verdict was bad (e.g. health after the reboot): roll every component
-/// back in reverse order. Returns (rolled back, left at the new version).
+/// back in reverse order. Returns (rolled back, not rolled back).
 pub fn roll_back_release(
     journal: &Path,
     installers: &Installers,

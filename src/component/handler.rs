@@ -10,7 +10,9 @@
 //! and `status TEXT` are progress, other lines are logged; exit status 0 is success,
 //! anything else (or the timeout) is failure. patchd keeps the payload of the installed
 //! version and of the one before, so `reinstall_previous` can give the handler the
-//! previous payload again; what is installed is patchd's record of the last success.
+//! previous payload again; what is installed is patchd's record of the last success (a
+//! run a power cut interrupted is rolled back at start-up, since the target may hold
+//! part of the new payload).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -86,7 +88,7 @@ pub(super) fn installed_in(dir: &Path, name: &str) -> Result<Option<Installed>, 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record {
     installed: Installed,
-    /// What was installed before, with its payload kept as `previous.payload`.
+    /// What was installed before (its payload is kept for `reinstall_previous`).
     #[serde(default)]
     previous: Option<Installed>,
 }
@@ -246,13 +248,37 @@ impl Handler {
     }
 }
 
+/// Where the payload with `sha256` is kept (payloads are named by their hash, so a
+/// rollback finds the one it needs whatever step a power cut interrupted).
+fn payload(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(format!("{sha256}.payload"))
+}
+
+/// Remove every kept payload but those of `keep`.
+fn prune(dir: &Path, keep: &[&str]) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)?.filter_map(Result::ok) {
+        let n = e.file_name().to_string_lossy().to_string();
+        if let Some(sha) = n.strip_suffix(".payload") {
+            if !keep.contains(&sha) {
+                fs::remove_file(e.path())?;
+            }
+        }
+    }
+    fsutil::fsync_dir(dir)
+}
+
 impl Installer for Handler {
     fn installed(&self, name: &str) -> Result<Option<Installed>, ComponentError> {
         Ok(self.read_record(name)?.map(|r| r.installed))
     }
 
-    /// Keep the verified payload beside the record (the previous one stays until the
-    /// switch succeeds).
+    /// What the target runs is known only from patchd's record: a run a power cut
+    /// interrupted may have changed it.
+    fn reads_back(&self) -> bool {
+        false
+    }
+
+    /// Keep the verified payload beside the record, named by its hash.
     fn stage(&self, job: &Job<'_>) -> Result<(), ComponentError> {
         let name = job.component.name.as_str();
         let dir = self.dir(name);
@@ -260,7 +286,7 @@ impl Installer for Handler {
             .map_err(io_err(name, "creating the component directory"))?;
         self.check_executable(name)?;
         let bytes = fs::read(job.file).map_err(io_err(name, "reading the payload"))?;
-        fsutil::atomic_write(&dir.join("staged.payload"), &bytes)
+        fsutil::atomic_write(&payload(&dir, &job.component.sha256), &bytes)
             .map_err(io_err(name, "keeping the payload"))
     }
 
@@ -275,15 +301,8 @@ impl Installer for Handler {
         {
             return Ok(());
         }
-        self.run(job, &dir.join("staged.payload"), "install")?;
-        let current = dir.join("current.payload");
-        if current.exists() {
-            fs::rename(&current, dir.join("previous.payload"))
-                .map_err(io_err(name, "keeping the previous payload"))?;
-        }
-        fs::rename(dir.join("staged.payload"), &current)
-            .map_err(io_err(name, "keeping the installed payload"))?;
-        fsutil::fsync_dir(&dir).map_err(io_err(name, "syncing the component directory"))?;
+        self.run(job, &payload(&dir, &c.sha256), "install")?;
+        let previous = before.map(|r| r.installed);
         self.write_record(
             name,
             &Record {
@@ -293,11 +312,16 @@ impl Installer for Handler {
                     copy: None,
                     origin: job.release.to_string(),
                 },
-                previous: before.map(|r| r.installed),
+                previous: previous.clone(),
             },
-        )
+        )?;
+        let mut keep = vec![c.sha256.as_str()];
+        keep.extend(previous.as_ref().map(|p| p.sha256.as_str()));
+        prune(&dir, &keep).map_err(io_err(name, "removing old payloads"))
     }
 
+    /// Install `before`'s payload again. Also after a failed or interrupted run (the
+    /// handler may have written part of the new one), so it does not ask the record.
     fn roll_back(&self, c: &Component, before: Option<&Installed>) -> Result<(), ComponentError> {
         let name = c.name.as_str();
         let Some(before) = before else {
@@ -307,17 +331,18 @@ impl Installer for Handler {
             ));
         };
         let dir = self.dir(name);
-        let now = self.read_record(name)?;
-        if now
-            .as_ref()
-            .is_some_and(|r| r.installed.sha256 == before.sha256)
-        {
-            return Ok(());
+        let prev = payload(&dir, &before.sha256);
+        if !prev.exists() {
+            return Err(ComponentError::failed(
+                name,
+                format!("the payload of version {} is not kept", before.version),
+            ));
         }
-        let prev = dir.join("previous.payload");
+        let size = fs::metadata(&prev).map(|m| m.len()).unwrap_or_default();
         let old = Component {
             version: before.version.clone(),
             sha256: before.sha256.clone(),
+            size,
             ..c.clone()
         };
         let job = Job {
@@ -327,9 +352,6 @@ impl Installer for Handler {
             slot: "",
         };
         self.run(&job, &prev, "rollback")?;
-        fs::rename(&prev, dir.join("current.payload"))
-            .map_err(io_err(name, "restoring the previous payload"))?;
-        fsutil::fsync_dir(&dir).map_err(io_err(name, "syncing the component directory"))?;
         self.write_record(
             name,
             &Record {

@@ -129,8 +129,9 @@ pub fn reconcile(
     })
 }
 
-/// Roll back, in reverse order, every entry whose new version the system shows now.
-/// Returns (rolled back, left at the new version because they cannot be).
+/// Roll back, in reverse order, every entry whose new version the system shows now (or,
+/// for a method that cannot read back, whose switch was started). Returns (rolled back,
+/// not rolled back: no rollback, or the rollback failed).
 pub(super) fn undo(
     j: &Journal,
     installers: &Installers,
@@ -142,10 +143,16 @@ pub(super) fn undo(
     for e in j.entries.iter().rev() {
         let c = &e.component;
         let inst = installers.for_method(c)?;
-        let now = inst.installed(&c.name)?;
-        let live_is_new = now.as_ref().is_some_and(|n| n.sha256 == c.sha256)
-            && e.before.as_ref().map(|b| b.sha256.as_str()) != Some(c.sha256.as_str());
-        if !live_is_new {
+        let unchanged = e.before.as_ref().map(|b| b.sha256.as_str()) == Some(c.sha256.as_str());
+        // What the system shows decides; a method that cannot read it back goes by how
+        // far the journal says its step got.
+        let touched = if inst.reads_back() {
+            inst.installed(&c.name)?
+                .is_some_and(|n| n.sha256 == c.sha256)
+        } else {
+            matches!(e.state, StepState::Switching | StepState::Switched)
+        };
+        if unchanged || !touched {
             continue;
         }
         if c.rollback == Rollback::None {

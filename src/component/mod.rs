@@ -115,6 +115,12 @@ pub trait Installer: Send + Sync {
     /// What the system shows installed for `name` now (read back, not from memory);
     /// `None` when the component is not installed.
     fn installed(&self, name: &str) -> Result<Option<Installed>, ComponentError>;
+    /// Whether [`Installer::installed`] reads the system itself. A method that only
+    /// knows its own record (a handler) returns false: a step a power cut or a failure
+    /// interrupted is then rolled back by the journal's step state.
+    fn reads_back(&self) -> bool {
+        true
+    }
     /// Prepare the new content without touching what is in use.
     fn stage(&self, job: &Job<'_>) -> Result<(), ComponentError>;
     /// Make the staged content the one in use.
