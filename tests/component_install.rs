@@ -275,6 +275,14 @@ fn release_installs_in_order_and_a_new_one_switches_to_the_other_copy() {
     )
     .unwrap();
     assert_eq!(plan[0].to_string(), "app: web 1.3, unchanged");
+    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    let (r, ev) = run(&d, "1.1.1", &v2, None);
+    assert_eq!(r.unwrap().skipped, ["web", "api", "mcu"]);
+    assert_eq!(ev.len(), 3, "one skipped record each: {ev:?}");
+    assert!(
+        !Journal::path(&d.paths).exists(),
+        "nothing to judge: no journal"
+    );
 }
 
 #[test]

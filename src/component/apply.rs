@@ -143,6 +143,14 @@ pub fn apply(
             });
         }
     }
+    if j.entries.is_empty() {
+        // Nothing changes: no journal, nothing to give a verdict on.
+        return Ok(Applied {
+            installed: Vec::new(),
+            skipped,
+            needs_reboot: false,
+        });
+    }
     j.save(journal)?;
     let mut files = Vec::new();
     for i in 0..j.entries.len() {
