@@ -55,17 +55,22 @@ fn device() -> Device {
             "restart".into(),
         ],
     };
-    let installers = Installers {
-        app_bundle: Some(Arc::new(AppBundles::new(&paths, restarter))),
-        handler: Some(Arc::new(Handler::new(
-            &paths,
-            HandlerSettings {
-                path: handler,
-                timeout: Duration::from_secs(10),
-                trusted_uid: nix::unistd::geteuid().as_raw(),
-            },
-        ))),
-    };
+    let installers = Installers::new()
+        .with(
+            ComponentMethod::AppBundle,
+            Arc::new(AppBundles::new(&paths, restarter)),
+        )
+        .with(
+            ComponentMethod::Handler,
+            Arc::new(Handler::new(
+                &paths,
+                HandlerSettings {
+                    path: handler,
+                    timeout: Duration::from_secs(10),
+                    trusted_uid: nix::unistd::geteuid().as_raw(),
+                },
+            )),
+        );
     Device {
         handler_log: tools.join("handler.log"),
         _tmp: tmp,
@@ -538,10 +543,9 @@ fn a_component_without_rollback_is_left_and_said_so() {
     let sim = Arc::new(SimInstaller::new());
     sim.preinstall("fw", "1", &"1".repeat(64));
     sim.preinstall("app", "1", &"2".repeat(64));
-    let installers = Installers {
-        app_bundle: Some(sim.clone()),
-        handler: Some(sim.clone()),
-    };
+    let installers = Installers::new()
+        .with(ComponentMethod::AppBundle, sim.clone())
+        .with(ComponentMethod::Handler, sim.clone());
     let d = device();
     let mut fw = blob(&d, "fw", "2", 1).0;
     fw.rollback = Rollback::None;

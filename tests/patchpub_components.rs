@@ -12,7 +12,7 @@ use std::time::Duration;
 use patchd::clock::SystemClock;
 use patchd::component::{apply, AppBundles, Handler, HandlerSettings, Hooks, Installers, Journal};
 use patchd::fetch::FileSource;
-use patchd::manifest::{discover, Component, DeviceProfile, Manifest};
+use patchd::manifest::{discover, Component, ComponentMethod, DeviceProfile, Manifest};
 use patchd::paths::Paths;
 use patchd::trust::source::Subdir;
 use patchd::trust::{Limits, TufClient};
@@ -153,22 +153,27 @@ async fn components_are_published_verified_and_installed_in_order() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&tools, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let installers = Installers {
-        app_bundle: Some(Arc::new(AppBundles::new(
-            &paths,
-            patchd::component::Restarter {
-                argv: vec!["true".into()],
-            },
-        ))),
-        handler: Some(Arc::new(Handler::new(
-            &paths,
-            HandlerSettings {
-                path: handler,
-                timeout: Duration::from_secs(10),
-                trusted_uid: nix::unistd::geteuid().as_raw(),
-            },
-        ))),
-    };
+    let installers = Installers::new()
+        .with(
+            ComponentMethod::AppBundle,
+            Arc::new(AppBundles::new(
+                &paths,
+                patchd::component::Restarter {
+                    argv: vec!["true".into()],
+                },
+            )),
+        )
+        .with(
+            ComponentMethod::Handler,
+            Arc::new(Handler::new(
+                &paths,
+                HandlerSettings {
+                    path: handler,
+                    timeout: Duration::from_secs(10),
+                    trusted_uid: nix::unistd::geteuid().as_raw(),
+                },
+            )),
+        );
     let mut events = Vec::new();
     let mut file = |c: &Component| Ok(files.iter().find(|f| f.0 == c.name).unwrap().1.clone());
     let mut health = |_: &Component| Ok(());

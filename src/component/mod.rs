@@ -12,8 +12,9 @@
 //! release at start-up from what the system shows.
 //!
 //! A new method (firmware through fwupd, systemd-sysext) is one file here implementing
-//! [`Installer`], its variant of `manifest::ComponentMethod` and its arm in
-//! [`Installers::for_method`].
+//! [`Installer`] and its variant of `manifest::ComponentMethod` (with the variant's
+//! arms in that enum's own methods); whoever builds the device's [`Installers`] offers
+//! it with [`Installers::with`].
 
 mod app_bundle;
 mod apply;
@@ -133,21 +134,29 @@ pub trait Installer: Send + Sync {
 /// The installers of this device, one per method it offers.
 #[derive(Clone, Default)]
 pub struct Installers {
-    pub app_bundle: Option<Arc<dyn Installer>>,
-    pub handler: Option<Arc<dyn Installer>>,
+    by_method: std::collections::HashMap<ComponentMethod, Arc<dyn Installer>>,
 }
 
 impl Installers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offer `method` through `installer`.
+    pub fn with(mut self, method: ComponentMethod, installer: Arc<dyn Installer>) -> Self {
+        self.by_method.insert(method, installer);
+        self
+    }
+
     /// The installer of `c`'s method, or why there is none.
     pub fn for_method(&self, c: &Component) -> Result<Arc<dyn Installer>, ComponentError> {
-        let found = match c.method {
-            ComponentMethod::AppBundle => self.app_bundle.clone(),
-            ComponentMethod::Handler => self.handler.clone(),
-        };
-        found.ok_or_else(|| ComponentError::NotConfigured {
-            name: c.name.clone(),
-            method: c.method.to_string(),
-        })
+        self.by_method
+            .get(&c.method)
+            .cloned()
+            .ok_or_else(|| ComponentError::NotConfigured {
+                name: c.name.clone(),
+                method: c.method.to_string(),
+            })
     }
 }
 

@@ -2,7 +2,7 @@
 //! `patchctl status`/`list` and the input of [`super::apply`].
 
 use super::{ComponentError, Installed, Installers};
-use crate::manifest::{install_order, Component, ComponentMethod, Rollback};
+use crate::manifest::{install_order, Component, Rollback};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -68,19 +68,12 @@ pub fn plan_lines(
         .collect()
 }
 
-fn label(m: ComponentMethod) -> &'static str {
-    match m {
-        ComponentMethod::AppBundle => "app",
-        ComponentMethod::Handler => "handler",
-    }
-}
-
 impl std::fmt::Display for PlannedStep {
     /// `app: web 1.2 → 1.3, no reboot, rollback by switching back`
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.component;
         let from = self.before.as_ref().map(|b| b.version.as_str());
-        write!(f, "{}: {} ", label(c.method), c.name)?;
+        write!(f, "{}: {} ", c.method.label(), c.name)?;
         match (&self.action, from) {
             (Action::Unchanged, _) => return write!(f, "{}, unchanged", c.version),
             (_, Some(v)) => write!(f, "{v} → {}", c.version)?,

@@ -41,8 +41,8 @@ pub struct Component {
     pub cves: Vec<String>,
 }
 
-/// How a component is installed. A new method is one variant here, its file under
-/// `src/component/` and its arm in `component::installer_for`.
+/// How a component is installed. A new method is one variant here (with its arms in
+/// the methods below) and its `Installer` in a file under `src/component/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -68,6 +68,14 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::AppBundle => "app-bundle",
+            Method::Handler => "handler",
+        }
+    }
+
+    /// How status and `list` name a component of this method (`app: web 1.2 → 1.3`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::AppBundle => "app",
             Method::Handler => "handler",
         }
     }
