@@ -91,6 +91,8 @@ fn plan() -> RolloutPlan {
             },
         ],
         state: RolloutState::Active,
+        guarded: false,
+        gate: None,
     }
 }
 
@@ -452,6 +454,8 @@ fn rollout_gates_staging_and_switching() {
             percent: 0,
         }],
         state: RolloutState::Active,
+        guarded: false,
+        gate: None,
     });
     assert!(p
         .may_stage(utc(WEEKDAY), &device(&["canary"]), &r, &[])

@@ -17,3 +17,4 @@ pub mod init;
 pub mod manual;
 pub mod patchd;
 pub mod preflight;
+pub mod rollout;

@@ -291,6 +291,8 @@ async fn start(
     let labels = metrics_feed::Labels {
         product: cfg.device.product.clone().unwrap_or_default(),
         channel: cfg.device.channel.clone(),
+        // `[fleet] group` once the configuration has it.
+        group: None,
     };
     let parts = EngineParts {
         paths: paths.clone(),

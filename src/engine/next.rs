@@ -73,6 +73,7 @@ impl NextInputs<'_> {
             None => "switch_now",
             Some(WaitFor::Window) => "window",
             Some(WaitFor::Rollout) => "rollout",
+            Some(WaitFor::Gate) => "gated",
             Some(WaitFor::Hold) => "held",
             Some(WaitFor::Approval) => "approval",
             Some(WaitFor::Paused) => "paused",

@@ -22,6 +22,9 @@ pub struct Candidate {
     pub target_path: String,
     pub summary: ReleaseSummary,
     pub ineligible: Vec<Ineligible>,
+    /// The guard's rollout gate signed beside the summary (`None`: none, or malformed —
+    /// both freeze a guarded release).
+    pub gate: Option<super::RolloutGate>,
 }
 
 impl Candidate {
@@ -115,10 +118,15 @@ fn rank<'a>(
             continue;
         }
         let ineligible = eligibility::check(&summary, dev);
+        let gate = super::RolloutGate::from_custom(custom).unwrap_or_else(|e| {
+            tracing::warn!(target_path = %path, error = %e, "malformed rollout gate; treated as none");
+            None
+        });
         out.push(Candidate {
             target_path: path.to_string(),
             summary,
             ineligible,
+            gate,
         });
     }
     out.sort_by(|a, b| b.summary.version.cmp(&a.summary.version));

@@ -331,6 +331,8 @@ mod tests {
                 after_secs: 3 * 3600,
             }],
             state: RolloutState::Active,
+            guarded: false,
+            gate: None,
         });
         let i = In::new();
         let v = p.decide(&i.facts(&dev, &r, false));
@@ -370,6 +372,8 @@ mod tests {
             published: now(),
             stages: vec![],
             state: RolloutState::Withdrawn,
+            guarded: false,
+            gate: None,
         });
         let f = i.facts(&dev, &w, true);
         assert!(

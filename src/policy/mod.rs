@@ -194,9 +194,14 @@ impl Policy {
             .rollout
             .as_ref()
             .is_some_and(|p| p.state == RolloutState::Paused);
+        let gated = release.rollout.as_ref().is_some_and(|p| {
+            p.gate_wait(now, &device.tags, bucket(&device.machine_id, &release.id))
+                .is_some()
+        });
         match rollout {
             Decision::Allowed { reason } => Ok(reason),
             other if paused => Err((other, WaitFor::Paused)),
+            other if gated => Err((other, WaitFor::Gate)),
             other => Err((other, WaitFor::Rollout)),
         }
     }

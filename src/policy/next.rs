@@ -28,6 +28,9 @@ pub enum WaitFor {
     Hold,
     /// The device's rollout stage has not opened.
     Rollout,
+    /// A guarded rollout's gate does not let the device's stage in (expired, missing,
+    /// or not opened that far): frozen until the publisher's guard renews it.
+    Gate,
     /// An urgency rule asks for an admin's approval.
     Approval,
     /// No maintenance window is open.
@@ -201,6 +204,7 @@ impl Opportunity {
                 format!("needs an admin's approval (urgency rule): patchctl approve {version}")
             }
             Some(WaitFor::Paused) => "rollout paused by the publisher".to_string(),
+            Some(WaitFor::Gate) => self.detail.clone(),
             Some(WaitFor::Withdrawn) => "withdrawn by the publisher: never switched to".to_string(),
             Some(WaitFor::Clock) => self.detail.clone(),
         }

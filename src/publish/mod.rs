@@ -15,6 +15,8 @@ mod bundle;
 mod delegate;
 mod delta;
 mod error;
+mod gate;
+pub mod guard;
 mod images;
 pub mod keystore;
 mod repo;
@@ -27,6 +29,7 @@ pub use bundle::{parse_expires, BundleReport};
 pub use delegate::{DelegateReport, Delegation, RoleSigner};
 pub use delta::DeltaOptions;
 pub use error::PublishError;
+pub use gate::RolloutView;
 pub use repo::{
     parse_release_name, AddRelease, ImageInput, InitOptions, RefreshReport, Repo, RoleSpec,
 };

@@ -155,7 +155,7 @@ impl RepoUpdates {
                         let m = vm.manifest();
                         published = Some(m.published);
                         summary = Some(m.summary.clone()).filter(|s| !s.is_empty());
-                        rollout = Some(rollout_plan(m, c.summary.withdrawn));
+                        rollout = Some(rollout_plan(m, c.summary.withdrawn).with_gate(c.gate));
                         verified.insert(c.summary.version.clone(), vm);
                     }
                     Err(e) => manifest_problem = Some(e.to_string()),

@@ -80,7 +80,10 @@ impl Runner {
         let mut doc = self.doc.clone();
         doc.lifecycle = self.doc.lifecycle.begin_switch(booted)?;
         doc.pending = Some(Pending::ArmTrial { slot: slot.clone() });
-        self.commit(
+        // The rollout stage this device enters by: the `stage` label of the fleet's
+        // per-release outcome metrics, counted from this record.
+        let stage = self.entry_stage(&release.version);
+        self.commit_with(
             doc,
             "switching",
             actor,
@@ -89,6 +92,10 @@ impl Runner {
             } else {
                 "window, rollout and holds allow it"
             }),
+            &stage
+                .map(|s| ("stage", serde_json::Value::from(s)))
+                .into_iter()
+                .collect::<Vec<_>>(),
         )?;
         self.failpoint("switch.before_arm")?;
         if let Err(e) = self
@@ -105,6 +112,15 @@ impl Runner {
         }
         self.failpoint("switch.after_arm")?;
         self.reboot(&reason).await
+    }
+
+    /// The rollout stage (index) by which this device enters `version`, from the plan
+    /// the last check verified (`None`: not offered by a check, or in no stage).
+    fn entry_stage(&self, version: &str) -> Option<usize> {
+        let facts = &self.offered(version)?.facts;
+        let plan = facts.rollout.as_ref()?;
+        let d = &self.p.device;
+        plan.device_stage(&d.tags, crate::policy::bucket(&d.machine_id, &facts.id))
     }
 
     /// Record the reboot intent, ask for it, and stop acting.
