@@ -59,12 +59,10 @@ impl Outcomes {
 pub enum QueryError {
     #[error("Prometheus URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
-    #[error("Prometheus at {url}: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The request failed; `why` is the whole cause chain (reqwest's own message
+    /// leaves out the part that says what happened, e.g. "connection refused").
+    #[error("Prometheus at {url}: {why}")]
+    Http { url: String, why: String },
     #[error("Prometheus at {url} answered HTTP {status}: {body}")]
     Status {
         url: String,
@@ -172,9 +170,19 @@ pub async fn query(base: &str, promql: &str, timeout: Duration) -> Result<Outcom
     url.set_path(&path);
     url.query_pairs_mut().clear().append_pair("query", promql);
     let shown = base.to_string();
-    let http = |source| QueryError::Http {
-        url: shown.clone(),
-        source,
+    let http = |e: reqwest::Error| {
+        // The base URL is in the message already; the query string would only bury it.
+        let e = e.without_url();
+        let mut why = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            why = format!("{why}: {c}");
+            cause = c.source();
+        }
+        QueryError::Http {
+            url: shown.clone(),
+            why,
+        }
     };
     let client = reqwest::Client::builder()
         .timeout(timeout)
