@@ -37,8 +37,9 @@ pub enum RolloutCmd {
     ///   by itself and the rollout freezes at its stage (devices that switched already
     ///   are not affected). Exit status 3.
     ///
-    /// Running it again changes nothing that the last run did not decide (a paused
-    /// release stays paused; `patchpub resume` lets the guard renew it again). Every run
+    /// Idempotent: a second run on the same numbers decides the same (a paused release
+    /// stays paused and nothing is re-signed; a renewal only moves the expiry;
+    /// `patchpub resume` lets the guard renew a paused release again). Every run
     /// appends one JSON line (decision, reason, the counts by stage, the thresholds, the
     /// gate before and after) to --log and fsyncs it. Needs the targets, snapshot and
     /// timestamp keys in --keys, like `patchpub pause`.
