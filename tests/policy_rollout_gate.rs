@@ -157,6 +157,11 @@ fn unguarded_releases_ignore_gates_and_schedules_still_count() {
     r.rollout.as_mut().unwrap().stages[1].after_secs = 2 * 86400;
     let (_, wait, _) = decide(&device(&[]), &r);
     assert_eq!(wait, Some(WaitFor::Rollout));
+    // Nor does an expired one hide when the stage opens by its schedule.
+    r.rollout.as_mut().unwrap().gate = gate(0, "2020-01-01T00:00:00Z");
+    let (why, wait, words) = decide(&device(&[]), &r);
+    assert_eq!(wait, Some(WaitFor::Rollout), "{why:?}");
+    assert!(words.contains("waiting for the 100% stage"), "{words}");
 }
 
 #[test]

@@ -194,9 +194,10 @@ impl Policy {
             .rollout
             .as_ref()
             .is_some_and(|p| p.state == RolloutState::Paused);
+        // The gate's answer, not the stage schedule's (that one says when to ask again).
         let gated = release.rollout.as_ref().is_some_and(|p| {
             p.gate_wait(now, &device.tags, bucket(&device.machine_id, &release.id))
-                .is_some()
+                .is_some_and(|g| g == rollout)
         });
         match rollout {
             Decision::Allowed { reason } => Ok(reason),
