@@ -18,6 +18,11 @@ use patchd::policy::{DeviceFacts, Facts, LockState, Policy, ReleaseFacts, Rollou
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// One figure as `figure KEY=VALUE`, for tests/bench/fleet to collect.
+fn figure(key: &str, value: impl std::fmt::Display) {
+    println!("figure {key}={value}");
+}
+
 /// Percentage points.
 fn pts(part: usize, of: usize) -> f64 {
     100.0 * part as f64 / of.max(1) as f64
@@ -36,6 +41,7 @@ fn stage_shares_match_the_configured_percentages() {
     let mut stages = p.stages.clone();
     stages.sort_by_key(|s| s.after_secs);
     let mut percent = 0u8;
+    let mut worst = 0.0f64;
     for s in &stages {
         percent = percent.max(s.percent);
         let opens = s.after_secs as i64;
@@ -54,6 +60,7 @@ fn stage_shares_match_the_configured_percentages() {
             s.tags,
             pts(all, n)
         );
+        worst = worst.max((share - f64::from(percent)).abs());
         assert!(
             (share - f64::from(percent)).abs() <= 0.5,
             "stage +{opens}s: {share:.3} % of untagged devices, configured {percent} %"
@@ -64,6 +71,7 @@ fn stage_shares_match_the_configured_percentages() {
             pts(all, n)
         );
     }
+    figure("stage_max_error_pts", format!("{worst:.3}"));
     // Every bucket holds about a hundredth of the fleet (within 5 % of it).
     let mut per = [0usize; 100];
     for b in &f.buckets {
@@ -172,7 +180,7 @@ fn the_whole_switch_decision_agrees_with_the_stage_functions_on_a_sample() {
 
 /// Not-yet-switched devices at the pause time `t`, when each stops, and how many still
 /// switched before they stopped.
-fn pause_at(t: i64, label: &str) {
+fn pause_at(t: i64, key: &str, label: &str) {
     let (p, r) = (Params::get(), Rollout::get());
     let sched = CheckSchedule::of(p);
     let mut rng = StdRng::seed_from_u64(p.seed.wrapping_add(t as u64));
@@ -200,7 +208,9 @@ fn pause_at(t: i64, label: &str) {
             }
             None => {
                 never += 1;
-                if d.switched.is_some() {
+                // It switches if it had staged before it was cut off.
+                let cut_off = t - HOUR;
+                if d.switched.is_some() && d.staging.is_some_and(|s| s < cut_off) {
                     leaked += 1;
                 }
             }
@@ -233,6 +243,14 @@ fn pause_at(t: i64, label: &str) {
         pts(within(bound), waiting)
     );
     // Devices whose next check went through stop within one gap.
+    figure(
+        &format!("pause_{key}_stopped_pct"),
+        format!("{:.3}", pts(within(bound), waiting)),
+    );
+    figure(
+        &format!("pause_{key}_leaked_pct"),
+        format!("{:.3}", pts(leaked, waiting)),
+    );
     let healthy = 100.0 * (1.0 - p.offline_share) * (1.0 - p.check_failure);
     assert!(pts(within(one_gap), waiting) >= healthy - 0.5);
     assert!(*delays.first().unwrap() >= p.cdn_ttl);
@@ -252,10 +270,15 @@ fn a_pause_stops_the_devices_that_have_not_switched_within_a_check_gap_plus_expi
     // Day 3 12:00: the 50 % stage opened 2 h ago and waits for tonight's window.
     pause_at(
         3 * DAY + 2 * HOUR,
+        "midday",
         "mid-day, the 50 % stage staged and waiting",
     );
     // Day 4 00:00: two hours before that window opens.
-    pause_at(3 * DAY + 14 * HOUR, "two hours before the window");
+    pause_at(
+        3 * DAY + 14 * HOUR,
+        "pre_window",
+        "two hours before the window",
+    );
 }
 
 #[test]
@@ -271,6 +294,7 @@ fn no_group_ever_has_more_devices_rebooting_than_its_slots() {
         );
         worst = worst.max(m);
     }
+    figure("max_rebooting_per_group", worst);
     let staged = r.devices.iter().filter(|d| d.staging.is_some()).count();
     let held: usize = r.holds.iter().map(Vec::len).sum();
     assert_eq!(held, staged, "every staged device got a slot once");
@@ -364,6 +388,10 @@ fn time_from_publish_to_half_most_and_nearly_all_of_the_fleet_patched() {
             hms(at),
             p.at(at).strftime("%a %H:%M")
         );
+        figure(
+            &format!("patched_p{:.0}_h", q * 100.0),
+            format!("{:.2}", at as f64 / HOUR as f64),
+        );
         // It falls in the first window after the stage that brings the share past q.
         let stage = stages.iter().find(|s| s.percent >= percent).unwrap();
         let (open, close) = w.span_from(stage.after_secs as i64);
@@ -429,6 +457,12 @@ fn cdn_figures(p: &Params, m: &fleet_support::cdn::Measured) {
         "checks in one hour: simulated {in_hour:.0}, formula N x 3600 / mean gap = {formula:.0}"
     );
     assert!((in_hour / formula - 1.0).abs() < 0.01);
+    figure("no_change_requests", m.no_change.count());
+    figure("no_change_wire_bytes", m.no_change.wire_bytes());
+    figure(
+        "req_per_s_6h",
+        format!("{:.0}", n / sched.mean_gap() * m.no_change.count() as f64),
+    );
     for (interval, jitter) in [(HOUR, 30 * MIN), (6 * HOUR, 30 * MIN), (DAY, 30 * MIN)] {
         let s = CheckSchedule { interval, jitter };
         let per_s = n / s.mean_gap();
@@ -461,14 +495,35 @@ fn release_day(p: &Params, m: &fleet_support::cdn::Measured) {
         bytes(extra),
         bytes(extra * p.devices as f64)
     );
-    for (label, size) in [
-        ("static delta", p.delta_image),
-        ("full image", p.full_image),
+    // What-if (not patchd today): a device whose stage opened waits a random delay up to
+    // the check jitter before staging.
+    let mut rng = StdRng::seed_from_u64(p.seed + 17);
+    let spread: Vec<i64> = r
+        .devices
+        .iter()
+        .filter_map(|d| d.staging.map(|s| (d, s)))
+        .map(|(d, s)| {
+            if s > d.known {
+                s + rng.gen_range(0..=p.check_jitter)
+            } else {
+                s
+            }
+        })
+        .collect();
+    let today: Vec<i64> = r.devices.iter().filter_map(|d| d.staging).collect();
+    for (label, size, starts) in [
+        ("static delta", p.delta_image, &today),
+        ("full image", p.full_image, &today),
+        (
+            "static delta, staging spread over the jitter (what-if)",
+            p.delta_image,
+            &spread,
+        ),
     ] {
         let secs = (size as f64 / p.link_rate).ceil() as i64;
         let mut per_min = std::collections::BTreeMap::<i64, f64>::new();
         let mut per_hour = std::collections::BTreeMap::<i64, f64>::new();
-        for s in r.devices.iter().filter_map(|d| d.staging) {
+        for &s in starts {
             // Spread each download over the minutes it spans at the device's rate.
             let mut t = s;
             while t < s + secs {
@@ -503,8 +558,13 @@ fn release_day(p: &Params, m: &fleet_support::cdn::Measured) {
             bytes(pmb),
             pmb * 8.0 / 60.0 / 1e9
         );
-        let staged = r.devices.iter().filter(|d| d.staging.is_some()).count();
-        assert!((total / (size as f64 * staged as f64) - 1.0).abs() < 1e-6);
+        assert!((total / (size as f64 * starts.len() as f64) - 1.0).abs() < 1e-6);
+        if label == "static delta" {
+            figure(
+                "release_peak_minute_gbit_delta",
+                format!("{:.1}", pmb * 8.0 / 60.0 / 1e9),
+            );
+        }
     }
     after_reboots(p, r);
 }
