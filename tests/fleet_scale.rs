@@ -439,22 +439,34 @@ async fn cdn_requests_and_bytes_from_the_real_check() {
         assert_eq!(md.len(), 2, "{why}: {}", c.describe());
         assert_eq!(c.not_found(), vec!["metadata/2.root.json"], "{why}");
         assert_eq!(md[1].0, "metadata/timestamp.json", "{why}");
+        // Manifests verified by an earlier check are reused while the signed metadata
+        // vouches for the same bytes.
         let manifests = c.under("targets/");
-        assert_eq!(manifests.len(), listed, "{why}: {}", c.describe());
-        assert!(manifests.iter().all(|r| r.0.ends_with("manifest.json")));
+        assert!(
+            manifests.is_empty(),
+            "{why} ({listed} listed): {}",
+            c.describe()
+        );
     }
+    let first = m.first.under("targets/");
+    assert_eq!(first.len(), 1, "{why}: {}", m.first.describe());
+    assert!(first[0].0.ends_with("manifest.json"), "{why}");
     assert!(m.after_pause.count() > m.no_change_two.count());
+    // A pause re-signs the manifest: new bytes, fetched and verified again.
+    let paused = m.after_pause.under("targets/");
+    assert_eq!(paused.len(), 1, "{why}: {}", m.after_pause.describe());
     cdn_figures(p, &m);
 }
 
 fn cdn_figures(p: &Params, m: &fleet_support::cdn::Measured) {
     use fleet_support::cdn::HEADER_BYTES;
     let n = p.devices as f64;
-    let manifest = m.no_change_two.wire_bytes() - m.no_change.wire_bytes();
-    let base = m.no_change.wire_bytes() - manifest;
+    let manifest = m.first.under("targets/")[0].2 + HEADER_BYTES;
+    let base = m.no_change.wire_bytes();
     println!(
         "per check: {base} B for the two metadata requests, {manifest} B per listed release's \
-         manifest (headers {HEADER_BYTES} B per response, assumed)"
+         manifest when it must be fetched (first check, a daemon restart, a changed manifest; \
+         headers {HEADER_BYTES} B per response, assumed)"
     );
     // The schedule model against the formula: checks falling in one hour.
     let sched = CheckSchedule::of(p);
@@ -477,9 +489,13 @@ fn cdn_figures(p: &Params, m: &fleet_support::cdn::Measured) {
         let s = CheckSchedule { interval, jitter };
         let per_s = n / s.mean_gap();
         for (label, reqs, b) in [
-            ("today, 1 release listed", 3.0, base + manifest),
-            ("today, 5 releases listed", 7.0, base + 5 * manifest),
-            ("2 requests (manifests cached)", 2.0, base),
+            ("no change (manifests reused)", 2.0, base),
+            ("after a restart, 1 release listed", 3.0, base + manifest),
+            (
+                "after a restart, 5 releases listed",
+                7.0,
+                base + 5 * manifest,
+            ),
         ] {
             println!(
                 "{:.0} devices, every {} + {}: {label}: {:.0} req/s, {}/h",

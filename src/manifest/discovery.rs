@@ -251,11 +251,30 @@ pub async fn fetch_verified(
     targets_src: &dyn ByteSource,
     path: &str,
 ) -> Result<VerifiedManifest, DiscoveryError> {
+    fetch_verified_reusing(client, metadata, targets_src, path, None).await
+}
+
+/// [`fetch_verified`], reusing `cached` (a manifest verified by an earlier check) when
+/// the trusted metadata still vouches for the same bytes: a check that finds nothing new
+/// then costs the metadata requests only, not one more download per listed release.
+pub async fn fetch_verified_reusing(
+    client: &mut TufClient,
+    metadata: &dyn ByteSource,
+    targets_src: &dyn ByteSource,
+    path: &str,
+    cached: Option<&VerifiedManifest>,
+) -> Result<VerifiedManifest, DiscoveryError> {
     let trust = |source| DiscoveryError::Trust {
         path: path.to_string(),
         source,
     };
     let target = client.target(metadata, path).await.map_err(trust)?;
+    if let Some(again) = cached.and_then(|c| c.reverify(&target)) {
+        return again.map_err(|source| DiscoveryError::Manifest {
+            path: path.to_string(),
+            source,
+        });
+    }
     let bytes = client
         .fetch_target_bytes(targets_src, &target)
         .await

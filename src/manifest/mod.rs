@@ -15,8 +15,8 @@ mod types;
 mod verified;
 
 pub use discovery::{
-    candidates, discover, fetch_verified, list_candidates, Candidate, Discovery, DiscoveryError,
-    Listing, Refused,
+    candidates, discover, fetch_verified, fetch_verified_reusing, list_candidates, Candidate,
+    Discovery, DiscoveryError, Listing, Refused,
 };
 pub use eligibility::{check as check_eligibility, DeviceProfile, Ineligible};
 pub use gate::{RolloutGate, GATE_KEY};

@@ -136,6 +136,7 @@ impl RepoUpdates {
             .map_err(|e| PortError::new("repository", &e).with_cause("check"))?
             .candidates;
         let mut out = Vec::new();
+        let earlier = self.manifests.lock().await.clone();
         let mut verified = BTreeMap::new();
         let mut listed = BTreeMap::new();
         for c in found {
@@ -148,8 +149,15 @@ impl RepoUpdates {
             let mut manifest_problem = None;
             let mut summary = None;
             if c.ineligible.iter().all(depends_on_running) {
-                match fetch_manifest(&mut client, &*self.metadata, &*self.targets, &c.target_path)
-                    .await
+                let cached = earlier.get(&c.summary.version);
+                match fetch_manifest(
+                    &mut client,
+                    &*self.metadata,
+                    &*self.targets,
+                    &c.target_path,
+                    cached,
+                )
+                .await
                 {
                     Ok(vm) => {
                         let m = vm.manifest();
@@ -286,8 +294,9 @@ async fn fetch_manifest(
     metadata: &dyn ByteSource,
     targets: &dyn ByteSource,
     path: &str,
+    cached: Option<&VerifiedManifest>,
 ) -> Result<VerifiedManifest, PortError> {
-    manifest::fetch_verified(client, metadata, targets, path)
+    manifest::fetch_verified_reusing(client, metadata, targets, path, cached)
         .await
         .map_err(|e| {
             // The error names the release already; the port error puts it in `what`.

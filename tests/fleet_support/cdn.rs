@@ -199,6 +199,7 @@ fn release(p: &Params, dir: &Path, version: &str, seed: u8) -> AddRelease {
     r.rollout = Rollout {
         paused: false,
         stages: p.stages.clone(),
+        guarded: false,
     };
     r
 }

@@ -112,6 +112,8 @@ impl Params {
             published: self.published,
             stages: self.stages.clone(),
             state,
+            guarded: false,
+            gate: None,
         }
     }
 
