@@ -3,11 +3,14 @@
 //! healthy. Only the client side so far; nothing in the engine calls it yet.
 //!
 //! [`RebootLock`] is the port; [`fleetlock::FleetLockClient`] speaks the FleetLock v1
-//! protocol (as Zincati does) over HTTP; [`sim::SimLock`] is its in-memory twin;
+//! protocol (as Zincati does) over HTTP; [`etcd::EtcdLock`] keeps the semaphore in an
+//! etcd v3 cluster (leases free the slots of vanished devices); [`sim::SimLock`] is the
+//! in-memory twin;
 //! [`device_id`] derives the id a device gives the server. Layer 3: uses `fetch` only
 //! for its future type.
 
 pub mod device_id;
+pub mod etcd;
 pub mod fleetlock;
 pub mod sim;
 
@@ -54,4 +57,29 @@ pub trait RebootLock: Send + Sync {
     fn acquire(&self) -> BoxFuture<'_, Result<LockAnswer, LockError>>;
     /// Give back this device's slot; fine when it holds none.
     fn release(&self) -> BoxFuture<'_, Result<(), LockError>>;
+    /// How many slots the group has and who holds them, for status ("2 of 2 taken by
+    /// a, b"); `None` from a service that does not say (FleetLock has no such request).
+    fn slots(&self) -> BoxFuture<'_, Result<Option<GroupSlots>, LockError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The slots of a group as the lock service reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSlots {
+    pub group: String,
+    pub slots: u32,
+    /// Device ids holding a slot.
+    pub holders: Vec<String>,
+}
+
+impl std::fmt::Display for GroupSlots {
+    /// `2 of 2 taken by a, b`, `0 of 3 taken`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} taken", self.holders.len(), self.slots)?;
+        if !self.holders.is_empty() {
+            write!(f, " by {}", self.holders.join(", "))?;
+        }
+        Ok(())
+    }
 }

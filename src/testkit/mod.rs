@@ -5,4 +5,5 @@
 //! Layer 8 (shared/DESIGN.md): it builds on the engine and the D-Bus room.
 
 pub mod engine;
+pub mod etcd_cluster;
 pub mod fake;
