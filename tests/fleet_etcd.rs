@@ -305,3 +305,49 @@ async fn tls_settings_errors_name_the_key_and_the_file() {
         "fleet.group"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_device_with_its_client_certificate_locks_and_others_are_refused() {
+    use patchd::testkit::etcd_cluster::{ClusterError, ServerTls};
+    let pki = tempfile::tempdir().unwrap();
+    let tls = match ServerTls::generate(pki.path()) {
+        Err(ClusterError::Missing(why)) => return println!("skipped: {why}"),
+        other => other.unwrap(),
+    };
+    let Some(c) = (match EtcdCluster::start_with(1, Some(tls.clone())) {
+        Err(ClusterError::Missing(why)) => return println!("skipped: {why}"),
+        other => other.map(Some).unwrap(),
+    }) else {
+        return;
+    };
+    c.put("/t/tls/g/slots", "1").unwrap();
+    let mut s = settings(&c.endpoints(), "/t/tls", 10, 5);
+    s.ca = Some(tls.ca.clone());
+    s.cert = Some(tls.client_cert.clone());
+    s.key = Some(tls.client_key.clone());
+    let a = EtcdLock::new(&s, "a", "g").unwrap();
+    assert_eq!(a.acquire().await, Ok(LockAnswer::Granted));
+    assert_eq!(c.keys("/t/tls/g/holders/").unwrap(), ["/t/tls/g/holders/a"]);
+    a.release().await.unwrap();
+
+    // Without a client certificate the members refuse the connection.
+    let mut anon = s.clone();
+    (anon.cert, anon.key) = (None, None);
+    let e = EtcdLock::new(&anon, "b", "g")
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("unreachable"), "{e}");
+
+    // A device that trusts another CA does not talk to these members at all.
+    let other = tempfile::tempdir().unwrap();
+    let mut wrong = s.clone();
+    wrong.ca = Some(ServerTls::generate(other.path()).unwrap().ca);
+    let e = EtcdLock::new(&wrong, "b", "g")
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid peer certificate"), "{e}");
+}

@@ -43,6 +43,115 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     }
 }
 
+/// TLS for the client port: the members present `cert` (which must name 127.0.0.1) and
+/// require client certificates signed by `ca`; `client_cert`/`client_key` are what
+/// the fixture's own etcdctl presents. Peers keep plain http.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl ServerTls {
+    /// A throw-away CA, a server certificate for 127.0.0.1 and a client certificate
+    /// under `dir`, made with the `openssl` tool ([`ClusterError::Missing`] without it).
+    /// The server certificate allows client authentication too: etcd's gateway dials
+    /// the member's own gRPC port with it (without that, every gateway request fails
+    /// with 503 "connection closed").
+    pub fn generate(dir: &Path) -> Result<Self, ClusterError> {
+        if !on_path("openssl") {
+            return Err(ClusterError::Missing("openssl not installed".into()));
+        }
+        let f = |name: &str| dir.join(name);
+        let run = |args: &[&str]| -> Result<(), ClusterError> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(io("run openssl"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(ClusterError::Io {
+                    what: format!("openssl {}", args.join(" ")),
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                })
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec![
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=patchd test etcd CA",
+        ];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        run(&ca)?;
+        for (who, subject, ext) in [
+            (
+                "server",
+                "/CN=etcd",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ),
+            (
+                "client",
+                "/O=patchd devices",
+                "extendedKeyUsage=clientAuth\n",
+            ),
+        ] {
+            std::fs::write(f(&format!("{who}.ext")), ext)
+                .map_err(io("write an openssl extension file"))?;
+            let (key, csr, pem) = (
+                format!("{who}.key"),
+                format!("{who}.csr"),
+                format!("{who}.pem"),
+            );
+            let mut req = vec!["req", "-subj", subject];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr]);
+            run(&req)?;
+            let ext_file = format!("{who}.ext");
+            run(&[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                &ext_file,
+                "-out",
+                &pem,
+            ])?;
+        }
+        Ok(Self {
+            ca: f("ca.pem"),
+            cert: f("server.pem"),
+            key: f("server.key"),
+            client_cert: f("client.pem"),
+            client_key: f("client.key"),
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Member {
     name: String,
@@ -59,6 +168,7 @@ pub struct EtcdCluster {
     _guard: Option<tempfile::TempDir>,
     initial_cluster: String,
     token: String,
+    tls: Option<ServerTls>,
     members: Mutex<Vec<Member>>,
 }
 
@@ -78,6 +188,11 @@ fn free_port(held: &mut Vec<TcpListener>) -> Result<u16, ClusterError> {
 impl EtcdCluster {
     /// Start `n` members and wait until each answers healthy.
     pub fn start(n: usize) -> Result<Self, ClusterError> {
+        Self::start_with(n, None)
+    }
+
+    /// [`EtcdCluster::start`] with TLS and client certificates on the client port.
+    pub fn start_with(n: usize, tls: Option<ServerTls>) -> Result<Self, ClusterError> {
         for tool in ["etcd", "etcdctl"] {
             if !on_path(tool) {
                 return Err(ClusterError::Missing(format!(
@@ -118,6 +233,7 @@ impl EtcdCluster {
             _guard: Some(guard),
             initial_cluster,
             token,
+            tls,
             members: Mutex::new(members),
         };
         for i in 0..n {
@@ -200,8 +316,16 @@ impl EtcdCluster {
     pub fn endpoint(&self, i: usize) -> String {
         let m = self.members();
         m.get(i)
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .unwrap_or_default()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Every member's client URL, stopped ones included (clients should fail over).
@@ -229,7 +353,7 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .map_err(io(format!("open the log of {}", m.name)))?;
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let mut cmd = Command::new("etcd");
         cmd.arg("--name")
@@ -250,10 +374,17 @@ impl EtcdCluster {
             ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-token", &self.token])
-            .args(["--initial-cluster-state", "new"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+            .args(["--initial-cluster-state", "new"]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -360,7 +491,16 @@ impl EtcdCluster {
             args: args.join(" "),
             detail,
         };
-        let out = Command::new("etcdctl")
+        let mut cmd = Command::new("etcdctl");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client_cert)
+                .arg("--key")
+                .arg(&t.client_key);
+        }
+        let out = cmd
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", endpoints.join(",")))
             .args(["--command-timeout=5s", "--dial-timeout=2s"])
