@@ -253,6 +253,14 @@ async fn losing_a_member_keeps_locking_and_losing_the_quorum_never_grants() {
         );
     }
     assert!(a.slots().await.is_err());
+    // The holder's renewals fail meanwhile, and it says so (for status and audit).
+    let trouble = a
+        .renewal_trouble()
+        .expect("renewal trouble while without quorum");
+    assert!(
+        trouble.contains("cannot renew the reboot slot lease"),
+        "{trouble}"
+    );
     // Quorum back: the holder still holds (its lease survives the outage), a newcomer
     // can take the free slot again.
     c.start_member(1).unwrap();
@@ -262,6 +270,11 @@ async fn losing_a_member_keeps_locking_and_losing_the_quorum_never_grants() {
         .expect("a slot once the quorum is back");
     let held = a.slots().await.unwrap().unwrap().holders;
     assert_eq!(held, ["a", "b"]);
+    let start = Instant::now();
+    while a.renewal_trouble().is_some() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(a.renewal_trouble(), None, "renewals resume with the quorum");
 }
 
 #[tokio::test]

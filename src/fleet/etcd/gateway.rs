@@ -298,11 +298,16 @@ impl Gateway {
             return Ok(bytes);
         }
         let e: ErrorReply = serde_json::from_slice(&bytes).map_err(|e| {
+            let hint = if status == reqwest::StatusCode::NOT_FOUND {
+                " (etcd 3.4 and later serve the gateway at /v3/; is this an etcd client URL?)"
+            } else {
+                ""
+            };
             Attempt::Final(LockError::Malformed {
                 url: url.to_string(),
                 status: status.as_u16(),
                 detail: format!(
-                    "expected an etcd error {{\"code\":…,\"message\":…}}: {e}; body starts {:?}",
+                    "expected an etcd error {{\"code\":…,\"message\":…}}{hint}: {e}; body starts {:?}",
                     lossy(&bytes)
                 ),
             })

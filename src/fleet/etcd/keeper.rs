@@ -26,17 +26,29 @@ async fn tick(core: &Core) {
     let held = core.state().held;
     let Some(lease) = held else { return };
     match core.gw.keep_alive(lease).await {
-        Ok(ttl) if ttl > 0 => tracing::trace!(lease, ttl, "renewed the reboot slot lease"),
+        Ok(ttl) if ttl > 0 => {
+            tracing::trace!(lease, ttl, "renewed the reboot slot lease");
+            core.state().trouble = None;
+        }
         Ok(_) => {
             let mut s = core.state();
             // Released meanwhile: the lease went with the slot on purpose.
             if s.held == Some(lease) {
                 s.held = None;
+                s.trouble = Some(format!(
+                    "lost the reboot slot in group {} at {}: its lease expired before it could be renewed",
+                    core.group,
+                    jiff::Timestamp::now()
+                ));
                 tracing::warn!(group = %core.group, lease, "lost the reboot slot: its lease expired before it could be renewed");
             }
         }
         Err(e) => {
-            tracing::warn!(group = %core.group, lease, error = %e, "cannot renew the reboot slot lease; retrying")
+            tracing::warn!(group = %core.group, lease, error = %e, "cannot renew the reboot slot lease; retrying");
+            let mut s = core.state();
+            if s.held == Some(lease) {
+                s.trouble = Some(format!("cannot renew the reboot slot lease: {e}"));
+            }
         }
     }
 }

@@ -67,6 +67,8 @@ struct State {
     spare: Option<i64>,
     /// Whether we looked for a holder key left by an earlier run of this device.
     looked: bool,
+    /// What went wrong with the last renewal, while it stays wrong.
+    trouble: Option<String>,
 }
 
 impl Core {
@@ -112,6 +114,14 @@ impl EtcdLock {
 
     pub fn group(&self) -> &str {
         &self.core.group
+    }
+
+    /// What threatens the slot this device holds: the last renewal of its lease failed
+    /// (etcd unreachable, no quorum), or the lease ran out and the slot is gone. For
+    /// status and the audit log (the renewals run in the background and only log);
+    /// `None` while renewals succeed.
+    pub fn renewal_trouble(&self) -> Option<String> {
+        self.core.state().trouble.clone()
     }
 
     /// Start the renewal task unless it runs. Called from async contexts only.

@@ -117,6 +117,7 @@ pub(super) async fn acquire(core: &Core) -> Result<LockAnswer, LockError> {
             // Held already: asked twice, or taken by this device before a restart.
             let mut s = core.state();
             s.looked = true;
+            s.trouble = None;
             if mine.lease != 0 && s.held != Some(mine.lease) {
                 tracing::info!(group = %core.group, lease = mine.lease, "holding the reboot slot taken earlier; renewing its lease");
                 s.held = Some(mine.lease);
@@ -154,6 +155,7 @@ pub(super) async fn acquire(core: &Core) -> Result<LockAnswer, LockError> {
                 let mut s = core.state();
                 s.held = Some(lease);
                 s.looked = true;
+                s.trouble = None;
                 if s.spare == Some(lease) {
                     s.spare = None;
                 }
@@ -218,6 +220,7 @@ pub(super) async fn release(core: &Core) -> Result<(), LockError> {
     let leases: Vec<i64> = {
         let mut s = core.state();
         s.looked = true;
+        s.trouble = None;
         s.held.take().into_iter().chain(s.spare.take()).collect()
     };
     for l in leases {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::duration;
 use crate::setting::{self, InvalidSetting};
@@ -32,9 +32,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// `[fleet.etcd]`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EtcdSettings {
     /// Client URLs of the members, tried in order (the last one that answered first).
+    #[serde(serialize_with = "urls")]
     pub endpoints: Vec<Url>,
     /// CA bundle (PEM) the members' certificates must chain to; with it set, only it is
     /// trusted, not the system roots.
@@ -42,11 +43,17 @@ pub struct EtcdSettings {
     /// Client certificate and its key (PEM), for clusters with `--client-cert-auth`.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    #[serde(with = "duration")]
     pub lease_ttl: Duration,
     /// Key prefix: `<prefix>/<group>/slots`, `<prefix>/<group>/holders/<device id>`.
     pub prefix: String,
     /// Bound on each operation (over all endpoints together).
+    #[serde(with = "duration")]
     pub request_timeout: Duration,
+}
+
+fn urls<S: Serializer>(v: &[Url], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(Url::as_str))
 }
 
 /// `[fleet.etcd]` as written: every key optional.
@@ -264,6 +271,9 @@ mod tests {
         assert_eq!(s.endpoints[1].as_str(), "https://b:2379/gw/");
         assert_eq!(s.lease_ttl, Duration::from_secs(900));
         assert_eq!(s.key.as_deref(), Some(Path::new("/etc/patchd/etcd.key")));
+        let shown = serde_json::to_value(&s).unwrap();
+        assert_eq!(shown["endpoints"][0], "https://a:2379/");
+        assert_eq!(shown["lease_ttl"], "15m");
     }
 
     #[test]
