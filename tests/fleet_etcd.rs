@@ -364,3 +364,19 @@ async fn over_tls_a_device_with_its_client_certificate_locks_and_others_are_refu
         .unwrap_err();
     assert!(e.to_string().contains("invalid peer certificate"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_freed_with_etcdctl_goes_to_the_next_device() {
+    let Some(c) = shared() else { return };
+    let s = settings(&c.endpoints(), "/t/freed", 10, 5);
+    let a = EtcdLock::new(&s, "a", "g").unwrap();
+    let b = EtcdLock::new(&s, "b", "g").unwrap();
+    assert_eq!(a.acquire().await, Ok(LockAnswer::Granted));
+    assert!(is_busy(&b).await);
+    // The operator frees a failed device's slot by hand (docs/fleet.md).
+    c.del("/t/freed/g/holders/a").unwrap();
+    assert_eq!(b.acquire().await, Ok(LockAnswer::Granted));
+    // The former holder notices when it asks again, and waits like anyone else.
+    assert!(is_busy(&a).await);
+    assert_eq!(a.slots().await.unwrap().unwrap().holders, ["b"]);
+}

@@ -124,6 +124,7 @@ pub(super) async fn acquire(core: &Core) -> Result<LockAnswer, LockError> {
             }
             return Ok(LockAnswer::Granted);
         }
+        forget_lost_slot(core);
         if view.holders.len() >= usize::try_from(view.slots).unwrap_or(usize::MAX) {
             drop_spare(core).await;
             return Ok(LockAnswer::Busy {
@@ -189,13 +190,22 @@ pub(super) async fn acquire(core: &Core) -> Result<LockAnswer, LockError> {
     })
 }
 
-/// The lease to attach a new holder key to: one still renewed (our key was deleted by
-/// hand while the lease lives), one granted earlier in this acquire, or a new one.
+/// Our key is gone though its lease was renewed: an operator freed the slot (`etcdctl
+/// del`). Stop renewing for nothing; the lease serves the next put or is revoked.
+fn forget_lost_slot(core: &Core) {
+    let mut s = core.state();
+    if let Some(l) = s.held.take() {
+        tracing::warn!(group = %core.group, lease = l, "this device's reboot slot was freed from outside; asking for one again");
+        if s.spare.is_none() {
+            s.spare = Some(l);
+        }
+    }
+}
+
+/// The lease to attach a new holder key to: one granted earlier (in this acquire, or
+/// the renewed one of a slot freed from outside), or a new one.
 async fn lease_for_put(core: &Core) -> Result<i64, LockError> {
-    if let Some(l) = {
-        let s = core.state();
-        s.held.or(s.spare)
-    } {
+    if let Some(l) = core.state().spare {
         return Ok(l);
     }
     let l = core.gw.grant(core.ttl.as_secs()).await?;
