@@ -18,6 +18,7 @@ pub mod engine;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod fetch;
+pub mod fleet;
 pub mod fsutil;
 pub mod health;
 pub mod inventory;

@@ -21,7 +21,9 @@ const LAYERS: &[&[&str]] = &[
         "setting",
     ],
     &["fetch"],
-    &["trust", "slot", "boot", "audit", "health", "metrics"],
+    &[
+        "trust", "slot", "boot", "audit", "health", "metrics", "fleet",
+    ],
     &["manifest", "delta", "policy", "publish"],
     &["config"],
     &["engine", "inventory", "repair", "source"],
