@@ -253,12 +253,15 @@ fn screenshots_dir() -> PathBuf {
     dir
 }
 
+/// The screenshots docs/cockpit.md shows.
+const IN_DOCS: &[&str] = &["cockpit-overview.png", "cockpit-job.png"];
+
 /// Keep a screenshot under target/cockpit/ (the CI artifact); with `PATCHD_BLESS=1` also
-/// as the picture docs/cockpit.md shows.
+/// the pictures docs/cockpit.md shows.
 fn keep(png: &[u8], name: &str) {
     assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
     std::fs::write(screenshots_dir().join(name), png).unwrap();
-    if std::env::var_os("PATCHD_BLESS").is_some() {
+    if IN_DOCS.contains(&name) && std::env::var_os("PATCHD_BLESS").is_some() {
         std::fs::write(repo_root().join("docs").join(name), png).unwrap();
     }
 }
@@ -409,6 +412,7 @@ fn check_finds_a_new_release(s: &mut Stack, admin: &mut Page) {
         row.contains("CVE-2026-12345") && row.contains("critical"),
         "{row}"
     );
+    keep(&admin.screenshot(), "cockpit-releases.png");
 }
 
 /// As nobody: every action disabled with polkit's reason; an Install sent anyway (as
@@ -555,6 +559,7 @@ fn history_lists_the_hold(admin: &mut Page) {
         WAIT,
         "document.getElementById('audit-result').textContent",
     );
+    keep(&admin.screenshot(), "cockpit-history.png");
     click(admin, "release-hold");
     admin.wait_for(
         "the hold released",
@@ -573,6 +578,7 @@ fn inventory_and_narrow_widths(admin: &mut Page) {
         WAIT,
         "document.getElementById('inventory-body').textContent.slice(0, 500)",
     );
+    keep(&admin.screenshot(), "cockpit-inventory.png");
     admin.set_size(360, 740);
     for tab in ["overview", "releases", "history", "inventory"] {
         click(admin, &format!("tab-{tab}"));
@@ -582,6 +588,8 @@ fn inventory_and_narrow_widths(admin: &mut Page) {
             "{tab} scrolls sideways at 360 px: {w}"
         );
     }
+    click(admin, "tab-overview");
+    keep(&admin.screenshot(), "cockpit-narrow.png");
 }
 
 #[test]

@@ -362,13 +362,25 @@
                 const inv = JSON.parse(reply[0]);
                 const out = $("inventory-body");
                 out.textContent = "";
+                function card(key, title, value) {
+                    const c = node("div", "pf-v5-c-card");
+                    c.dataset.section = key;
+                    c.appendChild(node("div", "pf-v5-c-card__title")).appendChild(node("h2", "", title));
+                    c.appendChild(node("div", "pf-v5-c-card__body")).appendChild(renderValue(value));
+                    out.appendChild(c);
+                }
+                /* Plain values (architecture, channel, …) in one card, then a card per
+                 * section (os, hardware, slots, bootloader, pending patches, holds). */
+                const plain = {};
+                const sections = [];
                 Object.keys(inv).forEach(function (k) {
-                    const card = node("div", "pf-v5-c-card");
-                    card.dataset.section = k;
-                    card.appendChild(node("div", "pf-v5-c-card__title")).appendChild(node("h2", "", k.replace(/_/g, " ")));
-                    card.appendChild(node("div", "pf-v5-c-card__body")).appendChild(renderValue(inv[k]));
-                    out.appendChild(card);
+                    if (inv[k] !== null && typeof inv[k] === "object")
+                        sections.push(k);
+                    else
+                        plain[k] = inv[k];
                 });
+                card("device", "Device", plain);
+                sections.forEach(function (k) { card(k, k.charAt(0).toUpperCase() + k.slice(1).replace(/_/g, " "), inv[k]); });
             })
             .catch(function (err) { explain("read the inventory", err); });
     }

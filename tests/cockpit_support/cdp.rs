@@ -200,6 +200,8 @@ impl Page {
     /// A PNG of the viewport.
     pub fn screenshot(&mut self) -> Vec<u8> {
         use base64::Engine as _;
+        // A tab in the background is not painted: a capture there waits for a frame.
+        self.call("Page.bringToFront", json!({}));
         let r = self.call("Page.captureScreenshot", json!({ "format": "png" }));
         base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().expect("screenshot data"))
