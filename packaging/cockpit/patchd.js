@@ -499,18 +499,41 @@
         $("verify-audit").addEventListener("click", verifyAudit);
     }
 
+    let lastConnect = 0;
+
+    /* One client at a time. Cockpit closes a superuser "try" channel when
+     * administrative access is switched on or off: the page connects again (as the new
+     * user), asks for its rights again and reads the status again. */
+    function connect() {
+        lastConnect = Date.now();
+        const c = cockpit.dbus(NAME, { bus: "system", superuser: "try" });
+        client = c;
+        c.subscribe({ path: PATH, interface: "org.freedesktop.DBus.Properties", member: "PropertiesChanged" },
+                    onPropertiesChanged);
+        c.subscribe({ path: PATH, interface: IFACE, member: "JobFinished" }, onJobFinished);
+        c.addEventListener("close", function (ev, opts) {
+            if (client !== c)
+                return;
+            const why = (opts && (opts.message || opts.problem)) || "";
+            /* At most one new connection every 5 s: a bridge that keeps refusing ends
+             * with the message, not with a loop. */
+            const wait = Math.max(0, 5000 - (Date.now() - lastConnect));
+            show("warning", "Connection to patchd closed; connecting again", why);
+            window.setTimeout(function () {
+                if (client === c) {
+                    connect();
+                    loadRights().then(refresh);
+                }
+            }, wait);
+        });
+    }
+
     function start() {
         wire();
-        client = cockpit.dbus(NAME, { bus: "system", superuser: "try" });
-        client.subscribe({ path: PATH, interface: "org.freedesktop.DBus.Properties", member: "PropertiesChanged" },
-                         onPropertiesChanged);
-        client.subscribe({ path: PATH, interface: IFACE, member: "JobFinished" }, onJobFinished);
-        client.addEventListener("close", function (ev, opts) {
-            show("danger", "Connection to patchd closed", (opts && (opts.message || opts.problem)) || "");
-        });
+        connect();
         /* Rights follow Cockpit's administrative access switch. */
         const perm = cockpit.permission({ admin: true });
-        perm.addEventListener("changed", loadRights);
+        perm.addEventListener("changed", function () { loadRights().then(refresh); });
         loadRights().then(refresh);
     }
 
