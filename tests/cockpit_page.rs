@@ -217,7 +217,15 @@ fn install_page(share: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
-    for d in [share.parent().unwrap(), share, &share.join("cockpit"), &dst] {
+    let web = share.parent().unwrap();
+    // From the test's temporary directory down: `nobody`'s bridge reads the page too.
+    for d in [
+        web.parent().unwrap(),
+        web,
+        share,
+        &share.join("cockpit"),
+        &dst,
+    ] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -403,6 +411,15 @@ fn check_finds_a_new_release(s: &mut Stack, admin: &mut Page) {
         WAIT,
         "document.getElementById('check').title",
     );
+    // Allowed, but not now: nothing is staged yet.
+    let switch = admin.eval(
+        "[document.getElementById('switch').disabled, document.getElementById('switch').title]",
+    );
+    assert_eq!(
+        switch[0], true,
+        "Switch enabled with nothing staged: {switch}"
+    );
+    assert_eq!(switch[1], "Nothing is staged.", "{switch}");
     click(admin, "check");
     admin.wait_for("Check to list 3.0.0", INSTALL_3, WAIT, SHOW);
     let row = admin

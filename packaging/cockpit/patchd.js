@@ -83,18 +83,29 @@
 
     /* --- rights -------------------------------------------------------------------- */
 
+    /* Buttons that only make sense in some states: why not now, or "" when they do. */
+    const NEEDS = {
+        "switch": function (s) { return s.staged_version ? "" : "Nothing is staged."; },
+        "cancel": function (s) { return s.progress || s.state === "staging" ? "" : "No job is running."; },
+        "mark-good": function (s) {
+            return s.state === "verifying" ? "" : "Only a release on trial (verifying) can be marked good.";
+        },
+        "release-hold": function (s) { return s.holds && s.holds.length ? "" : "No hold is in place."; },
+    };
+
     function applyRights() {
         document.querySelectorAll("[data-right]").forEach(function (b) {
             const r = rights[b.dataset.right];
-            const ok = r && r.result === "yes";
-            b.disabled = !ok;
             let why = "";
             if (!r)
                 why = "patchd did not say whether you may do this";
             else if (r.result === "auth")
-                why = r.text + " (turn on administrative access)";
+                why = r.text + "; turn on administrative access";
             else if (r.result !== "yes")
                 why = r.text;
+            if (!why && status && NEEDS[b.id])
+                why = NEEDS[b.id](status);
+            b.disabled = why !== "";
             b.title = why;
             if (b.parentElement && b.parentElement.classList.contains("patchd-tooltip"))
                 b.parentElement.title = why;
