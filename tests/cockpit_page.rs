@@ -30,13 +30,12 @@ const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
 const ACTIONS_DIR: &str = "/usr/share/polkit-1/actions";
 const IMAGE_SIZE: usize = 2 << 20;
 
-/// A child process killed when the test ends.
+/// A child process stopped when the test ends.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        cdp::stop(&mut self.0);
     }
 }
 
