@@ -193,6 +193,10 @@ macro_rules! manager_methods {
                 bundle: zbus::zvariant::OwnedFd => ArgRule::Fd
             ) -> String,
                 Access::Admin { action: Action::Check, exclusive: true };
+            /// What the caller may do: JSON `{ACTION: {result, text}}` per polkit action,
+            /// `result` `yes`, `auth` (after authentication) or `no`, as polkit answers
+            /// now without a prompt.
+            "GetAuthorizations" fn get_authorizations() -> String, Access::Read;
         }
     };
 }

@@ -191,6 +191,12 @@ pub enum Cmd {
         #[arg(long)]
         exit_if_idle: bool,
     },
+    /// Show which changes you may make, as polkit answers now (no password prompt).
+    ///
+    /// One line per polkit action: `yes`, `auth` (only after authenticating as an
+    /// administrator: run as root, or through sudo or pkexec) or `no`, with polkit's
+    /// reason. The Cockpit page disables its buttons from the same answer.
+    Permissions,
     /// Print a shell completion script to standard output.
     ///
     /// The script completes commands and options, release versions (asked from the
@@ -650,6 +656,10 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             return Ok(if ok { exit::OK } else { exit::AUDIT_BROKEN });
         }
         Cmd::Watch { exit_if_idle } => return watch::watch(&p, json, *exit_if_idle).await,
+        Cmd::Permissions => {
+            let v = parse_json(&p.get_authorizations().await?)?;
+            show(json, &v, output::permissions);
+        }
         Cmd::Completions { shell } => {
             return Ok(print_bytes(&complete::script(&command(), (*shell).into())))
         }
