@@ -45,6 +45,7 @@ impl Setting {
 const REPO_CTX: &str = "[device]\nproduct = \"p\"\n";
 const BOOT_CTX: &str = "[boot]\nbackend = \"file\"\n";
 const SLOTS_CTX: &str = "[slots]\nbackend = \"file\"\n";
+const FLEET_CTX: &str = "[fleet.fleetlock]\nurl = \"http://fleetlock.example.com:8080/\"\n";
 
 macro_rules! sections {
     ($( $name:literal $(array $array:literal)? ctx $ctx:expr => $about:literal ;)*) => {
@@ -81,6 +82,8 @@ sections! {
     "offline" ctx "" => "Offline bundles (patchctl install --bundle): how fresh their metadata must be and how large they may be.";
     "audit" ctx "" => "The hash-chained audit log.";
     "metrics" ctx "" => "The Prometheus node-exporter textfile.";
+    "fleet" ctx FLEET_CTX => "Reboots coordinated across a fleet: the device's failure-domain group and the reboot lock it takes a slot from right before switching (inside the window, once nothing else holds the switch back). The slot is kept through the reboot, health checks and probation and given back at steady state; after a failed update it is kept until patchctl fleet release.";
+    "fleet.fleetlock" ctx "" => "A FleetLock v1 lock server (as Zincati speaks it: airlock, the Kubernetes fleetlock). Slots per group are set on the server.";
 }
 
 macro_rules! settings {
@@ -168,6 +171,14 @@ settings! {
     "audit" "max_size": "integer" = "8388608" ex "8388608" => "Rotate before the live file grows past this many bytes (at least 4096).";
     "audit" "keep": "integer" = "4" ex "4" => "Rotated files kept (1-1000).";
     "metrics" "textfile": "path" = none ex "\"/var/lib/prometheus/node-exporter/patchd.prom\"" => "Prometheus node-exporter textfile kept current by the daemon; off when unset. Its directory must exist.";
+    "fleet" "group": "string" = "\"default\"" ex "\"db-eu1\"" => "The device's failure domain (rack, cluster, zone): at most the lock's slots of a group reboot at once. 1 to 64 of a-z A-Z 0-9 - _ .";
+    "fleet" "lock": "string" = "\"none\"" ex "\"fleetlock\"" => "Reboot lock: none (reboots are not coordinated) or fleetlock ([fleet.fleetlock]).";
+    "fleet" "when_unreachable": "string" = "\"wait\"" ex "\"wait\"" => "When the lock service does not answer: wait (stay staged, do not reboot, ask again; fail safe) or reboot (switch without a slot).";
+    "fleet" "timeout": "duration" = "\"10s\"" ex "\"10s\"" => "Bound of each request to the lock service (1s to 5m).";
+    "fleet" "retry_min": "duration" = "\"30s\"" ex "\"30s\"" => "Wait before asking again after a refusal or an unreachable service (at least 1s); doubles per further one, each wait randomised to 50-100 %.";
+    "fleet" "retry_max": "duration" = "\"10m\"" ex "\"10m\"" => "Longest wait between two asks (not below retry_min).";
+    "fleet.fleetlock" "url": "URL" = none ex "\"http://fleetlock.example.com:8080/\"" => "Required with lock = \"fleetlock\". Base URL of the server; /v1/pre-reboot and /v1/steady-state are appended. Only its form is checked by --check-config: an unreachable server is a fail-safe wait, not a configuration error.";
+    "fleet.fleetlock" "ca_bundle": "path" = none ex "\"/etc/patchd/fleetlock-ca.pem\"" => "Extra CA certificates (PEM) for an https server, besides the system roots.";
 }
 
 /// The settings of `section`, in table order.

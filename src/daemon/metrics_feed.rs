@@ -48,6 +48,8 @@ pub struct Counters {
     pub updates: u64,
     pub fetched_bytes: u64,
     pub reused_bytes: u64,
+    /// Reboot lock events by name.
+    pub reboot_lock: BTreeMap<String, u64>,
 }
 
 /// Records that end a successful check.
@@ -81,6 +83,9 @@ pub fn count(records: &[Record]) -> Counters {
             c.last_check = Some((ok, r.time));
         }
         let field = |k: &str| r.extra.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        if r.event.starts_with("reboot_slot_") || r.event == "reboot_lock_unreachable" {
+            *c.reboot_lock.entry(r.event.clone()).or_default() += 1;
+        }
         match r.event.as_str() {
             "committed" => c.updates += 1,
             "staged" => {
@@ -148,6 +153,11 @@ pub fn snapshot(
         fetched_bytes: counters.fetched_bytes,
         reused_bytes: counters.reused_bytes,
         holds: status.holds.len() as u64,
+        reboot_slot: status
+            .fleet
+            .as_ref()
+            .map(|f| (f.group.clone(), f.state.clone())),
+        reboot_lock_events: counters.reboot_lock.clone(),
         job: status.busy.as_ref().map(|kind| JobMetric {
             kind: kind.clone(),
             done: status.progress.as_ref().map_or(0, |p| p.done),

@@ -6,6 +6,7 @@
 //! without a trusted root the daemon refuses to start rather than install anything.
 
 mod bundles;
+mod fleet;
 pub mod health;
 pub mod metrics_feed;
 pub mod reboot;
@@ -64,6 +65,8 @@ pub enum DaemonError {
     Repository(String),
     #[error("D-Bus service: {0}")]
     Dbus(String),
+    #[error("[fleet] reboot lock: {0}")]
+    Fleet(String),
 }
 
 /// Exit status for a configuration patchd cannot run with (sysexits' `EX_CONFIG`): the
@@ -81,7 +84,8 @@ impl DaemonError {
             | DaemonError::Policy(_)
             | DaemonError::BootConfig(_)
             | DaemonError::NoSlots(_)
-            | DaemonError::Repository(_) => EXIT_CONFIG,
+            | DaemonError::Repository(_)
+            | DaemonError::Fleet(_) => EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -331,6 +335,7 @@ async fn start(
         },
         device_config: cfg.device.clone(),
         settings: settings_from(&cfg),
+        fleet: fleet::reboot_slots(&cfg, paths)?,
         #[cfg(feature = "failpoints")]
         failpoints: crate::failpoint::FailPoints::from_env(),
     };

@@ -104,6 +104,15 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         }),
         last_outcome: s.last_outcome.clone(),
         rolling_back_to: s.rolling_back_to.clone(),
+        fleet: s.fleet.as_ref().map(|f| crate::dbus::types::FleetView {
+            group: f.group.clone(),
+            backend: f.backend.clone(),
+            state: f.state.clone(),
+            text: f.text.clone(),
+            holders: f.holders.clone(),
+            since: f.since,
+            retry_at: f.retry_at,
+        }),
         holds: s.holds.iter().map(hold_view).collect(),
     }
 }
@@ -320,6 +329,10 @@ impl ManagerBackend for EngineHandle {
         reason: String,
     ) -> BoxFuture<'_, BackendResult<()>> {
         engine(EngineHandle::retry(self, actor(&caller), release, reason))
+    }
+
+    fn fleet_release(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
+        engine(EngineHandle::fleet_release(self, actor(&caller), reason))
     }
 
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>> {

@@ -17,10 +17,23 @@ impl Runner {
             inh
         };
         let running = self.running_version();
-        match self.offered(&release.version) {
+        match self.offered(&release.version).cloned() {
             Some(c) => {
+                let why = self
+                    .context(running.as_ref())
+                    .decide(&c, force, &inhibitors)
+                    .switch;
+                // The reboot slot is asked for last, once nothing else holds the switch
+                // back: a slot taken outside the window would idle a group's capacity.
+                let only_lock = why.iter().all(|w| matches!(w, WhyNot::RebootLock { .. }));
+                if force || !only_lock || self.p.fleet.is_none() {
+                    return why;
+                }
+                if let Err(e) = self.take_reboot_slot().await {
+                    self.note_error(e);
+                }
                 self.context(running.as_ref())
-                    .decide(c, force, &inhibitors)
+                    .decide(&c, force, &inhibitors)
                     .switch
             }
             // Not seen since start (a restart while staged): a check must confirm the

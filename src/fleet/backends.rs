@@ -1,0 +1,110 @@
+//! The list of reboot lock backends: the name in `[fleet] lock`, the settings each reads
+//! from its own sub-section, and how each is opened. A new backend is one variant of
+//! [`LockSettings`], one arm in [`settings`] and one in [`open`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::RawFleet;
+use super::fleetlock::FleetLockClient;
+use super::{LockError, RebootLock};
+use crate::setting::{absolute, InvalidSetting};
+
+/// One configured backend, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum LockSettings {
+    /// A FleetLock v1 server (airlock, the Kubernetes fleetlock, …).
+    FleetLock(FleetLockSettings),
+}
+
+/// `[fleet.fleetlock]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetLockSettings {
+    /// Base URL; the protocol's paths are appended.
+    pub url: String,
+    /// Extra CA certificates (PEM) for an https lock service, besides the system roots.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl LockSettings {
+    /// The backend's name as `[fleet] lock` spells it (status, audit).
+    pub fn name(&self) -> &'static str {
+        match self {
+            LockSettings::FleetLock(_) => "fleetlock",
+        }
+    }
+}
+
+/// The backend `lock` names, with its settings; `None` for `"none"`.
+pub fn settings(lock: &str, raw: &RawFleet) -> Result<Option<LockSettings>, InvalidSetting> {
+    match lock {
+        "none" => Ok(None),
+        "fleetlock" => fleetlock(raw).map(|s| Some(LockSettings::FleetLock(s))),
+        other => Err(InvalidSetting::new(
+            "fleet.lock",
+            format!("unknown reboot lock {other:?}: expected none or fleetlock"),
+        )),
+    }
+}
+
+fn fleetlock(raw: &RawFleet) -> Result<FleetLockSettings, InvalidSetting> {
+    let key = "fleet.fleetlock.url";
+    let s = raw.fleetlock.clone().unwrap_or_default();
+    let url = s.url.ok_or_else(|| {
+        InvalidSetting::new(
+            key,
+            "required with lock = \"fleetlock\": the lock server's URL",
+        )
+    })?;
+    // Only the form is checked here: whether the server answers is the daemon's
+    // business at switch time (and a fail-safe wait), not a configuration error.
+    let parsed = reqwest::Url::parse(&url).map_err(|e| InvalidSetting::new(key, e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(InvalidSetting::new(
+            key,
+            format!("{url:?} is not an http:// or https:// URL with a host"),
+        ));
+    }
+    if let Some(ca) = &s.ca_bundle {
+        absolute("fleet.fleetlock.ca_bundle", ca)?;
+    }
+    Ok(FleetLockSettings {
+        url,
+        ca_bundle: s.ca_bundle,
+    })
+}
+
+/// What every backend is opened with besides its settings.
+pub struct OpenWith {
+    /// The device's id towards the lock service (`super::device_id`).
+    pub id: String,
+    pub group: String,
+    pub timeout: Duration,
+    /// The content of the backend's CA bundle, read by the caller (which owns paths).
+    pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+/// Build the client of `settings`.
+pub fn open(settings: &LockSettings, with: &OpenWith) -> Result<Arc<dyn RebootLock>, LockError> {
+    match settings {
+        LockSettings::FleetLock(s) => {
+            let tls = crate::fetch::TlsOptions {
+                extra_ca_pem: with.extra_ca_pem.clone(),
+                ..crate::fetch::TlsOptions::default()
+            };
+            let c = FleetLockClient::with_tls(&s.url, &with.id, &with.group, with.timeout, &tls)?;
+            Ok(Arc::new(c))
+        }
+    }
+}
+
+/// The CA bundle path a backend reads, if any (for the caller to read under its root).
+pub fn ca_bundle(settings: &LockSettings) -> Option<&PathBuf> {
+    match settings {
+        LockSettings::FleetLock(s) => s.ca_bundle.as_ref(),
+    }
+}
