@@ -367,3 +367,45 @@ async fn with_the_lock_service_down_devices_stage_but_do_not_reboot() {
         .await;
     }
 }
+
+/// `patchd --check-config`: a malformed lock URL is a configuration error naming the key;
+/// a lock service that does not answer is not (devices wait for it at switch time).
+#[tokio::test]
+async fn check_config_refuses_a_malformed_lock_url_but_not_an_unreachable_one() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}/", free.local_addr().unwrap());
+    drop(free);
+    for (url, ok) in [(down.as_str(), true), ("lock:8080", false)] {
+        let top = tempfile::tempdir().unwrap();
+        let dev = Device::new(
+            top.path(),
+            &DeviceSpec {
+                extra: format!(
+                    "[fleet]\ngroup = \"{GROUP}\"\nlock = \"fleetlock\"\n[fleet.fleetlock]\nurl = \"{url}\"\n"
+                ),
+                ..DeviceSpec::default()
+            },
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchd"))
+            .arg("--root")
+            .arg(dev.paths.resolve("/"))
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if ok {
+            assert!(out.status.success(), "{url}: {text}");
+            assert!(
+                text.contains("reboot lock") && text.contains("fleetlock"),
+                "{text}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(78), "{url}: {text}");
+            assert!(text.contains("fleet.fleetlock.url"), "{text}");
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! without a trusted root the daemon refuses to start rather than install anything.
 
 mod bundles;
-mod fleet;
+pub mod fleet;
 pub mod health;
 pub mod metrics_feed;
 pub mod reboot;
