@@ -139,8 +139,18 @@ async fn a_full_group_holds_the_switch_says_who_and_asks_again() {
     let text = st.next.as_ref().unwrap().text.clone();
     assert!(
         text.contains("waiting for a reboot slot in group rack-7 (1 of 1 taken by other)")
-            && text.contains("asks again"),
+            && text.contains("asks again")
+            && text.ends_with("then switches and reboots"),
         "{text}"
+    );
+    let a = &st.available[0];
+    assert!(!a.install_now, "{a:?}");
+    assert!(
+        a.why_not
+            .iter()
+            .any(|w| w.to_string().contains("reboot slot")),
+        "{:?}",
+        a.why_not
     );
     assert_eq!(st.next.as_ref().unwrap().kind, "reboot_slot");
     assert!(hx.dev.reboot_requests().is_empty());

@@ -251,7 +251,8 @@ async fn a_rolled_back_device_keeps_its_slot_until_an_operator_releases_it() {
     }
     for kind in KINDS {
         let lock = LockServer::start(*kind, 1).await;
-        let Some(mut nodes) = nodes(2, &lock, "").await else {
+        let metrics = "[metrics]\ntextfile = \"/var/lib/patchd/patchd.prom\"\n";
+        let Some(mut nodes) = nodes(2, &lock, metrics).await else {
             return;
         };
         // dev0's new release fails its health check.
@@ -288,6 +289,20 @@ async fn a_rolled_back_device_keeps_its_slot_until_an_operator_releases_it() {
             s0.contains("kept in group") && s0.contains("patchctl fleet release"),
             "{s0}"
         );
+        let prom = nodes[0].dev.paths.resolve("/var/lib/patchd/patchd.prom");
+        let line = format!("patchd_reboot_slot{{group=\"{GROUP}\",state=\"kept\"}} 1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&prom)
+            .unwrap_or_default()
+            .contains(&line)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{line} not in\n{}",
+                std::fs::read_to_string(&prom).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // Still held a while later: the group stays paused by itself.
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(nodes[1].dev.state_kind(), "staged", "{kind:?}");

@@ -80,11 +80,9 @@ impl NextInputs<'_> {
                 Some(t) => format!("; asks again {} ({})", in_span(self.now, t), self.time(t)),
                 None => String::new(),
             };
-            return (
-                "reboot_slot".into(),
-                format!("{text}; {lock}{again}"),
-                retry_at,
-            );
+            // Everything else allows the switch now: the slot is all it waits for.
+            let text = format!("{lock}{again}; then switches and reboots");
+            return ("reboot_slot".into(), text, retry_at);
         }
         let kind = match o.waiting_for {
             None if o.window.is_some() => "window",
@@ -134,6 +132,17 @@ impl NextInputs<'_> {
     }
 
     pub(crate) fn next_step(&self) -> NextStep {
+        let mut s = self.lifecycle_step();
+        if let LockState::Kept { group, .. } = self.lock {
+            s.text = format!(
+                "{}; keeps its reboot slot in group {group}, so the group waits (patchctl fleet release)",
+                s.text
+            );
+        }
+        s
+    }
+
+    fn lifecycle_step(&self) -> NextStep {
         match self.lifecycle {
             Lifecycle::Idle {} => self.settled(""),
             Lifecycle::Committed {

@@ -206,6 +206,17 @@ impl Runner {
         Ok(())
     }
 
+    /// Something other than the lock holds the switch back: a wait for a slot (or for
+    /// the service) no longer stands, and is not shown as a reason.
+    pub(super) fn fleet_not_asking(&mut self) {
+        if matches!(
+            self.fleet.state,
+            LockState::Waiting { .. } | LockState::Unreachable { .. }
+        ) {
+            self.fleet = FleetRun::default();
+        }
+    }
+
     /// Keep the held slot in step with the lifecycle: keep it while the update is in
     /// flight, keep it for good when it failed, give it back once steady.
     pub(super) async fn follow_reboot_slot(&mut self) -> Step {

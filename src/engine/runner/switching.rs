@@ -27,11 +27,18 @@ impl Runner {
                 // back: a slot taken outside the window would idle a group's capacity.
                 let only_lock = why.iter().all(|w| matches!(w, WhyNot::RebootLock { .. }));
                 if force || !only_lock || self.p.fleet.is_none() {
+                    // A wait for the lock is over once something else holds the switch:
+                    // the lock is asked again when that lets go.
+                    if !only_lock {
+                        self.fleet_not_asking();
+                    }
                     return why;
                 }
                 if let Err(e) = self.take_reboot_slot().await {
                     self.note_error(e);
                 }
+                // `list` and status show the lock's answer as the release's reason.
+                self.recategorize();
                 self.context(running.as_ref())
                     .decide(&c, force, &inhibitors)
                     .switch
