@@ -424,3 +424,33 @@ async fn check_config_refuses_a_malformed_lock_url_but_not_an_unreachable_one() 
         }
     }
 }
+
+/// Without a reboot lock `fleet status` says reboots are not coordinated and `fleet
+/// release` is "not found" (exit 6), naming the setting.
+#[tokio::test]
+async fn without_a_lock_fleet_commands_say_so() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let dev = rig.device(&DeviceSpec {
+        policy: QUIET.into(),
+        ..DeviceSpec::default()
+    });
+    let mut d = dev.spawn(rig.addr(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let r = patchctl(rig.addr(), &["fleet", "status"]).await;
+        if r.0 == 0 || Instant::now() > deadline {
+            break r;
+        }
+        assert!(d.try_wait().is_none(), "patchd exited:\n{}", dev.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(out.0, 0, "{out:?}");
+    assert!(out.1.contains("not coordinated"), "{out:?}");
+    let (code, o, e) = patchctl(rig.addr(), &["fleet", "release"]).await;
+    assert_eq!(code, 6, "{o}{e}");
+    assert!(e.contains("[fleet] lock"), "{e}");
+    let (code, o, _) = patchctl(rig.addr(), &["--json", "fleet", "status"]).await;
+    assert_eq!((code, o.trim()), (0, "null"));
+}

@@ -31,6 +31,7 @@ fn map_err(e: EngineError) -> BackendError {
         | EngineError::NothingToCancel { .. }
         | EngineError::NotFailedHere { .. }
         | EngineError::NoHold
+        | EngineError::NoRebootLock
         | EngineError::NotInBundle { .. } => BackendError::NotFound(msg),
         EngineError::BadVersion { .. } | EngineError::NoApprovalNeeded { .. } => {
             BackendError::InvalidArgument(msg)

@@ -301,6 +301,8 @@ pub enum EngineError {
     /// `release-hold` when no hold is set.
     #[error("no hold to release")]
     NoHold,
+    #[error("no reboot slot to release: reboots are not coordinated ([fleet] lock = \"none\")")]
+    NoRebootLock,
     /// The staging target could not be made unbootable first: staging does not start.
     #[error(
         "slot {slot} could not be marked unbootable in the {kind} bootloader before writing it, \

@@ -18,7 +18,7 @@ pub enum FleetCmd {
     /// failed) it keeps the slot on purpose, so its group pauses until someone looks;
     /// `release` is how an operator lets the group go on. Also frees a slot the lock
     /// service still counts for this device after lost state. Audited as
-    /// `reboot_slot_released`. Exit 5 when no reboot lock is configured, 1 when the
+    /// `reboot_slot_released`. Exit 6 when no reboot lock is configured, 1 when the
     /// lock service does not answer (nothing changes then).
     Release {
         /// Why (recorded in the audit trail).

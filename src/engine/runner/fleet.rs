@@ -353,11 +353,7 @@ impl Runner {
     /// (lost state: the service still counts it).
     pub(super) async fn operator_release(&mut self, actor: &Actor, reason: &str) -> Step {
         let Some(slots) = self.p.fleet.clone() else {
-            return Err(EngineError::NotAvailable {
-                what: "releasing the reboot slot",
-                why: "no reboot lock is configured ([fleet] lock = \"none\")",
-            }
-            .into());
+            return Err(EngineError::NoRebootLock.into());
         };
         let why = match reason {
             "" => format!(
