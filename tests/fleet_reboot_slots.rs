@@ -383,24 +383,41 @@ async fn with_the_lock_service_down_devices_stage_but_do_not_reboot() {
     }
 }
 
-/// `patchd --check-config`: a malformed lock URL is a configuration error naming the key;
+/// `patchd --check-config`: a malformed lock URL or an unusable CA bundle is a
+/// configuration error naming it;
 /// a lock service that does not answer is not (devices wait for it at switch time).
 #[tokio::test]
-async fn check_config_refuses_a_malformed_lock_url_but_not_an_unreachable_one() {
+async fn check_config_refuses_a_malformed_lock_url_or_ca_bundle_but_not_an_unreachable_service() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down = format!("http://{}/", free.local_addr().unwrap());
     drop(free);
-    for (url, ok) in [(down.as_str(), true), ("lock:8080", false)] {
+    // (url, CA bundle content, None = fine / Some(text) = refused naming it); a CA
+    // bundle of "" is one that is missing.
+    let cases: [(&str, Option<&str>, Option<&str>); 4] = [
+        (&down, None, None),
+        ("lock:8080", None, Some("fleet.fleetlock.url")),
+        (&down, Some(""), Some("fleet.fleetlock.ca_bundle")),
+        (&down, Some("not a certificate"), Some("CA bundle")),
+    ];
+    for (url, ca, refused) in cases {
         let top = tempfile::tempdir().unwrap();
+        let ca_line = if ca.is_some() {
+            "ca_bundle = \"/etc/patchd/lock-ca.pem\"\n"
+        } else {
+            ""
+        };
         let dev = Device::new(
             top.path(),
             &DeviceSpec {
                 extra: format!(
-                    "[fleet]\ngroup = \"{GROUP}\"\nlock = \"fleetlock\"\n[fleet.fleetlock]\nurl = \"{url}\"\n"
+                    "[fleet]\ngroup = \"{GROUP}\"\nlock = \"fleetlock\"\n[fleet.fleetlock]\nurl = \"{url}\"\n{ca_line}"
                 ),
                 ..DeviceSpec::default()
             },
         );
+        if let Some(pem) = ca.filter(|p| !p.is_empty()) {
+            std::fs::write(dev.paths.resolve("/etc/patchd/lock-ca.pem"), pem).unwrap();
+        }
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchd"))
             .arg("--root")
             .arg(dev.paths.resolve("/"))
@@ -412,15 +429,18 @@ async fn check_config_refuses_a_malformed_lock_url_but_not_an_unreachable_one() 
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        if ok {
-            assert!(out.status.success(), "{url}: {text}");
-            assert!(
-                text.contains("reboot lock") && text.contains("fleetlock"),
-                "{text}"
-            );
-        } else {
-            assert_eq!(out.status.code(), Some(78), "{url}: {text}");
-            assert!(text.contains("fleet.fleetlock.url"), "{text}");
+        match refused {
+            None => {
+                assert!(out.status.success(), "{url}: {text}");
+                assert!(
+                    text.contains("reboot lock") && text.contains("fleetlock"),
+                    "{text}"
+                );
+            }
+            Some(named) => {
+                assert!(!out.status.success(), "{url} {ca:?}: {text}");
+                assert!(text.contains(named), "{named}: {text}");
+            }
         }
     }
 }

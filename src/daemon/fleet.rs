@@ -15,21 +15,11 @@ pub fn reboot_slots(cfg: &Config, paths: &Paths) -> Result<Option<RebootSlots>, 
     };
     let machine_id = paths.resolve(&cfg.device.machine_id_path);
     let id = device_id::from_file(&machine_id).map_err(|e| DaemonError::Fleet(e.to_string()))?;
-    let extra_ca_pem = match backends::ca_bundle(settings) {
-        None => None,
-        Some(ca) => {
-            let p = paths.resolve(ca);
-            Some(std::fs::read(&p).map_err(|source| DaemonError::Io {
-                what: format!("[fleet] CA bundle {}", p.display()),
-                source,
-            })?)
-        }
-    };
     let with = backends::OpenWith {
         id: id.clone(),
         group: cfg.fleet.group.clone(),
         timeout: cfg.fleet.timeout,
-        extra_ca_pem,
+        paths: paths.clone(),
     };
     let lock = backends::open(settings, &with).map_err(|e| DaemonError::Fleet(e.to_string()))?;
     tracing::info!(backend = settings.name(), group = %cfg.fleet.group, %id, "reboots coordinated by a fleet lock");

@@ -2,7 +2,7 @@
 //! from its own sub-section, and how each is opened. A new backend is one variant of
 //! [`LockSettings`], one arm in [`settings`] and one in [`open`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::config::RawFleet;
 use super::fleetlock::FleetLockClient;
 use super::{LockError, RebootLock};
+use crate::paths::Paths;
 use crate::setting::{absolute, InvalidSetting};
 
 /// One configured backend, validated.
@@ -84,27 +85,33 @@ pub struct OpenWith {
     pub id: String,
     pub group: String,
     pub timeout: Duration,
-    /// The content of the backend's CA bundle, read by the caller (which owns paths).
-    pub extra_ca_pem: Option<Vec<u8>>,
+    /// Where the settings' paths (CA bundles, certificates) are resolved.
+    pub paths: Paths,
+}
+
+/// A file a backend's settings name, read under the device root.
+fn read(with: &OpenWith, key: &str, p: &Path) -> Result<Vec<u8>, LockError> {
+    let at = with.paths.resolve(p);
+    std::fs::read(&at).map_err(|e| LockError::Setup {
+        what: format!("{key} {}", at.display()),
+        detail: e.to_string(),
+    })
 }
 
 /// Build the client of `settings`.
 pub fn open(settings: &LockSettings, with: &OpenWith) -> Result<Arc<dyn RebootLock>, LockError> {
     match settings {
         LockSettings::FleetLock(s) => {
+            let extra_ca_pem = match &s.ca_bundle {
+                Some(p) => Some(read(with, "fleet.fleetlock.ca_bundle", p)?),
+                None => None,
+            };
             let tls = crate::fetch::TlsOptions {
-                extra_ca_pem: with.extra_ca_pem.clone(),
+                extra_ca_pem,
                 ..crate::fetch::TlsOptions::default()
             };
             let c = FleetLockClient::with_tls(&s.url, &with.id, &with.group, with.timeout, &tls)?;
             Ok(Arc::new(c))
         }
-    }
-}
-
-/// The CA bundle path a backend reads, if any (for the caller to read under its root).
-pub fn ca_bundle(settings: &LockSettings) -> Option<&PathBuf> {
-    match settings {
-        LockSettings::FleetLock(s) => s.ca_bundle.as_ref(),
     }
 }

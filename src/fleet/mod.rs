@@ -49,6 +49,9 @@ pub enum LockError {
     },
     #[error("fleet lock service URL {url} is not usable: {detail}")]
     BadUrl { url: String, detail: String },
+    /// A file the client needs (a CA bundle, a certificate) could not be read.
+    #[error("fleet lock client: {what}: {detail}")]
+    Setup { what: String, detail: String },
 }
 
 /// Who holds a group's slots, for status ("2 of 2 taken by a, b"), when a backend can
