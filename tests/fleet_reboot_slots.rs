@@ -145,6 +145,14 @@ impl Node {
         self.start();
     }
 
+    /// Committed 2.0.0 and gave the slot back (the state file is written before the
+    /// audit record, so both are waited for).
+    fn steady(&self) -> bool {
+        committed(&self.dev, "2.0.0")
+            && !self.holds_slot()
+            && self.first("reboot_slot_released").is_some()
+    }
+
     fn holds_slot(&self) -> bool {
         matches!(self.dev.state(), Ok(Some(d)) if d.reboot_slot.is_some())
     }
@@ -232,7 +240,7 @@ async fn five_devices_with_two_slots_never_switch_more_than_two_at_once() {
             &mut nodes,
             Duration::from_secs(45),
             "every device committed and steady",
-            |n| committed(&n.dev, "2.0.0") && !n.holds_slot(),
+            |n| n.steady(),
         )
         .await;
         // From each device's own audit log: from its switch to giving the slot back.
@@ -349,7 +357,7 @@ async fn a_rolled_back_device_keeps_its_slot_until_an_operator_releases_it() {
             &mut nodes[1..],
             Duration::from_secs(30),
             "dev1 committed and steady",
-            |n| committed(&n.dev, "2.0.0") && !n.holds_slot(),
+            |n| n.steady(),
         )
         .await;
         assert!(lock.holders().is_empty(), "{kind:?}: {:?}", lock.holders());
@@ -397,7 +405,7 @@ async fn with_the_lock_service_down_devices_stage_but_do_not_reboot() {
             &mut nodes,
             Duration::from_secs(30),
             "committed and steady after the outage",
-            |n| committed(&n.dev, "2.0.0") && !n.holds_slot(),
+            |n| n.steady(),
         )
         .await;
     }
