@@ -35,7 +35,14 @@ impl Runner {
                     return why;
                 }
                 if let Err(e) = self.take_reboot_slot().await {
+                    // Never switch on a slot that is not on record: it would never be
+                    // given back.
+                    let detail = match &e {
+                        StepError::Err(e) => format!("the reboot slot could not be recorded: {e}"),
+                        StepError::PowerCut(at) => format!("power cut at {at}"),
+                    };
                     self.note_error(e);
+                    return vec![WhyNot::RebootLock { detail }];
                 }
                 // `list` and status show the lock's answer as the release's reason.
                 self.recategorize();
