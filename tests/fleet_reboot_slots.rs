@@ -336,6 +336,16 @@ async fn a_rolled_back_device_keeps_its_slot_until_an_operator_releases_it() {
         assert_eq!(nodes[1].dev.state_kind(), "staged", "{kind:?}");
         assert!(nodes[0].holds_slot());
 
+        // With the service down the release fails, says why, and nothing changes.
+        lock.stop();
+        let (code, _, err) = patchctl(nodes[0].rig.addr(), &["fleet", "release"]).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("fleet release") && err.contains("unreachable"),
+            "{err}"
+        );
+        assert!(nodes[0].holds_slot());
+        lock.resume().await;
         let (code, out, err) = patchctl(
             nodes[0].rig.addr(),
             &["fleet", "release", "--reason", "looked at it"],

@@ -297,9 +297,14 @@ impl Runner {
             .map(|_| ())
     }
 
-    /// Release the slot at the lock service and forget it; `Ok(false)` when the service
-    /// did not answer (audited, retried with backoff).
-    async fn give_back(&mut self, slots: &RebootSlots, actor: &Actor, why: &str) -> Step<bool> {
+    /// Release the slot at the lock service and forget it; `Ok(Err(why))` when the
+    /// service did not answer (audited, retried with backoff).
+    async fn give_back(
+        &mut self,
+        slots: &RebootSlots,
+        actor: &Actor,
+        why: &str,
+    ) -> Step<Result<(), String>> {
         match slots.lock.release().await {
             Ok(()) => {
                 let mut doc = self.doc.clone();
@@ -325,7 +330,7 @@ impl Runner {
                         &fields,
                     ),
                 }
-                Ok(true)
+                Ok(Ok(()))
             }
             Err(e) => {
                 let first = self.fleet.failures == 0;
@@ -343,7 +348,7 @@ impl Runner {
                         &fields,
                     );
                 }
-                Ok(false)
+                Ok(Err(e.to_string()))
             }
         }
     }
@@ -366,14 +371,10 @@ impl Runner {
             ),
         };
         self.fleet.retry_at = None;
-        if self.give_back(&slots, actor, &why).await? {
-            return Ok(());
+        match self.give_back(&slots, actor, &why).await? {
+            Ok(()) => Ok(()),
+            Err(detail) => Err(EngineError::Port(PortError::new("fleet release", detail)).into()),
         }
-        let detail = match &self.fleet.state {
-            LockState::Unreachable { detail, .. } => detail.clone(),
-            _ => "the reboot lock service did not answer".into(),
-        };
-        Err(EngineError::Port(PortError::new("fleet release", detail)).into())
     }
 
     /// The slot as status shows it; `None` without a configured lock and nothing held.
