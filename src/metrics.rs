@@ -115,6 +115,11 @@ pub struct MetricsSnapshot {
     /// Active holds.
     pub holds: u64,
     pub job: Option<JobMetric>,
+    /// The fleet reboot slot: group and state (`held`, `kept`, `waiting`,
+    /// `unreachable`, `free`); `None` without a reboot lock.
+    pub reboot_slot: Option<(String, String)>,
+    /// Reboot lock audit events (`reboot_slot_acquired`, …) counted since install.
+    pub reboot_lock_events: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +354,7 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         "Audit records the head file did not vouch for when the daemon started (audit_head_lag).",
         m.audit_head_lag,
     );
+    render_fleet(&mut o, m);
     o
 }
 
@@ -378,6 +384,39 @@ fn release_outcomes(o: &mut String, m: &MetricsSnapshot, device: &str) {
                 "patchd_release_outcome{{release=\"{}\",{device}{group},stage=\"{stage}\",outcome=\"{}\"}} {v}",
                 esc(&r.release),
                 out.as_str()
+            );
+        }
+    }
+}
+
+/// The fleet reboot slot: which state it is in, and how often each lock event happened.
+fn render_fleet(o: &mut String, m: &MetricsSnapshot) {
+    if let Some((group, state)) = &m.reboot_slot {
+        header(
+            o,
+            "patchd_reboot_slot",
+            "gauge",
+            "1 for the state of this device's fleet reboot slot (held, kept, waiting, unreachable, free).",
+        );
+        let _ = writeln!(
+            o,
+            "patchd_reboot_slot{{group=\"{}\",state=\"{}\"}} 1",
+            esc(group),
+            esc(state)
+        );
+    }
+    if !m.reboot_lock_events.is_empty() {
+        header(
+            o,
+            "patchd_reboot_lock_events_total",
+            "counter",
+            "Reboot lock events by name (acquired, waiting, released, kept, unreachable), counted from the audit log.",
+        );
+        for (event, n) in &m.reboot_lock_events {
+            let _ = writeln!(
+                o,
+                "patchd_reboot_lock_events_total{{event=\"{}\"}} {n}",
+                esc(event)
             );
         }
     }
@@ -469,7 +508,22 @@ mod tests {
                 done: 10,
                 total: Some(20),
             }),
+            reboot_slot: Some(("db-eu1".into(), "waiting".into())),
+            reboot_lock_events: BTreeMap::from([("reboot_slot_waiting".to_owned(), 3)]),
         }
+    }
+
+    #[test]
+    fn the_reboot_slot_is_exported_with_its_group() {
+        let t = render(&sample(), Timestamp::now());
+        for line in [
+            "patchd_reboot_slot{group=\"db-eu1\",state=\"waiting\"} 1",
+            "patchd_reboot_lock_events_total{event=\"reboot_slot_waiting\"} 3",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        let none = MetricsSnapshot::default();
+        assert!(!render(&none, Timestamp::now()).contains("patchd_reboot_slot"));
     }
 
     #[test]

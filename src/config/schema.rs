@@ -45,6 +45,9 @@ impl Setting {
 const REPO_CTX: &str = "[device]\nproduct = \"p\"\n";
 const BOOT_CTX: &str = "[boot]\nbackend = \"file\"\n";
 const SLOTS_CTX: &str = "[slots]\nbackend = \"file\"\n";
+const FLEET_CTX: &str = "[fleet.fleetlock]\nurl = \"http://fleetlock.example.com:8080/\"\n";
+const ETCD_CTX: &str =
+    "[fleet]\nlock = \"etcd\"\n[fleet.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\ncert = \"/etc/patchd/etcd-client.pem\"\nkey = \"/etc/patchd/etcd-client.key\"\n";
 
 macro_rules! sections {
     ($( $name:literal $(array $array:literal)? ctx $ctx:expr => $about:literal ;)*) => {
@@ -81,6 +84,9 @@ sections! {
     "offline" ctx "" => "Offline bundles (patchctl install --bundle): how fresh their metadata must be and how large they may be.";
     "audit" ctx "" => "The hash-chained audit log.";
     "metrics" ctx "" => "The Prometheus node-exporter textfile.";
+    "fleet" ctx FLEET_CTX => "Reboots coordinated across a fleet: the device's failure-domain group and the reboot lock it takes a slot from right before switching (inside the window, once nothing else holds the switch back). The slot is kept through the reboot, health checks and probation and given back at steady state; after a failed update it is kept until patchctl fleet release.";
+    "fleet.fleetlock" ctx "" => "A FleetLock v1 lock server (as Zincati speaks it: airlock, the Kubernetes fleetlock). Slots per group are set on the server.";
+    "fleet.etcd" ctx ETCD_CTX => "An etcd v3 cluster spoken to directly (its JSON gateway): a semaphore per group, slots per group in the key <prefix>/<group>/slots (1 when missing), each holder on a lease the daemon keeps alive, so a device that vanished frees its slot after lease_ttl.";
 }
 
 macro_rules! settings {
@@ -168,6 +174,21 @@ settings! {
     "audit" "max_size": "integer" = "8388608" ex "8388608" => "Rotate before the live file grows past this many bytes (at least 4096).";
     "audit" "keep": "integer" = "4" ex "4" => "Rotated files kept (1-1000).";
     "metrics" "textfile": "path" = none ex "\"/var/lib/prometheus/node-exporter/patchd.prom\"" => "Prometheus node-exporter textfile kept current by the daemon; off when unset. Its directory must exist.";
+    "fleet" "group": "string" = "\"default\"" ex "\"db-eu1\"" => "The device's failure domain (rack, cluster, zone): at most the lock's slots of a group reboot at once. 1 to 64 of a-z A-Z 0-9 - _ .";
+    "fleet" "lock": "string" = "\"none\"" ex "\"fleetlock\"" => "Reboot lock: none (reboots are not coordinated), fleetlock ([fleet.fleetlock]) or etcd ([fleet.etcd]).";
+    "fleet" "when_unreachable": "string" = "\"wait\"" ex "\"wait\"" => "When the lock service does not answer: wait (stay staged, do not reboot, ask again; fail safe) or reboot (switch without a slot).";
+    "fleet" "timeout": "duration" = "\"10s\"" ex "\"10s\"" => "Bound of each request to the lock service (1s to 5m).";
+    "fleet" "retry_min": "duration" = "\"30s\"" ex "\"30s\"" => "Wait before asking again after a refusal or an unreachable service (at least 1s); doubles per further one, each wait randomised to 50-100 %.";
+    "fleet" "retry_max": "duration" = "\"10m\"" ex "\"10m\"" => "Longest wait between two asks (not below retry_min).";
+    "fleet.fleetlock" "url": "URL" = none ex "\"http://fleetlock.example.com:8080/\"" => "Required with lock = \"fleetlock\". Base URL of the server; /v1/pre-reboot and /v1/steady-state are appended. Only its form is checked by --check-config: an unreachable server is a fail-safe wait, not a configuration error.";
+    "fleet.fleetlock" "ca_bundle": "path" = none ex "\"/etc/patchd/fleetlock-ca.pem\"" => "Extra CA certificates (PEM) for an https server, besides the system roots.";
+    "fleet.etcd" "endpoints": "list of URLs" = none ex "[\"https://etcd1.example.com:2379\", \"https://etcd2.example.com:2379\"]" => "Required with lock = \"etcd\". Client URLs of the members, tried in turn when one does not answer or has no leader.";
+    "fleet.etcd" "ca": "path" = none ex "\"/etc/patchd/etcd-ca.pem\"" => "CA bundle (PEM) the members' certificates must chain to; when set, only it is trusted.";
+    "fleet.etcd" "cert": "path" = none ex "\"/etc/patchd/etcd-client.pem\"" => "Client certificate (PEM) for a cluster started with --client-cert-auth; needs key.";
+    "fleet.etcd" "key": "path" = none ex "\"/etc/patchd/etcd-client.key\"" => "The client certificate's private key (PEM).";
+    "fleet.etcd" "lease_ttl": "duration" = "\"10m\"" ex "\"10m\"" => "How long a slot outlives a device that stopped renewing it (at least 2s). Longer than a reboot, so a slot is kept across it.";
+    "fleet.etcd" "prefix": "string" = "\"/patchd/reboot\"" ex "\"/patchd/reboot\"" => "Key prefix: <prefix>/<group>/slots and <prefix>/<group>/holders/<device id>.";
+    "fleet.etcd" "request_timeout": "duration" = "\"10s\"" ex "\"10s\"" => "Bound on each operation, over all endpoints together.";
 }
 
 /// The settings of `section`, in table order.

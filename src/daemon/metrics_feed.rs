@@ -50,6 +50,8 @@ pub struct Counters {
     pub reused_bytes: u64,
     /// Releases entered (a `switching` record) and what became of each, oldest first.
     pub outcomes: Vec<ReleaseOutcome>,
+    /// Reboot lock events by name.
+    pub reboot_lock: BTreeMap<String, u64>,
 }
 
 /// Releases the outcome series keep (the most recently entered): enough for the
@@ -132,6 +134,9 @@ pub fn count(records: &[Record]) -> Counters {
         }
         track_outcome(&mut c.outcomes, r);
         let field = |k: &str| r.extra.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        if r.event.starts_with("reboot_slot_") || r.event == "reboot_lock_unreachable" {
+            *c.reboot_lock.entry(r.event.clone()).or_default() += 1;
+        }
         match r.event.as_str() {
             "committed" => c.updates += 1,
             "staged" => {
@@ -201,6 +206,11 @@ pub fn snapshot(
         fetched_bytes: counters.fetched_bytes,
         reused_bytes: counters.reused_bytes,
         holds: status.holds.len() as u64,
+        reboot_slot: status
+            .fleet
+            .as_ref()
+            .map(|f| (f.group.clone(), f.state.clone())),
+        reboot_lock_events: counters.reboot_lock.clone(),
         job: status.busy.as_ref().map(|kind| JobMetric {
             kind: kind.clone(),
             done: status.progress.as_ref().map_or(0, |p| p.done),

@@ -6,6 +6,7 @@
 //! without a trusted root the daemon refuses to start rather than install anything.
 
 mod bundles;
+pub mod fleet;
 pub mod health;
 pub mod metrics_feed;
 pub mod reboot;
@@ -64,6 +65,8 @@ pub enum DaemonError {
     Repository(String),
     #[error("D-Bus service: {0}")]
     Dbus(String),
+    #[error("[fleet] reboot lock: {0}")]
+    Fleet(String),
 }
 
 /// Exit status for a configuration patchd cannot run with (sysexits' `EX_CONFIG`): the
@@ -81,7 +84,8 @@ impl DaemonError {
             | DaemonError::Policy(_)
             | DaemonError::BootConfig(_)
             | DaemonError::NoSlots(_)
-            | DaemonError::Repository(_) => EXIT_CONFIG,
+            | DaemonError::Repository(_)
+            | DaemonError::Fleet(_) => EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -291,8 +295,8 @@ async fn start(
     let labels = metrics_feed::Labels {
         product: cfg.device.product.clone().unwrap_or_default(),
         channel: cfg.device.channel.clone(),
-        // `[fleet] group` once the configuration has it.
-        group: None,
+        // The failure domain, so fleet-wide queries can group outcomes by it.
+        group: Some(cfg.fleet.group.clone()),
     };
     let parts = EngineParts {
         paths: paths.clone(),
@@ -333,6 +337,7 @@ async fn start(
         },
         device_config: cfg.device.clone(),
         settings: settings_from(&cfg),
+        fleet: fleet::reboot_slots(&cfg, paths)?,
         #[cfg(feature = "failpoints")]
         failpoints: crate::failpoint::FailPoints::from_env(),
     };

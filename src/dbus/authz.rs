@@ -59,6 +59,7 @@ pub enum Action {
     Repair,
     Approve,
     Retry,
+    Fleet,
 }
 
 impl Action {
@@ -73,6 +74,7 @@ impl Action {
             Action::Repair => "org.patchd.patchd1.repair",
             Action::Approve => "org.patchd.patchd1.approve",
             Action::Retry => "org.patchd.patchd1.retry",
+            Action::Fleet => "org.patchd.patchd1.fleet",
         }
     }
 }

@@ -661,6 +661,18 @@ impl ManagerIface {
         Ok(json_out(serde_json::Value::Object(out)))
     }
 
+    /// Give this device's fleet reboot slot back now (also one kept after a failed
+    /// update); `reason` goes to the audit trail.
+    async fn fleet_release(
+        &self,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let (caller, _busy) = self.admit(conn, &hdr, reason.clone()).await?;
+        Ok(self.backend.fleet_release(caller, reason).await?)
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         redact_text(&self.snapshot.borrow().state)

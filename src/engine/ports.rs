@@ -211,3 +211,22 @@ pub struct OpenedBundle {
 pub trait Bundles: Send + Sync {
     fn open(&self, bundle: std::os::fd::OwnedFd) -> BoxFuture<'_, Result<OpenedBundle, PortError>>;
 }
+
+/// The fleet reboot lock as the engine uses it: the backend's client and the `[fleet]`
+/// settings (group, fail-safe, backoff).
+#[derive(Clone)]
+pub struct RebootSlots {
+    pub lock: std::sync::Arc<dyn crate::fleet::RebootLock>,
+    /// The backend's name (`fleetlock`, …), for status and the audit trail.
+    pub backend: String,
+    pub config: crate::fleet::config::FleetConfig,
+}
+
+impl fmt::Debug for RebootSlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RebootSlots")
+            .field("backend", &self.backend)
+            .field("group", &self.config.group)
+            .finish()
+    }
+}

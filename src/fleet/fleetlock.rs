@@ -10,7 +10,7 @@ use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use super::{LockAnswer, LockError, RebootLock};
-use crate::fetch::BoxFuture;
+use crate::fetch::{BoxFuture, TlsOptions};
 
 const PRE_REBOOT: &str = "v1/pre-reboot";
 const STEADY_STATE: &str = "v1/steady-state";
@@ -51,6 +51,18 @@ impl FleetLockClient {
         group: &str,
         timeout: Duration,
     ) -> Result<Self, LockError> {
+        Self::with_tls(base_url, id, group, timeout, &TlsOptions::default())
+    }
+
+    /// [`Self::new`] trusting the certificates `tls` names (the fetch room's TLS set-up:
+    /// rustls, system roots, an extra CA bundle).
+    pub fn with_tls(
+        base_url: &str,
+        id: &str,
+        group: &str,
+        timeout: Duration,
+        tls: &TlsOptions,
+    ) -> Result<Self, LockError> {
         let bad = |detail: String| LockError::BadUrl {
             url: base_url.to_owned(),
             detail,
@@ -63,11 +75,15 @@ impl FleetLockClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
+            .user_agent(concat!("patchd/", env!("CARGO_PKG_VERSION")));
+        let http = tls
+            .apply(builder)
+            .map_err(bad)?
             .build()
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| bad(error_chain(&e)))?;
         Ok(Self {
             http,
             base,

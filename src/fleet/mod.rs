@@ -1,6 +1,7 @@
 //! Fleet reboot coordination: before a device reboots into a new release it asks a
 //! fleet-wide lock service for a reboot slot, and gives the slot back once it came up
-//! healthy. Only the client side so far; nothing in the engine calls it yet.
+//! healthy. The engine asks through [`RebootLock`] at switch time; `[fleet]` is read by
+//! [`config`] and the backends are listed in [`backends`].
 //!
 //! [`RebootLock`] is the port; [`fleetlock::FleetLockClient`] speaks the FleetLock v1
 //! protocol (as Zincati does) over HTTP; [`etcd::EtcdLock`] keeps the semaphore in an
@@ -9,6 +10,8 @@
 //! [`device_id`] derives the id a device gives the server. Layer 3: uses `fetch` only
 //! for its future type.
 
+pub mod backends;
+pub mod config;
 pub mod device_id;
 pub mod etcd;
 pub mod fleetlock;
@@ -49,6 +52,18 @@ pub enum LockError {
     },
     #[error("fleet lock service URL {url} is not usable: {detail}")]
     BadUrl { url: String, detail: String },
+    /// A file the client needs (a CA bundle, a certificate) could not be read.
+    #[error("fleet lock client: {what}: {detail}")]
+    Setup { what: String, detail: String },
+}
+
+/// Who holds a group's slots, for status ("2 of 2 taken by a, b"), when a backend can
+/// tell (FleetLock cannot; its refusal's own words are shown instead).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Slots of the group, when known.
+    pub slots: Option<u32>,
+    pub holders: Vec<String>,
 }
 
 /// A fleet-wide reboot lock: take a slot before rebooting, release it once steady.
@@ -57,9 +72,8 @@ pub trait RebootLock: Send + Sync {
     fn acquire(&self) -> BoxFuture<'_, Result<LockAnswer, LockError>>;
     /// Give back this device's slot; fine when it holds none.
     fn release(&self) -> BoxFuture<'_, Result<(), LockError>>;
-    /// How many slots the group has and who holds them, for status ("2 of 2 taken by
-    /// a, b"); `None` from a service that does not say (FleetLock has no such request).
-    fn slots(&self) -> BoxFuture<'_, Result<Option<GroupSlots>, LockError>> {
+    /// Who holds the group's slots now; `None` when the backend cannot say.
+    fn occupancy(&self) -> BoxFuture<'_, Result<Option<Occupancy>, LockError>> {
         Box::pin(async { Ok(None) })
     }
 }

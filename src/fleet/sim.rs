@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{LockAnswer, LockError, RebootLock};
+use super::{LockAnswer, LockError, Occupancy, RebootLock};
 use crate::fetch::BoxFuture;
 
 /// The shared semaphore: several [`SimLock`]s (devices) on one `SimFleet` compete.
@@ -88,6 +88,16 @@ impl RebootLock for SimLock {
                 group.remove(&self.id);
             }
             Ok(())
+        })
+    }
+
+    fn occupancy(&self) -> BoxFuture<'_, Result<Option<Occupancy>, LockError>> {
+        Box::pin(async move {
+            self.fleet.check_up()?;
+            Ok(Some(Occupancy {
+                slots: u32::try_from(self.fleet.slots).ok(),
+                holders: self.fleet.holders(&self.group),
+            }))
         })
     }
 }

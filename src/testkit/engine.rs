@@ -466,6 +466,8 @@ pub struct Harness {
     pub settings: crate::engine::runner::EngineSettings,
     /// The device's tags (rollout stages by tag).
     pub tags: Vec<String>,
+    /// The fleet reboot lock (e.g. a `fleet::sim` twin); `None` by default.
+    pub fleet: Option<crate::engine::ports::RebootSlots>,
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
 }
@@ -490,6 +492,7 @@ impl Harness {
                 ..Default::default()
             },
             tags: vec![],
+            fleet: None,
             #[cfg(feature = "failpoints")]
             failpoints: crate::failpoint::FailPoints::default(),
         }
@@ -532,6 +535,7 @@ impl Harness {
                 hardware: None,
             },
             settings: self.settings.clone(),
+            fleet: self.fleet.clone(),
             #[cfg(feature = "failpoints")]
             failpoints: self.failpoints.clone(),
         })

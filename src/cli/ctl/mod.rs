@@ -5,6 +5,7 @@
 mod bundle;
 mod complete;
 pub mod exit;
+mod fleet;
 mod messages;
 mod output;
 mod progress;
@@ -147,6 +148,11 @@ pub enum Cmd {
         /// What was fixed (recorded in the audit trail).
         #[arg(long)]
         reason: String,
+    },
+    /// Fleet reboot coordination: this device's reboot slot.
+    Fleet {
+        #[command(subcommand)]
+        cmd: fleet::FleetCmd,
     },
     /// Leave degraded mode after a damaged state file or trusted metadata.
     ///
@@ -555,6 +561,10 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                     "{release} may be installed again; the next check offers it (patchctl check)."
                 ),
             );
+        }
+        Cmd::Fleet { cmd } => {
+            let s = status_of(parse_json(&p.get_status().await?)?)?;
+            fleet::run(&p, cmd, &s, json).await?;
         }
         Cmd::Repair => {
             let v = parse_json(&p.repair().await?)?;

@@ -17,10 +17,37 @@ impl Runner {
             inh
         };
         let running = self.running_version();
-        match self.offered(&release.version) {
+        match self.offered(&release.version).cloned() {
             Some(c) => {
+                let why = self
+                    .context(running.as_ref())
+                    .decide(&c, force, &inhibitors)
+                    .switch;
+                // The reboot slot is asked for last, once nothing else holds the switch
+                // back: a slot taken outside the window would idle a group's capacity.
+                let only_lock = why.iter().all(|w| matches!(w, WhyNot::RebootLock { .. }));
+                if force || !only_lock || self.p.fleet.is_none() {
+                    // A wait for the lock is over once something else holds the switch:
+                    // the lock is asked again when that lets go.
+                    if !only_lock {
+                        self.fleet_not_asking();
+                    }
+                    return why;
+                }
+                if let Err(e) = self.take_reboot_slot().await {
+                    // Never switch on a slot that is not on record: it would never be
+                    // given back.
+                    let detail = match &e {
+                        StepError::Err(e) => format!("the reboot slot could not be recorded: {e}"),
+                        StepError::PowerCut(at) => format!("power cut at {at}"),
+                    };
+                    self.note_error(e);
+                    return vec![WhyNot::RebootLock { detail }];
+                }
+                // `list` and status show the lock's answer as the release's reason.
+                self.recategorize();
                 self.context(running.as_ref())
-                    .decide(c, force, &inhibitors)
+                    .decide(&c, force, &inhibitors)
                     .switch
             }
             // Not seen since start (a restart while staged): a check must confirm the

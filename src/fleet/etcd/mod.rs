@@ -35,7 +35,7 @@ use reqwest::{Certificate, Identity};
 pub use semaphore::DEFAULT_SLOTS;
 pub use settings::{EtcdSettings, RawEtcd};
 
-use super::{GroupSlots, LockAnswer, LockError, RebootLock};
+use super::{GroupSlots, LockAnswer, LockError, Occupancy, RebootLock};
 use crate::fetch::BoxFuture;
 use crate::setting::InvalidSetting;
 use gateway::Gateway;
@@ -161,11 +161,22 @@ impl RebootLock for EtcdLock {
         })
     }
 
-    fn slots(&self) -> BoxFuture<'_, Result<Option<GroupSlots>, LockError>> {
+    fn occupancy(&self) -> BoxFuture<'_, Result<Option<Occupancy>, LockError>> {
         Box::pin(async move {
-            let view = semaphore::read_group(&self.core).await?;
-            Ok(Some(view.report(&self.core.group)))
+            let s = self.slots().await?;
+            Ok(Some(Occupancy {
+                slots: Some(s.slots),
+                holders: s.holders,
+            }))
         })
+    }
+}
+
+impl EtcdLock {
+    /// How many slots the group has and who holds them ("2 of 2 taken by a, b").
+    pub async fn slots(&self) -> Result<GroupSlots, LockError> {
+        let view = semaphore::read_group(&self.core).await?;
+        Ok(view.report(&self.core.group))
     }
 }
 

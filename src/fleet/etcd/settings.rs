@@ -113,10 +113,11 @@ impl EtcdSettings {
                     raw.request_timeout = Some(duration::parse(&text()?).map_err(bad)?)
                 }
                 _ => {
+                    let known: Vec<String> = KEYS.iter().map(|k| format!("`{k}`")).collect();
                     return Err(bad(format!(
-                        "unknown key; [fleet.etcd] knows {}",
-                        KEYS.join(", ")
-                    )))
+                        "unknown key; expected one of {}",
+                        known.join(", ")
+                    )));
                 }
             }
         }
