@@ -6,15 +6,18 @@
 //! service is down devices stage but do not reboot, and switch once it is back.
 //!
 //! The lock service is a parameter ([`LockServer`]): each test runs against every
-//! variant of it.
+//! variant of it — the FleetLock test server and a real three-member etcd cluster (with
+//! one member down in the five-device run, and the quorum lost for "down").
 
 mod process;
 
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use patchd::fleet::etcd::{EtcdLock, EtcdSettings};
 use patchd::fleet::fleetlock::FleetLockClient;
 use patchd::fleet::{LockAnswer, RebootLock};
+use patchd::testkit::etcd_cluster::EtcdCluster;
 use process::support::fleetlock::FleetLockServer;
 use process::*;
 
@@ -24,20 +27,34 @@ const GROUP: &str = "workers";
 enum LockServer {
     /// The protocol-faithful FleetLock test server (a counting semaphore per group).
     FleetLock(FleetLockServer),
+    /// A real three-member etcd cluster (Debian `etcd-server`), spoken to directly.
+    Etcd(EtcdCluster),
 }
 
 /// The variants every test runs against.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     FleetLock,
+    Etcd,
 }
 
-const KINDS: &[Kind] = &[Kind::FleetLock];
+const KINDS: &[Kind] = &[Kind::FleetLock, Kind::Etcd];
+
+/// Where the group's keys live in etcd (the backend's default prefix).
+const ETCD_PREFIX: &str = "/patchd/reboot";
 
 impl LockServer {
-    async fn start(kind: Kind, slots: usize) -> LockServer {
+    /// The service with `slots` slots in the group; `None` (after printing why) when
+    /// this machine cannot run it.
+    async fn start(kind: Kind, slots: usize) -> Option<LockServer> {
         match kind {
-            Kind::FleetLock => LockServer::FleetLock(FleetLockServer::start(slots).await),
+            Kind::FleetLock => Some(LockServer::FleetLock(FleetLockServer::start(slots).await)),
+            Kind::Etcd => {
+                let c = EtcdCluster::start_or_skip(3).unwrap()?;
+                c.put(&format!("{ETCD_PREFIX}/{GROUP}/slots"), &slots.to_string())
+                    .unwrap();
+                Some(LockServer::Etcd(c))
+            }
         }
     }
 
@@ -51,19 +68,44 @@ impl LockServer {
                 "{common}lock = \"fleetlock\"\n\n[fleet.fleetlock]\nurl = \"{}\"\n",
                 s.url
             ),
+            LockServer::Etcd(c) => {
+                let endpoints: Vec<String> =
+                    c.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+                format!(
+                    "{common}lock = \"etcd\"\n\n[fleet.etcd]\nendpoints = [{}]\nrequest_timeout = \"2s\"\n",
+                    endpoints.join(", ")
+                )
+            }
         }
     }
 
-    /// Take the service down (connections refused).
+    /// Take the service down: FleetLock refuses connections; etcd loses its quorum
+    /// (two of three members stopped), which must make devices wait, never reboot.
     fn stop(&self) {
         match self {
             LockServer::FleetLock(s) => s.stop(),
+            LockServer::Etcd(c) => {
+                c.stop_member(0);
+                c.stop_member(1);
+            }
         }
     }
 
     async fn resume(&self) {
         match self {
             LockServer::FleetLock(s) => s.resume().await,
+            LockServer::Etcd(c) => {
+                c.start_member(0).unwrap();
+                c.start_member(1).unwrap();
+                c.wait_healthy(&[0, 1, 2]).unwrap();
+            }
+        }
+    }
+
+    /// Lose one member of a cluster (a no-op for a single server): locking must go on.
+    fn lose_one_member(&self) {
+        if let LockServer::Etcd(c) = self {
+            c.stop_member(2);
         }
     }
 
@@ -71,6 +113,7 @@ impl LockServer {
     fn most_held(&self) -> Option<usize> {
         match self {
             LockServer::FleetLock(s) => Some(s.state.lock().unwrap().most_held),
+            LockServer::Etcd(_) => None,
         }
     }
 
@@ -80,12 +123,25 @@ impl LockServer {
             LockServer::FleetLock(s) => {
                 Box::new(FleetLockClient::new(&s.url, id, GROUP, Duration::from_secs(5)).unwrap())
             }
+            LockServer::Etcd(c) => {
+                let endpoints = c.endpoints();
+                let list: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+                let settings = EtcdSettings::for_endpoints(&list).unwrap();
+                Box::new(EtcdLock::new(&settings, id, GROUP).unwrap())
+            }
         }
     }
 
     fn holders(&self) -> Vec<String> {
         match self {
             LockServer::FleetLock(s) => s.holders(GROUP),
+            LockServer::Etcd(c) => {
+                let under = format!("{ETCD_PREFIX}/{GROUP}/holders/");
+                let keys = c.keys(&under).unwrap();
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&under).map(str::to_owned))
+                    .collect()
+            }
         }
     }
 }
@@ -212,7 +268,9 @@ async fn nodes(count: usize, lock: &LockServer, extra: &str) -> Option<Vec<Node>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_devices_with_two_slots_never_switch_more_than_two_at_once() {
     for kind in KINDS {
-        let lock = LockServer::start(*kind, 2).await;
+        let Some(lock) = LockServer::start(*kind, 2).await else {
+            return;
+        };
         let Some(mut nodes) = nodes(5, &lock, "").await else {
             return;
         };
@@ -222,6 +280,8 @@ async fn five_devices_with_two_slots_never_switch_more_than_two_at_once() {
         for j in &jobs {
             assert_eq!(j.acquire().await.unwrap(), LockAnswer::Granted);
         }
+        // One member of a cluster down for the whole run: locking goes on.
+        lock.lose_one_member();
         for n in nodes.iter_mut() {
             n.start();
         }
@@ -278,7 +338,9 @@ async fn a_rolled_back_device_keeps_its_slot_until_an_operator_releases_it() {
         return;
     }
     for kind in KINDS {
-        let lock = LockServer::start(*kind, 1).await;
+        let Some(lock) = LockServer::start(*kind, 1).await else {
+            return;
+        };
         let metrics = "[metrics]\ntextfile = \"/var/lib/patchd/patchd.prom\"\n";
         let Some(mut nodes) = nodes(2, &lock, metrics).await else {
             return;
@@ -341,8 +403,11 @@ async fn a_rolled_back_device_keeps_its_slot_until_an_operator_releases_it() {
         let (code, _, err) = patchctl(nodes[0].rig.addr(), &["fleet", "release"]).await;
         assert_eq!(code, 1, "{err}");
         assert!(
-            err.contains("fleet release") && err.contains("unreachable"),
-            "{err}"
+            // A refused connection is "unreachable"; a cluster without quorum holds the
+            // request until the timeout.
+            err.contains("fleet release")
+                && (err.contains("unreachable") || err.contains("did not answer")),
+            "{kind:?}: {err}"
         );
         assert!(nodes[0].holds_slot());
         lock.resume().await;
@@ -377,7 +442,9 @@ async fn a_rolled_back_device_keeps_its_slot_until_an_operator_releases_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_lock_service_down_devices_stage_but_do_not_reboot() {
     for kind in KINDS {
-        let lock = LockServer::start(*kind, 2).await;
+        let Some(lock) = LockServer::start(*kind, 2).await else {
+            return;
+        };
         lock.stop();
         let Some(mut nodes) = nodes(2, &lock, "").await else {
             return;
@@ -511,4 +578,66 @@ async fn without_a_lock_fleet_commands_say_so() {
     assert!(e.contains("[fleet] lock"), "{e}");
     let (code, o, _) = patchctl(rig.addr(), &["--json", "fleet", "status"]).await;
     assert_eq!((code, o.trim()), (0, "null"));
+}
+
+/// etcd: a device killed while it holds a slot (in its health checks after the reboot)
+/// frees the slot once its lease runs out, and the next device gets it; while it lives,
+/// a short lease is renewed and the slot kept across the reboot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_device_killed_while_holding_a_slot_frees_it_after_the_lease_ttl() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: the daemon trusts only root-owned health checks");
+        return;
+    }
+    let Some(lock) = LockServer::start(Kind::Etcd, 1).await else {
+        return;
+    };
+    // Lands in [fleet.etcd], the last table of the lock's config.
+    let ttl = "lease_ttl = \"6s\"\n";
+    let Some(mut nodes) = nodes(1, &lock, ttl).await else {
+        return;
+    };
+    let check = nodes[0].dev.paths.resolve("/etc/patchd/health.d/10-slow");
+    std::fs::create_dir_all(check.parent().unwrap()).unwrap();
+    std::fs::write(&check, "#!/bin/sh\nsleep 50\n").unwrap();
+    std::fs::set_permissions(&check, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    nodes[0].start();
+    drive(
+        &mut nodes,
+        Duration::from_secs(40),
+        "dev0 rebooted into its health checks, holding the slot",
+        |n| n.dev.state_kind() == "verifying" && n.first("booted_new_slot").is_some(),
+    )
+    .await;
+    // Past one TTL after the reboot: still held (the restarted daemon renews it).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        lock.holders().len(),
+        1,
+        "kept across the reboot while alive"
+    );
+    let other = lock.client("other-device");
+    assert!(
+        matches!(other.acquire().await.unwrap(), LockAnswer::Busy { .. }),
+        "the group's only slot is taken"
+    );
+    let killed = Instant::now();
+    nodes[0].daemon.take().unwrap().kill();
+    loop {
+        if lock.holders().is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the slot of a killed device must free after its 6 s lease: {:?}",
+            lock.holders()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "freed after the lease, not at once ({:?})",
+        killed.elapsed()
+    );
+    assert_eq!(other.acquire().await.unwrap(), LockAnswer::Granted);
 }
