@@ -192,28 +192,22 @@ fn pause_at(t: i64, key: &str, label: &str) {
             continue;
         }
         waiting += 1;
-        // Cut off from the repository from an hour before the pause on: today's engine
-        // keeps the plan it last saw (nothing refuses a switch on expired metadata).
-        let stop = if rng.gen_bool(p.offline_share) {
-            None
+        // Cut off from the repository from an hour before the pause on: the device keeps
+        // the plan it last saw until the metadata it verified expires (its last good check
+        // was before the cut, and that timestamp expires at most one expiry after it), then
+        // the decision waits for a check that renews it (`WaitFor::Stale`).
+        let offline = rng.gen_bool(p.offline_share);
+        let stop = if offline {
+            never += 1;
+            t - HOUR + p.timestamp_expiry
         } else {
-            Some(first_good_check(p, &sched, d.known, seen_from, &mut rng))
+            first_good_check(p, &sched, d.known, seen_from, &mut rng)
         };
-        match stop {
-            Some(s) => {
-                delays.push(s - t);
-                if d.switched.is_some_and(|sw| sw < s) {
-                    leaked += 1;
-                }
-            }
-            None => {
-                never += 1;
-                // It switches if it had staged before it was cut off.
-                let cut_off = t - HOUR;
-                if d.switched.is_some() && d.staging.is_some_and(|s| s < cut_off) {
-                    leaked += 1;
-                }
-            }
+        delays.push(stop - t);
+        // A cut-off device switches only what it had staged before the cut.
+        let could = !offline || d.staging.is_some_and(|s| s < t - HOUR);
+        if could && d.switched.is_some_and(|sw| sw < stop) {
+            leaked += 1;
         }
     }
     delays.sort_unstable();
@@ -223,7 +217,7 @@ fn pause_at(t: i64, key: &str, label: &str) {
     println!(
         "pause at +{} ({}, {label}): {waiting} devices not yet switched; stopped within one check \
          gap ({}) {:.3} %, within gap + timestamp expiry ({}) {:.3} %; delay p50 {} p99 {} \
-         p99.9 {} max {}; never (offline) {never}; switched after the pause before seeing it: \
+         p99.9 {} max {}; cut off (stopped by the metadata's expiry) {never}; switched after the pause before seeing it: \
          {leaked} ({:.3} %)",
         hms(t),
         p.at(t).strftime("%a %H:%M"),

@@ -23,6 +23,7 @@ pub const EVENTS: &[&str] = &[
     "hold_expired",
     "hold_released",
     "initialised",
+    "metadata_expired",
     "nothing_available",
     "probation_over",
     "reboot",

@@ -90,6 +90,7 @@ impl NextInputs<'_> {
             Some(WaitFor::Window) => "window",
             Some(WaitFor::Rollout) => "rollout",
             Some(WaitFor::Gate) => "gated",
+            Some(WaitFor::Stale) => "stale",
             Some(WaitFor::Hold) => "held",
             Some(WaitFor::Approval) => "approval",
             Some(WaitFor::Paused) => "paused",

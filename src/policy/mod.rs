@@ -39,7 +39,8 @@
 //! caller gathers right before a switch. The engine owns persistence (holds, approvals).
 //!
 //! Order of the timing rules for a switch (the first one that is not `Allowed` is the
-//! answer): clock sanity → publisher pause/withdraw → holds → rollout stage → urgency
+//! answer): clock sanity → withdrawal → expired metadata (the trusted metadata the
+//! release's facts came from) → holds → publisher pause → rollout stage → urgency
 //! (approval) → maintenance window (skipped for `immediate`). Staging uses the same order
 //! but ignores approval and, when `stage_outside_windows` (default), the window.
 
@@ -121,6 +122,19 @@ pub struct ReleaseFacts {
     pub id: String,
     pub summary: ReleaseSummary,
     pub rollout: Option<RolloutPlan>,
+    /// How long the signed metadata that vouched for these facts stays valid (`None`:
+    /// not enforced, as for an offline bundle under `[offline] allow_expired`).
+    pub vouched: Option<Vouched>,
+}
+
+/// The validity of the trusted metadata a check read a release's facts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vouched {
+    /// The earliest expiry of the roles that vouched for the release (root, timestamp,
+    /// snapshot and the targets roles that listed it).
+    pub until: Timestamp,
+    /// When the check that verified that metadata ran.
+    pub checked: Timestamp,
 }
 
 /// The device's policy settings (built from `config`).
@@ -149,7 +163,14 @@ impl ReleaseFacts {
             id: format!("{}/{}", summary.product, summary.version),
             summary,
             rollout,
+            vouched: None,
         }
+    }
+
+    /// The facts with the validity of the metadata that vouched for them.
+    pub fn with_vouched(mut self, vouched: Option<Vouched>) -> Self {
+        self.vouched = vouched;
+        self
     }
 
     /// Release id used for bucketing: `product/version`.
@@ -165,6 +186,18 @@ impl ReleaseFacts {
     pub fn version(&self) -> &Version {
         &self.summary.version
     }
+}
+
+/// The wait for a check that renews expired metadata (no end by itself).
+fn stale(v: Vouched) -> Decision {
+    Decision::wait(
+        format!(
+            "the repository's signed metadata expired at {} (last successful check at {}); waiting for a check to renew it",
+            decision::whole_seconds(v.until),
+            decision::whole_seconds(v.checked)
+        ),
+        None,
+    )
 }
 
 impl Policy {
@@ -186,6 +219,11 @@ impl Policy {
         // Withdrawal beats a hold: it is final for this release.
         if matches!(rollout, Decision::Blocked { .. }) {
             return Err((rollout, WaitFor::Withdrawn));
+        }
+        // Expired metadata vouches for nothing: the publisher may have paused, withdrawn
+        // or closed the gate since (TUF's freeze attack, when someone blocks the repository).
+        if let Some(v) = release.vouched.filter(|v| now >= v.until) {
+            return Err((stale(v), WaitFor::Stale));
         }
         if !h.is_allowed() {
             return Err((h, WaitFor::Hold));

@@ -31,6 +31,9 @@ pub enum WaitFor {
     /// A guarded rollout's gate does not let the device's stage in (expired, missing,
     /// or not opened that far): frozen until the publisher's guard renews it.
     Gate,
+    /// The trusted metadata that vouched for the release expired (the repository was
+    /// not reachable, or served nothing newer): until a check renews it.
+    Stale,
     /// An urgency rule asks for an admin's approval.
     Approval,
     /// No maintenance window is open.
@@ -204,7 +207,7 @@ impl Opportunity {
                 format!("needs an admin's approval (urgency rule): patchctl approve {version}")
             }
             Some(WaitFor::Paused) => "rollout paused by the publisher".to_string(),
-            Some(WaitFor::Gate) => self.detail.clone(),
+            Some(WaitFor::Gate) | Some(WaitFor::Stale) => self.detail.clone(),
             Some(WaitFor::Withdrawn) => "withdrawn by the publisher: never switched to".to_string(),
             Some(WaitFor::Clock) => self.detail.clone(),
         }

@@ -15,7 +15,7 @@ use crate::engine::ports::{Offered, PortError, Progress, ProgressSink, StageRepo
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::manifest::{self, Ineligible, VerifiedManifest};
 use crate::names::SlotName;
-use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
+use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState, Vouched};
 use crate::slot::stage::{
     CancelToken, Compression, ImageFormat, ProgressFn, StageOptions, StageRequest,
 };
@@ -148,6 +148,7 @@ impl RepoUpdates {
             let mut rollout = None;
             let mut manifest_problem = None;
             let mut summary = None;
+            let mut vouched = None;
             if c.ineligible.iter().all(depends_on_running) {
                 let cached = earlier.get(&c.summary.version);
                 match fetch_manifest(
@@ -164,13 +165,17 @@ impl RepoUpdates {
                         published = Some(m.published);
                         summary = Some(m.summary.clone()).filter(|s| !s.is_empty());
                         rollout = Some(rollout_plan(m, c.summary.withdrawn).with_gate(c.gate));
+                        vouched = client
+                            .valid_until(vm.target().role())
+                            .zip(client.refreshed_at())
+                            .map(|(until, checked)| Vouched { until, checked });
                         verified.insert(c.summary.version.clone(), vm);
                     }
                     Err(e) => manifest_problem = Some(e.to_string()),
                 }
             }
             out.push(Offered {
-                facts: ReleaseFacts::new(c.summary, rollout),
+                facts: ReleaseFacts::new(c.summary, rollout).with_vouched(vouched),
                 published,
                 manifest_problem,
                 summary,

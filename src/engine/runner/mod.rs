@@ -17,6 +17,7 @@ mod fleet;
 mod jobs;
 mod record;
 mod staging;
+mod stale;
 mod switching;
 mod verifying;
 
@@ -289,6 +290,8 @@ pub(crate) struct Runner {
     /// The offline bundle the current release came from: staging reads it instead of
     /// the repository until the next check or install replaces the list.
     bundle_source: Option<Arc<dyn Updates>>,
+    /// The release and metadata expiry last audited as holding it back (`stale.rs`).
+    stale_audited: Option<(String, jiff::Timestamp)>,
 }
 
 /// What status warns about for the whole run: records the audit head file did not vouch
@@ -345,6 +348,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         warnings,
         part_warnings: Default::default(),
         bundle_source: None,
+        stale_audited: None,
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -619,6 +623,7 @@ impl Runner {
         }
         self.follow_reboot_slot().await?;
         self.recategorize();
+        self.audit_stale_wait();
         match self.doc.lifecycle.clone() {
             Lifecycle::UpdateAvailable { release } => {
                 let allowed = self
