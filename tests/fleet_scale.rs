@@ -515,16 +515,17 @@ fn release_day(p: &Params, m: &fleet_support::cdn::Measured) {
         bytes(extra),
         bytes(extra * p.devices as f64)
     );
-    // What-if (not patchd today): a device whose stage opened waits a random delay up to
-    // the check jitter before staging.
-    let mut rng = StdRng::seed_from_u64(p.seed + 17);
-    let spread: Vec<i64> = r
+    // Without the spread (`stage_spread = "0s"`): a device whose stage opened while it
+    // knew of the release stages at the first policy evaluation after the opening.
+    let (f, mut rng) = (Fleet::get(), StdRng::seed_from_u64(p.seed + 17));
+    let at_once: Vec<i64> = r
         .devices
         .iter()
-        .filter_map(|d| d.staging.map(|s| (d, s)))
-        .map(|(d, s)| {
-            if s > d.known {
-                s + rng.gen_range(0..=p.check_jitter)
+        .zip(&f.start)
+        .filter_map(|(d, open)| d.staging.zip(*open).map(|(s, o)| (d.known, s, o)))
+        .map(|(known, s, open)| {
+            if known < open {
+                open + rng.gen_range(0..p.evaluate_every)
             } else {
                 s
             }
@@ -535,9 +536,9 @@ fn release_day(p: &Params, m: &fleet_support::cdn::Measured) {
         ("static delta", p.delta_image, &today),
         ("full image", p.full_image, &today),
         (
-            "static delta, staging spread over the jitter (what-if)",
+            "static delta, stage_spread = 0s (all at the opening)",
             p.delta_image,
-            &spread,
+            &at_once,
         ),
     ] {
         let secs = (size as f64 / p.link_rate).ceil() as i64;

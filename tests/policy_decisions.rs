@@ -316,6 +316,7 @@ fn policy(rules: Vec<UrgencyRule>) -> Policy {
         schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-06:00"]).unwrap(),
         urgency: rules,
         stage_outside_windows: true,
+        stage_spread: patchd::policy::DEFAULT_STAGE_SPREAD,
     }
 }
 

@@ -136,3 +136,33 @@ fn force_overrides_the_wait_but_not_a_hold() {
     };
     assert!(!decide(&r, true, &[hold]).switch.is_empty());
 }
+
+#[test]
+fn a_later_opportunity_is_not_judged_by_todays_expiry() {
+    // Valid now, expiring before the next window: the switch time is still the window
+    // (the checks before then renew the metadata), not "never".
+    let p = Policy {
+        schedule: patchd::policy::Schedule::parse("UTC", &["Sat 02:00-03:00"]).unwrap(),
+        ..Policy::default()
+    };
+    let running: semver::Version = "1.0.0".parse().unwrap();
+    let dev = device();
+    let r = release(Some("2026-12-08T12:00:00Z"));
+    let v = p.decide(&Facts {
+        now: utc(NOW),
+        device: &dev,
+        release: &r,
+        running: Some(&running),
+        security_floor: 0,
+        floor_overridden: false,
+        failed_here: None,
+        manifest_problem: None,
+        holds: &[],
+        approved: false,
+        force: false,
+        inhibitors: &[],
+        lock: &LockState::NotConfigured,
+    });
+    let next = v.next.expect("next");
+    assert_eq!(next.at, Some(utc("2026-12-12T02:00:00Z")), "{next:?}");
+}

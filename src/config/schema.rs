@@ -121,6 +121,7 @@ settings! {
     "policy" "time_zone": "string" = "\"UTC\"" ex "\"Europe/Berlin\"" => "IANA time zone of the windows (system tz database).";
     "policy" "windows": "array of windows" = "[]" ex "[\"Sat,Sun 02:00-05:00\"]" => "Maintenance windows, DAYS HH:MM-HH:MM (Mon-Fri, Sat,Sun, daily; an end before the start ends the next day). Empty, the default, means always open: the device switches and REBOOTS BY ITSELF as soon as a release is staged.";
     "policy" "stage_outside_windows": "boolean" = "true" ex "true" => "Download and stage outside windows; false stages only inside one.";
+    "policy" "stage_spread": "duration" = "\"30m\"" ex "\"30m\"" => "When a rollout stage opens by time, each device starts staging after its own delay in [0, this), derived from its rollout bucket hash, so the fleet does not download at once; 0s stages at once (at most 7d).";
     "policy.urgency" "kind": "string" = none ex "\"security\"" => "Release kind the rule matches: security, bugfix or feature (unset: any).";
     "policy.urgency" "min_severity": "string" = none ex "\"critical\"" => "Lowest severity the rule matches: low, medium, high, critical (unset: any).";
     "policy.urgency" "action": "string" = none ex "\"immediate\"" => "Required. immediate (switch as soon as staged, even outside windows), window (next window) or approval (only after patchctl approve or install, then in a window).";

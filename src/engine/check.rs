@@ -10,7 +10,7 @@ use semver::Version;
 use super::handle::AvailableRelease;
 use super::ports::Offered;
 use super::statefile::StateDoc;
-use crate::policy::{DeviceFacts, Facts, LockState, Policy, Verdict};
+use crate::policy::{DeviceFacts, Facts, LockState, Policy, Verdict, WaitFor};
 
 /// Everything the decision needs besides the release.
 pub struct Context<'a> {
@@ -76,6 +76,17 @@ impl Context<'_> {
                         o.describe(self.now, &self.policy.schedule, &s.version.to_string())
                     }),
                     next: v.next.clone(),
+                    stage_at: self
+                        .policy
+                        .stage_start(self.device, &c.facts)
+                        // Only while the spread is all staging waits for.
+                        .filter(|t| {
+                            !v.may_stage()
+                                && *t > self.now
+                                && v.next.as_ref().is_some_and(|o| {
+                                    matches!(o.waiting_for, None | Some(WaitFor::Window))
+                                })
+                        }),
                     why_not: v.switch,
                 }
             })

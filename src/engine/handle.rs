@@ -43,6 +43,10 @@ pub struct AvailableRelease {
     /// in 3 h").
     #[serde(default)]
     pub when: Option<String>,
+    /// When this device starts staging it, while it waits for its staging spread after
+    /// its rollout stage opened (`[policy] stage_spread`).
+    #[serde(default)]
+    pub stage_at: Option<Timestamp>,
 }
 
 /// What the device does next and when, in plain words: the `Next:` line of status, the

@@ -108,10 +108,14 @@ impl NextInputs<'_> {
         match fitting {
             Some(a) => {
                 let (kind, t, at) = self.timing(&a.version);
-                let stage = if a.may_stage {
-                    "stages first"
-                } else {
-                    "not staged yet"
+                let stage = match (a.may_stage, a.stage_at) {
+                    (true, _) => "stages first".to_string(),
+                    (false, Some(t)) => format!(
+                        "not staged yet, staging starts {} ({})",
+                        in_span(self.now, t),
+                        self.time(t)
+                    ),
+                    (false, None) => "not staged yet".to_string(),
                 };
                 step(
                     &kind,
@@ -169,7 +173,14 @@ impl NextInputs<'_> {
                     None if self.release(&release.version).is_some_and(|a| a.may_stage) => {
                         "stages now".into()
                     }
-                    None => "staging waits".into(),
+                    None => match self.release(&release.version).and_then(|a| a.stage_at) {
+                        Some(t) => format!(
+                            "staging starts {} ({})",
+                            in_span(self.now, t),
+                            self.time(t)
+                        ),
+                        None => "staging waits".into(),
+                    },
                 };
                 step(
                     &kind,

@@ -90,7 +90,16 @@ impl Policy {
     /// is [`Policy::decide`]'s part).
     pub fn opportunity(&self, f: &Facts<'_>) -> Opportunity {
         let approved = f.approved || f.force;
-        let gate = |t| self.switch_gate(t, f.device, f.release, f.holds, approved);
+        // Projected times assume the metadata's expiry is renewed by the checks before
+        // then; only `now` is judged by the metadata the device holds.
+        let renewed = super::ReleaseFacts {
+            vouched: None,
+            ..f.release.clone()
+        };
+        let gate = |t: Timestamp| {
+            let release = if t > f.now { &renewed } else { f.release };
+            self.switch_gate(t, f.device, release, f.holds, approved)
+        };
         let (first, waiting_for) = gate(f.now);
         let rule_until = match &first {
             Decision::Wait { until, .. } => *until,

@@ -48,18 +48,40 @@ pub struct RolloutPlan {
     pub gate: Option<RolloutGate>,
 }
 
-/// The device's deterministic bucket in [0, 100) for a release: the first 8 bytes of
-/// sha256(machine id, 0x00, release id) as a big-endian integer, mod 100. Stable for a
-/// device and release, independent across releases, uniform over machine ids.
-pub fn bucket(machine_id: &str, release_id: &str) -> u8 {
+/// sha256(machine id, 0x00, release id): the device's rollout hash for a release.
+fn rollout_hash(machine_id: &str, release_id: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(machine_id.trim().as_bytes());
     h.update([0u8]);
     h.update(release_id.as_bytes());
-    let d = h.finalize();
+    h.finalize().into()
+}
+
+/// The device's deterministic bucket in [0, 100) for a release: the first 8 bytes of
+/// sha256(machine id, 0x00, release id) as a big-endian integer, mod 100. Stable for a
+/// device and release, independent across releases, uniform over machine ids.
+pub fn bucket(machine_id: &str, release_id: &str) -> u8 {
+    let d = rollout_hash(machine_id, release_id);
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     (u64::from_be_bytes(b) % 100) as u8
+}
+
+/// The device's staging delay in [0, `spread`) after its rollout stage opened, to the
+/// second: bytes 8..16 of the same hash as [`bucket`], mod the spread. Stable for a
+/// device and release (also across restarts), independent across releases, and
+/// independent of the bucket — the devices a stage adds (a range of buckets) spread over
+/// the whole interval, not over a slice of it.
+pub fn stage_delay(machine_id: &str, release_id: &str, spread: SignedDuration) -> SignedDuration {
+    let secs = u64::try_from(spread.as_secs()).unwrap_or(0);
+    if secs == 0 {
+        return SignedDuration::ZERO;
+    }
+    let d = rollout_hash(machine_id, release_id);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[8..16]);
+    let delay = u64::from_be_bytes(b) % secs;
+    SignedDuration::from_secs(i64::try_from(delay).unwrap_or(0))
 }
 
 /// Does `stage` include a device with these tags and this bucket?

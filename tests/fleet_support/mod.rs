@@ -36,6 +36,8 @@ pub struct Params {
     pub check_jitter: i64,
     /// The engine's policy evaluation tick (`evaluate_every`, 60 s).
     pub evaluate_every: i64,
+    /// `[policy] stage_spread` (default 30 min), seconds.
+    pub stage_spread: i64,
     pub release: String,
     pub published: Timestamp,
     pub stages: Vec<RolloutStage>,
@@ -82,6 +84,7 @@ impl Params {
             check_interval: 6 * HOUR,
             check_jitter: 30 * MIN,
             evaluate_every: MIN,
+            stage_spread: 30 * MIN,
             release: "acme/2.0.0".into(),
             // A Tuesday, 10:00 UTC.
             published: "2026-12-01T10:00:00Z".parse().unwrap(),

@@ -1,6 +1,7 @@
 //! One release through the whole fleet: each device learns of it at its first good
-//! check after publish, stages it once its rollout stage is open (the engine stages at
-//! the first policy evaluation that allows it, outside windows too: the default
+//! check after publish, stages it once its rollout stage is open (at that check when the
+//! stage was open already; otherwise at the first policy evaluation after its own
+//! `stage_spread` delay, the real `policy::stage_delay`; outside windows too: the default
 //! `stage_outside_windows`), then asks its group's semaphore for a reboot slot inside a
 //! window and is patched when the slot is released (reboot and health checks done).
 
@@ -55,6 +56,12 @@ pub fn first_good_check(
     c
 }
 
+/// The device's staging delay after its stage opened, seconds (the engine's own rule).
+pub fn spread_delay(p: &Params, machine_id: &str) -> i64 {
+    let spread = jiff::SignedDuration::from_secs(p.stage_spread);
+    patchd::policy::stage_delay(machine_id, &p.release, spread).as_secs()
+}
+
 pub fn run(p: &Params, fleet: &Fleet, windows: &Windows, seed: u64) -> Rollout {
     let mut rng = StdRng::seed_from_u64(seed);
     let sched = CheckSchedule::of(p);
@@ -67,7 +74,7 @@ pub fn run(p: &Params, fleet: &Fleet, windows: &Windows, seed: u64) -> Rollout {
             if known >= open {
                 known
             } else {
-                open + rng.gen_range(0..p.evaluate_every)
+                open + spread_delay(p, &fleet.ids[i]) + rng.gen_range(0..p.evaluate_every)
             }
         });
         devices.push(Device {

@@ -292,6 +292,8 @@ pub(crate) struct Runner {
     bundle_source: Option<Arc<dyn Updates>>,
     /// The release and metadata expiry last audited as holding it back (`stale.rs`).
     stale_audited: Option<(String, jiff::Timestamp)>,
+    /// Releases staging waited for at the last evaluation (`staging.rs`, `stage_opened`).
+    stage_waiting: Vec<String>,
 }
 
 /// What status warns about for the whole run: records the audit head file did not vouch
@@ -349,6 +351,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         part_warnings: Default::default(),
         bundle_source: None,
         stale_audited: None,
+        stage_waiting: Vec::new(),
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -624,7 +627,13 @@ impl Runner {
         self.follow_reboot_slot().await?;
         self.recategorize();
         self.audit_stale_wait();
+        let waited = self.note_stage_waits();
         match self.doc.lifecycle.clone() {
+            Lifecycle::Idle {}
+            | Lifecycle::Committed {
+                probation_until: None,
+                ..
+            } => self.stage_opened(&waited)?,
             Lifecycle::UpdateAvailable { release } => {
                 let allowed = self
                     .available
