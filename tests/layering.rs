@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["fetch"],
     &["trust", "slot", "boot", "audit", "health", "metrics"],
-    &["manifest", "delta", "policy", "publish"],
+    &["manifest", "delta", "policy", "publish", "sourceconf"],
     &["config"],
     &["engine", "inventory", "repair", "source"],
     &["dbus"],

@@ -34,6 +34,7 @@ pub struct RawConfig {
     pub metrics: Option<RawMetrics>,
     pub fetch: Option<RawFetch>,
     pub offline: Option<crate::trust::RawOffline>,
+    pub source: Option<crate::sourceconf::RawSource>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

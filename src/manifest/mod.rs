@@ -7,6 +7,7 @@
 
 mod discovery;
 mod eligibility;
+mod packages;
 mod parse;
 mod strict_json;
 mod summary;
@@ -18,6 +19,7 @@ pub use discovery::{
     Listing, Refused,
 };
 pub use eligibility::{check as check_eligibility, DeviceProfile, Ineligible};
+pub use packages::{PackageChange, PackageStanding};
 pub use parse::check_name;
 pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};
 pub use summary::{ReleaseSummary, CUSTOM_KEY};
