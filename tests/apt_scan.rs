@@ -2,7 +2,7 @@
 //! security, an updates and a backports origin, a private apt/dpkg tree with older
 //! versions installed, and the scan — the right packages, kinds, CVEs (from changelogs
 //! and the tracker feed), severities, `apt-mark hold`ed packages left out and shown,
-//! backports only when opted in; unsigned and tampered Release files refused.
+//! backports only when opted in; unsigned, tampered and `[trusted=yes]` archives refused.
 
 mod apt_fixture;
 
@@ -282,6 +282,15 @@ async fn a_tampered_release_is_refused() {
 }
 
 #[tokio::test]
+async fn a_trusted_yes_source_is_refused() {
+    refused(
+        Signing::TrustedYes,
+        "is not signed (a [trusted=yes] source?)",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_configured_option_cannot_turn_the_checks_off() {
     let Some(s) = setup(Signing::Unsigned) else {
         return;
@@ -293,4 +302,30 @@ async fn a_configured_option_cannot_turn_the_checks_off() {
     ];
     let e = source(&s, cfg).discover().await.expect_err("still refused");
     assert!(e.to_string().contains("is not signed"), "{e}");
+}
+
+#[tokio::test]
+async fn an_apt_config_file_and_no_changelogs() {
+    let Some(s) = setup(Signing::Good) else {
+        return;
+    };
+    // The tree named by an APT_CONFIG file instead of `root`.
+    let conf = s.world.top.join("apt.conf");
+    std::fs::write(&conf, format!("Dir \"{}/\";\n", s.world.root.display())).unwrap();
+    let mut cfg = config(&s, false);
+    cfg.root = None;
+    cfg.config = Some(conf);
+    cfg.changelogs = patchd::sourceconf::ChangelogSource::None;
+    let o = source(&s, cfg.clone()).discover().await.unwrap().remove(0);
+    // Only the feed's CVE; no urgency, so security is medium and bugfix low.
+    assert_eq!(pkg(&o, "libfoo").cves, ["CVE-2026-5555"]);
+    assert_eq!(pkg(&o, "libfoo").severity, Severity::Medium, "feed urgency");
+    assert!(pkg(&o, "qux").cves.is_empty());
+    assert_eq!(pkg(&o, "qux").severity, Severity::Low);
+    assert_eq!(o.facts.summary.severity, Severity::High, "bar's rule");
+    assert!(!s.world.top.join("cache").exists(), "nothing downloaded");
+    // Without update, the lists apt already has are scanned.
+    cfg.update = false;
+    let again = source(&s, cfg).discover().await.unwrap();
+    assert_eq!(again[0].packages.len(), o.packages.len());
 }

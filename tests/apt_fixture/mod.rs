@@ -43,6 +43,8 @@ pub enum Signing {
     Unsigned,
     /// Signed, then the Release text changed after signing.
     Tampered,
+    /// Unsigned, and the source line says `[trusted=yes]`.
+    TrustedYes,
 }
 
 /// One origin (a flat archive in its own directory).
@@ -137,7 +139,7 @@ impl World {
             ".",
         ]));
         std::fs::write(dir.join("Release"), release).unwrap();
-        if a.signing != Signing::Unsigned {
+        if !matches!(a.signing, Signing::Unsigned | Signing::TrustedYes) {
             run(self
                 .gpg()
                 .arg("--yes")
@@ -153,11 +155,11 @@ impl World {
             assert_ne!(text, changed);
             std::fs::write(&p, changed).unwrap();
         }
-        let line = format!(
-            "deb [signed-by={}] file:{} ./\n",
-            self.key.display(),
-            dir.display()
-        );
+        let options = match a.signing {
+            Signing::TrustedYes => "trusted=yes".to_string(),
+            _ => format!("signed-by={}", self.key.display()),
+        };
+        let line = format!("deb [{options}] file:{} ./\n", dir.display());
         let list = self.root.join("etc/apt/sources.list");
         let mut f = std::fs::OpenOptions::new()
             .create(true)

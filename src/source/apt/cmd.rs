@@ -123,9 +123,51 @@ impl Apt {
                 AptError::Failed { messages, .. } => AptError::Refused(messages),
                 other => other,
             })?;
-        match messages(&stderr, false) {
-            Some(m) => Err(AptError::Refused(m)),
-            None => Ok(()),
+        if let Some(m) = messages(&stderr, false) {
+            return Err(AptError::Refused(m));
+        }
+        self.refuse_unsigned_lists().await
+    }
+
+    /// A source marked `[trusted=yes]` passes `apt-get update` unsigned; its list shows
+    /// as a `Release` without `Release.gpg` (a signed one is `InRelease`, or both).
+    async fn refuse_unsigned_lists(&self) -> Result<(), AptError> {
+        let (out, _) = self
+            .run(
+                "apt-config",
+                &["shell", "LISTS", "Dir::State::lists/d"],
+                None,
+            )
+            .await?;
+        let dir = out
+            .trim()
+            .strip_prefix("LISTS='")
+            .and_then(|r| r.strip_suffix('\''))
+            .ok_or_else(|| AptError::Parse {
+                what: "apt-config Dir::State::lists".into(),
+                detail: out.trim().to_string(),
+            })?;
+        let entries = std::fs::read_dir(dir).map_err(|e| AptError::Parse {
+            what: format!("apt lists {dir}"),
+            detail: e.to_string(),
+        })?;
+        let names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let unsigned: Vec<String> = names
+            .iter()
+            .filter(|n| n.ends_with("_Release") && !names.contains(&format!("{n}.gpg")))
+            .map(|n| n.trim_end_matches("_Release").replace('_', "/"))
+            .collect();
+        if unsigned.is_empty() {
+            Ok(())
+        } else {
+            Err(AptError::Refused(format!(
+                "the repository {} is not signed (a [trusted=yes] source?); patchd scans \
+                 only signed repositories",
+                unsigned.join(", ")
+            )))
         }
     }
 }
