@@ -229,9 +229,26 @@ async fn pending_upgrades_become_one_categorized_patch_set() {
     assert!(f.size > 0);
     assert!(src.patch_set(&f.version).await.is_some());
 
-    // The same system scanned again is the same release.
+    // The same system scanned again is the same release; changelogs already read are
+    // not downloaded again (the archive no longer has the .debs).
+    std::fs::remove_dir_all(s.world.top.join("repo/security/pool")).unwrap();
     let again = src.discover().await.unwrap();
     assert_eq!(again[0].facts.summary.version, f.version);
+    assert_eq!(again[0].summary, o.summary, "no changelog problem noted");
+    assert_eq!(pkg(&again[0], "libfoo").cves, foo.cves);
+    // A fresh source must download them, and says it could not.
+    let fresh = source(&s, config(&s, false)).discover().await.unwrap();
+    let text = fresh[0].summary.clone().unwrap();
+    assert!(
+        text.contains("; changelog of heldpkg: apt-get download"),
+        "{text}"
+    );
+    assert!(text.contains("changelog of libfoo"), "{text}");
+    assert_eq!(
+        pkg(&fresh[0], "libfoo").cves,
+        ["CVE-2026-5555"],
+        "the feed's only"
+    );
 }
 
 #[tokio::test]

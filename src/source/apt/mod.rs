@@ -51,6 +51,8 @@ pub struct AptUpdates {
     offered: Mutex<BTreeMap<semver::Version, PatchSet>>,
     /// The day each package set was first seen, for sets without dated changelogs.
     first_seen: Mutex<BTreeMap<String, jiff::civil::Date>>,
+    /// Candidates' changelogs already read (also serializes scans).
+    changelogs: Mutex<scan::Changelogs>,
 }
 
 impl AptUpdates {
@@ -64,12 +66,14 @@ impl AptUpdates {
             work,
             offered: Mutex::new(BTreeMap::new()),
             first_seen: Mutex::new(BTreeMap::new()),
+            changelogs: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Scan without offering: what `discover` categorizes.
     pub async fn scan(&self) -> Result<Scan, AptError> {
-        scan::scan(&self.apt, &self.cfg, &self.work).await
+        let mut seen = self.changelogs.lock().await;
+        scan::scan(&self.apt, &self.cfg, &self.work, &mut seen).await
     }
 
     /// The patch set of an offered release (for staging and `patchctl list`).

@@ -36,7 +36,16 @@ struct Found {
     held: bool,
 }
 
-pub async fn scan(apt: &Apt, cfg: &AptConfig, work: &Path) -> Result<Scan, AptError> {
+/// Changelogs read before, by `name=version`: a candidate's changelog does not change,
+/// so each .deb is downloaded once while it stays the candidate.
+pub type Changelogs = BTreeMap<String, Option<Vec<changelog::Entry>>>;
+
+pub async fn scan(
+    apt: &Apt,
+    cfg: &AptConfig,
+    work: &Path,
+    seen: &mut Changelogs,
+) -> Result<Scan, AptError> {
     if cfg.update {
         apt.update().await?;
     }
@@ -92,7 +101,8 @@ pub async fn scan(apt: &Apt, cfg: &AptConfig, work: &Path) -> Result<Scan, AptEr
         }
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
-    categorize(apt, cfg, work, found).await
+    let scan = categorize(apt, cfg, work, found, seen).await?;
+    Ok(scan)
 }
 
 async fn categorize(
@@ -100,7 +110,13 @@ async fn categorize(
     cfg: &AptConfig,
     work: &Path,
     found: Vec<Found>,
+    seen: &mut Changelogs,
 ) -> Result<Scan, AptError> {
+    seen.retain(|k, _| {
+        found
+            .iter()
+            .any(|f| *k == format!("{}={}", f.name, f.candidate))
+    });
     let fields = if found.is_empty() {
         BTreeMap::new()
     } else {
@@ -138,7 +154,15 @@ async fn categorize(
         let mut cves = Vec::new();
         let mut urgency: Option<Urgency> = None;
         if cfg.changelogs == ChangelogSource::Download {
-            match changelog_of(apt, work, &f.name, &f.candidate).await {
+            let key = format!("{}={}", f.name, f.candidate);
+            let read = match seen.get(&key) {
+                Some(known) => Ok(known.clone()),
+                None => changelog_of(apt, work, &f.name, &f.candidate).await,
+            };
+            if let Ok(r) = &read {
+                seen.insert(key, r.clone());
+            }
+            match read {
                 Ok(Some(entries)) => {
                     let s = changelog::since(&entries, &f.installed, &f.candidate);
                     cves = s.cves;
