@@ -176,6 +176,17 @@ async fn the_patch_set_is_listed_held_and_then_handed_to_staging() {
         !audit_text(&dev).contains("\"staging\""),
         "held: not staged"
     );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .arg("--root")
+        .arg(dev.paths.resolve("/"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("apt: the system's pending upgrades"),
+        "{text}"
+    );
 
     // Without the hold the engine takes the patch set to staging at once, which is the
     // next step to build: it fails plainly and changes nothing.
