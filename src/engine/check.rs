@@ -76,6 +76,7 @@ impl Context<'_> {
                         o.describe(self.now, &self.policy.schedule, &s.version.to_string())
                     }),
                     next: v.next.clone(),
+                    packages: c.packages.clone(),
                     why_not: v.switch,
                 }
             })
@@ -116,6 +117,7 @@ mod tests {
             published: None,
             manifest_problem: None,
             summary: None,
+            packages: Vec::new(),
         }
     }
     fn now() -> Timestamp {

@@ -43,6 +43,9 @@ pub struct AvailableRelease {
     /// in 3 h").
     #[serde(default)]
     pub when: Option<String>,
+    /// A package patch set's packages (empty for an image release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::manifest::PackageChange>,
 }
 
 /// What the device does next and when, in plain words: the `Next:` line of status, the
