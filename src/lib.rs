@@ -34,6 +34,7 @@ pub mod setting;
 pub mod sigpipe;
 pub mod slot;
 pub mod source;
+pub mod sourceconf;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod trust;

@@ -338,7 +338,7 @@ async fn every_step_of_an_update_writes_metrics_promtool_accepts() {
     // the end, entered by stage 0 (a release without stages).
     let outcome = |o: &str, v: u8| {
         format!(
-            "patchd_release_outcome{{release=\"2.0.0\",channel=\"stable\",product=\"test-box\",stage=\"0\",outcome=\"{o}\"}} {v}"
+            "patchd_release_outcome{{release=\"2.0.0\",channel=\"stable\",product=\"test-box\",group=\"default\",stage=\"0\",outcome=\"{o}\"}} {v}"
         )
     };
     assert!(

@@ -35,6 +35,10 @@ const MUTATING: &[(&[&str], &str)] = &[
         &["retry", "1.1.0", "--reason", "fixed"],
         "org.patchd.patchd1.retry",
     ),
+    (
+        &["fleet", "release", "--reason", "looked"],
+        "org.patchd.patchd1.fleet",
+    ),
 ];
 
 const READ_ONLY: &[&[&str]] = &[
@@ -64,6 +68,7 @@ async fn assert_unprivileged_denied(bus: &TestBus, backend: &FakeBackend) {
         // what it replaced).
         let method: String = match args[0] {
             "hold" => "PlaceHold".into(),
+            "fleet" => "FleetRelease".into(),
             verb => verb
                 .split('-')
                 .map(|w| w[..1].to_uppercase() + &w[1..])

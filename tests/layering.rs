@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "trust", "slot", "boot", "audit", "health", "metrics", "fleet",
     ],
-    &["manifest", "delta", "policy", "publish"],
+    &["manifest", "delta", "policy", "publish", "sourceconf"],
     &["config"],
     &["engine", "inventory", "repair", "source"],
     &["dbus"],

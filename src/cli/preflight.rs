@@ -196,6 +196,13 @@ fn machine_id(cfg: &Config, paths: &Paths) -> Finding {
 }
 
 fn repository(cfg: &Config, paths: &Paths) -> Vec<Finding> {
+    // The apt source trusts apt's own signed Release files; [repository] is not read.
+    if cfg.source.kind == crate::sourceconf::SourceKind::Apt {
+        return vec![Finding::ok(
+            "source",
+            "apt: the system's pending upgrades as one patch set (docs/apt.md)",
+        )];
+    }
     let Some(source) = &cfg.repository.source else {
         return vec![Finding::warn(
             "repository",

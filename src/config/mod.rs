@@ -178,6 +178,8 @@ pub struct Config {
     pub offline: OfflineConfig,
     /// `[fleet]`: the device's group and its reboot lock (`fleet::config`).
     pub fleet: crate::fleet::config::FleetConfig,
+    /// `[source]`: the signed repository (default) or the system's apt.
+    pub source: crate::sourceconf::SourceConfig,
     /// Files read, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -380,6 +382,8 @@ fn validate(merged: toml::Table, sources: Vec<PathBuf>) -> Result<Config, Config
         fetch: FetchConfig::from_raw(raw.fetch.unwrap_or_default()).map_err(invalid)?,
         offline: OfflineConfig::from_raw(raw.offline.unwrap_or_default()).map_err(invalid)?,
         fleet: crate::fleet::config::FleetConfig::from_raw(raw.fleet.unwrap_or_default())
+            .map_err(invalid)?,
+        source: crate::sourceconf::SourceConfig::from_raw(raw.source.unwrap_or_default())
             .map_err(invalid)?,
         sources,
     })

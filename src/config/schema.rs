@@ -87,6 +87,9 @@ sections! {
     "fleet" ctx FLEET_CTX => "Reboots coordinated across a fleet: the device's failure-domain group and the reboot lock it takes a slot from right before switching (inside the window, once nothing else holds the switch back). The slot is kept through the reboot, health checks and probation and given back at steady state; after a failed update it is kept until patchctl fleet release.";
     "fleet.fleetlock" ctx "" => "A FleetLock v1 lock server (as Zincati speaks it: airlock, the Kubernetes fleetlock). Slots per group are set on the server.";
     "fleet.etcd" ctx ETCD_CTX => "An etcd v3 cluster spoken to directly (its JSON gateway): a semaphore per group, slots per group in the key <prefix>/<group>/slots (1 when missing), each holder on a lease the daemon keeps alive, so a device that vanished frees its slot after lease_ttl.";
+    "source" ctx "" => "Where releases come from: the signed repository of [repository] (image-based devices), or the system's apt (package-based servers; see docs/apt.md).";
+    "source.apt" ctx "" => "The apt source: pending package upgrades, scanned with the system's apt and its signed Release files, offered as one patch set.";
+    "source.apt.severity" array true ctx "" => "Severity rules for packages of the patch set, first match wins; a package no rule matches gets the severity of its changelog urgency (security upgrades at least medium, others low when the changelog says nothing).";
 }
 
 macro_rules! settings {
@@ -190,6 +193,21 @@ settings! {
     "fleet.etcd" "lease_ttl": "duration" = "\"10m\"" ex "\"10m\"" => "How long a slot outlives a device that stopped renewing it (at least 2s). Longer than a reboot, so a slot is kept across it.";
     "fleet.etcd" "prefix": "string" = "\"/patchd/reboot\"" ex "\"/patchd/reboot\"" => "Key prefix: <prefix>/<group>/slots and <prefix>/<group>/holders/<device id>.";
     "fleet.etcd" "request_timeout": "duration" = "\"10s\"" ex "\"10s\"" => "Bound on each operation, over all endpoints together.";
+    "source" "kind": "string" = "\"repository\"" ex "\"apt\"" => "repository: signed releases from [repository]; apt: the pending upgrades of the system's apt as one patch set ([source.apt]).";
+    "source.apt" "root": "path" = none ex "\"/srv/apt-root\"" => "apt's root directory, passed as -o Dir=; unset: the system's apt.";
+    "source.apt" "config": "path" = none ex "\"/etc/patchd/apt.conf\"" => "An apt configuration file, passed as APT_CONFIG; unset: the system's.";
+    "source.apt" "options": "array of strings" = "[]" ex "[\"Acquire::Retries=3\"]" => "More -o Key=Value options for every apt call. Never use them to turn apt's signature checks off: patchd refuses to scan then.";
+    "source.apt" "update": "boolean" = "true" ex "true" => "Run apt-get update (apt checks the Release signatures) before each scan; false scans the lists apt already has.";
+    "source.apt" "security_origins": "array of strings" = "[\"label=Debian-Security\", \"suite=*-security\"]" ex "[\"label=Debian-Security\"]" => "Origin patterns (key=glob pairs joined by commas; keys origin, label, suite, codename, component, site) whose upgrades are kind security.";
+    "source.apt" "bugfix_origins": "array of strings" = "[\"suite=stable\", \"suite=oldstable\", \"suite=*-updates\"]" ex "[\"origin=Debian,suite=stable\"]" => "Origin patterns whose upgrades are kind bugfix (point releases, -updates). Upgrades from any other origin are kind feature.";
+    "source.apt" "offer_feature": "boolean" = "false" ex "true" => "Offer upgrades of kind feature (backports, other origins); false lists them as not offered.";
+    "source.apt" "feed": "path" = none ex "\"/var/lib/patchd/debian-security-tracker.json\"" => "Debian security tracker data (the JSON of security-tracker.debian.org/tracker/data/json): CVEs fixed between the installed and the candidate version are added, with their urgency.";
+    "source.apt" "changelogs": "string" = "\"download\"" ex "\"none\"" => "download: read CVE ids and urgencies from the changelog.Debian.gz of each candidate .deb, fetched with apt-get download from the configured archive (offline with a local mirror); none: do not.";
+    "source.apt.severity" "origin": "string" = none ex "\"label=Debian-Security\"" => "Origin pattern the package's candidate must come from.";
+    "source.apt.severity" "package": "string" = none ex "\"openssl*\"" => "Glob over the package name.";
+    "source.apt.severity" "urgency": "string" = none ex "\"high\"" => "The changelog's highest urgency since the installed version is at least this (low, medium, high, emergency, critical).";
+    "source.apt.severity" "kind": "string" = none ex "\"security\"" => "The package's kind (security, bugfix, feature).";
+    "source.apt.severity" "severity": "string" = none ex "\"critical\"" => "Required. The severity of a matching package (low, medium, high, critical).";
 }
 
 /// The settings of `section`, in table order.

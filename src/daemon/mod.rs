@@ -145,10 +145,36 @@ fn build_slots(
     Ok(crate::slot::open(sc, paths, booted)?)
 }
 
+/// The source of releases `[source] kind` names: the system's apt, or the verified
+/// repository from `[repository]` (`None` when no repository is configured).
+fn build_updates(
+    cfg: &Config,
+    paths: &Paths,
+    slots: &[Arc<dyn SlotBackend>],
+) -> Result<Option<Arc<dyn crate::engine::ports::Updates>>, DaemonError> {
+    if cfg.source.kind == crate::sourceconf::SourceKind::Apt {
+        let mut apt = cfg.source.apt.clone();
+        for p in [&mut apt.root, &mut apt.config, &mut apt.feed]
+            .into_iter()
+            .flatten()
+        {
+            *p = paths.resolve(&*p);
+        }
+        return Ok(Some(Arc::new(crate::source::AptUpdates::new(
+            apt,
+            cfg.device.product.clone().unwrap_or_default(),
+            cfg.device.channel.clone(),
+            paths.cache_dir().join("apt"),
+        ))));
+    }
+    Ok(build_repository(cfg, paths, slots)?
+        .map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>))
+}
+
 /// The verified repository from `[repository]`, or `None` when no source is configured.
 /// Fails closed: without trusted metadata and without the configured trusted root file
 /// the daemon does not start (it never installs unverified releases).
-fn build_updates(
+fn build_repository(
     cfg: &Config,
     paths: &Paths,
     slots: &[Arc<dyn SlotBackend>],
@@ -307,7 +333,7 @@ async fn start(
             .cloned()
             .map(crate::slot::engine_view)
             .collect(),
-        updates: updates.map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>),
+        updates,
         bundles: bundles.map(|b| Arc::new(b) as Arc<dyn crate::engine::ports::Bundles>),
         policy,
         device: device_facts(&cfg, paths)?,

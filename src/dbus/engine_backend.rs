@@ -160,6 +160,7 @@ fn available_view(a: &AvailableRelease) -> AvailableView {
             .flatten(),
         security_version: a.security_version,
         size: a.size,
+        packages: a.packages.clone(),
     }
 }
 

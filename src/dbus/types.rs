@@ -177,6 +177,9 @@ pub struct AvailableView {
     /// Bytes it writes.
     #[serde(default)]
     pub size: u64,
+    /// A package patch set's packages (the `apt` source); empty for an image release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::manifest::PackageChange>,
 }
 
 /// A documented exception: no switching (above `max_version`, if set) until `until`.

@@ -87,6 +87,7 @@ impl Context<'_> {
                                     matches!(o.waiting_for, None | Some(WaitFor::Window))
                                 })
                         }),
+                    packages: c.packages.clone(),
                     why_not: v.switch,
                 }
             })
@@ -127,6 +128,7 @@ mod tests {
             published: None,
             manifest_problem: None,
             summary: None,
+            packages: Vec::new(),
         }
     }
     fn now() -> Timestamp {

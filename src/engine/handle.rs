@@ -47,6 +47,9 @@ pub struct AvailableRelease {
     /// its rollout stage opened (`[policy] stage_spread`).
     #[serde(default)]
     pub stage_at: Option<Timestamp>,
+    /// A package patch set's packages (empty for an image release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::manifest::PackageChange>,
 }
 
 /// What the device does next and when, in plain words: the `Next:` line of status, the

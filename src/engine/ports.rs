@@ -32,6 +32,8 @@ pub struct Offered {
     pub manifest_problem: Option<String>,
     /// The publisher's one-line summary, from the verified manifest.
     pub summary: Option<String>,
+    /// A package patch set's packages (the `apt` source); empty for an image release.
+    pub packages: Vec<crate::manifest::PackageChange>,
 }
 
 impl Offered {

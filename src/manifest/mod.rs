@@ -8,6 +8,7 @@
 mod discovery;
 mod eligibility;
 mod gate;
+mod packages;
 mod parse;
 mod strict_json;
 mod summary;
@@ -20,6 +21,7 @@ pub use discovery::{
 };
 pub use eligibility::{check as check_eligibility, DeviceProfile, Ineligible};
 pub use gate::{RolloutGate, GATE_KEY};
+pub use packages::{PackageChange, PackageStanding};
 pub use parse::check_name;
 pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};
 pub use summary::{ReleaseSummary, CUSTOM_KEY};

@@ -179,6 +179,7 @@ impl RepoUpdates {
                 published,
                 manifest_problem,
                 summary,
+                packages: Vec::new(),
             });
         }
         *self.manifests.lock().await = verified;

@@ -97,6 +97,7 @@ pub fn release(version: &str, security_version: u64, kind: Kind, severity: Sever
         published: None,
         manifest_problem: None,
         summary: Some(format!("{severity} {kind} fixes")),
+        packages: Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod exit;
 mod fleet;
 mod messages;
 mod output;
+mod packages;
 mod progress;
 mod status_text;
 mod watch;
@@ -61,6 +62,10 @@ pub enum Cmd {
         /// by patchd as for `install --bundle`; nothing is installed.
         #[arg(long, value_name = "FILE.tar|DIR")]
         bundle: Option<PathBuf>,
+        /// Also list each package patch set's packages (the apt source): installed and
+        /// candidate version, origin, kind, severity, CVEs, and whether apt-mark holds it.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Stage a release (default: the newest allowed) into the inactive slot.
     ///
@@ -434,13 +439,21 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 print!("{}", status_text::release_groups(&s));
             }
         }
-        Cmd::List { bundle: Some(path) } => return bundle::list(&p, path, json).await,
-        Cmd::List { bundle: None } => {
+        Cmd::List {
+            bundle: Some(path), ..
+        } => return bundle::list(&p, path, json).await,
+        Cmd::List {
+            bundle: None,
+            verbose,
+        } => {
             let s = status_of(parse_json(&p.get_status().await?)?)?;
             if json {
                 print_json(&serde_json::to_value(&s.available).unwrap_or_default());
             } else {
                 print!("{}", status_text::release_groups(&s));
+                if *verbose {
+                    print!("{}", packages::tables(&s.available));
+                }
             }
         }
         Cmd::Install {

@@ -117,6 +117,9 @@ pub fn status(s: &StatusView) -> String {
         kv.push(("Job", progress(p)));
     }
     kv.push(("Available", available_line(&s.available)));
+    for l in super::packages::patch_set_lines(&s.available) {
+        kv.push(("Patch set", l));
+    }
     if s.holds.is_empty() {
         kv.push(("Hold", "none".into()));
     }
