@@ -18,30 +18,28 @@ impl Runner {
         let Some(version) = self.doc.lifecycle.release().map(|r| r.version.clone()) else {
             return;
         };
-        let stale = self
+        // The wait's own wording, found once; nothing to audit unless it is this wait.
+        let Some(why) = self
             .available
             .iter()
             .find(|a| a.version == version)
             .and_then(|a| a.next.as_ref())
-            .is_some_and(|o| o.waiting_for == Some(WaitFor::Stale));
-        let until = self
+            .filter(|o| o.waiting_for == Some(WaitFor::Stale))
+            .map(|o| o.detail.clone())
+        else {
+            return;
+        };
+        let Some(until) = self
             .offered(&version)
             .and_then(|c| c.facts.vouched)
-            .map(|v| v.until);
-        let (true, Some(until)) = (stale, until) else {
+            .map(|v| v.until)
+        else {
             return;
         };
         let key: (String, Timestamp) = (version, until);
         if self.stale_audited.as_ref() == Some(&key) {
             return;
         }
-        let why = self
-            .available
-            .iter()
-            .find(|a| a.version == key.0)
-            .and_then(|a| a.next.as_ref())
-            .map(|o| o.detail.clone())
-            .unwrap_or_default();
         tracing::warn!(release = %key.0, %why, "release held back: trusted metadata expired");
         let fields = [("expires", serde_json::Value::from(until.to_string()))];
         self.audit_with(STALE_EVENT, &Actor::Policy, Some(&why), None, None, &fields);
