@@ -19,6 +19,7 @@ pub mod engine;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod fetch;
+pub mod fleet;
 pub mod fsutil;
 pub mod health;
 pub mod inventory;
@@ -34,6 +35,7 @@ pub mod setting;
 pub mod sigpipe;
 pub mod slot;
 pub mod source;
+pub mod sourceconf;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod trust;

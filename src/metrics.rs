@@ -30,6 +30,45 @@ pub struct AvailableMetric {
     pub severity: String,
 }
 
+/// What became of a release this device entered (switched to), latest first wins:
+/// `switched` while on trial (rebooted into it, health checks or probation pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Switched,
+    Committed,
+    RolledBack,
+    Failed,
+}
+
+impl Outcome {
+    /// Every outcome, in the order the file shows them.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Switched,
+        Outcome::Committed,
+        Outcome::RolledBack,
+        Outcome::Failed,
+    ];
+
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Switched => "switched",
+            Outcome::Committed => "committed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One release this device entered, with the rollout stage it entered by (`None`:
+/// unknown, e.g. switched before the audit record carried the stage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseOutcome {
+    pub release: String,
+    pub stage: Option<usize>,
+    pub outcome: Outcome,
+}
+
 /// The running job, as far as the metrics show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobMetric {
@@ -45,6 +84,11 @@ pub struct MetricsSnapshot {
     /// `[device] product` and `channel`, labels of the release series.
     pub product: String,
     pub channel: String,
+    /// `[fleet] group` (the failure domain), the `group` label of the outcome series;
+    /// `None`: the label is left out.
+    pub group: Option<String>,
+    /// Releases this device entered and what became of each, oldest first.
+    pub outcomes: Vec<ReleaseOutcome>,
     pub state: String,
     pub current_version: Option<String>,
     pub staged_version: Option<String>,
@@ -71,6 +115,11 @@ pub struct MetricsSnapshot {
     /// Active holds.
     pub holds: u64,
     pub job: Option<JobMetric>,
+    /// The fleet reboot slot: group and state (`held`, `kept`, `waiting`,
+    /// `unreachable`, `free`); `None` without a reboot lock.
+    pub reboot_slot: Option<(String, String)>,
+    /// Reboot lock audit events (`reboot_slot_acquired`, …) counted since install.
+    pub reboot_lock_events: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +205,7 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
             esc(&a.severity)
         );
     }
+    release_outcomes(&mut o, m, &device);
     single(
         &mut o,
         "patchd_available_updates",
@@ -304,7 +354,72 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         "Audit records the head file did not vouch for when the daemon started (audit_head_lag).",
         m.audit_head_lag,
     );
+    render_fleet(&mut o, m);
     o
+}
+
+/// `patchd_release_outcome`: per release this device entered, 1 for its outcome and 0
+/// for the others, so `sum by (release, outcome)` over a fleet counts devices in each
+/// outcome and `sum by (release)` counts the devices that entered.
+fn release_outcomes(o: &mut String, m: &MetricsSnapshot, device: &str) {
+    header(
+        o,
+        "patchd_release_outcome",
+        "gauge",
+        "Per release this device entered (switched to): 1 for what became of it (switched: on trial; committed; rolled_back; failed), 0 for the other outcomes. stage: the rollout stage index it entered by.",
+    );
+    let group = m
+        .group
+        .as_deref()
+        .map(|g| format!(",group=\"{}\"", esc(g)))
+        .unwrap_or_default();
+    for r in &m.outcomes {
+        let stage = r
+            .stage
+            .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+        for out in Outcome::ALL {
+            let v = u8::from(out == r.outcome);
+            let _ = writeln!(
+                o,
+                "patchd_release_outcome{{release=\"{}\",{device}{group},stage=\"{stage}\",outcome=\"{}\"}} {v}",
+                esc(&r.release),
+                out.as_str()
+            );
+        }
+    }
+}
+
+/// The fleet reboot slot: which state it is in, and how often each lock event happened.
+fn render_fleet(o: &mut String, m: &MetricsSnapshot) {
+    if let Some((group, state)) = &m.reboot_slot {
+        header(
+            o,
+            "patchd_reboot_slot",
+            "gauge",
+            "1 for the state of this device's fleet reboot slot (held, kept, waiting, unreachable, free).",
+        );
+        let _ = writeln!(
+            o,
+            "patchd_reboot_slot{{group=\"{}\",state=\"{}\"}} 1",
+            esc(group),
+            esc(state)
+        );
+    }
+    if !m.reboot_lock_events.is_empty() {
+        header(
+            o,
+            "patchd_reboot_lock_events_total",
+            "counter",
+            "Reboot lock events by name (acquired, waiting, released, kept, unreachable), counted from the audit log.",
+        );
+        for (event, n) in &m.reboot_lock_events {
+            let _ = writeln!(
+                o,
+                "patchd_reboot_lock_events_total{{event=\"{}\"}} {n}",
+                esc(event)
+            );
+        }
+    }
 }
 
 /// Write the metrics file atomically (mode 0644: node_exporter runs unprivileged).
@@ -369,6 +484,19 @@ mod tests {
             audit_head_lag: 1,
             product: "box".into(),
             channel: "stable".into(),
+            group: Some("db-eu1".into()),
+            outcomes: vec![
+                ReleaseOutcome {
+                    release: "1.0.0".into(),
+                    stage: None,
+                    outcome: Outcome::Committed,
+                },
+                ReleaseOutcome {
+                    release: "1.1.0".into(),
+                    stage: Some(2),
+                    outcome: Outcome::RolledBack,
+                },
+            ],
             last_check_result: Some((false, "2026-01-01T00:01:00Z".parse().unwrap())),
             checks: BTreeMap::from([("success".to_owned(), 3), ("failure".to_owned(), 1)]),
             updates: 2,
@@ -380,7 +508,22 @@ mod tests {
                 done: 10,
                 total: Some(20),
             }),
+            reboot_slot: Some(("db-eu1".into(), "waiting".into())),
+            reboot_lock_events: BTreeMap::from([("reboot_slot_waiting".to_owned(), 3)]),
         }
+    }
+
+    #[test]
+    fn the_reboot_slot_is_exported_with_its_group() {
+        let t = render(&sample(), Timestamp::now());
+        for line in [
+            "patchd_reboot_slot{group=\"db-eu1\",state=\"waiting\"} 1",
+            "patchd_reboot_lock_events_total{event=\"reboot_slot_waiting\"} 3",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        let none = MetricsSnapshot::default();
+        assert!(!render(&none, Timestamp::now()).contains("patchd_reboot_slot"));
     }
 
     #[test]
@@ -417,6 +560,9 @@ mod tests {
             "patchd_staged_bytes 8589934592",
             "patchd_failures_total{reason=\"download\"} 2",
             "patchd_rollbacks_total{reason=\"health \\\"x\\\"\"} 1",
+            "patchd_release_outcome{release=\"1.1.0\",channel=\"stable\",product=\"box\",group=\"db-eu1\",stage=\"2\",outcome=\"rolled_back\"} 1",
+            "patchd_release_outcome{release=\"1.1.0\",channel=\"stable\",product=\"box\",group=\"db-eu1\",stage=\"2\",outcome=\"committed\"} 0",
+            "patchd_release_outcome{release=\"1.0.0\",channel=\"stable\",product=\"box\",group=\"db-eu1\",stage=\"unknown\",outcome=\"committed\"} 1",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }

@@ -334,4 +334,24 @@ async fn every_step_of_an_update_writes_metrics_promtool_accepts() {
         "{last}"
     );
     assert_eq!(line_value(last, "patchd_holds"), Some(0.0), "{last}");
+    // The per-release outcome the fleet sums: on trial after the switch, committed at
+    // the end, entered by stage 0 (a release without stages).
+    let outcome = |o: &str, v: u8| {
+        format!(
+            "patchd_release_outcome{{release=\"2.0.0\",channel=\"stable\",product=\"test-box\",group=\"default\",stage=\"0\",outcome=\"{o}\"}} {v}"
+        )
+    };
+    assert!(
+        seen.iter()
+            .any(|t| t.lines().any(|l| l == outcome("switched", 1))),
+        "no file showed 2.0.0 on trial"
+    );
+    for (o, v) in [
+        ("committed", 1),
+        ("switched", 0),
+        ("rolled_back", 0),
+        ("failed", 0),
+    ] {
+        assert!(last.lines().any(|l| l == outcome(o, v)), "{last}");
+    }
 }

@@ -358,6 +358,24 @@ async fn expired_bundles_need_the_offline_policy() {
         roles.iter().any(|r| r.starts_with("snapshot v")),
         "{roles:?}"
     );
+    // The admin's choice holds at switch time too: the release of the expired bundle is
+    // staged and waits only for what the device's policy says, not as stale metadata.
+    let mut d = d;
+    let e = wait_until(&mut d, &dev, Duration::from_secs(60), "staged", |dev| {
+        dev.audit_events().iter().any(|e| e == "staged")
+    })
+    .await;
+    assert!(matches!(e, Ended::Reached), "{e:?}");
+    let (code, json, _) = patchctl(rig.addr(), &["--json", "status"]).await;
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_ne!(v["next"]["kind"], "stale", "{json}");
+    assert!(!json.contains("signed metadata expired"), "{json}");
+    let events = dev.audit_events();
+    assert!(
+        !events.iter().any(|e| e == "metadata_expired"),
+        "{events:?}"
+    );
     drop(d);
 
     // A bundle re-signed with its own expiry needs no policy.

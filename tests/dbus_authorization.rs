@@ -35,6 +35,10 @@ const MUTATING: &[(&[&str], &str)] = &[
         &["retry", "1.1.0", "--reason", "fixed"],
         "org.patchd.patchd1.retry",
     ),
+    (
+        &["fleet", "release", "--reason", "looked"],
+        "org.patchd.patchd1.fleet",
+    ),
 ];
 
 const READ_ONLY: &[&[&str]] = &[
@@ -64,6 +68,7 @@ async fn assert_unprivileged_denied(bus: &TestBus, backend: &FakeBackend) {
         // what it replaced).
         let method: String = match args[0] {
             "hold" => "PlaceHold".into(),
+            "fleet" => "FleetRelease".into(),
             verb => verb
                 .split('-')
                 .map(|w| w[..1].to_uppercase() + &w[1..])
@@ -98,6 +103,38 @@ async fn unprivileged_user_denied_in_uid_mode() {
     // Root is allowed.
     let r = patchctl(&bus, &["check"]).await;
     assert_eq!(r.code, 0, "{r:?}");
+    assert_permissions(&bus, None, "yes", "").await;
+    assert_permissions(&bus, Some(NOBODY), "no", "test authorization mode").await;
+}
+
+/// `patchctl permissions` (GetAuthorizations): every polkit action of the policy file
+/// listed for the caller with `result` and, unless allowed, a `text` containing `why`.
+async fn assert_permissions(bus: &TestBus, uid: Option<u32>, result: &str, why: &str) {
+    let r = patchctl_as(bus, uid, &["--json", "permissions"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let mut listed: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    listed.sort_unstable();
+    let mut expected: Vec<&str> = MUTATING.iter().map(|m| m.1).collect();
+    expected.push("org.patchd.patchd1.repair");
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(listed, expected, "{r:?}");
+    for (action, answer) in v.as_object().unwrap() {
+        assert_eq!(answer["result"], result, "{action} for {uid:?}: {r:?}");
+        let text = answer["text"].as_str().unwrap();
+        assert!(text.contains(why), "{action} for {uid:?}: {text}");
+        assert_eq!(text.is_empty(), result == "yes", "{action}: {text}");
+    }
+    let human = patchctl_as(bus, uid, &["permissions"]).await;
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(
+        human.stdout.lines().any(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some("install") && w.next() == Some(result)
+        }),
+        "{human:?}"
+    );
 }
 
 type Seen = Arc<Mutex<Vec<(String, HashMap<String, OwnedValue>, String, u32)>>>;
@@ -285,6 +322,9 @@ async fn real_polkitd_denies_unprivileged_user() {
             && r["reason"] == "fixed the config"),
         "{recs:?}"
     );
+    // What a page disables: polkitd's answer without a prompt, per caller.
+    assert_permissions(&bus, None, "yes", "").await;
+    assert_permissions(&bus, Some(NOBODY), "auth", "requires authentication").await;
     let before = backend.records().len();
     assert_unprivileged_denied(&bus, &backend).await;
     assert!(

@@ -67,6 +67,8 @@ async fn list_groups_releases_and_retry_lifts_a_failure() {
             after_secs: 3 * 3600,
         }],
         state: RolloutState::Active,
+        guarded: false,
+        gate: None,
     });
     hx.dev.set_releases(vec![
         sec("1.0.0", 5),

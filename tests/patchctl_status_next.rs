@@ -167,6 +167,8 @@ async fn waiting_for_the_rollout_stage_and_for_a_hold() {
             },
         ],
         state: RolloutState::Active,
+        guarded: false,
+        gate: None,
     });
     hx.dev.publish(rel);
     let r = start(&bus, hx).await;

@@ -91,6 +91,8 @@ fn plan() -> RolloutPlan {
             },
         ],
         state: RolloutState::Active,
+        guarded: false,
+        gate: None,
     }
 }
 
@@ -314,6 +316,7 @@ fn policy(rules: Vec<UrgencyRule>) -> Policy {
         schedule: Schedule::parse("UTC", &["Sat,Sun 02:00-06:00"]).unwrap(),
         urgency: rules,
         stage_outside_windows: true,
+        stage_spread: patchd::policy::DEFAULT_STAGE_SPREAD,
     }
 }
 
@@ -452,6 +455,8 @@ fn rollout_gates_staging_and_switching() {
             percent: 0,
         }],
         state: RolloutState::Active,
+        guarded: false,
+        gate: None,
     });
     assert!(p
         .may_stage(utc(WEEKDAY), &device(&["canary"]), &r, &[])

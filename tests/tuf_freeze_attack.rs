@@ -67,3 +67,35 @@ async fn each_expired_role_is_rejected() {
         assert_rejected(r, |_| true, &dev, &before);
     }
 }
+
+/// What the switch decision is told about the metadata a check verified: valid until the
+/// earliest expiry among the roles that vouched (here the timestamp, re-signed to expire
+/// first); nothing before a refresh; and no expiry at all for a client that accepts
+/// expired metadata (the offline policy), which enforces none.
+#[tokio::test]
+async fn the_vouched_validity_is_the_earliest_expiry_of_the_trusted_roles() {
+    let mut repo = Repo::new(false);
+    let dev = Device::new(&repo);
+    assert_eq!(dev.client().valid_until("targets"), None, "not refreshed");
+    let c = dev.refresh(&repo).await.unwrap();
+    assert_eq!(c.valid_until("targets"), Some(ts(EXPIRES)));
+    assert_eq!(c.refreshed_at(), Some(ts(NOW)));
+
+    let early = ts("2027-06-02T00:00:00Z");
+    let saved = repo.expires;
+    repo.expires = early;
+    let mf = repo.meta_file(1, &repo.read_meta("snapshot.json"));
+    repo.write_timestamp(mf);
+    repo.expires = saved;
+    let c = dev.refresh(&repo).await.unwrap();
+    assert_eq!(c.valid_until("targets"), Some(early));
+
+    let mut c = dev.client();
+    c.accept_expired(Default::default());
+    c.refresh(&repo.meta_source()).await.unwrap();
+    assert_eq!(
+        c.valid_until("targets"),
+        None,
+        "offline policy: not enforced"
+    );
+}

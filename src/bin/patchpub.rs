@@ -137,6 +137,10 @@ enum Cmd {
         #[arg(long, value_name = "DURATION|TIME")]
         expires: Option<String>,
     },
+    /// Guard a rollout from fleet health in Prometheus, or show it: `rollout guard`
+    /// (pause a failing release, renew its gate; for a timer), `rollout status`.
+    #[command(subcommand)]
+    Rollout(patchd::cli::rollout::RolloutCmd),
     /// Print the patchpub(1) man page (roff) to stdout.
     Man,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -301,6 +305,11 @@ struct AddArgs {
     /// Publish with the rollout paused.
     #[arg(long)]
     paused: bool,
+    /// Gate the rollout by `patchpub rollout guard`: devices enter a stage only while
+    /// a gate the guard signs (and renews) allows it, so the rollout freezes when the
+    /// guard stops. Devices older than the gate refuse the manifest (fail closed).
+    #[arg(long)]
+    guarded: bool,
 }
 
 fn scheme(s: &str) -> Result<KeyScheme> {
@@ -426,6 +435,7 @@ fn run(cli: Cli) -> Result<()> {
                 rollout: Rollout {
                     paused: a.paused,
                     stages,
+                    guarded: a.guarded,
                 },
                 channels: a.channel.clone(),
                 published: None,
@@ -666,6 +676,12 @@ fn run(cli: Cli) -> Result<()> {
                     s.channels.join(","),
                     state.join(",")
                 );
+            }
+        }
+        Cmd::Rollout(r) => {
+            let code = patchd::cli::rollout::run(r, &open()?)?;
+            if code != 0 {
+                std::process::exit(code);
             }
         }
         Cmd::Man => {

@@ -123,6 +123,10 @@ pub fn patchpub() -> Manual {
             ("0".into(), "success".into()),
             ("1".into(), "failure; the message names the file, key or release".into()),
             ("2".into(), "bad command line".into()),
+            (
+                crate::cli::rollout::EXIT_NO_QUERY.to_string().into(),
+                "rollout guard, rollout status: Prometheus could not be queried (guard: the gate was not renewed)".into(),
+            ),
         ],
         examples: &[
             ("Create a repository with its keys:", "patchpub --repo repo --keys keys init"),
@@ -131,6 +135,7 @@ pub fn patchpub() -> Manual {
             ("Re-sign what expires within the next 12 hours (from a timer):", "patchpub refresh --if-expiring-within 12h"),
             ("Check the repository as a device would:", "patchpub verify"),
             ("Write an offline bundle for removable media:", "patchpub bundle acme-gw/2.0.0 --out acme-gw-2.0.0.tar"),
+            ("Guard a rollout from fleet health (every 5 minutes, from a timer):", "patchpub rollout guard acme-gw/2.0.0 \\\n    --prometheus http://prometheus:9090 \\\n    --log /var/log/patchpub/guard.jsonl"),
         ],
         see_also: &["patchd(8)", "patchctl(1)", "patchd.toml(5)"],
     }

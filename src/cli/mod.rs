@@ -3,7 +3,7 @@
 //! ([`audit`]), `patchd init` ([`init`]), `patchd --check-config` ([`preflight`]), the
 //! patchd.toml(5) page ([`config_page`]) and the generation of man pages and shell completions ([`docgen`]). The
 //! binaries in `src/bin/` only call in here (`patchpub`'s command line is still in its
-//! binary).
+//! binary, except `patchpub rollout`: [`rollout`]).
 //! Layer 8 (shared/DESIGN.md), beside the daemon's composition root: a CLI may use any
 //! room below, and nothing below knows a CLI exists.
 
@@ -17,3 +17,4 @@ pub mod init;
 pub mod manual;
 pub mod patchd;
 pub mod preflight;
+pub mod rollout;

@@ -135,8 +135,35 @@ fn findings(cfg: &Config, paths: &Paths) -> Vec<Finding> {
     let mut out = vec![machine_id(cfg, paths)];
     out.extend(repository(cfg, paths));
     out.extend(boot_and_slots(cfg, paths));
+    out.extend(fleet(cfg, paths));
     out.extend(directories(cfg, paths));
     out
+}
+
+/// The reboot lock as the daemon would build it (device id, CA bundle, client); the
+/// service itself is not asked: one that does not answer is a fail-safe wait at switch
+/// time, not a configuration error.
+fn fleet(cfg: &Config, paths: &Paths) -> Vec<Finding> {
+    const WHAT: &str = "reboot lock";
+    let Some(settings) = &cfg.fleet.lock else {
+        return Vec::new();
+    };
+    let built = crate::daemon::fleet::reboot_slots(cfg, paths);
+    vec![match built {
+        Ok(_) => Finding::ok(
+            WHAT,
+            format!(
+                "{} for group {} (not contacted: an unreachable service makes devices wait, as [fleet] when_unreachable says)",
+                settings.name(),
+                cfg.fleet.group
+            ),
+        ),
+        Err(e) => Finding::fail(
+            WHAT,
+            e.to_string(),
+            "fix the machine id or the [fleet] CA bundle, or set [fleet] lock = \"none\"",
+        ),
+    }]
 }
 
 fn machine_id(cfg: &Config, paths: &Paths) -> Finding {
@@ -169,6 +196,13 @@ fn machine_id(cfg: &Config, paths: &Paths) -> Finding {
 }
 
 fn repository(cfg: &Config, paths: &Paths) -> Vec<Finding> {
+    // The apt source trusts apt's own signed Release files; [repository] is not read.
+    if cfg.source.kind == crate::sourceconf::SourceKind::Apt {
+        return vec![Finding::ok(
+            "source",
+            "apt: the system's pending upgrades as one patch set (docs/apt.md)",
+        )];
+    }
     let Some(source) = &cfg.repository.source else {
         return vec![Finding::warn(
             "repository",

@@ -176,6 +176,10 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// `[offline]`: the policy for offline bundles (`trust::OfflineConfig`).
     pub offline: OfflineConfig,
+    /// `[fleet]`: the device's group and its reboot lock (`fleet::config`).
+    pub fleet: crate::fleet::config::FleetConfig,
+    /// `[source]`: the signed repository (default) or the system's apt.
+    pub source: crate::sourceconf::SourceConfig,
     /// Files read, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -377,6 +381,10 @@ fn validate(merged: toml::Table, sources: Vec<PathBuf>) -> Result<Config, Config
         metrics: MetricsConfig::from_raw(raw.metrics.unwrap_or_default()).map_err(invalid)?,
         fetch: FetchConfig::from_raw(raw.fetch.unwrap_or_default()).map_err(invalid)?,
         offline: OfflineConfig::from_raw(raw.offline.unwrap_or_default()).map_err(invalid)?,
+        fleet: crate::fleet::config::FleetConfig::from_raw(raw.fleet.unwrap_or_default())
+            .map_err(invalid)?,
+        source: crate::sourceconf::SourceConfig::from_raw(raw.source.unwrap_or_default())
+            .map_err(invalid)?,
         sources,
     })
 }

@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub metrics: Option<RawMetrics>,
     pub fetch: Option<RawFetch>,
     pub offline: Option<crate::trust::RawOffline>,
+    pub fleet: Option<crate::fleet::config::RawFleet>,
+    pub source: Option<crate::sourceconf::RawSource>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

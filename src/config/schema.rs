@@ -45,6 +45,9 @@ impl Setting {
 const REPO_CTX: &str = "[device]\nproduct = \"p\"\n";
 const BOOT_CTX: &str = "[boot]\nbackend = \"file\"\n";
 const SLOTS_CTX: &str = "[slots]\nbackend = \"file\"\n";
+const FLEET_CTX: &str = "[fleet.fleetlock]\nurl = \"http://fleetlock.example.com:8080/\"\n";
+const ETCD_CTX: &str =
+    "[fleet]\nlock = \"etcd\"\n[fleet.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\ncert = \"/etc/patchd/etcd-client.pem\"\nkey = \"/etc/patchd/etcd-client.key\"\n";
 
 macro_rules! sections {
     ($( $name:literal $(array $array:literal)? ctx $ctx:expr => $about:literal ;)*) => {
@@ -81,6 +84,12 @@ sections! {
     "offline" ctx "" => "Offline bundles (patchctl install --bundle): how fresh their metadata must be and how large they may be.";
     "audit" ctx "" => "The hash-chained audit log.";
     "metrics" ctx "" => "The Prometheus node-exporter textfile.";
+    "fleet" ctx FLEET_CTX => "Reboots coordinated across a fleet: the device's failure-domain group and the reboot lock it takes a slot from right before switching (inside the window, once nothing else holds the switch back). The slot is kept through the reboot, health checks and probation and given back at steady state; after a failed update it is kept until patchctl fleet release.";
+    "fleet.fleetlock" ctx "" => "A FleetLock v1 lock server (as Zincati speaks it: airlock, the Kubernetes fleetlock). Slots per group are set on the server.";
+    "fleet.etcd" ctx ETCD_CTX => "An etcd v3 cluster spoken to directly (its JSON gateway): a semaphore per group, slots per group in the key <prefix>/<group>/slots (1 when missing), each holder on a lease the daemon keeps alive, so a device that vanished frees its slot after lease_ttl.";
+    "source" ctx "" => "Where releases come from: the signed repository of [repository] (image-based devices), or the system's apt (package-based servers; see docs/apt.md).";
+    "source.apt" ctx "" => "The apt source: pending package upgrades, scanned with the system's apt and its signed Release files, offered as one patch set.";
+    "source.apt.severity" array true ctx "" => "Severity rules for packages of the patch set, first match wins; a package no rule matches gets the severity of its changelog urgency (security upgrades at least medium, others low when the changelog says nothing).";
 }
 
 macro_rules! settings {
@@ -115,6 +124,7 @@ settings! {
     "policy" "time_zone": "string" = "\"UTC\"" ex "\"Europe/Berlin\"" => "IANA time zone of the windows (system tz database).";
     "policy" "windows": "array of windows" = "[]" ex "[\"Sat,Sun 02:00-05:00\"]" => "Maintenance windows, DAYS HH:MM-HH:MM (Mon-Fri, Sat,Sun, daily; an end before the start ends the next day). Empty, the default, means always open: the device switches and REBOOTS BY ITSELF as soon as a release is staged.";
     "policy" "stage_outside_windows": "boolean" = "true" ex "true" => "Download and stage outside windows; false stages only inside one.";
+    "policy" "stage_spread": "duration" = "\"30m\"" ex "\"30m\"" => "When a rollout stage opens by time, each device starts staging after its own delay in [0, this), derived from its rollout bucket hash, so the fleet does not download at once; 0s stages at once (at most 7d).";
     "policy.urgency" "kind": "string" = none ex "\"security\"" => "Release kind the rule matches: security, bugfix or feature (unset: any).";
     "policy.urgency" "min_severity": "string" = none ex "\"critical\"" => "Lowest severity the rule matches: low, medium, high, critical (unset: any).";
     "policy.urgency" "action": "string" = none ex "\"immediate\"" => "Required. immediate (switch as soon as staged, even outside windows), window (next window) or approval (only after patchctl approve or install, then in a window).";
@@ -168,6 +178,36 @@ settings! {
     "audit" "max_size": "integer" = "8388608" ex "8388608" => "Rotate before the live file grows past this many bytes (at least 4096).";
     "audit" "keep": "integer" = "4" ex "4" => "Rotated files kept (1-1000).";
     "metrics" "textfile": "path" = none ex "\"/var/lib/prometheus/node-exporter/patchd.prom\"" => "Prometheus node-exporter textfile kept current by the daemon; off when unset. Its directory must exist.";
+    "fleet" "group": "string" = "\"default\"" ex "\"db-eu1\"" => "The device's failure domain (rack, cluster, zone): at most the lock's slots of a group reboot at once. 1 to 64 of a-z A-Z 0-9 - _ .";
+    "fleet" "lock": "string" = "\"none\"" ex "\"fleetlock\"" => "Reboot lock: none (reboots are not coordinated), fleetlock ([fleet.fleetlock]) or etcd ([fleet.etcd]).";
+    "fleet" "when_unreachable": "string" = "\"wait\"" ex "\"wait\"" => "When the lock service does not answer: wait (stay staged, do not reboot, ask again; fail safe) or reboot (switch without a slot).";
+    "fleet" "timeout": "duration" = "\"10s\"" ex "\"10s\"" => "Bound of each request to the lock service (1s to 5m).";
+    "fleet" "retry_min": "duration" = "\"30s\"" ex "\"30s\"" => "Wait before asking again after a refusal or an unreachable service (at least 1s); doubles per further one, each wait randomised to 50-100 %.";
+    "fleet" "retry_max": "duration" = "\"10m\"" ex "\"10m\"" => "Longest wait between two asks (not below retry_min).";
+    "fleet.fleetlock" "url": "URL" = none ex "\"http://fleetlock.example.com:8080/\"" => "Required with lock = \"fleetlock\". Base URL of the server; /v1/pre-reboot and /v1/steady-state are appended. Only its form is checked by --check-config: an unreachable server is a fail-safe wait, not a configuration error.";
+    "fleet.fleetlock" "ca_bundle": "path" = none ex "\"/etc/patchd/fleetlock-ca.pem\"" => "Extra CA certificates (PEM) for an https server, besides the system roots.";
+    "fleet.etcd" "endpoints": "list of URLs" = none ex "[\"https://etcd1.example.com:2379\", \"https://etcd2.example.com:2379\"]" => "Required with lock = \"etcd\". Client URLs of the members, tried in turn when one does not answer or has no leader.";
+    "fleet.etcd" "ca": "path" = none ex "\"/etc/patchd/etcd-ca.pem\"" => "CA bundle (PEM) the members' certificates must chain to; when set, only it is trusted.";
+    "fleet.etcd" "cert": "path" = none ex "\"/etc/patchd/etcd-client.pem\"" => "Client certificate (PEM) for a cluster started with --client-cert-auth; needs key.";
+    "fleet.etcd" "key": "path" = none ex "\"/etc/patchd/etcd-client.key\"" => "The client certificate's private key (PEM).";
+    "fleet.etcd" "lease_ttl": "duration" = "\"10m\"" ex "\"10m\"" => "How long a slot outlives a device that stopped renewing it (at least 2s). Longer than a reboot, so a slot is kept across it.";
+    "fleet.etcd" "prefix": "string" = "\"/patchd/reboot\"" ex "\"/patchd/reboot\"" => "Key prefix: <prefix>/<group>/slots and <prefix>/<group>/holders/<device id>.";
+    "fleet.etcd" "request_timeout": "duration" = "\"10s\"" ex "\"10s\"" => "Bound on each operation, over all endpoints together.";
+    "source" "kind": "string" = "\"repository\"" ex "\"apt\"" => "repository: signed releases from [repository]; apt: the pending upgrades of the system's apt as one patch set ([source.apt]).";
+    "source.apt" "root": "path" = none ex "\"/srv/apt-root\"" => "apt's root directory, passed as -o Dir=; unset: the system's apt.";
+    "source.apt" "config": "path" = none ex "\"/etc/patchd/apt.conf\"" => "An apt configuration file, passed as APT_CONFIG; unset: the system's.";
+    "source.apt" "options": "array of strings" = "[]" ex "[\"Acquire::Retries=3\"]" => "More -o Key=Value options for every apt call. Never use them to turn apt's signature checks off: patchd refuses to scan then.";
+    "source.apt" "update": "boolean" = "true" ex "true" => "Run apt-get update (apt checks the Release signatures) before each scan; false scans the lists apt already has.";
+    "source.apt" "security_origins": "array of strings" = "[\"label=Debian-Security\", \"suite=*-security\"]" ex "[\"label=Debian-Security\"]" => "Origin patterns (key=glob pairs joined by commas; keys origin, label, suite, codename, component, site) whose upgrades are kind security.";
+    "source.apt" "bugfix_origins": "array of strings" = "[\"suite=stable\", \"suite=oldstable\", \"suite=*-updates\"]" ex "[\"origin=Debian,suite=stable\"]" => "Origin patterns whose upgrades are kind bugfix (point releases, -updates). Upgrades from any other origin are kind feature.";
+    "source.apt" "offer_feature": "boolean" = "false" ex "true" => "Offer upgrades of kind feature (backports, other origins); false lists them as not offered.";
+    "source.apt" "feed": "path" = none ex "\"/var/lib/patchd/debian-security-tracker.json\"" => "Debian security tracker data (the JSON of security-tracker.debian.org/tracker/data/json): CVEs fixed between the installed and the candidate version are added, with their urgency.";
+    "source.apt" "changelogs": "string" = "\"download\"" ex "\"none\"" => "download: read CVE ids and urgencies from the changelog.Debian.gz of each candidate .deb, fetched with apt-get download from the configured archive (offline with a local mirror); none: do not.";
+    "source.apt.severity" "origin": "string" = none ex "\"label=Debian-Security\"" => "Origin pattern the package's candidate must come from.";
+    "source.apt.severity" "package": "string" = none ex "\"openssl*\"" => "Glob over the package name.";
+    "source.apt.severity" "urgency": "string" = none ex "\"high\"" => "The changelog's highest urgency since the installed version is at least this (low, medium, high, emergency, critical).";
+    "source.apt.severity" "kind": "string" = none ex "\"security\"" => "The package's kind (security, bugfix, feature).";
+    "source.apt.severity" "severity": "string" = none ex "\"critical\"" => "Required. The severity of a matching package (low, medium, high, critical).";
 }
 
 /// The settings of `section`, in table order.

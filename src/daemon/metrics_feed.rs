@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::audit::{Actor, AuditLog, Filter, Record};
 use crate::clock::Clock;
 use crate::engine::{EngineHandle, StatusSnapshot};
-use crate::metrics::{AvailableMetric, JobMetric, MetricsSnapshot};
+use crate::metrics::{AvailableMetric, JobMetric, MetricsSnapshot, Outcome, ReleaseOutcome};
 
 /// Events that count as a failed job, and the cause used when a record has no `cause`
 /// field (records written before the field existed).
@@ -48,7 +48,15 @@ pub struct Counters {
     pub updates: u64,
     pub fetched_bytes: u64,
     pub reused_bytes: u64,
+    /// Releases entered (a `switching` record) and what became of each, oldest first.
+    pub outcomes: Vec<ReleaseOutcome>,
+    /// Reboot lock events by name.
+    pub reboot_lock: BTreeMap<String, u64>,
 }
+
+/// Releases the outcome series keep (the most recently entered): enough for the
+/// rollouts a fleet watches, bounded over a device's life.
+const MAX_OUTCOMES: usize = 8;
 
 /// Records that end a successful check.
 const CHECK_EVENTS: &[&str] = &["check", "update_available", "nothing_available"];
@@ -58,6 +66,50 @@ const CHECK_EVENTS: &[&str] = &["check", "update_available", "nothing_available"
 pub struct Labels {
     pub product: String,
     pub channel: String,
+    /// `[fleet] group`, the failure domain (`None`: not configured).
+    pub group: Option<String>,
+}
+
+/// Follow one record into the per-release outcomes: `switching` enters a release (with
+/// the rollout stage the record names), `committed`, `rolled_back` and a failed switch
+/// end it. A record without a release (a `failed` lifecycle) ends the one on trial.
+fn track_outcome(out: &mut Vec<ReleaseOutcome>, r: &Record) {
+    let outcome = match r.event.as_str() {
+        "switching" => {
+            let Some(release) = r.release.clone() else {
+                return;
+            };
+            let stage = r
+                .extra
+                .get("stage")
+                .and_then(|v| v.as_u64())
+                .and_then(|s| usize::try_from(s).ok());
+            out.retain(|o| o.release != release);
+            out.push(ReleaseOutcome {
+                release,
+                stage,
+                outcome: Outcome::Switched,
+            });
+            if out.len() > MAX_OUTCOMES {
+                out.remove(0);
+            }
+            return;
+        }
+        "committed" => Outcome::Committed,
+        "rolled_back" => Outcome::RolledBack,
+        "switch_failed" | "failed" => Outcome::Failed,
+        _ => return,
+    };
+    let entry = match &r.release {
+        Some(v) => out.iter_mut().rev().find(|o| &o.release == v),
+        None => out
+            .iter_mut()
+            .rev()
+            .find(|o| o.outcome == Outcome::Switched),
+    };
+    if let Some(e) = entry {
+        e.outcome = outcome;
+    }
 }
 
 fn cause_of(r: &Record) -> Option<&str> {
@@ -80,7 +132,11 @@ pub fn count(records: &[Record]) -> Counters {
             *c.checks.entry(key.to_owned()).or_default() += 1;
             c.last_check = Some((ok, r.time));
         }
+        track_outcome(&mut c.outcomes, r);
         let field = |k: &str| r.extra.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        if r.event.starts_with("reboot_slot_") || r.event == "reboot_lock_unreachable" {
+            *c.reboot_lock.entry(r.event.clone()).or_default() += 1;
+        }
         match r.event.as_str() {
             "committed" => c.updates += 1,
             "staged" => {
@@ -142,12 +198,19 @@ pub fn snapshot(
         audit_head_lag: lag,
         product: labels.product.clone(),
         channel: labels.channel.clone(),
+        group: labels.group.clone(),
+        outcomes: counters.outcomes.clone(),
         last_check_result: counters.last_check,
         checks: counters.checks.clone(),
         updates: counters.updates,
         fetched_bytes: counters.fetched_bytes,
         reused_bytes: counters.reused_bytes,
         holds: status.holds.len() as u64,
+        reboot_slot: status
+            .fleet
+            .as_ref()
+            .map(|f| (f.group.clone(), f.state.clone())),
+        reboot_lock_events: counters.reboot_lock.clone(),
         job: status.busy.as_ref().map(|kind| JobMetric {
             kind: kind.clone(),
             done: status.progress.as_ref().map_or(0, |p| p.done),
@@ -315,6 +378,53 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn on(event: &str, release: &str, stage: Option<u64>) -> Record {
+        let mut r = rec(event, Actor::Policy, None);
+        r.release = Some(release.into());
+        if let Some(s) = stage {
+            r.extra.insert("stage".into(), s.into());
+        }
+        r
+    }
+
+    #[test]
+    fn outcomes_follow_each_entered_release_to_its_end() {
+        let mut failed = rec("failed", Actor::Policy, None);
+        failed.release = None;
+        let records = vec![
+            on("staged", "1.0.0", None),
+            on("switching", "1.0.0", None),
+            on("committed", "1.0.0", None),
+            on("switching", "1.1.0", Some(1)),
+            on("rolled_back", "1.1.0", None),
+            on("switching", "1.2.0", Some(2)),
+            failed,
+            on("switching", "1.3.0", Some(0)),
+            on("rolled_back", "0.9.0", None), // never entered: ignored
+        ];
+        let c = count(&records);
+        let got: Vec<_> = c
+            .outcomes
+            .iter()
+            .map(|o| (o.release.as_str(), o.stage, o.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("1.0.0", None, Outcome::Committed),
+                ("1.1.0", Some(1), Outcome::RolledBack),
+                ("1.2.0", Some(2), Outcome::Failed),
+                ("1.3.0", Some(0), Outcome::Switched),
+            ]
+        );
+        let many: Vec<_> = (0..20)
+            .map(|i| on("switching", &format!("2.{i}.0"), Some(0)))
+            .collect();
+        let c = count(&many);
+        assert_eq!(c.outcomes.len(), MAX_OUTCOMES);
+        assert_eq!(c.outcomes.last().unwrap().release, "2.19.0");
+    }
 
     fn rec(event: &str, actor: Actor, cause: Option<&str>) -> Record {
         let mut extra = serde_json::Map::new();

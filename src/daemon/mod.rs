@@ -6,6 +6,7 @@
 //! without a trusted root the daemon refuses to start rather than install anything.
 
 mod bundles;
+pub mod fleet;
 pub mod health;
 pub mod metrics_feed;
 pub mod reboot;
@@ -64,6 +65,8 @@ pub enum DaemonError {
     Repository(String),
     #[error("D-Bus service: {0}")]
     Dbus(String),
+    #[error("[fleet] reboot lock: {0}")]
+    Fleet(String),
 }
 
 /// Exit status for a configuration patchd cannot run with (sysexits' `EX_CONFIG`): the
@@ -81,7 +84,8 @@ impl DaemonError {
             | DaemonError::Policy(_)
             | DaemonError::BootConfig(_)
             | DaemonError::NoSlots(_)
-            | DaemonError::Repository(_) => EXIT_CONFIG,
+            | DaemonError::Repository(_)
+            | DaemonError::Fleet(_) => EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -141,10 +145,36 @@ fn build_slots(
     Ok(crate::slot::open(sc, paths, booted)?)
 }
 
+/// The source of releases `[source] kind` names: the system's apt, or the verified
+/// repository from `[repository]` (`None` when no repository is configured).
+fn build_updates(
+    cfg: &Config,
+    paths: &Paths,
+    slots: &[Arc<dyn SlotBackend>],
+) -> Result<Option<Arc<dyn crate::engine::ports::Updates>>, DaemonError> {
+    if cfg.source.kind == crate::sourceconf::SourceKind::Apt {
+        let mut apt = cfg.source.apt.clone();
+        for p in [&mut apt.root, &mut apt.config, &mut apt.feed]
+            .into_iter()
+            .flatten()
+        {
+            *p = paths.resolve(&*p);
+        }
+        return Ok(Some(Arc::new(crate::source::AptUpdates::new(
+            apt,
+            cfg.device.product.clone().unwrap_or_default(),
+            cfg.device.channel.clone(),
+            paths.cache_dir().join("apt"),
+        ))));
+    }
+    Ok(build_repository(cfg, paths, slots)?
+        .map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>))
+}
+
 /// The verified repository from `[repository]`, or `None` when no source is configured.
 /// Fails closed: without trusted metadata and without the configured trusted root file
 /// the daemon does not start (it never installs unverified releases).
-fn build_updates(
+fn build_repository(
     cfg: &Config,
     paths: &Paths,
     slots: &[Arc<dyn SlotBackend>],
@@ -291,6 +321,8 @@ async fn start(
     let labels = metrics_feed::Labels {
         product: cfg.device.product.clone().unwrap_or_default(),
         channel: cfg.device.channel.clone(),
+        // The failure domain, so fleet-wide queries can group outcomes by it.
+        group: Some(cfg.fleet.group.clone()),
     };
     let parts = EngineParts {
         paths: paths.clone(),
@@ -301,7 +333,7 @@ async fn start(
             .cloned()
             .map(crate::slot::engine_view)
             .collect(),
-        updates: updates.map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>),
+        updates,
         bundles: bundles.map(|b| Arc::new(b) as Arc<dyn crate::engine::ports::Bundles>),
         policy,
         device: device_facts(&cfg, paths)?,
@@ -331,6 +363,7 @@ async fn start(
         },
         device_config: cfg.device.clone(),
         settings: settings_from(&cfg),
+        fleet: fleet::reboot_slots(&cfg, paths)?,
         #[cfg(feature = "failpoints")]
         failpoints: crate::failpoint::FailPoints::from_env(),
     };

@@ -59,6 +59,7 @@ pub enum Action {
     Repair,
     Approve,
     Retry,
+    Fleet,
 }
 
 impl Action {
@@ -73,6 +74,7 @@ impl Action {
             Action::Repair => "org.patchd.patchd1.repair",
             Action::Approve => "org.patchd.patchd1.approve",
             Action::Retry => "org.patchd.patchd1.retry",
+            Action::Fleet => "org.patchd.patchd1.fleet",
         }
     }
 }
@@ -135,14 +137,27 @@ async fn polkit_check(
     hdr: &Header<'_>,
     action: Action,
 ) -> zbus::Result<Decision> {
+    // Only prompt (through an authentication agent) when the caller said it can wait.
+    let interactive = hdr.primary().flags().contains(Flags::AllowInteractiveAuth);
+    Ok(match polkit_answer(conn, hdr, action, interactive).await? {
+        Right::Yes => Decision::Allowed,
+        Right::Auth(why) | Right::No(why) => Decision::Denied(why),
+    })
+}
+
+async fn polkit_answer(
+    conn: &Connection,
+    hdr: &Header<'_>,
+    action: Action,
+    interactive: bool,
+) -> zbus::Result<Right> {
     let subject = Subject::new_for_message_header(hdr)
         .map_err(|e| zbus::Error::Failure(format!("polkit subject: {e}")))?;
     let authority = AuthorityProxy::builder(conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await?;
-    // Only prompt (through an authentication agent) when the caller said it can wait.
-    let flags = if hdr.primary().flags().contains(Flags::AllowInteractiveAuth) {
+    let flags = if interactive {
         CheckAuthorizationFlags::AllowUserInteraction.into()
     } else {
         Default::default()
@@ -152,17 +167,62 @@ async fn polkit_check(
         .check_authorization(&subject, action.id(), &details, flags, "")
         .await?;
     if r.is_authorized {
-        Ok(Decision::Allowed)
+        Ok(Right::Yes)
     } else if r.is_challenge {
-        Ok(Decision::Denied(format!(
+        Ok(Right::Auth(format!(
             "{} requires authentication (run as root, or through an authentication agent)",
             action.id()
         )))
     } else {
-        Ok(Decision::Denied(format!(
+        Ok(Right::No(format!(
             "{} not permitted by polkit",
             action.id()
         )))
+    }
+}
+
+/// What the caller would be answered for an action now, without being asked for a
+/// password: for clients that disable what their user may not do (`GetAuthorizations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Right {
+    Yes,
+    /// Only after authentication (polkit's challenge); the text is the denial a call
+    /// without it gets.
+    Auth(String),
+    /// Not at all; the text says why.
+    No(String),
+}
+
+impl Right {
+    /// `{"result": "yes"|"auth"|"no", "text": …}`, as `GetAuthorizations` lists it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (result, text) = match self {
+            Right::Yes => ("yes", ""),
+            Right::Auth(t) => ("auth", t.as_str()),
+            Right::No(t) => ("no", t.as_str()),
+        };
+        serde_json::json!({ "result": result, "text": text })
+    }
+}
+
+/// [`authorize`]'s answer for `caller` and `action`, asked without interaction and
+/// failing closed the same way.
+pub async fn right(
+    mode: &AuthMode,
+    conn: &Connection,
+    hdr: &Header<'_>,
+    caller: &Caller,
+    action: Action,
+) -> Right {
+    match mode {
+        AuthMode::Uids(_) => match authorize(mode, conn, hdr, caller, action).await {
+            Decision::Allowed => Right::Yes,
+            Decision::Denied(why) => Right::No(why),
+        },
+        AuthMode::Polkit => match polkit_answer(conn, hdr, action, false).await {
+            Ok(r) => r,
+            Err(e) => Right::No(format!("cannot check authorization with polkit: {e}")),
+        },
     }
 }
 

@@ -129,6 +129,12 @@ pub trait ManagerBackend: Send + Sync + 'static {
         not_offered("Retry")
     }
 
+    /// Give this device's fleet reboot slot back (audited with `reason`).
+    fn fleet_release(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
+        let _ = (caller, reason);
+        not_offered("FleetRelease")
+    }
+
     /// Install from the offline bundle read from `bundle` (a tar stream the caller
     /// opened), like [`ManagerBackend::install`] otherwise.
     fn install_bundle(

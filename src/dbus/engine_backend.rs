@@ -31,6 +31,7 @@ fn map_err(e: EngineError) -> BackendError {
         | EngineError::NothingToCancel { .. }
         | EngineError::NotFailedHere { .. }
         | EngineError::NoHold
+        | EngineError::NoRebootLock
         | EngineError::NotInBundle { .. } => BackendError::NotFound(msg),
         EngineError::BadVersion { .. } | EngineError::NoApprovalNeeded { .. } => {
             BackendError::InvalidArgument(msg)
@@ -104,6 +105,15 @@ pub fn status_view(s: &StatusSnapshot) -> StatusView {
         }),
         last_outcome: s.last_outcome.clone(),
         rolling_back_to: s.rolling_back_to.clone(),
+        fleet: s.fleet.as_ref().map(|f| crate::dbus::types::FleetView {
+            group: f.group.clone(),
+            backend: f.backend.clone(),
+            state: f.state.clone(),
+            text: f.text.clone(),
+            holders: f.holders.clone(),
+            since: f.since,
+            retry_at: f.retry_at,
+        }),
         holds: s.holds.iter().map(hold_view).collect(),
     }
 }
@@ -151,6 +161,7 @@ fn available_view(a: &AvailableRelease) -> AvailableView {
         security_version: a.security_version,
         size: a.size,
         components: a.components.clone(),
+        packages: a.packages.clone(),
     }
 }
 
@@ -321,6 +332,10 @@ impl ManagerBackend for EngineHandle {
         reason: String,
     ) -> BoxFuture<'_, BackendResult<()>> {
         engine(EngineHandle::retry(self, actor(&caller), release, reason))
+    }
+
+    fn fleet_release(&self, caller: Caller, reason: String) -> BoxFuture<'_, BackendResult<()>> {
+        engine(EngineHandle::fleet_release(self, actor(&caller), reason))
     }
 
     fn status(&self) -> BoxFuture<'_, BackendResult<StatusView>> {

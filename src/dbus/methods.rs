@@ -193,6 +193,16 @@ macro_rules! manager_methods {
                 bundle: zbus::zvariant::OwnedFd => ArgRule::Fd
             ) -> String,
                 Access::Admin { action: Action::Check, exclusive: true };
+            /// What the caller may do: JSON `{ACTION: {result, text}}` per polkit action,
+            /// `result` `yes`, `auth` (after authentication) or `no`, as polkit answers
+            /// now without a prompt.
+            "GetAuthorizations" fn get_authorizations() -> String, Access::Read;
+            /// Give this device's fleet reboot slot back now, also one kept after a
+            /// failed update (which pauses the device's group); `reason` is audited.
+            "FleetRelease" fn fleet_release(
+                reason: &str => ArgRule::Text { required: false }
+            ) -> (),
+                Access::Admin { action: Action::Fleet, exclusive: false };
         }
     };
 }
@@ -321,6 +331,7 @@ mod tests {
             Action::Repair,
             Action::Approve,
             Action::Retry,
+            Action::Fleet,
         ] {
             // `match` keeps this list complete when an action is added.
             match a {
@@ -332,7 +343,8 @@ mod tests {
                 | Action::Mark
                 | Action::Repair
                 | Action::Approve
-                | Action::Retry => assert!(actions().contains(&a), "{a:?} unused"),
+                | Action::Retry
+                | Action::Fleet => assert!(actions().contains(&a), "{a:?} unused"),
             }
         }
     }

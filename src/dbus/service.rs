@@ -642,6 +642,37 @@ impl ManagerIface {
         ))
     }
 
+    /// What the caller may do: JSON `{ACTION: {"result": "yes"|"auth"|"no", "text"}}`
+    /// for every polkit action, as polkit answers now without a prompt (`auth`: only
+    /// after authentication). For pages that disable what their user may not do.
+    async fn get_authorizations(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        let caller = authz::caller_of(conn, &hdr)
+            .await
+            .map_err(|e| Error::Failed(format!("cannot identify caller: {e}")))?;
+        let mut out = serde_json::Map::new();
+        for action in methods::actions() {
+            let r = authz::right(&self.auth, conn, &hdr, &caller, action).await;
+            out.insert(action.id().to_owned(), r.to_json());
+        }
+        Ok(json_out(serde_json::Value::Object(out)))
+    }
+
+    /// Give this device's fleet reboot slot back now (also one kept after a failed
+    /// update); `reason` goes to the audit trail.
+    async fn fleet_release(
+        &self,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let (caller, _busy) = self.admit(conn, &hdr, reason.clone()).await?;
+        Ok(self.backend.fleet_release(caller, reason).await?)
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         redact_text(&self.snapshot.borrow().state)

@@ -64,6 +64,26 @@ pub struct StatusView {
     /// (`current_version` truly runs until then).
     #[serde(default)]
     pub rolling_back_to: Option<String>,
+    /// The fleet reboot slot; absent without a reboot lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetView>,
+}
+
+/// The fleet reboot slot: `state` is `held`, `kept` (after a failed update, until
+/// `patchctl fleet release`), `waiting`, `unreachable` or `free`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetView {
+    pub group: String,
+    pub backend: String,
+    pub state: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub holders: Vec<String>,
+    #[serde(default)]
+    pub since: Option<Timestamp>,
+    #[serde(default)]
+    pub retry_at: Option<Timestamp>,
 }
 
 /// What happens next: `kind` for programs, `text` for people, `at` when known.
@@ -160,6 +180,9 @@ pub struct AvailableView {
     /// Per-component plan lines, in install order (docs/components.md).
     #[serde(default)]
     pub components: Vec<String>,
+    /// A package patch set's packages (the `apt` source); empty for an image release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::manifest::PackageChange>,
 }
 
 /// A documented exception: no switching (above `max_version`, if set) until `until`.

@@ -331,6 +331,7 @@ impl DemoDevice for DemoWorld {
                 boot_attempts: 1,
                 ..Default::default()
             },
+            fleet: None,
             #[cfg(feature = "failpoints")]
             failpoints: Default::default(),
         })

@@ -10,7 +10,7 @@ use semver::Version;
 use super::handle::AvailableRelease;
 use super::ports::Offered;
 use super::statefile::StateDoc;
-use crate::policy::{DeviceFacts, Facts, LockState, Policy, Verdict};
+use crate::policy::{DeviceFacts, Facts, LockState, Policy, Verdict, WaitFor};
 
 /// Everything the decision needs besides the release.
 pub struct Context<'a> {
@@ -76,6 +76,18 @@ impl Context<'_> {
                         o.describe(self.now, &self.policy.schedule, &s.version.to_string())
                     }),
                     next: v.next.clone(),
+                    stage_at: self
+                        .policy
+                        .stage_start(self.device, &c.facts)
+                        // Only while the spread is all staging waits for.
+                        .filter(|t| {
+                            !v.may_stage()
+                                && *t > self.now
+                                && v.next.as_ref().is_some_and(|o| {
+                                    matches!(o.waiting_for, None | Some(WaitFor::Window))
+                                })
+                        }),
+                    packages: c.packages.clone(),
                     why_not: v.switch,
                     components: Vec::new(),
                 }
@@ -118,6 +130,7 @@ mod tests {
             manifest_problem: None,
             summary: None,
             components: Vec::new(),
+            packages: Vec::new(),
         }
     }
     fn now() -> Timestamp {

@@ -47,6 +47,13 @@ pub struct AvailableRelease {
     /// (`app: web 1.2 → 1.3, no reboot, rollback by switching back`).
     #[serde(default)]
     pub components: Vec<String>,
+    /// When this device starts staging it, while it waits for its staging spread after
+    /// its rollout stage opened (`[policy] stage_spread`).
+    #[serde(default)]
+    pub stage_at: Option<Timestamp>,
+    /// A package patch set's packages (empty for an image release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::manifest::PackageChange>,
 }
 
 /// What the device does next and when, in plain words: the `Next:` line of status, the
@@ -142,6 +149,27 @@ pub struct StatusSnapshot {
     /// back to (`current_version` is what truly runs until then).
     #[serde(default)]
     pub rolling_back_to: Option<String>,
+    /// The fleet reboot slot; `None` without a reboot lock.
+    #[serde(default)]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// The fleet reboot slot as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub group: String,
+    /// `fleetlock`, …
+    pub backend: String,
+    /// `held`, `kept` (after a failed update), `waiting`, `unreachable` or `free`.
+    pub state: String,
+    /// Why the lock holds the switch back, in words.
+    pub text: Option<String>,
+    /// Who holds the group's slots, when the service says.
+    pub holders: Vec<String>,
+    /// Since when this device holds its slot.
+    pub since: Option<Timestamp>,
+    /// When the lock is asked again.
+    pub retry_at: Option<Timestamp>,
 }
 
 /// How a job ended (or that it still runs).
@@ -208,6 +236,7 @@ impl StatusSnapshot {
             last_check_outcome: None,
             last_outcome: None,
             rolling_back_to: None,
+            fleet: None,
         }
     }
 }
@@ -283,6 +312,8 @@ pub enum EngineError {
     /// `release-hold` when no hold is set.
     #[error("no hold to release")]
     NoHold,
+    #[error("no reboot slot to release: reboots are not coordinated ([fleet] lock = \"none\")")]
+    NoRebootLock,
     /// The staging target could not be made unbootable first: staging does not start.
     #[error(
         "slot {slot} could not be marked unbootable in the {kind} bootloader before writing it, \
@@ -372,6 +403,9 @@ commands! {
     /// Allow `version`, which failed on this device, to be installed again (audited
     /// with `reason` and the failure it lifts).
     fn retry(actor: Actor, version: String, reason: String) -> () = Retry;
+    /// Give this device's fleet reboot slot back now, also one kept after a failed
+    /// update (audited with `reason`).
+    fn fleet_release(actor: Actor, reason: String) -> () = FleetRelease;
     /// Let an admin install `version` although it is below the security floor (audited).
     fn allow_below_floor(actor: Actor, version: String) -> () = AllowBelowFloor;
     /// Show `text` as a status warning under `key` until it is cleared with `None`: for a

@@ -22,8 +22,8 @@ pub mod state;
 pub mod statefile;
 
 pub use handle::{
-    AvailableRelease, CheckOutcome, EngineError, EngineHandle, InstallStarted, JobOutcome,
-    JobRecord, NextStep, SlotView, StatusSnapshot,
+    AvailableRelease, CheckOutcome, EngineError, EngineHandle, FleetStatus, InstallStarted,
+    JobOutcome, JobRecord, NextStep, SlotView, StatusSnapshot,
 };
 pub use ports::{Actor, StageMethod, StageReport};
 pub use runner::{start, EngineParts, EngineSettings, RunExit};

@@ -8,7 +8,7 @@ use super::handle::{AvailableRelease, NextStep};
 use super::state::Lifecycle;
 use crate::names::SlotName;
 use crate::policy::next::{full, in_span};
-use crate::policy::{Schedule, Standing, WaitFor};
+use crate::policy::{LockState, Schedule, Standing, WaitFor};
 
 /// What the sentence is made from (all of it from the engine's memory).
 pub(crate) struct NextInputs<'a> {
@@ -20,6 +20,8 @@ pub(crate) struct NextInputs<'a> {
     pub busy: Option<&'a str>,
     /// Active reboot inhibitors that hold a due reboot.
     pub reboot_waiting: &'a [String],
+    /// The fleet reboot lock, which holds a due reboot while it is not ours.
+    pub lock: &'a LockState,
     pub booted: Option<&'a SlotName>,
     /// When the next periodic check is due.
     pub next_check: Option<Timestamp>,
@@ -68,11 +70,27 @@ impl NextInputs<'_> {
             );
             return ("reboot_pending".into(), text, o.at);
         }
+        if let Some(lock) = self
+            .lock
+            .blocker()
+            .filter(|_| o.at.is_some_and(|t| t <= self.now))
+        {
+            let retry_at = self.lock.retry_at();
+            let again = match retry_at {
+                Some(t) => format!("; asks again {} ({})", in_span(self.now, t), self.time(t)),
+                None => String::new(),
+            };
+            // Everything else allows the switch now: the slot is all it waits for.
+            let text = format!("{lock}{again}; then switches and reboots");
+            return ("reboot_slot".into(), text, retry_at);
+        }
         let kind = match o.waiting_for {
             None if o.window.is_some() => "window",
             None => "switch_now",
             Some(WaitFor::Window) => "window",
             Some(WaitFor::Rollout) => "rollout",
+            Some(WaitFor::Gate) => "gated",
+            Some(WaitFor::Stale) => "stale",
             Some(WaitFor::Hold) => "held",
             Some(WaitFor::Approval) => "approval",
             Some(WaitFor::Paused) => "paused",
@@ -90,10 +108,14 @@ impl NextInputs<'_> {
         match fitting {
             Some(a) => {
                 let (kind, t, at) = self.timing(&a.version);
-                let stage = if a.may_stage {
-                    "stages first"
-                } else {
-                    "not staged yet"
+                let stage = match (a.may_stage, a.stage_at) {
+                    (true, _) => "stages first".to_string(),
+                    (false, Some(t)) => format!(
+                        "not staged yet, staging starts {} ({})",
+                        in_span(self.now, t),
+                        self.time(t)
+                    ),
+                    (false, None) => "not staged yet".to_string(),
                 };
                 step(
                     &kind,
@@ -116,6 +138,17 @@ impl NextInputs<'_> {
     }
 
     pub(crate) fn next_step(&self) -> NextStep {
+        let mut s = self.lifecycle_step();
+        if let LockState::Kept { group, .. } = self.lock {
+            s.text = format!(
+                "{}; keeps its reboot slot in group {group}, so the group waits (patchctl fleet release)",
+                s.text
+            );
+        }
+        s
+    }
+
+    fn lifecycle_step(&self) -> NextStep {
         match self.lifecycle {
             Lifecycle::Idle {} => self.settled(""),
             Lifecycle::Committed {
@@ -140,7 +173,14 @@ impl NextInputs<'_> {
                     None if self.release(&release.version).is_some_and(|a| a.may_stage) => {
                         "stages now".into()
                     }
-                    None => "staging waits".into(),
+                    None => match self.release(&release.version).and_then(|a| a.stage_at) {
+                        Some(t) => format!(
+                            "staging starts {} ({})",
+                            in_span(self.now, t),
+                            self.time(t)
+                        ),
+                        None => "staging waits".into(),
+                    },
                 };
                 step(
                     &kind,

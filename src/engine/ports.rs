@@ -34,6 +34,8 @@ pub struct Offered {
     pub summary: Option<String>,
     /// The release's components (verified manifest, schema 2; none for schema 1).
     pub components: Vec<crate::manifest::Component>,
+    /// A package patch set's packages (the `apt` source); empty for an image release.
+    pub packages: Vec<crate::manifest::PackageChange>,
 }
 
 impl Offered {
@@ -212,4 +214,23 @@ pub struct OpenedBundle {
 /// device's trusted root like the online repository.
 pub trait Bundles: Send + Sync {
     fn open(&self, bundle: std::os::fd::OwnedFd) -> BoxFuture<'_, Result<OpenedBundle, PortError>>;
+}
+
+/// The fleet reboot lock as the engine uses it: the backend's client and the `[fleet]`
+/// settings (group, fail-safe, backoff).
+#[derive(Clone)]
+pub struct RebootSlots {
+    pub lock: std::sync::Arc<dyn crate::fleet::RebootLock>,
+    /// The backend's name (`fleetlock`, …), for status and the audit trail.
+    pub backend: String,
+    pub config: crate::fleet::config::FleetConfig,
+}
+
+impl fmt::Debug for RebootSlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RebootSlots")
+            .field("backend", &self.backend)
+            .field("group", &self.config.group)
+            .finish()
+    }
 }

@@ -57,6 +57,25 @@ pub enum Pending {
     Reboot { reason: String },
 }
 
+/// A fleet reboot slot this device holds: taken right before the switch, kept through
+/// the reboot, the health checks and probation, given back at steady state. Written
+/// before the switch is recorded, so a restart (the reboot itself) knows it holds one.
+/// Unknown fields are ignored like the document's; an older patchd that does not know
+/// the field drops it and so never gives the slot back, which errs on the side of a
+/// paused group rather than of too many reboots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSlot {
+    pub group: String,
+    /// The backend it was taken from (`fleetlock`, …).
+    pub backend: String,
+    /// The release it was taken for.
+    pub version: String,
+    pub since: Timestamp,
+    /// Why the slot is kept after a failed update (released only by an operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+}
+
 /// The whole persisted document (unknown fields ignored: see the module comment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateDoc {
@@ -85,6 +104,9 @@ pub struct StateDoc {
     /// Releases the last good check found.
     #[serde(default)]
     pub last_check_found: usize,
+    /// The fleet reboot slot this device holds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_slot: Option<HeldSlot>,
 }
 
 impl Default for StateDoc {
@@ -104,6 +126,7 @@ impl Default for StateDoc {
             last_check_error: None,
             last_check_failed: None,
             last_check_found: 0,
+            reboot_slot: None,
         }
     }
 }
@@ -288,6 +311,21 @@ mod tests {
         });
         doc.block("1.5.0", "health check failed", now());
         f.save(&doc).unwrap();
+        assert_eq!(f.load(now()).unwrap().unwrap(), doc);
+        doc.reboot_slot = Some(HeldSlot {
+            group: "db-eu1".into(),
+            backend: "fleetlock".into(),
+            version: "2.0.0".into(),
+            since: now(),
+            kept: Some("health check failed".into()),
+        });
+        f.save(&doc).unwrap();
+        assert_eq!(f.load(now()).unwrap().unwrap(), doc);
+        // A field a later release adds to the held slot is ignored, not refused.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+        v["reboot_slot"]["lease"] = 7.into();
+        std::fs::write(f.path(), v.to_string()).unwrap();
         assert_eq!(f.load(now()).unwrap().unwrap(), doc);
     }
 

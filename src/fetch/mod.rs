@@ -17,7 +17,7 @@ pub mod ranges;
 pub mod rate;
 pub use config::{FetchConfig, RawFetch, NO_MIN_RATE};
 pub use file::FileSource;
-pub use http::{HttpOptions, HttpSource, RangeIgnored, RedirectRule, RetryPolicy};
+pub use http::{HttpOptions, HttpSource, RangeIgnored, RedirectRule, RetryPolicy, TlsOptions};
 pub use rate::{RateRule, SlowRetrieval};
 
 /// A boxed future, so [`ByteSource`] stays object-safe.

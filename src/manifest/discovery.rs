@@ -22,6 +22,9 @@ pub struct Candidate {
     pub target_path: String,
     pub summary: ReleaseSummary,
     pub ineligible: Vec<Ineligible>,
+    /// The guard's rollout gate signed beside the summary (`None`: none, or malformed —
+    /// both freeze a guarded release).
+    pub gate: Option<super::RolloutGate>,
 }
 
 impl Candidate {
@@ -115,10 +118,15 @@ fn rank<'a>(
             continue;
         }
         let ineligible = eligibility::check(&summary, dev);
+        let gate = super::RolloutGate::from_custom(custom).unwrap_or_else(|e| {
+            tracing::warn!(target_path = %path, error = %e, "malformed rollout gate; treated as none");
+            None
+        });
         out.push(Candidate {
             target_path: path.to_string(),
             summary,
             ineligible,
+            gate,
         });
     }
     out.sort_by(|a, b| b.summary.version.cmp(&a.summary.version));
@@ -243,11 +251,30 @@ pub async fn fetch_verified(
     targets_src: &dyn ByteSource,
     path: &str,
 ) -> Result<VerifiedManifest, DiscoveryError> {
+    fetch_verified_reusing(client, metadata, targets_src, path, None).await
+}
+
+/// [`fetch_verified`], reusing `cached` (a manifest verified by an earlier check) when
+/// the trusted metadata still vouches for the same bytes: a check that finds nothing new
+/// then costs the metadata requests only, not one more download per listed release.
+pub async fn fetch_verified_reusing(
+    client: &mut TufClient,
+    metadata: &dyn ByteSource,
+    targets_src: &dyn ByteSource,
+    path: &str,
+    cached: Option<&VerifiedManifest>,
+) -> Result<VerifiedManifest, DiscoveryError> {
     let trust = |source| DiscoveryError::Trust {
         path: path.to_string(),
         source,
     };
     let target = client.target(metadata, path).await.map_err(trust)?;
+    if let Some(again) = cached.and_then(|c| c.reverify(&target)) {
+        return again.map_err(|source| DiscoveryError::Manifest {
+            path: path.to_string(),
+            source,
+        });
+    }
     let bytes = client
         .fetch_target_bytes(targets_src, &target)
         .await

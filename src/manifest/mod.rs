@@ -9,6 +9,8 @@ mod component;
 mod component_check;
 mod discovery;
 mod eligibility;
+mod gate;
+mod packages;
 mod parse;
 mod strict_json;
 mod summary;
@@ -17,10 +19,12 @@ mod verified;
 
 pub use component::{install_order, Component, Method as ComponentMethod, Rollback};
 pub use discovery::{
-    candidates, discover, fetch_verified, list_candidates, Candidate, Discovery, DiscoveryError,
-    Listing, Refused,
+    candidates, discover, fetch_verified, fetch_verified_reusing, list_candidates, Candidate,
+    Discovery, DiscoveryError, Listing, Refused,
 };
 pub use eligibility::{check as check_eligibility, DeviceProfile, Ineligible};
+pub use gate::{RolloutGate, GATE_KEY};
+pub use packages::{PackageChange, PackageStanding};
 pub use parse::check_name;
 pub use parse::{check_target_path, ManifestError, MAX_DEPTH, MAX_MANIFEST_LEN};
 pub use summary::{ReleaseSummary, CUSTOM_KEY};

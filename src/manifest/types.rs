@@ -152,6 +152,11 @@ pub struct Rollout {
     /// Stages in order. Empty means: everyone on the channel, right away.
     #[serde(default)]
     pub stages: Vec<RolloutStage>,
+    /// The publisher's guard gates this rollout: a device enters a stage only while a
+    /// gate the guard signs into the targets metadata allows it (docs/fleet.md). Absent
+    /// in older manifests, and left out when false, so unguarded manifests stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guarded: bool,
 }
 
 /// From `after_secs` past the publish time on, devices carrying one of `tags` and the

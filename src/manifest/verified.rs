@@ -56,9 +56,26 @@ impl VerifiedManifest {
         if expected != path {
             return Err(ManifestError::PathMismatch { path, expected });
         }
+        Self::with_target(manifest, target)
+    }
+
+    /// This manifest under a newer trusted listing of the same target, without fetching
+    /// it again: `None` when the signed path, length or hashes changed (the bytes this
+    /// manifest was verified as are no longer the ones vouched for; fetch them anew).
+    /// The signed summary beside it may have changed (a pause, a rollout gate) and is
+    /// checked against the manifest again.
+    pub fn reverify(&self, target: &VerifiedTarget) -> Option<Result<Self, ManifestError>> {
+        let same = target.path() == self.target.path()
+            && target.length() == self.target.length()
+            && target.hashes() == self.target.hashes();
+        same.then(|| Self::with_target(self.manifest.clone(), target))
+    }
+
+    fn with_target(manifest: Manifest, target: &VerifiedTarget) -> Result<Self, ManifestError> {
         if let Some(summary) = ReleaseSummary::from_custom(Some(target.custom()))? {
             let fields = summary.mismatches(&manifest);
             if !fields.is_empty() {
+                let path = target.path().to_string();
                 return Err(ManifestError::SummaryMismatch { path, fields });
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{default_rules, Policy, Schedule, UrgencyRule, Window};
+use super::{default_rules, Policy, Schedule, UrgencyRule, Window, DEFAULT_STAGE_SPREAD};
 use crate::duration;
 use crate::setting::InvalidSetting;
 
@@ -18,6 +18,8 @@ pub struct RawPolicy {
     pub time_zone: Option<String>,
     pub windows: Option<Vec<Window>>,
     pub stage_outside_windows: Option<bool>,
+    #[serde(default, with = "duration::option")]
+    pub stage_spread: Option<Duration>,
     pub urgency: Option<Vec<UrgencyRule>>,
     pub inhibitors: Option<RawInhibitors>,
 }
@@ -41,6 +43,9 @@ pub struct PolicyConfig {
     pub time_zone: String,
     pub windows: Vec<Window>,
     pub stage_outside_windows: bool,
+    /// Each device's staging delay after a rollout stage opened by time is in [0, this).
+    #[serde(with = "duration")]
+    pub stage_spread: Duration,
     pub urgency: Vec<UrgencyRule>,
     pub inhibitors: InhibitorConfig,
     /// The windows in their time zone, looked up once at validation.
@@ -54,6 +59,7 @@ impl Default for PolicyConfig {
             time_zone: "UTC".into(),
             windows: Vec::new(),
             stage_outside_windows: true,
+            stage_spread: DEFAULT_STAGE_SPREAD.unsigned_abs(),
             urgency: default_rules(),
             inhibitors: InhibitorConfig::default(),
             schedule: Schedule::always(),
@@ -71,6 +77,7 @@ impl PolicyConfig {
             time_zone,
             windows,
             stage_outside_windows: p.stage_outside_windows.unwrap_or(true),
+            stage_spread: stage_spread(p.stage_spread)?,
             urgency: p.urgency.unwrap_or_else(default_rules),
             inhibitors: InhibitorConfig::from_raw(p.inhibitors.unwrap_or_default())?,
             schedule,
@@ -83,8 +90,24 @@ impl PolicyConfig {
             schedule: self.schedule.clone(),
             urgency: self.urgency.clone(),
             stage_outside_windows: self.stage_outside_windows,
+            // Checked in `from_raw` to fit.
+            stage_spread: jiff::SignedDuration::try_from(self.stage_spread)
+                .unwrap_or(DEFAULT_STAGE_SPREAD),
         }
     }
+}
+
+/// `[policy] stage_spread`: at most a week (a longer spread would keep devices of a stage
+/// from staging for longer than stages are usually apart).
+fn stage_spread(d: Option<Duration>) -> Result<Duration, InvalidSetting> {
+    let d = d.unwrap_or(DEFAULT_STAGE_SPREAD.unsigned_abs());
+    if d > Duration::from_secs(7 * 24 * 3600) {
+        return Err(InvalidSetting::new(
+            "policy.stage_spread",
+            "must be at most 7d",
+        ));
+    }
+    Ok(d)
 }
 
 /// `[policy.inhibitors]`

@@ -252,11 +252,15 @@ mod tests {
         let (dev, r) = (device(), release("2.0.0"));
         let mut i = In::new();
         assert!(p.decide(&i.facts(&dev, &r, false)).switch.is_empty());
-        i.lock = LockState::Held;
+        i.lock = LockState::Held {
+            group: "rack-7".into(),
+        };
         assert!(p.decide(&i.facts(&dev, &r, false)).switch.is_empty());
         i.lock = LockState::Waiting {
             group: "rack-7".into(),
+            slots: Some(1),
             holders: vec!["node-3".into()],
+            said: None,
             retry_at: None,
         };
         let v = p.decide(&i.facts(&dev, &r, false));
@@ -331,6 +335,8 @@ mod tests {
                 after_secs: 3 * 3600,
             }],
             state: RolloutState::Active,
+            guarded: false,
+            gate: None,
         });
         let i = In::new();
         let v = p.decide(&i.facts(&dev, &r, false));
@@ -370,6 +376,8 @@ mod tests {
             published: now(),
             stages: vec![],
             state: RolloutState::Withdrawn,
+            guarded: false,
+            gate: None,
         });
         let f = i.facts(&dev, &w, true);
         assert!(

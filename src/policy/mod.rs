@@ -14,6 +14,7 @@
 //!     schedule: Schedule::parse("Europe/Berlin", &["Mon-Fri 01:00-03:00", "Sat,Sun 02:00-06:00"])?,
 //!     urgency: default_rules(),
 //!     stage_outside_windows: true,
+//!     stage_spread: DEFAULT_STAGE_SPREAD,
 //! };
 //! let device = DeviceFacts {
 //!     machine_id: "0123…".into(), product: "appliance".into(), hardware: None,
@@ -39,7 +40,8 @@
 //! caller gathers right before a switch. The engine owns persistence (holds, approvals).
 //!
 //! Order of the timing rules for a switch (the first one that is not `Allowed` is the
-//! answer): clock sanity → publisher pause/withdraw → holds → rollout stage → urgency
+//! answer): clock sanity → withdrawal → expired metadata (the trusted metadata the
+//! release's facts came from) → holds → publisher pause → rollout stage → urgency
 //! (approval) → maintenance window (skipped for `immediate`). Staging uses the same order
 //! but ignores approval and, when `stage_outside_windows` (default), the window.
 
@@ -62,7 +64,7 @@ pub use holds::Hold;
 pub use lock::LockState;
 pub use next::{Opportunity, Standing, WaitFor};
 pub use reason::WhyNot;
-pub use rollout::{bucket, stage_includes, RolloutPlan, RolloutStage, RolloutState};
+pub use rollout::{bucket, stage_delay, stage_includes, RolloutPlan, RolloutStage, RolloutState};
 pub use urgency::{default_rules, urgency_for, Kind, Severity, Urgency, UrgencyRule};
 pub use window::{time_zone, Schedule, Window};
 
@@ -121,6 +123,23 @@ pub struct ReleaseFacts {
     pub id: String,
     pub summary: ReleaseSummary,
     pub rollout: Option<RolloutPlan>,
+    /// How long the signed metadata that vouched for these facts stays valid (`None`:
+    /// not enforced, as for an offline bundle under `[offline] allow_expired`).
+    pub vouched: Option<Vouched>,
+    /// Since when this device knows of the release (the engine's memory of its checks;
+    /// `None`: not known, which never delays staging). Staging is spread only when the
+    /// device knew of the release before its stage opened.
+    pub known_since: Option<Timestamp>,
+}
+
+/// The validity of the trusted metadata a check read a release's facts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vouched {
+    /// The earliest expiry of the roles that vouched for the release (root, timestamp,
+    /// snapshot and the targets roles that listed it).
+    pub until: Timestamp,
+    /// When the check that verified that metadata ran.
+    pub checked: Timestamp,
 }
 
 /// The device's policy settings (built from `config`).
@@ -130,7 +149,14 @@ pub struct Policy {
     pub urgency: Vec<UrgencyRule>,
     /// Download and stage outside maintenance windows (default true).
     pub stage_outside_windows: bool,
+    /// When a rollout stage opens by time, each device it adds starts staging after its
+    /// own delay in [0, this) ([`stage_delay`]), so a stage's downloads do not all
+    /// start in the same minute (default 30 min; zero: at once).
+    pub stage_spread: jiff::SignedDuration,
 }
+
+/// The default of [`Policy::stage_spread`] (`[policy] stage_spread`).
+pub const DEFAULT_STAGE_SPREAD: jiff::SignedDuration = jiff::SignedDuration::from_secs(30 * 60);
 
 impl Default for Policy {
     fn default() -> Self {
@@ -138,6 +164,7 @@ impl Default for Policy {
             schedule: Schedule::always(),
             urgency: default_rules(),
             stage_outside_windows: true,
+            stage_spread: DEFAULT_STAGE_SPREAD,
         }
     }
 }
@@ -149,7 +176,21 @@ impl ReleaseFacts {
             id: format!("{}/{}", summary.product, summary.version),
             summary,
             rollout,
+            vouched: None,
+            known_since: None,
         }
+    }
+
+    /// The facts with the time this device first learned of the release.
+    pub fn with_known_since(mut self, t: Option<Timestamp>) -> Self {
+        self.known_since = t;
+        self
+    }
+
+    /// The facts with the validity of the metadata that vouched for them.
+    pub fn with_vouched(mut self, vouched: Option<Vouched>) -> Self {
+        self.vouched = vouched;
+        self
     }
 
     /// Release id used for bucketing: `product/version`.
@@ -165,6 +206,18 @@ impl ReleaseFacts {
     pub fn version(&self) -> &Version {
         &self.summary.version
     }
+}
+
+/// The wait for a check that renews expired metadata (no end by itself).
+fn stale(v: Vouched) -> Decision {
+    Decision::wait(
+        format!(
+            "the repository's signed metadata expired at {} (last successful check at {}); waiting for a check to renew it",
+            decision::whole_seconds(v.until),
+            decision::whole_seconds(v.checked)
+        ),
+        None,
+    )
 }
 
 impl Policy {
@@ -187,6 +240,11 @@ impl Policy {
         if matches!(rollout, Decision::Blocked { .. }) {
             return Err((rollout, WaitFor::Withdrawn));
         }
+        // Expired metadata vouches for nothing: the publisher may have paused, withdrawn
+        // or closed the gate since (TUF's freeze attack, when someone blocks the repository).
+        if let Some(v) = release.vouched.filter(|v| now >= v.until) {
+            return Err((stale(v), WaitFor::Stale));
+        }
         if !h.is_allowed() {
             return Err((h, WaitFor::Hold));
         }
@@ -194,9 +252,15 @@ impl Policy {
             .rollout
             .as_ref()
             .is_some_and(|p| p.state == RolloutState::Paused);
+        // The gate's answer, not the stage schedule's (that one says when to ask again).
+        let gated = release.rollout.as_ref().is_some_and(|p| {
+            p.gate_wait(now, &device.tags, bucket(&device.machine_id, &release.id))
+                .is_some_and(|g| g == rollout)
+        });
         match rollout {
             Decision::Allowed { reason } => Ok(reason),
             other if paused => Err((other, WaitFor::Paused)),
+            other if gated => Err((other, WaitFor::Gate)),
             other => Err((other, WaitFor::Rollout)),
         }
     }
@@ -214,10 +278,38 @@ impl Policy {
             Ok(r) => r,
             Err((d, _)) => return d,
         };
+        if let Some(start) = self.stage_start(device, release).filter(|s| now < *s) {
+            return Decision::wait(
+                format!(
+                    "staging starts at {} (spread over {} after this device's rollout stage opened)",
+                    decision::whole_seconds(start),
+                    crate::duration::format(&self.stage_spread.unsigned_abs())
+                ),
+                Some(start),
+            );
+        }
         if self.stage_outside_windows || self.schedule.is_open(now) {
             return Decision::allowed(format!("staging allowed; {rollout}"));
         }
         self.window_wait(now, "staging only inside maintenance windows")
+    }
+
+    /// When this device starts staging `release` if its rollout stage opened by time
+    /// while it already knew of the release: the opening plus its [`stage_delay`].
+    /// `None`: no spread (no stages, paused or withdrawn, not in any stage, or the device
+    /// learned of the release only after its stage had opened — its check was jittered).
+    pub fn stage_start(&self, device: &DeviceFacts, release: &ReleaseFacts) -> Option<Timestamp> {
+        let plan = release.rollout.as_ref()?;
+        if plan.state != RolloutState::Active || self.stage_spread.is_zero() {
+            return None;
+        }
+        let b = bucket(&device.machine_id, &release.id);
+        let opened = plan.device_start(&device.tags, b)?;
+        if release.known_since.is_none_or(|k| k >= opened) {
+            return None;
+        }
+        let delay = stage_delay(&device.machine_id, &release.id, self.stage_spread);
+        opened.checked_add(delay).ok()
     }
 
     /// The timing rules for a switch (fit, inhibitors and the reboot lock are

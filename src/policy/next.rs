@@ -28,6 +28,12 @@ pub enum WaitFor {
     Hold,
     /// The device's rollout stage has not opened.
     Rollout,
+    /// A guarded rollout's gate does not let the device's stage in (expired, missing,
+    /// or not opened that far): frozen until the publisher's guard renews it.
+    Gate,
+    /// The trusted metadata that vouched for the release expired (the repository was
+    /// not reachable, or served nothing newer): until a check renews it.
+    Stale,
     /// An urgency rule asks for an admin's approval.
     Approval,
     /// No maintenance window is open.
@@ -84,7 +90,16 @@ impl Policy {
     /// is [`Policy::decide`]'s part).
     pub fn opportunity(&self, f: &Facts<'_>) -> Opportunity {
         let approved = f.approved || f.force;
-        let gate = |t| self.switch_gate(t, f.device, f.release, f.holds, approved);
+        // Projected times assume the metadata's expiry is renewed by the checks before
+        // then; only `now` is judged by the metadata the device holds.
+        let renewed = super::ReleaseFacts {
+            vouched: None,
+            ..f.release.clone()
+        };
+        let gate = |t: Timestamp| {
+            let release = if t > f.now { &renewed } else { f.release };
+            self.switch_gate(t, f.device, release, f.holds, approved)
+        };
         let (first, waiting_for) = gate(f.now);
         let rule_until = match &first {
             Decision::Wait { until, .. } => *until,
@@ -201,6 +216,7 @@ impl Opportunity {
                 format!("needs an admin's approval (urgency rule): patchctl approve {version}")
             }
             Some(WaitFor::Paused) => "rollout paused by the publisher".to_string(),
+            Some(WaitFor::Gate) | Some(WaitFor::Stale) => self.detail.clone(),
             Some(WaitFor::Withdrawn) => "withdrawn by the publisher: never switched to".to_string(),
             Some(WaitFor::Clock) => self.detail.clone(),
         }

@@ -16,6 +16,8 @@ mod components;
 mod delegate;
 mod delta;
 mod error;
+mod gate;
+pub mod guard;
 mod images;
 pub mod keystore;
 mod repo;
@@ -29,6 +31,7 @@ pub use components::{parse_component_spec, ComponentInput};
 pub use delegate::{DelegateReport, Delegation, RoleSigner};
 pub use delta::DeltaOptions;
 pub use error::PublishError;
+pub use gate::RolloutView;
 pub use repo::{
     parse_release_name, AddRelease, ImageInput, InitOptions, RefreshReport, Repo, RoleSpec,
 };

@@ -14,7 +14,7 @@ use super::state::{self, Expiries, Publish, State};
 use crate::clock::{Clock, SystemClock};
 use crate::manifest::{
     release_target_path, Compression, Image, ImageFormat, Kind, Manifest, ReleaseSummary, Rollout,
-    Severity,
+    RolloutGate, Severity,
 };
 use crate::trust::metadata::{
     hashes_of, sign_envelope, RoleType, Root, Snapshot, TargetFile, Targets, TimestampMeta,
@@ -498,12 +498,22 @@ impl Repo {
         let sha256 = hashes.get("sha256").cloned().unwrap_or_default();
         let path = m.target_path();
         images::place_bytes(&bytes, &self.targets_dir(), &path, &sha256)?;
+        // A pause or promote keeps the guard's rollout gate beside the new summary.
+        let gate = st
+            .targets
+            .targets
+            .get(&path)
+            .and_then(|tf| RolloutGate::from_custom(tf.custom.as_ref()).ok().flatten());
+        let mut custom = ReleaseSummary::of(m).to_custom();
+        if let Some(g) = gate {
+            g.put_into(&mut custom);
+        }
         st.targets.targets.insert(
             path,
             TargetFile {
                 length: bytes.len() as u64,
                 hashes: BTreeMap::from([("sha256".to_string(), sha256)]),
-                custom: Some(ReleaseSummary::of(m).to_custom()),
+                custom: Some(custom),
                 extra: Default::default(),
             },
         );
@@ -517,7 +527,7 @@ impl Repo {
         self.manifest_in(&st, product, version)
     }
 
-    fn manifest_in(
+    pub(crate) fn manifest_in(
         &self,
         st: &State,
         product: &str,

@@ -7,11 +7,13 @@
 //!
 //! A room of its own beside the engine (layer 6): it implements the engine's port over
 //! `trust`, `manifest`, `slot` and `delta`, and the engine knows only the port. Another
-//! source of patches (a package archive) is another file here.
+//! source of patches is another file here; the system's apt is `apt`.
 
+pub mod apt;
 pub mod bundle;
 mod delta;
 pub mod repository;
 
+pub use apt::AptUpdates;
 pub use bundle::BundleOpener;
 pub use repository::{RepoUpdates, ROOTFS_CLASS};

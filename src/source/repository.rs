@@ -15,7 +15,7 @@ use crate::engine::ports::{Offered, PortError, Progress, ProgressSink, StageRepo
 use crate::fetch::{BoxFuture, ByteSource};
 use crate::manifest::{self, Ineligible, VerifiedManifest};
 use crate::names::SlotName;
-use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState};
+use crate::policy::{ReleaseFacts, RolloutPlan, RolloutState, Vouched};
 use crate::slot::stage::{
     CancelToken, Compression, ImageFormat, ProgressFn, StageOptions, StageRequest,
 };
@@ -136,6 +136,7 @@ impl RepoUpdates {
             .map_err(|e| PortError::new("repository", &e).with_cause("check"))?
             .candidates;
         let mut out = Vec::new();
+        let earlier = self.manifests.lock().await.clone();
         let mut verified = BTreeMap::new();
         let mut listed = BTreeMap::new();
         for c in found {
@@ -148,27 +149,40 @@ impl RepoUpdates {
             let mut manifest_problem = None;
             let mut summary = None;
             let mut components = Vec::new();
+            let mut vouched = None;
             if c.ineligible.iter().all(depends_on_running) {
-                match fetch_manifest(&mut client, &*self.metadata, &*self.targets, &c.target_path)
-                    .await
+                let cached = earlier.get(&c.summary.version);
+                match fetch_manifest(
+                    &mut client,
+                    &*self.metadata,
+                    &*self.targets,
+                    &c.target_path,
+                    cached,
+                )
+                .await
                 {
                     Ok(vm) => {
                         let m = vm.manifest();
                         published = Some(m.published);
                         summary = Some(m.summary.clone()).filter(|s| !s.is_empty());
                         components = m.components.clone();
-                        rollout = Some(rollout_plan(m, c.summary.withdrawn));
+                        rollout = Some(rollout_plan(m, c.summary.withdrawn).with_gate(c.gate));
+                        vouched = client
+                            .valid_until(vm.target().role())
+                            .zip(client.refreshed_at())
+                            .map(|(until, checked)| Vouched { until, checked });
                         verified.insert(c.summary.version.clone(), vm);
                     }
                     Err(e) => manifest_problem = Some(e.to_string()),
                 }
             }
             out.push(Offered {
-                facts: ReleaseFacts::new(c.summary, rollout),
+                facts: ReleaseFacts::new(c.summary, rollout).with_vouched(vouched),
                 published,
                 manifest_problem,
                 summary,
                 components,
+                packages: Vec::new(),
             });
         }
         *self.manifests.lock().await = verified;
@@ -289,8 +303,9 @@ async fn fetch_manifest(
     metadata: &dyn ByteSource,
     targets: &dyn ByteSource,
     path: &str,
+    cached: Option<&VerifiedManifest>,
 ) -> Result<VerifiedManifest, PortError> {
-    manifest::fetch_verified(client, metadata, targets, path)
+    manifest::fetch_verified_reusing(client, metadata, targets, path, cached)
         .await
         .map_err(|e| {
             // The error names the release already; the port error puts it in `what`.

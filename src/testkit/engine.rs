@@ -98,6 +98,7 @@ pub fn release(version: &str, security_version: u64, kind: Kind, severity: Sever
         manifest_problem: None,
         summary: Some(format!("{severity} {kind} fixes")),
         components: Vec::new(),
+        packages: Vec::new(),
     }
 }
 
@@ -467,6 +468,8 @@ pub struct Harness {
     pub settings: crate::engine::runner::EngineSettings,
     /// The device's tags (rollout stages by tag).
     pub tags: Vec<String>,
+    /// The fleet reboot lock (e.g. a `fleet::sim` twin); `None` by default.
+    pub fleet: Option<crate::engine::ports::RebootSlots>,
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
 }
@@ -491,6 +494,7 @@ impl Harness {
                 ..Default::default()
             },
             tags: vec![],
+            fleet: None,
             #[cfg(feature = "failpoints")]
             failpoints: crate::failpoint::FailPoints::default(),
         }
@@ -533,6 +537,7 @@ impl Harness {
                 hardware: None,
             },
             settings: self.settings.clone(),
+            fleet: self.fleet.clone(),
             #[cfg(feature = "failpoints")]
             failpoints: self.failpoints.clone(),
         })

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use patchd::dbus::{serve, AuthMode, Bus, ManagerBackend, Service, ServiceOptions};
 use patchd::testkit::fake::FakeBackend;
 
+pub mod fleetlock;
+
 pub const NOBODY: u32 = 65534;
 
 pub fn repo_root() -> PathBuf {

@@ -5,8 +5,10 @@
 mod bundle;
 mod complete;
 pub mod exit;
+mod fleet;
 mod messages;
 mod output;
+mod packages;
 mod progress;
 mod status_text;
 mod watch;
@@ -60,6 +62,10 @@ pub enum Cmd {
         /// by patchd as for `install --bundle`; nothing is installed.
         #[arg(long, value_name = "FILE.tar|DIR")]
         bundle: Option<PathBuf>,
+        /// Also list each package patch set's packages (the apt source): installed and
+        /// candidate version, origin, kind, severity, CVEs, and whether apt-mark holds it.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Stage a release (default: the newest allowed) into the inactive slot.
     ///
@@ -148,6 +154,11 @@ pub enum Cmd {
         #[arg(long)]
         reason: String,
     },
+    /// Fleet reboot coordination: this device's reboot slot.
+    Fleet {
+        #[command(subcommand)]
+        cmd: fleet::FleetCmd,
+    },
     /// Leave degraded mode after a damaged state file or trusted metadata.
     ///
     /// When patchd found its state file (/var/lib/patchd/state.json) or its trusted TUF
@@ -191,6 +202,12 @@ pub enum Cmd {
         #[arg(long)]
         exit_if_idle: bool,
     },
+    /// Show which changes you may make, as polkit answers now (no password prompt).
+    ///
+    /// One line per polkit action: `yes`, `auth` (only after authenticating as an
+    /// administrator: run as root, or through sudo or pkexec) or `no`, with polkit's
+    /// reason. The Cockpit page disables its buttons from the same answer.
+    Permissions,
     /// Print a shell completion script to standard output.
     ///
     /// The script completes commands and options, release versions (asked from the
@@ -422,13 +439,21 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 print!("{}", status_text::release_groups(&s));
             }
         }
-        Cmd::List { bundle: Some(path) } => return bundle::list(&p, path, json).await,
-        Cmd::List { bundle: None } => {
+        Cmd::List {
+            bundle: Some(path), ..
+        } => return bundle::list(&p, path, json).await,
+        Cmd::List {
+            bundle: None,
+            verbose,
+        } => {
             let s = status_of(parse_json(&p.get_status().await?)?)?;
             if json {
                 print_json(&serde_json::to_value(&s.available).unwrap_or_default());
             } else {
                 print!("{}", status_text::release_groups(&s));
+                if *verbose {
+                    print!("{}", packages::tables(&s.available));
+                }
             }
         }
         Cmd::Install {
@@ -550,6 +575,10 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
                 ),
             );
         }
+        Cmd::Fleet { cmd } => {
+            let s = status_of(parse_json(&p.get_status().await?)?)?;
+            fleet::run(&p, cmd, &s, json).await?;
+        }
         Cmd::Repair => {
             let v = parse_json(&p.repair().await?)?;
             show(json, &v, output::repair_report);
@@ -650,6 +679,10 @@ async fn dispatch(conn: &Connection, cmd: &Cmd, json: bool) -> Result<u8, CtlErr
             return Ok(if ok { exit::OK } else { exit::AUDIT_BROKEN });
         }
         Cmd::Watch { exit_if_idle } => return watch::watch(&p, json, *exit_if_idle).await,
+        Cmd::Permissions => {
+            let v = parse_json(&p.get_authorizations().await?)?;
+            show(json, &v, output::permissions);
+        }
         Cmd::Completions { shell } => {
             return Ok(print_bytes(&complete::script(&command(), (*shell).into())))
         }

@@ -188,6 +188,28 @@ pub fn repair_report(v: &serde_json::Value) -> String {
     o
 }
 
+/// `permissions`: one row per polkit action (its short name), the answer and why.
+pub fn permissions(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(action, r)| {
+                    vec![
+                        action
+                            .strip_prefix("org.patchd.patchd1.")
+                            .unwrap_or(action)
+                            .to_owned(),
+                        r["result"].as_str().unwrap_or("?").to_owned(),
+                        r["text"].as_str().unwrap_or_default().to_owned(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["ACTION", "MAY", "WHY NOT"], &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

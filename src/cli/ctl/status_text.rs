@@ -59,6 +59,31 @@ fn or_dash(s: &Option<String>) -> String {
     s.clone().unwrap_or_else(|| "-".into())
 }
 
+/// The fleet reboot slot in one line: its state in words, the group and the next ask.
+pub fn fleet_line(s: &StatusView) -> Option<String> {
+    let f = s.fleet.as_ref()?;
+    let c = Clock::of(s);
+    let mut t = match f.state.as_str() {
+        "held" => format!("held in group {} ({})", f.group, f.backend),
+        "kept" => format!(
+            "kept in group {} after a failed update: the group waits (patchctl fleet release)",
+            f.group
+        ),
+        "free" => format!("none held; group {} ({})", f.group, f.backend),
+        _ => f
+            .text
+            .clone()
+            .unwrap_or_else(|| format!("{} in group {}", f.state, f.group)),
+    };
+    if let Some(s) = f.since.filter(|_| f.state == "held" || f.state == "kept") {
+        let _ = write!(t, ", since {}", c.rel(s));
+    }
+    if let Some(r) = f.retry_at {
+        let _ = write!(t, "; asks again {}", c.rel(r));
+    }
+    Some(t)
+}
+
 /// `patchctl status` for people.
 pub fn status(s: &StatusView) -> String {
     let c = Clock::of(s);
@@ -98,6 +123,9 @@ pub fn status(s: &StatusView) -> String {
             kv.push(("Component", format!("{} {line}", a.version)));
         }
     }
+    for l in super::packages::patch_set_lines(&s.available) {
+        kv.push(("Patch set", l));
+    }
     if s.holds.is_empty() {
         kv.push(("Hold", "none".into()));
     }
@@ -113,6 +141,9 @@ pub fn status(s: &StatusView) -> String {
             let _ = write!(t, ", up to {m}");
         }
         kv.push(("Hold", t));
+    }
+    if let Some(f) = fleet_line(s) {
+        kv.push(("Reboot slot", f));
     }
     kv.push((
         "Next window",

@@ -110,6 +110,26 @@ impl Runner {
         })
     }
 
+    /// The releases a check found, each with the time this run first learned of it (an
+    /// earlier check's, or now): the staging spread applies only to releases the device
+    /// knew of before their rollout stage opened.
+    pub(super) fn known_since(&self, cands: Vec<Offered>) -> Vec<Offered> {
+        let now = self.p.clock.now();
+        cands
+            .into_iter()
+            .map(|mut c| {
+                let known = self
+                    .candidates
+                    .iter()
+                    .find(|o| o.version() == c.version())
+                    .and_then(|o| o.facts.known_since)
+                    .unwrap_or(now);
+                c.facts.known_since = Some(known);
+                c
+            })
+            .collect()
+    }
+
     /// A check got through: its time, how many releases, and no check error any more.
     fn note_good_check(&self, doc: &mut StateDoc, now: Timestamp) {
         doc.last_check = Some(now);
@@ -133,7 +153,7 @@ impl Runner {
         res: Result<Vec<Offered>, PortError>,
     ) -> Step {
         let cands = self.check_result(actor, res)?;
-        self.candidates = cands;
+        self.candidates = self.known_since(cands);
         self.recategorize();
         let now = self.p.clock.now();
         let mut doc = self.doc.clone();
@@ -161,7 +181,7 @@ impl Runner {
     ) -> Step {
         let now = self.p.clock.now();
         let cands = self.check_result(actor, res)?;
-        self.candidates = cands;
+        self.candidates = self.known_since(cands);
         self.stage_failed = None;
         self.doc.last_check = Some(now);
         self.recategorize();

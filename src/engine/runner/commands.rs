@@ -28,6 +28,16 @@ impl Runner {
                 self.set_warning(key, text);
                 let _ = reply.send(Ok(()));
             }
+            // The reboot slot is the fleet's, not the lifecycle's: an operator may give it
+            // back while a job runs.
+            Command::FleetRelease {
+                actor,
+                reason,
+                reply,
+            } => {
+                let r = self.operator_release(&actor, &reason).await;
+                let _ = reply.send(self.finish(r));
+            }
             Command::Cancel { actor, reply } => {
                 let r = self.cancel(&actor).await;
                 let _ = reply.send(self.finish(r));
@@ -179,6 +189,7 @@ impl Runner {
             | Command::VerifyAudit { .. }
             | Command::RecordDenial { .. }
             | Command::SetWarning { .. }
+            | Command::FleetRelease { .. }
             | Command::Cancel { .. } => {}
         }
     }

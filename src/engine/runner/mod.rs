@@ -13,9 +13,11 @@ mod admin;
 mod bundle;
 mod checking;
 mod commands;
+mod fleet;
 mod jobs;
 mod record;
 mod staging;
+mod stale;
 mod switching;
 mod verifying;
 
@@ -105,6 +107,8 @@ pub struct EngineParts {
     /// `[device]` config, for the inventory (machine id path, product, channel, tags).
     pub device_config: crate::config::DeviceConfig,
     pub settings: EngineSettings,
+    /// The fleet reboot lock (`[fleet] lock`); `None`: reboots are not coordinated.
+    pub fleet: Option<super::ports::RebootSlots>,
     /// Crash-test hook (cargo feature `failpoints` only).
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
@@ -261,9 +265,8 @@ pub(crate) struct Runner {
     next_eval: Instant,
     next_probation_check: Instant,
     reboot_waiting: Vec<String>,
-    /// The external reboot lock, an input of every switch decision. No lock client
-    /// exists yet, so it stays `NotConfigured`; a FleetLock/etcd client sets it.
-    reboot_lock: LockState,
+    /// The fleet reboot lock, an input of every switch decision (`fleet.rs`).
+    fleet: fleet::FleetRun,
     /// A version whose staging failed in this run: not restaged automatically before
     /// the next check, so a broken image does not loop.
     stage_failed: Option<String>,
@@ -287,6 +290,10 @@ pub(crate) struct Runner {
     /// The offline bundle the current release came from: staging reads it instead of
     /// the repository until the next check or install replaces the list.
     bundle_source: Option<Arc<dyn Updates>>,
+    /// The release and metadata expiry last audited as holding it back (`stale.rs`).
+    stale_audited: Option<(String, jiff::Timestamp)>,
+    /// Releases staging waited for at the last evaluation (`staging.rs`, `stage_opened`).
+    stage_waiting: Vec<String>,
 }
 
 /// What status warns about for the whole run: records the audit head file did not vouch
@@ -332,7 +339,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         next_eval: Instant::now(),
         next_probation_check: Instant::now(),
         reboot_waiting: Vec::new(),
-        reboot_lock: LockState::NotConfigured,
+        fleet: fleet::FleetRun::default(),
         stage_failed: None,
         stage_retry: None,
         last_stage: None,
@@ -343,6 +350,8 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         warnings,
         part_warnings: Default::default(),
         bundle_source: None,
+        stale_audited: None,
+        stage_waiting: Vec::new(),
     };
     let followup = match r.reconcile().await {
         Ok(f) => f,
@@ -502,6 +511,9 @@ impl Runner {
         if let Some(at) = self.stage_retry.as_ref().and_then(|r| r.at) {
             next = next.min(at);
         }
+        if let Some(at) = self.fleet.wake {
+            next = next.min(at);
+        }
         next.saturating_duration_since(Instant::now())
     }
 
@@ -530,6 +542,10 @@ impl Runner {
                     self.stage_failed = None;
                 }
             }
+            self.next_eval = now;
+        }
+        if self.fleet.wake.is_some_and(|at| at <= now) {
+            self.fleet.wake = None;
             self.next_eval = now;
         }
         if self.next_eval <= now {
@@ -592,7 +608,7 @@ impl Runner {
             running,
             policy: &self.p.policy,
             device: &self.p.device,
-            lock: &self.reboot_lock,
+            lock: &self.fleet.state,
             now: self.p.clock.now(),
         }
     }
@@ -618,8 +634,16 @@ impl Runner {
                 self.audit_with("hold_expired", &Actor::Policy, Some(&why), None, None, &[]);
             }
         }
+        self.follow_reboot_slot().await?;
         self.recategorize();
+        self.audit_stale_wait();
+        let waited = self.note_stage_waits();
         match self.doc.lifecycle.clone() {
+            Lifecycle::Idle {}
+            | Lifecycle::Committed {
+                probation_until: None,
+                ..
+            } => self.stage_opened(&waited)?,
             Lifecycle::UpdateAvailable { release } => {
                 let allowed = self
                     .available
@@ -655,6 +679,8 @@ impl Runner {
                         doc.security_floor = doc.security_floor.max(c.security_version);
                     }
                     self.commit(doc, "probation_over", &Actor::Policy, None)?;
+                    // Steady now: the reboot slot goes back at once.
+                    self.follow_reboot_slot().await?;
                 } else if Instant::now() >= self.next_probation_check {
                     self.next_probation_check =
                         Instant::now() + self.p.settings.probation_check_every;
@@ -727,6 +753,7 @@ fn reply_err(cmd: Command, e: EngineError) {
         | Command::ReleaseHold { reply, .. }
         | Command::Approve { reply, .. }
         | Command::Retry { reply, .. }
+        | Command::FleetRelease { reply, .. }
         | Command::AllowBelowFloor { reply, .. } => drop(reply.send(Err(e))),
         Command::Hold { reply, .. } => drop(reply.send(Err(e))),
         Command::History { reply, .. } => drop(reply.send(Err(e))),

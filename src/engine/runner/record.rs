@@ -195,6 +195,7 @@ impl Runner {
             last_check_outcome: self.check_outcome(),
             last_outcome: self.last_outcome(),
             rolling_back_to: self.rolling_back_to(booted_ref),
+            fleet: self.fleet_status(),
             warnings: self
                 .warnings
                 .iter()
@@ -218,6 +219,7 @@ impl Runner {
             schedule: &self.p.policy.schedule,
             busy: self.job.as_ref().map(|j| j.kind.name()),
             reboot_waiting: &self.reboot_waiting,
+            lock: &self.fleet.state,
             booted,
             next_check,
         }

@@ -197,6 +197,43 @@ impl Runner {
         })
     }
 
+    /// Remember which releases staging waits for now (a rollout stage, its spread, a
+    /// hold, a window); returns the ones it waited for at the evaluation before.
+    pub(super) fn note_stage_waits(&mut self) -> Vec<String> {
+        let now: Vec<String> = self
+            .available
+            .iter()
+            .filter(|a| !a.may_stage && a.standing != crate::policy::Standing::NotApplicable)
+            .map(|a| a.version.clone())
+            .collect();
+        std::mem::replace(&mut self.stage_waiting, now)
+    }
+
+    /// A settled device whose release became stageable by time since the last evaluation
+    /// (its rollout stage opened and its spread passed, a hold ended) stages it now, not
+    /// at the next check. Only on that edge: a release an admin cancelled stays cancelled
+    /// until a check offers it again.
+    pub(super) fn stage_opened(&mut self, waited: &[String]) -> Step {
+        if self.p.updates.is_none() || self.job.is_some() {
+            return Ok(());
+        }
+        let Some(t) = stage_target(&self.available)
+            .filter(|a| waited.contains(&a.version))
+            .map(|a| ReleaseRef::new(&a.version, a.security_version))
+        else {
+            return Ok(());
+        };
+        if self.stage_failed.as_deref() == Some(t.version.as_str()) {
+            return Ok(());
+        }
+        let why = format!("{} may be staged now (its rollout stage opened)", t.version);
+        let mut doc = self.doc.clone();
+        doc.lifecycle = self.doc.lifecycle.found(t)?;
+        self.commit(doc, "update_available", &Actor::Policy, Some(&why))?;
+        self.begin_staging(&Actor::Policy, false)?;
+        Ok(())
+    }
+
     pub(super) fn begin_staging(&mut self, actor: &Actor, switch_after: bool) -> Step<SlotName> {
         let slot = self.inactive_slot()?;
         let Some(release) = self.doc.lifecycle.release().cloned() else {

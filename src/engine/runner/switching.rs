@@ -17,10 +17,37 @@ impl Runner {
             inh
         };
         let running = self.running_version();
-        match self.offered(&release.version) {
+        match self.offered(&release.version).cloned() {
             Some(c) => {
+                let why = self
+                    .context(running.as_ref())
+                    .decide(&c, force, &inhibitors)
+                    .switch;
+                // The reboot slot is asked for last, once nothing else holds the switch
+                // back: a slot taken outside the window would idle a group's capacity.
+                let only_lock = why.iter().all(|w| matches!(w, WhyNot::RebootLock { .. }));
+                if force || !only_lock || self.p.fleet.is_none() {
+                    // A wait for the lock is over once something else holds the switch:
+                    // the lock is asked again when that lets go.
+                    if !only_lock {
+                        self.fleet_not_asking();
+                    }
+                    return why;
+                }
+                if let Err(e) = self.take_reboot_slot().await {
+                    // Never switch on a slot that is not on record: it would never be
+                    // given back.
+                    let detail = match &e {
+                        StepError::Err(e) => format!("the reboot slot could not be recorded: {e}"),
+                        StepError::PowerCut(at) => format!("power cut at {at}"),
+                    };
+                    self.note_error(e);
+                    return vec![WhyNot::RebootLock { detail }];
+                }
+                // `list` and status show the lock's answer as the release's reason.
+                self.recategorize();
                 self.context(running.as_ref())
-                    .decide(c, force, &inhibitors)
+                    .decide(&c, force, &inhibitors)
                     .switch
             }
             // Not seen since start (a restart while staged): a check must confirm the
@@ -80,7 +107,10 @@ impl Runner {
         let mut doc = self.doc.clone();
         doc.lifecycle = self.doc.lifecycle.begin_switch(booted)?;
         doc.pending = Some(Pending::ArmTrial { slot: slot.clone() });
-        self.commit(
+        // The rollout stage this device enters by: the `stage` label of the fleet's
+        // per-release outcome metrics, counted from this record.
+        let stage = self.entry_stage(&release.version);
+        self.commit_with(
             doc,
             "switching",
             actor,
@@ -89,6 +119,10 @@ impl Runner {
             } else {
                 "window, rollout and holds allow it"
             }),
+            &stage
+                .map(|s| ("stage", serde_json::Value::from(s)))
+                .into_iter()
+                .collect::<Vec<_>>(),
         )?;
         self.failpoint("switch.before_arm")?;
         if let Err(e) = self
@@ -105,6 +139,15 @@ impl Runner {
         }
         self.failpoint("switch.after_arm")?;
         self.reboot(&reason).await
+    }
+
+    /// The rollout stage (index) by which this device enters `version`, from the plan
+    /// the last check verified (`None`: not offered by a check, or in no stage).
+    fn entry_stage(&self, version: &str) -> Option<usize> {
+        let facts = &self.offered(version)?.facts;
+        let plan = facts.rollout.as_ref()?;
+        let d = &self.p.device;
+        plan.device_stage(&d.tags, crate::policy::bucket(&d.machine_id, &facts.id))
     }
 
     /// Record the reboot intent, ask for it, and stop acting.

@@ -31,7 +31,10 @@ use tokio::time::Instant;
 use super::rate::RateRule;
 use super::{validate_repo_path, BoxFuture, ByteReader, FetchError, ReadRequest, ReadSource};
 
+mod tls;
 mod transfer;
+
+pub use tls::TlsOptions;
 use transfer::{chain, ChannelReader, Transfer};
 
 /// When and how often to retry a failed request or a dropped transfer.
@@ -199,24 +202,20 @@ impl HttpSource {
             }
         });
 
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        let builder = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.stall_timeout)
             .redirect(policy)
-            .user_agent(opts.user_agent.clone())
-            .tls_built_in_root_certs(!opts.disable_system_roots);
-        if let Some(pem) = &opts.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| cfg(format!("extra CA bundle: {}", chain(&e))))?;
-            if certs.is_empty() {
-                return Err(cfg("extra CA bundle holds no certificate".into()));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let client = builder.build().map_err(|e| cfg(chain(&e)))?;
+            .user_agent(opts.user_agent.clone());
+        let tls = TlsOptions {
+            extra_ca_pem: opts.extra_ca_pem.clone(),
+            disable_system_roots: opts.disable_system_roots,
+        };
+        let client = tls
+            .apply(builder)
+            .map_err(cfg)?
+            .build()
+            .map_err(|e| cfg(chain(&e)))?;
         Ok(Self { base, client, opts })
     }
 

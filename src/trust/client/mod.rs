@@ -187,6 +187,45 @@ impl TufClient {
         self.targets.get("targets").map(|t| &t.meta)
     }
 
+    /// Until when the trusted metadata vouching for a target listed by targets role
+    /// `role` stays valid: the earliest expiry of the root, timestamp, snapshot, the
+    /// top-level targets role, `role` and every role that delegated to it in this
+    /// refresh. Past it, what that metadata says (a rollout plan, a pause, a gate) may be
+    /// stale, and an attacker who blocks the repository could keep the device on it (TUF's
+    /// freeze attack). `None`: not refreshed, or a client that accepts expired metadata
+    /// ([`TufClient::accept_expired`], the admin's offline policy), where expiry is not
+    /// enforced.
+    pub fn valid_until(&self, role: &str) -> Option<Timestamp> {
+        if self.expired.is_some() || !self.refreshed {
+            return None;
+        }
+        let mut roles = BTreeSet::from(["targets".to_string(), role.to_string()]);
+        // Walk up the delegations: any delegator on any path to `role` vouched for it.
+        let mut todo = vec![role.to_string()];
+        while let Some(r) = todo.pop() {
+            for (from, to) in &self.delegations {
+                if *to == r && from != "root" && roles.insert(from.clone()) {
+                    todo.push(from.clone());
+                }
+            }
+        }
+        let targets = roles
+            .iter()
+            .filter_map(|r| self.targets.get(r))
+            .map(|t| t.meta.common.expires);
+        let top = [
+            Some(self.root.meta.common.expires),
+            self.timestamp.as_ref().map(|t| t.meta.common.expires),
+            self.snapshot.as_ref().map(|t| t.meta.common.expires),
+        ];
+        top.into_iter().flatten().chain(targets).min()
+    }
+
+    /// The clock reading the last successful refresh judged expiry by.
+    pub fn refreshed_at(&self) -> Option<Timestamp> {
+        self.now.filter(|_| self.refreshed)
+    }
+
     fn read_local(&self, file: &str) -> Option<Vec<u8>> {
         std::fs::read(self.dir.join(file)).ok()
     }

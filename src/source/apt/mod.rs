@@ -1,0 +1,166 @@
+//! The `apt` patch source (`[source] kind = "apt"`): the pending upgrades of the
+//! system's own apt, scanned with its configuration and its signed Release files, offered
+//! to the engine as one release — the patch set — through the same [`Updates`] port as
+//! the TUF repository.
+//!
+//! `discover` scans (`scan`), categorizes each package (`classify`: kind from the
+//! candidate's origin, CVEs and urgency from its changelog (`changelog`) and the tracker
+//! feed (`feed`), severity from the rules) and folds them into one release summary, so
+//! the switch decision, holds and windows apply unchanged. `stage` is where the next
+//! step plugs in: the patch set (exact package versions) of each offered release is kept
+//! here for it.
+
+mod changelog;
+mod classify;
+mod cmd;
+mod debversion;
+mod feed;
+mod parse;
+mod scan;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tokio::sync::Mutex;
+
+pub use cmd::AptError;
+pub use scan::Scan;
+
+use crate::engine::ports::{Offered, PortError, ProgressSink, StageReport, Updates};
+use crate::fetch::BoxFuture;
+use crate::manifest::PackageChange;
+use crate::names::SlotName;
+use crate::policy::ReleaseFacts;
+use crate::sourceconf::AptConfig;
+
+/// What staging a patch set needs to know: the exact upgrades the scan offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchSet {
+    pub version: semver::Version,
+    pub packages: Vec<PackageChange>,
+}
+
+pub struct AptUpdates {
+    cfg: AptConfig,
+    apt: cmd::Apt,
+    product: String,
+    channel: String,
+    /// Where candidate .debs are downloaded to read their changelogs.
+    work: PathBuf,
+    /// The patch set the last discovery offered, by version.
+    offered: Mutex<BTreeMap<semver::Version, PatchSet>>,
+    /// The day each package set was first seen, for sets without dated changelogs.
+    first_seen: Mutex<BTreeMap<String, jiff::civil::Date>>,
+    /// Candidates' changelogs already read (also serializes scans).
+    changelogs: Mutex<scan::Changelogs>,
+}
+
+impl AptUpdates {
+    /// `work`: a directory of patchd's own (the cache) for downloaded packages.
+    pub fn new(cfg: AptConfig, product: String, channel: String, work: PathBuf) -> Self {
+        Self {
+            apt: cmd::Apt::new(&cfg),
+            cfg,
+            product,
+            channel,
+            work,
+            offered: Mutex::new(BTreeMap::new()),
+            first_seen: Mutex::new(BTreeMap::new()),
+            changelogs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Scan without offering: what `discover` categorizes.
+    pub async fn scan(&self) -> Result<Scan, AptError> {
+        let mut seen = self.changelogs.lock().await;
+        scan::scan(&self.apt, &self.cfg, &self.work, &mut seen).await
+    }
+
+    /// The patch set of an offered release (for staging and `patchctl list`).
+    pub async fn patch_set(&self, version: &semver::Version) -> Option<PatchSet> {
+        self.offered.lock().await.get(version).cloned()
+    }
+
+    async fn discover_inner(&self) -> Result<Vec<Offered>, PortError> {
+        let found = self.scan().await.map_err(|e| {
+            let cause = if matches!(e, AptError::Refused(_)) {
+                "verify"
+            } else {
+                "check"
+            };
+            PortError::new("apt scan", &e).with_cause(cause)
+        })?;
+        let hash = classify::content_hash(&found.packages);
+        let date = match found.newest {
+            Some(d) => d,
+            None => *self
+                .first_seen
+                .lock()
+                .await
+                .entry(hash)
+                .or_insert_with(|| jiff::Zoned::now().date()),
+        };
+        let mut offered = BTreeMap::new();
+        let mut out = Vec::new();
+        if let Some((summary, mut text)) = classify::release(
+            &found.packages,
+            date,
+            &self.product,
+            &self.channel,
+            found.size,
+        ) {
+            if !found.notes.is_empty() {
+                text.push_str(&format!("; {}", found.notes.join("; ")));
+            }
+            offered.insert(
+                summary.version.clone(),
+                PatchSet {
+                    version: summary.version.clone(),
+                    packages: found.packages.clone(),
+                },
+            );
+            out.push(Offered {
+                facts: ReleaseFacts::new(summary, None),
+                published: None,
+                manifest_problem: None,
+                summary: Some(text),
+                components: Vec::new(),
+                packages: found.packages,
+            });
+        }
+        *self.offered.lock().await = offered;
+        Ok(out)
+    }
+}
+
+impl Updates for AptUpdates {
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Offered>, PortError>> {
+        Box::pin(self.discover_inner())
+    }
+
+    /// Staging a patch set (a writable btrfs snapshot of the running root, the
+    /// upgrade of exactly `patch_set(version)` inside it) is the next step; until it
+    /// exists the port says so, and nothing on the system changes.
+    fn stage<'a>(
+        &'a self,
+        version: &'a semver::Version,
+        slot: &'a SlotName,
+        _progress: ProgressSink,
+    ) -> BoxFuture<'a, Result<StageReport, PortError>> {
+        Box::pin(async move {
+            let what = format!("stage patch set {version} into {slot}");
+            if self.patch_set(version).await.is_none() {
+                return Err(PortError::new(
+                    &what,
+                    "patch set not offered by the last scan",
+                ));
+            }
+            Err(PortError::new(
+                &what,
+                "staging package patch sets (in a btrfs snapshot of the running root) is not \
+                 built yet; nothing was changed",
+            )
+            .with_cause("stage"))
+        })
+    }
+}
