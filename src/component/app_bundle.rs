@@ -44,10 +44,12 @@ fn other(copy: &str) -> &'static str {
 
 impl AppBundles {
     pub fn new(paths: &Paths, restarter: Restarter) -> Self {
-        Self {
-            base: paths.resolve(APPS_DIR),
-            restarter,
-        }
+        Self::at(paths.resolve(APPS_DIR), restarter)
+    }
+
+    /// App bundles kept in `base` (already resolved under the root).
+    pub fn at(base: PathBuf, restarter: Restarter) -> Self {
+        Self { base, restarter }
     }
 
     fn dir(&self, name: &str) -> PathBuf {

@@ -18,6 +18,8 @@
 
 mod app_bundle;
 mod apply;
+pub mod config;
+mod device;
 pub mod events;
 mod handler;
 mod installed;
@@ -28,6 +30,8 @@ mod sim;
 
 pub use app_bundle::AppBundles;
 pub use apply::{apply, commit, roll_back_release, Applied, ApplyError, Hooks, Step, StepEvent};
+pub use config::{ComponentsConfig, RawComponents};
+pub use device::{installers_for, HandlersByName};
 pub use handler::{parse_progress, Handler, HandlerSettings, Progress};
 pub use installed::{list_installed, InstalledComponent};
 pub use journal::{reconcile, Journal, JournalEntry, Reconciled, StepState};

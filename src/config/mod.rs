@@ -180,6 +180,8 @@ pub struct Config {
     pub fleet: crate::fleet::config::FleetConfig,
     /// `[source]`: the signed repository (default) or the system's apt.
     pub source: crate::sourceconf::SourceConfig,
+    /// `[components]`: app bundles' directory, handler executables (`component::config`).
+    pub components: crate::component::ComponentsConfig,
     /// Files read, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -385,6 +387,10 @@ fn validate(merged: toml::Table, sources: Vec<PathBuf>) -> Result<Config, Config
             .map_err(invalid)?,
         source: crate::sourceconf::SourceConfig::from_raw(raw.source.unwrap_or_default())
             .map_err(invalid)?,
+        components: crate::component::ComponentsConfig::from_raw(
+            raw.components.unwrap_or_default(),
+        )
+        .map_err(invalid)?,
         sources,
     })
 }

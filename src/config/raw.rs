@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub offline: Option<crate::trust::RawOffline>,
     pub fleet: Option<crate::fleet::config::RawFleet>,
     pub source: Option<crate::sourceconf::RawSource>,
+    pub components: Option<crate::component::RawComponents>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

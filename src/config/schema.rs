@@ -90,6 +90,8 @@ sections! {
     "source" ctx "" => "Where releases come from: the signed repository of [repository] (image-based devices), or the system's apt (package-based servers; see docs/apt.md).";
     "source.apt" ctx "" => "The apt source: pending package upgrades, scanned with the system's apt and its signed Release files, offered as one patch set.";
     "source.apt.severity" array true ctx "" => "Severity rules for packages of the patch set, first match wins; a package no rule matches gets the severity of its changelog urgency (security upgrades at least medium, others low when the changelog says nothing).";
+    "components" ctx "" => "Release components beside the OS image (docs/components.md): where app bundles live, how their units are restarted, and the executable that installs each handler component. Handler executables come only from here, never from a release.";
+    "components.handler" array true ctx "" => "One handler component: its name in releases and the root-owned executable that installs its payload (given on stdin; not group/world-writable, else refused).";
 }
 
 macro_rules! settings {
@@ -208,6 +210,12 @@ settings! {
     "source.apt.severity" "urgency": "string" = none ex "\"high\"" => "The changelog's highest urgency since the installed version is at least this (low, medium, high, emergency, critical).";
     "source.apt.severity" "kind": "string" = none ex "\"security\"" => "The package's kind (security, bugfix, feature).";
     "source.apt.severity" "severity": "string" = none ex "\"critical\"" => "Required. The severity of a matching package (low, medium, high, critical).";
+    "components" "apps_dir": "path" = "\"/var/lib/patchd/apps\"" ex "\"/var/lib/patchd/apps\"" => "Where app bundles live: NAME/a, NAME/b and the NAME/current symlink the switch replaces atomically.";
+    "components" "restart_command": "array of strings" = "[\"systemctl\", \"restart\", \"--\"]" ex "[\"systemctl\", \"restart\", \"--\"]" => "Program and arguments that restart an app bundle's units after its switch (and after switching back); the unit names from the release are appended.";
+    "components" "handler_timeout": "duration" = "\"10m\"" ex "\"10m\"" => "Longest run of a handler executable before it is killed and its step failed (1s to 24h); [[components.handler]] timeout overrides it per component.";
+    "components.handler" "component": "string" = none ex "\"mcu\"" => "Required. The component name releases use for it (1 to 64 of a-z A-Z 0-9 - _ .).";
+    "components.handler" "path": "path" = none ex "\"/usr/libexec/patchd/mcu-flash\"" => "Required. The executable: root-owned, neither it nor its directory group/world-writable.";
+    "components.handler" "timeout": "duration" = none ex "\"2m\"" => "Bound of this handler's runs (default: handler_timeout).";
 }
 
 /// The settings of `section`, in table order.
