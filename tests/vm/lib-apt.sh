@@ -90,6 +90,12 @@ vm_apt_archive() {
 # installed, var), data partition, our packages and the archive key.
 vm_build_apt() {
   vm_have_patchd || vm_die "release binaries missing"
+  local tool
+  for tool in debootstrap:debootstrap mkfs.btrfs:btrfs-progs btrfs:btrfs-progs \
+    apt-ftparchive:apt-utils gpg:gnupg dpkg-deb:dpkg losetup:mount; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 ||
+      vm_die "${tool%%:*} not found (install ${tool#*:}; tests/deps/apt-packages.txt)"
+  done
   local base key stamp p=$VM_CACHE/parts kdir
   base=$(vm_debootstrap dbs-apt "$VM_APT_PACKAGES")
   kdir=$(vm_kernel)

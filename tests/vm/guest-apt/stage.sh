@@ -75,15 +75,15 @@ vma_commit() {
   echo "VMTEST: committed $1"
 }
 
-# vma_patchd_scan: the real `patchd run` with the apt source: its scan must offer the
+# vma_patchd_scan WINDOW: the real `patchd run` with the apt source: its scan must offer the
 # archive's upgrades as one patch set; its staging step reports that it is not built.
 vma_patchd_scan() {
   . /usr/lib/vm/patchd-guest.sh
   vmp_start "http://127.0.0.1:9/" "$1"
   i=0
-  while [ $i -lt 120 ]; do
+  while [ $i -lt 60 ] && kill -0 "$VMP_PID" 2>/dev/null; do
     l=$(vmp_ctl list 2>&1)
-    case $l in *"patch set"*) break;; esac
+    case $l in *"patch set"*) sleep 4; break;; esac
     sleep 2; i=$((i + 1))
   done
   printf '%s\n' "$l" | sed 's/^/VMTEST: list /'
