@@ -160,6 +160,9 @@ vm_build_apt() {
   ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
   cp "$kdir/boot/vmlinuz-$VM_KVER" "$tree/boot/vmlinuz"
   cp "$p/apt-initrd.img" "$tree/boot/initrd.img"
+  # The publisher's root, for apt-btrfs-switch (an image release into a subvolume slot).
+  cp "$p/repo-base/metadata/1.root.json" "$tree/usr/share/patchd/root.json"
+  vm_apt_image_release "$tree" "$tmp/v2" "$p/apt-root-v2.tar"
   # btrfs: top level holds slots/a (the root) and var (shared /var). The root keeps its
   # own dpkg database (/var/lib/dpkg belongs to the packages installed in that root);
   # the init bind-mounts it over the shared /var's.
@@ -180,12 +183,32 @@ vm_build_apt() {
   } || rc=1
   umount "$mnt"; losetup -d "$loop"
   [ "$rc" = 0 ] || vm_die "filling the btrfs image failed"
-  # Data partition: patchd's state (the apt source's slot a is the running root).
-  mkdir -p "$tmp/data/vm"
+  # Data partition: patchd's state. Factory record: slot a holds 1.0.0 (the v1 root
+  # image as built), good: what the image source of apt-btrfs-switch compares with.
+  mkdir -p "$tmp/data/vm" "$tmp/data/slots"
+  printf '{"slot":"a","state":"good","version":"1.0.0","sha256":"%s","size":%s,"installed_at":null}\n' \
+    "$(sha256sum <"$p/apt-root.img" | cut -d' ' -f1)" "$(stat -c %s "$p/apt-root.img")" \
+    >"$tmp/data/slots/a.json"
   vm_mkfs ext4 "$tmp/data" "$p/apt-data.img" "$P4_SIZE" data
   rm -rf "$tmp"
   echo "$key" >"$stamp"
   vm_log "apt guest built in $((SECONDS - t))s (root tree $(du -sm "$base" | cut -f1) MiB before our files)"
+}
+
+# vm_apt_image_release TREE WORK OUT: the root subvolume's content (everything but the
+# shared /var, with the root's own /var/lib/dpkg) after upgrading TREE's copy to v2,
+# as the tar archive of an image release for btrfs slots (apt-btrfs-switch).
+vm_apt_image_release() {
+  local tree=$1 t2=$2 out=$3 pv
+  cp -a "$tree" "$t2"
+  mkdir -p "$t2/tmp/debs"
+  for pv in $VM_APT_V2; do cp "$VM_CACHE/parts/apt-debs/${pv%%=*}_${pv#*=}_all.deb" "$t2/tmp/debs/"; done
+  chroot "$t2" sh -c 'dpkg -i /tmp/debs/*.deb' >/dev/null 2>&1 || vm_die "dpkg -i of the v2 packages failed"
+  rm -rf "$t2/tmp/debs"
+  echo apt-image-v2 >"$t2/etc/vm-release"
+  (cd "$t2" && { find . -path ./var -prune -o -print; echo ./var; echo ./var/lib; find ./var/lib/dpkg; } |
+    tar --no-recursion -c -f "$out" -T -) || vm_die "tar of the v2 root failed"
+  rm -rf "$t2"
 }
 
 # vm_apt_assemble DISK: the apt guest's disk (call vm_apt_layout first).
