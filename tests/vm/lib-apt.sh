@@ -162,7 +162,8 @@ vm_build_apt() {
   cp "$p/apt-initrd.img" "$tree/boot/initrd.img"
   # The publisher's root, for apt-btrfs-switch (an image release into a subvolume slot).
   cp "$p/repo-base/metadata/1.root.json" "$tree/usr/share/patchd/root.json"
-  vm_apt_image_release "$tree" "$tmp/v2" "$p/apt-root-v2.tar"
+  vm_apt_image_release "$tree" "$tmp/v2" "$p/apt-root-v2.tar" v2 "$VM_APT_V2"
+  vm_apt_image_release "$tree" "$tmp/v3" "$p/apt-root-v3.tar" v3 "$VM_APT_V3"
   # btrfs: top level holds slots/a (the root) and var (shared /var). The root keeps its
   # own dpkg database (/var/lib/dpkg belongs to the packages installed in that root);
   # the init bind-mounts it over the shared /var's.
@@ -195,20 +196,43 @@ vm_build_apt() {
   vm_log "apt guest built in $((SECONDS - t))s (root tree $(du -sm "$base" | cut -f1) MiB before our files)"
 }
 
-# vm_apt_image_release TREE WORK OUT: the root subvolume's content (everything but the
-# shared /var, with the root's own /var/lib/dpkg) after upgrading TREE's copy to v2,
-# as the tar archive of an image release for btrfs slots (apt-btrfs-switch).
+# vm_apt_image_release TREE WORK OUT NAME PACKAGES: the root subvolume's content
+# (everything but the shared /var, with the root's own /var/lib/dpkg) after upgrading
+# TREE's copy to PACKAGES (PACKAGE=VERSION...), as the tar archive of an image release
+# for btrfs slots (apt-btrfs-switch, apt-btrfs-rollback); /etc/vm-release apt-image-NAME.
 vm_apt_image_release() {
   local tree=$1 t2=$2 out=$3 pv
   cp -a "$tree" "$t2"
   mkdir -p "$t2/tmp/debs"
-  for pv in $VM_APT_V2; do cp "$VM_CACHE/parts/apt-debs/${pv%%=*}_${pv#*=}_all.deb" "$t2/tmp/debs/"; done
-  chroot "$t2" sh -c 'dpkg -i /tmp/debs/*.deb' >/dev/null 2>&1 || vm_die "dpkg -i of the v2 packages failed"
+  for pv in $5; do cp "$VM_CACHE/parts/apt-debs/${pv%%=*}_${pv#*=}_all.deb" "$t2/tmp/debs/"; done
+  chroot "$t2" sh -c 'dpkg -i /tmp/debs/*.deb' >/dev/null 2>&1 || vm_die "dpkg -i of the $4 packages failed"
   rm -rf "$t2/tmp/debs"
-  echo apt-image-v2 >"$t2/etc/vm-release"
+  echo "apt-image-$4" >"$t2/etc/vm-release"
   (cd "$t2" && { find . -path ./var -prune -o -print; echo ./var; echo ./var/lib; find ./var/lib/dpkg; } |
-    tar --no-recursion -c -f "$out" -T -) || vm_die "tar of the v2 root failed"
+    tar --no-recursion -c -f "$out" -T -) || vm_die "tar of the $4 root failed"
   rm -rf "$t2"
+}
+
+# vm_apt_publish_image DIR vN: publishes apt-root-vN.tar as release N.0.0 for the apt
+# guest's image source (into DIR/repo, made by vm_repo_setup).
+vm_apt_publish_image() {
+  "$VM_TOP/target/release/patchpub" --repo "$1/repo" --keys "$1/keys" add \
+    --product vm-apt --version "${2#v}.0.0" --format tar --image "$VM_CACHE/parts/apt-root-$2.tar" \
+    --kind bugfix --severity medium --summary "apt guest root, $2 packages" \
+    --no-chunk-index >/dev/null || vm_die "patchpub add $2 failed"
+}
+
+# vm_apt_image_hook GOAL: the guest's hook for the image source: the drop-in that turns
+# the apt source off, the /var marker on the first boot, then `patchd run` until GOAL
+# (tests/vm/guest/patchd-guest.sh) and one more reboot after it.
+vm_apt_image_hook() {
+  vm_apt_hook "printf '[source]\\nkind = \"repository\"\\n' >/etc/patchd/patchd.toml.d/40-vm-image.toml
+[ \$VM_BOOT = 1 ] && echo before-switch >/var/lib/vmtest/marker && sync
+. /usr/lib/vm/patchd-guest.sh
+vmp_start '$VM_REPO_URL' '$(vm_window_now)'
+vmp_run '$1' 500 && vmp_end"
+  echo 1 >"$W/extra-reboots"
+  vm_put "$DISK" 4 "$W/extra-reboots" /vm/extra-reboots
 }
 
 # vm_apt_assemble DISK: the apt guest's disk (call vm_apt_layout first).

@@ -15,18 +15,9 @@ scenario() {
   vm_build_apt
   vm_apt_assemble "$DISK"
   vm_repo_setup "$W"
-  "$VM_TOP/target/release/patchpub" --repo "$W/repo" --keys "$W/keys" add \
-    --product vm-apt --version 2.0.0 --format tar --image "$VM_CACHE/parts/apt-root-v2.tar" \
-    --kind bugfix --severity medium --summary "apt guest root, v2 packages" \
-    --no-chunk-index >/dev/null || fail "patchpub add failed"
+  vm_apt_publish_image "$W" v2
   vm_serve "$W"
-  vm_apt_hook "printf '[source]\\nkind = \"repository\"\\n' >/etc/patchd/patchd.toml.d/40-vm-image.toml
-[ \$VM_BOOT = 1 ] && echo before-switch >/var/lib/vmtest/marker && sync
-. /usr/lib/vm/patchd-guest.sh
-vmp_start '$VM_REPO_URL' '$(vm_window_now)'
-vmp_run 'state=committed booted=b current=2.0.0' 500 && vmp_end"
-  echo 1 >"$W/extra-reboots"
-  vm_put "$DISK" 4 "$W/extra-reboots" /vm/extra-reboots
+  vm_apt_image_hook 'state=committed booted=b current=2.0.0'
   vm_start "$DISK" "$LOG"
   vm_wait_exit "${VM_APT_TIMEOUT:-900}" || fail "guest did not power off"
   VM_PID=
