@@ -17,6 +17,7 @@ pub const EVENTS: &[&str] = &[
     "committed",
     "dbus.denied",
     "degraded",
+    "etc_carried",
     "failed",
     "floor_override",
     "hold",
