@@ -6,8 +6,8 @@
 # shellcheck shell=bash
 
 VM_APT_DIR=$VM_DIR/guest-apt
-# Packages besides debootstrap's minbase (which has apt): btrfs-progs for the guest's
-# snapshot stand-in (tests/vm/guest-apt/stage.sh).
+# Packages besides debootstrap's minbase (which has apt): btrfs-progs, as on any btrfs
+# server (the power-cut scenario lists the subvolumes with it).
 VM_APT_PACKAGES=btrfs-progs
 # Our packages in the archive: vm-probe (the program the health check runs) and vm-tool
 # (a plain upgrade). v1 is installed in the image; v2 is a good upgrade of both; v3 a
@@ -134,13 +134,18 @@ vm_build_apt() {
   chroot "$tree" sh -c 'dpkg -i /tmp/debs/*.deb' >"$tmp/dpkg.log" 2>&1 ||
     { cat "$tmp/dpkg.log" >&2; vm_die "dpkg -i of the v1 packages failed"; }
   rm -rf "$tree/tmp/debs"
+  # The layout patchd's apt source expects (docs/apt.md): the dpkg database lives in the
+  # root (/usr/lib/sysimage/dpkg), the shared /var has a symlink to it.
+  mkdir -p "$tree/usr/lib/sysimage"
+  mv "$tree/var/lib/dpkg" "$tree/usr/lib/sysimage/dpkg"
+  ln -s /usr/lib/sysimage/dpkg "$tree/var/lib/dpkg"
   mkdir -p "$tree/usr/lib/vm/bb" "$tree/boot/grub-part" "$tree/.btrfs" "$tree/var/lib/patchd" \
     "$tree/etc/patchd/health.d" "$tree/etc/patchd/patchd.toml.d" "$tree/usr/share/patchd"
   cp /bin/busybox "$tree/usr/lib/vm/busybox"
   local b
   for b in $(/bin/busybox --list); do ln -sf ../busybox "$tree/usr/lib/vm/bb/$b"; done
   install -m 755 "$VM_APT_DIR/init" "$tree/sbin/init"
-  install -m 755 "$VM_APT_DIR/stage.sh" "$tree/usr/lib/vm/stage.sh"
+  install -m 755 "$VM_APT_DIR/hook.sh" "$tree/usr/lib/vm/apt-hook.sh"
   cp "$VM_DIR/guest/grubenv.sh" "$tree/etc/grubenv.sh"
   echo apt >"$tree/etc/vm-release"
   echo patchd-vm >"$tree/etc/hostname"
@@ -164,9 +169,7 @@ vm_build_apt() {
   cp "$p/repo-base/metadata/1.root.json" "$tree/usr/share/patchd/root.json"
   vm_apt_image_release "$tree" "$tmp/v2" "$p/apt-root-v2.tar" v2 "$VM_APT_V2"
   vm_apt_image_release "$tree" "$tmp/v3" "$p/apt-root-v3.tar" v3 "$VM_APT_V3"
-  # btrfs: top level holds slots/a (the root) and var (shared /var). The root keeps its
-  # own dpkg database (/var/lib/dpkg belongs to the packages installed in that root);
-  # the init bind-mounts it over the shared /var's.
+  # btrfs: top level holds slots/a (the root) and var (shared /var).
   truncate -s $((P2_SIZE * SECTOR)) "$p/apt-root.img"
   mkfs.btrfs -q -f -L root "$p/apt-root.img" >/dev/null || vm_die "mkfs.btrfs failed"
   mkdir -p "$mnt"
@@ -178,9 +181,9 @@ vm_build_apt() {
       btrfs -q subvolume create "$mnt/slots/a" >/dev/null &&
       btrfs -q subvolume create "$mnt/var" >/dev/null &&
       tar -C "$tree" --exclude=./var -c . | tar -C "$mnt/slots/a" -x &&
-      mkdir -p "$mnt/slots/a/var/lib" && cp -a "$tree/var/lib/dpkg" "$mnt/slots/a/var/lib/" &&
-      tar -C "$tree/var" --exclude=./lib/dpkg -c . | tar -C "$mnt/var" -x &&
-      mkdir -p "$mnt/var/lib/dpkg" "$mnt/var/lib/vmtest"
+      mkdir -p "$mnt/slots/a/var" &&
+      tar -C "$tree/var" -c . | tar -C "$mnt/var" -x &&
+      mkdir -p "$mnt/var/lib/vmtest"
   } || rc=1
   umount "$mnt"; losetup -d "$loop"
   [ "$rc" = 0 ] || vm_die "filling the btrfs image failed"
@@ -197,7 +200,7 @@ vm_build_apt() {
 }
 
 # vm_apt_image_release TREE WORK OUT NAME PACKAGES: the root subvolume's content
-# (everything but the shared /var, with the root's own /var/lib/dpkg) after upgrading
+# (everything but the shared /var; the dpkg database is in /usr) after upgrading
 # TREE's copy to PACKAGES (PACKAGE=VERSION...), as the tar archive of an image release
 # for btrfs slots (apt-btrfs-switch, apt-btrfs-rollback); /etc/vm-release apt-image-NAME.
 vm_apt_image_release() {
@@ -208,7 +211,7 @@ vm_apt_image_release() {
   chroot "$t2" sh -c 'dpkg -i /tmp/debs/*.deb' >/dev/null 2>&1 || vm_die "dpkg -i of the $4 packages failed"
   rm -rf "$t2/tmp/debs"
   echo "apt-image-$4" >"$t2/etc/vm-release"
-  (cd "$t2" && { find . -path ./var -prune -o -print; echo ./var; echo ./var/lib; find ./var/lib/dpkg; } |
+  (cd "$t2" && { find . -path ./var -prune -o -print; echo ./var; } |
     tar --no-recursion -c -f "$out" -T -) || vm_die "tar of the $4 root failed"
   rm -rf "$t2"
 }
@@ -223,14 +226,21 @@ vm_apt_publish_image() {
 }
 
 # vm_apt_image_hook GOAL: the guest's hook for the image source: the drop-in that turns
-# the apt source off, the /var marker on the first boot, then `patchd run` until GOAL
-# (tests/vm/guest/patchd-guest.sh) and one more reboot after it.
+# the apt source off, then as vm_apt_patchd_hook.
 vm_apt_image_hook() {
-  vm_apt_hook "printf '[source]\\nkind = \"repository\"\\n' >/etc/patchd/patchd.toml.d/40-vm-image.toml
+  vm_apt_patchd_hook "$1" "printf '[source]\\nkind = \"repository\"\\n' >/etc/patchd/patchd.toml.d/40-vm-image.toml"
+}
+
+# vm_apt_patchd_hook GOAL [SETUP]: the guest's hook: SETUP, apt's source for the served
+# archive, the /var marker on the first boot, then `patchd run` (window open) until
+# GOAL (tests/vm/guest/patchd-guest.sh), its list, and one more reboot after it.
+vm_apt_patchd_hook() {
+  vm_apt_hook "${2:-}
+vma_sources
 [ \$VM_BOOT = 1 ] && echo before-switch >/var/lib/vmtest/marker && sync
 . /usr/lib/vm/patchd-guest.sh
 vmp_start '$VM_REPO_URL' '$(vm_window_now)'
-vmp_run '$1' 500 && vmp_end"
+vmp_run '$1' 500 && { vmp_ctl list 2>&1 | sed 's/^/VMTEST: list /'; vmp_end; }"
   echo 1 >"$W/extra-reboots"
   vm_put "$DISK" 4 "$W/extra-reboots" /vm/extra-reboots
 }
@@ -264,7 +274,7 @@ vm_apt_serve() {
 
 # vm_apt_hook BODY: the guest's hook (/vm/onboot.sh): the archive's URL for apt, then BODY.
 vm_apt_hook() {
-  { echo "VM_REPO_URL=$VM_REPO_URL"; echo ". /usr/lib/vm/stage.sh"; echo "$1"; } >"$W/onboot.sh"
+  { echo "VM_REPO_URL=$VM_REPO_URL"; echo ". /usr/lib/vm/apt-hook.sh"; echo "$1"; } >"$W/onboot.sh"
   vm_put "$DISK" 4 "$W/onboot.sh" /vm/onboot.sh
 }
 

@@ -28,8 +28,8 @@ boot=3 slot=b pkgs=vm-probe=1.0-2,vm-tool=1.0-2 var=before-switch"
   vm_assert_report 1 'boot=1 slot=a release=apt reboot-requested state=switching booted=a current=1.0.0 staged=2.0.0'
   vm_assert_report 2 'boot=2 slot=b release=apt-image-v2 goal state=committed booted=b current=2.0.0 staged=null'
   vm_assert_report 3 'boot=3 slot=b release=apt-image-v2 goal state=committed booted=b current=2.0.0 staged=null'
-  vm_clean <"$LOG" | grep -q '^patchd: trying slot b' || fail "GRUB did not try b"
+  vm_clean <"$LOG" | grep >/dev/null '^patchd: trying slot b' || fail "GRUB did not try b"
   grep -q 'VMTEST: audit verify ok' "$LOG" || fail "audit verify did not pass in the guest"
   local env; env=$(vm_grubenv "$DISK" list)
-  echo "$env" | grep -qx 'patchd_b_ok=1' || fail "b not committed in GRUB's environment"
+  echo "$env" | grep >/dev/null -x 'patchd_b_ok=1' || fail "b not committed in GRUB's environment"
 }
