@@ -159,21 +159,7 @@ pub fn apply(
     let mut i = 0;
     while i < j.entries.len() {
         let c = j.entries[i].component.clone();
-        let staged = (hooks.file)(&c).and_then(|file| {
-            let job = Job {
-                component: &c,
-                file: &file,
-                release,
-                slot,
-            };
-            let inst = installers.for_method(&c)?;
-            if let Some(why) = inst.skip_reason(&job)? {
-                return Ok(Err(why));
-            }
-            inst.stage(&job)?;
-            Ok(Ok(file))
-        });
-        match staged {
+        match stage_one(&c, release, slot, installers, hooks) {
             Ok(Ok(file)) => files.push(file),
             Ok(Err(why)) => {
                 // Nothing here for it (a cabinet no device matches): not part of the
@@ -268,6 +254,29 @@ pub fn apply(
         skipped,
         needs_reboot,
     })
+}
+
+/// Stage `c`: its verified file, or (`Ok(Err)`) why this device has nothing for it.
+fn stage_one(
+    c: &Component,
+    release: &str,
+    slot: &str,
+    installers: &Installers,
+    hooks: &mut Hooks<'_>,
+) -> Result<Result<PathBuf, String>, ComponentError> {
+    let file = (hooks.file)(c)?;
+    let job = Job {
+        component: c,
+        file: &file,
+        release,
+        slot,
+    };
+    let inst = installers.for_method(c)?;
+    if let Some(why) = inst.skip_reason(&job)? {
+        return Ok(Err(why));
+    }
+    inst.stage(&job)?;
+    Ok(Ok(file))
 }
 
 fn fail(

@@ -251,7 +251,7 @@ impl Installer for Firmware {
             ));
         }
         for d in &matched {
-            if !d.release_versions.iter().any(|v| *v == c.version) {
+            if !d.release_versions.contains(&c.version) {
                 return Err(ComponentError::failed(
                     name,
                     format!(
