@@ -426,6 +426,14 @@ async fn a_cabinet_from_the_repository_is_installed_by_fwupd_and_read_back() {
         ),
         ("1.2.5", components[0].sha256.as_str(), "1.1.0")
     );
+    let (inventory, problems) = patchd::component::list_installed(&paths);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(
+        inventory.iter().any(|i| i.name == "webcam"
+            && i.method == ComponentMethod::Firmware
+            && i.installed.version == "1.2.5"),
+        "{inventory:?}"
+    );
 
     // The same cabinet again: unchanged, nothing handed to fwupd.
     let (r, ev) = run_apply(&paths, "1.1.0", &components, &installers, &files);

@@ -122,18 +122,7 @@ impl Firmware {
     }
 
     fn read_record(&self, name: &str) -> Result<Option<Record>, ComponentError> {
-        let p = self.record_path(name);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| ComponentError::failed(name, format!("{}: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ComponentError::io(
-                name,
-                format!("reading {}", p.display()),
-                e,
-            )),
-        }
+        read_record_at(&self.record_path(name), name)
     }
 
     fn write_record(&self, name: &str, r: &Record) -> Result<(), ComponentError> {
@@ -182,6 +171,26 @@ impl Firmware {
             name,
             async move { Fwupd::connect(&bus).await?.devices().await },
         )
+    }
+}
+
+/// What fwupd last confirmed for firmware component `name` (directory `dir`), by
+/// patchd's record: the inventory's view without asking fwupd.
+pub(super) fn confirmed_in(dir: &Path, name: &str) -> Result<Option<Installed>, ComponentError> {
+    Ok(read_record_at(&dir.join("record.json"), name)?.and_then(|r| r.installed))
+}
+
+fn read_record_at(p: &Path, name: &str) -> Result<Option<Record>, ComponentError> {
+    match std::fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| ComponentError::failed(name, format!("{}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ComponentError::io(
+            name,
+            format!("reading {}", p.display()),
+            e,
+        )),
     }
 }
 
