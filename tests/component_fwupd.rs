@@ -391,7 +391,9 @@ async fn through_repository(dir: &Path, cab: &Path, version: &str) -> (Vec<Compo
     (manifest.components, verified)
 }
 
-#[tokio::test]
+// A multi-thread runtime, as the daemon's: the installer then runs its D-Bus calls on it
+// (the other two tests, outside a runtime, on the installer's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cabinet_from_the_repository_is_installed_by_fwupd_and_read_back() {
     if let Some(why) = unmet() {
         println!("skipped: {why}");
