@@ -286,6 +286,21 @@ fn run_apply(
     Result<patchd::component::Applied, ApplyError>,
     Vec<StepEvent>,
 ) {
+    run_apply_health(paths, release, components, installers, files, "")
+}
+
+/// [`run_apply`] where the health check fails for component `unhealthy`.
+fn run_apply_health(
+    paths: &Paths,
+    release: &str,
+    components: &[Component],
+    installers: &Installers,
+    files: &[(String, PathBuf)],
+    unhealthy: &str,
+) -> (
+    Result<patchd::component::Applied, ApplyError>,
+    Vec<StepEvent>,
+) {
     let mut events = Vec::new();
     let mut file = |c: &Component| {
         Ok(files
@@ -294,7 +309,13 @@ fn run_apply(
             .map(|f| f.1.clone())
             .unwrap_or_else(|| PathBuf::from("/dev/null")))
     };
-    let mut health = |_: &Component| Ok(());
+    let mut health = |c: &Component| {
+        if c.name == unhealthy {
+            Err("health check failed".to_string())
+        } else {
+            Ok(())
+        }
+    };
     let mut record = |e: &StepEvent| events.push(e.clone());
     let mut hooks = Hooks {
         file: &mut file,
@@ -575,4 +596,57 @@ fn a_failing_firmware_install_stops_the_release_before_any_other_switch() {
     );
     assert_eq!(daemon.webcam_version(), "1.2.2");
     assert!(!Journal::path(&paths).exists(), "the release is over");
+}
+
+#[test]
+fn a_later_failure_rolls_the_others_back_and_says_the_firmware_stays() {
+    if let Some(why) = unmet() {
+        println!("skipped: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cab = cabinet(dir, "webcam-125.cab", "1.2.5", WEBCAM_GUID);
+    let daemon = Daemon::start("");
+    let paths = Paths::new(dir.join("root"));
+    let sim = Arc::new(SimInstaller::new());
+    let installers = Installers::new()
+        .with(ComponentMethod::Firmware, Arc::new(daemon.firmware(&paths)))
+        .with(ComponentMethod::AppBundle, sim.clone());
+    let components = [
+        sim_component("web", 0),
+        firmware_component("webcam", "1.2.5", &cab),
+    ];
+    let files = vec![("webcam".to_string(), cab)];
+    let (r, ev) = run_apply_health(&paths, "1.1.0", &components, &installers, &files, "web");
+    match r {
+        Err(ApplyError::Failed {
+            component,
+            step: Step::Health,
+            rolled_back,
+            left,
+            ..
+        }) => {
+            assert_eq!(component, "web");
+            assert_eq!(
+                (rolled_back, left),
+                (vec!["web".to_string()], vec!["webcam".to_string()])
+            );
+        }
+        other => panic!("the failed health check did not stop the release: {other:?}"),
+    }
+    let names = events(&ev);
+    assert!(
+        names.contains(&"component_not_rolled_back webcam".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"component_rolled_back web".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(
+        daemon.webcam_version(),
+        "1.2.5",
+        "firmware stays at the new version"
+    );
 }
