@@ -1,7 +1,10 @@
 //! Installing a release's components: one release, one verdict.
 //!
 //! Order: plan (unchanged components skipped), stage every component (nothing in use
-//! changes), then switch them in install order; a component that takes effect without a
+//! changes; one the device has nothing for, such as firmware no device matches, is
+//! skipped), then switch them in install order (firmware first, see
+//! `manifest::install_order`: it cannot be rolled back, so it goes only once everything
+//! else is staged and before anything that could still fail and be rolled back); a component that takes effect without a
 //! reboot is health-checked right after its switch. The first failure stops the
 //! release and rolls back, in reverse order, every switched component that can be; the
 //! caller then leaves the OS slot alone. The journal is written before every step, so
@@ -153,20 +156,20 @@ pub fn apply(
     }
     j.save(journal)?;
     let mut files = Vec::new();
-    for i in 0..j.entries.len() {
+    let mut i = 0;
+    while i < j.entries.len() {
         let c = j.entries[i].component.clone();
-        let staged = (hooks.file)(&c).and_then(|file| {
-            let job = Job {
-                component: &c,
-                file: &file,
-                release,
-                slot,
-            };
-            installers.for_method(&c)?.stage(&job)?;
-            Ok(file)
-        });
-        match staged {
-            Ok(file) => files.push(file),
+        match stage_one(&c, release, slot, installers, hooks) {
+            Ok(Ok(file)) => files.push(file),
+            Ok(Err(why)) => {
+                // Nothing here for it (a cabinet no device matches): not part of the
+                // release on this device, and said so.
+                j.entries.remove(i);
+                j.save(journal)?;
+                emit(hooks.record, ev::SKIPPED_EVENT, &c, release, why);
+                skipped.push(c.name.clone());
+                continue;
+            }
             Err(e) => {
                 return fail(
                     journal,
@@ -183,6 +186,15 @@ pub fn apply(
         j.save(journal)?;
         emit(hooks.record, ev::STAGED_EVENT, &c, release, String::new());
         cut(hooks, "component_staged")?;
+        i += 1;
+    }
+    if j.entries.is_empty() {
+        Journal::remove(journal)?;
+        return Ok(Applied {
+            installed: Vec::new(),
+            skipped,
+            needs_reboot: false,
+        });
     }
     let mut needs_reboot = false;
     for (i, file) in files.iter().enumerate() {
@@ -242,6 +254,29 @@ pub fn apply(
         skipped,
         needs_reboot,
     })
+}
+
+/// Stage `c`: its verified file, or (`Ok(Err)`) why this device has nothing for it.
+fn stage_one(
+    c: &Component,
+    release: &str,
+    slot: &str,
+    installers: &Installers,
+    hooks: &mut Hooks<'_>,
+) -> Result<Result<PathBuf, String>, ComponentError> {
+    let file = (hooks.file)(c)?;
+    let job = Job {
+        component: c,
+        file: &file,
+        release,
+        slot,
+    };
+    let inst = installers.for_method(c)?;
+    if let Some(why) = inst.skip_reason(&job)? {
+        return Ok(Err(why));
+    }
+    inst.stage(&job)?;
+    Ok(Ok(file))
 }
 
 fn fail(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::config::ComponentsConfig;
 use super::{
-    AppBundles, ComponentError, Handler, HandlerSettings, Installed, Installer, Installers, Job,
-    Restarter,
+    AppBundles, ComponentError, Firmware, Handler, HandlerSettings, Installed, Installer,
+    Installers, Job, Restarter,
 };
 use crate::manifest::{Component, ComponentMethod};
 use crate::paths::Paths;
@@ -19,14 +19,22 @@ pub fn installers_for(config: &ComponentsConfig, paths: &Paths) -> Installers {
         argv: config.restart_command.clone(),
     };
     let apps = AppBundles::at(paths.resolve(&config.apps_dir), restarter);
-    Installers::new()
+    let installers = Installers::new()
         .with(ComponentMethod::AppBundle, Arc::new(apps))
         .with(
             ComponentMethod::Handler,
             Arc::new(HandlersByName::new(config, paths, 0)),
-        )
-    // Further methods (firmware through fwupd, systemd-sysext) are offered here, one
-    // `.with(ComponentMethod::…, …)` line each.
+        );
+    // Further methods are offered here, one `.with(ComponentMethod::…, …)` each.
+    // Without its client, firmware is not offered: a release carrying firmware then
+    // fails staging naming the method, never skips it.
+    match Firmware::system(paths) {
+        Ok(fw) => installers.with(ComponentMethod::Firmware, Arc::new(fw)),
+        Err(e) => {
+            tracing::warn!(error = %e, "firmware components cannot be installed here");
+            installers
+        }
+    }
 }
 
 /// The `handler` method: each handler component runs the executable the device

@@ -1,10 +1,12 @@
 //! Every component installed on this device, read back from the system (for the
 //! inventory): the app bundles under `/var/lib/patchd/apps/` by their `current` link and
-//! copy records, the handler components by patchd's records.
+//! copy records, the handler components by patchd's records, firmware components by
+//! what fwupd last confirmed (patchd's record; `Firmware::installed` asks fwupd itself).
 
 use std::path::Path;
 
 use super::app_bundle::APPS_DIR;
+use super::firmware::{confirmed_in, FIRMWARE_DIR};
 use super::handler::{installed_in, HANDLER_DIR};
 use super::{AppBundles, ComponentError, Installed, Installer, Restarter};
 use crate::manifest::ComponentMethod;
@@ -64,6 +66,14 @@ pub fn list_installed(paths: &Paths) -> (Vec<InstalledComponent>, Vec<String>) {
             &n,
             ComponentMethod::Handler,
             installed_in(&handler_dir.join(&n), &n),
+        );
+    }
+    let firmware_dir = paths.resolve(FIRMWARE_DIR);
+    for n in names(&firmware_dir, &mut found) {
+        push(
+            &n,
+            ComponentMethod::Firmware,
+            confirmed_in(&firmware_dir.join(&n), &n),
         );
     }
     problems.extend(found);

@@ -4,7 +4,8 @@
 //!
 //! One trait, [`Installer`], per install method: `app-bundle` ([`AppBundles`]: an A/B
 //! pair of directories behind an atomically replaced symlink) and `handler`
-//! ([`Handler`]: the device's own executable, given the payload on stdin). [`SimInstaller`]
+//! ([`Handler`]: the device's own executable, given the payload on stdin) and `firmware`
+//! ([`Firmware`]: a cabinet handed to the system's fwupd over D-Bus). [`SimInstaller`]
 //! is the in-memory twin for engine tests. [`apply`] runs a release's components: plan
 //! (unchanged ones skipped), stage all, switch in order, health-check what switched
 //! without a reboot, and on the first failure roll back in reverse order; a journal
@@ -21,6 +22,8 @@ mod apply;
 pub mod config;
 mod device;
 pub mod events;
+mod firmware;
+mod fwupd;
 mod handler;
 mod installed;
 mod journal;
@@ -32,6 +35,8 @@ pub use app_bundle::AppBundles;
 pub use apply::{apply, commit, roll_back_release, Applied, ApplyError, Hooks, Step, StepEvent};
 pub use config::{ComponentsConfig, RawComponents};
 pub use device::{installers_for, HandlersByName};
+pub use firmware::{Firmware, FIRMWARE_DIR};
+pub use fwupd::FwupdBus;
 pub use handler::{parse_progress, Handler, HandlerSettings, Progress};
 pub use installed::{list_installed, InstalledComponent};
 pub use journal::{reconcile, Journal, JournalEntry, Reconciled, StepState};
@@ -125,6 +130,12 @@ pub trait Installer: Send + Sync {
     /// interrupted is then rolled back by the journal's step state.
     fn reads_back(&self) -> bool {
         true
+    }
+    /// Why this device has nothing for `job` to install onto (`None`: it has). Asked
+    /// before staging; a reason skips the component, said so in the audit log (a
+    /// firmware cabinet no present device matches).
+    fn skip_reason(&self, _job: &Job<'_>) -> Result<Option<String>, ComponentError> {
+        Ok(None)
     }
     /// Prepare the new content without touching what is in use.
     fn stage(&self, job: &Job<'_>) -> Result<(), ComponentError>;

@@ -50,6 +50,8 @@ pub enum Method {
     AppBundle,
     /// The device's configured handler executable, given the payload on stdin.
     Handler,
+    /// A firmware cabinet archive handed to the system's fwupd; no rollback.
+    Firmware,
 }
 
 /// What rolling a component back means.
@@ -69,6 +71,7 @@ impl Method {
         match self {
             Method::AppBundle => "app-bundle",
             Method::Handler => "handler",
+            Method::Firmware => "firmware",
         }
     }
 
@@ -77,6 +80,7 @@ impl Method {
         match self {
             Method::AppBundle => "app",
             Method::Handler => "handler",
+            Method::Firmware => "firmware",
         }
     }
 
@@ -85,6 +89,7 @@ impl Method {
         match self {
             Method::AppBundle => &[Rollback::Ab, Rollback::None],
             Method::Handler => &[Rollback::ReinstallPrevious, Rollback::None],
+            Method::Firmware => &[Rollback::None],
         }
     }
 }
@@ -117,8 +122,9 @@ impl std::str::FromStr for Method {
         match s {
             "app-bundle" => Ok(Method::AppBundle),
             "handler" => Ok(Method::Handler),
+            "firmware" => Ok(Method::Firmware),
             _ => Err(format!(
-                "unknown install method {s:?} (app-bundle, handler)"
+                "unknown install method {s:?} (app-bundle, handler, firmware)"
             )),
         }
     }
@@ -138,9 +144,11 @@ impl std::str::FromStr for Rollback {
     }
 }
 
-/// Components in install order: by `order`, equal orders in list order.
+/// Components in install order: firmware first (it has no rollback, so it goes before
+/// anything that could still fail and be rolled back; `apply` stages every component
+/// before the first switch), then by `order`, equal orders in list order.
 pub fn install_order(components: &[Component]) -> Vec<&Component> {
     let mut v: Vec<&Component> = components.iter().collect();
-    v.sort_by_key(|c| c.order);
+    v.sort_by_key(|c| (c.method != Method::Firmware, c.order));
     v
 }

@@ -93,6 +93,27 @@ mod tests {
     }
 
     #[test]
+    fn firmware_switches_first_and_cannot_be_rolled_back() {
+        let mut fw = app("bmc");
+        fw.method = Method::Firmware;
+        fw.rollback = Rollback::None;
+        fw.units.clear();
+        fw.order = 9;
+        let (mut web, mut api) = (app("web"), app("api"));
+        web.order = 1;
+        api.order = 0;
+        let list = [web, fw.clone(), api];
+        check(&list).unwrap();
+        let order: Vec<&str> = super::super::install_order(&list)
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(order, ["bmc", "api", "web"]);
+        fw.rollback = Rollback::ReinstallPrevious;
+        assert!(check(&[fw]).is_err(), "firmware has no rollback");
+    }
+
+    #[test]
     fn good_list_passes() {
         check(&[app("web"), app("api")]).unwrap();
     }

@@ -26,7 +26,7 @@ pub struct ComponentInput {
 
 /// `name=web,version=1.3,method=app-bundle,file=web.tar` plus any of `order=N`,
 /// `rollback=ab|reinstall_previous|none` (default: `ab` for app-bundle,
-/// `reinstall_previous` for handler), `units=a.service+b.service`,
+/// `reinstall_previous` for handler, `none` for firmware), `units=a.service+b.service`,
 /// `needs_reboot=true|false`, `kind=…`, `severity=…`, `cves=CVE-…+CVE-…`.
 pub fn parse_component_spec(s: &str) -> Result<ComponentInput, String> {
     let mut name = None;
@@ -144,9 +144,14 @@ mod tests {
         assert_eq!(c.units, ["web.service", "api.service"]);
         let h = parse_component_spec("name=mcu,version=7,method=handler,file=m.bin").unwrap();
         assert_eq!(h.rollback, Rollback::ReinstallPrevious);
+        let f = parse_component_spec("name=bmc,version=2.3,method=firmware,file=b.cab").unwrap();
+        assert_eq!(
+            (f.method, f.rollback),
+            (ComponentMethod::Firmware, Rollback::None)
+        );
         for bad in [
             "name=web,version=1,file=x",
-            "name=web,version=1,method=firmware,file=x",
+            "name=web,version=1,method=floppy,file=x",
             "name=web,version=1,method=handler,file=x,colour=red",
             "name=web,version=1,method=handler,file=x,order=-1",
             "name=web,version=1,method=handler",
