@@ -1,12 +1,14 @@
 //! Every component installed on this device, read back from the system (for the
 //! inventory): the app bundles under `/var/lib/patchd/apps/` by their `current` link and
-//! copy records, the handler components by patchd's records.
+//! copy records, the handler components by patchd's records, the system extensions by
+//! their links in `/var/lib/extensions` and copy records.
 
 use std::path::Path;
 
 use super::app_bundle::APPS_DIR;
 use super::handler::{installed_in, HANDLER_DIR};
 use super::{AppBundles, ComponentError, Installed, Installer, Restarter};
+use super::{SysextSettings, Sysexts};
 use crate::manifest::ComponentMethod;
 use crate::paths::Paths;
 
@@ -65,6 +67,10 @@ pub fn list_installed(paths: &Paths) -> (Vec<InstalledComponent>, Vec<String>) {
             ComponentMethod::Handler,
             installed_in(&handler_dir.join(&n), &n),
         );
+    }
+    let sysexts = Sysexts::new(paths, SysextSettings::default());
+    for n in names(&super::sysext::store_dir(paths), &mut found) {
+        push(&n, ComponentMethod::Sysext, sysexts.installed(&n));
     }
     problems.extend(found);
     (out, problems)

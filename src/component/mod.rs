@@ -4,7 +4,8 @@
 //!
 //! One trait, [`Installer`], per install method: `app-bundle` ([`AppBundles`]: an A/B
 //! pair of directories behind an atomically replaced symlink) and `handler`
-//! ([`Handler`]: the device's own executable, given the payload on stdin). [`SimInstaller`]
+//! ([`Handler`]: the device's own executable, given the payload on stdin) and `sysext`
+//! ([`Sysexts`]: systemd-sysext images, A/B copies behind one link). [`SimInstaller`]
 //! is the in-memory twin for engine tests. [`apply`] runs a release's components: plan
 //! (unchanged ones skipped), stage all, switch in order, health-check what switched
 //! without a reboot, and on the first failure roll back in reverse order; a journal
@@ -25,6 +26,8 @@ mod journal;
 mod plan;
 mod restart;
 mod sim;
+mod sysext;
+pub mod sysext_release;
 
 pub use app_bundle::AppBundles;
 pub use apply::{apply, commit, roll_back_release, Applied, ApplyError, Hooks, Step, StepEvent};
@@ -34,6 +37,7 @@ pub use journal::{reconcile, Journal, JournalEntry, Reconciled, StepState};
 pub use plan::{plan, plan_lines, Action, PlannedStep};
 pub use restart::Restarter;
 pub use sim::SimInstaller;
+pub use sysext::{check_release, SysextSettings, Sysexts, EXTENSIONS_DIR, SYSEXT_DIR};
 
 use std::path::Path;
 use std::sync::Arc;

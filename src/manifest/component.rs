@@ -1,5 +1,5 @@
 //! Components of a release beside its slot images (schema version 2): application
-//! bundles and handler-installed payloads, each with its own version, install method,
+//! bundles, handler-installed payloads and system extensions, each with its own version, install method,
 //! order and rollback (docs/manifest.md, docs/components.md).
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,9 @@ pub enum Method {
     AppBundle,
     /// The device's configured handler executable, given the payload on stdin.
     Handler,
+    /// A systemd-sysext image (raw filesystem image or directory tree as tar) in
+    /// `/var/lib/extensions`, A/B copies kept by patchd, merged by `systemd-sysext`.
+    Sysext,
 }
 
 /// What rolling a component back means.
@@ -69,6 +72,7 @@ impl Method {
         match self {
             Method::AppBundle => "app-bundle",
             Method::Handler => "handler",
+            Method::Sysext => "sysext",
         }
     }
 
@@ -77,6 +81,7 @@ impl Method {
         match self {
             Method::AppBundle => "app",
             Method::Handler => "handler",
+            Method::Sysext => "sysext",
         }
     }
 
@@ -85,6 +90,7 @@ impl Method {
         match self {
             Method::AppBundle => &[Rollback::Ab, Rollback::None],
             Method::Handler => &[Rollback::ReinstallPrevious, Rollback::None],
+            Method::Sysext => &[Rollback::Ab, Rollback::None],
         }
     }
 }
@@ -117,8 +123,9 @@ impl std::str::FromStr for Method {
         match s {
             "app-bundle" => Ok(Method::AppBundle),
             "handler" => Ok(Method::Handler),
+            "sysext" => Ok(Method::Sysext),
             _ => Err(format!(
-                "unknown install method {s:?} (app-bundle, handler)"
+                "unknown install method {s:?} (app-bundle, handler, sysext)"
             )),
         }
     }
