@@ -329,7 +329,8 @@ fn entries(d: &Device) -> Vec<(String, u64)> {
     v
 }
 
-/// The refusal names the field; nothing is linked, v1 stays merged and installed.
+/// The refusal names the field; nothing in the extensions directory changes (neither
+/// the copy in use nor the spare), v2 stays merged and installed.
 fn assert_refused(d: &Device, file: &Path, want: &str) {
     let c = component("tools", "9", file);
     let links_before = entries(d);
@@ -343,8 +344,8 @@ fn assert_refused(d: &Device, file: &Path, want: &str) {
     assert!(d.sysexts.switch(&job(&c, file)).is_err());
     let links_after = entries(d);
     assert_eq!(links_before, links_after);
-    assert_eq!(merged_version(d, "tools").as_deref(), Some("1"));
-    assert_eq!(installed(d, "tools").unwrap().version, "1");
+    assert_eq!(merged_version(d, "tools").as_deref(), Some("2"));
+    assert_eq!(installed(d, "tools").unwrap().version, "2");
 }
 
 #[test]
@@ -352,7 +353,11 @@ fn mismatched_extension_release_is_refused_before_activation() {
     let Some(d) = device() else { return };
     let ok = tar_of(&tree(&d, "tools", "1", OS, "extension-release.tools"));
     install(&d, &component("tools", "1", &ok), &ok);
-    assert_eq!(merged_version(&d, "tools").as_deref(), Some("1"));
+    let v1 = installed(&d, "tools").unwrap();
+    let ok2 = tar_of(&tree(&d, "tools", "2", OS, "extension-release.tools"));
+    let c2 = component("tools", "2", &ok2);
+    install(&d, &c2, &ok2);
+    assert_eq!(merged_version(&d, "tools").as_deref(), Some("2"));
     let other_id = tree(
         &d,
         "tools",
@@ -401,6 +406,9 @@ fn mismatched_extension_release_is_refused_before_activation() {
         assert!(!d.root.join("var/lib/extensions/other.raw").exists());
         assert_eq!(merged_version(&d, "other"), None);
     }
+    // The spare copy survived every refusal: the rollback still reaches v1.
+    d.sysexts.roll_back(&c2, Some(&v1)).unwrap();
+    assert_eq!(merged_version(&d, "tools").as_deref(), Some("1"));
 }
 
 #[test]

@@ -11,9 +11,10 @@
 //! of the copy (`/var/lib/patchd/sysext/NAME/COPY.json`, with version, sha256, origin);
 //! an entry no record claims is not patchd's and is never replaced.
 //!
-//! Staging rebuilds only the spare entry (its record removed first, so a torn copy never
-//! claims a version), then checks its extension-release against this OS (the rules of
-//! [`super::sysext_release`]): a mismatch fails the stage, before anything is activated.
+//! Staging first checks the payload's extension-release against this OS (the rules of
+//! [`super::sysext_release`]): a mismatch fails the stage before anything changes. Then
+//! it rebuilds only the spare entry (its record removed first, so a torn copy never
+//! claims a version) and checks the staged copy again.
 //! Switching checks again, exchanges the spare and the entry in use with one
 //! `renameat2(RENAME_EXCHANGE)` (at every instant exactly one copy is `NAME`, also across
 //! a kill or power cut), runs `systemd-sysext refresh` and reads back that NAME is merged
@@ -278,20 +279,45 @@ impl Sysexts {
     /// The extension-release file of raw image `image`, read through a read-only,
     /// nodev/nosuid/noexec loop mount of it (unmounted again before returning).
     fn read_raw(&self, name: &str, image: &Path) -> Result<String, ComponentError> {
-        let fstype = detect_raw(image, name)?;
         let mnt = self.dir(name).join(".check");
         fsutil::ensure_dir(&mnt, 0o700).map_err(io_err(name, "creating the check mount point"))?;
-        let mut cmd = Command::new("mount");
-        cmd.args(["-t", fstype, "-o", "ro,loop,nodev,nosuid,noexec", "--"])
-            .arg(image)
-            .arg(&mnt);
-        run(name, "mount", &mut cmd)?;
-        let text = read_inside(&mnt, &sysext_release::release_path(name));
-        let mut um = Command::new("umount");
-        um.arg("--").arg(&mnt);
-        let unmounted = run(name, "umount", &mut um);
-        let text = text.map_err(|why| ComponentError::failed(name, why))?;
-        unmounted.map(|_| text)
+        read_raw_at(name, image, &mnt)
+    }
+
+    /// Check `image` (a raw image, a tar tree or a directory tree) as extension `name`
+    /// against this OS, without installing anything (`patchd sysext check`).
+    pub fn check_image(&self, name: &str, image: &Path) -> Result<(), ComponentError> {
+        let rel = sysext_release::release_path(name);
+        let text = if image.is_dir() {
+            read_inside(image, &rel).map_err(|why| ComponentError::failed(name, why))?
+        } else {
+            match detect(image).map_err(io_err(name, "reading the image"))? {
+                Ok((Form::Tree, _)) => read_from_tar(name, image, &rel)?,
+                Ok((Form::Raw, _)) => {
+                    let mnt = tempfile::tempdir()
+                        .map_err(io_err(name, "creating the check mount point"))?;
+                    read_raw_at(name, image, mnt.path())?
+                }
+                Err(why) => return Err(ComponentError::failed(name, why)),
+            }
+        };
+        check_release(&self.root, name, &text)
+    }
+
+    /// The spare copy (what a rollback would put in use), when it is whole.
+    pub fn previous(&self, name: &str) -> Result<Option<Installed>, ComponentError> {
+        let Some((_, form)) = self.current(name)? else {
+            return Ok(None);
+        };
+        let Some(copy) = self.spare(name, form)? else {
+            return Ok(None);
+        };
+        Ok(self.record(name, copy)?.map(|r| Installed {
+            version: r.version,
+            sha256: r.sha256,
+            copy: Some(copy.to_string()),
+            origin: r.origin,
+        }))
     }
 
     fn tool(&self, name: &str, verb: &str) -> Result<String, ComponentError> {
@@ -372,6 +398,47 @@ impl Sysexts {
         }
         self.refresh(name, true)
     }
+}
+
+/// The extension-release of raw image `image`, read through a read-only,
+/// nodev/nosuid/noexec loop mount on `mnt` (unmounted again before returning).
+fn read_raw_at(name: &str, image: &Path, mnt: &Path) -> Result<String, ComponentError> {
+    let fstype = detect_raw(image, name)?;
+    let mut cmd = Command::new("mount");
+    cmd.args(["-t", fstype, "-o", "ro,loop,nodev,nosuid,noexec", "--"])
+        .arg(image)
+        .arg(mnt);
+    run(name, "mount", &mut cmd)?;
+    let text = read_inside(mnt, &sysext_release::release_path(name));
+    let mut um = Command::new("umount");
+    um.arg("--").arg(mnt);
+    let unmounted = run(name, "umount", &mut um);
+    let text = text.map_err(|why| ComponentError::failed(name, why))?;
+    unmounted.map(|_| text)
+}
+
+/// `rel` out of tar tree `file` (at most 64 KiB; a link there is not followed).
+fn read_from_tar(name: &str, file: &Path, rel: &str) -> Result<String, ComponentError> {
+    use std::io::Read;
+    let f = fs::File::open(file).map_err(io_err(name, "opening the image"))?;
+    let mut ar = tar::Archive::new(std::io::BufReader::new(f));
+    let entries = ar.entries().map_err(io_err(name, "reading the tar tree"))?;
+    for e in entries {
+        let e = e.map_err(io_err(name, "reading the tar tree"))?;
+        let path = e.path().map_err(io_err(name, "reading the tar tree"))?;
+        let p = path.to_string_lossy();
+        if p.trim_start_matches("./") == rel && e.header().entry_type().is_file() {
+            let mut s = String::new();
+            e.take(64 * 1024)
+                .read_to_string(&mut s)
+                .map_err(io_err(name, "reading the extension-release"))?;
+            return Ok(s);
+        }
+    }
+    Err(ComponentError::failed(
+        name,
+        format!("the image has no /{rel}; its extension-release must be named after the component"),
+    ))
 }
 
 fn not_ours(name: &str, p: &Path) -> ComponentError {
@@ -491,6 +558,9 @@ impl Installer for Sysexts {
                 ),
             ));
         }
+        // The payload itself first: a refused extension changes nothing, not even the
+        // spare copy a rollback would go back to.
+        self.check_image(name, job.file)?;
         let copy = cur.map_or("a", |(c, _)| other(c));
         let rec = dir.join(format!("{copy}.json"));
         match fs::remove_file(&rec) {
