@@ -260,6 +260,15 @@ fn lifecycle(d: &Device, v1: &Path, v2: &Path, v3: &Path) {
     install(d, &c2, v2);
     assert_eq!(merged_version(d, "tools").as_deref(), Some("2"));
     assert_eq!(installed(d, "tools").unwrap().copy.as_deref(), Some("b"));
+    // The inventory reads it back too.
+    let (all, problems) = patchd::component::list_installed(&d.paths);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(
+        all.iter().any(|c| c.name == "tools"
+            && c.method == ComponentMethod::Sysext
+            && c.installed.version == "2"),
+        "{all:?}"
+    );
 
     d.sysexts.roll_back(&c2, Some(&i1)).unwrap();
     assert_eq!(merged_version(d, "tools").as_deref(), Some("1"));
