@@ -19,10 +19,9 @@ px() {
 }
 
 say "booted sysext pid1=$(cat /proc/1/comm) os=$(. /etc/os-release; echo "$ID/$VERSION_ID")"
-# The Debian kernel has overlayfs, loop and squashfs as modules; this root carries no
-# module tree, so the host put them on the data partition.
-for m in $(cat "$D/sx-modules"); do insmod "$D/$m" 2>/dev/null || true; done
-say "filesystems $(grep -cE 'overlay|squashfs' /proc/filesystems)"
+# overlayfs, loop and squashfs: modules the host added to this run's root, loaded by
+# systemd-modules-load.service at boot.
+say "filesystems $(grep -cE 'overlay|squashfs' /proc/filesystems) loop $(test -e /dev/loop-control && echo yes || echo no)"
 
 px install1 install "$D/sx-tree-1.tar" --name vmext --version 1
 show content1 vmext

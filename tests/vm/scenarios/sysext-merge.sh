@@ -7,7 +7,7 @@
 # squashfs extension is merged beside it (loop-mounted by systemd); both are removed and
 # unmerged. The guest side is tests/vm/guest-sysext/hook.sh, written over this run's
 # copy of /usr/lib/vm/hook.sh; overlayfs, loop and squashfs come from the Debian kernel
-# package as modules, put on the data partition.
+# package as modules, written into this run's root with a modules-load.d entry.
 scenario() {
   vm_have_patchd || fail "release binaries missing (cargo build --release)"
   [ "$(id -u)" = 0 ] || fail "needs root (debootstrap, chroot)"
@@ -15,10 +15,13 @@ scenario() {
   local t=$SECONDS
   vm_build_systemd
   echo "systemd parts ready after $((SECONDS - t))s"
+  # A network card, so systemd-networkd-wait-online (patchd.service wants
+  # network-online.target) does not hold the boot for its two-minute timeout.
+  export VM_NET=1
   vm_assemble "$DISK" sv1 - data-sd
 
   # The extensions, for the guest's OS (Debian 12) unless named bad.
-  local src=$W/src files=$W/files kdir m list=
+  local src=$W/src files=$W/files kdir m part
   mkdir -p "$files"
   ext() { # ext DIR NAME CONTENT RELEASE
     mkdir -p "$1/usr/lib/extension-release.d" "$1/usr/share/$2"
@@ -44,15 +47,32 @@ VERSION_ID=13'
   tar -C "$src/ti" -cf "$files/sx-tree-bad-id.tar" usr
   mksquashfs "$src/r1" "$files/sx-raw-1.raw" -noappend -quiet -all-root >/dev/null
   mksquashfs "$src/rv" "$files/sx-raw-bad.raw" -noappend -quiet -all-root >/dev/null
+  # The modules, as depmod lays them out, and a modules-load.d entry: the guest's
+  # systemd-modules-load.service loads them at boot (the minimal root has no kmod tools).
   kdir=$(vm_kernel)
+  local mods=$W/mods mdir=$W/mods/lib/modules/$VM_KVER
   for m in $(modprobe -d "$kdir" -S "$VM_KVER" --show-depends -a overlay loop squashfs |
     awk '$1=="insmod"{print $2}'); do
-    cp "$m" "$files/sx-$(basename "$m")"
-    list="$list sx-$(basename "$m")"
+    mkdir -p "$mdir/kernel/$(basename "$(dirname "$m")")"
+    cp "$m" "$mdir/kernel/$(basename "$(dirname "$m")")/"
   done
-  echo "$list" >"$files/sx-modules"
+  depmod -b "$mods" "$VM_KVER" || fail "depmod failed"
+  mkdir -p "$mods/etc/modules-load.d"
+  printf 'overlay\nloop\nsquashfs\n' >"$mods/etc/modules-load.d/sysext-vm.conf"
+  echo "overlay loop squashfs" >"$files/sx-modules"
+  part=$(mktemp)
+  vm_get_part "$DISK" 2 "$part"
+  vm_replay "$part"
+  { (cd "$mods" && find lib etc -type d) | sed 's|^lib/|usr/lib/|; s|^lib$|usr/lib|' | while read -r d; do echo "mkdir /$d"; done
+    (cd "$mods" && find lib etc -type f) | while read -r f; do
+      echo "write $mods/$f /$(echo "$f" | sed 's|^lib/|usr/lib/|')"; done; } |
+    debugfs -w -f - "$part" >/dev/null 2>&1
+  debugfs -R "stat /usr/lib/modules/$VM_KVER/modules.dep" "$part" >/dev/null 2>&1 ||
+    fail "could not write the modules onto the root partition"
+  vm_put_part "$DISK" 2 "$part"
+  rm -f "$part"
   # All of it onto the data partition in one debugfs session; the hook onto the root.
-  local part; part=$(mktemp)
+  part=$(mktemp)
   vm_get_part "$DISK" 4 "$part"
   { for m in "$files"/*; do echo "write $m /vm/$(basename "$m")"; done; } |
     debugfs -w -f - "$part" >/dev/null 2>&1
@@ -73,6 +93,7 @@ VERSION_ID=13'
   echo "$c" | grep 'VMTEST:' || true
   has() { echo "$c" | grep -qE "$1" || fail "$2 (no '$1' on the console)"; }
   has 'VMTEST: booted sysext pid1=systemd os=debian/12' "not the systemd guest on Debian 12"
+  has "VMTEST: filesystems 2 loop yes" "overlayfs, squashfs or loop missing in the guest"
   has 'VMTEST: install1 rc=0' "installing the tree extension failed"
   has 'VMTEST: content1 tree 1' "v1 of the tree extension is not merged into /usr"
   has 'VMTEST: status1 .*/usr vmext' "systemd-sysext status does not show vmext merged"
