@@ -248,9 +248,9 @@ struct AddArgs {
     #[arg(long, required = true)]
     image: Vec<String>,
     /// Component beside the images (repeatable; makes the manifest schema 2):
-    /// name=NAME,version=V,method=app-bundle|handler|firmware,file=FILE, and optionally
+    /// name=NAME,version=V,method=app-bundle|handler|firmware|sysext,file=FILE, and optionally
     /// order=N (lower installs first; firmware before all), rollback=ab|reinstall_previous|none
-    /// (default ab for app-bundle, reinstall_previous for handler, none for firmware), units=A.service+B.service (restarted
+    /// (default ab for app-bundle and sysext, reinstall_previous for handler, none for firmware), units=A.service+B.service (restarted
     /// after an app-bundle switch), needs_reboot=true, kind=K, severity=S,
     /// cves=CVE-…+CVE-…. See docs/components.md.
     #[arg(long, value_name = "SPEC")]

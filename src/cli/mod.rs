@@ -1,6 +1,6 @@
 //! All command-line code: `patchd` itself ([`patchd`]), `patchctl` ([`ctl`]), `patchd
 //! boot-check` ([`bootcheck`]), `patchd boot` ([`boot`]), `patchd audit verify`
-//! ([`audit`]), `patchd init` ([`init`]), `patchd --check-config` ([`preflight`]), the
+//! ([`audit`]), `patchd sysext` ([`sysext`]), `patchd init` ([`init`]), `patchd --check-config` ([`preflight`]), the
 //! patchd.toml(5) page ([`config_page`]) and the generation of man pages and shell completions ([`docgen`]). The
 //! binaries in `src/bin/` only call in here (`patchpub`'s command line is still in its
 //! binary, except `patchpub rollout`: [`rollout`]).
@@ -18,3 +18,4 @@ pub mod manual;
 pub mod patchd;
 pub mod preflight;
 pub mod rollout;
+pub mod sysext;

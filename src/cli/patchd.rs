@@ -1,7 +1,8 @@
 //! `patchd`'s command line: the daemon (`patchd`, `patchd run`), `patchd demo`,
 //! `patchd --check-config`, `patchd boot …` (the low-level bootloader command),
 //! `patchd boot-check` (waits for the daemon's verdict on this boot, for systemd's boot
-//! assessment), `patchd audit verify`, and the hidden health-check reaper.
+//! assessment), `patchd audit verify`, `patchd sysext …` (system extensions by hand),
+//! and the hidden health-check reaper.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ enum Command {
     /// Audit log: `verify` checks the hash chain, the head file and (with --journal)
     /// the journal's copy, reading the files directly (no daemon needed).
     Audit(super::audit::AuditArgs),
+    /// System extensions patchd keeps (maintenance): `check` an image against this OS,
+    /// `install` or `roll-back` one by hand with a release's A/B steps, `status`.
+    Sysext(super::sysext::SysextArgs),
 }
 
 fn init_logging(default: &str) {
@@ -155,6 +159,18 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
         Some(Command::Audit(args)) => audit(&args, &paths),
+        Some(Command::Sysext(args)) => match super::sysext::run(&args, &paths) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("patchd sysext: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Demo(args)) => {
             init_logging(if args.verbose { "info" } else { "warn" });
             match runtime().map(|rt| rt.block_on(crate::demo::device::run(args))) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::config::ComponentsConfig;
 use super::{
     AppBundles, ComponentError, Firmware, Handler, HandlerSettings, Installed, Installer,
-    Installers, Job, Restarter,
+    Installers, Job, Restarter, SysextSettings, Sysexts,
 };
 use crate::manifest::{Component, ComponentMethod};
 use crate::paths::Paths;
@@ -28,6 +28,10 @@ pub fn installers_for(config: &ComponentsConfig, paths: &Paths) -> Installers {
     // Further methods are offered here, one `.with(ComponentMethod::…, …)` each.
     // Without its client, firmware is not offered: a release carrying firmware then
     // fails staging naming the method, never skips it.
+    let installers = installers.with(
+        ComponentMethod::Sysext,
+        Arc::new(Sysexts::new(paths, SysextSettings::default())),
+    );
     match Firmware::system(paths) {
         Ok(fw) => installers.with(ComponentMethod::Firmware, Arc::new(fw)),
         Err(e) => {

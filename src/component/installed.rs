@@ -1,7 +1,8 @@
 //! Every component installed on this device, read back from the system (for the
 //! inventory): the app bundles under `/var/lib/patchd/apps/` by their `current` link and
 //! copy records, the handler components by patchd's records, firmware components by
-//! what fwupd last confirmed (patchd's record; `Firmware::installed` asks fwupd itself).
+//! what fwupd last confirmed (patchd's record; `Firmware::installed` asks fwupd itself),
+//! the system extensions by their entries in `/var/lib/extensions` and copy records.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use super::app_bundle::APPS_DIR;
 use super::firmware::{confirmed_in, FIRMWARE_DIR};
 use super::handler::{installed_in, HANDLER_DIR};
 use super::{AppBundles, ComponentError, Installed, Installer, Restarter};
+use super::{SysextSettings, Sysexts};
 use crate::manifest::ComponentMethod;
 use crate::paths::Paths;
 
@@ -75,6 +77,10 @@ pub fn list_installed(paths: &Paths) -> (Vec<InstalledComponent>, Vec<String>) {
             ComponentMethod::Firmware,
             confirmed_in(&firmware_dir.join(&n), &n),
         );
+    }
+    let sysexts = Sysexts::new(paths, SysextSettings::default());
+    for n in names(&super::sysext::store_dir(paths), &mut found) {
+        push(&n, ComponentMethod::Sysext, sysexts.installed(&n));
     }
     problems.extend(found);
     (out, problems)

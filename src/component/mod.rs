@@ -4,8 +4,9 @@
 //!
 //! One trait, [`Installer`], per install method: `app-bundle` ([`AppBundles`]: an A/B
 //! pair of directories behind an atomically replaced symlink) and `handler`
-//! ([`Handler`]: the device's own executable, given the payload on stdin) and `firmware`
-//! ([`Firmware`]: a cabinet handed to the system's fwupd over D-Bus). [`SimInstaller`]
+//! ([`Handler`]: the device's own executable, given the payload on stdin), `firmware`
+//! ([`Firmware`]: a cabinet handed to the system's fwupd over D-Bus) and `sysext`
+//! ([`Sysexts`]: systemd-sysext images, A/B copies behind one link). [`SimInstaller`]
 //! is the in-memory twin for engine tests. [`apply`] runs a release's components: plan
 //! (unchanged ones skipped), stage all, switch in order, health-check what switched
 //! without a reboot, and on the first failure roll back in reverse order; a journal
@@ -30,6 +31,8 @@ mod journal;
 mod plan;
 mod restart;
 mod sim;
+mod sysext;
+pub mod sysext_release;
 
 pub use app_bundle::AppBundles;
 pub use apply::{apply, commit, roll_back_release, Applied, ApplyError, Hooks, Step, StepEvent};
@@ -43,6 +46,7 @@ pub use journal::{reconcile, Journal, JournalEntry, Reconciled, StepState};
 pub use plan::{plan, plan_lines, Action, PlannedStep};
 pub use restart::Restarter;
 pub use sim::SimInstaller;
+pub use sysext::{check_release, SysextSettings, Sysexts, EXTENSIONS_DIR, SYSEXT_DIR};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Components of a release beside its slot images (schema version 2): application
-//! bundles and handler-installed payloads, each with its own version, install method,
+//! bundles, handler-installed payloads and system extensions, each with its own version, install method,
 //! order and rollback (docs/manifest.md, docs/components.md).
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,9 @@ pub enum Method {
     Handler,
     /// A firmware cabinet archive handed to the system's fwupd; no rollback.
     Firmware,
+    /// A systemd-sysext image (raw filesystem image or directory tree as tar) in
+    /// `/var/lib/extensions`, A/B copies kept by patchd, merged by `systemd-sysext`.
+    Sysext,
 }
 
 /// What rolling a component back means.
@@ -72,6 +75,7 @@ impl Method {
             Method::AppBundle => "app-bundle",
             Method::Handler => "handler",
             Method::Firmware => "firmware",
+            Method::Sysext => "sysext",
         }
     }
 
@@ -81,6 +85,7 @@ impl Method {
             Method::AppBundle => "app",
             Method::Handler => "handler",
             Method::Firmware => "firmware",
+            Method::Sysext => "sysext",
         }
     }
 
@@ -90,6 +95,7 @@ impl Method {
             Method::AppBundle => &[Rollback::Ab, Rollback::None],
             Method::Handler => &[Rollback::ReinstallPrevious, Rollback::None],
             Method::Firmware => &[Rollback::None],
+            Method::Sysext => &[Rollback::Ab, Rollback::None],
         }
     }
 }
@@ -123,8 +129,9 @@ impl std::str::FromStr for Method {
             "app-bundle" => Ok(Method::AppBundle),
             "handler" => Ok(Method::Handler),
             "firmware" => Ok(Method::Firmware),
+            "sysext" => Ok(Method::Sysext),
             _ => Err(format!(
-                "unknown install method {s:?} (app-bundle, handler, firmware)"
+                "unknown install method {s:?} (app-bundle, handler, firmware, sysext)"
             )),
         }
     }

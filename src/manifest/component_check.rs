@@ -61,6 +61,12 @@ pub(super) fn check(components: &[Component]) -> Result<(), ManifestError> {
                 "an app-bundle is switched without a reboot",
             ));
         }
+        if c.method == Method::Sysext && c.needs_reboot {
+            return Err(field_err(
+                f("needs_reboot"),
+                "a sysext is merged by systemd-sysext refresh without a reboot",
+            ));
+        }
         check_list(&f("cves"), &c.cves, MAX_CVES)?;
         for (j, cve) in c.cves.iter().enumerate() {
             check_cve(&format!("components[{i}].cves[{j}]"), cve)?;

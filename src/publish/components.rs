@@ -25,7 +25,7 @@ pub struct ComponentInput {
 }
 
 /// `name=web,version=1.3,method=app-bundle,file=web.tar` plus any of `order=N`,
-/// `rollback=ab|reinstall_previous|none` (default: `ab` for app-bundle,
+/// `rollback=ab|reinstall_previous|none` (default: `ab` for app-bundle and sysext,
 /// `reinstall_previous` for handler, `none` for firmware), `units=a.service+b.service`,
 /// `needs_reboot=true|false`, `kind=…`, `severity=…`, `cves=CVE-…+CVE-…`.
 pub fn parse_component_spec(s: &str) -> Result<ComponentInput, String> {
@@ -148,6 +148,11 @@ mod tests {
         assert_eq!(
             (f.method, f.rollback),
             (ComponentMethod::Firmware, Rollback::None)
+        );
+        let x = parse_component_spec("name=tools,version=2,method=sysext,file=tools.raw").unwrap();
+        assert_eq!(
+            (x.method, x.rollback),
+            (ComponentMethod::Sysext, Rollback::Ab)
         );
         for bad in [
             "name=web,version=1,file=x",
