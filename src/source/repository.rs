@@ -205,6 +205,19 @@ impl RepoUpdates {
             .cloned()
             .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
         let m = vm.manifest();
+        if !m.components.is_empty() {
+            // Staged without its components, the release would be reported as installed
+            // while they were not: refused until the lifecycle installs components.
+            let names: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
+            return Err(PortError::new(
+                &what,
+                format!(
+                    "the release carries components ({}); this build of patchd does not \
+                     install components during an update yet; nothing was changed",
+                    names.join(", ")
+                ),
+            ));
+        }
         let backend = self
             .slots
             .get(slot)
