@@ -312,6 +312,30 @@ async fn upgrade_staged_in_a_snapshot_running_root_untouched_and_etc_carried() {
     assert_eq!(fields[0].0, "packages");
     assert_eq!(fields[0].1.as_array().unwrap().len(), 3);
     assert!(rx.borrow().is_some(), "staging reported progress");
+    // `list --verbose` and the inventory: the staged versions, and what runs now.
+    let version = set.version().to_string();
+    let listed = src.release_packages(&version).unwrap();
+    assert!(
+        listed.iter().all(|p| p.staged.as_deref() == Some("1.0-2")),
+        "{listed:?}"
+    );
+    let again = offered(&src).await;
+    assert_eq!(
+        again.version(),
+        set.version(),
+        "the same patch set while a is running"
+    );
+    assert!(again
+        .packages
+        .iter()
+        .all(|p| p.staged.as_deref() == Some("1.0-2")));
+    let installed = src.installed_packages().unwrap();
+    let libfoo = installed.iter().find(|p| p.name == "libfoo").unwrap();
+    assert_eq!(libfoo.version, "1.0-1");
+    assert!(
+        installed.iter().any(|p| p.name == "apt"),
+        "the debootstrapped packages too"
+    );
     assert!(
         env.mounts_under_slots().is_empty(),
         "{:?}",

@@ -385,6 +385,7 @@ mod tests {
             severity: crate::manifest::Severity::Low,
             cves: vec![],
             standing: PackageStanding::Included,
+            staged: None,
         };
         let d = delta(&[pc("a", "1.1")], &before, &after).unwrap();
         assert_eq!(d.len(), 1);
