@@ -599,8 +599,35 @@ fn check_config_names_each_layout_problem_until_the_layout_is_right() {
         .arg(root.join("var/."))
         .arg(fs.mnt.join("@var")));
     let _var = Bind::new(&fs.mnt.join("@var"), &root.join("var"));
+    let init = || {
+        Command::new(env!("CARGO_BIN_EXE_patchd"))
+            .arg("--root")
+            .arg(&root)
+            .args(["init", "--apt", "--boot", "file", "--slots", "btrfs"])
+            .args([
+                "--slots-dir",
+                "/.slots",
+                "--slot",
+                "a",
+                "--slot",
+                "b",
+                "--booted",
+                "a",
+            ])
+            .output()
+            .unwrap()
+    };
+    let conf = root.join("etc/patchd/patchd.toml");
     let p = problems(Some(&cfg));
     assert_eq!(p.len(), 1, "{p:#?}");
+    let refused = init();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("dpkg database") && err.contains("fix: "),
+        "{err}"
+    );
+    assert!(!conf.exists(), "a refused init writes nothing");
     assert!(
         p[0].contains("dpkg database") && p[0].contains("ln -s /usr/lib/sysimage/dpkg"),
         "{p:#?}"
@@ -610,6 +637,27 @@ fn check_config_names_each_layout_problem_until_the_layout_is_right() {
     std::fs::remove_dir(root.join("var/lib/dpkg")).unwrap();
     std::os::unix::fs::symlink("/usr/lib/sysimage/dpkg", root.join("var/lib/dpkg")).unwrap();
     assert_eq!(problems(Some(&cfg)), Vec::<String>::new());
+    let done = init();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("kind = \"apt\""), "{text}");
+    let check = Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains(
+            "the root is a slot subvolume, /var is shared, the dpkg database is in the root"
+        ),
+        "{out}"
+    );
 }
 
 /// A bind mount, unmounted on drop.
