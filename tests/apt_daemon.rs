@@ -2,7 +2,8 @@
 //! a signed local archive: the patch set shows in `patchctl check`, `list` (with the
 //! per-package table of `--verbose`) and `status` with its kind and severity; a patchd
 //! hold keeps it from being staged and switched, and releasing the hold lets the engine
-//! go on (to the staging step, which says plainly that it is not built yet); a tampered
+//! go on (to the staging step, which with image-file slots says plainly that staging a
+//! patch set needs btrfs slots); `patchctl inventory` lists the installed packages; a tampered
 //! Release fails the check in status and the audit log, and nothing is offered.
 
 mod apt_fixture;

@@ -64,6 +64,9 @@ pub struct AptUpdates {
     changelogs: Mutex<scan::Changelogs>,
     /// Where patch sets are staged; `None`: staging is refused (no btrfs slots).
     snapshots: Option<Snapshots>,
+    /// Held by the staging thread for its whole run: a staging started after a cancel
+    /// waits until the cancelled one has deleted its snapshot.
+    stage_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl AptUpdates {
@@ -79,6 +82,7 @@ impl AptUpdates {
             first_seen: Mutex::new(BTreeMap::new()),
             changelogs: Mutex::new(BTreeMap::new()),
             snapshots: None,
+            stage_lock: Default::default(),
         }
     }
 
