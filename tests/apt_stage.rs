@@ -5,10 +5,14 @@
 //! staged into slot `b`: new versions in the snapshot, old ones in the running root,
 //! the delta recorded, service starts blocked by policy-rc.d, the `/etc` three-way
 //! carry-over after a real edit; a failing postinst deletes the snapshot; a staging
-//! killed with SIGKILL leaves a snapshot the restart deletes.
+//! killed with SIGKILL leaves a snapshot the restart deletes; the layout check of
+//! `patchd --check-config` and `patchd init --apt`; and the whole path through
+//! `patchd run` (staged with the delta in the audit log, an /etc edit made while
+//! staging carried in at the switch, the reboot into the snapshot requested).
 
 mod apt_fixture;
 mod common;
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -676,4 +680,109 @@ impl Drop for Bind {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.dir).status();
     }
+}
+
+/// The whole path through `patchd run`: the check offers the patch set, the engine
+/// stages it into slot b (the `staged` record carries the delta), an /etc edit the admin
+/// makes on the running root while staging runs is carried in at the switch
+/// (`etc_carried`), and the reboot into b is requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patchd_run_stages_switches_and_carries_an_etc_edit() {
+    let extra = [(
+        "slow",
+        "DEBIAN/postinst",
+        "#!/bin/sh\ntouch /in-postinst\nsleep 2\n",
+    )];
+    let Some(env) = setup("patchd_run_stages_switches_and_carries_an_etc_edit", &extra) else {
+        return;
+    };
+    let Some(bus) = process::SessionBus::start() else {
+        return;
+    };
+    let systemd = process::FakeSystemd::default();
+    let _sd = systemd.serve(&bus.address).await;
+    let top = tempfile::tempdir().unwrap();
+    let dev = process::Device::new(
+        top.path(),
+        &process::DeviceSpec {
+            slots: process::SlotsKind::Btrfs("/slots".into()),
+            extra: "[source]\nkind = \"apt\"\n\n[source.apt]\nroot = \"/slots/a\"\n\
+                    security_origins = [\"label=TestOS-Security\"]\nchangelogs = \"none\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    let mnt = dev.paths.resolve("/slots");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let _slots = Bind::new(&env.slots_dir, &mnt);
+    let mut d = dev.spawn(&bus.address, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env.snapshot().join("in-postinst").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never staged\n{}",
+            dev.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    std::fs::write(env.running().join("etc/hostname"), "edited-while-staging\n").unwrap();
+    let e = process::wait_until(
+        &mut d,
+        &dev,
+        std::time::Duration::from_secs(60),
+        "reboot request",
+        |_| false,
+    )
+    .await;
+    let process::Ended::Exited(st) = e else {
+        unreachable!()
+    };
+    assert!(st.success(), "patchd exit {st}:\n{}", dev.log());
+    assert_eq!(systemd.calls().len(), 1, "{:?}", systemd.calls());
+    let audit: Vec<serde_json::Value> = std::fs::read_to_string(dev.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let event = |name: &str| {
+        audit
+            .iter()
+            .find(|r| r["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} record: {audit:#?}"))
+    };
+    let staged = event("staged");
+    let delta = staged["extra"]["packages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{staged}"));
+    assert_eq!(delta.len(), 4, "{staged}");
+    assert!(
+        delta
+            .iter()
+            .all(|p| p["old"] == "1.0-1" && p["new"] == "1.0-2"),
+        "{staged}"
+    );
+    let carried = event("etc_carried");
+    assert_eq!(
+        carried["extra"]["carried"],
+        serde_json::json!(["hostname"]),
+        "{carried}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.snapshot().join("etc/hostname")).unwrap(),
+        "edited-while-staging\n"
+    );
+    assert_eq!(
+        env.version_in(&env.snapshot(), "libfoo").as_deref(),
+        Some("1.0-2")
+    );
+    assert_eq!(
+        env.version_in(&env.running(), "libfoo").as_deref(),
+        Some("1.0-1")
+    );
+    assert_eq!(dev.slot_status("b").state, SlotState::Verified);
+    assert_eq!(
+        dev.power_cycle().as_str(),
+        "b",
+        "the bootloader tries the snapshot"
+    );
 }
