@@ -59,6 +59,18 @@ pub struct PatchInfo {
     pub state: String,
     /// Why it is or is not going to be installed now.
     pub decision: Option<Decision>,
+    /// A package patch set's packages (with the staged versions once staged); empty
+    /// for an image release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::manifest::PackageChange>,
+}
+
+/// One package installed on the running system (package-based devices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub arch: String,
+    pub version: String,
 }
 
 /// A slot as the inventory shows it.
@@ -96,6 +108,8 @@ pub struct EngineFacts {
     pub holds: Vec<Hold>,
     pub patches: Vec<PatchInfo>,
     pub audit_head: Option<AuditHead>,
+    /// The installed packages, when the source of releases is the system's apt.
+    pub installed_packages: Option<Vec<InstalledPackage>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +157,10 @@ pub struct Inventory {
     /// Head of the audit hash chain.
     #[serde(default)]
     pub audit_head: Option<AuditHead>,
+    /// Package-based devices (`[source] kind = "apt"`): every installed package with
+    /// its version; the pending patch set is in `patches` (with its `packages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_packages: Option<Vec<InstalledPackage>>,
     /// Facts that exist but could not be read or were malformed.
     pub problems: Vec<String>,
 }
@@ -270,6 +288,7 @@ pub fn collect(
         holds: engine.holds,
         patches: engine.patches,
         audit_head: engine.audit_head,
+        installed_packages: engine.installed_packages,
         problems,
     }
 }
