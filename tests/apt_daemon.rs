@@ -2,7 +2,8 @@
 //! a signed local archive: the patch set shows in `patchctl check`, `list` (with the
 //! per-package table of `--verbose`) and `status` with its kind and severity; a patchd
 //! hold keeps it from being staged and switched, and releasing the hold lets the engine
-//! go on (to the staging step, which says plainly that it is not built yet); a tampered
+//! go on (to the staging step, which with image-file slots says plainly that staging a
+//! patch set needs btrfs slots); `patchctl inventory` lists the installed packages; a tampered
 //! Release fails the check in status and the audit log, and nothing is offered.
 
 mod apt_fixture;
@@ -164,6 +165,22 @@ async fn the_patch_set_is_listed_held_and_then_handed_to_staging() {
     );
     assert_eq!(row("bar")[3..6], ["TestOS/stable-updates", "bugfix", "low"]);
     assert_eq!(row("heldpkg")[7..], ["held", "(apt-mark)"]);
+
+    // The inventory: every installed package with its version, and the pending set.
+    let (code, out, err) = patchctl(rig.addr(), &["--json", "inventory"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let inv: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let installed = inv["installed_packages"].as_array().unwrap();
+    assert!(
+        installed
+            .iter()
+            .any(|p| p["name"] == "libfoo" && p["version"] == "1.0-1"),
+        "{out}"
+    );
+    assert_eq!(installed.len(), 3, "{out}");
+    let patch = &inv["patches"][0];
+    assert_eq!(patch["version"], version.as_str(), "{out}");
+    assert_eq!(patch["packages"].as_array().unwrap().len(), 3, "{out}");
 
     let (_, status, _) = patchctl(rig.addr(), &["status"]).await;
     assert!(

@@ -5,10 +5,14 @@
 //! staged into slot `b`: new versions in the snapshot, old ones in the running root,
 //! the delta recorded, service starts blocked by policy-rc.d, the `/etc` three-way
 //! carry-over after a real edit; a failing postinst deletes the snapshot; a staging
-//! killed with SIGKILL leaves a snapshot the restart deletes.
+//! killed with SIGKILL leaves a snapshot the restart deletes; the layout check of
+//! `patchd --check-config` and `patchd init --apt`; and the whole path through
+//! `patchd run` (staged with the delta in the audit log, an /etc edit made while
+//! staging carried in at the switch, the reboot into the snapshot requested).
 
 mod apt_fixture;
 mod common;
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -312,6 +316,30 @@ async fn upgrade_staged_in_a_snapshot_running_root_untouched_and_etc_carried() {
     assert_eq!(fields[0].0, "packages");
     assert_eq!(fields[0].1.as_array().unwrap().len(), 3);
     assert!(rx.borrow().is_some(), "staging reported progress");
+    // `list --verbose` and the inventory: the staged versions, and what runs now.
+    let version = set.version().to_string();
+    let listed = src.release_packages(&version).unwrap();
+    assert!(
+        listed.iter().all(|p| p.staged.as_deref() == Some("1.0-2")),
+        "{listed:?}"
+    );
+    let again = offered(&src).await;
+    assert_eq!(
+        again.version(),
+        set.version(),
+        "the same patch set while a is running"
+    );
+    assert!(again
+        .packages
+        .iter()
+        .all(|p| p.staged.as_deref() == Some("1.0-2")));
+    let installed = src.installed_packages().unwrap();
+    let libfoo = installed.iter().find(|p| p.name == "libfoo").unwrap();
+    assert_eq!(libfoo.version, "1.0-1");
+    assert!(
+        installed.iter().any(|p| p.name == "apt"),
+        "the debootstrapped packages too"
+    );
     assert!(
         env.mounts_under_slots().is_empty(),
         "{:?}",
@@ -575,8 +603,35 @@ fn check_config_names_each_layout_problem_until_the_layout_is_right() {
         .arg(root.join("var/."))
         .arg(fs.mnt.join("@var")));
     let _var = Bind::new(&fs.mnt.join("@var"), &root.join("var"));
+    let init = || {
+        Command::new(env!("CARGO_BIN_EXE_patchd"))
+            .arg("--root")
+            .arg(&root)
+            .args(["init", "--apt", "--boot", "file", "--slots", "btrfs"])
+            .args([
+                "--slots-dir",
+                "/.slots",
+                "--slot",
+                "a",
+                "--slot",
+                "b",
+                "--booted",
+                "a",
+            ])
+            .output()
+            .unwrap()
+    };
+    let conf = root.join("etc/patchd/patchd.toml");
     let p = problems(Some(&cfg));
     assert_eq!(p.len(), 1, "{p:#?}");
+    let refused = init();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("dpkg database") && err.contains("fix: "),
+        "{err}"
+    );
+    assert!(!conf.exists(), "a refused init writes nothing");
     assert!(
         p[0].contains("dpkg database") && p[0].contains("ln -s /usr/lib/sysimage/dpkg"),
         "{p:#?}"
@@ -586,6 +641,27 @@ fn check_config_names_each_layout_problem_until_the_layout_is_right() {
     std::fs::remove_dir(root.join("var/lib/dpkg")).unwrap();
     std::os::unix::fs::symlink("/usr/lib/sysimage/dpkg", root.join("var/lib/dpkg")).unwrap();
     assert_eq!(problems(Some(&cfg)), Vec::<String>::new());
+    let done = init();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("kind = \"apt\""), "{text}");
+    let check = Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains(
+            "the root is a slot subvolume, /var is shared, the dpkg database is in the root"
+        ),
+        "{out}"
+    );
 }
 
 /// A bind mount, unmounted on drop.
@@ -604,4 +680,109 @@ impl Drop for Bind {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.dir).status();
     }
+}
+
+/// The whole path through `patchd run`: the check offers the patch set, the engine
+/// stages it into slot b (the `staged` record carries the delta), an /etc edit the admin
+/// makes on the running root while staging runs is carried in at the switch
+/// (`etc_carried`), and the reboot into b is requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patchd_run_stages_switches_and_carries_an_etc_edit() {
+    let extra = [(
+        "slow",
+        "DEBIAN/postinst",
+        "#!/bin/sh\ntouch /in-postinst\nsleep 2\n",
+    )];
+    let Some(env) = setup("patchd_run_stages_switches_and_carries_an_etc_edit", &extra) else {
+        return;
+    };
+    let Some(bus) = process::SessionBus::start() else {
+        return;
+    };
+    let systemd = process::FakeSystemd::default();
+    let _sd = systemd.serve(&bus.address).await;
+    let top = tempfile::tempdir().unwrap();
+    let dev = process::Device::new(
+        top.path(),
+        &process::DeviceSpec {
+            slots: process::SlotsKind::Btrfs("/slots".into()),
+            extra: "[source]\nkind = \"apt\"\n\n[source.apt]\nroot = \"/slots/a\"\n\
+                    security_origins = [\"label=TestOS-Security\"]\nchangelogs = \"none\"\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    let mnt = dev.paths.resolve("/slots");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let _slots = Bind::new(&env.slots_dir, &mnt);
+    let mut d = dev.spawn(&bus.address, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env.snapshot().join("in-postinst").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never staged\n{}",
+            dev.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    std::fs::write(env.running().join("etc/hostname"), "edited-while-staging\n").unwrap();
+    let e = process::wait_until(
+        &mut d,
+        &dev,
+        std::time::Duration::from_secs(60),
+        "reboot request",
+        |_| false,
+    )
+    .await;
+    let process::Ended::Exited(st) = e else {
+        unreachable!()
+    };
+    assert!(st.success(), "patchd exit {st}:\n{}", dev.log());
+    assert_eq!(systemd.calls().len(), 1, "{:?}", systemd.calls());
+    let audit: Vec<serde_json::Value> = std::fs::read_to_string(dev.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let event = |name: &str| {
+        audit
+            .iter()
+            .find(|r| r["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} record: {audit:#?}"))
+    };
+    let staged = event("staged");
+    let delta = staged["extra"]["packages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{staged}"));
+    assert_eq!(delta.len(), 4, "{staged}");
+    assert!(
+        delta
+            .iter()
+            .all(|p| p["old"] == "1.0-1" && p["new"] == "1.0-2"),
+        "{staged}"
+    );
+    let carried = event("etc_carried");
+    assert_eq!(
+        carried["extra"]["carried"],
+        serde_json::json!(["hostname"]),
+        "{carried}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.snapshot().join("etc/hostname")).unwrap(),
+        "edited-while-staging\n"
+    );
+    assert_eq!(
+        env.version_in(&env.snapshot(), "libfoo").as_deref(),
+        Some("1.0-2")
+    );
+    assert_eq!(
+        env.version_in(&env.running(), "libfoo").as_deref(),
+        Some("1.0-1")
+    );
+    assert_eq!(dev.slot_status("b").state, SlotState::Verified);
+    assert_eq!(
+        dev.power_cycle().as_str(),
+        "b",
+        "the bootloader tries the snapshot"
+    );
 }

@@ -56,12 +56,14 @@ fn engine() -> EngineFacts {
             size: Some(123_456_789),
             state: "available".into(),
             decision: Some(Decision::blocked("hold by uid:1000: audit week")),
+            packages: vec![],
         }],
         audit_head: Some(patchd::inventory::AuditHead {
             seq: Some(41),
             hash: "cd".repeat(32),
             lag_at_start: 0,
         }),
+        installed_packages: None,
     }
 }
 

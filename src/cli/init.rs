@@ -111,6 +111,13 @@ pub struct InitArgs {
     /// --root): hashed (sha256) and its size recorded with the factory version.
     #[arg(long, value_name = "FILE", requires = "factory_version")]
     pub factory_image: Option<PathBuf>,
+    /// A package-based server: [source] kind = "apt" (the system's pending upgrades,
+    /// staged in a btrfs snapshot of the running root). Refused, with a fix for each
+    /// problem, unless the disk layout staging needs holds: btrfs slots, the running root
+    /// one of the slot subvolumes, /var a subvolume of its own, the dpkg database in the
+    /// root (docs/apt.md).
+    #[arg(long)]
+    pub apt: bool,
 }
 
 fn parse_backend(s: &str) -> Result<BackendKind, String> {
@@ -144,6 +151,9 @@ pub enum InitError {
     },
     #[error("bootloader: {0}")]
     Boot(#[from] super::boot::BootCliError),
+    /// `--apt` on a machine whose disk layout cannot stage patch sets.
+    #[error("the disk layout does not fit an apt source (docs/apt.md):\n{0}")]
+    Layout(String),
     #[error("the configuration init made does not validate ({0}); please report this")]
     Invalid(String),
     /// Everything was written but its audit record.
@@ -364,6 +374,9 @@ fn plan(args: &InitArgs, paths: &Paths) -> Result<Plan, InitError> {
         values: Values::default(),
         factory,
     };
+    if args.apt {
+        apt_layout(args, &plan, paths)?;
+    }
     plan.values = values(args, &plan);
     let text = render(args, &plan);
     crate::config::load_strs(&[("patchd.toml (made by patchd init)", &text)]).map_err(
@@ -375,6 +388,32 @@ fn plan(args: &InitArgs, paths: &Paths) -> Result<Plan, InitError> {
         },
     )?;
     Ok(plan)
+}
+
+/// `--apt`: the layout check of `patchd --check-config`, before anything is written.
+fn apt_layout(args: &InitArgs, plan: &Plan, paths: &Paths) -> Result<(), InitError> {
+    let sc = crate::slot::SlotsConfig {
+        backend: plan.slots_kind,
+        dir: args.slots_dir.clone(),
+        checkpoint_every: None,
+        slot: plan
+            .slots
+            .iter()
+            .map(|(name, path)| crate::slot::SlotEntry {
+                name: name.clone(),
+                path: path.clone(),
+            })
+            .collect(),
+    };
+    let problems = crate::source::apt::layout::check(Some(&sc), paths);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let text: Vec<String> = problems
+        .iter()
+        .map(|p| format!("  {}\n     fix: {}", p.problem, p.fix))
+        .collect();
+    Err(InitError::Layout(text.join("\n")))
 }
 
 fn detect_backend(args: &InitArgs, paths: &Paths) -> Result<BackendKind, InitError> {
@@ -559,6 +598,9 @@ fn values(args: &InitArgs, plan: &Plan) -> Values {
     }
     if let Some(t) = &args.trusted_root {
         v.set("repository", "trusted_root", path_value(t));
+    }
+    if args.apt {
+        v.set("source", "kind", quote("apt"));
     }
     v.set("boot", "backend", quote(plan.boot.backend.as_str()));
     let names: Vec<String> = plan.boot.slots.iter().map(|s| quote(s.as_str())).collect();

@@ -167,6 +167,18 @@ pub trait Updates: Send + Sync {
         Vec::new()
     }
 
+    /// The packages of release `version` as they stand now (a patch set after staging:
+    /// with the versions in the snapshot); `None`: nothing to update.
+    fn release_packages(&self, _version: &str) -> Option<Vec<crate::manifest::PackageChange>> {
+        None
+    }
+
+    /// The packages installed on the running system, for the inventory (package-based
+    /// sources).
+    fn installed_packages(&self) -> Option<Vec<crate::inventory::InstalledPackage>> {
+        None
+    }
+
     /// Just before the boot backend makes the staged `slot` the next root: the source's
     /// last work on it (an apt snapshot takes in the admin's `/etc` changes made on the
     /// running root since it was taken). Its fields, when there are any, go to the audit

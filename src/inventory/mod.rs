@@ -60,6 +60,18 @@ pub struct PatchInfo {
     pub state: String,
     /// Why it is or is not going to be installed now.
     pub decision: Option<Decision>,
+    /// A package patch set's packages (with the staged versions once staged); empty
+    /// for an image release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::manifest::PackageChange>,
+}
+
+/// One package installed on the running system (package-based devices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub arch: String,
+    pub version: String,
 }
 
 /// A slot as the inventory shows it.
@@ -97,6 +109,8 @@ pub struct EngineFacts {
     pub holds: Vec<Hold>,
     pub patches: Vec<PatchInfo>,
     pub audit_head: Option<AuditHead>,
+    /// The installed packages, when the source of releases is the system's apt.
+    pub installed_packages: Option<Vec<InstalledPackage>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +162,10 @@ pub struct Inventory {
     /// back from the system, with its version and origin (the release that installed it).
     #[serde(default)]
     pub components: Vec<crate::component::InstalledComponent>,
+    /// Package-based devices (`[source] kind = "apt"`): every installed package with
+    /// its version; the pending patch set is in `patches` (with its `packages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_packages: Option<Vec<InstalledPackage>>,
     /// Facts that exist but could not be read or were malformed.
     pub problems: Vec<String>,
 }
@@ -278,6 +296,7 @@ pub fn collect(
         patches: engine.patches,
         audit_head: engine.audit_head,
         components,
+        installed_packages: engine.installed_packages,
         problems,
     }
 }

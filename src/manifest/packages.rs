@@ -44,4 +44,8 @@ pub struct PackageChange {
     pub cves: Vec<String>,
     #[serde(default)]
     pub standing: PackageStanding,
+    /// The version installed in the snapshot the patch set was staged into, once it was
+    /// (read back from the snapshot's dpkg database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<String>,
 }

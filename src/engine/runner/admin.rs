@@ -196,6 +196,7 @@ impl Runner {
                     } else {
                         crate::policy::Decision::wait(reasons.join("; "), None)
                     }),
+                    packages: a.packages.clone(),
                 }
             })
             .collect();
@@ -213,6 +214,7 @@ impl Runner {
             holds: active_holds(&self.doc.holds, now).cloned().collect(),
             patches,
             audit_head: Some(self.audit_head()),
+            installed_packages: self.p.updates.as_ref().and_then(|u| u.installed_packages()),
         };
         let inv = collect(&self.p.paths, &self.p.device_config, facts, now);
         serde_json::to_value(&inv).unwrap_or_else(

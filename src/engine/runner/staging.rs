@@ -336,8 +336,13 @@ impl Runner {
                     ("bytes_fetched", report.bytes_fetched.into()),
                     ("bytes_reused", report.bytes_reused.into()),
                 ];
-                if let Some(u) = &self.p.updates {
+                if let Some(u) = self.p.updates.clone() {
                     fields.extend(u.staged_fields(&slot));
+                    if let Some(p) = u.release_packages(version) {
+                        if let Some(a) = self.available.iter_mut().find(|a| a.version == version) {
+                            a.packages = p;
+                        }
+                    }
                 }
                 self.commit_with(doc, "staged", actor, None, &fields)?;
                 if switch_after {

@@ -162,6 +162,7 @@ mod tests {
             severity,
             cves: vec![format!("CVE-2026-{:04}", name.len())],
             standing,
+            staged: None,
         }
     }
 

@@ -64,6 +64,9 @@ pub struct AptUpdates {
     changelogs: Mutex<scan::Changelogs>,
     /// Where patch sets are staged; `None`: staging is refused (no btrfs slots).
     snapshots: Option<Snapshots>,
+    /// Held by the staging thread for its whole run: a staging started after a cancel
+    /// waits until the cancelled one has deleted its snapshot.
+    stage_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl AptUpdates {
@@ -79,6 +82,7 @@ impl AptUpdates {
             first_seen: Mutex::new(BTreeMap::new()),
             changelogs: Mutex::new(BTreeMap::new()),
             snapshots: None,
+            stage_lock: Default::default(),
         }
     }
 
@@ -95,6 +99,34 @@ impl AptUpdates {
             Some(s) => stage::recover(s),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Fill in each package's `staged` version from the staged release record of a
+    /// verified slot holding patch set `version`; whether there was one.
+    fn mark_staged(&self, version: &str, packages: &mut [PackageChange]) -> bool {
+        let Some(s) = &self.snapshots else {
+            return false;
+        };
+        let recs = record::Records::new(&s.state);
+        let found = recs.staged_slots().into_iter().find_map(|slot| {
+            let st = s.slots.record(&slot).ok()?;
+            let rec = recs.staged(&slot).ok()??;
+            (st.state == crate::slot::SlotState::Verified
+                && st.version.as_deref() == Some(version)
+                && rec.version == version)
+                .then_some(rec)
+        });
+        let Some(rec) = found else {
+            return false;
+        };
+        for p in packages.iter_mut() {
+            p.staged = rec
+                .packages
+                .iter()
+                .find(|d| d.name == p.name && (p.arch.is_empty() || d.arch == p.arch))
+                .map(|d| d.new.clone());
+        }
+        true
     }
 
     /// The staged release record of `slot` (the package delta), if it holds a patch set.
@@ -151,11 +183,13 @@ impl AptUpdates {
             if !found.notes.is_empty() {
                 text.push_str(&format!("; {}", found.notes.join("; ")));
             }
+            let mut packages = found.packages;
+            self.mark_staged(&summary.version.to_string(), &mut packages);
             offered.insert(
                 summary.version.clone(),
                 PatchSet {
                     version: summary.version.clone(),
-                    packages: found.packages.clone(),
+                    packages: packages.clone(),
                 },
             );
             out.push(Offered {
@@ -164,7 +198,7 @@ impl AptUpdates {
                 manifest_problem: None,
                 summary: Some(text),
                 components: Vec::new(),
-                packages: found.packages,
+                packages,
             });
         }
         *self.offered.lock().await = offered;
@@ -185,6 +219,26 @@ impl Updates for AptUpdates {
         progress: ProgressSink,
     ) -> BoxFuture<'a, Result<StageReport, PortError>> {
         Box::pin(self.stage_inner(version, slot, progress))
+    }
+
+    fn release_packages(&self, version: &str) -> Option<Vec<PackageChange>> {
+        let offered = self.offered.try_lock().ok()?;
+        let set = offered
+            .values()
+            .find(|s| s.version.to_string() == version)?;
+        let mut packages = set.packages.clone();
+        self.mark_staged(version, &mut packages).then_some(packages)
+    }
+
+    fn installed_packages(&self) -> Option<Vec<crate::inventory::InstalledPackage>> {
+        let root = self.cfg.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+        match std::fs::read_to_string(root.join("var/lib/dpkg/status")) {
+            Ok(text) => Some(parse::installed_packages(&text)),
+            Err(e) => {
+                tracing::warn!(root = %root.display(), error = %e, "reading the dpkg status for the inventory failed");
+                None
+            }
+        }
     }
 
     fn staged_fields(&self, slot: &SlotName) -> Vec<(&'static str, serde_json::Value)> {

@@ -191,6 +191,31 @@ pub fn show(stdout: &str) -> BTreeMap<(String, String), BTreeMap<String, String>
     out
 }
 
+/// The installed packages of a dpkg status file (stanzas whose `Status` ends in
+/// `installed`), sorted by name and architecture.
+pub fn installed_packages(status: &str) -> Vec<crate::inventory::InstalledPackage> {
+    let mut out: Vec<crate::inventory::InstalledPackage> = status
+        .split("\n\n")
+        .filter_map(|stanza| {
+            let field = |k: &str| {
+                stanza.lines().find_map(|l| {
+                    l.strip_prefix(k)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .map(|v| v.trim().to_string())
+                })
+            };
+            field("Status")?.ends_with(" installed").then_some(())?;
+            Some(crate::inventory::InstalledPackage {
+                name: field("Package")?,
+                arch: field("Architecture").unwrap_or_default(),
+                version: field("Version")?,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +259,18 @@ mod tests {
         assert_eq!(pol["libc6"].candidate.as_deref(), Some("2.36-9+deb12u4"));
         assert_eq!(pol["libc6"].files["2.36-9+deb12u4"], [key]);
         assert_eq!(pol["gone"].installed, None);
+    }
+
+    #[test]
+    fn installed_packages_are_the_installed_stanzas() {
+        let status = "Package: b\nStatus: install ok installed\nArchitecture: all\nVersion: 2\n\n\
+                      Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
+                      Package: a\nStatus: hold ok installed\nArchitecture: amd64\nVersion: 1:1.0-1\n";
+        let got = super::installed_packages(status);
+        let names: Vec<(&str, &str)> = got
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect();
+        assert_eq!(names, [("a", "1:1.0-1"), ("b", "2")]);
     }
 }

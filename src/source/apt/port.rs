@@ -50,7 +50,11 @@ impl AptUpdates {
         let _stop = CancelOnDrop(cancel.clone());
         let cfg = self.cfg.clone();
         let (v, slot) = (version.to_string(), slot.clone());
+        let lock = self.stage_lock.clone();
         let res = tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means an earlier staging thread panicked; its
+            // snapshot is cleaned by `recover` below all the same.
+            let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = stage::recover(&snaps) {
                 tracing::warn!(error = %e, "deleting a partial snapshot failed");
             }

@@ -104,6 +104,15 @@ impl Records {
 
     /// Slots with a staging marker (a staging that never ended).
     pub fn unfinished(&self) -> Vec<SlotName> {
+        self.slots_with("staging-")
+    }
+
+    /// Slots with a staged release record.
+    pub fn staged_slots(&self) -> Vec<SlotName> {
+        self.slots_with("staged-")
+    }
+
+    fn slots_with(&self, prefix: &str) -> Vec<SlotName> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -111,7 +120,7 @@ impl Records {
             .flatten()
             .filter_map(|e| {
                 let n = e.file_name().to_str()?.to_owned();
-                let s = n.strip_prefix("staging-")?.strip_suffix(".json")?;
+                let s = n.strip_prefix(prefix)?.strip_suffix(".json")?;
                 SlotName::new(s).ok()
             })
             .collect();

@@ -204,6 +204,7 @@ async fn categorize(
             kind,
             cves,
             standing,
+            staged: None,
         });
     }
     Ok(out)

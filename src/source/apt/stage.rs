@@ -166,11 +166,13 @@ fn snapshot_and_upgrade(job: &Job<'_>, recs: &Records) -> Result<StagedRecord, S
 }
 
 impl Job<'_> {
+    /// A progress line for status: the step in words with apt's percentage (not
+    /// bytes, so no done/total).
     fn report(&self, phase: &str, percent: u64) {
         self.progress.send_replace(Some(Progress {
-            phase: phase.into(),
-            done: percent,
-            total: Some(100),
+            phase: format!("{phase} ({percent}%)"),
+            done: 0,
+            total: None,
             rate: None,
         }));
     }
@@ -385,6 +387,7 @@ mod tests {
             severity: crate::manifest::Severity::Low,
             cves: vec![],
             standing: PackageStanding::Included,
+            staged: None,
         };
         let d = delta(&[pc("a", "1.1")], &before, &after).unwrap();
         assert_eq!(d.len(), 1);
