@@ -187,9 +187,16 @@ async fn the_patch_set_is_listed_held_and_then_handed_to_staging() {
         text.contains("apt: the system's pending upgrades"),
         "{text}"
     );
+    // Image-file slots cannot hold a snapshot of the running root: named, with the fix.
+    assert!(
+        text.contains("[slots] backend is not \"btrfs\"")
+            && text.contains("fix: set [slots] backend = \"btrfs\""),
+        "{text}"
+    );
+    assert!(!check.status.success(), "{text}");
 
-    // Without the hold the engine takes the patch set to staging at once, which is the
-    // next step to build: it fails plainly and changes nothing.
+    // Without the hold the engine takes the patch set to staging at once; with image-file
+    // slots (no btrfs snapshot of the running root) it fails plainly and changes nothing.
     let (code, out, err) = patchctl(rig.addr(), &["release-hold"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = patchctl(rig.addr(), &["check"]).await;
@@ -204,7 +211,7 @@ async fn the_patch_set_is_listed_held_and_then_handed_to_staging() {
     .await;
     assert!(matches!(e, Ended::Reached), "{}", dev.log());
     assert!(
-        audit_text(&dev).contains("is not built yet"),
+        audit_text(&dev).contains("needs [slots] backend = \\\"btrfs\\\""),
         "{}",
         audit_text(&dev)
     );

@@ -27,6 +27,7 @@ pub const EVENTS: &[&str] = &[
     "component_switched",
     "dbus.denied",
     "degraded",
+    "etc_carried",
     "failed",
     "floor_override",
     "hold",

@@ -195,13 +195,31 @@ fn machine_id(cfg: &Config, paths: &Paths) -> Finding {
     }
 }
 
+/// The disk layout staging a patch set needs (docs/apt.md, "The layout patchd expects").
+fn apt_layout(cfg: &Config, paths: &Paths) -> Vec<Finding> {
+    const WHAT: &str = "apt layout";
+    let problems = crate::source::apt::layout::check(cfg.slots.as_ref(), paths);
+    if problems.is_empty() {
+        return vec![Finding::ok(
+            WHAT,
+            "the root is a slot subvolume, /var is shared, the dpkg database is in the root",
+        )];
+    }
+    problems
+        .into_iter()
+        .map(|p| Finding::fail(WHAT, p.problem, p.fix))
+        .collect()
+}
+
 fn repository(cfg: &Config, paths: &Paths) -> Vec<Finding> {
     // The apt source trusts apt's own signed Release files; [repository] is not read.
     if cfg.source.kind == crate::sourceconf::SourceKind::Apt {
-        return vec![Finding::ok(
+        let mut out = vec![Finding::ok(
             "source",
             "apt: the system's pending upgrades as one patch set (docs/apt.md)",
         )];
+        out.extend(apt_layout(cfg, paths));
+        return out;
     }
     let Some(source) = &cfg.repository.source else {
         return vec![Finding::warn(

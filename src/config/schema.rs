@@ -205,6 +205,7 @@ settings! {
     "source.apt" "offer_feature": "boolean" = "false" ex "true" => "Offer upgrades of kind feature (backports, other origins); false lists them as not offered.";
     "source.apt" "feed": "path" = none ex "\"/var/lib/patchd/debian-security-tracker.json\"" => "Debian security tracker data (the JSON of security-tracker.debian.org/tracker/data/json): CVEs fixed between the installed and the candidate version are added, with their urgency.";
     "source.apt" "changelogs": "string" = "\"download\"" ex "\"none\"" => "download: read CVE ids and urgencies from the changelog.Debian.gz of each candidate .deb, fetched with apt-get download from the configured archive (offline with a local mirror); none: do not.";
+    "source.apt" "conffiles": "string" = "\"keep\"" ex "\"package\"" => "Staging: the version of a configuration file the admin changed that an upgrade keeps: keep: the admin's (dpkg --force-confold, the package's as .dpkg-dist); package: the package's (--force-confnew, the admin's as .dpkg-old).";
     "source.apt.severity" "origin": "string" = none ex "\"label=Debian-Security\"" => "Origin pattern the package's candidate must come from.";
     "source.apt.severity" "package": "string" = none ex "\"openssl*\"" => "Glob over the package name.";
     "source.apt.severity" "urgency": "string" = none ex "\"high\"" => "The changelog's highest urgency since the installed version is at least this (low, medium, high, emergency, critical).";

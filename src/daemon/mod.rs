@@ -151,6 +151,7 @@ fn build_updates(
     cfg: &Config,
     paths: &Paths,
     slots: &[Arc<dyn SlotBackend>],
+    booted: Option<&SlotName>,
 ) -> Result<Option<Arc<dyn crate::engine::ports::Updates>>, DaemonError> {
     if cfg.source.kind == crate::sourceconf::SourceKind::Apt {
         let mut apt = cfg.source.apt.clone();
@@ -160,12 +161,22 @@ fn build_updates(
         {
             *p = paths.resolve(&*p);
         }
-        return Ok(Some(Arc::new(crate::source::AptUpdates::new(
+        let mut updates = crate::source::AptUpdates::new(
             apt,
             cfg.device.product.clone().unwrap_or_default(),
             cfg.device.channel.clone(),
             paths.cache_dir().join("apt"),
-        ))));
+        );
+        if let Some(b) = booted {
+            let snaps = crate::source::apt::layout::snapshots_for(cfg.slots.as_ref(), paths, b);
+            if let Some(s) = snaps {
+                updates = updates.with_snapshots(s);
+            }
+            if let Err(e) = updates.recover() {
+                tracing::error!(error = %e, "deleting the partial snapshot of an interrupted staging failed");
+            }
+        }
+        return Ok(Some(Arc::new(updates)));
     }
     Ok(build_repository(cfg, paths, slots)?
         .map(|u| Arc::new(u) as Arc<dyn crate::engine::ports::Updates>))
@@ -292,7 +303,7 @@ async fn start(
         what: state_dir.display().to_string(),
         source,
     })?;
-    let updates = build_updates(&cfg, paths, &slots)?;
+    let updates = build_updates(&cfg, paths, &slots, Some(&booted))?;
     let bundles = bundles::build_bundles(&cfg, paths, &slots, stage_options(&cfg));
     let mut audit = AuditLog::open(paths.resolve(&cfg.audit.path), cfg.audit.limits)?;
     // The head file is written after every append; a log longer than its head holds
@@ -621,7 +632,9 @@ mod tests {
              trusted_root = \"/etc/patchd/missing-root.json\"\n",
         )])
         .unwrap();
-        let e = build_updates(&cfg, &paths, &[]).err().expect("must refuse");
+        let e = build_updates(&cfg, &paths, &[], None)
+            .err()
+            .expect("must refuse");
         let msg = e.to_string();
         assert!(msg.contains("missing-root.json"), "{msg}");
         assert!(!paths.state_dir().join("tuf/root.json").exists());

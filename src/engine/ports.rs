@@ -160,6 +160,23 @@ pub trait Updates: Send + Sync {
         slot: &'a SlotName,
         progress: ProgressSink,
     ) -> BoxFuture<'a, Result<StageReport, PortError>>;
+
+    /// More fields for the `staged` audit record of what `stage` just wrote into
+    /// `slot` (an apt patch set: the package delta read back from the snapshot).
+    fn staged_fields(&self, _slot: &SlotName) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
+
+    /// Just before the boot backend makes the staged `slot` the next root: the source's
+    /// last work on it (an apt snapshot takes in the admin's `/etc` changes made on the
+    /// running root since it was taken). Its fields, when there are any, go to the audit
+    /// log as `etc_carried`; an error stops the switch (`switch_failed`).
+    fn before_switch<'a>(
+        &'a self,
+        _slot: &'a SlotName,
+    ) -> BoxFuture<'a, Result<Vec<(&'static str, serde_json::Value)>, PortError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Result of one health-check run.

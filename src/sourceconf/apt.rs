@@ -22,6 +22,29 @@ pub enum ChangelogSource {
     None,
 }
 
+/// Which version of a configuration file (conffile) an upgrade keeps when the admin
+/// changed it and the package ships a new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConffilePolicy {
+    /// The admin's (`dpkg --force-confold`); the package's lands next to it as
+    /// `.dpkg-dist`.
+    #[default]
+    Keep,
+    /// The package's (`dpkg --force-confnew`); the admin's is saved as `.dpkg-old`.
+    Package,
+}
+
+impl ConffilePolicy {
+    /// The dpkg option that says it.
+    pub fn dpkg_option(self) -> &'static str {
+        match self {
+            Self::Keep => "--force-confold",
+            Self::Package => "--force-confnew",
+        }
+    }
+}
+
 /// The `urgency=` of a Debian changelog entry, least urgent first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,6 +175,7 @@ pub struct RawApt {
     pub feed: Option<PathBuf>,
     pub changelogs: Option<ChangelogSource>,
     pub severity: Option<Vec<RawSeverityRule>>,
+    pub conffiles: Option<ConffilePolicy>,
 }
 
 /// `[source.apt]`, validated.
@@ -173,6 +197,8 @@ pub struct AptConfig {
     pub feed: Option<PathBuf>,
     pub changelogs: ChangelogSource,
     pub severity: Vec<SeverityRule>,
+    /// Staging: which conffile version an upgrade keeps.
+    pub conffiles: ConffilePolicy,
 }
 
 pub const DEFAULT_SECURITY_ORIGINS: [&str; 2] = ["label=Debian-Security", "suite=*-security"];
@@ -193,6 +219,7 @@ impl Default for AptConfig {
             feed: None,
             changelogs: ChangelogSource::Download,
             severity: Vec::new(),
+            conffiles: ConffilePolicy::Keep,
         })
     }
 }
@@ -262,6 +289,7 @@ impl AptConfig {
             feed: raw.feed,
             changelogs: raw.changelogs.unwrap_or_default(),
             severity,
+            conffiles: raw.conffiles.unwrap_or_default(),
         })
     }
 }

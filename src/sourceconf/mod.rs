@@ -12,7 +12,8 @@ mod pattern;
 use serde::{Deserialize, Serialize};
 
 pub use apt::{
-    AptConfig, ChangelogSource, OriginPattern, RawApt, RawSeverityRule, SeverityRule, Urgency,
+    AptConfig, ChangelogSource, ConffilePolicy, OriginPattern, RawApt, RawSeverityRule,
+    SeverityRule, Urgency,
 };
 pub use pattern::glob;
 

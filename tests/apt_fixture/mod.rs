@@ -64,6 +64,9 @@ pub struct World {
     pub root: PathBuf,
     pub key: PathBuf,
     gnupg: PathBuf,
+    /// More files of a package version: (name, version, path in the package, content);
+    /// `DEBIAN/…` are maintainer scripts, `etc/…` conffiles.
+    extras: std::cell::RefCell<Vec<(String, String, String, String)>>,
 }
 
 impl World {
@@ -78,6 +81,7 @@ impl World {
             root: root.to_path_buf(),
             key: top.join("archive-key.gpg"),
             gnupg,
+            extras: Default::default(),
         };
         run(w.gpg().args([
             "--passphrase",
@@ -103,6 +107,15 @@ impl World {
         }
         std::fs::write(root.join("var/lib/dpkg/available"), "").unwrap();
         w
+    }
+
+    /// Ship `content` at `path` in package `name` version `version` (built later by
+    /// [`World::archive`]): `DEBIAN/postinst` and the like are maintainer scripts, files
+    /// under `etc/` are conffiles.
+    pub fn add_file(&self, name: &str, version: &str, path: &str, content: &str) {
+        self.extras
+            .borrow_mut()
+            .push((name.into(), version.into(), path.into(), content.into()));
     }
 
     fn gpg(&self) -> Command {
@@ -184,6 +197,27 @@ impl World {
             ),
         )
         .unwrap();
+        let mut conffiles = String::new();
+        for (_, _, path, content) in self
+            .extras
+            .borrow()
+            .iter()
+            .filter(|(n, v, _, _)| n == name && v == version)
+        {
+            let p = build.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, content).unwrap();
+            if path.starts_with("DEBIAN/") || path.starts_with("etc/init.d/") {
+                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .unwrap();
+            }
+            if path.starts_with("etc/") {
+                conffiles.push_str(&format!("/{path}\n"));
+            }
+        }
+        if !conffiles.is_empty() {
+            std::fs::write(build.join("DEBIAN/conffiles"), conffiles).unwrap();
+        }
         let mut log = String::new();
         for (i, Entry(v, urgency, text)) in entries.iter().enumerate() {
             // Newest first, one day apart, ending 2026-11-28.

@@ -52,15 +52,16 @@ vm_kernel() {
   echo "$kdir"
 }
 
-# Initramfs: busybox + the modules needed to reach an ext4 root on virtio-blk.
+# Initramfs: busybox + the modules needed to reach an ext4 root on virtio-blk, plus the
+# modules named in $3 (e.g. btrfs for the apt guest).
 vm_build_initramfs() {
-  local kdir=$1 out=$2 tmp mods
+  local kdir=$1 out=$2 extra=${3:-} tmp mods
   tmp=$(mktemp -d)
   mkdir -p "$tmp/bin" "$tmp/modules"
   cp /bin/busybox "$tmp/bin/busybox"
   cp "$VM_DIR/guest/initramfs-init" "$tmp/init"
   mods=$(modprobe -d "$kdir" -S "$VM_KVER" --show-depends -a \
-    virtio_pci virtio_blk crc32c_generic ext4 virtio_net | awk '$1=="insmod"{print $2}' | awk '!s[$0]++') ||
+    virtio_pci virtio_blk crc32c_generic ext4 virtio_net $extra | awk '$1=="insmod"{print $2}' | awk '!s[$0]++') ||
     vm_die "module dependencies not resolved"
   : >"$tmp/modules/order"
   local m
@@ -168,9 +169,10 @@ vm_mkfs() {
 # right after it, at sector 1 — the defaults boot.img and diskboot.img carry.
 vm_build_grub() {
   local out=$1
+  # $2: more modules (btrfs for the apt guest's root filesystem).
   grub-mkimage -O i386-pc -o "$out.core" -p '(hd0,msdos1)/grub' \
     biosdisk part_msdos ext2 normal configfile linux loadenv test echo serial \
-    terminal sleep reboot halt gzio cat || vm_die "grub-mkimage failed"
+    terminal sleep reboot halt gzio cat ${2:-} || vm_die "grub-mkimage failed"
   local core_sectors=$(( ($(stat -c %s "$out.core") + SECTOR - 1) / SECTOR ))
   [ "$core_sectors" -lt "$((P1_START - 1))" ] || vm_die "core.img does not fit before the first partition"
   cp /usr/lib/grub/i386-pc/boot.img "$out.boot"
@@ -282,19 +284,22 @@ VM_SD_SUITE=${VM_SD_SUITE:-bookworm}
 VM_SD_MIRROR=${VM_SD_MIRROR:-http://deb.debian.org/debian}
 VM_SD_PACKAGES=systemd,systemd-sysv,dbus,polkitd,libpam-systemd,udev
 
-# vm_debootstrap: the cached base tree (keyed by suite and package list); prints its path.
+# vm_debootstrap [PREFIX PACKAGES [DEBOOTSTRAP_OPTION...]]: the cached base tree (keyed by
+# suite and package list) in $VM_CACHE/PREFIX-KEY; prints its path. Default: the systemd
+# guest's (no apt). The apt guest's is "dbs-apt" with apt (tests/vm/lib-apt.sh).
 vm_debootstrap() {
-  local key dir
-  key=$(echo "$VM_SD_SUITE $VM_SD_PACKAGES" | sha256sum | cut -c1-12)
-  dir=$VM_CACHE/debootstrap-$key
+  local prefix=${1:-debootstrap} pkgs=${2:-$VM_SD_PACKAGES} key dir
+  if [ $# -ge 2 ]; then shift 2; else set -- --exclude=apt; fi
+  key=$(echo "$VM_SD_SUITE $pkgs" | sha256sum | cut -c1-12)
+  dir=$VM_CACHE/$prefix-$key
   if [ ! -f "$dir/.done" ]; then
-    rm -rf "$dir" "$VM_CACHE"/debootstrap-*
-    vm_log "debootstrap $VM_SD_SUITE ($VM_SD_PACKAGES)"
+    rm -rf "$dir" "$VM_CACHE/$prefix"-*
+    vm_log "debootstrap $VM_SD_SUITE ($pkgs)"
     local t=$SECONDS
-    debootstrap --variant=minbase --include="$VM_SD_PACKAGES" --exclude=apt \
-      "$VM_SD_SUITE" "$dir/root" "$VM_SD_MIRROR" >"$VM_CACHE/debootstrap.log" 2>&1 ||
+    debootstrap --variant=minbase --include="$pkgs" "$@" \
+      "$VM_SD_SUITE" "$dir/root" "$VM_SD_MIRROR" >"$VM_CACHE/$prefix.log" 2>&1 ||
       { tail -n 20 "$VM_CACHE/debootstrap.log" >&2; tail -n 20 "$dir/root/debootstrap/debootstrap.log" >&2 2>/dev/null
-        vm_die "debootstrap failed (log: $VM_CACHE/debootstrap.log)"; }
+        vm_die "debootstrap failed (log: $VM_CACHE/$prefix.log)"; }
     # Lean: no documentation, manuals or translations, now or from later installs.
     cat >"$dir/root/etc/dpkg/dpkg.cfg.d/01-vm-nodoc" <<EOT
 path-exclude /usr/share/doc/*
@@ -660,3 +665,7 @@ vm_use_state() {
   rm -rf "$W/repo" "$W/keys"
   cp -a "$d/repo" "$d/keys" "$W/"
 }
+
+# The apt guest (Debian on btrfs subvolumes, the apt source): tests/vm/lib-apt.sh.
+# shellcheck source=lib-apt.sh
+. "$VM_DIR/lib-apt.sh"

@@ -331,11 +331,14 @@ impl Runner {
                 doc.last_error = None;
                 self.last_stage = Some(report);
                 self.stage_retry = None;
-                let fields = [
+                let mut fields = vec![
                     ("method", serde_json::Value::from(report.method.as_str())),
                     ("bytes_fetched", report.bytes_fetched.into()),
                     ("bytes_reused", report.bytes_reused.into()),
                 ];
+                if let Some(u) = &self.p.updates {
+                    fields.extend(u.staged_fields(&slot));
+                }
                 self.commit_with(doc, "staged", actor, None, &fields)?;
                 if switch_after {
                     self.switch(actor, true).await?;

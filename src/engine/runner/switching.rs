@@ -125,11 +125,23 @@ impl Runner {
                 .collect::<Vec<_>>(),
         )?;
         self.failpoint("switch.before_arm")?;
-        if let Err(e) = self
-            .p
-            .bootloader
-            .try_slot(&slot, self.p.settings.boot_attempts)
-        {
+        let prepared = match self.p.updates.clone() {
+            Some(u) => u.before_switch(&slot).await,
+            None => Ok(Vec::new()),
+        };
+        let armed = match prepared {
+            Ok(fields) => {
+                if !fields.is_empty() {
+                    self.audit_with("etc_carried", actor, None, None, None, &fields);
+                }
+                self.p
+                    .bootloader
+                    .try_slot(&slot, self.p.settings.boot_attempts)
+                    .map_err(EngineError::from)
+            }
+            Err(e) => Err(EngineError::Port(e)),
+        };
+        if let Err(e) = armed {
             let mut doc = self.doc.clone();
             doc.lifecycle = self.doc.lifecycle.switch_not_armed()?;
             doc.pending = None;

@@ -216,6 +216,46 @@ impl BtrfsSlots {
         Ok(dst)
     }
 
+    /// Delete slot `name`'s subvolume (if there) and record it empty: what an apt
+    /// snapshot that failed, or was cut off by a restart, leaves. Never the booted or
+    /// the rollback slot.
+    pub fn discard(&self, name: &SlotName) -> Result<(), SlotError> {
+        self.check_writable(name)?;
+        let store = StatusStore::new(&self.state_dir, name.clone());
+        if self.subvolume_path(name).exists() {
+            store.mark_incomplete("discarded")?;
+            subvol_delete(&self.root, name.as_str()).map_err(|e| SlotError::io(name, e))?;
+            fsutil::fsync_dir(&self.root).map_err(|e| SlotError::io(name, e))?;
+        }
+        store.save(&SlotStatus::empty(name.clone()))
+    }
+
+    /// Record a snapshot slot (see [`BtrfsSlots::snapshot_running`]) whose changes the
+    /// caller verified: `sha256` names what was verified (for a package upgrade, the
+    /// recorded package delta), so the slot may be tried.
+    pub fn snapshot_verified(
+        &self,
+        name: &SlotName,
+        version: &str,
+        sha256: &str,
+        size: u64,
+    ) -> Result<SlotStatus, SlotError> {
+        self.check_writable(name)?;
+        if !self.subvolume_path(name).is_dir() {
+            return Err(SlotError::refused(
+                name,
+                "its snapshot subvolume is missing",
+            ));
+        }
+        subvol::sync_fs(&self.subvolume_path(name)).map_err(|e| SlotError::io(name, e))?;
+        StatusStore::new(&self.state_dir, name.clone()).mark_verified(version, sha256, size)
+    }
+
+    /// The record of slot `name` (also for slots the set is not asked to stage).
+    pub fn record(&self, name: &SlotName) -> Result<SlotStatus, SlotError> {
+        StatusStore::new(&self.state_dir, name.clone()).load()
+    }
+
     /// Stage a tar archive into slot `name`.
     pub async fn stage_tar(
         &self,

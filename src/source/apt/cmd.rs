@@ -31,7 +31,7 @@ pub enum AptError {
 
 /// Options that would switch apt's signature checks off; set last on every call, so no
 /// configured option can win over them.
-const CHECKS_ON: [&str; 3] = [
+pub(super) const CHECKS_ON: [&str; 3] = [
     "Acquire::AllowInsecureRepositories=false",
     "Acquire::AllowDowngradeToInsecureRepositories=false",
     "APT::Get::AllowUnauthenticated=false",

@@ -6,17 +6,25 @@
 //! `discover` scans (`scan`), categorizes each package (`classify`: kind from the
 //! candidate's origin, CVEs and urgency from its changelog (`changelog`) and the tracker
 //! feed (`feed`), severity from the rules) and folds them into one release summary, so
-//! the switch decision, holds and windows apply unchanged. `stage` is where the next
-//! step plugs in: the patch set (exact package versions) of each offered release is kept
-//! here for it.
+//! the switch decision, holds and windows apply unchanged. `stage` upgrades exactly the
+//! offered patch set inside a writable btrfs snapshot of the running root (`stage`,
+//! chrooted through `jail`); `before_switch` carries the admin's `/etc` changes made
+//! since into the snapshot (`etcmerge`); `record` keeps what staging knows across
+//! restarts.
 
 mod changelog;
 mod classify;
 mod cmd;
 mod debversion;
+pub mod etcmerge;
 mod feed;
+mod jail;
+pub mod layout;
 mod parse;
+mod port;
+pub mod record;
 mod scan;
+mod stage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +33,7 @@ use tokio::sync::Mutex;
 
 pub use cmd::AptError;
 pub use scan::Scan;
+pub use stage::{Snapshots, StagingError};
 
 use crate::engine::ports::{Offered, PortError, ProgressSink, StageReport, Updates};
 use crate::fetch::BoxFuture;
@@ -53,6 +62,8 @@ pub struct AptUpdates {
     first_seen: Mutex<BTreeMap<String, jiff::civil::Date>>,
     /// Candidates' changelogs already read (also serializes scans).
     changelogs: Mutex<scan::Changelogs>,
+    /// Where patch sets are staged; `None`: staging is refused (no btrfs slots).
+    snapshots: Option<Snapshots>,
 }
 
 impl AptUpdates {
@@ -67,6 +78,34 @@ impl AptUpdates {
             offered: Mutex::new(BTreeMap::new()),
             first_seen: Mutex::new(BTreeMap::new()),
             changelogs: Mutex::new(BTreeMap::new()),
+            snapshots: None,
+        }
+    }
+
+    /// Stage patch sets as snapshots in `snaps` (the btrfs slot set of the running root).
+    pub fn with_snapshots(mut self, snaps: Snapshots) -> Self {
+        self.snapshots = Some(snaps);
+        self
+    }
+
+    /// Delete the snapshots stagings cut off by a power cut or a kill left behind (call
+    /// at start); the slots cleaned.
+    pub fn recover(&self) -> Result<Vec<SlotName>, StagingError> {
+        match &self.snapshots {
+            Some(s) => stage::recover(s),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The staged release record of `slot` (the package delta), if it holds a patch set.
+    pub fn staged_record(&self, slot: &SlotName) -> Option<record::StagedRecord> {
+        let s = self.snapshots.as_ref()?;
+        match record::Records::new(&s.state).staged(slot) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(slot = %slot, error = %e, "unreadable staged release record");
+                None
+            }
         }
     }
 
@@ -138,29 +177,27 @@ impl Updates for AptUpdates {
         Box::pin(self.discover_inner())
     }
 
-    /// Staging a patch set (a writable btrfs snapshot of the running root, the
-    /// upgrade of exactly `patch_set(version)` inside it) is the next step; until it
-    /// exists the port says so, and nothing on the system changes.
+    /// Stage the patch set `version` into `slot`: see the `stage` module.
     fn stage<'a>(
         &'a self,
         version: &'a semver::Version,
         slot: &'a SlotName,
-        _progress: ProgressSink,
+        progress: ProgressSink,
     ) -> BoxFuture<'a, Result<StageReport, PortError>> {
-        Box::pin(async move {
-            let what = format!("stage patch set {version} into {slot}");
-            if self.patch_set(version).await.is_none() {
-                return Err(PortError::new(
-                    &what,
-                    "patch set not offered by the last scan",
-                ));
-            }
-            Err(PortError::new(
-                &what,
-                "staging package patch sets (in a btrfs snapshot of the running root) is not \
-                 built yet; nothing was changed",
-            )
-            .with_cause("stage"))
-        })
+        Box::pin(self.stage_inner(version, slot, progress))
+    }
+
+    fn staged_fields(&self, slot: &SlotName) -> Vec<(&'static str, serde_json::Value)> {
+        self.staged_record(slot)
+            .and_then(|r| serde_json::to_value(&r.packages).ok())
+            .map(|v| vec![("packages", v)])
+            .unwrap_or_default()
+    }
+
+    fn before_switch<'a>(
+        &'a self,
+        slot: &'a SlotName,
+    ) -> BoxFuture<'a, Result<Vec<(&'static str, serde_json::Value)>, PortError>> {
+        Box::pin(self.carry_etc(slot))
     }
 }
