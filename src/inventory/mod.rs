@@ -97,6 +97,9 @@ pub struct EngineFacts {
     pub holds: Vec<Hold>,
     pub patches: Vec<PatchInfo>,
     pub audit_head: Option<AuditHead>,
+    /// Where app bundles live (`[components] apps_dir`, under the root); `None`: the
+    /// default `/var/lib/patchd/apps`.
+    pub apps_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,7 +251,13 @@ pub fn collect(
         bios_version: dmi("bios_version", &mut problems),
         compatibility: hardware_id::resolve(device.hardware.as_deref(), paths),
     };
-    let (components, component_problems) = crate::component::list_installed(paths);
+    let (components, component_problems) = crate::component::list_installed(
+        paths,
+        &engine
+            .apps_dir
+            .clone()
+            .unwrap_or_else(|| paths.resolve("/var/lib/patchd/apps")),
+    );
     problems.extend(component_problems);
     let slots = engine
         .slots

@@ -470,6 +470,8 @@ pub struct Harness {
     pub tags: Vec<String>,
     /// The fleet reboot lock (e.g. a `fleet::sim` twin); `None` by default.
     pub fleet: Option<crate::engine::ports::RebootSlots>,
+    /// The component installers (e.g. `component::SimInstaller`s); none by default.
+    pub installers: crate::component::Installers,
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
 }
@@ -495,6 +497,7 @@ impl Harness {
             },
             tags: vec![],
             fleet: None,
+            installers: crate::component::Installers::new(),
             #[cfg(feature = "failpoints")]
             failpoints: crate::failpoint::FailPoints::default(),
         }
@@ -538,6 +541,10 @@ impl Harness {
             },
             settings: self.settings.clone(),
             fleet: self.fleet.clone(),
+            components: crate::engine::ports::DeviceComponents::with(
+                self.installers.clone(),
+                &self.paths,
+            ),
             #[cfg(feature = "failpoints")]
             failpoints: self.failpoints.clone(),
         })

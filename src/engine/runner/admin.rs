@@ -213,6 +213,7 @@ impl Runner {
             holds: active_holds(&self.doc.holds, now).cloned().collect(),
             patches,
             audit_head: Some(self.audit_head()),
+            apps_dir: Some(self.p.components.apps_dir.clone()),
         };
         let inv = collect(&self.p.paths, &self.p.device_config, facts, now);
         serde_json::to_value(&inv).unwrap_or_else(
