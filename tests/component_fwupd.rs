@@ -449,7 +449,8 @@ async fn a_cabinet_from_the_repository_is_installed_by_fwupd_and_read_back() {
         ),
         ("1.2.5", components[0].sha256.as_str(), "1.1.0")
     );
-    let (inventory, problems) = patchd::component::list_installed(&paths);
+    let (inventory, problems) =
+        patchd::component::list_installed(&paths, &paths.resolve(patchd::component::APPS_DIR));
     assert!(problems.is_empty(), "{problems:?}");
     assert!(
         inventory.iter().any(|i| i.name == "webcam"

@@ -261,7 +261,8 @@ fn lifecycle(d: &Device, v1: &Path, v2: &Path, v3: &Path) {
     assert_eq!(merged_version(d, "tools").as_deref(), Some("2"));
     assert_eq!(installed(d, "tools").unwrap().copy.as_deref(), Some("b"));
     // The inventory reads it back too.
-    let (all, problems) = patchd::component::list_installed(&d.paths);
+    let (all, problems) =
+        patchd::component::list_installed(&d.paths, &d.paths.resolve(patchd::component::APPS_DIR));
     assert!(problems.is_empty(), "{problems:?}");
     assert!(
         all.iter().any(|c| c.name == "tools"

@@ -127,27 +127,5 @@ async fn list_and_status_show_component_plans() {
     assert_eq!(inv["components"][0]["copy"], "a", "{out}");
     assert_eq!(inv["components"][0]["origin"], "1.0.0", "{out}");
 
-    // Until the lifecycle installs components, such a release is refused at staging,
-    // said so, and nothing changes: never staged without them.
-    let (code, out, err) = patchctl(rig.addr(), &["install", "3.0.0"]).await;
-    assert_ne!(code, 0, "{out}{err}");
-    assert!(
-        format!("{out}{err}").contains("carries components (mcu, web)"),
-        "{out}{err}"
-    );
-    let (_, out, _) = patchctl(rig.addr(), &["status", "--json"]).await;
-    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        st["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("does not install components")),
-        "{out}"
-    );
-    assert_ne!(st["state"], "staged", "{out}");
-    assert_eq!(
-        std::fs::read_link(web.join("current")).unwrap(),
-        std::path::Path::new("a"),
-        "the app bundle was not touched"
-    );
     d.stop(Duration::from_secs(10));
 }

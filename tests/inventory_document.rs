@@ -39,6 +39,7 @@ fn engine() -> EngineFacts {
             SlotStatus::empty(b),
         ],
         booted: Some(a),
+        apps_dir: None,
         security_floor: Some(3),
         holds: vec![Hold {
             reason: "audit week".into(),

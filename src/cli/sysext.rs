@@ -150,7 +150,8 @@ pub fn run(args: &SysextArgs, paths: &Paths) -> anyhow::Result<Vec<String>> {
         SysextCmd::Status => {
             let merged = s.merged();
             let mut out = Vec::new();
-            let (all, problems) = crate::component::list_installed(paths);
+            let (all, problems) =
+                crate::component::list_installed(paths, &paths.resolve(crate::component::APPS_DIR));
             for ic in all.iter().filter(|c| c.method == ComponentMethod::Sysext) {
                 let prev = s.previous(&ic.name)?;
                 out.push(format!(

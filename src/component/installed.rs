@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use super::app_bundle::APPS_DIR;
 use super::firmware::{confirmed_in, FIRMWARE_DIR};
 use super::handler::{installed_in, HANDLER_DIR};
 use super::{AppBundles, ComponentError, Installed, Installer, Restarter};
@@ -43,8 +42,9 @@ fn names(dir: &Path, problems: &mut Vec<String>) -> Vec<String> {
     v
 }
 
-/// Every installed component, and what could not be read.
-pub fn list_installed(paths: &Paths) -> (Vec<InstalledComponent>, Vec<String>) {
+/// Every installed component, and what could not be read. `apps_dir`: the configured
+/// `[components] apps_dir`, already under the root.
+pub fn list_installed(paths: &Paths, apps_dir: &Path) -> (Vec<InstalledComponent>, Vec<String>) {
     let mut problems = Vec::new();
     let mut out = Vec::new();
     let mut push = |name: &str, method, r: Result<Option<Installed>, ComponentError>| match r {
@@ -56,11 +56,10 @@ pub fn list_installed(paths: &Paths) -> (Vec<InstalledComponent>, Vec<String>) {
         Ok(None) => {}
         Err(e) => problems.push(e.to_string()),
     };
-    let apps = AppBundles::new(paths, Restarter::default());
-    let apps_dir = paths.resolve(APPS_DIR);
+    let apps = AppBundles::at(apps_dir.to_path_buf(), Restarter::default());
     let handler_dir = paths.resolve(HANDLER_DIR);
     let mut found = Vec::new();
-    for n in names(&apps_dir, &mut found) {
+    for n in names(apps_dir, &mut found) {
         push(&n, ComponentMethod::AppBundle, apps.installed(&n));
     }
     for n in names(&handler_dir, &mut found) {

@@ -249,7 +249,8 @@ fn build_repository(
         cfg.device.channel.clone(),
         slots.to_vec(),
         stage_options(cfg),
-    );
+    )
+    .with_component_dir(crate::component::staged_dir(paths));
     Ok(Some(updates))
 }
 
@@ -335,7 +336,15 @@ async fn start(
         // The failure domain, so fleet-wide queries can group outcomes by it.
         group: Some(cfg.fleet.group.clone()),
     };
+    let components = crate::engine::ports::DeviceComponents {
+        apps_dir: paths.resolve(&cfg.components.apps_dir),
+        ..crate::engine::ports::DeviceComponents::with(
+            crate::component::installers_for(&cfg.components, paths),
+            paths,
+        )
+    };
     let parts = EngineParts {
+        components,
         paths: paths.clone(),
         clock: clock.clone(),
         bootloader,

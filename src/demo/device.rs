@@ -294,6 +294,7 @@ impl DemoDevice for DemoWorld {
         // The demo runs unprivileged: the drop-ins are trusted when owned by us.
         plan.trusted_uid = nix::unistd::getuid().as_raw();
         Ok(EngineParts {
+            components: crate::engine::ports::DeviceComponents::none(&self.paths),
             paths: self.paths.clone(),
             clock,
             bootloader: Arc::new(bl),

@@ -263,3 +263,36 @@ impl fmt::Debug for RebootSlots {
             .finish()
     }
 }
+
+/// The device's component installers and where their files live: built once by the
+/// daemon from `[components]` (`component::installers_for`), by the demo and tests from
+/// their twins. The engine drives them only through `component::apply` and its verdict
+/// functions, which see each method as an `Installer`.
+#[derive(Clone)]
+pub struct DeviceComponents {
+    pub installers: crate::component::Installers,
+    /// App bundles' directory (`[components] apps_dir`, under the root), for status and
+    /// the inventory.
+    pub apps_dir: std::path::PathBuf,
+    /// The component journal (`component::Journal::path`).
+    pub journal: std::path::PathBuf,
+    /// Staged payloads (`component::staged_dir`).
+    pub staged: std::path::PathBuf,
+}
+
+impl DeviceComponents {
+    /// No install method offered (a release with components then fails to stage).
+    pub fn none(paths: &crate::paths::Paths) -> Self {
+        Self::with(crate::component::Installers::new(), paths)
+    }
+
+    /// `installers`, with the default directories under `paths`' root.
+    pub fn with(installers: crate::component::Installers, paths: &crate::paths::Paths) -> Self {
+        Self {
+            installers,
+            apps_dir: paths.resolve("/var/lib/patchd/apps"),
+            journal: crate::component::Journal::path(paths),
+            staged: crate::component::staged_dir(paths),
+        }
+    }
+}

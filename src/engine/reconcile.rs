@@ -252,6 +252,8 @@ impl Runner {
         };
         let c = super::runner::cause("boot");
         self.commit_with(doc, "rolled_back", &Actor::Policy, Some(reason), &[c])?;
+        let rb = self.roll_back_components();
+        tracing::info!("{rb}");
         self.undo_slot(bad, &back_to)?;
         self.clear_pending()
     }

@@ -111,6 +111,9 @@ pub struct EngineFacts {
     pub audit_head: Option<AuditHead>,
     /// The installed packages, when the source of releases is the system's apt.
     pub installed_packages: Option<Vec<InstalledPackage>>,
+    /// Where app bundles live (`[components] apps_dir`, under the root); `None`: the
+    /// default `/var/lib/patchd/apps`.
+    pub apps_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,7 +269,13 @@ pub fn collect(
         bios_version: dmi("bios_version", &mut problems),
         compatibility: hardware_id::resolve(device.hardware.as_deref(), paths),
     };
-    let (components, component_problems) = crate::component::list_installed(paths);
+    let (components, component_problems) = crate::component::list_installed(
+        paths,
+        &engine
+            .apps_dir
+            .clone()
+            .unwrap_or_else(|| paths.resolve("/var/lib/patchd/apps")),
+    );
     problems.extend(component_problems);
     let slots = engine
         .slots

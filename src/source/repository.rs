@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sha2::Digest;
 use tokio::sync::Mutex;
 
 use crate::engine::ports::{Offered, PortError, Progress, ProgressSink, StageReport, Updates};
@@ -39,6 +40,9 @@ pub struct RepoUpdates {
     manifests: Mutex<BTreeMap<semver::Version, VerifiedManifest>>,
     /// The manifest's target path of each release the last discovery listed.
     listed: Mutex<BTreeMap<semver::Version, String>>,
+    /// Where component payloads are staged (`component::staged_dir`); `None`: this
+    /// source stages no components (a release with some then fails at the engine).
+    component_dir: Option<std::path::PathBuf>,
 }
 
 impl RepoUpdates {
@@ -64,7 +68,14 @@ impl RepoUpdates {
             opts,
             manifests: Mutex::new(BTreeMap::new()),
             listed: Mutex::new(BTreeMap::new()),
+            component_dir: None,
         }
+    }
+
+    /// Stage release components' payloads into `dir` (`component::staged_dir`).
+    pub fn with_component_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.component_dir = Some(dir);
+        self
     }
 
     /// Whether this source holds the files of release `version` (its manifest and every
@@ -196,6 +207,77 @@ impl RepoUpdates {
         slot: &SlotName,
         progress: ProgressSink,
     ) -> Result<StageReport, PortError> {
+        let report = self.stage_image(version, slot, progress).await?;
+        self.stage_components(version).await?;
+        Ok(report)
+    }
+
+    /// Fetch every component payload of `version`, verify it against its TUF target
+    /// and the manifest, and keep it under the staging directory for the switch.
+    async fn stage_components(&self, version: &semver::Version) -> Result<(), PortError> {
+        let Some(dir) = &self.component_dir else {
+            return Ok(());
+        };
+        let what = format!("stage components of {version}");
+        let vm = self
+            .manifests
+            .lock()
+            .await
+            .get(version)
+            .cloned()
+            .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
+        let release = version.to_string();
+        crate::component::prune_staged(dir, Some(&release));
+        for c in &vm.manifest().components {
+            let what = format!("{what}: component {}", c.name);
+            if crate::component::staged_payload(dir, &release, c).is_ok() {
+                continue;
+            }
+            let target = {
+                let mut client = self.client.lock().await;
+                client
+                    .target(self.metadata.as_ref(), &c.target)
+                    .await
+                    .map_err(|e| PortError::new(&what, e))?
+            };
+            let sha = target
+                .sha256()
+                .ok_or_else(|| PortError::new(&what, "target has no sha256"))?
+                .to_string();
+            let bytes = crate::fetch::fetch_all(
+                self.targets.as_ref(),
+                &target.remote_path(),
+                target.length(),
+            )
+            .await
+            .map_err(|e| PortError::new(&what, e).with_cause("download"))?;
+            let got: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if bytes.len() as u64 != target.length() || !got.eq_ignore_ascii_case(&sha) {
+                return Err(PortError::new(
+                    &what,
+                    format!(
+                        "{} bytes with sha256 {got}, the target signs {} bytes with sha256 {sha}",
+                        bytes.len(),
+                        target.length()
+                    ),
+                )
+                .with_cause("verify"));
+            }
+            crate::component::store_payload(dir, &release, c, &bytes)
+                .map_err(|e| PortError::new(&what, e).with_cause("verify"))?;
+        }
+        Ok(())
+    }
+
+    async fn stage_image(
+        &self,
+        version: &semver::Version,
+        slot: &SlotName,
+        progress: ProgressSink,
+    ) -> Result<StageReport, PortError> {
         let what = format!("stage {version} into slot {slot}");
         let vm = self
             .manifests
@@ -205,19 +287,6 @@ impl RepoUpdates {
             .cloned()
             .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
         let m = vm.manifest();
-        if !m.components.is_empty() {
-            // Staged without its components, the release would be reported as installed
-            // while they were not: refused until the lifecycle installs components.
-            let names: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
-            return Err(PortError::new(
-                &what,
-                format!(
-                    "the release carries components ({}); this build of patchd does not \
-                     install components during an update yet; nothing was changed",
-                    names.join(", ")
-                ),
-            ));
-        }
         let backend = self
             .slots
             .get(slot)

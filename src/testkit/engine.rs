@@ -26,6 +26,8 @@ use crate::slot::{Slot, SlotError, SlotState, SlotStatus};
 
 #[derive(Debug)]
 struct Dev {
+    /// sha256 every staged image gets (`set_same_image`); `None`: unknown.
+    image_sha: Option<String>,
     booted: SlotName,
     primary: SlotName,
     trial: Option<(SlotName, u32)>,
@@ -115,6 +117,7 @@ impl MemDevice {
         slots.insert(b.clone(), SlotStatus::empty(b.clone()));
         Self {
             dev: Arc::new(Mutex::new(Dev {
+                image_sha: None,
                 booted: a.clone(),
                 primary: a.clone(),
                 trial: None,
@@ -148,6 +151,18 @@ impl MemDevice {
         self.lock().releases = c;
     }
     /// Checks fail with `error` while it is set.
+    /// Every release carries the OS image the device runs now (a release of components
+    /// only): the booted slot and every staged one show the same sha256.
+    pub fn set_same_image(&self) {
+        let mut d = self.lock();
+        let sha = "5a".repeat(32);
+        let booted = d.booted.clone();
+        if let Some(s) = d.slots.get_mut(&booted) {
+            s.sha256 = Some(sha.clone());
+        }
+        d.image_sha = Some(sha);
+    }
+
     pub fn set_check_fails(&self, error: Option<&str>) {
         self.lock().check_fails = error.map(str::to_owned);
     }
@@ -404,11 +419,13 @@ impl Updates for MemUpdates {
                 ));
             };
             d.verified.insert(slot.clone());
+            let image_sha = d.image_sha.clone();
             let st = d
                 .slots
                 .entry(slot.clone())
                 .or_insert_with(|| SlotStatus::empty(slot.clone()));
             st.state = SlotState::Verified;
+            st.sha256 = image_sha;
             let size = c.facts.summary.size;
             st.version = Some(c.version().to_string());
             st.size = Some(size);
@@ -470,6 +487,8 @@ pub struct Harness {
     pub tags: Vec<String>,
     /// The fleet reboot lock (e.g. a `fleet::sim` twin); `None` by default.
     pub fleet: Option<crate::engine::ports::RebootSlots>,
+    /// The component installers (e.g. `component::SimInstaller`s); none by default.
+    pub installers: crate::component::Installers,
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
 }
@@ -495,6 +514,7 @@ impl Harness {
             },
             tags: vec![],
             fleet: None,
+            installers: crate::component::Installers::new(),
             #[cfg(feature = "failpoints")]
             failpoints: crate::failpoint::FailPoints::default(),
         }
@@ -538,6 +558,10 @@ impl Harness {
             },
             settings: self.settings.clone(),
             fleet: self.fleet.clone(),
+            components: crate::engine::ports::DeviceComponents::with(
+                self.installers.clone(),
+                &self.paths,
+            ),
             #[cfg(feature = "failpoints")]
             failpoints: self.failpoints.clone(),
         })

@@ -215,6 +215,7 @@ impl Runner {
             patches,
             audit_head: Some(self.audit_head()),
             installed_packages: self.p.updates.as_ref().and_then(|u| u.installed_packages()),
+            apps_dir: Some(self.p.components.apps_dir.clone()),
         };
         let inv = collect(&self.p.paths, &self.p.device_config, facts, now);
         serde_json::to_value(&inv).unwrap_or_else(

@@ -13,6 +13,7 @@ mod admin;
 mod bundle;
 mod checking;
 mod commands;
+mod components;
 mod fleet;
 mod jobs;
 mod record;
@@ -109,6 +110,8 @@ pub struct EngineParts {
     pub settings: EngineSettings,
     /// The fleet reboot lock (`[fleet] lock`); `None`: reboots are not coordinated.
     pub fleet: Option<super::ports::RebootSlots>,
+    /// The device's component installers (`[components]`).
+    pub components: super::ports::DeviceComponents,
     /// Crash-test hook (cargo feature `failpoints` only).
     #[cfg(feature = "failpoints")]
     pub failpoints: crate::failpoint::FailPoints,
@@ -353,6 +356,7 @@ pub async fn start(parts: EngineParts) -> Result<(EngineHandle, JoinHandle<RunEx
         stale_audited: None,
         stage_waiting: Vec::new(),
     };
+    r.reconcile_components();
     let followup = match r.reconcile().await {
         Ok(f) => f,
         Err(StepError::Err(e)) => return Err(e),
@@ -591,7 +595,8 @@ impl Runner {
         let mut available = self.context(running.as_ref()).categorize(&self.candidates);
         // Component plans compare with what the system shows installed now.
         if self.candidates.iter().any(|c| !c.components.is_empty()) {
-            let (installed, _) = crate::component::list_installed(&self.p.paths);
+            let (installed, _) =
+                crate::component::list_installed(&self.p.paths, &self.p.components.apps_dir);
             for a in &mut available {
                 if let Some(c) = self.offered(&a.version) {
                     a.components = crate::component::plan_lines(&c.components, &installed);

@@ -312,7 +312,7 @@ impl Runner {
                 .status()
                 .map_err(|e| PortError::new(format!("slot {slot}"), e))?;
             if st.state == SlotState::Verified && st.version.as_deref() == Some(version) {
-                Ok(report)
+                self.components_stageable(version).map(|()| report)
             } else {
                 Err(PortError::new(
                     format!("slot {slot}"),

@@ -103,6 +103,15 @@ impl Runner {
             self.commit(doc, "staged_slot_invalid", actor, Some(&why))?;
             return Ok(());
         }
+        match self.install_components(actor, &release, &slot).await? {
+            components::Installed::Failed => return Ok(()),
+            components::Installed::Applied {
+                needs_reboot: false,
+            } if self.same_image(&slot, &booted) => {
+                return self.finish_without_reboot(actor, &release, &booted).await
+            }
+            _ => {}
+        }
         let reason = format!("switch to {} in slot {slot}", release.version);
         let mut doc = self.doc.clone();
         doc.lifecycle = self.doc.lifecycle.begin_switch(booted)?;
@@ -142,6 +151,9 @@ impl Runner {
             Err(e) => Err(EngineError::Port(e)),
         };
         if let Err(e) = armed {
+            // The OS slot does not switch: neither do the components installed for it.
+            let rb = self.roll_back_components();
+            tracing::warn!(release = %release.version, "{rb}");
             let mut doc = self.doc.clone();
             doc.lifecycle = self.doc.lifecycle.switch_not_armed()?;
             doc.pending = None;

@@ -96,6 +96,8 @@ impl Runner {
         if let Some(s) = self.slot(&slot) {
             s.set_state(SlotState::Good)?;
         }
+        // The one verdict covers the components installed with the release.
+        self.commit_components();
         self.failpoint("commit.after_mark_good")?;
         let now = self.p.clock.now();
         let probation_until = self
@@ -152,6 +154,8 @@ impl Runner {
         }
         self.commit_with(doc, "rolled_back", actor, Some(reason), &[cause(cause_)])?;
         self.failpoint("rollback.before_mark_bad")?;
+        let rb = self.roll_back_components();
+        tracing::info!(release = %release.version, "{rb}");
         self.undo_slot(&bad_slot, &back_to)?;
         self.failpoint("rollback.after_mark_bad")?;
         self.reboot(&format!(

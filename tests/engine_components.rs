@@ -1,0 +1,277 @@
+//! A release's components in the engine's lifecycle, against the in-memory device and
+//! simulated installers: installed after the switch decision and before the OS slot is
+//! armed, one audit record per step, a failure stopping the release before the OS
+//! switch, a components-only release judged by the health checks without a reboot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use patchd::audit::{Filter, Record};
+use patchd::component::{Installer, Installers, Journal, SimInstaller};
+use patchd::engine::{Actor, EngineHandle, RunExit, StateKind, StatusSnapshot};
+use patchd::manifest::{Component, ComponentMethod};
+use patchd::policy::{Kind, Severity};
+use patchd::testkit::engine::{release, Harness};
+use sha2::Digest;
+use tokio::task::JoinHandle;
+
+const WED_NOON: &str = "2026-11-25T12:00:00Z";
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+async fn wait_state(h: &EngineHandle, k: StateKind) -> StatusSnapshot {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        h.wait_for(|s| s.state == k && s.busy.is_none()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {k}; status: {:#?}", h.status()))
+    .expect("engine stopped")
+}
+
+async fn exit(task: JoinHandle<RunExit>) -> RunExit {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("engine did not stop")
+        .expect("engine task panicked")
+}
+
+async fn records(h: &EngineHandle) -> Vec<Record> {
+    h.history(Filter::default()).await.unwrap()
+}
+
+fn events(rs: &[Record]) -> Vec<String> {
+    rs.iter()
+        .map(|r| match r.extra.get("component") {
+            Some(c) => format!("{}:{}", r.event, c.as_str().unwrap_or("")),
+            None => r.event.clone(),
+        })
+        .collect()
+}
+
+fn pos(ev: &[String], e: &str) -> usize {
+    ev.iter()
+        .position(|x| x == e)
+        .unwrap_or_else(|| panic!("no {e} record in {ev:?}"))
+}
+
+/// A component of release `release` whose payload is staged as staging would leave it.
+fn component(hx: &Harness, release: &str, name: &str, method: &str, reboot: bool) -> Component {
+    let payload = format!("{name} payload of {release}").into_bytes();
+    let sha: String = sha2::Sha256::digest(&payload)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let order = if method == "app-bundle" { 1 } else { 2 };
+    let c: Component = serde_json::from_value(serde_json::json!({
+        "name": name, "version": format!("{release}-{name}"), "method": method,
+        "target": format!("components/{name}"), "sha256": sha, "size": payload.len(),
+        "needs_reboot": reboot, "order": order,
+        "rollback": if method == "app-bundle" { "ab" } else { "reinstall_previous" },
+    }))
+    .unwrap();
+    let dir = patchd::component::staged_dir(&hx.paths);
+    patchd::component::store_payload(&dir, release, &c, &payload).unwrap();
+    c
+}
+
+struct Sims {
+    apps: Arc<SimInstaller>,
+    handlers: Arc<SimInstaller>,
+}
+
+fn sims(hx: &mut Harness) -> Sims {
+    let s = Sims {
+        apps: Arc::new(SimInstaller::new()),
+        handlers: Arc::new(SimInstaller::new()),
+    };
+    s.apps.preinstall("web", "1.0.0-web", "00");
+    hx.installers = Installers::new()
+        .with(ComponentMethod::AppBundle, s.apps.clone())
+        .with(ComponentMethod::Handler, s.handlers.clone());
+    s
+}
+
+fn version_of(i: &SimInstaller, name: &str) -> Option<String> {
+    i.installed(name).unwrap().map(|x| x.version)
+}
+
+#[tokio::test]
+async fn components_install_before_the_os_switch_and_commit_with_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![
+        component(&hx, "2.0.0", "mcu", "handler", true),
+        component(&hx, "2.0.0", "web", "app-bundle", false),
+    ];
+    hx.dev.publish(r);
+
+    let (h, task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    assert!(matches!(exit(task).await, RunExit::Rebooting { .. }));
+    // In install order (web first), all staged before any switches.
+    assert_eq!(s.apps.log(), ["stage:web", "switch:web"]);
+    assert_eq!(s.handlers.log(), ["stage:mcu", "switch:mcu"]);
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
+    assert_eq!(hx.dev.tries_left("b"), Some(1), "the OS slot is armed once");
+
+    hx.dev.power_cycle();
+    let (h, _task) = hx.start().await.unwrap();
+    wait_state(&h, StateKind::Committed).await;
+    let ev = events(&records(&h).await);
+    let staged_web = pos(&ev, "component_staged:web");
+    let staged_mcu = pos(&ev, "component_staged:mcu");
+    let switched_web = pos(&ev, "component_switched:web");
+    let switched_mcu = pos(&ev, "component_switched:mcu");
+    let switching = pos(&ev, "switching");
+    assert!(staged_web < staged_mcu && staged_mcu < switched_web && switched_web < switched_mcu);
+    assert!(
+        switched_mcu < switching,
+        "components switch before the OS: {ev:?}"
+    );
+    let committed = pos(&ev, "committed");
+    assert!(pos(&ev, "component_committed:web") < committed);
+    assert!(pos(&ev, "component_committed:mcu") < committed);
+    assert!(
+        !Journal::path(&hx.paths).exists(),
+        "journal left after commit"
+    );
+    assert!(h.verify_audit().await.unwrap().is_intact());
+}
+
+#[tokio::test]
+async fn a_failing_component_stops_the_release_before_the_os_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    s.handlers.fail("switch", "mcu");
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![
+        component(&hx, "2.0.0", "web", "app-bundle", false),
+        component(&hx, "2.0.0", "mcu", "handler", true),
+    ];
+    hx.dev.publish(r);
+
+    let (h, _task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    let st = wait_state(&h, StateKind::Failed).await;
+    let err = st.last_error.unwrap_or_default();
+    assert!(
+        err.contains("mcu") && err.contains("simulated switch failure"),
+        "{err}"
+    );
+    assert!(
+        hx.dev.reboot_requests().is_empty(),
+        "rebooted after a failure"
+    );
+    assert_eq!(hx.dev.primary().as_str(), "a", "the OS slot switched");
+    assert_eq!(hx.dev.tries_left("b"), None);
+    // The app switched first, then was rolled back to what it was.
+    assert_eq!(s.apps.log(), ["stage:web", "switch:web", "roll_back:web"]);
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.0.0-web"));
+    let rs = records(&h).await;
+    let ev = events(&rs);
+    assert!(pos(&ev, "component_failed:mcu") < pos(&ev, "component_rolled_back:web"));
+    assert!(!ev.iter().any(|e| e == "switching"), "{ev:?}");
+    let failed = rs.iter().find(|r| r.event == "switch_failed").unwrap();
+    assert_eq!(failed.release.as_deref(), Some("2.0.0"));
+    assert_eq!(failed.extra.get("cause"), Some(&"component".into()));
+    assert!(st.blocked.iter().any(|b| b.version == "2.0.0"));
+}
+
+#[tokio::test]
+async fn a_components_only_release_commits_after_health_without_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    hx.dev.set_same_image();
+    let mut r = release("1.1.0", 1, Kind::Security, Severity::High);
+    r.components = vec![component(&hx, "1.1.0", "web", "app-bundle", false)];
+    hx.dev.publish(r);
+
+    let (h, _task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    let st = wait_state(&h, StateKind::Committed).await;
+    assert!(hx.dev.reboot_requests().is_empty(), "rebooted");
+    assert_eq!(hx.dev.primary().as_str(), "a");
+    assert_eq!(st.current_version.as_deref(), Some("1.1.0"));
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.1.0-web"));
+    let ev = events(&records(&h).await);
+    assert!(pos(&ev, "component_switched:web") < pos(&ev, "component_committed:web"));
+    assert!(pos(&ev, "component_committed:web") < pos(&ev, "committed"));
+    assert!(
+        !ev.iter().any(|e| e == "switching" || e == "reboot"),
+        "{ev:?}"
+    );
+    assert!(!Journal::path(&hx.paths).exists());
+}
+
+#[tokio::test]
+async fn a_components_only_release_failing_health_is_rolled_back_without_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    hx.dev.set_same_image();
+    // The device keeps running its 1.0.0 OS: the checks fail there after the app switch.
+    hx.dev.set_unhealthy("1.0.0");
+    let mut r = release("1.1.0", 1, Kind::Security, Severity::High);
+    r.components = vec![component(&hx, "1.1.0", "web", "app-bundle", false)];
+    hx.dev.publish(r);
+
+    let (h, _task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    let st = wait_state(&h, StateKind::Failed).await;
+    let err = st.last_error.unwrap_or_default();
+    assert!(
+        err.contains("health checks failed") && err.contains("web"),
+        "{err}"
+    );
+    assert!(hx.dev.reboot_requests().is_empty());
+    assert_eq!(s.apps.log(), ["stage:web", "switch:web", "roll_back:web"]);
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.0.0-web"));
+    let ev = events(&records(&h).await);
+    assert!(pos(&ev, "component_rolled_back:web") < pos(&ev, "switch_failed"));
+    assert!(!Journal::path(&hx.paths).exists());
+}
+
+#[tokio::test]
+async fn a_release_whose_components_this_device_cannot_install_fails_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    // No installers at all: nothing offers `handler` here.
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![component(&hx, "2.0.0", "mcu", "handler", true)];
+    hx.dev.publish(r);
+
+    let (h, _task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    let rs = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let rs = records(&h).await;
+            if rs.iter().any(|r| r.event == "staging_failed") {
+                break rs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no staging_failed record");
+    let failed = rs.iter().find(|r| r.event == "staging_failed").unwrap();
+    assert!(
+        failed.reason.contains("not configured"),
+        "{}",
+        failed.reason
+    );
+    assert_eq!(failed.extra.get("cause"), Some(&"component".into()));
+    let st = h.status();
+    assert!(
+        st.last_error.unwrap_or_default().contains("mcu"),
+        "status does not say why"
+    );
+    assert!(hx.dev.reboot_requests().is_empty());
+}
