@@ -275,3 +275,36 @@ async fn a_release_whose_components_this_device_cannot_install_fails_staging() {
     );
     assert!(hx.dev.reboot_requests().is_empty());
 }
+
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn a_power_cut_between_component_switches_is_rolled_back_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![
+        component(&hx, "2.0.0", "web", "app-bundle", false),
+        component(&hx, "2.0.0", "mcu", "handler", true),
+    ];
+    hx.dev.publish(r);
+    // Power goes as the second component (mcu) starts to switch: web is switched.
+    hx.failpoints.arm("component_switching", 1);
+    let (h, task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    assert!(matches!(exit(task).await, RunExit::PowerCut { .. }));
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
+    assert!(Journal::path(&hx.paths).exists());
+
+    hx.failpoints.disarm();
+    let (h, _task) = hx.start().await.unwrap();
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.0.0-web"));
+    assert_eq!(version_of(&s.handlers, "mcu"), None);
+    assert!(!Journal::path(&hx.paths).exists(), "journal left");
+    let rs = records(&h).await;
+    let ev = events(&rs);
+    let rec = pos(&ev, "components_reconciled");
+    assert!(pos(&ev, "component_reconciled:web") < rec, "{ev:?}");
+    assert!(rs[rec].reason.contains("web"), "{}", rs[rec].reason);
+    assert_eq!(hx.dev.tries_left("b"), None, "the OS slot was armed");
+}
