@@ -123,7 +123,14 @@ async fn components_install_before_the_os_switch_and_commit_with_the_release() {
     hx.dev.power_cycle();
     let (h, _task) = hx.start().await.unwrap();
     wait_state(&h, StateKind::Committed).await;
-    let ev = events(&records(&h).await);
+    let rs = records(&h).await;
+    let staged = rs.iter().find(|r| r.event == "staged").unwrap();
+    assert_eq!(
+        staged.extra.get("components"),
+        Some(&serde_json::json!(["mcu 2.0.0-mcu", "web 2.0.0-web"])),
+        "{staged:?}"
+    );
+    let ev = events(&rs);
     let staged_web = pos(&ev, "component_staged:web");
     let staged_mcu = pos(&ev, "component_staged:mcu");
     let switched_web = pos(&ev, "component_switched:web");

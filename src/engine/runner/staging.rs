@@ -339,6 +339,7 @@ impl Runner {
                 if let Some(u) = &self.p.updates {
                     fields.extend(u.staged_fields(&slot));
                 }
+                fields.extend(self.staged_components(version));
                 self.commit_with(doc, "staged", actor, None, &fields)?;
                 if switch_after {
                     self.switch(actor, true).await?;
