@@ -31,13 +31,13 @@ fn run_patchpub(dev: &Device, args: &[String]) {
     );
 }
 
-/// A device whose handler for `mcu` is a root-owned 0755 script exiting `exit`, with
-/// web 1.2 installed in copy a, and release 3.0.0 (the running OS image, web 1.3, mcu 8)
-/// published.
+/// A device (app bundles in a configured `/srv/apps`) whose handler for `mcu` is a
+/// root-owned 0755 script exiting `exit`, with web 1.2 installed in copy a, and release
+/// 3.0.0 (the running OS image, web 1.3, mcu 8) published.
 fn device(rig: &Rig, exit: i32) -> (Device, PathBuf) {
     let handler_log = rig.top.path().join("handler.log");
     let dev = rig.device(&DeviceSpec {
-        extra: "[components]\nrestart_command = [\"/bin/true\"]\n\
+        extra: "[components]\napps_dir = \"/srv/apps\"\nrestart_command = [\"/bin/true\"]\n\
                 [[components.handler]]\ncomponent = \"mcu\"\npath = \"/etc/patchd/handlers/mcu\"\n"
             .into(),
         ..DeviceSpec::default()
@@ -58,7 +58,7 @@ fn device(rig: &Rig, exit: i32) -> (Device, PathBuf) {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let web = dev.paths.resolve("/var/lib/patchd/apps/web");
+    let web = dev.paths.resolve("/srv/apps/web");
     std::fs::create_dir_all(web.join("a")).unwrap();
     std::fs::write(
         web.join("a.json"),
@@ -127,7 +127,7 @@ fn audit(dev: &Device) -> (Vec<String>, Vec<String>) {
 }
 
 fn current(dev: &Device) -> String {
-    let link = dev.paths.resolve("/var/lib/patchd/apps/web/current");
+    let link = dev.paths.resolve("/srv/apps/web/current");
     std::fs::read_link(&link)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|e| format!("{}: {e}", Path::new(&link).display()))

@@ -123,7 +123,14 @@ async fn components_install_before_the_os_switch_and_commit_with_the_release() {
     hx.dev.power_cycle();
     let (h, _task) = hx.start().await.unwrap();
     wait_state(&h, StateKind::Committed).await;
-    let ev = events(&records(&h).await);
+    let rs = records(&h).await;
+    let staged = rs.iter().find(|r| r.event == "staged").unwrap();
+    assert_eq!(
+        staged.extra.get("components"),
+        Some(&serde_json::json!(["mcu 2.0.0-mcu", "web 2.0.0-web"])),
+        "{staged:?}"
+    );
+    let ev = events(&rs);
     let staged_web = pos(&ev, "component_staged:web");
     let staged_mcu = pos(&ev, "component_staged:mcu");
     let switched_web = pos(&ev, "component_switched:web");
@@ -274,4 +281,76 @@ async fn a_release_whose_components_this_device_cannot_install_fails_staging() {
         "status does not say why"
     );
     assert!(hx.dev.reboot_requests().is_empty());
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn a_power_cut_between_component_switches_is_rolled_back_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![
+        component(&hx, "2.0.0", "web", "app-bundle", false),
+        component(&hx, "2.0.0", "mcu", "handler", true),
+    ];
+    hx.dev.publish(r);
+    // Power goes as the second component (mcu) starts to switch: web is switched.
+    hx.failpoints.arm("component_switching", 1);
+    let (h, task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    assert!(matches!(exit(task).await, RunExit::PowerCut { .. }));
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
+    assert!(Journal::path(&hx.paths).exists());
+
+    hx.failpoints.disarm();
+    let (h, _task) = hx.start().await.unwrap();
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.0.0-web"));
+    assert_eq!(version_of(&s.handlers, "mcu"), None);
+    assert!(!Journal::path(&hx.paths).exists(), "journal left");
+    let rs = records(&h).await;
+    let ev = events(&rs);
+    let rec = pos(&ev, "components_reconciled");
+    assert!(pos(&ev, "component_reconciled:web") < rec, "{ev:?}");
+    assert!(rs[rec].reason.contains("web"), "{}", rs[rec].reason);
+    assert_eq!(hx.dev.tries_left("b"), None, "the OS slot was armed");
+}
+
+#[tokio::test]
+async fn failed_health_after_the_reboot_rolls_the_components_back_with_the_os() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![
+        component(&hx, "2.0.0", "web", "app-bundle", false),
+        component(&hx, "2.0.0", "mcu", "handler", true),
+    ];
+    hx.dev.publish(r);
+    hx.dev.set_unhealthy("2.0.0");
+
+    let (h, task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    assert!(matches!(exit(task).await, RunExit::Rebooting { .. }));
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
+    hx.dev.power_cycle();
+    let (h, task) = hx.start().await.unwrap();
+    match exit(task).await {
+        RunExit::Rebooting { reason } => assert!(reason.contains("roll back"), "{reason}"),
+        other => panic!("expected the rollback reboot, got {other:?}"),
+    }
+    // Reverse order: mcu (switched last) first, then web.
+    assert_eq!(
+        s.handlers.log(),
+        ["stage:mcu", "switch:mcu", "roll_back:mcu"]
+    );
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.0.0-web"));
+    assert_eq!(version_of(&s.handlers, "mcu"), None);
+    drop(h);
+    let log = patchd::audit::AuditLog::open(hx.audit_path(), Default::default()).unwrap();
+    let ev = events(&log.query(&Filter::default()).unwrap());
+    let rolled_back = pos(&ev, "rolled_back");
+    assert!(rolled_back < pos(&ev, "component_rolled_back:mcu"));
+    assert!(pos(&ev, "component_rolled_back:mcu") < pos(&ev, "component_rolled_back:web"));
+    assert!(!Journal::path(&hx.paths).exists());
 }

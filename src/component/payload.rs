@@ -102,3 +102,42 @@ pub fn prune_staged(dir: &Path, keep: Option<&str>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(payload: &[u8]) -> Component {
+        let sha: String = hex(&Sha256::digest(payload));
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "version": "1.3", "method": "app-bundle", "target": "t",
+            "sha256": sha, "size": payload.len(), "rollback": "ab"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_staged_payload_changed_after_staging_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = component(b"web 1.3");
+        let p = store_payload(dir.path(), "3.0.0", &c, b"web 1.3").unwrap();
+        assert_eq!(staged_payload(dir.path(), "3.0.0", &c).unwrap(), p);
+        std::fs::write(&p, b"web 6.6").unwrap();
+        let e = staged_payload(dir.path(), "3.0.0", &c)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("web") && e.contains("sha256"), "{e}");
+        assert!(store_payload(dir.path(), "3.0.0", &c, b"other").is_err());
+    }
+
+    #[test]
+    fn pruning_keeps_only_the_release_being_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = component(b"x");
+        store_payload(dir.path(), "1.0.0", &c, b"x").unwrap();
+        store_payload(dir.path(), "2.0.0", &c, b"x").unwrap();
+        prune_staged(dir.path(), Some("2.0.0"));
+        assert!(staged_payload(dir.path(), "1.0.0", &c).is_err());
+        assert!(staged_payload(dir.path(), "2.0.0", &c).is_ok());
+    }
+}

@@ -45,6 +45,23 @@ impl Runner {
         Ok(())
     }
 
+    /// The `staged` record's `components` field: the payloads kept for the switch.
+    pub(super) fn staged_components(
+        &self,
+        version: &str,
+    ) -> Vec<(&'static str, serde_json::Value)> {
+        let names: Vec<serde_json::Value> = self
+            .components_of(version)
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.version).into())
+            .collect();
+        if names.is_empty() {
+            Vec::new()
+        } else {
+            vec![("components", names.into())]
+        }
+    }
+
     /// Audit each component step, in order.
     pub(super) fn audit_steps(&mut self, events: &[StepEvent]) {
         for e in events {

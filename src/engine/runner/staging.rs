@@ -344,6 +344,7 @@ impl Runner {
                         }
                     }
                 }
+                fields.extend(self.staged_components(version));
                 self.commit_with(doc, "staged", actor, None, &fields)?;
                 if switch_after {
                     self.switch(actor, true).await?;
