@@ -46,6 +46,10 @@ fn base_tree() -> PathBuf {
     let key = hex::encode(Sha256::digest(format!("{SUITE} minbase {MIRROR}")))[..12].to_string();
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/apt-stage-cache");
     let dir = cache.join(format!("debootstrap-{key}"));
+    // The tests of this file run in parallel threads: one builds the tree, the others
+    // wait for it (two debootstraps into one directory corrupt each other's downloads).
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join(".done").exists() {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
