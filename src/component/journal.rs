@@ -75,12 +75,15 @@ impl Journal {
 
     pub fn remove(path: &Path) -> Result<(), ComponentError> {
         match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ComponentError::io(
+            // No journal (a release without components): nothing changed, nothing to sync;
+            // its directory may not even exist.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ComponentError::io(
                 "journal",
                 format!("removing {}", path.display()),
                 e,
             )),
-            _ => {
+            Ok(()) => {
                 if let Some(dir) = path.parent() {
                     fsutil::fsync_dir(dir)
                         .map_err(|e| ComponentError::io("journal", "syncing its directory", e))?;
@@ -189,4 +192,17 @@ pub(super) fn undo(
         }
     }
     Ok((rolled_back, left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_a_journal_that_was_never_written_is_nothing_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("never/made/journal.json");
+        Journal::remove(&path).unwrap();
+        assert!(!path.parent().unwrap().exists());
+    }
 }
