@@ -219,13 +219,7 @@ impl RepoUpdates {
             return Ok(());
         };
         let what = format!("stage components of {version}");
-        let vm = self
-            .manifests
-            .lock()
-            .await
-            .get(version)
-            .cloned()
-            .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
+        let vm = self.verified(version, &what).await?;
         let release = version.to_string();
         crate::component::prune_staged(dir, Some(&release));
         for c in &vm.manifest().components {
@@ -233,13 +227,7 @@ impl RepoUpdates {
             if crate::component::staged_payload(dir, &release, c).is_ok() {
                 continue;
             }
-            let target = {
-                let mut client = self.client.lock().await;
-                client
-                    .target(self.metadata.as_ref(), &c.target)
-                    .await
-                    .map_err(|e| PortError::new(&what, e))?
-            };
+            let target = self.signed_target(&c.target, &what).await?;
             let sha = target
                 .sha256()
                 .ok_or_else(|| PortError::new(&what, "target has no sha256"))?
@@ -251,10 +239,7 @@ impl RepoUpdates {
             )
             .await
             .map_err(|e| PortError::new(&what, e).with_cause("download"))?;
-            let got: String = sha2::Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let got = hex::encode(sha2::Sha256::digest(&bytes));
             if bytes.len() as u64 != target.length() || !got.eq_ignore_ascii_case(&sha) {
                 return Err(PortError::new(
                     &what,
@@ -272,6 +257,33 @@ impl RepoUpdates {
         Ok(())
     }
 
+    /// The release as the last check verified it.
+    async fn verified(
+        &self,
+        version: &semver::Version,
+        what: &str,
+    ) -> Result<VerifiedManifest, PortError> {
+        self.manifests
+            .lock()
+            .await
+            .get(version)
+            .cloned()
+            .ok_or_else(|| PortError::new(what, "release not verified by the last check"))
+    }
+
+    /// The signed description (length, hashes) of target `name`.
+    async fn signed_target(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<crate::trust::VerifiedTarget, PortError> {
+        let mut client = self.client.lock().await;
+        client
+            .target(self.metadata.as_ref(), name)
+            .await
+            .map_err(|e| PortError::new(what, e))
+    }
+
     async fn stage_image(
         &self,
         version: &semver::Version,
@@ -279,13 +291,7 @@ impl RepoUpdates {
         progress: ProgressSink,
     ) -> Result<StageReport, PortError> {
         let what = format!("stage {version} into slot {slot}");
-        let vm = self
-            .manifests
-            .lock()
-            .await
-            .get(version)
-            .cloned()
-            .ok_or_else(|| PortError::new(&what, "release not verified by the last check"))?;
+        let vm = self.verified(version, &what).await?;
         let m = vm.manifest();
         let backend = self
             .slots
@@ -303,13 +309,7 @@ impl RepoUpdates {
             .ok_or_else(|| {
                 PortError::new(&what, format!("manifest has no {format_name} rootfs image"))
             })?;
-        let target = {
-            let mut client = self.client.lock().await;
-            client
-                .target(self.metadata.as_ref(), &image.target)
-                .await
-                .map_err(|e| PortError::new(&what, e))?
-        };
+        let target = self.signed_target(&image.target, &what).await?;
         let sha256 = target
             .sha256()
             .ok_or_else(|| PortError::new(&what, "image target has no sha256"))?
