@@ -281,6 +281,8 @@ async fn a_release_whose_components_this_device_cannot_install_fails_staging() {
         "status does not say why"
     );
     assert!(hx.dev.reboot_requests().is_empty());
+    // Refused before anything downloaded: the image was never staged.
+    assert_eq!(hx.dev.stage_calls(), 0, "the image was staged first");
 }
 
 #[cfg(feature = "failpoints")]

@@ -44,7 +44,9 @@ pub use fwupd::FwupdBus;
 pub use handler::{parse_progress, Handler, HandlerSettings, Progress};
 pub use installed::{list_installed, InstalledComponent};
 pub use journal::{reconcile, Journal, JournalEntry, Reconciled, StepState};
-pub use payload::{payload_path, prune_staged, staged_dir, staged_payload, store_payload};
+pub use payload::{
+    payload_path, prune_staged, staged_dir, staged_payload, store_payload, PayloadFile,
+};
 pub use plan::{plan, plan_lines, Action, PlannedStep};
 pub use restart::Restarter;
 pub use sim::SimInstaller;

@@ -131,6 +131,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn streaming_hands_every_byte_to_the_sink_and_stops_on_its_error() {
+        use crate::fetch::{fetch_each, Streamed};
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        let src = FileSource::new(dir.path());
+        let mut got = Vec::new();
+        let mut calls = 0;
+        let n = fetch_each(&src, "big", 200_000, |c| {
+            calls += 1;
+            got.extend_from_slice(c);
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+        assert_eq!((n, got == big), (200_000, true));
+        assert!(calls > 1, "handed over whole, not streamed");
+        // One byte more than allowed: refused, and the sink never saw the excess.
+        let mut seen = 0u64;
+        let e = fetch_each(&src, "big", 199_999, |c| {
+            seen += c.len() as u64;
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            Streamed::Fetch(FetchError::TooLarge { limit: 199_999, .. })
+        ));
+        assert!(seen <= 199_999);
+        let mut calls = 0;
+        let e = fetch_each(&src, "big", 200_000, |_| {
+            calls += 1;
+            Err("disk full".to_string())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Streamed::Sink(ref s) if s == "disk full"));
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
     async fn file_source_range_stops_at_its_end() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x"), b"0123456789").unwrap();

@@ -256,33 +256,61 @@ pub async fn fetch_all_into(
     limit: u64,
     buf: &mut Vec<u8>,
 ) -> Result<(), FetchError> {
-    let reader = src.open(path, 0, limit).await?;
+    fetch_each(src, path, limit, |chunk| {
+        buf.extend_from_slice(chunk);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| match e {
+        Streamed::Fetch(f) => f,
+        Streamed::Sink(never) => match never {},
+    })
+}
+
+/// Why [`fetch_each`] stopped: the source, or the caller's sink.
+#[derive(Debug)]
+pub enum Streamed<E> {
+    Fetch(FetchError),
+    Sink(E),
+}
+
+/// Hand `path` (at most `limit` bytes, more is an error) to `sink` chunk by chunk, so a
+/// large target is never held whole; returns the number of bytes handed over. A sink
+/// error stops the read at once.
+pub async fn fetch_each<E>(
+    src: &dyn ByteSource,
+    path: &str,
+    limit: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<u64, Streamed<E>> {
+    let reader = src.open(path, 0, limit).await.map_err(Streamed::Fetch)?;
     // Read one byte past the limit to tell "exactly limit" from "more than limit".
     let mut limited = reader.take(limit.saturating_add(1));
-    let mut chunk = vec![0u8; 16 * 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
     loop {
-        let n = limited
-            .read(&mut chunk)
-            .await
-            .map_err(|e| match FetchError::from_io(path, e) {
+        let n = limited.read(&mut chunk).await.map_err(|e| {
+            Streamed::Fetch(match FetchError::from_io(path, e) {
                 FetchError::TooLarge { what, .. } => FetchError::TooLarge { what, limit },
                 other => other,
-            })?;
+            })
+        })?;
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(&chunk[..n]);
+        total += n as u64;
+        if total > limit {
+            return Err(Streamed::Fetch(FetchError::TooLarge {
+                what: path.to_string(),
+                limit,
+            }));
+        }
+        sink(&chunk[..n]).map_err(Streamed::Sink)?;
     }
-    if buf.len() as u64 > limit {
-        return Err(FetchError::TooLarge {
-            what: path.to_string(),
-            limit,
-        });
-    }
-    Ok(())
+    Ok(total)
 }
 
-/// Check a repository-relative path before it touches a file system or a URL.
 pub fn validate_repo_path(path: &str) -> Result<(), FetchError> {
     let bad = |why| {
         Err(FetchError::InvalidPath {

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sha2::Digest;
 use tokio::sync::Mutex;
 
 use crate::engine::ports::{Offered, PortError, Progress, ProgressSink, StageReport, Updates};
@@ -207,14 +206,19 @@ impl RepoUpdates {
         slot: &SlotName,
         progress: ProgressSink,
     ) -> Result<StageReport, PortError> {
-        let report = self.stage_image(version, slot, progress).await?;
-        self.stage_components(version).await?;
+        let report = self.stage_image(version, slot, progress.clone()).await?;
+        self.stage_components(version, &progress).await?;
         Ok(report)
     }
 
     /// Fetch every component payload of `version`, verify it against its TUF target
-    /// and the manifest, and keep it under the staging directory for the switch.
-    async fn stage_components(&self, version: &semver::Version) -> Result<(), PortError> {
+    /// and the manifest, and keep it under the staging directory for the switch. Each
+    /// payload streams to disk (one buffer in memory, whatever its size), with progress.
+    async fn stage_components(
+        &self,
+        version: &semver::Version,
+        progress: &ProgressSink,
+    ) -> Result<(), PortError> {
         let Some(dir) = &self.component_dir else {
             return Ok(());
         };
@@ -222,36 +226,50 @@ impl RepoUpdates {
         let vm = self.verified(version, &what).await?;
         let release = version.to_string();
         crate::component::prune_staged(dir, Some(&release));
-        for c in &vm.manifest().components {
+        let todo: Vec<_> = vm
+            .manifest()
+            .components
+            .iter()
+            .filter(|c| crate::component::staged_payload(dir, &release, c).is_err())
+            .collect();
+        let total: u64 = todo.iter().map(|c| c.size).sum();
+        let mut done = 0u64;
+        for c in todo {
             let what = format!("{what}: component {}", c.name);
-            if crate::component::staged_payload(dir, &release, c).is_ok() {
-                continue;
-            }
             let target = self.signed_target(&c.target, &what).await?;
             let sha = target
                 .sha256()
                 .ok_or_else(|| PortError::new(&what, "target has no sha256"))?
                 .to_string();
-            let bytes = crate::fetch::fetch_all(
+            let mut file = crate::component::PayloadFile::create(dir, &release, c)
+                .map_err(|e| PortError::new(&what, e).with_cause("component"))?;
+            let started = std::time::Instant::now();
+            let before = done;
+            crate::fetch::fetch_each(
                 self.targets.as_ref(),
                 &target.remote_path(),
                 target.length(),
+                |chunk| {
+                    // Small sequential writes to a local file: cheaper inline than a
+                    // hop to a blocking thread per chunk.
+                    file.write(chunk)?;
+                    done = before + file.written();
+                    let secs = started.elapsed().as_secs_f64();
+                    progress.send_replace(Some(Progress {
+                        phase: "components".into(),
+                        done,
+                        total: Some(total),
+                        rate: (secs > 0.0).then(|| (done - before) as f64 / secs),
+                    }));
+                    Ok::<(), crate::component::ComponentError>(())
+                },
             )
             .await
-            .map_err(|e| PortError::new(&what, e).with_cause("download"))?;
-            let got = hex::encode(sha2::Sha256::digest(&bytes));
-            if bytes.len() as u64 != target.length() || !got.eq_ignore_ascii_case(&sha) {
-                return Err(PortError::new(
-                    &what,
-                    format!(
-                        "{} bytes with sha256 {got}, the target signs {} bytes with sha256 {sha}",
-                        bytes.len(),
-                        target.length()
-                    ),
-                )
-                .with_cause("verify"));
-            }
-            crate::component::store_payload(dir, &release, c, &bytes)
+            .map_err(|e| match e {
+                crate::fetch::Streamed::Fetch(e) => PortError::new(&what, e).with_cause("download"),
+                crate::fetch::Streamed::Sink(e) => PortError::new(&what, e).with_cause("verify"),
+            })?;
+            file.finish(Some((target.length(), &sha)))
                 .map_err(|e| PortError::new(&what, e).with_cause("verify"))?;
         }
         Ok(())

@@ -44,6 +44,8 @@ struct Dev {
     stage_fails: bool,
     /// While set, staging waits until cleared (tests of Busy and cancel).
     stage_gate: bool,
+    /// Times `Updates::stage` was called.
+    stages: u32,
     inhibitors: Vec<String>,
     reboot_requests: Vec<String>,
     boots: u64,
@@ -130,6 +132,7 @@ impl MemDevice {
                 unbootable: BTreeSet::new(),
                 stage_fails: false,
                 stage_gate: false,
+                stages: 0,
                 inhibitors: vec![],
                 reboot_requests: vec![],
                 boots: 0,
@@ -188,6 +191,10 @@ impl MemDevice {
     }
     pub fn set_inhibitors(&self, i: Vec<String>) {
         self.lock().inhibitors = i;
+    }
+    /// How often the engine asked to stage (download) a release.
+    pub fn stage_calls(&self) -> u32 {
+        self.lock().stages
     }
     pub fn reboot_requests(&self) -> Vec<String> {
         self.lock().reboot_requests.clone()
@@ -385,6 +392,7 @@ impl Updates for MemUpdates {
         Box::pin(async move {
             {
                 let mut d = self.0.lock();
+                d.stages += 1;
                 if &d.booted == slot {
                     return Err(PortError::new(format!("slot {slot}"), "is the booted slot"));
                 }

@@ -27,15 +27,10 @@ impl Runner {
     /// Can this device install `version`'s components, and are their payloads staged
     /// and intact? A staging that leaves one out fails here, never skips it.
     pub(super) fn components_stageable(&self, version: &str) -> Result<(), PortError> {
-        let components = self.components_of(version);
-        if components.is_empty() {
-            return Ok(());
-        }
-        let what = format!("components of {version}");
         let c = &self.p.components;
-        let steps = component::plan(&components, &c.installers)
-            .map_err(|e| PortError::new(&what, e).with_cause("component"))?;
-        for s in steps
+        let what = format!("components of {version}");
+        for s in self
+            .components_installable(version)?
             .iter()
             .filter(|s| s.action != component::Action::Unchanged)
         {
@@ -43,6 +38,22 @@ impl Runner {
                 .map_err(|e| PortError::new(&what, e).with_cause("component"))?;
         }
         Ok(())
+    }
+
+    /// The steps installing `version`'s components would take here, or why this device
+    /// cannot install them (a method it does not offer, a handler it has not configured).
+    /// Asked before anything is downloaded, and again once the payloads are staged.
+    pub(super) fn components_installable(
+        &self,
+        version: &str,
+    ) -> Result<Vec<component::PlannedStep>, PortError> {
+        let components = self.components_of(version);
+        if components.is_empty() {
+            return Ok(Vec::new());
+        }
+        component::plan(&components, &self.p.components.installers).map_err(|e| {
+            PortError::new(format!("components of {version}"), e).with_cause("component")
+        })
     }
 
     /// The `staged` record's `components` field: the payloads kept for the switch.

@@ -17,9 +17,14 @@ impl Runner {
         else {
             return;
         };
+        // A release this device cannot install is refused before its image downloads.
+        let refused = self.components_installable(&version).err();
         let shared = self.progress_tx.clone();
         let v = version.clone();
         let handle = tokio::spawn(async move {
+            if let Some(e) = refused {
+                return JobOut::Stage(Err(e));
+            }
             // The staging pipeline writes on blocking threads that outlive an aborted job
             // (cancel): it gets a channel of its own, forwarded only while this task lives,
             // so a cancelled staging cannot bring its job line back into status.
