@@ -356,3 +356,90 @@ async fn failed_health_after_the_reboot_rolls_the_components_back_with_the_os() 
     assert!(pos(&ev, "component_rolled_back:mcu") < pos(&ev, "component_rolled_back:web"));
     assert!(!Journal::path(&hx.paths).exists());
 }
+
+/// Release 2.0.0 with an app bundle and a handler component, committed after its reboot
+/// with probation on.
+async fn committed_on_probation(hx: &mut Harness, s: &Sims) -> (EngineHandle, JoinHandle<RunExit>) {
+    hx.settings.probation = Some(Duration::from_secs(86_400));
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![
+        component(hx, "2.0.0", "web", "app-bundle", false),
+        component(hx, "2.0.0", "mcu", "handler", true),
+    ];
+    hx.dev.publish(r);
+    let (h, task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    assert!(matches!(exit(task).await, RunExit::Rebooting { .. }));
+    hx.dev.power_cycle();
+    let (h, task) = hx.start().await.unwrap();
+    wait_state(&h, StateKind::Committed).await;
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
+    let ev = events(&records(&h).await);
+    assert!(pos(&ev, "component_committed:web") < pos(&ev, "committed"));
+    assert!(
+        Journal::path(&hx.paths).exists(),
+        "the journal must stay through probation"
+    );
+    (h, task)
+}
+
+#[tokio::test]
+async fn a_rollback_during_probation_takes_the_components_back_with_the_os() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    let (h, task) = committed_on_probation(&mut hx, &s).await;
+    // A restart during probation keeps the committed journal (not an interrupted install).
+    drop(h);
+    task.abort();
+    let (h, task) = hx.start().await.unwrap();
+    wait_state(&h, StateKind::Committed).await;
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
+    assert!(Journal::path(&hx.paths).exists());
+
+    h.rollback(Actor::Uid(1000), "app team reports errors".into())
+        .await
+        .unwrap();
+    match exit(task).await {
+        RunExit::Rebooting { reason } => assert!(reason.contains("roll back"), "{reason}"),
+        other => panic!("expected the rollback reboot, got {other:?}"),
+    }
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.0.0-web"));
+    assert_eq!(version_of(&s.handlers, "mcu"), None);
+    assert_eq!(
+        s.handlers.log(),
+        ["stage:mcu", "switch:mcu", "roll_back:mcu"]
+    );
+    let log = patchd::audit::AuditLog::open(hx.audit_path(), Default::default()).unwrap();
+    let ev = events(&log.query(&Filter::default()).unwrap());
+    assert!(pos(&ev, "rolled_back") < pos(&ev, "component_rolled_back:mcu"));
+    assert!(pos(&ev, "component_rolled_back:mcu") < pos(&ev, "component_rolled_back:web"));
+    assert_eq!(
+        ev.iter()
+            .filter(|e| *e == "component_committed:web")
+            .count(),
+        1,
+        "committed twice: {ev:?}"
+    );
+    assert!(!Journal::path(&hx.paths).exists());
+}
+
+#[tokio::test]
+async fn once_probation_ends_the_components_stay_with_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    let (h, _task) = committed_on_probation(&mut hx, &s).await;
+    hx.clock.advance(jiff::SignedDuration::from_hours(25));
+    h.check(Actor::Policy).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while Journal::path(&hx.paths).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the journal outlived probation");
+    let ev = events(&records(&h).await);
+    assert!(pos(&ev, "probation_over") > pos(&ev, "committed"));
+    assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
+}

@@ -125,6 +125,7 @@ pub fn apply(
         release: release.into(),
         slot: slot.into(),
         done: false,
+        committed: false,
         entries: Vec::new(),
     };
     let mut skipped = Vec::new();
@@ -300,20 +301,47 @@ fn fail(
     })
 }
 
-/// The release's verdict was good: forget the journal.
-pub fn commit(journal: &Path, record: &mut dyn FnMut(&StepEvent)) -> Result<(), ComponentError> {
-    if let Some(j) = Journal::load(journal)? {
+/// The release's verdict was good: record every component committed and forget the
+/// journal — or, with `probation`, keep it (marked committed) until probation ends, so a
+/// rollback in probation still takes the components back with the OS.
+pub fn commit(
+    journal: &Path,
+    probation: bool,
+    record: &mut dyn FnMut(&StepEvent),
+) -> Result<(), ComponentError> {
+    let Some(mut j) = Journal::load(journal)? else {
+        return Ok(());
+    };
+    if !j.committed {
         for e in &j.entries {
             emit(
                 record,
                 ev::COMMITTED_EVENT,
                 &e.component,
                 &j.release,
-                String::new(),
+                if probation {
+                    "kept for rollback until probation ends".into()
+                } else {
+                    String::new()
+                },
             );
         }
     }
-    Journal::remove(journal)
+    if probation {
+        j.committed = true;
+        j.save(journal)
+    } else {
+        Journal::remove(journal)
+    }
+}
+
+/// Probation of a committed release ended: its components can no longer be rolled back
+/// with it; forget the journal kept for that.
+pub fn end_probation(journal: &Path) -> Result<(), ComponentError> {
+    match Journal::load(journal)? {
+        Some(j) if j.committed => Journal::remove(journal),
+        _ => Ok(()),
+    }
 }
 
 /// The release's verdict was bad (e.g. health after the reboot): roll every component

@@ -37,6 +37,11 @@ pub struct Journal {
     /// Every component switched and checked; the release's verdict (after the reboot,
     /// when one is needed) decides between commit and rolling all of them back.
     pub done: bool,
+    /// The release was committed while health probation goes on: the journal stays, so
+    /// a rollback during probation still takes the components back with the OS; it is
+    /// removed when probation ends.
+    #[serde(default)]
+    pub committed: bool,
     pub entries: Vec<JournalEntry>,
 }
 

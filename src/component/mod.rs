@@ -36,7 +36,9 @@ mod sysext;
 pub mod sysext_release;
 
 pub use app_bundle::{AppBundles, APPS_DIR};
-pub use apply::{apply, commit, roll_back_release, Applied, ApplyError, Hooks, Step, StepEvent};
+pub use apply::{
+    apply, commit, end_probation, roll_back_release, Applied, ApplyError, Hooks, Step, StepEvent,
+};
 pub use config::{ComponentsConfig, RawComponents};
 pub use device::{installers_for, HandlersByName};
 pub use firmware::{Firmware, FIRMWARE_DIR};

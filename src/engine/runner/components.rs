@@ -246,7 +246,7 @@ impl Runner {
             );
             return self.release_failed(actor, release, &reason, health_cause(&v));
         }
-        self.commit_components();
+        self.commit_components(false);
         let mut doc = self.doc.clone();
         doc.lifecycle = Lifecycle::Committed {
             release: release.clone(),
@@ -268,12 +268,22 @@ impl Runner {
     }
 
     /// The release's verdict was good: the components' journal is done with.
-    pub(super) fn commit_components(&mut self) {
+    /// `probation`: the release is committed on probation; its components stay
+    /// revertible with it until probation ends ([`Runner::end_component_probation`]).
+    pub(super) fn commit_components(&mut self, probation: bool) {
         let mut events = Vec::new();
-        let r = component::commit(&self.p.components.journal, &mut |e| events.push(e.clone()));
+        let r = component::commit(&self.p.components.journal, probation, &mut |e| {
+            events.push(e.clone())
+        });
         self.audit_steps(&events);
         if let Err(e) = r {
             self.component_problem(format!("committing components: {e}"));
+        }
+    }
+
+    pub(super) fn end_component_probation(&mut self) {
+        if let Err(e) = component::end_probation(&self.p.components.journal) {
+            self.component_problem(format!("ending the components' probation: {e}"));
         }
     }
 

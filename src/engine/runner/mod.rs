@@ -684,6 +684,7 @@ impl Runner {
                         doc.security_floor = doc.security_floor.max(c.security_version);
                     }
                     self.commit(doc, "probation_over", &Actor::Policy, None)?;
+                    self.end_component_probation();
                     // Steady now: the reboot slot goes back at once.
                     self.follow_reboot_slot().await?;
                 } else if Instant::now() >= self.next_probation_check {

@@ -96,9 +96,6 @@ impl Runner {
         if let Some(s) = self.slot(&slot) {
             s.set_state(SlotState::Good)?;
         }
-        // The one verdict covers the components installed with the release.
-        self.commit_components();
-        self.failpoint("commit.after_mark_good")?;
         let now = self.p.clock.now();
         let probation_until = self
             .p
@@ -106,6 +103,10 @@ impl Runner {
             .probation
             .and_then(|d| SignedDuration::try_from(d).ok())
             .and_then(|d| now.checked_add(d).ok());
+        // The one verdict covers the components installed with the release (and a
+        // rollback in probation takes them back too).
+        self.commit_components(probation_until.is_some());
+        self.failpoint("commit.after_mark_good")?;
         let mut doc = self.doc.clone();
         doc.lifecycle = self
             .doc
