@@ -237,7 +237,7 @@ fn release_installs_in_order_and_a_new_one_switches_to_the_other_copy() {
     let (r, ev) = run(&d, "1.0.0", &v1, None);
     let applied = r.unwrap();
     assert_eq!(applied.installed, ["web", "api", "mcu"]);
-    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    commit(&Journal::path(&d.paths), false, &mut |_| {}).unwrap();
     assert_eq!(current(&d, "web"), "a web 1.2");
     assert_eq!(current(&d, "api"), "a api 4.0");
     assert_eq!(
@@ -280,7 +280,7 @@ fn release_installs_in_order_and_a_new_one_switches_to_the_other_copy() {
     )
     .unwrap();
     assert_eq!(plan[0].to_string(), "app: web 1.3, unchanged");
-    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    commit(&Journal::path(&d.paths), false, &mut |_| {}).unwrap();
     let (r, ev) = run(&d, "1.1.1", &v2, None);
     assert_eq!(r.unwrap().skipped, ["web", "api", "mcu"]);
     assert_eq!(ev.len(), 3, "one skipped record each: {ev:?}");
@@ -299,7 +299,7 @@ fn failing_health_after_an_app_switch_rolls_back_in_reverse_order() {
         blob(&d, "mcu", "7", 0),
     ];
     run(&d, "1.0.0", &v1, None).0.unwrap();
-    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    commit(&Journal::path(&d.paths), false, &mut |_| {}).unwrap();
     let v2 = vec![
         app(&d, "web", "1.3", 1),
         app(&d, "api", "4.1", 2),
@@ -418,7 +418,7 @@ fn interrupted_release_is_rolled_back_at_start_up_from_the_symlinks() {
     let d = device();
     let v1 = vec![app(&d, "web", "1.2", 1), app(&d, "api", "4.0", 2)];
     run(&d, "1.0.0", &v1, None).0.unwrap();
-    commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+    commit(&Journal::path(&d.paths), false, &mut |_| {}).unwrap();
     let v2 = vec![app(&d, "web", "1.3", 1), app(&d, "api", "4.1", 2)];
     // Health "hangs" at api: simulate the cut by leaving the journal as apply left it
     // right after api's switch (done=false).
@@ -471,7 +471,7 @@ fn power_cut_at_every_component_step_is_reconciled() {
             blob(&d, "mcu", "7", 3),
         ];
         run(&d, "1.0.0", &v1, None).0.unwrap();
-        commit(&Journal::path(&d.paths), &mut |_| {}).unwrap();
+        commit(&Journal::path(&d.paths), false, &mut |_| {}).unwrap();
         let v2 = vec![
             app(&d, "web", "1.3", 1),
             app(&d, "api", "4.1", 2),
