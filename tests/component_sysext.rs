@@ -522,3 +522,58 @@ fn kill_9_during_the_switch_leaves_exactly_one_copy_linked() {
     }
     println!("versions linked after the kills: {seen:?}");
 }
+
+/// The verdict after a reboot asks whether the extension is in effect: systemd-sysext
+/// merges again at boot against the booted OS and leaves out one that does not match
+/// it, while the A/B entry still names the new copy.
+#[test]
+fn an_extension_the_booted_os_does_not_merge_is_not_in_effect() {
+    let Some(d) = device() else { return };
+    let rel = "ID=patchdtest\nVERSION_ID=7\n";
+    let file = tar_of(&tree(&d, "tools", "1", rel, "extension-release.tools"));
+    let c = component("tools", "1", &file);
+    install(&d, &c, &file);
+    assert_eq!(d.sysexts.in_effect(&c).unwrap(), Ok(()));
+    // The machine boots an OS this extension does not match: nothing is merged at
+    // power-up, then the boot's merge (the same systemd-sysext) leaves it out.
+    let sysext = |verb: &str| {
+        let t = tool();
+        let out = Command::new(&t[0])
+            .args(&t[1..])
+            .arg(format!("--root={}", d.root.display()))
+            .arg(verb)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sysext("unmerge");
+    fs::write(
+        d.root.join("usr/lib/os-release"),
+        OS.replace("VERSION_ID=7", "VERSION_ID=8"),
+    )
+    .unwrap();
+    sysext("merge");
+    assert_eq!(
+        merged_version(&d, "tools"),
+        None,
+        "systemd-sysext merged it anyway"
+    );
+    assert_eq!(
+        installed(&d, "tools").map(|i| i.version).as_deref(),
+        Some("1")
+    );
+    let why = d.sysexts.in_effect(&c).unwrap().unwrap_err();
+    assert!(why.contains("not merged"), "{why}");
+    // Another version in use is not in effect either.
+    let other = component("tools", "0", &file);
+    let other = Component {
+        sha256: "00".into(),
+        ..other
+    };
+    let why = d.sysexts.in_effect(&other).unwrap().unwrap_err();
+    assert!(why.contains("version 1"), "{why}");
+}

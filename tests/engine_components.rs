@@ -443,3 +443,40 @@ async fn once_probation_ends_the_components_stay_with_the_release() {
     assert!(pos(&ev, "probation_over") > pos(&ev, "committed"));
     assert_eq!(version_of(&s.apps, "web").as_deref(), Some("2.0.0-web"));
 }
+
+#[tokio::test]
+async fn a_component_the_new_boot_did_not_take_up_fails_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    let s = sims(&mut hx);
+    let mut r = release("2.0.0", 2, Kind::Security, Severity::High);
+    r.components = vec![component(&hx, "2.0.0", "web", "app-bundle", false)];
+    hx.dev.publish(r);
+    let (h, task) = hx.start().await.unwrap();
+    h.check(Actor::Policy).await.unwrap();
+    assert!(matches!(exit(task).await, RunExit::Rebooting { .. }));
+    // The health checks pass, but after the reboot the system shows the old version
+    // (as an extension the new OS did not merge would).
+    s.apps.preinstall("web", "1.0.0-web", "00");
+    hx.dev.power_cycle();
+    let (h, task) = hx.start().await.unwrap();
+    match exit(task).await {
+        RunExit::Rebooting { reason } => assert!(reason.contains("roll back"), "{reason}"),
+        other => panic!("expected the rollback reboot, got {other:?}"),
+    }
+    drop(h);
+    let log = patchd::audit::AuditLog::open(hx.audit_path(), Default::default()).unwrap();
+    let rs = log.query(&Filter::default()).unwrap();
+    let rb = rs
+        .iter()
+        .find(|r| r.event == "rolled_back")
+        .expect("no rolled_back");
+    assert!(
+        rb.reason
+            .contains("component web 2.0.0-web is not in effect")
+            && rb.reason.contains("version 1.0.0-web"),
+        "{}",
+        rb.reason
+    );
+    assert!(!events(&rs).contains(&"committed".to_string()));
+}

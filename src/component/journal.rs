@@ -137,6 +137,25 @@ pub fn reconcile(
     })
 }
 
+/// Why the release's switched components are not all in effect now (empty: they are),
+/// one line per component, for the verdict after the reboot.
+pub fn not_in_effect(path: &Path, installers: &Installers) -> Result<Vec<String>, ComponentError> {
+    let Some(j) = Journal::load(path)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in j.entries.iter().filter(|e| e.state == StepState::Switched) {
+        let c = &e.component;
+        if let Err(why) = installers.for_method(c)?.in_effect(c)? {
+            out.push(format!(
+                "component {} {} is not in effect: {why}",
+                c.name, c.version
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Roll back, in reverse order, every entry whose new version the system shows now (or,
 /// for a method that cannot read back, whose switch was started). Returns (rolled back,
 /// not rolled back: no rollback, or the rollback failed).

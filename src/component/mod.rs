@@ -45,7 +45,7 @@ pub use firmware::{Firmware, FIRMWARE_DIR};
 pub use fwupd::FwupdBus;
 pub use handler::{parse_progress, Handler, HandlerSettings, Progress};
 pub use installed::{list_installed, InstalledComponent};
-pub use journal::{reconcile, Journal, JournalEntry, Reconciled, StepState};
+pub use journal::{not_in_effect, reconcile, Journal, JournalEntry, Reconciled, StepState};
 pub use payload::{
     payload_path, prune_staged, staged_dir, staged_payload, store_payload, PayloadFile,
 };
@@ -146,6 +146,17 @@ pub trait Installer: Send + Sync {
     /// firmware cabinet no present device matches).
     fn skip_reason(&self, _job: &Job<'_>) -> Result<Option<String>, ComponentError> {
         Ok(None)
+    }
+    /// Is `c` the one in effect now? Asked for the release's verdict after the reboot:
+    /// a component the new boot did not take up (an extension the booted OS refused to
+    /// merge) fails the verdict like a failed health check. `Ok(Err(why))`: not in
+    /// effect. The default compares what [`Installer::installed`] reads back.
+    fn in_effect(&self, c: &Component) -> Result<Result<(), String>, ComponentError> {
+        Ok(match self.installed(&c.name)? {
+            Some(i) if i.sha256 == c.sha256 => Ok(()),
+            Some(i) => Err(format!("the system shows version {} installed", i.version)),
+            None => Err("the system shows it not installed".into()),
+        })
     }
     /// Prepare the new content without touching what is in use.
     fn stage(&self, job: &Job<'_>) -> Result<(), ComponentError>;

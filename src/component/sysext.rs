@@ -538,6 +538,27 @@ impl Installer for Sysexts {
         }))
     }
 
+    /// In use and merged: systemd-sysext merges again at every boot against the booted
+    /// OS and leaves out an extension that does not match it, so after a reboot the
+    /// A/B entry alone does not tell.
+    fn in_effect(&self, c: &Component) -> Result<Result<(), String>, ComponentError> {
+        match self.installed(&c.name)? {
+            Some(i) if i.sha256 == c.sha256 => {}
+            Some(i) => return Ok(Err(format!("copy in use holds version {}", i.version))),
+            None => return Ok(Err("no copy of it is in use".into())),
+        }
+        if self.merged().iter().any(|m| m == &c.name) {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(
+                "in use but not merged (systemd-sysext left it out at boot: an \
+                 extension-release that does not match this OS, or systemd-sysext.service \
+                 not enabled)"
+                    .into(),
+            ))
+        }
+    }
+
     fn stage(&self, job: &Job<'_>) -> Result<(), ComponentError> {
         let c = job.component;
         let name = c.name.as_str();

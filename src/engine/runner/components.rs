@@ -311,6 +311,36 @@ impl Runner {
         }
     }
 
+    /// The verdict after the reboot covers the components: one the new boot did not
+    /// take up fails it like a failed health check.
+    pub(super) async fn components_in_effect(&mut self, mut v: HealthVerdict) -> HealthVerdict {
+        let dc = self.p.components.clone();
+        // Read-backs ask the system (fwupd over D-Bus, files): off the runtime.
+        let r = tokio::task::spawn_blocking(move || {
+            component::not_in_effect(&dc.journal, &dc.installers)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(component::ComponentError::failed(
+                "components",
+                format!("read-back task: {e}"),
+            ))
+        });
+        match r {
+            Ok(failures) if failures.is_empty() => {}
+            Ok(failures) => {
+                v.passed = false;
+                v.failures.extend(failures);
+            }
+            Err(e) => {
+                v.passed = false;
+                v.failures
+                    .push(format!("reading back the release's components: {e}"));
+            }
+        }
+        v
+    }
+
     /// At start-up: finish a component step a power cut interrupted, from what the
     /// system shows installed.
     pub(super) fn reconcile_components(&mut self) {

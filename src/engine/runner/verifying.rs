@@ -52,6 +52,7 @@ impl Runner {
         }
         match &self.doc.lifecycle {
             Lifecycle::Verifying { .. } => {
+                let v = self.components_in_effect(v).await;
                 if v.passed {
                     self.mark_good(&Actor::Policy, "health checks passed").await
                 } else {
