@@ -176,6 +176,7 @@ pub struct RawApt {
     pub changelogs: Option<ChangelogSource>,
     pub severity: Option<Vec<RawSeverityRule>>,
     pub conffiles: Option<ConffilePolicy>,
+    pub keep: Option<u32>,
 }
 
 /// `[source.apt]`, validated.
@@ -199,6 +200,10 @@ pub struct AptConfig {
     pub severity: Vec<SeverityRule>,
     /// Staging: which conffile version an upgrade keeps.
     pub conffiles: ConffilePolicy,
+    /// Roots kept: 2, the previous root stays bootable as the other slot until the next
+    /// staging replaces it; 1, its snapshot is deleted once the new root is committed
+    /// and probation ended.
+    pub keep: u32,
 }
 
 pub const DEFAULT_SECURITY_ORIGINS: [&str; 2] = ["label=Debian-Security", "suite=*-security"];
@@ -220,6 +225,7 @@ impl Default for AptConfig {
             changelogs: ChangelogSource::Download,
             severity: Vec::new(),
             conffiles: ConffilePolicy::Keep,
+            keep: 2,
         })
     }
 }
@@ -290,6 +296,18 @@ impl AptConfig {
             changelogs: raw.changelogs.unwrap_or_default(),
             severity,
             conffiles: raw.conffiles.unwrap_or_default(),
+            keep: match raw.keep.unwrap_or(2) {
+                k @ (1 | 2) => k,
+                k => {
+                    return Err(InvalidSetting::new(
+                        "source.apt.keep",
+                        format!(
+                            "{k}: 1 (delete the previous root after probation) or 2 \
+                             (keep it as the other slot)"
+                        ),
+                    ))
+                }
+            },
         })
     }
 }

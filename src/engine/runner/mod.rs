@@ -16,6 +16,7 @@ mod commands;
 mod components;
 mod fleet;
 mod jobs;
+mod pruning;
 mod record;
 mod staging;
 mod stale;
@@ -678,12 +679,17 @@ impl Runner {
                 ..
             } => {
                 if until <= now {
+                    let previous = match &self.doc.lifecycle {
+                        Lifecycle::Committed { previous, .. } => previous.clone(),
+                        _ => None,
+                    };
                     let mut doc = self.doc.clone();
                     doc.lifecycle = self.doc.lifecycle.probation_over()?;
                     if let Some(c) = &doc.committed {
                         doc.security_floor = doc.security_floor.max(c.security_version);
                     }
                     self.commit(doc, "probation_over", &Actor::Policy, None)?;
+                    self.prune_previous(previous).await?;
                     // Steady now: the reboot slot goes back at once.
                     self.follow_reboot_slot().await?;
                 } else if Instant::now() >= self.next_probation_check {
