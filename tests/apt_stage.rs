@@ -984,22 +984,9 @@ async fn an_etc_carry_that_cannot_write_fails_the_switch_and_arms_nothing() {
     assert_eq!(dev.slot_status("b").state, SlotState::Verified);
 }
 
-/// `[source.apt] keep = 1` through `patchd run`: the patch set stages into b and the
-/// device switches; after the reboot into b the health checks pass and the release is
-/// committed with the old root a kept through probation; when probation ends, a is
-/// taken out of the boot order (marked bad) and then its snapshot deleted
-/// (`snapshot_pruned` naming it), the slot shows empty, and `patchctl rollback` says
-/// there is no previous root to go back to.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_first() {
-    let t = "keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_first";
-    let Some(env) = setup(t, &[]) else {
-        return;
-    };
-    let more = "keep = 1\n\n[health]\nprobation = \"4s\"\n";
-    let Some(rig) = AptDevice::new(&env, more).await else {
-        return;
-    };
+/// The first run: the patch set stages into b and the device switches (the reboot
+/// requested); then the bootloader boots b and the apt source scans it from now on.
+async fn staged_and_switched_to_b(rig: &AptDevice) {
     let dev = &rig.dev;
     let mut d = dev.spawn(&rig.bus.address, &[]);
     let e = process::wait_until(
@@ -1017,6 +1004,75 @@ async fn keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_
     );
     assert_eq!(dev.power_cycle().as_str(), "b");
     rig.scan_root("b");
+}
+
+/// What a finished prune of the previous root a leaves: out of the boot order (bad, not
+/// primary), its subvolume gone, the slot empty, the release committed in b with no
+/// previous slot and nothing pending, and one `snapshot_pruned` record naming it.
+fn assert_a_pruned(env: &Env, dev: &process::Device) {
+    let events = dev.audit_events();
+    assert!(
+        !events.iter().any(|e| e == "prune_failed"),
+        "{events:?}\n{}",
+        dev.log()
+    );
+    let audit = audit_records(dev);
+    let pruned: Vec<_> = audit
+        .iter()
+        .filter(|r| r["event"] == "snapshot_pruned")
+        .collect();
+    assert_eq!(pruned.len(), 1, "{events:?}");
+    let pruned = pruned[0];
+    assert_eq!(pruned["extra"]["slot"], "a", "{pruned}");
+    assert!(
+        pruned["extra"]["snapshot"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/slots/a")),
+        "{pruned}"
+    );
+    assert!(
+        !env.running().exists(),
+        "the previous root's subvolume is gone"
+    );
+    assert_eq!(
+        env.version_in(&env.snapshot(), "libfoo").as_deref(),
+        Some("1.0-2")
+    );
+    assert_eq!(dev.slot_status("a").state, SlotState::Empty);
+    let boot = dev.bootloader().slots().unwrap();
+    let a = boot.iter().find(|i| i.slot.as_str() == "a").unwrap();
+    let b = boot.iter().find(|i| i.slot.as_str() == "b").unwrap();
+    assert!(a.bad && !a.primary, "a out of the boot order: {boot:?}");
+    assert!(b.primary && b.good, "{boot:?}");
+    assert_eq!(dev.power_cycle().as_str(), "b");
+    let doc = dev.state().unwrap().unwrap();
+    match &doc.lifecycle {
+        patchd::engine::state::Lifecycle::Committed { slot, previous, .. } => {
+            assert_eq!((slot.as_str(), previous), ("b", &None), "{doc:?}");
+        }
+        other => panic!("not committed: {other:?}"),
+    }
+    assert!(doc.pending.is_none(), "{doc:?}");
+}
+
+/// `[source.apt] keep = 1` through `patchd run`: the patch set stages into b and the
+/// device switches; after the reboot into b the health checks pass and the release is
+/// committed with the old root a kept through probation; when probation ends, a is
+/// taken out of the boot order (marked bad) and then its snapshot deleted
+/// (`snapshot_pruned` naming it), the slot shows empty, and `patchctl rollback` says
+/// there is no previous root to go back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_first() {
+    let t = "keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_first";
+    let Some(env) = setup(t, &[]) else {
+        return;
+    };
+    let more = "keep = 1\n\n[health]\nprobation = \"4s\"\n";
+    let Some(rig) = AptDevice::new(&env, more).await else {
+        return;
+    };
+    let dev = &rig.dev;
+    staged_and_switched_to_b(&rig).await;
     let mut d = dev.spawn(&rig.bus.address, &[]);
     let e = process::wait_until(
         &mut d,
@@ -1058,51 +1114,74 @@ async fn keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_
 
     let events = dev.audit_events();
     let at = |name: &str| events.iter().position(|e| e == name);
-    assert!(at("prune_failed").is_none(), "{events:?}\n{}", dev.log());
     assert!(
         at("committed") < at("probation_over") && at("probation_over") < at("snapshot_pruned"),
         "{events:?}"
     );
-    let audit = audit_records(dev);
-    let pruned = audit
-        .iter()
-        .find(|r| r["event"] == "snapshot_pruned")
-        .unwrap();
-    assert_eq!(pruned["extra"]["slot"], "a", "{pruned}");
-    assert_eq!(pruned["extra"]["deleted"], true, "{pruned}");
-    assert!(
-        pruned["extra"]["snapshot"]
-            .as_str()
-            .is_some_and(|p| p.ends_with("/slots/a")),
-        "{pruned}"
-    );
-    assert!(
-        !env.running().exists(),
-        "the previous root's subvolume is gone"
-    );
-    assert_eq!(
-        env.version_in(&env.snapshot(), "libfoo").as_deref(),
-        Some("1.0-2")
-    );
-    assert_eq!(dev.slot_status("a").state, SlotState::Empty);
-    let boot = dev.bootloader().slots().unwrap();
-    let a = boot.iter().find(|i| i.slot.as_str() == "a").unwrap();
-    let b = boot.iter().find(|i| i.slot.as_str() == "b").unwrap();
-    assert!(a.bad && !a.primary, "a out of the boot order: {boot:?}");
-    assert!(b.primary && b.good, "{boot:?}");
-    assert_eq!(dev.power_cycle().as_str(), "b");
-    let doc = dev.state().unwrap().unwrap();
-    match &doc.lifecycle {
-        patchd::engine::state::Lifecycle::Committed { slot, previous, .. } => {
-            assert_eq!((slot.as_str(), previous), ("b", &None), "{doc:?}");
-        }
-        other => panic!("not committed: {other:?}"),
-    }
-    assert!(doc.pending.is_none(), "{doc:?}");
+    assert_a_pruned(&env, dev);
     assert!(
         status
             .lines()
             .any(|l| l.split_whitespace().take(2).eq(["a", "empty"])),
         "slot a shown empty:\n{status}"
     );
+}
+
+/// A prune cut off by a crash: the state file says what `patchd run` writes before it
+/// touches the boot order (the prune of a pending, no previous slot any more) while a
+/// is still there and bootable; the next start takes a out of the boot order and
+/// deletes it. Before that, with probation still running, a is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_1_a_prune_cut_off_by_a_crash_is_finished_at_the_next_start() {
+    let t = "keep_1_a_prune_cut_off_by_a_crash_is_finished_at_the_next_start";
+    let Some(env) = setup(t, &[]) else {
+        return;
+    };
+    let more = "keep = 1\n\n[health]\nprobation = \"1h\"\n";
+    let Some(rig) = AptDevice::new(&env, more).await else {
+        return;
+    };
+    let dev = &rig.dev;
+    staged_and_switched_to_b(&rig).await;
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(60),
+        "committed",
+        |dev| dev.audit_events().iter().any(|e| e == "committed"),
+    )
+    .await;
+    assert!(matches!(e, process::Ended::Reached), "{}", dev.log());
+    let st = d.stop(std::time::Duration::from_secs(30));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", dev.log());
+    assert!(env.running().join("etc").is_dir(), "kept during probation");
+    assert!(!dev.audit_events().iter().any(|e| e == "snapshot_pruned"));
+    let a_before = dev.bootloader().slots().unwrap();
+    assert!(
+        a_before.iter().any(|i| i.slot.as_str() == "a" && !i.bad),
+        "{a_before:?}"
+    );
+    let file = patchd::engine::statefile::StateFile::new(&dev.paths.state_dir());
+    let mut doc = dev.state().unwrap().unwrap();
+    doc.lifecycle = doc.lifecycle.previous_gone().unwrap();
+    doc.pending = Some(patchd::engine::statefile::Pending::Prune { slot: name("a") });
+    file.save(&doc).unwrap();
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(60),
+        "snapshot_pruned",
+        |dev| {
+            dev.audit_events()
+                .iter()
+                .any(|e| e == "snapshot_pruned" || e == "prune_failed")
+        },
+    )
+    .await;
+    assert!(matches!(e, process::Ended::Reached), "{}", dev.log());
+    let st = d.stop(std::time::Duration::from_secs(30));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", dev.log());
+    assert_a_pruned(&env, dev);
 }

@@ -332,6 +332,22 @@ mod tests {
     }
 
     #[test]
+    fn keep_is_two_roots_by_default_and_only_one_or_two() {
+        assert_eq!(AptConfig::default().keep, 2);
+        let keep = |k| {
+            AptConfig::from_raw(RawApt {
+                keep: Some(k),
+                ..Default::default()
+            })
+        };
+        assert_eq!(keep(1).unwrap().keep, 1);
+        for k in [0, 3] {
+            let e = keep(k).unwrap_err().to_string();
+            assert!(e.contains("source.apt.keep") && e.contains("1 (delete"), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_settings_name_their_key() {
         let e = OriginPattern::parse("source.apt.security_origins", "flavour=x").unwrap_err();
         assert!(e.to_string().contains("unknown field \"flavour\""), "{e}");
