@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(keep(1).unwrap().keep, 1);
         for k in [0, 3] {
             let e = keep(k).unwrap_err().to_string();
-            assert!(e.contains("source.apt.keep") && e.contains("1 (delete"), "{e}");
+            assert!(
+                e.contains("source.apt.keep") && e.contains("1 (delete"),
+                "{e}"
+            );
         }
     }
 

@@ -679,10 +679,7 @@ impl Runner {
                 ..
             } => {
                 if until <= now {
-                    let previous = match &self.doc.lifecycle {
-                        Lifecycle::Committed { previous, .. } => previous.clone(),
-                        _ => None,
-                    };
+                    let previous = self.previous_slot();
                     let mut doc = self.doc.clone();
                     doc.lifecycle = self.doc.lifecycle.probation_over()?;
                     if let Some(c) = &doc.committed {

@@ -13,6 +13,14 @@
 use super::*;
 
 impl Runner {
+    /// The slot the committed release came from, while it is still kept.
+    pub(super) fn previous_slot(&self) -> Option<SlotName> {
+        match &self.doc.lifecycle {
+            Lifecycle::Committed { previous, .. } => previous.clone(),
+            _ => None,
+        }
+    }
+
     /// The release in the committed slot is steady now; `previous` is the slot it came
     /// from. Nothing when the source keeps previous roots.
     pub(super) async fn prune_previous(&mut self, previous: Option<SlotName>) -> Step {

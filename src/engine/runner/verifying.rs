@@ -123,11 +123,7 @@ impl Runner {
         self.next_probation_check = Instant::now() + self.p.settings.probation_check_every;
         if probation_until.is_none() {
             // Steady at once: a source that keeps no previous root deletes it now.
-            let previous = match &self.doc.lifecycle {
-                Lifecycle::Committed { previous, .. } => previous.clone(),
-                _ => None,
-            };
-            self.prune_previous(previous).await?;
+            self.prune_previous(self.previous_slot()).await?;
         }
         Ok(())
     }
