@@ -78,6 +78,20 @@ pub struct JobMetric {
     pub total: Option<u64>,
 }
 
+/// The pending patch set of a package source (`[source] kind = "apt"`), counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageMetric {
+    /// Upgrades in the patch set by kind (`security`, `bugfix`, `feature`).
+    pub pending: BTreeMap<String, u64>,
+    /// Upgrades `apt-mark hold` keeps out of the patch set.
+    pub held: u64,
+    /// Upgrades of kind feature left out while `offer_feature` is off.
+    pub not_offered: u64,
+}
+
+/// Kinds the pending-packages series always shows, so a dashboard sees a 0.
+pub const PACKAGE_KINDS: [&str; 3] = ["security", "bugfix", "feature"];
+
 /// Values the engine reports.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
@@ -120,6 +134,8 @@ pub struct MetricsSnapshot {
     pub reboot_slot: Option<(String, String)>,
     /// Reboot lock audit events (`reboot_slot_acquired`, …) counted since install.
     pub reboot_lock_events: BTreeMap<String, u64>,
+    /// The pending patch set; `None` for image-based sources (the series are left out).
+    pub packages: Option<PackageMetric>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -355,7 +371,42 @@ pub fn render(m: &MetricsSnapshot, now: Timestamp) -> String {
         m.audit_head_lag,
     );
     render_fleet(&mut o, m);
+    if let Some(p) = &m.packages {
+        render_packages(&mut o, p);
+    }
     o
+}
+
+fn render_packages(o: &mut String, p: &PackageMetric) {
+    header(
+        o,
+        "patchd_pending_packages",
+        "gauge",
+        "Package upgrades in the pending patch set, by kind (security, bugfix, feature).",
+    );
+    let extra = p
+        .pending
+        .keys()
+        .filter(|k| !PACKAGE_KINDS.contains(&k.as_str()))
+        .map(String::as_str);
+    for kind in PACKAGE_KINDS.into_iter().chain(extra) {
+        let n = p.pending.get(kind).copied().unwrap_or(0);
+        let _ = writeln!(o, "patchd_pending_packages{{kind=\"{}\"}} {n}", esc(kind));
+    }
+    single(
+        o,
+        "patchd_held_packages",
+        "gauge",
+        "Pending package upgrades kept out of the patch set by apt-mark hold.",
+        p.held,
+    );
+    single(
+        o,
+        "patchd_not_offered_packages",
+        "gauge",
+        "Pending upgrades of kind feature left out of the patch set ([source.apt] offer_feature = false).",
+        p.not_offered,
+    );
 }
 
 /// `patchd_release_outcome`: per release this device entered, 1 for its outcome and 0
@@ -510,6 +561,30 @@ mod tests {
             }),
             reboot_slot: Some(("db-eu1".into(), "waiting".into())),
             reboot_lock_events: BTreeMap::from([("reboot_slot_waiting".to_owned(), 3)]),
+            packages: None,
+        }
+    }
+
+    #[test]
+    fn package_sources_export_the_patch_set_by_kind_and_the_held_packages() {
+        let mut m = sample();
+        assert!(!render(&m, Timestamp::now()).contains("patchd_pending_packages"));
+        m.packages = Some(PackageMetric {
+            pending: BTreeMap::from([("security".to_owned(), 3), ("bugfix".to_owned(), 1)]),
+            held: 2,
+            not_offered: 4,
+        });
+        let t = render(&m, Timestamp::now());
+        for line in [
+            "# HELP patchd_pending_packages Package upgrades in the pending patch set, by kind (security, bugfix, feature).",
+            "# TYPE patchd_pending_packages gauge",
+            "patchd_pending_packages{kind=\"security\"} 3",
+            "patchd_pending_packages{kind=\"bugfix\"} 1",
+            "patchd_pending_packages{kind=\"feature\"} 0",
+            "patchd_held_packages 2",
+            "patchd_not_offered_packages 4",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} missing in\n{t}");
         }
     }
 

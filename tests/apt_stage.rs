@@ -19,6 +19,7 @@ use std::process::Command;
 
 use apt_fixture::{Archive, Entry, Signing, World};
 use common::disk::{mkfs, Loop, Mount};
+use patchd::boot::Bootloader as _;
 use patchd::engine::ports::{Offered, Updates};
 use patchd::names::SlotName;
 use patchd::slot::{BtrfsSlots, SlotState};
@@ -686,6 +687,84 @@ impl Drop for Bind {
     }
 }
 
+/// `patchd run` on a private bus over `env`'s slot subvolumes (bound at `/slots` in the
+/// device's root) with the apt source scanning slot `a`; `more` is appended to the
+/// configuration right after `[source.apt]`.
+struct AptDevice {
+    bus: process::SessionBus,
+    systemd: process::FakeSystemd,
+    _sd: zbus::Connection,
+    dev: process::Device,
+    _slots: Bind,
+    _top: tempfile::TempDir,
+}
+
+impl AptDevice {
+    async fn new(env: &Env, more: &str) -> Option<AptDevice> {
+        let bus = process::SessionBus::start()?;
+        let systemd = process::FakeSystemd::default();
+        let sd = systemd.serve(&bus.address).await;
+        let top = tempfile::tempdir().unwrap();
+        let dev = process::Device::new(
+            top.path(),
+            &process::DeviceSpec {
+                slots: process::SlotsKind::Btrfs("/slots".into()),
+                extra: format!(
+                    "[source]\nkind = \"apt\"\n\n[source.apt]\nroot = \"/slots/a\"\n\
+                     security_origins = [\"label=TestOS-Security\"]\nchangelogs = \"none\"\n{more}"
+                ),
+                ..Default::default()
+            },
+        );
+        let mnt = dev.paths.resolve("/slots");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let slots = Bind::new(&env.slots_dir, &mnt);
+        Some(AptDevice {
+            bus,
+            systemd,
+            _sd: sd,
+            dev,
+            _slots: slots,
+            _top: top,
+        })
+    }
+
+    /// The apt source scans slot `slot` from now on (the root the device runs after
+    /// the switch).
+    fn scan_root(&self, slot: &str) {
+        let conf = self.dev.paths.resolve("/etc/patchd/patchd.toml");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let text = text.replace("root = \"/slots/a\"", &format!("root = \"/slots/{slot}\""));
+        std::fs::write(&conf, text).unwrap();
+    }
+
+    async fn patchctl(&self, args: &[&str]) -> (i32, String, String) {
+        process::patchctl(&self.bus.address, args).await
+    }
+}
+
+/// Wait (at most a minute) until `path` exists: a step of the staging was reached.
+fn wait_for_file(path: &Path, dev: &process::Device) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared\n{}",
+            path.display(),
+            dev.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn audit_records(dev: &process::Device) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dev.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The whole path through `patchd run`: the check offers the patch set, the engine
 /// stages it into slot b (the `staged` record carries the delta), an /etc edit the admin
 /// makes on the running root while staging runs is carried in at the switch
@@ -700,39 +779,16 @@ async fn patchd_run_stages_switches_and_carries_an_etc_edit() {
     let Some(env) = setup("patchd_run_stages_switches_and_carries_an_etc_edit", &extra) else {
         return;
     };
-    let Some(bus) = process::SessionBus::start() else {
+    let Some(rig) = AptDevice::new(&env, "").await else {
         return;
     };
-    let systemd = process::FakeSystemd::default();
-    let _sd = systemd.serve(&bus.address).await;
-    let top = tempfile::tempdir().unwrap();
-    let dev = process::Device::new(
-        top.path(),
-        &process::DeviceSpec {
-            slots: process::SlotsKind::Btrfs("/slots".into()),
-            extra: "[source]\nkind = \"apt\"\n\n[source.apt]\nroot = \"/slots/a\"\n\
-                    security_origins = [\"label=TestOS-Security\"]\nchangelogs = \"none\"\n"
-                .into(),
-            ..Default::default()
-        },
-    );
-    let mnt = dev.paths.resolve("/slots");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let _slots = Bind::new(&env.slots_dir, &mnt);
-    let mut d = dev.spawn(&bus.address, &[]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !env.snapshot().join("in-postinst").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never staged\n{}",
-            dev.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (dev, systemd) = (&rig.dev, &rig.systemd);
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    wait_for_file(&env.snapshot().join("in-postinst"), dev);
     std::fs::write(env.running().join("etc/hostname"), "edited-while-staging\n").unwrap();
     let e = process::wait_until(
         &mut d,
-        &dev,
+        dev,
         std::time::Duration::from_secs(60),
         "reboot request",
         |_| false,
@@ -789,4 +845,343 @@ async fn patchd_run_stages_switches_and_carries_an_etc_edit() {
         "b",
         "the bootloader tries the snapshot"
     );
+}
+
+/// `chattr +i` on a path, taken off again on drop (a failed test too), so the
+/// temporary directory can be deleted.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        sh(Command::new("chattr").arg("+i").arg(path));
+        Immutable(path.into())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// The `/etc` carry-over fails at the switch for real: the admin edits `/etc/hostname`
+/// on the running root while the patch set stages, and the snapshot's copy is
+/// immutable (`chattr +i` stops even root). The switch fails (`switch_failed` with the
+/// cause in status, the audit log and the metrics), nothing is armed (the bootloader's
+/// slots as before the switch, no reboot, the running root as it was) and nothing is
+/// lost: the release stays staged, the state file loads, the audit chain verifies. The
+/// metrics also show the patch set's packages by kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etc_carry_that_cannot_write_fails_the_switch_and_arms_nothing() {
+    let t = "an_etc_carry_that_cannot_write_fails_the_switch_and_arms_nothing";
+    let extra = [(
+        "slow",
+        "DEBIAN/postinst",
+        "#!/bin/sh\ntouch /in-postinst\nsleep 2\n",
+    )];
+    let Some(env) = setup(t, &extra) else {
+        return;
+    };
+    if !common::require_tools(t, &["chattr"]) {
+        return;
+    }
+    let metrics = "\n[metrics]\ntextfile = \"/var/lib/patchd/metrics.prom\"\n";
+    let Some(rig) = AptDevice::new(&env, metrics).await else {
+        return;
+    };
+    let dev = &rig.dev;
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    wait_for_file(&env.snapshot().join("in-postinst"), dev);
+    // Staging fenced slot b before writing it; this is the bootloader the switch finds.
+    let boot_before = dev.bootloader().slots().unwrap();
+    let hostname = env.snapshot().join("etc/hostname");
+    let in_snapshot = std::fs::read_to_string(&hostname).unwrap();
+    let _frozen = Immutable::set(&hostname);
+    std::fs::write(env.running().join("etc/hostname"), "edited-while-staging\n").unwrap();
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(90),
+        "switch_failed",
+        |dev| dev.audit_events().iter().any(|e| e == "switch_failed"),
+    )
+    .await;
+    assert!(matches!(e, process::Ended::Reached), "{}", dev.log());
+    let prom = dev.paths.resolve("/var/lib/patchd/metrics.prom");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&prom).unwrap_or_default();
+        if text.contains("patchd_failures_total{reason=\"switch\"}") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no switch failure in the metrics:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for line in [
+        "patchd_pending_packages{kind=\"security\"} 4",
+        "patchd_pending_packages{kind=\"bugfix\"} 0",
+        "patchd_held_packages 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let (code, out, err) = rig.patchctl(&["status"]).await;
+    assert!(
+        out.contains("carry /etc changes into slot b") && out.contains("Operation not permitted"),
+        "patchctl status exit {code}:\n{out}{err}"
+    );
+    let (code, out, err) = rig.patchctl(&["audit", "verify"]).await;
+    assert_eq!(code, 0, "audit verify:\n{out}{err}");
+    let st = d.stop(std::time::Duration::from_secs(30));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", dev.log());
+
+    assert!(
+        rig.systemd.calls().is_empty(),
+        "no reboot: {:?}",
+        rig.systemd.calls()
+    );
+    assert_eq!(
+        dev.bootloader().slots().unwrap(),
+        boot_before,
+        "nothing armed"
+    );
+    assert_eq!(
+        dev.power_cycle().as_str(),
+        "a",
+        "the running root boots next"
+    );
+    assert_eq!(
+        env.version_in(&env.running(), "libfoo").as_deref(),
+        Some("1.0-1")
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.running().join("etc/hostname")).unwrap(),
+        "edited-while-staging\n",
+        "the admin's edit stays on the running root"
+    );
+    assert_eq!(std::fs::read_to_string(&hostname).unwrap(), in_snapshot);
+    let audit = audit_records(dev);
+    let failed = audit
+        .iter()
+        .find(|r| r["event"] == "switch_failed")
+        .unwrap();
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("carry /etc changes into slot b")
+            && reason.contains("/etc/hostname in the new root: Operation not permitted"),
+        "{failed}"
+    );
+    assert_eq!(failed["extra"]["cause"], "switch", "{failed}");
+    assert!(
+        !audit.iter().any(|r| r["event"] == "etc_carried"),
+        "nothing carried: {audit:#?}"
+    );
+    let doc = dev.state().unwrap().unwrap();
+    assert_eq!(doc.lifecycle.kind().as_str(), "staged", "{doc:?}");
+    assert!(doc.pending.is_none(), "{doc:?}");
+    assert_eq!(dev.slot_status("b").state, SlotState::Verified);
+}
+
+/// The first run: the patch set stages into b and the device switches (the reboot
+/// requested); then the bootloader boots b and the apt source scans it from now on.
+async fn staged_and_switched_to_b(rig: &AptDevice) {
+    let dev = &rig.dev;
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(120),
+        "reboot request",
+        |_| false,
+    )
+    .await;
+    assert!(
+        matches!(e, process::Ended::Exited(st) if st.success()),
+        "{}",
+        dev.log()
+    );
+    assert_eq!(dev.power_cycle().as_str(), "b");
+    rig.scan_root("b");
+}
+
+/// What a finished prune of the previous root a leaves: out of the boot order (bad, not
+/// primary), its subvolume gone, the slot empty, the release committed in b with no
+/// previous slot and nothing pending, and one `snapshot_pruned` record naming it.
+fn assert_a_pruned(env: &Env, dev: &process::Device) {
+    let events = dev.audit_events();
+    assert!(
+        !events.iter().any(|e| e == "prune_failed"),
+        "{events:?}\n{}",
+        dev.log()
+    );
+    let audit = audit_records(dev);
+    let pruned: Vec<_> = audit
+        .iter()
+        .filter(|r| r["event"] == "snapshot_pruned")
+        .collect();
+    assert_eq!(pruned.len(), 1, "{events:?}");
+    let pruned = pruned[0];
+    assert_eq!(pruned["extra"]["slot"], "a", "{pruned}");
+    assert!(
+        pruned["extra"]["snapshot"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/slots/a")),
+        "{pruned}"
+    );
+    assert!(
+        !env.running().exists(),
+        "the previous root's subvolume is gone"
+    );
+    assert_eq!(
+        env.version_in(&env.snapshot(), "libfoo").as_deref(),
+        Some("1.0-2")
+    );
+    assert_eq!(dev.slot_status("a").state, SlotState::Empty);
+    let boot = dev.bootloader().slots().unwrap();
+    let a = boot.iter().find(|i| i.slot.as_str() == "a").unwrap();
+    let b = boot.iter().find(|i| i.slot.as_str() == "b").unwrap();
+    assert!(a.bad && !a.primary, "a out of the boot order: {boot:?}");
+    assert!(b.primary && b.good, "{boot:?}");
+    assert_eq!(dev.power_cycle().as_str(), "b");
+    let doc = dev.state().unwrap().unwrap();
+    match &doc.lifecycle {
+        patchd::engine::state::Lifecycle::Committed { slot, previous, .. } => {
+            assert_eq!((slot.as_str(), previous), ("b", &None), "{doc:?}");
+        }
+        other => panic!("not committed: {other:?}"),
+    }
+    assert!(doc.pending.is_none(), "{doc:?}");
+}
+
+/// `[source.apt] keep = 1` through `patchd run`: the patch set stages into b and the
+/// device switches; after the reboot into b the health checks pass and the release is
+/// committed with the old root a kept through probation; when probation ends, a is
+/// taken out of the boot order (marked bad) and then its snapshot deleted
+/// (`snapshot_pruned` naming it), the slot shows empty, and `patchctl rollback` says
+/// there is no previous root to go back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_first() {
+    let t = "keep_1_deletes_the_previous_root_after_probation_out_of_the_boot_order_first";
+    let Some(env) = setup(t, &[]) else {
+        return;
+    };
+    let more = "keep = 1\n\n[health]\nprobation = \"4s\"\n";
+    let Some(rig) = AptDevice::new(&env, more).await else {
+        return;
+    };
+    let dev = &rig.dev;
+    staged_and_switched_to_b(&rig).await;
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(60),
+        "committed",
+        |dev| dev.audit_events().iter().any(|e| e == "committed"),
+    )
+    .await;
+    assert!(matches!(e, process::Ended::Reached), "{}", dev.log());
+    assert!(
+        env.running().join("etc").is_dir()
+            && !dev.audit_events().iter().any(|e| e == "snapshot_pruned"),
+        "the previous root is kept through probation"
+    );
+    // The engine looks at probation's end on its minute tick.
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(180),
+        "snapshot_pruned",
+        |dev| {
+            dev.audit_events()
+                .iter()
+                .any(|e| e == "snapshot_pruned" || e == "prune_failed")
+        },
+    )
+    .await;
+    assert!(matches!(e, process::Ended::Reached), "{}", dev.log());
+    let (code, out, err) = rig.patchctl(&["rollback"]).await;
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("no previous root to go back to") && err.contains("keep = 1"),
+        "{out}{err}"
+    );
+    let (_, status, _) = rig.patchctl(&["status"]).await;
+    let st = d.stop(std::time::Duration::from_secs(30));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", dev.log());
+
+    let events = dev.audit_events();
+    let at = |name: &str| events.iter().position(|e| e == name);
+    assert!(
+        at("committed") < at("probation_over") && at("probation_over") < at("snapshot_pruned"),
+        "{events:?}"
+    );
+    assert_a_pruned(&env, dev);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["a", "empty"])),
+        "slot a shown empty:\n{status}"
+    );
+}
+
+/// A prune cut off by a crash: the state file says what `patchd run` writes before it
+/// touches the boot order (the prune of a pending, no previous slot any more) while a
+/// is still there and bootable; the next start takes a out of the boot order and
+/// deletes it. Before that, with probation still running, a is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_1_a_prune_cut_off_by_a_crash_is_finished_at_the_next_start() {
+    let t = "keep_1_a_prune_cut_off_by_a_crash_is_finished_at_the_next_start";
+    let Some(env) = setup(t, &[]) else {
+        return;
+    };
+    let more = "keep = 1\n\n[health]\nprobation = \"1h\"\n";
+    let Some(rig) = AptDevice::new(&env, more).await else {
+        return;
+    };
+    let dev = &rig.dev;
+    staged_and_switched_to_b(&rig).await;
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(60),
+        "committed",
+        |dev| dev.audit_events().iter().any(|e| e == "committed"),
+    )
+    .await;
+    assert!(matches!(e, process::Ended::Reached), "{}", dev.log());
+    let st = d.stop(std::time::Duration::from_secs(30));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", dev.log());
+    assert!(env.running().join("etc").is_dir(), "kept during probation");
+    assert!(!dev.audit_events().iter().any(|e| e == "snapshot_pruned"));
+    let a_before = dev.bootloader().slots().unwrap();
+    assert!(
+        a_before.iter().any(|i| i.slot.as_str() == "a" && !i.bad),
+        "{a_before:?}"
+    );
+    let file = patchd::engine::statefile::StateFile::new(&dev.paths.state_dir());
+    let mut doc = dev.state().unwrap().unwrap();
+    doc.lifecycle = doc.lifecycle.previous_gone().unwrap();
+    doc.pending = Some(patchd::engine::statefile::Pending::Prune { slot: name("a") });
+    file.save(&doc).unwrap();
+    let mut d = dev.spawn(&rig.bus.address, &[]);
+    let e = process::wait_until(
+        &mut d,
+        dev,
+        std::time::Duration::from_secs(60),
+        "snapshot_pruned",
+        |dev| {
+            dev.audit_events()
+                .iter()
+                .any(|e| e == "snapshot_pruned" || e == "prune_failed")
+        },
+    )
+    .await;
+    assert!(matches!(e, process::Ended::Reached), "{}", dev.log());
+    let st = d.stop(std::time::Duration::from_secs(30));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", dev.log());
+    assert_a_pruned(&env, dev);
 }

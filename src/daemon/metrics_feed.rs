@@ -16,7 +16,10 @@ use tokio::sync::watch;
 use crate::audit::{Actor, AuditLog, Filter, Record};
 use crate::clock::Clock;
 use crate::engine::{EngineHandle, StatusSnapshot};
-use crate::metrics::{AvailableMetric, JobMetric, MetricsSnapshot, Outcome, ReleaseOutcome};
+use crate::manifest::PackageStanding;
+use crate::metrics::{
+    AvailableMetric, JobMetric, MetricsSnapshot, Outcome, PackageMetric, ReleaseOutcome,
+};
 
 /// Events that count as a failed job, and the cause used when a record has no `cause`
 /// field (records written before the field existed).
@@ -25,6 +28,7 @@ const FAILURE_EVENTS: &[(&str, &str)] = &[
     ("staging_failed", "staging"),
     ("switch_failed", "switch"),
     ("bundle_rejected", "bundle"),
+    ("prune_failed", "prune"),
 ];
 
 /// Key of the status warning shown while the textfile cannot be written.
@@ -68,6 +72,8 @@ pub struct Labels {
     pub channel: String,
     /// `[fleet] group`, the failure domain (`None`: not configured).
     pub group: Option<String>,
+    /// The source is package-based (apt): the patch set's package series are exported.
+    pub packages: bool,
 }
 
 /// Follow one record into the per-release outcomes: `switching` enters a release (with
@@ -211,12 +217,28 @@ pub fn snapshot(
             .as_ref()
             .map(|f| (f.group.clone(), f.state.clone())),
         reboot_lock_events: counters.reboot_lock.clone(),
+        packages: labels.packages.then(|| packages(status)),
         job: status.busy.as_ref().map(|kind| JobMetric {
             kind: kind.clone(),
             done: status.progress.as_ref().map_or(0, |p| p.done),
             total: status.progress.as_ref().and_then(|p| p.total),
         }),
     }
+}
+
+/// The available patch set's packages, counted by standing and kind.
+fn packages(status: &StatusSnapshot) -> PackageMetric {
+    let mut m = PackageMetric::default();
+    for p in status.available.iter().flat_map(|a| &a.packages) {
+        match p.standing {
+            PackageStanding::Included => {
+                *m.pending.entry(p.kind.as_str().to_owned()).or_default() += 1;
+            }
+            PackageStanding::Held => m.held += 1,
+            PackageStanding::NotOffered => m.not_offered += 1,
+        }
+    }
+    m
 }
 
 struct Feed {

@@ -335,6 +335,7 @@ async fn start(
         channel: cfg.device.channel.clone(),
         // The failure domain, so fleet-wide queries can group outcomes by it.
         group: Some(cfg.fleet.group.clone()),
+        packages: cfg.source.kind == crate::sourceconf::SourceKind::Apt,
     };
     let components = crate::engine::ports::DeviceComponents {
         apps_dir: paths.resolve(&cfg.components.apps_dir),

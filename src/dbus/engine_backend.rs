@@ -29,6 +29,7 @@ fn map_err(e: EngineError) -> BackendError {
         EngineError::NoSuchRelease { .. }
         | EngineError::NothingToInstall { .. }
         | EngineError::NothingToCancel { .. }
+        | EngineError::NoPrevious { .. }
         | EngineError::NotFailedHere { .. }
         | EngineError::NoHold
         | EngineError::NoRebootLock

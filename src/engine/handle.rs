@@ -309,6 +309,9 @@ pub enum EngineError {
     /// `retry` for a release that did not fail here.
     #[error("release {version} did not fail on this device: nothing to retry")]
     NotFailedHere { version: String },
+    /// `rollback` on a committed release whose previous slot is no longer kept.
+    #[error("no previous root to go back to: {why}")]
+    NoPrevious { why: String },
     /// `release-hold` when no hold is set.
     #[error("no hold to release")]
     NoHold,

@@ -189,6 +189,23 @@ pub trait Updates: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<(&'static str, serde_json::Value)>, PortError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    /// Whether the previous root stays on disk once the new one is steady (committed,
+    /// probation over). `false` (an apt source with `keep = 1`): the engine takes the
+    /// previous slot out of the boot order, then has [`Updates::prune`] delete it.
+    fn keeps_previous(&self) -> bool {
+        true
+    }
+
+    /// Delete what `slot` holds; the engine has taken it out of the boot order first.
+    /// Idempotent (a restart repeats it after a crash). Its fields go to the audit log as
+    /// `snapshot_pruned`.
+    fn prune<'a>(
+        &'a self,
+        _slot: &'a SlotName,
+    ) -> BoxFuture<'a, Result<Vec<(&'static str, serde_json::Value)>, PortError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Result of one health-check run.

@@ -215,6 +215,9 @@ impl Runner {
             Lifecycle::Committed { slot, .. } => {
                 if booted != slot {
                     self.unexpected_boot(&booted.to_string())?;
+                } else if let Some(Pending::Prune { slot: old }) = &pending {
+                    // A prune a crash cut off: out of the boot order and deleted, again.
+                    self.finish_prune(old).await?;
                 } else if pending.is_some() {
                     self.clear_pending()?;
                 }

@@ -325,6 +325,25 @@ impl Lifecycle {
         }
     }
 
+    /// The previous slot is gone (pruned): nothing to roll back to any more.
+    pub fn previous_gone(&self) -> Next {
+        match self {
+            Lifecycle::Committed {
+                release,
+                slot,
+                probation_until,
+                ..
+            } => Ok(Lifecycle::Committed {
+                release: release.clone(),
+                slot: slot.clone(),
+                previous: None,
+                previous_release: None,
+                probation_until: *probation_until,
+            }),
+            s => Err(s.illegal("forget the previous slot")),
+        }
+    }
+
     /// Health failed, the deadline passed, or an admin asked: go back to the old slot.
     /// Allowed while verifying, and after commit while the previous slot is intact.
     pub fn roll_back(&self, reason: impl Into<String>) -> Next {

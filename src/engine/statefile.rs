@@ -55,6 +55,9 @@ pub enum Pending {
     MarkGood { slot: SlotName },
     /// A reboot was requested; the next start sees whether it happened.
     Reboot { reason: String },
+    /// Deleting the previous root in `slot` the source does not keep (`keep = 1`): out
+    /// of the boot order first, then deleted; the next start finishes an interrupted one.
+    Prune { slot: SlotName },
 }
 
 /// A fleet reboot slot this device holds: taken right before the switch, kept through

@@ -176,6 +176,7 @@ pub struct RawApt {
     pub changelogs: Option<ChangelogSource>,
     pub severity: Option<Vec<RawSeverityRule>>,
     pub conffiles: Option<ConffilePolicy>,
+    pub keep: Option<u32>,
 }
 
 /// `[source.apt]`, validated.
@@ -199,6 +200,10 @@ pub struct AptConfig {
     pub severity: Vec<SeverityRule>,
     /// Staging: which conffile version an upgrade keeps.
     pub conffiles: ConffilePolicy,
+    /// Roots kept: 2, the previous root stays bootable as the other slot until the next
+    /// staging replaces it; 1, its snapshot is deleted once the new root is committed
+    /// and probation ended.
+    pub keep: u32,
 }
 
 pub const DEFAULT_SECURITY_ORIGINS: [&str; 2] = ["label=Debian-Security", "suite=*-security"];
@@ -220,6 +225,7 @@ impl Default for AptConfig {
             changelogs: ChangelogSource::Download,
             severity: Vec::new(),
             conffiles: ConffilePolicy::Keep,
+            keep: 2,
         })
     }
 }
@@ -290,6 +296,18 @@ impl AptConfig {
             changelogs: raw.changelogs.unwrap_or_default(),
             severity,
             conffiles: raw.conffiles.unwrap_or_default(),
+            keep: match raw.keep.unwrap_or(2) {
+                k @ (1 | 2) => k,
+                k => {
+                    return Err(InvalidSetting::new(
+                        "source.apt.keep",
+                        format!(
+                            "{k}: 1 (delete the previous root after probation) or 2 \
+                             (keep it as the other slot)"
+                        ),
+                    ))
+                }
+            },
         })
     }
 }
@@ -311,6 +329,25 @@ mod tests {
         };
         assert!(p.matches(fields));
         assert!(!p.matches(|f| (f == "origin").then_some("Debian")));
+    }
+
+    #[test]
+    fn keep_is_two_roots_by_default_and_only_one_or_two() {
+        assert_eq!(AptConfig::default().keep, 2);
+        let keep = |k| {
+            AptConfig::from_raw(RawApt {
+                keep: Some(k),
+                ..Default::default()
+            })
+        };
+        assert_eq!(keep(1).unwrap().keep, 1);
+        for k in [0, 3] {
+            let e = keep(k).unwrap_err().to_string();
+            assert!(
+                e.contains("source.apt.keep") && e.contains("1 (delete"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

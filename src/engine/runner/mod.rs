@@ -16,6 +16,7 @@ mod commands;
 mod components;
 mod fleet;
 mod jobs;
+mod pruning;
 mod record;
 mod staging;
 mod stale;
@@ -678,6 +679,7 @@ impl Runner {
                 ..
             } => {
                 if until <= now {
+                    let previous = self.previous_slot();
                     let mut doc = self.doc.clone();
                     doc.lifecycle = self.doc.lifecycle.probation_over()?;
                     if let Some(c) = &doc.committed {
@@ -685,6 +687,7 @@ impl Runner {
                     }
                     self.commit(doc, "probation_over", &Actor::Policy, None)?;
                     self.end_component_probation();
+                    self.prune_previous(previous).await?;
                     // Steady now: the reboot slot goes back at once.
                     self.follow_reboot_slot().await?;
                 } else if Instant::now() >= self.next_probation_check {

@@ -123,12 +123,36 @@ impl Runner {
         }
         self.commit(doc, "committed", actor, Some(why))?;
         self.next_probation_check = Instant::now() + self.p.settings.probation_check_every;
+        if probation_until.is_none() {
+            // Steady at once: a source that keeps no previous root deletes it now.
+            self.prune_previous(self.previous_slot()).await?;
+        }
         Ok(())
     }
 
     /// Roll back the release on trial (or in probation). `cause` names the kind for the
     /// audit record and the metrics: `health`, `deadline`, `manual`, `boot`.
     pub(crate) async fn roll_back(&mut self, actor: &Actor, cause_: &str, reason: &str) -> Step {
+        if let Lifecycle::Committed {
+            slot,
+            previous: None,
+            ..
+        } = &self.doc.lifecycle
+        {
+            let pruned = self.p.updates.as_ref().is_some_and(|u| !u.keeps_previous());
+            let why = if pruned {
+                format!(
+                    "the release in slot {slot} is committed and its probation is over, so the \
+                     previous root was taken out of the boot order and deleted ([source.apt] keep = 1)"
+                )
+            } else {
+                format!(
+                    "the release in slot {slot} is committed and its probation is over; the other \
+                     slot is no longer kept as a way back"
+                )
+            };
+            return Err(EngineError::NoPrevious { why }.into());
+        }
         let next = self.doc.lifecycle.roll_back(reason)?;
         let Lifecycle::RolledBack {
             release,

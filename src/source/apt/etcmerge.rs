@@ -165,34 +165,50 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 pub fn apply(changes: &[Change], running: &Path, upgraded: &Path) -> std::io::Result<CarryReport> {
     let mut report = CarryReport::default();
     for c in changes {
-        match c {
-            Change::TakeRunning(p) => {
-                copy_in(&running.join(p), &upgraded.join(p))?;
-                report.carried.push(p.clone());
-            }
-            Change::Delete(p) => {
-                remove(&upgraded.join(p))?;
-                report.deleted.push(p.clone());
-            }
-            Change::Conflict(p) => {
-                let dst = upgraded.join(p);
-                if std::fs::symlink_metadata(&dst).is_ok() {
-                    let saved = upgraded.join(format!("{p}.dpkg-new"));
-                    remove(&saved)?;
-                    std::fs::rename(&dst, &saved)?;
-                }
-                let src = running.join(p);
-                if std::fs::symlink_metadata(&src).is_ok() {
-                    copy_in(&src, &dst)?;
-                }
-                report.conflicts.push(p.clone());
-            }
-        }
+        let p = match c {
+            Change::TakeRunning(p) | Change::Delete(p) | Change::Conflict(p) => p,
+        };
+        // The path in the error: "Operation not permitted" alone does not say which
+        // file the admin must look at.
+        apply_one(c, running, upgraded, &mut report)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("/etc/{p} in the new root: {e}")))?;
     }
     if !report.is_empty() {
         crate::fsutil::syncfs_dir(upgraded)?;
     }
     Ok(report)
+}
+
+fn apply_one(
+    c: &Change,
+    running: &Path,
+    upgraded: &Path,
+    report: &mut CarryReport,
+) -> std::io::Result<()> {
+    match c {
+        Change::TakeRunning(p) => {
+            copy_in(&running.join(p), &upgraded.join(p))?;
+            report.carried.push(p.clone());
+        }
+        Change::Delete(p) => {
+            remove(&upgraded.join(p))?;
+            report.deleted.push(p.clone());
+        }
+        Change::Conflict(p) => {
+            let dst = upgraded.join(p);
+            if std::fs::symlink_metadata(&dst).is_ok() {
+                let saved = upgraded.join(format!("{p}.dpkg-new"));
+                remove(&saved)?;
+                std::fs::rename(&dst, &saved)?;
+            }
+            let src = running.join(p);
+            if std::fs::symlink_metadata(&src).is_ok() {
+                copy_in(&src, &dst)?;
+            }
+            report.conflicts.push(p.clone());
+        }
+    }
+    Ok(())
 }
 
 fn remove(p: &Path) -> std::io::Result<()> {

@@ -254,4 +254,15 @@ impl Updates for AptUpdates {
     ) -> BoxFuture<'a, Result<Vec<(&'static str, serde_json::Value)>, PortError>> {
         Box::pin(self.carry_etc(slot))
     }
+
+    fn keeps_previous(&self) -> bool {
+        self.cfg.keep >= 2
+    }
+
+    fn prune<'a>(
+        &'a self,
+        slot: &'a SlotName,
+    ) -> BoxFuture<'a, Result<Vec<(&'static str, serde_json::Value)>, PortError>> {
+        Box::pin(self.prune_snapshot(slot))
+    }
 }

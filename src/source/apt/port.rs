@@ -93,6 +93,55 @@ impl AptUpdates {
     }
 }
 
+impl AptUpdates {
+    /// `keep = 1`: delete the previous root's snapshot `slot` and its records (the
+    /// engine took it out of the boot order first). Never the running root.
+    pub(super) async fn prune_snapshot(&self, slot: &SlotName) -> Result<Fields, PortError> {
+        let what = format!("delete the previous root's snapshot in slot {slot}");
+        let Some(snaps) = self.snapshots.clone() else {
+            return Err(PortError::new(&what, "no btrfs slots are configured").with_cause("prune"));
+        };
+        if *slot == snaps.running {
+            return Err(
+                PortError::new(&what, "it is the running root; nothing was deleted")
+                    .with_cause("prune"),
+            );
+        }
+        let slot = slot.clone();
+        let lock = self.stage_lock.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
+            prune(&snaps, &slot)
+        })
+        .await;
+        match res {
+            Ok(Ok(fields)) => Ok(fields),
+            Ok(Err(e)) => Err(PortError::new(&what, e).with_cause("prune")),
+            Err(e) => Err(PortError::new(&what, e).with_cause("prune")),
+        }
+    }
+}
+
+fn prune(snaps: &stage::Snapshots, slot: &SlotName) -> Result<Fields, stage::StagingError> {
+    let before = snaps.slots.record(slot)?;
+    let path = snaps.slots.subvolume_path(slot);
+    let existed = path.exists();
+    snaps.slots.discard(slot)?;
+    Records::new(&snaps.state)
+        .clear(slot)
+        .map_err(|source| stage::StagingError::Io {
+            what: format!("removing the records of slot {slot}"),
+            source,
+        })?;
+    tracing::info!(slot = %slot, snapshot = %path.display(), existed, "deleted the previous root's snapshot (keep = 1)");
+    Ok(vec![
+        ("slot", slot.as_str().into()),
+        ("snapshot", path.display().to_string().into()),
+        ("version", before.version.into()),
+        ("deleted", existed.into()),
+    ])
+}
+
 fn carry(snaps: &stage::Snapshots, slot: &SlotName) -> Result<Fields, std::io::Error> {
     let recs = Records::new(&snaps.state);
     let Some(mut rec) = recs.staged(slot)? else {
