@@ -88,8 +88,13 @@ scenario() {
   VM_PID=
   echo "guest powered off after $((SECONDS - t))s"
   vm_show_results
+  components_release_check
+}
 
-  local b1 b2 b3 b4 sha2 sha3
+# What the guest and its disk show after the run (a function of its own, so a kept
+# disk and console can be checked again: W, DISK and LOG set).
+components_release_check() {
+  local c=$W/components b1 b2 b3 b4 sha2 sha3
   b1=$(vm_boot_console "$LOG" 1) b2=$(vm_boot_console "$LOG" 2)
   b3=$(vm_boot_console "$LOG" 3) b4=$(vm_boot_console "$LOG" 4)
   has() { echo "$1" | grep -qE "$2" || fail "$3 (no '$2' on the console)"; }
@@ -106,9 +111,10 @@ scenario() {
   [ -n "$app2" ] || fail "vmapp.service does not run app 2 from the bundle: $(echo "$b2" | grep 'release2 app')"
   has "$b2" "VMTEST: release2 mcu install mcu 2 slot=b size=[0-9]+ got=$sha2 expected=$sha2" "the handler did not get mcu 2's bytes"
   local comp
-  for comp in '"name":"vmext","method":"sysext","version":"2"' '"name":"vmapp","method":"app-bundle","version":"2"' \
-    '"name":"mcu","method":"handler","version":"2"'; do
-    has "$b2" "VMTEST: release2 inventory .*$comp" "the inventory lacks $comp"
+  # patchctl --json prints the keys sorted: copy, method, name, origin, sha256, version.
+  for comp in 'sysext","name":"vmext' 'app-bundle","name":"vmapp' 'handler","name":"mcu'; do
+    has "$b2" "VMTEST: release2 inventory .*\"method\":\"$comp\",\"origin\":\"2\.0\.0\",\"sha256\":\"[0-9a-f]{64}\",\"version\":\"2\"" \
+      "the inventory does not show $comp at 2"
   done
   has "$b2" 'VMTEST: release2 audit verify ok' "audit verify failed on b"
   # Release 3's plan as patchctl status shows it, then its trial on a.
@@ -120,9 +126,9 @@ scenario() {
   has "$b4" 'VMTEST: after-rollback sysext vmext 2$' "vmext is not back at 2"
   has "$b4" "VMTEST: after-rollback app ok 2 $app2 unit=active current=" "vmapp.service does not run app 2 again"
   has "$b4" 'VMTEST: after-rollback mcu rollback mcu 2 .*got='"$sha2 expected=$sha2" "the handler did not reinstall mcu 2"
-  for comp in '"name":"vmext","method":"sysext","version":"2"' '"name":"vmapp","method":"app-bundle","version":"2"' \
-    '"name":"mcu","method":"handler","version":"2"'; do
-    has "$b4" "VMTEST: after-rollback inventory .*$comp" "the inventory after the rollback lacks $comp"
+  for comp in 'sysext","name":"vmext' 'app-bundle","name":"vmapp' 'handler","name":"mcu'; do
+    has "$b4" "VMTEST: after-rollback inventory .*\"method\":\"$comp\",\"origin\":\"2\.0\.0\",\"sha256\":\"[0-9a-f]{64}\",\"version\":\"2\"" \
+      "the inventory after the rollback does not show $comp at 2"
   done
   has "$b4" 'VMTEST: after-rollback audit verify ok' "audit verify failed after the rollback"
   assert_eq "boots" "$(vm_cat "$DISK" 4 /vm/boots.log)" "boot=1 slot=a release=sv1
