@@ -373,6 +373,7 @@ vm_build_systemd() {
   cp "$sd/10-eth0.network" "$tree/etc/systemd/network/"
   cp "$sd/vm-config.service" "$sd/vm-test.service" "$tree/etc/systemd/system/"
   install -m 755 "$sd/hook.sh" "$tree/usr/lib/vm/hook.sh"
+  install -m 644 "$sd/lib.sh" "$tree/usr/lib/vm/lib.sh"
   ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
   # An unprivileged user for the polkit refusal.
   chroot "$tree" useradd -u 1000 -M -s /usr/sbin/nologin tester ||
@@ -440,6 +441,53 @@ EOF
   debugfs -R "stat $4" "$tmp" >/dev/null 2>&1 || vm_die "could not write $4 on partition $2"
   vm_put_part "$1" "$2" "$tmp"
   rm -f "$tmp"
+}
+
+# vm_tree_put IMAGE TREE: writes the directories, files and symlinks of the host
+# directory TREE into the ext2/4 filesystem IMAGE at the same paths (modes kept, owned by
+# root when run as root; an existing file is replaced). debugfs follows no symlinks, so
+# TREE must use the image's real paths (usr/lib, not lib, on the merged-/usr roots).
+vm_tree_put() {
+  local img=$1 tree=$2 f missing
+  { (cd "$tree" && find . -mindepth 1 -type d | sed 's|^\.||') | while read -r f; do echo "mkdir $f"; done
+    (cd "$tree" && find . -mindepth 1 ! -type d | sed 's|^\.||') | while read -r f; do
+      echo "rm $f"
+      if [ -L "$tree$f" ]; then echo "symlink $f $(readlink "$tree$f")"; else echo "write $tree$f $f"; fi
+    done; } | debugfs -w -f - "$img" >/dev/null 2>&1
+  missing=$( (cd "$tree" && find . -mindepth 1 ! -type d | sed 's|^\.||') | while read -r f; do
+    debugfs -R "stat $f" "$img" 2>/dev/null | grep -q '^Inode:' || echo "$f"; done)
+  [ -z "$missing" ] || { vm_log "not written into $img: $missing"; return 1; }
+}
+
+# vm_part_tree DISK N TREE: vm_tree_put on partition N of DISK (journal replayed first).
+vm_part_tree() {
+  local tmp rc=0; tmp=$(mktemp)
+  vm_get_part "$1" "$2" "$tmp"
+  vm_replay "$tmp"
+  vm_tree_put "$tmp" "$3" || rc=1
+  [ "$rc" = 1 ] || vm_put_part "$1" "$2" "$tmp"
+  rm -f "$tmp"
+  return "$rc"
+}
+
+# vm_guest_modules TREE NAME MODULE...: the Debian kernel's modules MODULE... and what
+# they depend on, laid out by depmod under TREE/usr/lib/modules, with
+# TREE/etc/modules-load.d/NAME.conf so the guest's systemd-modules-load.service loads
+# them at boot (the systemd guest's minimal root has neither a module tree nor kmod
+# tools). Write TREE into a root with vm_part_tree or vm_tree_put.
+vm_guest_modules() {
+  local tree=$1 name=$2 kdir m sub mdir; shift 2
+  kdir=$(vm_kernel)
+  mdir=$tree/usr/lib/modules/$VM_KVER
+  for m in $(modprobe -d "$kdir" -S "$VM_KVER" --show-depends -a "$@" |
+    awk '$1=="insmod"{print $2}'); do
+    sub=$mdir/kernel/$(basename "$(dirname "$m")")
+    mkdir -p "$sub"
+    cp "$m" "$sub/"
+  done
+  depmod -b "$tree/usr" "$VM_KVER" || vm_die "depmod failed"
+  mkdir -p "$tree/etc/modules-load.d"
+  printf '%s\n' "$@" >"$tree/etc/modules-load.d/$name.conf"
 }
 
 # vm_grubenv DISK ARGS...: runs grub-editenv on the boot partition's grubenv (list/set/unset).
@@ -548,16 +596,17 @@ vm_repo_setup() {
   cp -a "$VM_CACHE/parts/repo-keys" "$1/keys"
 }
 
-# vm_publish DIR vN [VERSION [IMAGE]]: publishes release vN's root filesystem image as
-# version N.0.0 (or VERSION: the same content republished under a new version; IMAGE:
-# another image than the cached root-vN.img). Full images only: these scenarios prove
-# boot and rollback; delta methods have their own tests.
+# vm_publish DIR vN [VERSION [IMAGE [ARG...]]]: publishes release vN's root filesystem
+# image as version N.0.0 (or VERSION: the same content republished under a new version;
+# IMAGE: another image than the cached root-vN.img; ARGs: more of `patchpub add`'s, such
+# as --component). Full images only: these scenarios prove boot and rollback; delta
+# methods have their own tests.
 vm_publish() {
   local n=${2#v}
   "$VM_TOP/target/release/patchpub" --repo "$1/repo" --keys "$1/keys" add \
     --product vm-box --version "${3:-$n.0.0}" --image "${4:-$VM_CACHE/parts/root-$2.img}" \
     --kind bugfix --severity medium --summary "VM test release $2" \
-    --no-chunk-index >/dev/null ||
+    --no-chunk-index "${@:5}" >/dev/null ||
     vm_die "patchpub add $2 failed"
   vm_log "published $2 (${3:-$n.0.0})"
 }

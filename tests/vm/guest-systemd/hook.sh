@@ -6,26 +6,7 @@
 # reads "dbus checks done"; patchd stages it and asks systemd to reboot. Later boots:
 # wait for the commit, patchd-boot-check.service and boot-complete.target, report, power
 # off. Every VMTEST line is for the host (tests/vm/scenarios/systemd-update.sh).
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-D=/var/lib/patchd/vm
-say() { echo "VMTEST: $*"; }
-up() { cut -d. -f1 /proc/uptime; }
-# field JSON NAME: a top-level field of patchctl's pretty JSON, unquoted.
-field() {
-  printf '%s\n' "$1" | grep "^  \"$2\": " | head -n 1 |
-    sed -e 's/^[^:]*: *//' -e 's/,$//' -e 's/^"//' -e 's/"$//'
-}
-
-slot=unknown
-for arg in $(cat /proc/cmdline); do
-  case $arg in patchd.slot=*) slot=${arg#patchd.slot=};; esac
-done
-release=$(cat /etc/vm-release)
-mkdir -p "$D"
-n=$(( $(cat "$D/boots.log" 2>/dev/null | wc -l) + 1 ))
-echo "boot=$n slot=$slot release=$release" >>"$D/boots.log"
-sync
-say "booted boot=$n slot=$slot release=$release pid1=$(cat /proc/1/comm)"
+. /usr/lib/vm/lib.sh
 
 # patchd.service as systemd sees it, and how long it has been up (the watchdog is proven
 # once it ran past WatchdogSec without a restart).
@@ -34,28 +15,6 @@ unit() {
   since=$(systemctl show -p ActiveEnterTimestampMonotonic --value patchd.service)
   now=$(awk '{ printf "%d", $1 * 1000000 }' /proc/uptime)
   say "unit patchd $s up=$(( (now - since) / 1000000 ))s"
-}
-
-report() {
-  st=$(patchctl --json status 2>/dev/null)
-  line="boot=$n slot=$slot release=$release $1 state=$(field "$st" state)"
-  line="$line booted=$(field "$st" booted_slot) current=$(field "$st" current_version)"
-  say "report $line"
-  echo "$line" >>"$D/report.log"
-}
-
-# wait_state REGEXP TIMEOUT: until "state=S current=V" matches, each new state once on
-# the console.
-wait_state() {
-  deadline=$(( $(up) + $2 )) last=
-  while :; do
-    st=$(patchctl --json status 2>/dev/null)
-    s="state=$(field "$st" state) current=$(field "$st" current_version)"
-    if [ "$s" != "$last" ]; then say "state $s"; last=$s; fi
-    if echo "$s" | grep -qE "$1" && [ "$(field "$st" progress)" = null ]; then return 0; fi
-    [ "$(up)" -lt "$deadline" ] || return 1
-    sleep 2
-  done
 }
 
 # The unprivileged user's calls: setpriv drops to uid 1000 with no groups, no PAM.
@@ -73,13 +32,6 @@ dbus_checks() {
   if patchctl --json status 2>/dev/null | grep -q '"reason": "vm test hold"'; then say "hold still listed"; fi
   patchctl release-hold >/dev/null 2>&1; say "patchctl release-hold rc=$?"
   if ! patchctl --json status 2>/dev/null | grep -q 'vm test hold'; then say "no holds"; fi
-}
-
-finish() {
-  sync
-  say "poweroff"
-  systemctl poweroff
-  exit 0
 }
 
 unit

@@ -21,7 +21,7 @@ scenario() {
   vm_assemble "$DISK" sv1 - data-sd
 
   # The extensions, for the guest's OS (Debian 12) unless named bad.
-  local src=$W/src files=$W/files kdir m part
+  local src=$W/src files=$W/data/vm
   mkdir -p "$files"
   ext() { # ext DIR NAME CONTENT RELEASE
     mkdir -p "$1/usr/lib/extension-release.d" "$1/usr/share/$2"
@@ -47,39 +47,12 @@ VERSION_ID=13'
   tar -C "$src/ti" -cf "$files/sx-tree-bad-id.tar" usr
   mksquashfs "$src/r1" "$files/sx-raw-1.raw" -noappend -quiet -all-root >/dev/null
   mksquashfs "$src/rv" "$files/sx-raw-bad.raw" -noappend -quiet -all-root >/dev/null
-  # The modules, as depmod lays them out, and a modules-load.d entry: the guest's
-  # systemd-modules-load.service loads them at boot (the minimal root has no kmod tools).
-  kdir=$(vm_kernel)
-  local mods=$W/mods mdir=$W/mods/lib/modules/$VM_KVER
-  for m in $(modprobe -d "$kdir" -S "$VM_KVER" --show-depends -a overlay loop squashfs |
-    awk '$1=="insmod"{print $2}'); do
-    mkdir -p "$mdir/kernel/$(basename "$(dirname "$m")")"
-    cp "$m" "$mdir/kernel/$(basename "$(dirname "$m")")/"
-  done
-  depmod -b "$mods" "$VM_KVER" || fail "depmod failed"
-  mkdir -p "$mods/etc/modules-load.d"
-  printf 'overlay\nloop\nsquashfs\n' >"$mods/etc/modules-load.d/sysext-vm.conf"
+  vm_guest_modules "$W/mods" sysext-vm overlay loop squashfs
   echo "overlay loop squashfs" >"$files/sx-modules"
-  part=$(mktemp)
-  vm_get_part "$DISK" 2 "$part"
-  vm_replay "$part"
-  { (cd "$mods" && find lib etc -type d) | sed 's|^lib/|usr/lib/|; s|^lib$|usr/lib|' | while read -r d; do echo "mkdir /$d"; done
-    (cd "$mods" && find lib etc -type f) | while read -r f; do
-      echo "write $mods/$f /$(echo "$f" | sed 's|^lib/|usr/lib/|')"; done; } |
-    debugfs -w -f - "$part" >/dev/null 2>&1
-  debugfs -R "stat /usr/lib/modules/$VM_KVER/modules.dep" "$part" >/dev/null 2>&1 ||
-    fail "could not write the modules onto the root partition"
-  vm_put_part "$DISK" 2 "$part"
-  rm -f "$part"
-  # All of it onto the data partition in one debugfs session; the hook onto the root.
-  part=$(mktemp)
-  vm_get_part "$DISK" 4 "$part"
-  { for m in "$files"/*; do echo "write $m /vm/$(basename "$m")"; done; } |
-    debugfs -w -f - "$part" >/dev/null 2>&1
-  debugfs -R "stat /vm/sx-modules" "$part" >/dev/null 2>&1 || fail "could not write the data partition"
-  vm_put_part "$DISK" 4 "$part"
-  rm -f "$part"
-  vm_put "$DISK" 2 "$VM_DIR/guest-sysext/hook.sh" /usr/lib/vm/hook.sh
+  # The modules and the hook onto the root, the extensions onto the data partition.
+  install -D -m 755 "$VM_DIR/guest-sysext/hook.sh" "$W/mods/usr/lib/vm/hook.sh"
+  vm_part_tree "$DISK" 2 "$W/mods" || fail "could not write the modules and the hook onto the root partition"
+  vm_part_tree "$DISK" 4 "$W/data" || fail "could not write the data partition"
 
   t=$SECONDS
   vm_start "$DISK" "$LOG"
