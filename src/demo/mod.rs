@@ -13,6 +13,7 @@
 //! a local repository signed with the publisher library and read through the TUF
 //! client, the health runner with a drop-in check).
 
+pub mod apps;
 pub mod device;
 
 use std::fmt::Write as _;
@@ -67,6 +68,19 @@ pub struct DemoRelease {
     pub cves: Vec<String>,
     /// False: the image boots but its health check fails.
     pub healthy: bool,
+    /// The OS image of this earlier release instead of its own (a release of components
+    /// only, when it is the one the device runs).
+    pub os_of: Option<String>,
+    /// A new version of the app bundle.
+    pub app: Option<DemoApp>,
+}
+
+/// A version of the demo's app bundle in a release.
+#[derive(Debug, Clone)]
+pub struct DemoApp {
+    pub version: String,
+    /// True: its self-test (the app's health check) fails.
+    pub broken: bool,
 }
 
 /// The simulated world around the engine.
@@ -82,6 +96,22 @@ pub trait DemoDevice {
     fn publish(&self, r: &DemoRelease) -> Result<(), DemoError>;
     /// Power the machine off and on; the bootloader picks the slot. Returns it.
     fn power_cycle(&self) -> Result<SlotName, DemoError>;
+    /// Whether the device carries the demo's app bundle (its chapters are told only then).
+    fn has_app(&self) -> bool {
+        false
+    }
+    /// The app bundle as the system shows it now (`None`: not installed).
+    fn app(&self) -> Result<Option<apps::AppView>, DemoError> {
+        Ok(None)
+    }
+    /// Where the app's `current` symlink points, read from the file system.
+    fn app_link(&self) -> Result<String, DemoError> {
+        Err(DemoError::Device("this device has no app bundle".into()))
+    }
+    /// The unit starts the app's restart command noted, oldest first.
+    fn unit_starts(&self) -> Result<Vec<String>, DemoError> {
+        Ok(Vec::new())
+    }
     /// The clock moved: the publisher's routine jobs run (re-signing the short-lived
     /// timestamp metadata, as a real repository's cron job does).
     fn time_passed(&self) -> Result<(), DemoError> {
@@ -156,6 +186,274 @@ impl<W: Write> Story<'_, W> {
         }
     }
 
+    /// Wait until the engine rests (no job running) in a state `pred` accepts.
+    async fn until_where(
+        &mut self,
+        step: &str,
+        what: &str,
+        pred: impl Fn(&StatusSnapshot) -> bool,
+    ) -> Result<StatusSnapshot, DemoError> {
+        let h = self.h()?.clone();
+        let r = tokio::time::timeout(WAIT, h.wait_for(|s| s.busy.is_none() && pred(s))).await;
+        match r {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(story_err(step, format!("engine stopped before {what}"))),
+            Err(_) => Err(story_err(
+                step,
+                format!("not {what}; the engine is {}", h.status().state),
+            )),
+        }
+    }
+
+    /// Audit records after `seq`.
+    async fn records_after(&self, seq: u64) -> Result<Vec<crate::audit::Record>, DemoError> {
+        let all = self.h()?.history(Filter::default()).await?;
+        Ok(all.into_iter().filter(|r| r.seq > seq).collect())
+    }
+
+    async fn last_seq(&self) -> Result<u64, DemoError> {
+        let all = self.h()?.history(Filter::default()).await?;
+        Ok(all.last().map_or(0, |r| r.seq))
+    }
+
+    /// The engine did not ask for a reboot since `seq`, and the machine still runs
+    /// `slot`.
+    fn no_reboot(
+        &self,
+        step: &str,
+        since: &[crate::audit::Record],
+        slot: &Option<SlotName>,
+    ) -> Result<(), DemoError> {
+        let boot = self
+            .boot
+            .as_ref()
+            .ok_or_else(|| story_err(step, "engine not running"))?;
+        if boot.task.is_finished() {
+            return Err(story_err(step, "the engine stopped (asked for a reboot?)"));
+        }
+        if let Some(r) = since
+            .iter()
+            .find(|r| matches!(r.event.as_str(), "reboot" | "switching"))
+        {
+            return Err(story_err(step, format!("audit record {}: {r:?}", r.event)));
+        }
+        let now = boot.handle.status().booted_slot;
+        if &now != slot {
+            return Err(story_err(step, format!("booted {now:?}, was {slot:?}")));
+        }
+        Ok(())
+    }
+
+    /// The app's symlink names the copy the installer reads back, holding `version`.
+    fn app_is(&self, step: &str, version: &str) -> Result<apps::AppView, DemoError> {
+        let v = self
+            .dev
+            .app()?
+            .ok_or_else(|| story_err(step, "the app bundle is not installed"))?;
+        let link = self.dev.app_link()?;
+        if v.version != version || link != v.copy {
+            return Err(story_err(
+                step,
+                format!("app {v:?} behind current -> {link}, expected version {version}"),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// The audit records `since` have these component steps of `release`, in order.
+    fn audited_steps(
+        &self,
+        step: &str,
+        since: &[crate::audit::Record],
+        release: &str,
+        want: &[&str],
+    ) -> Result<(), DemoError> {
+        let got: Vec<&str> = since
+            .iter()
+            .filter(|r| r.release.as_deref() == Some(release))
+            .filter(|r| {
+                !r.event.starts_with("component_")
+                    || r.extra.get("component").and_then(|c| c.as_str()) == Some(apps::APP)
+            })
+            .map(|r| r.event.as_str())
+            .filter(|e| want.contains(e))
+            .collect();
+        if got != want {
+            return Err(story_err(
+                step,
+                format!("audit shows {got:?}, expected {want:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Chapters 11 and 12: app-bundle patches in releases of components only.
+    async fn app_patches(&mut self) -> Result<(), DemoError> {
+        let dev = self.dev;
+        let step = "app 1.1";
+        let before = dev
+            .app()?
+            .ok_or_else(|| story_err(step, "the factory app bundle is not installed"))?;
+        let st = self.h()?.status();
+        let (booted, os) = (
+            st.booted_slot.clone(),
+            st.current_version.unwrap_or_default(),
+        );
+        let slot = booted.as_ref().map_or("?", |b| b.as_str()).to_string();
+        dev.publish(&DemoRelease {
+            version: "3.1.0".into(),
+            security_version: 3,
+            kind: Kind::Security,
+            severity: Severity::High,
+            cves: vec!["CVE-2026-4242".into()],
+            healthy: true,
+            os_of: Some(os.clone()),
+            app: Some(DemoApp {
+                version: "1.1".into(),
+                broken: false,
+            }),
+        })?;
+        self.set_clock("2026-12-05T02:40:00Z")?;
+        self.say(&format!(
+            "11. {}: the publisher releases 3.1.0, a security fix in the app only: web {} → 1.1 \
+             (CVE-2026-4242). Its OS image is the one running ({os}), so no reboot is needed.",
+            self.now(),
+            before.version
+        ))?;
+        let seq = self.last_seq().await?;
+        let starts = dev.unit_starts()?.len();
+        let avail = self.check("check for 3.1.0").await?;
+        let new: Vec<_> = avail.into_iter().filter(|a| a.version == "3.1.0").collect();
+        self.table(&new)?;
+        self.until_where(step, "3.1.0 committed", |x| {
+            x.state == StateKind::Committed && x.current_version.as_deref() == Some("3.1.0")
+        })
+        .await?;
+        let after = self.app_is(step, "1.1")?;
+        self.say(&format!(
+            "   patchd unpacks web 1.1 into the spare copy {}, points web/current at it and \
+             restarts its unit:",
+            after.copy
+        ))?;
+        let new_starts = dev.unit_starts()?;
+        for l in new_starts.iter().skip(starts) {
+            self.say(&format!("     [unit] {l}"))?;
+        }
+        if after.copy == before.copy
+            || new_starts.len() != starts + 1
+            || !new_starts.last().is_some_and(|l| l.contains("web 1.1"))
+        {
+            return Err(story_err(
+                step,
+                format!("app {after:?} (was {before:?}), unit starts {new_starts:?}"),
+            ));
+        }
+        let since = self.records_after(seq).await?;
+        self.no_reboot(step, &since, &booted)?;
+        self.audited_steps(
+            step,
+            &since,
+            "3.1.0",
+            &[
+                "component_staged",
+                "component_switched",
+                "component_committed",
+                "committed",
+            ],
+        )?;
+        self.say(&format!(
+            "   the health checks pass on the running system: 3.1.0 is committed without a \
+             reboot (still slot {slot}, OS {os}). Audit: component_staged, component_switched, \
+             component_committed, committed."
+        ))?;
+
+        // 12. A broken app: rolled back alone.
+        let step = "app 1.2";
+        dev.publish(&DemoRelease {
+            version: "3.2.0".into(),
+            security_version: 3,
+            kind: Kind::Bugfix,
+            severity: Severity::Medium,
+            cves: vec![],
+            healthy: true,
+            os_of: Some(os.clone()),
+            app: Some(DemoApp {
+                version: "1.2".into(),
+                broken: true,
+            }),
+        })?;
+        self.set_clock("2026-12-05T03:10:00Z")?;
+        self.say(&format!(
+            "12. {}: the publisher releases 3.2.0 (bugfix, medium): web 1.2, whose config has a typo.",
+            self.now()
+        ))?;
+        let seq = self.last_seq().await?;
+        let starts = dev.unit_starts()?.len();
+        let avail = self.check("check for 3.2.0").await?;
+        let new: Vec<_> = avail.into_iter().filter(|a| a.version == "3.2.0").collect();
+        self.table(&new)?;
+        let st = self
+            .until_where(step, "3.2.0 rolled back", |x| {
+                x.state == StateKind::RolledBack
+                    && x.lifecycle.release().is_some_and(|r| r.version == "3.2.0")
+            })
+            .await?;
+        let new_starts = dev.unit_starts()?;
+        let unit = |i: usize| new_starts.get(starts + i).cloned().unwrap_or_default();
+        self.say("   patchd switches web to 1.2 as before and runs the health checks:")?;
+        self.say(&format!("     [unit] {}", unit(0)))?;
+        if let Lifecycle::RolledBack { reason, .. } = &st.lifecycle {
+            self.say(&format!("   ✗ {reason}"))?;
+        }
+        let back = self.app_is(step, "1.1")?;
+        self.say(&format!(
+            "   The app alone goes back: web/current -> {} (web 1.1) again, its unit restarted:",
+            back.copy
+        ))?;
+        self.say(&format!("     [unit] {}", unit(1)))?;
+        self.say(&format!(
+            "   The OS slot {slot} was never touched and nothing rebooted; 3.2.0 is rolled back \
+             and blocked here."
+        ))?;
+        if back != after
+            || new_starts.len() != starts + 2
+            || !new_starts.last().is_some_and(|l| l.contains("web 1.1"))
+            || st.current_version.as_deref() != Some("3.1.0")
+            || !st.blocked.iter().any(|b| b.version == "3.2.0")
+        {
+            return Err(story_err(
+                step,
+                format!("app {back:?}, unit starts {new_starts:?}, status {st:?}"),
+            ));
+        }
+        let since = self.records_after(seq).await?;
+        self.no_reboot(step, &since, &booted)?;
+        self.audited_steps(
+            step,
+            &since,
+            "3.2.0",
+            &[
+                "component_staged",
+                "component_switched",
+                "component_rolled_back",
+                "rolled_back",
+            ],
+        )?;
+        let cause = since
+            .iter()
+            .find(|r| r.event == "rolled_back")
+            .and_then(|r| r.extra.get("cause"))
+            .and_then(|c| c.as_str());
+        if cause != Some("health") {
+            return Err(story_err(step, format!("rolled_back cause {cause:?}")));
+        }
+        self.say(
+            "   Audit: component_staged, component_switched, component_rolled_back, rolled_back \
+             (cause health).",
+        )?;
+        Ok(())
+    }
+
     /// The engine asked for a reboot: wait for it to stop, power-cycle, start again.
     async fn reboot_when_asked(&mut self, step: &str) -> Result<SlotName, DemoError> {
         let Some(boot) = self.boot.take() else {
@@ -213,6 +511,9 @@ impl<W: Write> Story<'_, W> {
                     line.push_str("\n            → may be staged now; the switch waits");
                 }
             }
+            for c in &a.components {
+                let _ = write!(line, "\n            · {c}");
+            }
             self.say(&line)?;
         }
         Ok(())
@@ -231,6 +532,7 @@ impl<W: Write> Story<'_, W> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub committed: String,
+    /// The releases rolled back (blocked here), comma-separated.
     pub rolled_back: String,
     pub audit_records: usize,
 }
@@ -252,6 +554,8 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         severity: Severity::High,
         cves: vec!["CVE-2026-1234".into()],
         healthy: true,
+        os_of: None,
+        app: None,
     };
     let v3 = DemoRelease {
         version: "3.0.0".into(),
@@ -260,6 +564,8 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         severity: Severity::Medium,
         cves: vec![],
         healthy: false,
+        os_of: None,
+        app: None,
     };
     let v4 = DemoRelease {
         version: "3.0.1".into(),
@@ -268,6 +574,8 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         severity: Severity::Medium,
         cves: vec![],
         healthy: true,
+        os_of: None,
+        app: None,
     };
 
     s.say("patchd demo — the patch lifecycle on a simulated device, run by the real engine")?;
@@ -451,7 +759,28 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         st.next_window.map_or("none".into(), |t| t.to_string())
     ))?;
 
-    // 10. Audit and inventory.
+    // 10. The next window: 3.0.1 goes in.
+    s.set_clock("2026-12-05T02:10:00Z")?;
+    s.say(&format!(
+        "10. {}: the next window opens; 3.0.1 switches.",
+        s.now()
+    ))?;
+    s.check("window opens for 3.0.1").await?;
+    let booted = s.reboot_when_asked("switch to 3.0.1").await?;
+    s.until_where("commit 3.0.1", "3.0.1 committed", |x| {
+        x.state == StateKind::Committed && x.current_version.as_deref() == Some("3.0.1")
+    })
+    .await?;
+    s.say(&format!(
+        "   health checks passed: 3.0.1 is committed (slot {booted})."
+    ))?;
+
+    // 11, 12. App patches without a reboot.
+    if dev.has_app() {
+        s.app_patches().await?;
+    }
+
+    // 13. Audit and inventory.
     let h = s.h()?.clone();
     let report = h.verify_audit().await?;
     if !report.is_intact() {
@@ -459,7 +788,7 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
     }
     let records = h.history(Filter::default()).await?;
     s.say(&format!(
-        "10. The audit log: {} hash-chained records, chain verified. The story as recorded:",
+        "13. The audit log: {} hash-chained records, chain verified. The story as recorded:",
         records.len()
     ))?;
     for r in &records {
@@ -472,14 +801,26 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
                 | "rolled_back"
                 | "hold"
                 | "hold_expired"
+                | "component_staged"
+                | "component_switched"
+                | "component_committed"
+                | "component_rolled_back"
         ) {
+            let what = match (r.extra.get("component"), r.extra.get("component_version")) {
+                (Some(c), Some(v)) => format!(
+                    "{} {}",
+                    c.as_str().unwrap_or_default(),
+                    v.as_str().unwrap_or_default()
+                ),
+                _ => r.reason.clone(),
+            };
             s.say(&format!(
-                "     #{:<3} {:<17} {:<6} {:<9} {}",
+                "     #{:<3} {:<21} {:<6} {:<9} {}",
                 r.seq,
                 r.event,
                 r.release.clone().unwrap_or_default(),
                 r.actor.to_string(),
-                r.reason
+                what
             ))?;
         }
     }
@@ -487,7 +828,7 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         return Err(story_err("audit", "no hold_expired record"));
     }
     let inv = h.inventory().await?;
-    s.say("11. The inventory:")?;
+    s.say("14. The inventory:")?;
     let text = serde_json::to_string_pretty(&inv).unwrap_or_default();
     for line in text.lines() {
         s.say(&format!("     {line}"))?;
@@ -498,9 +839,10 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         committed: st.current_version.unwrap_or_default(),
         rolled_back: st
             .blocked
-            .first()
-            .map(|b| b.version.clone())
-            .unwrap_or_default(),
+            .iter()
+            .map(|b| b.version.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         audit_records: records.len(),
     })
 }
@@ -557,7 +899,7 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         let o = o.unwrap_or_else(|e| panic!("{e}\n--- story so far ---\n{text}"));
         println!("{text}");
-        assert_eq!(o.committed, "2.0.0");
+        assert_eq!(o.committed, "3.0.1");
         assert_eq!(o.rolled_back, "3.0.0");
         assert!(text.contains("outside the maintenance window") || text.contains("window"));
         assert!(text.contains("quarter-end change freeze"));
