@@ -2,7 +2,7 @@
 //! temporary root: app bundles (tar trees behind an atomically replaced symlink, units
 //! restarted through a configured command), a handler executable, install order, one
 //! verdict with reverse-order rollback, skipping unchanged components, the handler's
-//! ownership rules, and start-up reconciliation after a power cut at every step.
+//! ownership rules and its payload on stdin or as a file descriptor, and start-up reconciliation after a power cut at every step.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -68,6 +68,7 @@ fn device() -> Device {
                     path: handler,
                     timeout: Duration::from_secs(10),
                     trusted_uid: nix::unistd::geteuid().as_raw(),
+                    input: Default::default(),
                 },
             )),
         );
@@ -392,6 +393,138 @@ fn group_writable_handler_is_refused_with_a_clear_error() {
         "{e}"
     );
     assert!(!d.handler_log.exists(), "the handler must not have run");
+}
+
+/// A handler that takes the payload from the descriptor patchd passes: it hashes the
+/// bytes it reads there, checks them against `PATCHD_SHA256`, tries to write to the
+/// descriptor, and counts what its stdin holds.
+const FD_HANDLER: &str = r#"#!/bin/sh
+fd="$PATCHD_PAYLOAD_FD"
+[ -n "$fd" ] || { echo "no PATCHD_PAYLOAD_FD" >&2; exit 4; }
+got=$(sha256sum <&"$fd" | cut -c1-64)
+[ "$got" = "$PATCHD_SHA256" ] || { echo "read $got, expected $PATCHD_SHA256" >&2; exit 5; }
+if (echo x >&"$fd") 2>/dev/null; then writable=yes; else writable=no; fi
+echo "progress 100 read from fd $fd"
+echo "$PATCHD_ACTION $PATCHD_VERSION fd=$fd sha=$got writable=$writable stdin=$(wc -c | tr -d ' ')" >> "$(dirname "$0")/fd-handler.log"
+"#;
+
+#[test]
+fn handler_reads_the_verified_payload_from_the_descriptor_it_is_given() {
+    use patchd::component::{HandlerInput, Installer, Job};
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: the handler must be root-owned, which needs root");
+        return;
+    }
+    let d = device();
+    let tools = d.handler_log.parent().unwrap().to_path_buf();
+    let path = tools.join("fd-handler");
+    fs::write(&path, FD_HANDLER).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let h = Handler::new(
+        &d.paths,
+        HandlerSettings {
+            path,
+            timeout: Duration::from_secs(10),
+            // Root, as on a device: the file was created by root.
+            trusted_uid: 0,
+            input: HandlerInput::Fd,
+        },
+    );
+    let install = |c: &Component, f: &Path| {
+        let job = Job {
+            component: c,
+            file: f,
+            release: "2.0.0",
+            slot: "b",
+        };
+        h.stage(&job).and_then(|()| h.switch(&job))
+    };
+    let (v7, f7) = blob(&d, "mcu", "7", 0);
+    let (v8, f8) = blob(&d, "mcu", "8", 0);
+    install(&v7, &f7).unwrap();
+    install(&v8, &f8).unwrap();
+    let before = h.installed("mcu").unwrap();
+    assert_eq!(before.as_ref().map(|i| i.version.as_str()), Some("8"));
+    // reinstall_previous: 7's kept payload through the same descriptor protocol.
+    let seven = patchd::component::Installed {
+        version: "7".into(),
+        sha256: v7.sha256.clone(),
+        copy: None,
+        origin: "1.0.0".into(),
+    };
+    h.roll_back(&v8, Some(&seven)).unwrap();
+
+    let log = fs::read_to_string(tools.join("fd-handler.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for (line, (action, c)) in
+        lines
+            .iter()
+            .zip([("install", &v7), ("install", &v8), ("rollback", &v7)])
+    {
+        // The sha the test computed from the file, not the one the handler was told.
+        let want_sha = sha2_of(
+            &fs::read(
+                tools
+                    .parent()
+                    .unwrap()
+                    .join(format!("mcu-{}.bin", c.version)),
+            )
+            .unwrap(),
+        );
+        assert!(
+            line.starts_with(&format!("{action} {} fd=", c.version)),
+            "{line}"
+        );
+        assert!(line.contains(&format!("sha={want_sha}")), "{line}");
+        assert!(
+            line.contains("writable=no"),
+            "descriptor not read-only: {line}"
+        );
+        assert!(line.ends_with("stdin=0"), "stdin must be empty: {line}");
+        let fd: i32 = line
+            .split("fd=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no fd number in {line}"));
+        assert!(fd >= 3, "the payload took a standard stream: {line}");
+    }
+}
+
+#[test]
+fn a_handler_without_the_descriptor_fails_the_step_with_its_message() {
+    // The same handler configured for stdin gets no PATCHD_PAYLOAD_FD: it says so and
+    // exits 4, which fails the step with its stderr (the protocol choice matters).
+    use patchd::component::{HandlerInput, Installer, Job};
+    let d = device();
+    let tools = d.handler_log.parent().unwrap().to_path_buf();
+    let path = tools.join("fd-handler");
+    fs::write(&path, FD_HANDLER).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let h = Handler::new(
+        &d.paths,
+        HandlerSettings {
+            path,
+            timeout: Duration::from_secs(10),
+            trusted_uid: nix::unistd::geteuid().as_raw(),
+            input: HandlerInput::Stdin,
+        },
+    );
+    let (c, f) = blob(&d, "mcu", "7", 0);
+    let job = Job {
+        component: &c,
+        file: &f,
+        release: "2.0.0",
+        slot: "b",
+    };
+    h.stage(&job).unwrap();
+    let e = h.switch(&job).unwrap_err().to_string();
+    assert!(
+        e.contains("no PATCHD_PAYLOAD_FD") && e.contains("exit status: 4"),
+        "{e}"
+    );
+    assert_eq!(h.installed("mcu").unwrap(), None);
 }
 
 #[test]

@@ -19,7 +19,7 @@ fn demo_tells_the_whole_story_and_ends_with_the_summary_line() {
     );
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(
-        last, "demo: committed=2.0.0 rolled_back=3.0.0 audit=verified",
+        last, "demo: committed=3.1.0 rolled_back=3.0.0,3.2.0 audit=verified",
         "\n{stdout}"
     );
     // The story's milestones, in order.
@@ -34,6 +34,17 @@ fn demo_tells_the_whole_story_and_ends_with_the_summary_line() {
         "never retried automatically",
         "quarter-end change freeze",
         "hold expired",
+        "3.0.1 is committed",
+        // The app patch without a reboot.
+        "app: web 1.0 → 1.1, no reboot",
+        "[unit] demo-web.service started web 1.1 from copy b",
+        "3.1.0 is committed without a reboot (still slot a",
+        // The broken app, rolled back alone.
+        "[unit] demo-web.service started web 1.2 from copy a",
+        "20-app (drop-in): fail: web 1.2 does not start",
+        "web/current -> b (web 1.1) again",
+        "[unit] demo-web.service started web 1.1 from copy b",
+        "3.2.0 is rolled back and blocked here",
         "chain verified",
         "\"machine_id\"",
     ] {
@@ -49,6 +60,21 @@ fn demo_tells_the_whole_story_and_ends_with_the_summary_line() {
         .find(|l| l.contains("inactive slot"))
         .unwrap_or_default();
     assert!(staged.contains("static_delta"), "{staged}");
+    // The app chapters happen without a power cycle: the last one is 3.0.1's.
+    let app_chapters = &stdout[stdout.find("\n11. ").expect("chapter 11")..];
+    let app_chapters = &app_chapters[..app_chapters.find("\n13. ").expect("chapter 13")];
+    assert!(
+        !app_chapters.contains("power cycle") && !app_chapters.contains("reboot requested"),
+        "{app_chapters}"
+    );
+    // The audit listing has each component step under its release.
+    for line in [
+        "component_switched    3.1.0  daemon    web 1.1",
+        "component_committed   3.1.0  daemon    web 1.1",
+        "component_rolled_back 3.2.0  daemon    web 1.2",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
 }
 
 #[test]
@@ -68,6 +94,19 @@ fn demo_keeps_the_device_when_asked() {
     // The audit log and the state file stay for inspection.
     assert!(keep.join("device/var/lib/patchd/audit.log").is_file());
     assert!(keep.join("device/var/lib/patchd/state.json").is_file());
+    // The app bundle as the real installer left it: both copies, `current` back on the
+    // good one (1.1), the broken 1.2 still in the other copy for inspection.
+    let apps = keep.join("device/var/lib/patchd/apps/web");
+    let link = std::fs::read_link(apps.join("current")).unwrap();
+    assert_eq!(link, std::path::Path::new("b"));
+    assert_eq!(
+        std::fs::read_to_string(apps.join("b/VERSION")).unwrap(),
+        "1.1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(apps.join("a/VERSION")).unwrap(),
+        "1.2\n"
+    );
     // Running it again over a used directory is refused clearly, never mixed.
     let again = Command::new(env!("CARGO_BIN_EXE_patchd"))
         .args(["demo", "--keep"])

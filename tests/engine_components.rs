@@ -232,18 +232,48 @@ async fn a_components_only_release_failing_health_is_rolled_back_without_a_reboo
 
     let (h, _task) = hx.start().await.unwrap();
     h.check(Actor::Policy).await.unwrap();
-    let st = wait_state(&h, StateKind::Failed).await;
-    let err = st.last_error.unwrap_or_default();
+    // Recorded as the rollback it is, not as a failure waiting for an admin.
+    let st = wait_state(&h, StateKind::RolledBack).await;
+    let reason = match &st.lifecycle {
+        patchd::engine::Lifecycle::RolledBack {
+            release,
+            bad_slot,
+            back_to,
+            reason,
+        } => {
+            assert_eq!(release.version, "1.1.0");
+            assert_eq!((bad_slot.as_str(), back_to.as_str()), ("b", "a"));
+            reason.clone()
+        }
+        other => panic!("not rolled back: {other:?}"),
+    };
     assert!(
-        err.contains("health checks failed") && err.contains("web"),
-        "{err}"
+        reason.contains("health checks failed") && reason.contains("web"),
+        "{reason}"
     );
+    assert!(st.blocked.iter().any(|b| b.version == "1.1.0"));
+    assert_eq!(st.current_version.as_deref(), Some("1.0.0"));
     assert!(hx.dev.reboot_requests().is_empty());
+    assert_eq!(hx.dev.primary().as_str(), "a", "the OS slot switched");
     assert_eq!(s.apps.log(), ["stage:web", "switch:web", "roll_back:web"]);
     assert_eq!(version_of(&s.apps, "web").as_deref(), Some("1.0.0-web"));
-    let ev = events(&records(&h).await);
-    assert!(pos(&ev, "component_rolled_back:web") < pos(&ev, "switch_failed"));
+    let rs = records(&h).await;
+    let ev = events(&rs);
+    assert!(pos(&ev, "component_rolled_back:web") < pos(&ev, "rolled_back"));
+    assert!(
+        !ev.iter().any(|e| e == "switch_failed" || e == "reboot"),
+        "{ev:?}"
+    );
+    let rb = rs.iter().find(|r| r.event == "rolled_back").unwrap();
+    assert_eq!(rb.release.as_deref(), Some("1.1.0"));
+    assert_eq!(rb.extra.get("cause"), Some(&"health".into()));
     assert!(!Journal::path(&hx.paths).exists());
+    // Nothing waits for an admin: the next check goes on by itself.
+    assert!(
+        !st.next.as_ref().is_some_and(|n| n.text.contains("admin")),
+        "{:?}",
+        st.next
+    );
 }
 
 #[tokio::test]

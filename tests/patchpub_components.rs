@@ -171,6 +171,7 @@ async fn components_are_published_verified_and_installed_in_order() {
                     path: handler,
                     timeout: Duration::from_secs(10),
                     trusted_uid: nix::unistd::geteuid().as_raw(),
+                    input: Default::default(),
                 },
             )),
         );

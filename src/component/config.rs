@@ -32,6 +32,30 @@ pub struct RawHandler {
     pub path: Option<PathBuf>,
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
+    pub input: Option<String>,
+}
+
+/// How a handler is given the verified payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandlerInput {
+    /// On its standard input (a regular file, seekable).
+    #[default]
+    Stdin,
+    /// As an inherited read-only file descriptor whose number is in `PATCHD_PAYLOAD_FD`;
+    /// standard input is `/dev/null`.
+    Fd,
+}
+
+impl std::str::FromStr for HandlerInput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stdin" => Ok(HandlerInput::Stdin),
+            "fd" => Ok(HandlerInput::Fd),
+            other => Err(format!("{other:?}: must be \"stdin\" or \"fd\"")),
+        }
+    }
 }
 
 /// `[components]`, validated.
@@ -52,6 +76,8 @@ pub struct HandlerEntry {
     pub path: PathBuf,
     /// How long one run may take before it is killed and counted as failed.
     pub timeout: Duration,
+    /// How the payload is given to it.
+    pub input: HandlerInput,
 }
 
 /// Default bound on one handler run.
@@ -109,8 +135,21 @@ impl ComponentsConfig {
             setting::absolute("components.handler.path", &path)?;
             let timeout = h.timeout.unwrap_or(timeout);
             check_timeout("components.handler.timeout", timeout)?;
+            let input = match h.input {
+                None => HandlerInput::default(),
+                Some(i) => i
+                    .parse()
+                    .map_err(|why| InvalidSetting::new("components.handler.input", why))?,
+            };
             if c.handlers
-                .insert(name.clone(), HandlerEntry { path, timeout })
+                .insert(
+                    name.clone(),
+                    HandlerEntry {
+                        path,
+                        timeout,
+                        input,
+                    },
+                )
                 .is_some()
             {
                 return Err(InvalidSetting::new(
@@ -155,6 +194,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.handlers["mcu"].timeout, Duration::from_secs(30));
         assert_eq!(c.handlers["fpga"].timeout, Duration::from_secs(120));
+        assert_eq!(c.handlers["mcu"].input, HandlerInput::Stdin, "the default");
+    }
+
+    #[test]
+    fn a_handler_takes_its_payload_on_stdin_or_as_a_descriptor() {
+        let entry = |input: &str| {
+            parse(&format!(
+                "[[handler]]\ncomponent = \"mcu\"\npath = \"/x\"\ninput = \"{input}\"\n"
+            ))
+        };
+        assert_eq!(entry("fd").unwrap().handlers["mcu"].input, HandlerInput::Fd);
+        assert_eq!(
+            entry("stdin").unwrap().handlers["mcu"].input,
+            HandlerInput::Stdin
+        );
+        let e = entry("file").unwrap_err();
+        assert_eq!(e.key, "components.handler.input");
+        assert!(e.to_string().contains("\"stdin\" or \"fd\""), "{e}");
     }
 
     #[test]
@@ -166,6 +223,10 @@ mod tests {
             ("[[handler]]\npath = \"/x\"", "components.handler.component"),
             ("[[handler]]\ncomponent = \"../x\"\npath = \"/x\"", "components.handler.component"),
             ("[[handler]]\ncomponent = \"m\"\npath = \"x\"", "components.handler.path"),
+            (
+                "[[handler]]\ncomponent = \"m\"\npath = \"/x\"\ninput = \"pipe\"",
+                "components.handler.input",
+            ),
             (
                 "[[handler]]\ncomponent = \"m\"\npath = \"/x\"\n[[handler]]\ncomponent = \"m\"\npath = \"/y\"",
                 "components.handler.component",

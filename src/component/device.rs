@@ -58,6 +58,7 @@ impl HandlersByName {
                     path: paths.resolve(&h.path),
                     timeout: h.timeout,
                     trusted_uid,
+                    input: h.input,
                 };
                 (name.clone(), Handler::new(paths, settings))
             })

@@ -4,7 +4,9 @@
 //! it nor its directory lets group or others write.
 //!
 //! Protocol (docs/components.md): stdin is the verified payload (a regular file, so the
-//! handler may also seek or `fstat` it); the environment is `PATH`, `LANG=C`,
+//! handler may also seek or `fstat` it), or with `input = "fd"` an inherited read-only
+//! descriptor of it whose number is in `PATCHD_PAYLOAD_FD` (stdin is then `/dev/null`);
+//! the environment is `PATH`, `LANG=C`,
 //! `PATCHD_COMPONENT`, `PATCHD_VERSION`, `PATCHD_SLOT`, `PATCHD_SHA256`, `PATCHD_SIZE`,
 //! `PATCHD_ACTION` (`install` or `rollback`); stdout lines `progress N [TEXT]` (N 0..=100)
 //! and `status TEXT` are progress, other lines are logged; exit status 0 is success,
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::config::HandlerInput;
 use super::{io_err, ComponentError, Installed, Installer, Job};
 use crate::fsutil;
 use crate::manifest::Component;
@@ -37,6 +40,50 @@ pub struct HandlerSettings {
     pub timeout: Duration,
     /// Owner the executable must have (0 on devices).
     pub trusted_uid: u32,
+    /// How the payload is given to it.
+    pub input: HandlerInput,
+}
+
+/// The payload as an inherited descriptor: an open read-only file at a number of 3 or
+/// more (never one the child's standard streams take over), close-on-exec in patchd so
+/// that no other child inherits it; only the handler's child side clears that flag.
+struct PayloadFd {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PayloadFd {
+    fn open(payload: &Path) -> std::io::Result<Self> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // std opens read-only with O_CLOEXEC.
+        let file = fs::File::open(payload)?;
+        let raw = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+            .map_err(std::io::Error::from)?;
+        // SAFETY: `raw` was just returned by F_DUPFD_CLOEXEC, is open and owned by no one
+        // else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        Ok(Self { fd })
+    }
+
+    fn number(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// Let the handler inherit the descriptor: clear close-on-exec in the child between
+    /// fork and exec (one `fcntl`, async-signal-safe, no allocation).
+    fn pass_to(&self, cmd: &mut Command) {
+        let fd = self.number();
+        // SAFETY: the closure only calls fcntl(2) on a descriptor number copied in
+        // before the fork; it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -162,9 +209,8 @@ impl Handler {
         let c = job.component;
         let name = c.name.as_str();
         self.check_executable(name)?;
-        let stdin = fs::File::open(payload).map_err(io_err(name, "opening the payload"))?;
-        let mut child = Command::new(&self.settings.path)
-            .env_clear()
+        let mut cmd = Command::new(&self.settings.path);
+        cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C")
             .env("PATCHD_COMPONENT", name)
@@ -173,12 +219,27 @@ impl Handler {
             .env("PATCHD_SHA256", &c.sha256)
             .env("PATCHD_SIZE", c.size.to_string())
             .env("PATCHD_ACTION", action)
-            .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(io_err(name, "starting the handler"))?;
+            .process_group(0);
+        // Open at the fork; the child's copy is the handler's.
+        let mut payload_fd = None;
+        match self.settings.input {
+            HandlerInput::Stdin => {
+                let f = fs::File::open(payload).map_err(io_err(name, "opening the payload"))?;
+                cmd.stdin(Stdio::from(f));
+            }
+            HandlerInput::Fd => {
+                let p = PayloadFd::open(payload).map_err(io_err(name, "opening the payload"))?;
+                p.pass_to(&mut cmd);
+                cmd.stdin(Stdio::null())
+                    .env("PATCHD_PAYLOAD_FD", p.number().to_string());
+                payload_fd = Some(p);
+            }
+        }
+        let spawned = cmd.spawn();
+        drop(payload_fd);
+        let mut child = spawned.map_err(io_err(name, "starting the handler"))?;
         let pid = child.id();
         let out = child.stdout.take();
         let err = child.stderr.take();

@@ -39,7 +39,7 @@ pub use app_bundle::{AppBundles, APPS_DIR};
 pub use apply::{
     apply, commit, end_probation, roll_back_release, Applied, ApplyError, Hooks, Step, StepEvent,
 };
-pub use config::{ComponentsConfig, RawComponents};
+pub use config::{ComponentsConfig, HandlerInput, RawComponents};
 pub use device::{installers_for, HandlersByName};
 pub use firmware::{Firmware, FIRMWARE_DIR};
 pub use fwupd::FwupdBus;

@@ -91,7 +91,7 @@ sections! {
     "source.apt" ctx "" => "The apt source: pending package upgrades, scanned with the system's apt and its signed Release files, offered as one patch set.";
     "source.apt.severity" array true ctx "" => "Severity rules for packages of the patch set, first match wins; a package no rule matches gets the severity of its changelog urgency (security upgrades at least medium, others low when the changelog says nothing).";
     "components" ctx "" => "Release components beside the OS image (docs/components.md): where app bundles live, how their units are restarted, and the executable that installs each handler component. Handler executables come only from here, never from a release.";
-    "components.handler" array true ctx "" => "One handler component: its name in releases and the root-owned executable that installs its payload (given on stdin; not group/world-writable, else refused).";
+    "components.handler" array true ctx "" => "One handler component: its name in releases and the root-owned executable that installs its payload (given on stdin or as a file descriptor, see input; not group/world-writable, else refused).";
 }
 
 macro_rules! settings {
@@ -218,6 +218,7 @@ settings! {
     "components.handler" "component": "string" = none ex "\"mcu\"" => "Required. The component name releases use for it (1 to 64 of a-z A-Z 0-9 - _ .).";
     "components.handler" "path": "path" = none ex "\"/usr/libexec/patchd/mcu-flash\"" => "Required. The executable: root-owned, neither it nor its directory group/world-writable.";
     "components.handler" "timeout": "duration" = none ex "\"2m\"" => "Bound of this handler's runs (default: handler_timeout).";
+    "components.handler" "input": "string" = "\"stdin\"" ex "\"fd\"" => "How the handler gets the verified payload: \"stdin\" (its standard input is the payload file) or \"fd\" (an inherited read-only descriptor whose number is in PATCHD_PAYLOAD_FD; standard input is /dev/null).";
 }
 
 /// The settings of `section`, in table order.

@@ -10,6 +10,10 @@
 //! booted slot's text to `/run/demo/booted-os` (as a real machine would have its root
 //! mounted), and the health drop-in reads it.
 //!
+//! The app bundle `web` ([`super::apps`]) is installed at the factory and patched by
+//! releases of components only, through the real app-bundle installer; a second health
+//! drop-in runs its self-test.
+//!
 //! The publisher publishes every release with a static delta from each earlier release
 //! (the factory release 1.0.0 included), as `patchpub add --delta-from` does, plus the
 //! chunk index: the demo stages by static delta and shows the bytes fetched and reused.
@@ -18,6 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::apps::{AppView, DemoApps, APP, UNIT};
 use super::{DemoDevice, DemoError, DemoRelease};
 use crate::audit::{AuditLimits, AuditLog};
 use crate::boot::file::FileBootloader;
@@ -62,8 +67,10 @@ pub struct DemoWorld {
     repo: Repo,
     slots: Vec<SlotName>,
     audit: Arc<Mutex<AuditLog>>,
-    /// Releases published so far: each new one gets a static delta from every one.
-    published: Mutex<Vec<semver::Version>>,
+    apps: DemoApps,
+    /// Releases published so far with the OS image each carries: each new one gets a
+    /// static delta from every distinct image.
+    published: Mutex<Vec<(semver::Version, String)>>,
 }
 
 fn dev_err(what: &str, e: impl std::fmt::Display) -> DemoError {
@@ -144,6 +151,13 @@ impl DemoWorld {
         )?;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
             .map_err(io(&script))?;
+        // The app: installed at the factory, probed by a second drop-in.
+        let apps = DemoApps::create(&paths, &top.join("build"))?;
+        apps.factory_install("1.0", "1.0.0")?;
+        let app_check = hdir.join("20-app");
+        write(app_check.clone(), apps.health_check().as_bytes())?;
+        std::fs::set_permissions(&app_check, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(&app_check))?;
 
         // The publisher's repository, signed with fresh keys, expiries on the sim clock.
         let repo = Repo::init(top.join("repo"), &InitOptions::new(top.join("keys")))
@@ -189,6 +203,7 @@ impl DemoWorld {
             repo,
             slots,
             audit: Arc::new(Mutex::new(audit)),
+            apps,
             published: Mutex::new(Vec::new()),
         };
         // The factory release is in the repository too: later releases carry a static
@@ -200,6 +215,8 @@ impl DemoWorld {
             severity: crate::policy::Severity::Medium,
             cves: vec![],
             healthy: true,
+            os_of: None,
+            app: None,
         })?;
         w.mount_booted(&w.slots[0])?;
         Ok(w)
@@ -245,7 +262,7 @@ fn slot_name(s: &str) -> Result<SlotName, DemoError> {
 impl DemoDevice for DemoWorld {
     fn describe(&self) -> String {
         format!(
-            "image-file slots a/b, file bootloader, signed repository {} (TUF), health drop-in; all under {}",
+            "image-file slots a/b, file bootloader, signed repository {} (TUF), app bundle {APP} (A/B copies behind a symlink), health drop-ins; all under {}",
             self.repo.dir().display(),
             self.top.display()
         )
@@ -289,12 +306,20 @@ impl DemoDevice for DemoWorld {
                 .map(|s| s.clone() as Arc<dyn SlotBackend>)
                 .collect(),
             StageOptions::default(),
-        );
+        )
+        .with_component_dir(crate::component::staged_dir(&self.paths));
         let mut plan = HealthPlan::from_config(&HealthConfig::default(), &self.paths);
         // The demo runs unprivileged: the drop-ins are trusted when owned by us.
         plan.trusted_uid = nix::unistd::getuid().as_raw();
         Ok(EngineParts {
-            components: crate::engine::ports::DeviceComponents::none(&self.paths),
+            // The real app-bundle installer; the demo's device offers no other method.
+            components: crate::engine::ports::DeviceComponents::with(
+                crate::component::Installers::new().with(
+                    crate::manifest::ComponentMethod::AppBundle,
+                    Arc::new(self.apps.installer()),
+                ),
+                &self.paths,
+            ),
             paths: self.paths.clone(),
             clock,
             bootloader: Arc::new(bl),
@@ -338,9 +363,27 @@ impl DemoDevice for DemoWorld {
         })
     }
 
+    fn has_app(&self) -> bool {
+        true
+    }
+
+    fn app(&self) -> Result<Option<AppView>, DemoError> {
+        self.apps.view()
+    }
+
+    fn app_link(&self) -> Result<String, DemoError> {
+        self.apps.link()
+    }
+
+    fn unit_starts(&self) -> Result<Vec<String>, DemoError> {
+        self.apps.starts()
+    }
+
     fn publish(&self, r: &DemoRelease) -> Result<(), DemoError> {
         let img = self.top.join("build").join(format!("{}.img", r.version));
-        std::fs::write(&img, image_bytes(&r.version, r.healthy)).map_err(io(&img))?;
+        // A release of components only carries the OS image the device already runs.
+        let os = r.os_of.as_deref().unwrap_or(&r.version);
+        std::fs::write(&img, image_bytes(os, r.healthy)).map_err(io(&img))?;
         let version = r
             .version
             .parse()
@@ -361,18 +404,40 @@ impl DemoDevice for DemoWorld {
         rel.cves = r.cves.clone();
         rel.summary = format!("demo release {}", r.version);
         rel.published = Some(self.clock.now());
+        if let Some(app) = &r.app {
+            rel.components.push(crate::publish::ComponentInput {
+                name: APP.into(),
+                version: app.version.clone(),
+                method: crate::manifest::ComponentMethod::AppBundle,
+                file: self.apps.bundle(&app.version, app.broken)?,
+                needs_reboot: false,
+                order: 0,
+                rollback: crate::manifest::Rollback::Ab,
+                units: vec![UNIT.into()],
+                kind: None,
+                severity: None,
+                cves: vec![],
+            });
+        }
         let mut published = self
             .published
             .lock()
             .map_err(|_| dev_err("publisher", "release list poisoned"))?;
+        // One delta per distinct image (a release of components only repeats one).
+        let mut from: Vec<semver::Version> = Vec::new();
+        for (i, (v, o)) in published.iter().enumerate() {
+            if !published[..i].iter().any(|(_, e)| e == o) {
+                from.push(v.clone());
+            }
+        }
         let opts = DeltaOptions {
-            from: published.clone(),
+            from,
             ..DeltaOptions::publisher_default()
         };
         self.repo
             .add_release_with(&rel, &opts)
             .map_err(|e| dev_err(&format!("publishing {}", r.version), e))?;
-        published.push(rel.version);
+        published.push((rel.version, os.to_string()));
         Ok(())
     }
 

@@ -13,6 +13,8 @@
 //! a local repository signed with the publisher library and read through the TUF
 //! client, the health runner with a drop-in check).
 
+mod app_story;
+pub mod apps;
 pub mod device;
 
 use std::fmt::Write as _;
@@ -67,6 +69,19 @@ pub struct DemoRelease {
     pub cves: Vec<String>,
     /// False: the image boots but its health check fails.
     pub healthy: bool,
+    /// The OS image of this earlier release instead of its own (a release of components
+    /// only, when it is the one the device runs).
+    pub os_of: Option<String>,
+    /// A new version of the app bundle.
+    pub app: Option<DemoApp>,
+}
+
+/// A version of the demo's app bundle in a release.
+#[derive(Debug, Clone)]
+pub struct DemoApp {
+    pub version: String,
+    /// True: its self-test (the app's health check) fails.
+    pub broken: bool,
 }
 
 /// The simulated world around the engine.
@@ -82,6 +97,22 @@ pub trait DemoDevice {
     fn publish(&self, r: &DemoRelease) -> Result<(), DemoError>;
     /// Power the machine off and on; the bootloader picks the slot. Returns it.
     fn power_cycle(&self) -> Result<SlotName, DemoError>;
+    /// Whether the device carries the demo's app bundle (its chapters are told only then).
+    fn has_app(&self) -> bool {
+        false
+    }
+    /// The app bundle as the system shows it now (`None`: not installed).
+    fn app(&self) -> Result<Option<apps::AppView>, DemoError> {
+        Ok(None)
+    }
+    /// Where the app's `current` symlink points, read from the file system.
+    fn app_link(&self) -> Result<String, DemoError> {
+        Err(DemoError::Device("this device has no app bundle".into()))
+    }
+    /// The unit starts the app's restart command noted, oldest first.
+    fn unit_starts(&self) -> Result<Vec<String>, DemoError> {
+        Ok(Vec::new())
+    }
     /// The clock moved: the publisher's routine jobs run (re-signing the short-lived
     /// timestamp metadata, as a real repository's cron job does).
     fn time_passed(&self) -> Result<(), DemoError> {
@@ -156,6 +187,25 @@ impl<W: Write> Story<'_, W> {
         }
     }
 
+    /// Wait until the engine rests (no job running) in a state `pred` accepts.
+    async fn until_where(
+        &mut self,
+        step: &str,
+        what: &str,
+        pred: impl Fn(&StatusSnapshot) -> bool,
+    ) -> Result<StatusSnapshot, DemoError> {
+        let h = self.h()?.clone();
+        let r = tokio::time::timeout(WAIT, h.wait_for(|s| s.busy.is_none() && pred(s))).await;
+        match r {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(story_err(step, format!("engine stopped before {what}"))),
+            Err(_) => Err(story_err(
+                step,
+                format!("not {what}; the engine is {}", h.status().state),
+            )),
+        }
+    }
+
     /// The engine asked for a reboot: wait for it to stop, power-cycle, start again.
     async fn reboot_when_asked(&mut self, step: &str) -> Result<SlotName, DemoError> {
         let Some(boot) = self.boot.take() else {
@@ -213,6 +263,9 @@ impl<W: Write> Story<'_, W> {
                     line.push_str("\n            → may be staged now; the switch waits");
                 }
             }
+            for c in &a.components {
+                let _ = write!(line, "\n            · {c}");
+            }
             self.say(&line)?;
         }
         Ok(())
@@ -231,6 +284,7 @@ impl<W: Write> Story<'_, W> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub committed: String,
+    /// The releases rolled back (blocked here), comma-separated.
     pub rolled_back: String,
     pub audit_records: usize,
 }
@@ -252,6 +306,8 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         severity: Severity::High,
         cves: vec!["CVE-2026-1234".into()],
         healthy: true,
+        os_of: None,
+        app: None,
     };
     let v3 = DemoRelease {
         version: "3.0.0".into(),
@@ -260,6 +316,8 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         severity: Severity::Medium,
         cves: vec![],
         healthy: false,
+        os_of: None,
+        app: None,
     };
     let v4 = DemoRelease {
         version: "3.0.1".into(),
@@ -268,6 +326,8 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         severity: Severity::Medium,
         cves: vec![],
         healthy: true,
+        os_of: None,
+        app: None,
     };
 
     s.say("patchd demo — the patch lifecycle on a simulated device, run by the real engine")?;
@@ -451,7 +511,28 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         st.next_window.map_or("none".into(), |t| t.to_string())
     ))?;
 
-    // 10. Audit and inventory.
+    // 10. The next window: 3.0.1 goes in.
+    s.set_clock("2026-12-05T02:10:00Z")?;
+    s.say(&format!(
+        "10. {}: the next window opens; 3.0.1 switches.",
+        s.now()
+    ))?;
+    s.check("window opens for 3.0.1").await?;
+    let booted = s.reboot_when_asked("switch to 3.0.1").await?;
+    s.until_where("commit 3.0.1", "3.0.1 committed", |x| {
+        x.state == StateKind::Committed && x.current_version.as_deref() == Some("3.0.1")
+    })
+    .await?;
+    s.say(&format!(
+        "   health checks passed: 3.0.1 is committed (slot {booted})."
+    ))?;
+
+    // 11, 12. App patches without a reboot.
+    if dev.has_app() {
+        s.app_patches().await?;
+    }
+
+    // 13. Audit and inventory.
     let h = s.h()?.clone();
     let report = h.verify_audit().await?;
     if !report.is_intact() {
@@ -459,7 +540,7 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
     }
     let records = h.history(Filter::default()).await?;
     s.say(&format!(
-        "10. The audit log: {} hash-chained records, chain verified. The story as recorded:",
+        "13. The audit log: {} hash-chained records, chain verified. The story as recorded:",
         records.len()
     ))?;
     for r in &records {
@@ -472,14 +553,26 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
                 | "rolled_back"
                 | "hold"
                 | "hold_expired"
+                | "component_staged"
+                | "component_switched"
+                | "component_committed"
+                | "component_rolled_back"
         ) {
+            let what = match (r.extra.get("component"), r.extra.get("component_version")) {
+                (Some(c), Some(v)) => format!(
+                    "{} {}",
+                    c.as_str().unwrap_or_default(),
+                    v.as_str().unwrap_or_default()
+                ),
+                _ => r.reason.clone(),
+            };
             s.say(&format!(
-                "     #{:<3} {:<17} {:<6} {:<9} {}",
+                "     #{:<3} {:<21} {:<6} {:<9} {}",
                 r.seq,
                 r.event,
                 r.release.clone().unwrap_or_default(),
                 r.actor.to_string(),
-                r.reason
+                what
             ))?;
         }
     }
@@ -487,7 +580,7 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         return Err(story_err("audit", "no hold_expired record"));
     }
     let inv = h.inventory().await?;
-    s.say("11. The inventory:")?;
+    s.say("14. The inventory:")?;
     let text = serde_json::to_string_pretty(&inv).unwrap_or_default();
     for line in text.lines() {
         s.say(&format!("     {line}"))?;
@@ -498,9 +591,10 @@ pub async fn story(dev: &dyn DemoDevice, out: impl Write) -> Result<Outcome, Dem
         committed: st.current_version.unwrap_or_default(),
         rolled_back: st
             .blocked
-            .first()
-            .map(|b| b.version.clone())
-            .unwrap_or_default(),
+            .iter()
+            .map(|b| b.version.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         audit_records: records.len(),
     })
 }
@@ -557,7 +651,7 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         let o = o.unwrap_or_else(|e| panic!("{e}\n--- story so far ---\n{text}"));
         println!("{text}");
-        assert_eq!(o.committed, "2.0.0");
+        assert_eq!(o.committed, "3.0.1");
         assert_eq!(o.rolled_back, "3.0.0");
         assert!(text.contains("outside the maintenance window") || text.contains("window"));
         assert!(text.contains("quarter-end change freeze"));

@@ -374,6 +374,22 @@ impl Lifecycle {
         }
     }
 
+    /// A release whose OS image is the running one, its components switched without a
+    /// reboot, failed its health checks: the components were switched back and the OS
+    /// slot never changed. `bad_slot` is where the release was staged (never armed),
+    /// `back_to` the booted slot the device never left.
+    pub fn rolled_back_in_place(&self, booted: SlotName, reason: impl Into<String>) -> Next {
+        match self {
+            Lifecycle::Staged { release, slot } => Ok(Lifecycle::RolledBack {
+                release: release.clone(),
+                bad_slot: slot.clone(),
+                back_to: booted,
+                reason: reason.into(),
+            }),
+            s => Err(s.illegal("roll back without a reboot")),
+        }
+    }
+
     /// An admin cancels what has not switched yet.
     pub fn cancel(&self) -> Next {
         match self {
@@ -538,6 +554,20 @@ mod tests {
             st.roll_back("bad")
         });
         check("probation_over", &[K::Committed], |st| st.probation_over());
+        check("rolled_back_in_place", &[K::Staged], |st| {
+            st.rolled_back_in_place(s("a"), "app health failed")
+        });
+        let staged = Lifecycle::Staged {
+            release: r("2"),
+            slot: s("b"),
+        };
+        // The OS slot never switched: the device stays on the booted slot.
+        match staged.rolled_back_in_place(s("a"), "x").unwrap() {
+            Lifecycle::RolledBack {
+                bad_slot, back_to, ..
+            } => assert_eq!((bad_slot, back_to), (s("b"), s("a"))),
+            other => panic!("unexpected {other:?}"),
+        }
         // Without an intact previous slot there is nothing to roll back to.
         let c = Lifecycle::Committed {
             release: r("2"),

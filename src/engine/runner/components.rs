@@ -199,6 +199,32 @@ impl Runner {
         Ok(())
     }
 
+    /// A release judged without a reboot failed its health checks and its components
+    /// were switched back: recorded as the rollback it is (`rolled_back`, with the cause),
+    /// blocked from automatic retries. The OS slot was never armed, so nothing else
+    /// changes and no reboot follows.
+    fn rolled_back_in_place(
+        &mut self,
+        actor: &Actor,
+        release: &ReleaseRef,
+        booted: &SlotName,
+        reason: &str,
+        cause_: &str,
+    ) -> Step {
+        self.job_failure = Some(reason.to_string());
+        let mut doc = self.doc.clone();
+        doc.lifecycle = self
+            .doc
+            .lifecycle
+            .rolled_back_in_place(booted.clone(), reason)?;
+        doc.pending = None;
+        doc.block(&release.version, reason, self.p.clock.now());
+        self.commit_with(doc, "rolled_back", actor, Some(reason), &[cause(cause_)])?;
+        // `list`, status and the inventory show it as failed here from now on.
+        self.recategorize();
+        Ok(())
+    }
+
     /// Is the OS image staged in `slot` the one `booted` runs (a release of components
     /// only)?
     pub(super) fn same_image(&self, slot: &SlotName, booted: &SlotName) -> bool {
@@ -244,7 +270,7 @@ impl Runner {
                 release.version,
                 v.failures.join("; ")
             );
-            return self.release_failed(actor, release, &reason, health_cause(&v));
+            return self.rolled_back_in_place(actor, release, booted, &reason, health_cause(&v));
         }
         self.commit_components(false);
         let mut doc = self.doc.clone();
