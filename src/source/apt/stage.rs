@@ -179,10 +179,25 @@ impl Job<'_> {
 
     /// `apt-get install --only-upgrade` of exactly the patch set, progress from apt's
     /// status lines (`APT::Status-Fd`, on the output stream).
+    ///
+    /// The status goes to fd 3, a copy of the output stream, not to fd 1 itself: apt
+    /// marks its status fd close-on-exec, so with `Status-Fd=1` dpkg and every
+    /// maintainer script would run without a stdout, and a script that prints (a kernel
+    /// package's `linux-update-symlinks`: "Unable to flush stdout: Bad file descriptor")
+    /// fails the upgrade.
     fn upgrade(&self, jail: &Jail) -> Result<(), StagingError> {
-        let mut argv: Vec<String> = ["apt-get", "install", "--only-upgrade", "-y"]
-            .map(String::from)
-            .into();
+        let mut argv: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            "exec 3>&1 && exec \"$@\"",
+            "sh",
+            "apt-get",
+            "install",
+            "--only-upgrade",
+            "-y",
+        ]
+        .map(String::from)
+        .into();
         let opt = |argv: &mut Vec<String>, o: &str| {
             argv.push("-o".into());
             argv.push(o.into());
@@ -191,7 +206,7 @@ impl Job<'_> {
             &mut argv,
             &format!("Dpkg::Options::={}", self.cfg.conffiles.dpkg_option()),
         );
-        opt(&mut argv, "APT::Status-Fd=1");
+        opt(&mut argv, "APT::Status-Fd=3");
         opt(&mut argv, "Dpkg::Use-Pty=0");
         for o in &self.cfg.options {
             opt(&mut argv, o);
