@@ -301,18 +301,32 @@ fn delta(
             )));
         }
     }
-    Ok(after
-        .iter()
-        .filter_map(|((name, arch), new)| {
-            let old = before.get(&(name.clone(), arch.clone()))?;
-            (old != new).then(|| PackageDelta {
+    // A package new in the snapshot (a kernel upgrade's new ABI package, any new
+    // dependency) has old "", one apt removed has new "": both change what boots.
+    let changed = after.iter().filter_map(|((name, arch), new)| {
+        let old = before
+            .get(&(name.clone(), arch.clone()))
+            .map_or("", String::as_str);
+        (old != new).then(|| PackageDelta {
+            name: name.clone(),
+            arch: arch.clone(),
+            old: old.to_string(),
+            new: new.clone(),
+        })
+    });
+    let removed =
+        before
+            .iter()
+            .filter(|(k, _)| !after.contains_key(*k))
+            .map(|((name, arch), old)| PackageDelta {
                 name: name.clone(),
                 arch: arch.clone(),
                 old: old.clone(),
-                new: new.clone(),
-            })
-        })
-        .collect())
+                new: String::new(),
+            });
+    let mut out: Vec<PackageDelta> = changed.chain(removed).collect();
+    out.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
+    Ok(out)
 }
 
 /// `usr/sbin/policy-rc.d` exiting 101 while apt runs: `invoke-rc.d` and
@@ -409,5 +423,21 @@ mod tests {
         assert_eq!((d[0].old.as_str(), d[0].new.as_str()), ("1", "1.1"));
         let e = delta(&[pc("a", "1.2")], &before, &after).unwrap_err();
         assert!(e.to_string().contains("not the candidate 1.2"), "{e}");
+        // A new package (old "") and a removed one (new "") are part of the delta.
+        after.insert(("linux-image-2".into(), "amd64".into()), "1.0-1".into());
+        after.remove(&("c".to_string(), "all".to_string()));
+        let d = delta(&[pc("a", "1.1")], &before, &after).unwrap();
+        let got: Vec<(&str, &str, &str)> = d
+            .iter()
+            .map(|p| (p.name.as_str(), p.old.as_str(), p.new.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "1", "1.1"),
+                ("c", "3", ""),
+                ("linux-image-2", "", "1.0-1")
+            ]
+        );
     }
 }
