@@ -205,13 +205,15 @@ fn setup(t: &str, extra: &[(&'static str, &str, &str)]) -> Option<Env> {
         "etc/init.d/svc",
         "#!/bin/sh\ntouch /svc-was-started\n",
     );
-    // The upgrade asks for the service to start; policy-rc.d must refuse.
+    // The upgrade asks for the service to start; policy-rc.d must refuse. The script
+    // also prints and fails on an error (as a kernel package's linux-update-symlinks
+    // does): maintainer scripts must run with a stdout.
     world.add_file(
         "svc",
         "1.0-2",
         "DEBIAN/postinst",
-        "#!/bin/sh\nrc=0\n/usr/sbin/policy-rc.d svc start || rc=$?\n\
-         [ \"$rc\" = 101 ] || /etc/init.d/svc start\n",
+        "#!/bin/sh\nset -e\nrc=0\n/usr/sbin/policy-rc.d svc start || rc=$?\n\
+         [ \"$rc\" = 101 ] || /etc/init.d/svc start\necho \"svc configured\"\n",
     );
     for (dir, label, suite, packages) in [
         ("old", "TestOS", "stable", old),

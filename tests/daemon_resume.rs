@@ -140,3 +140,97 @@ async fn sigkill_during_staging_resumes_from_the_checkpoint_and_completes() {
         .unwrap();
     assert!(report.is_intact(), "{report}");
 }
+
+/// A staging interrupted by SIGKILL does not resume after the restart when the
+/// configuration now says `stage_outside_windows = false` (a drop-in) and no window is
+/// open: the daemon goes back to `update_available` without an error, fetches nothing,
+/// keeps the checkpoint for later, and status says staging waits for the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_staging_waits_for_the_window_when_staging_outside_is_off() {
+    let Some(bus) = SessionBus::start() else {
+        return;
+    };
+    let server = FaultServer::start().await;
+    let top = tempfile::tempdir().unwrap();
+    let dev = Device::new(
+        top.path(),
+        &DeviceSpec {
+            image_size: SIZE,
+            uncompressed: true,
+            url: Some(server.url()),
+            checkpoint_every: Some(CHUNK),
+            // Closed window, staging outside it allowed: the first run stages.
+            policy: NO_WINDOW.to_string(),
+            ..DeviceSpec::default()
+        },
+    );
+    for (path, bytes) in dev.repo_files() {
+        server.add(&path, bytes);
+    }
+    let image_path = dev.image_target_path();
+    server.set(Faults {
+        chunk_delay: Some(Duration::from_millis(45)),
+        ..Faults::default()
+    });
+    let mut d = dev.spawn(&bus.address, &[]);
+    let e = wait_until(
+        &mut d,
+        &dev,
+        Duration::from_secs(120),
+        "2 MiB checkpointed",
+        |dev| checkpointed(dev) >= 2 * CHUNK,
+    )
+    .await;
+    assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
+    d.kill();
+    assert_eq!(dev.state_kind(), "staging");
+    let at_kill = checkpointed(&dev);
+
+    // The admin turns staging outside windows off through a drop-in.
+    let dropin = dev
+        .paths
+        .resolve("/etc/patchd/patchd.toml.d/50-no-staging.toml");
+    std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
+    std::fs::write(&dropin, "[policy]\nstage_outside_windows = false\n").unwrap();
+    server.set(Faults::default());
+    let seen_before = server.seen().len();
+    let mut d = dev.spawn(&bus.address, &[]);
+    let e = wait_until(
+        &mut d,
+        &dev,
+        Duration::from_secs(60),
+        "staging deferred",
+        |dev| dev.audit_events().contains(&"staging_deferred".to_string()),
+    )
+    .await;
+    assert!(matches!(e, Ended::Reached), "{e:?}\n{}", dev.log());
+    // Long enough for a staging the daemon would start anyway to fetch something.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(dev.state_kind(), "update_available", "{}", dev.log());
+    let fetched: Vec<_> = server.seen()[seen_before..]
+        .iter()
+        .filter(|s| s.path == image_path)
+        .cloned()
+        .collect();
+    assert!(fetched.is_empty(), "staged outside the window: {fetched:?}");
+    let ev = dev.audit_events();
+    assert!(!ev.contains(&"staging_failed".to_string()), "{ev:?}");
+    assert_eq!(
+        dev.slot_status("b").state,
+        patchd::slot::SlotState::Incomplete
+    );
+    assert_eq!(
+        checkpointed(&dev),
+        at_kill,
+        "the checkpoint is kept for the window"
+    );
+    let (code, out, err) = patchctl(&bus.address, &["status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("staging waits (staging only inside maintenance windows"),
+        "status does not say why staging waits:\n{out}"
+    );
+    let st = d.stop(Duration::from_secs(40)).expect("stops on SIGTERM");
+    assert!(st.success(), "{st}");
+    assert!(dev.state().unwrap().unwrap().last_error.is_none());
+}

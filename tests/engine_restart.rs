@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use patchd::audit::{Filter, Record};
 use patchd::engine::{Actor, EngineHandle, Lifecycle, RunExit, StateKind, StatusSnapshot};
-use patchd::policy::{Kind, Severity};
+use patchd::policy::{Kind, Schedule, Severity};
 use patchd::slot::SlotState;
 use patchd::testkit::engine::{release, Harness};
 use tokio::task::JoinHandle;
@@ -211,4 +211,33 @@ async fn probation_checks_run_again_after_a_restart_and_roll_back() {
     let rb = ev.iter().find(|r| r.event == "rolled_back").unwrap();
     assert!(rb.reason.contains("during probation"), "{}", rb.reason);
     assert!(hx.verify_audit().unwrap().is_intact());
+}
+
+#[tokio::test]
+async fn restart_during_staging_waits_for_the_window_when_staging_outside_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hx = Harness::new(dir.path(), "1.0.0", ts(WED_NOON));
+    crash_while_staging(&hx).await;
+    // The restart comes with a configuration that stages only inside windows, and the
+    // only window is at the weekend.
+    hx.policy.schedule = Schedule::parse("UTC", &["Sat,Sun 02:00-05:00"]).unwrap();
+    hx.policy.stage_outside_windows = false;
+    hx.dev.set_stage_gate(false);
+    let (h, _task) = hx.start().await.unwrap();
+    let st = wait_for(&h, "staging deferred", |s| {
+        s.state != StateKind::Staging && s.busy.is_none()
+    })
+    .await;
+    assert_eq!(st.state, StateKind::UpdateAvailable, "{st:#?}");
+    assert_eq!(hx.dev.slot_status("b").state, SlotState::Incomplete);
+    let ev = names(&events(&h).await);
+    assert!(ev.contains(&"staging_deferred".to_string()), "{ev:?}");
+    assert!(!ev.contains(&"staging_failed".to_string()), "{ev:?}");
+    assert_eq!(ev.iter().filter(|e| *e == "staging").count(), 1, "{ev:?}");
+    assert!(st.last_error.is_none(), "{:?}", st.last_error);
+    let next = st.next.map(|n| n.text).unwrap_or_default();
+    assert!(
+        next.contains("staging waits (staging only inside maintenance windows"),
+        "{next}"
+    );
 }

@@ -61,6 +61,7 @@ pub const EVENTS: &[&str] = &[
     "staged",
     "staged_slot_invalid",
     "staging",
+    "staging_deferred",
     "staging_failed",
     "switch_failed",
     "switching",

@@ -10,7 +10,7 @@ use semver::Version;
 use super::handle::AvailableRelease;
 use super::ports::Offered;
 use super::statefile::StateDoc;
-use crate::policy::{DeviceFacts, Facts, LockState, Policy, Verdict, WaitFor};
+use crate::policy::{DeviceFacts, Facts, LockState, Policy, Verdict, WaitFor, WhyNot};
 
 /// Everything the decision needs besides the release.
 pub struct Context<'a> {
@@ -88,6 +88,12 @@ impl Context<'_> {
                                 })
                         }),
                     packages: c.packages.clone(),
+                    // The policy's own words ("staging only inside maintenance windows;
+                    // next window opens at …"), without the decision's "waiting until" prefix.
+                    stage_wait: v.stage.first().map(|w| match w {
+                        WhyNot::Policy { decision } => decision.reason().to_string(),
+                        other => other.to_string(),
+                    }),
                     why_not: v.switch,
                     components: Vec::new(),
                 }

@@ -54,6 +54,10 @@ pub struct AvailableRelease {
     /// A package patch set's packages (empty for an image release).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<crate::manifest::PackageChange>,
+    /// Why policy does not stage it now (`staging only inside maintenance windows; …`),
+    /// so status can say what staging waits for; `None` when it may stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_wait: Option<String>,
 }
 
 /// What the device does next and when, in plain words: the `Next:` line of status, the

@@ -173,13 +173,19 @@ impl NextInputs<'_> {
                     None if self.release(&release.version).is_some_and(|a| a.may_stage) => {
                         "stages now".into()
                     }
-                    None => match self.release(&release.version).and_then(|a| a.stage_at) {
-                        Some(t) => format!(
+                    None => match self.release(&release.version) {
+                        Some(AvailableRelease {
+                            stage_at: Some(t), ..
+                        }) => format!(
                             "staging starts {} ({})",
-                            in_span(self.now, t),
-                            self.time(t)
+                            in_span(self.now, *t),
+                            self.time(*t)
                         ),
-                        None => "staging waits".into(),
+                        Some(AvailableRelease {
+                            stage_wait: Some(why),
+                            ..
+                        }) => format!("staging waits ({why})"),
+                        _ => "staging waits".into(),
                     },
                 };
                 step(

@@ -16,6 +16,24 @@ VM_APT_V1="vm-probe=1.0-1 vm-tool=1.0-1"
 VM_APT_V2="vm-probe=1.0-2 vm-tool=1.0-2"
 VM_APT_V3="vm-probe=1.0-3 vm-tool=1.0-2"
 
+# The kernel as Debian packages it: linux-image-<abi> ships /boot/vmlinuz-<abi> and
+# /boot/initrd.img-<abi>, its postinst has linux-update-symlinks (linux-base) point
+# /boot/vmlinuz and /boot/initrd.img at them (link_in_boot = yes in /etc/kernel-img.conf,
+# relative links), and the metapackage linux-image-amd64 depends on the current ABI, so
+# a kernel upgrade installs a package under a new name next to the old one. The image
+# has ABI 1 (the kernel the tests boot, VM_KVER); the archive's linux-image-amd64
+# 1.0-2 moves to the next ABI: the same kernel binary under the next ABI's file names,
+# with an initramfs that also loads the crc7 module (nothing else does), which is how a
+# booted guest tells which initramfs GRUB loaded.
+vm_apt_k1() { echo "$VM_KVER"; }
+vm_apt_k2() {
+  local abi=${VM_KVER#*-}
+  abi=${abi%%-*}
+  echo "${VM_KVER%%-*}-$((abi + 1))-${VM_KVER#*-*-}"
+}
+VM_APT_K1="linux-image-amd64=1.0-1 linux-image-$(vm_apt_k1)=1.0-1"
+VM_APT_K2="linux-image-amd64=1.0-2 linux-image-$(vm_apt_k2)=1.0-1"
+
 # vm_apt_layout: the apt guest's disk. The root filesystem (btrfs, both slots and /var)
 # takes partition 2; partition 3 is a 1 MiB placeholder, so the boot (1) and data (4)
 # partitions keep their numbers and every host-side helper (vm_cat, vm_put,
@@ -45,6 +63,72 @@ vm_apt_deb() {
   rm -rf "$b"
 }
 
+# vm_apt_kdeb OUT ABI KERNEL INITRD: linux-image-ABI 1.0-1 (Architecture: amd64) with
+# /boot/vmlinuz-ABI and /boot/initrd.img-ABI and the maintainer scripts of Debian's
+# kernel packages: linux-update-symlinks at configure and remove, then the
+# /etc/kernel/postinst.d (postrm.d) hooks.
+vm_apt_kdeb() {
+  local out=$1 abi=$2 b name=linux-image-$2
+  b=$(mktemp -d)
+  mkdir -p "$b/DEBIAN" "$b/boot" "$b/usr/share/doc/$name"
+  printf 'Package: %s\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: VM Test <vm@example.org>\nDepends: linux-base\nSection: kernel\nPriority: optional\nDescription: Linux %s for the VM tests\n' \
+    "$name" "$abi" >"$b/DEBIAN/control"
+  cp "$3" "$b/boot/vmlinuz-$abi"
+  cp "$4" "$b/boot/initrd.img-$abi"
+  cat >"$b/DEBIAN/postinst" <<EOT
+#!/bin/sh -e
+version=$abi
+image_path=/boot/vmlinuz-\$version
+[ "\$1" = configure ] || exit 0
+if [ -z "\$2" ]; then change=install; else change=upgrade; fi
+linux-update-symlinks \$change \$version \$image_path
+if [ -d /etc/kernel/postinst.d ]; then
+  DEB_MAINT_PARAMS="\$*" run-parts --report --exit-on-error --arg=\$version --arg=\$image_path /etc/kernel/postinst.d
+fi
+EOT
+  cat >"$b/DEBIAN/postrm" <<EOT
+#!/bin/sh -e
+version=$abi
+image_path=/boot/vmlinuz-\$version
+[ "\$1" = remove ] || exit 0
+linux-update-symlinks remove \$version \$image_path
+if [ -d /etc/kernel/postrm.d ]; then
+  DEB_MAINT_PARAMS="\$*" run-parts --report --exit-on-error --arg=\$version --arg=\$image_path /etc/kernel/postrm.d
+fi
+EOT
+  chmod 755 "$b/DEBIAN/postinst" "$b/DEBIAN/postrm"
+  printf '%s (1.0-1) bookworm-security; urgency=high\n\n  * Linux %s (CVE-2026-4545).\n\n -- VM Test <vm@example.org>  Mon, 07 Dec 2026 06:00:00 +0000\n\n' \
+    "$name" "$abi" | gzip -9n >"$b/usr/share/doc/$name/changelog.Debian.gz"
+  dpkg-deb -Zgzip --root-owner-group --build "$b" "$out/${name}_1.0-1_amd64.deb" >/dev/null ||
+    vm_die "dpkg-deb $name failed"
+  rm -rf "$b"
+}
+
+# vm_apt_kmeta OUT VERSION ABI: the metapackage linux-image-amd64 VERSION, on ABI.
+vm_apt_kmeta() {
+  local out=$1 v=$2 b
+  b=$(mktemp -d)
+  mkdir -p "$b/DEBIAN" "$b/usr/share/doc/linux-image-amd64"
+  printf 'Package: linux-image-amd64\nVersion: %s\nArchitecture: amd64\nMaintainer: VM Test <vm@example.org>\nDepends: linux-image-%s\nSection: kernel\nPriority: optional\nDescription: Linux for 64-bit PCs (meta-package)\n' \
+    "$v" "$3" >"$b/DEBIAN/control"
+  printf 'linux-image-amd64 (%s) bookworm-security; urgency=high\n\n  * Move to ABI %s.\n\n -- VM Test <vm@example.org>  Mon, 07 Dec 2026 06:00:00 +0000\n\n' \
+    "$v" "$3" | gzip -9n >"$b/usr/share/doc/linux-image-amd64/changelog.Debian.gz"
+  dpkg-deb -Zgzip --root-owner-group --build "$b" "$out/linux-image-amd64_${v}_amd64.deb" >/dev/null ||
+    vm_die "dpkg-deb linux-image-amd64 $v failed"
+  rm -rf "$b"
+}
+
+# vm_apt_linux_base: Debian's linux-base (linux-update-symlinks), fetched once.
+vm_apt_linux_base() {
+  local d=$VM_CACHE/linux-base
+  if [ ! -f "$d/.done" ]; then
+    rm -rf "$d"; mkdir -p "$d"
+    (cd "$d" && apt-get download linux-base >/dev/null 2>&1) || vm_die "apt-get download linux-base failed"
+    touch "$d/.done"
+  fi
+  ls "$d"/linux-base_*.deb
+}
+
 # vm_apt_packages OUT: every version of our packages.
 vm_apt_packages() {
   local out=$1 v
@@ -72,7 +156,7 @@ vm_apt_archive() {
   local dir=$1 pv; shift
   rm -rf "$dir"; mkdir -p "$dir/pool"
   for pv in "$@"; do
-    cp "$VM_CACHE/parts/apt-debs/${pv%%=*}_${pv#*=}_all.deb" "$dir/pool/" ||
+    cp "$VM_CACHE/parts/apt-debs/${pv%%=*}_${pv#*=}_"*.deb "$dir/pool/" ||
       vm_die "no package $pv"
   done
   (cd "$dir" && apt-ftparchive packages pool >Packages &&
@@ -116,6 +200,11 @@ vm_build_apt() {
     vm_die "gpg key generation failed"
   vm_apt_gpg --export >"$p/apt-archive.gpg"
   vm_apt_packages "$p/apt-debs"
+  vm_build_initramfs "$kdir" "$tmp/initrd-k2.img" "btrfs crc7"
+  vm_apt_kdeb "$p/apt-debs" "$(vm_apt_k1)" "$kdir/boot/vmlinuz-$VM_KVER" "$p/apt-initrd.img"
+  vm_apt_kdeb "$p/apt-debs" "$(vm_apt_k2)" "$kdir/boot/vmlinuz-$VM_KVER" "$tmp/initrd-k2.img"
+  vm_apt_kmeta "$p/apt-debs" 1.0-1 "$(vm_apt_k1)"
+  vm_apt_kmeta "$p/apt-debs" 1.0-2 "$(vm_apt_k2)"
   # Boot partition: grub.cfg for subvolume slots, the shipped snippet, the environment.
   mkdir -p "$tmp/boot/grub"
   cp "$VM_APT_DIR/grub.cfg" "$tmp/boot/grub/grub.cfg"
@@ -130,9 +219,14 @@ vm_build_apt() {
   cp "$p/apt-archive.gpg" "$tree/usr/share/keyrings/vm-archive.gpg"
   mkdir -p "$tree/tmp/debs"
   local pv
-  for pv in $VM_APT_V1; do cp "$p/apt-debs/${pv%%=*}_${pv#*=}_all.deb" "$tree/tmp/debs/"; done
-  chroot "$tree" sh -c 'dpkg -i /tmp/debs/*.deb' >"$tmp/dpkg.log" 2>&1 ||
+  for pv in $VM_APT_V1 $VM_APT_K1; do cp "$p/apt-debs/${pv%%=*}_${pv#*=}_"*.deb "$tree/tmp/debs/"; done
+  cp "$(vm_apt_linux_base)" "$tree/tmp/debs/"
+  # Debian's kernel layout with the links in /boot (GRUB reads the slot's /boot).
+  printf 'do_symlinks = yes\nlink_in_boot = yes\n' >"$tree/etc/kernel-img.conf"
+  chroot "$tree" sh -c 'DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/debs/*.deb' >"$tmp/dpkg.log" 2>&1 ||
     { cat "$tmp/dpkg.log" >&2; vm_die "dpkg -i of the v1 packages failed"; }
+  [ "$(readlink "$tree/boot/vmlinuz")" = "vmlinuz-$VM_KVER" ] ||
+    { cat "$tmp/dpkg.log" >&2; vm_die "the kernel package did not link /boot/vmlinuz"; }
   rm -rf "$tree/tmp/debs"
   # The layout patchd's apt source expects (docs/apt.md): the dpkg database lives in the
   # root (/usr/lib/sysimage/dpkg), the shared /var has a symlink to it.
@@ -163,8 +257,6 @@ vm_build_apt() {
   chmod 755 "$tree/etc/patchd/health.d/10-vm-probe"
   echo 5f1c0d2e7a9b4c3d8e6f0a1b2c3d4e61 >"$tree/etc/machine-id"
   ln -sf /usr/share/zoneinfo/Etc/UTC "$tree/etc/localtime"
-  cp "$kdir/boot/vmlinuz-$VM_KVER" "$tree/boot/vmlinuz"
-  cp "$p/apt-initrd.img" "$tree/boot/initrd.img"
   # The publisher's root, for apt-btrfs-switch (an image release into a subvolume slot).
   cp "$p/repo-base/metadata/1.root.json" "$tree/usr/share/patchd/root.json"
   vm_apt_image_release "$tree" "$tmp/v2" "$p/apt-root-v2.tar" v2 "$VM_APT_V2"
@@ -207,7 +299,7 @@ vm_apt_image_release() {
   local tree=$1 t2=$2 out=$3 pv
   cp -a "$tree" "$t2"
   mkdir -p "$t2/tmp/debs"
-  for pv in $5; do cp "$VM_CACHE/parts/apt-debs/${pv%%=*}_${pv#*=}_all.deb" "$t2/tmp/debs/"; done
+  for pv in $5; do cp "$VM_CACHE/parts/apt-debs/${pv%%=*}_${pv#*=}_"*.deb "$t2/tmp/debs/"; done
   chroot "$t2" sh -c 'dpkg -i /tmp/debs/*.deb' >/dev/null 2>&1 || vm_die "dpkg -i of the $4 packages failed"
   rm -rf "$t2/tmp/debs"
   echo "apt-image-$4" >"$t2/etc/vm-release"
@@ -231,19 +323,58 @@ vm_apt_image_hook() {
   vm_apt_patchd_hook "$1" "printf '[source]\\nkind = \"repository\"\\n' >/etc/patchd/patchd.toml.d/40-vm-image.toml"
 }
 
-# vm_apt_patchd_hook GOAL [SETUP]: the guest's hook: SETUP, apt's source for the served
-# archive, the /var marker on the first boot, then `patchd run` (window open) until
-# GOAL (tests/vm/guest/patchd-guest.sh), its list, and one more reboot after it.
+# vm_apt_patchd_hook GOAL [SETUP [AFTER]]: the guest's hook: SETUP, apt's source for
+# the served archive, the /var marker on the first boot, then `patchd run` (window
+# open) until GOAL (tests/vm/guest/patchd-guest.sh) or its reboot request, its list,
+# AFTER, and one more reboot after the goal.
 vm_apt_patchd_hook() {
   vm_apt_hook "${2:-}
 vma_sources
 [ \$VM_BOOT = 1 ] && echo before-switch >/var/lib/vmtest/marker && sync
 . /usr/lib/vm/patchd-guest.sh
 vmp_start '$VM_REPO_URL' '$(vm_window_now)'
-vmp_run '$1' 500 && { vmp_ctl list 2>&1 | sed 's/^/VMTEST: list /'; vmp_end; }"
+vmp_run '$1' 500 && { vmp_ctl list 2>&1 | sed 's/^/VMTEST: list /'; vmp_end; }
+${3:-}"
   echo 1 >"$W/extra-reboots"
   vm_put "$DISK" 4 "$W/extra-reboots" /vm/extra-reboots
 }
+
+# vm_apt_guest: what every apt scenario starts with: the release binaries, the guest's
+# network, its layout, its (cached) parts, and $DISK assembled from them.
+vm_apt_guest() {
+  vm_have_patchd || vm_die "release binaries missing (cargo build --release)"
+  export VM_NET=1
+  vm_apt_layout
+  vm_build_apt
+  vm_apt_assemble "$DISK"
+}
+
+# vm_apt_boot [SECONDS]: boots $DISK until the guest powers off (VM_APT_TIMEOUT, else
+# SECONDS, else 600), then shows what the guest reported.
+vm_apt_boot() {
+  vm_start "$DISK" "$LOG"
+  vm_wait_exit "${VM_APT_TIMEOUT:-${1:-600}}" || vm_die "guest did not power off"
+  VM_PID=
+  vm_show_results
+}
+
+# vm_apt_kernel_hook GOAL: vm_apt_patchd_hook with the kernel's view (vma_kernel,
+# guest-apt/hook.sh) recorded at every boot before and after patchd, and on the first
+# boot the staged snapshot's (slots/b).
+vm_apt_kernel_hook() {
+  vm_apt_patchd_hook "$1" 'vma_kernel start' \
+    'vma_kernel after-patchd; [ $VM_BOOT = 1 ] && [ -d /.btrfs/slots/b ] && vma_kernel staged /.btrfs/slots/b'
+}
+
+# vm_apt_kernel_line BOOT TAG: that line of the guest's kernel.log ("" when none).
+vm_apt_kernel_line() {
+  vm_cat "$DISK" 4 /vm/kernel.log | grep "^boot=$1 slot=[a-z]* $2 " | head -n 1
+}
+
+# vm_apt_kernel_sum LINE: the boot-sum of a kernel.log line; vm_apt_kernel_nosum LINE:
+# the line without it.
+vm_apt_kernel_sum() { echo "$1" | tr ' ' '\n' | sed -n 's/^boot-sum=//p'; }
+vm_apt_kernel_nosum() { echo "$1" | sed 's/ boot-sum=[0-9a-f]*//'; }
 
 # vm_apt_assemble DISK: the apt guest's disk (call vm_apt_layout first).
 vm_apt_assemble() {

@@ -393,6 +393,7 @@ impl Runner {
         let Lifecycle::Staging { release, slot } = self.doc.lifecycle.clone() else {
             return checked;
         };
+        let mut wait = None;
         let why = match checked {
             Err(StepError::PowerCut(at)) => return Err(StepError::PowerCut(at)),
             Err(StepError::Err(e)) => Some(format!("the check before resuming failed: {e}")),
@@ -400,15 +401,29 @@ impl Runner {
                 let running = self.running_version();
                 match self.offered(&release.version) {
                     None => Some("the repository no longer offers it".to_string()),
-                    Some(c) => self
-                        .context(running.as_ref())
-                        .decide(c, true, &[])
-                        .switch
-                        .first()
-                        .map(|w| format!("it may no longer be installed: {w}")),
+                    Some(c) => {
+                        let ctx = self.context(running.as_ref());
+                        let hard = ctx
+                            .decide(c, true, &[])
+                            .switch
+                            .first()
+                            .map(|w| format!("it may no longer be installed: {w}"));
+                        // A resumed staging is a staging starting now: it obeys the same
+                        // rules as a new one (`stage_outside_windows = false` keeps it
+                        // for the window), whatever the configuration was when it began.
+                        wait = ctx
+                            .decide(c, false, &[])
+                            .stage
+                            .first()
+                            .map(|w| w.to_string());
+                        hard
+                    }
                 }
             }
         };
+        if let (None, Some(wait)) = (&why, wait) {
+            return self.defer_staging(&release.version, &slot, &wait);
+        }
         // A restart can land between the `staging` record and the fence: fence again.
         let why = why.or_else(|| {
             self.fence_for_write(&slot, &Actor::Policy)
@@ -441,5 +456,22 @@ impl Runner {
                 )
             }
         }
+    }
+
+    /// An interrupted staging policy does not allow now: back to `UpdateAvailable`
+    /// without an error (nothing failed). The slot stays `Incomplete` with its
+    /// checkpoint, so the staging that starts once policy allows it resumes from there;
+    /// status says what it waits for.
+    fn defer_staging(&mut self, version: &str, slot: &SlotName, wait: &str) -> Step {
+        if let Some(s) = self.slot(slot) {
+            let _ = s.set_state(SlotState::Incomplete);
+        }
+        let reason =
+            format!("staging of {version} into slot {slot} was interrupted and waits: {wait}");
+        tracing::info!(release = version, slot = %slot, wait, "interrupted staging deferred");
+        let mut doc = self.doc.clone();
+        doc.lifecycle = self.doc.lifecycle.staging_aborted()?;
+        doc.pending = None;
+        self.commit_with(doc, "staging_deferred", &Actor::Policy, Some(&reason), &[])
     }
 }

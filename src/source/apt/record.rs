@@ -18,9 +18,10 @@ use crate::names::SlotName;
 pub struct PackageDelta {
     pub name: String,
     pub arch: String,
-    /// The version installed before (in the running root).
+    /// The version installed before (in the running root); "" for a package new in the
+    /// snapshot.
     pub old: String,
-    /// The version installed in the snapshot.
+    /// The version installed in the snapshot; "" for a package the upgrade removed.
     pub new: String,
 }
 

@@ -179,10 +179,25 @@ impl Job<'_> {
 
     /// `apt-get install --only-upgrade` of exactly the patch set, progress from apt's
     /// status lines (`APT::Status-Fd`, on the output stream).
+    ///
+    /// The status goes to fd 3, a copy of the output stream, not to fd 1 itself: apt
+    /// marks its status fd close-on-exec, so with `Status-Fd=1` dpkg and every
+    /// maintainer script would run without a stdout, and a script that prints (a kernel
+    /// package's `linux-update-symlinks`: "Unable to flush stdout: Bad file descriptor")
+    /// fails the upgrade.
     fn upgrade(&self, jail: &Jail) -> Result<(), StagingError> {
-        let mut argv: Vec<String> = ["apt-get", "install", "--only-upgrade", "-y"]
-            .map(String::from)
-            .into();
+        let mut argv: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            "exec 3>&1 && exec \"$@\"",
+            "sh",
+            "apt-get",
+            "install",
+            "--only-upgrade",
+            "-y",
+        ]
+        .map(String::from)
+        .into();
         let opt = |argv: &mut Vec<String>, o: &str| {
             argv.push("-o".into());
             argv.push(o.into());
@@ -191,7 +206,7 @@ impl Job<'_> {
             &mut argv,
             &format!("Dpkg::Options::={}", self.cfg.conffiles.dpkg_option()),
         );
-        opt(&mut argv, "APT::Status-Fd=1");
+        opt(&mut argv, "APT::Status-Fd=3");
         opt(&mut argv, "Dpkg::Use-Pty=0");
         for o in &self.cfg.options {
             opt(&mut argv, o);
@@ -286,18 +301,32 @@ fn delta(
             )));
         }
     }
-    Ok(after
-        .iter()
-        .filter_map(|((name, arch), new)| {
-            let old = before.get(&(name.clone(), arch.clone()))?;
-            (old != new).then(|| PackageDelta {
+    // A package new in the snapshot (a kernel upgrade's new ABI package, any new
+    // dependency) has old "", one apt removed has new "": both change what boots.
+    let changed = after.iter().filter_map(|((name, arch), new)| {
+        let old = before
+            .get(&(name.clone(), arch.clone()))
+            .map_or("", String::as_str);
+        (old != new).then(|| PackageDelta {
+            name: name.clone(),
+            arch: arch.clone(),
+            old: old.to_string(),
+            new: new.clone(),
+        })
+    });
+    let removed =
+        before
+            .iter()
+            .filter(|(k, _)| !after.contains_key(*k))
+            .map(|((name, arch), old)| PackageDelta {
                 name: name.clone(),
                 arch: arch.clone(),
                 old: old.clone(),
-                new: new.clone(),
-            })
-        })
-        .collect())
+                new: String::new(),
+            });
+    let mut out: Vec<PackageDelta> = changed.chain(removed).collect();
+    out.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
+    Ok(out)
 }
 
 /// `usr/sbin/policy-rc.d` exiting 101 while apt runs: `invoke-rc.d` and
@@ -394,5 +423,21 @@ mod tests {
         assert_eq!((d[0].old.as_str(), d[0].new.as_str()), ("1", "1.1"));
         let e = delta(&[pc("a", "1.2")], &before, &after).unwrap_err();
         assert!(e.to_string().contains("not the candidate 1.2"), "{e}");
+        // A new package (old "") and a removed one (new "") are part of the delta.
+        after.insert(("linux-image-2".into(), "amd64".into()), "1.0-1".into());
+        after.remove(&("c".to_string(), "all".to_string()));
+        let d = delta(&[pc("a", "1.1")], &before, &after).unwrap();
+        let got: Vec<(&str, &str, &str)> = d
+            .iter()
+            .map(|p| (p.name.as_str(), p.old.as_str(), p.new.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "1", "1.1"),
+                ("c", "3", ""),
+                ("linux-image-2", "", "1.0-1")
+            ]
+        );
     }
 }

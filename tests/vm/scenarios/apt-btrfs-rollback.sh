@@ -5,19 +5,12 @@
 # bad and reboots into a by itself; a runs the old versions, patchd reports
 # rolled_back, /var kept the marker, the audit log verifies.
 scenario() {
-  vm_have_patchd || fail "release binaries missing (cargo build --release)"
-  export VM_NET=1
-  vm_apt_layout
-  vm_build_apt
-  vm_apt_assemble "$DISK"
+  vm_apt_guest
   vm_repo_setup "$W"
   vm_apt_publish_image "$W" v3
   vm_serve "$W"
   vm_apt_image_hook 'state=rolled_back booted=a current=1.0.0'
-  vm_start "$DISK" "$LOG"
-  vm_wait_exit "${VM_APT_TIMEOUT:-900}" || fail "guest did not power off"
-  VM_PID=
-  vm_show_results
+  vm_apt_boot 900
   assert_eq "boots" "$(vm_apt_boots | head -n 3)" "boot=1 slot=a pkgs=vm-probe=1.0-1,vm-tool=1.0-1 var=none
 boot=2 slot=b pkgs=vm-probe=1.0-3,vm-tool=1.0-2 var=before-switch
 boot=3 slot=a pkgs=vm-probe=1.0-1,vm-tool=1.0-1 var=before-switch"

@@ -9,19 +9,12 @@
 # packages, and the shared /var kept the marker written before the switch. This is the
 # boot path an apt patch set's snapshot slot takes once patchd can stage one.
 scenario() {
-  vm_have_patchd || fail "release binaries missing (cargo build --release)"
-  export VM_NET=1
-  vm_apt_layout
-  vm_build_apt
-  vm_apt_assemble "$DISK"
+  vm_apt_guest
   vm_repo_setup "$W"
   vm_apt_publish_image "$W" v2
   vm_serve "$W"
   vm_apt_image_hook 'state=committed booted=b current=2.0.0'
-  vm_start "$DISK" "$LOG"
-  vm_wait_exit "${VM_APT_TIMEOUT:-900}" || fail "guest did not power off"
-  VM_PID=
-  vm_show_results
+  vm_apt_boot 900
   assert_eq "boots" "$(vm_apt_boots)" "boot=1 slot=a pkgs=vm-probe=1.0-1,vm-tool=1.0-1 var=none
 boot=2 slot=b pkgs=vm-probe=1.0-2,vm-tool=1.0-2 var=before-switch
 boot=3 slot=b pkgs=vm-probe=1.0-2,vm-tool=1.0-2 var=before-switch"

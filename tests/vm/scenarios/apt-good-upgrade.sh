@@ -10,17 +10,10 @@
 # rootflags=subvol=slots/b, the health check (vm-probe) passes, patchd commits. Boot 3
 # is b again (committed, uncounted): the new versions run, /var kept the marker.
 scenario() {
-  vm_have_patchd || fail "release binaries missing (cargo build --release)"
-  export VM_NET=1
-  vm_apt_layout
-  vm_build_apt
-  vm_apt_assemble "$DISK"
+  vm_apt_guest
   vm_apt_serve "$W" $VM_APT_V1 $VM_APT_V2
   vm_apt_patchd_hook 'state=committed booted=b'
-  vm_start "$DISK" "$LOG"
-  vm_wait_exit "${VM_APT_TIMEOUT:-600}" || fail "guest did not power off"
-  VM_PID=
-  vm_show_results
+  vm_apt_boot
   assert_eq "boots" "$(vm_apt_boots)" "boot=1 slot=a pkgs=vm-probe=1.0-1,vm-tool=1.0-1 var=none
 boot=2 slot=b pkgs=vm-probe=1.0-2,vm-tool=1.0-2 var=before-switch
 boot=3 slot=b pkgs=vm-probe=1.0-2,vm-tool=1.0-2 var=before-switch"

@@ -6,17 +6,10 @@
 # reboots into a by itself: the old versions, /var's marker still there, patchd
 # reports rolled_back, GRUB's committed slot is still a.
 scenario() {
-  vm_have_patchd || fail "release binaries missing (cargo build --release)"
-  export VM_NET=1
-  vm_apt_layout
-  vm_build_apt
-  vm_apt_assemble "$DISK"
+  vm_apt_guest
   vm_apt_serve "$W" $VM_APT_V1 $VM_APT_V3
   vm_apt_patchd_hook 'state=rolled_back booted=a'
-  vm_start "$DISK" "$LOG"
-  vm_wait_exit "${VM_APT_TIMEOUT:-600}" || fail "guest did not power off"
-  VM_PID=
-  vm_show_results
+  vm_apt_boot
   assert_eq "boots" "$(vm_apt_boots | head -n 3)" "boot=1 slot=a pkgs=vm-probe=1.0-1,vm-tool=1.0-1 var=none
 boot=2 slot=b pkgs=vm-probe=1.0-3,vm-tool=1.0-2 var=before-switch
 boot=3 slot=a pkgs=vm-probe=1.0-1,vm-tool=1.0-1 var=before-switch"

@@ -7,11 +7,7 @@
 # before; then patchd starts (window closed), deletes the partial snapshot the cut left
 # and stages the patch set anew (staged, no switch).
 scenario() {
-  vm_have_patchd || fail "release binaries missing (cargo build --release)"
-  export VM_NET=1
-  vm_apt_layout
-  vm_build_apt
-  vm_apt_assemble "$DISK"
+  vm_apt_guest
   vm_apt_serve "$W" $VM_APT_V1 $VM_APT_V2
   local seed=${VM_SEED:-$RANDOM}
   echo "seed $seed"
