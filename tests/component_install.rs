@@ -527,6 +527,65 @@ fn a_handler_without_the_descriptor_fails_the_step_with_its_message() {
     assert_eq!(h.installed("mcu").unwrap(), None);
 }
 
+/// A handler that hangs (with a child of its own, as a flashing tool may have): the
+/// step fails after the configured timeout, saying so, the whole process group is
+/// killed, and nothing is recorded installed.
+#[test]
+fn a_handler_past_its_timeout_is_killed_with_its_children_and_the_step_fails() {
+    use patchd::component::{HandlerInput, Installer, Job};
+    let d = device();
+    let tools = d.handler_log.parent().unwrap().to_path_buf();
+    let path = tools.join("slow-handler");
+    let pids = tools.join("slow.pids");
+    fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nsleep 600 &\necho \"$$ $!\" > {}\necho \"progress 5 erasing\"\nwait\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let h = Handler::new(
+        &d.paths,
+        HandlerSettings {
+            path,
+            timeout: Duration::from_secs(1),
+            trusted_uid: nix::unistd::geteuid().as_raw(),
+            input: HandlerInput::Stdin,
+        },
+    );
+    let (c, f) = blob(&d, "mcu", "7", 0);
+    let job = Job {
+        component: &c,
+        file: &f,
+        release: "2.0.0",
+        slot: "b",
+    };
+    h.stage(&job).unwrap();
+    let started = std::time::Instant::now();
+    let e = h.switch(&job).unwrap_err().to_string();
+    assert!(e.contains("did not finish within 1s and was killed"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited far past the timeout"
+    );
+    let both = fs::read_to_string(&pids).unwrap();
+    for pid in both.split_whitespace() {
+        let gone = (0..100).any(|_| {
+            let alive = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false);
+            if alive {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !alive
+        });
+        assert!(gone, "process {pid} of the handler outlived its timeout");
+    }
+    assert_eq!(h.installed("mcu").unwrap(), None);
+}
+
 #[test]
 fn handler_progress_lines() {
     use patchd::component::{parse_progress, Progress};
