@@ -408,14 +408,8 @@ echo "progress 100 read from fd $fd"
 echo "$PATCHD_ACTION $PATCHD_VERSION fd=$fd sha=$got writable=$writable stdin=$(wc -c | tr -d ' ')" >> "$(dirname "$0")/fd-handler.log"
 "#;
 
-#[test]
-fn handler_reads_the_verified_payload_from_the_descriptor_it_is_given() {
-    use patchd::component::{HandlerInput, Installer, Job};
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: the handler must be root-owned, which needs root");
-        return;
-    }
-    let d = device();
+/// `FD_HANDLER` installed as the device's handler with `input`.
+fn fd_handler(d: &Device, input: patchd::component::HandlerInput) -> (Handler, PathBuf) {
     let tools = d.handler_log.parent().unwrap().to_path_buf();
     let path = tools.join("fd-handler");
     fs::write(&path, FD_HANDLER).unwrap();
@@ -425,11 +419,23 @@ fn handler_reads_the_verified_payload_from_the_descriptor_it_is_given() {
         HandlerSettings {
             path,
             timeout: Duration::from_secs(10),
-            // Root, as on a device: the file was created by root.
-            trusted_uid: 0,
-            input: HandlerInput::Fd,
+            // The test's own uid: root, as on a device, where the fd test runs.
+            trusted_uid: nix::unistd::geteuid().as_raw(),
+            input,
         },
     );
+    (h, tools)
+}
+
+#[test]
+fn handler_reads_the_verified_payload_from_the_descriptor_it_is_given() {
+    use patchd::component::{HandlerInput, Installer, Job};
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: the handler must be root-owned, which needs root");
+        return;
+    }
+    let d = device();
+    let (h, tools) = fd_handler(&d, HandlerInput::Fd);
     let install = |c: &Component, f: &Path| {
         let job = Job {
             component: c,
@@ -498,19 +504,7 @@ fn a_handler_without_the_descriptor_fails_the_step_with_its_message() {
     // exits 4, which fails the step with its stderr (the protocol choice matters).
     use patchd::component::{HandlerInput, Installer, Job};
     let d = device();
-    let tools = d.handler_log.parent().unwrap().to_path_buf();
-    let path = tools.join("fd-handler");
-    fs::write(&path, FD_HANDLER).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    let h = Handler::new(
-        &d.paths,
-        HandlerSettings {
-            path,
-            timeout: Duration::from_secs(10),
-            trusted_uid: nix::unistd::geteuid().as_raw(),
-            input: HandlerInput::Stdin,
-        },
-    );
+    let (h, _) = fd_handler(&d, HandlerInput::Stdin);
     let (c, f) = blob(&d, "mcu", "7", 0);
     let job = Job {
         component: &c,
